@@ -1,0 +1,1 @@
+"""The controller: keeps the measured topology and pushes routes to the relays."""

@@ -1,0 +1,430 @@
+"""The controller's gRPC services: relay sessions and admin. A thin shell around Topology and
+the routing core; one recompute loop pushes each relay its own rows when they change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+from controller import routing
+from controller.routing import CostModel, Hysteresis, Route, Routes
+from controller.topology import Relay, Topology
+from skymesh.catalogue import Region
+from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2, relay_pb2_grpc
+
+log = logging.getLogger("skymesh.controller")
+
+STATE_NAMES = {
+    relay_pb2.LINK_STATE_UNSPECIFIED: "unknown",
+    relay_pb2.LINK_STATE_UP: "up",
+    relay_pb2.LINK_STATE_DEGRADED: "degraded",
+    relay_pb2.LINK_STATE_DOWN: "down",
+}
+STATE_VALUES = {v: k for k, v in STATE_NAMES.items()}
+_ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    probe_interval_s: float = 1.0
+    report_interval_s: float = 1.0
+    recompute_interval_s: float = 0.5
+    stale_after_s: float = 5.0
+    settle_samples: int = 8  # replies before a link counts as measured
+    cost: CostModel = CostModel()
+    hysteresis: Hysteresis = Hysteresis()
+
+
+@dataclass(eq=False)
+class Session:
+    relay: Relay
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    pushed: list[tuple[str, tuple[str, ...]]] | None = None  # paths of the rows last pushed
+    pushed_version: int = 0
+    acked_version: int = 0
+    rejections: int = 0
+
+    def send(self, msg: relay_pb2.ControllerMessage | None) -> None:
+        self.queue.put_nowait(msg)
+
+    @property
+    def in_sync(self) -> bool:
+        return self.pushed is not None and self.acked_version == self.pushed_version
+
+
+class Controller:
+    def __init__(self, catalogue: Mapping[str, Region], settings: Settings = Settings()) -> None:
+        self.catalogue = dict(catalogue)
+        self.settings = settings
+        self.topology = Topology(self.catalogue, settings.stale_after_s,
+                                 settings.settle_samples)
+        self.sessions: dict[str, Session] = {}
+        self.routes: Routes = {}
+        self.tables: dict[str, list[Route]] = {}  # the routes by source region
+        self.version = 0
+        self.routes_complete = False  # computed when every relay had measured all its links
+        self.dirty = True
+        self.started = time.monotonic()
+        self.converged_since: float | None = None
+
+    # -- relay sessions --------------------------------------------------------------------
+
+    def connect(self, hello: relay_pb2.Hello) -> Session:
+        relay = Relay(hello.region, hello.node_id, hello.probe_addr, time.monotonic())
+        old = self.sessions.pop(hello.region, None)
+        if old:
+            log.info("%s: node %s replaces %s", relay.region, relay.node_id, old.relay.node_id)
+            old.send(None)
+        self.topology.add_relay(relay)
+        session = Session(relay)
+        self.sessions[relay.region] = session
+        # versions only grow, across controller restarts too
+        self.version = max(self.version, hello.route_version)
+        self.broadcast_peers()
+        self.dirty = True
+        log.info(
+            "%s: relay %s connected from %s (holds routes v%d)",
+            relay.region,
+            relay.node_id,
+            relay.probe_addr,
+            hello.route_version,
+        )
+        return session
+
+    def disconnect(self, session: Session) -> None:
+        region = session.relay.region
+        if self.sessions.get(region) is session:
+            del self.sessions[region]
+            self.topology.remove_relay(region)
+            self.broadcast_peers()
+            self.dirty = True
+            log.info("%s: relay %s disconnected", region, session.relay.node_id)
+
+    def broadcast_peers(self) -> None:
+        for session in self.sessions.values():
+            peers = [
+                relay_pb2.Peer(region=r.region, probe_addr=r.probe_addr)
+                for r in sorted(self.topology.relays.values(), key=lambda r: r.region)
+                if r.region != session.relay.region
+            ]
+            session.send(
+                relay_pb2.ControllerMessage(
+                    peers=relay_pb2.PeerList(
+                        peers=peers,
+                        probe_interval_s=self.settings.probe_interval_s,
+                        report_interval_s=self.settings.report_interval_s,
+                    )
+                )
+            )
+
+    def on_report(self, session: Session, report: relay_pb2.LinkReport) -> None:
+        samples = [
+            {
+                "dst": s.dst,
+                "rtt_ms": s.rtt_ms,
+                "min_rtt_ms": s.min_rtt_ms,
+                "jitter_ms": s.jitter_ms,
+                "loss": s.loss,
+                "samples": s.samples,
+                "lost": s.lost,
+                "state": STATE_NAMES.get(s.state, "?"),
+            }
+            for s in report.links
+        ]
+        problems = self.topology.report(session.relay.region, samples, time.monotonic())
+        for problem in problems:
+            log.warning("%s: rejected sample: %s", session.relay.region, problem)
+        self.dirty = True
+
+    def on_ack(self, session: Session, ack: relay_pb2.RouteAck) -> None:
+        if ack.accepted:
+            session.acked_version = max(session.acked_version, ack.version)
+        else:
+            session.rejections += 1
+            log.warning(
+                "%s: rejected routes v%d: %s", session.relay.region, ack.version, ack.reason
+            )
+            session.pushed = None  # push again at the next version
+            self.dirty = True
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def recompute(self) -> bool:
+        """Expire stale links, recompute routes, push changed rows. True if anything moved."""
+        now = time.monotonic()
+        if self.topology.expire(now):
+            self.dirty = True
+        if not self.dirty:
+            return False
+        self.dirty = False
+        # routes from a partial measurement are no reason to hold on to a path
+        previous = self.routes if self.routes_complete else None
+        self.routes_complete = self.all_measured()
+        graph = routing.build_graph(self.sessions, self.topology.usable_links(), self.settings.cost)
+        old = self.routes
+        self.routes = routing.compute_routes(graph, previous, self.settings.hysteresis)
+        self.tables = routing.tables(self.routes)
+        if log.isEnabledFor(logging.DEBUG):
+            for key, r in self.routes.items():
+                if key in old and old[key].path != r.path:
+                    log.debug(
+                        "route %s->%s: %s (%.1f ms, now %.1f) -> %s (%.1f ms)",
+                        *key,
+                        ">".join(old[key].path),
+                        old[key].cost_ms,
+                        routing.path_cost(graph, old[key].path)
+                        if all(
+                            graph.has_edge(a, b)
+                            for a, b in zip(old[key].path, old[key].path[1:], strict=False)
+                        )
+                        else float("nan"),
+                        ">".join(r.path),
+                        r.cost_ms,
+                    )
+        # a new version when some relay's paths change; costs alone drift with every sample
+        changed = [
+            s
+            for s in self.sessions.values()
+            if s.pushed != paths_of(self.tables.get(s.relay.region, []))
+        ]
+        if changed:
+            self.version += 1
+            log.info("routes v%d: %d relays' tables changed", self.version, len(changed))
+            for session in changed:
+                self.push(session)
+        return bool(changed)
+
+    def push(self, session: Session) -> None:
+        rows = self.tables.get(session.relay.region, [])
+        session.pushed, session.pushed_version = paths_of(rows), self.version
+        session.send(
+            relay_pb2.ControllerMessage(
+                routes=relay_pb2.RouteTable(
+                    version=self.version,
+                    nonce=uuid.uuid4().hex[:12],
+                    routes=[route_entry(r) for r in rows],
+                )
+            )
+        )
+
+    def converged(self) -> bool:
+        ok = (
+            bool(self.sessions)
+            and self.routes_complete
+            and self.all_measured()
+            and all(s.in_sync for s in self.sessions.values())
+        )
+        now = time.monotonic()
+        if not ok:
+            self.converged_since = None
+        elif self.converged_since is None:
+            self.converged_since = now
+        return ok
+
+    def all_measured(self) -> bool:
+        return all(self.topology.measured(r) for r in self.sessions)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.recompute()
+                self.converged()
+            except Exception:  # the loop must survive any one bad round
+                log.exception("route computation failed")
+            await asyncio.sleep(self.settings.recompute_interval_s)
+
+
+def paths_of(rows: list[Route]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(r.dst, r.path) for r in rows]
+
+
+def route_entry(r: Route) -> relay_pb2.RouteEntry:
+    return relay_pb2.RouteEntry(
+        dst=r.dst, next_hop=r.next_hop, path=list(r.path), cost_ms=round(r.cost_ms, 3)
+    )
+
+
+class RelayControlService(relay_pb2_grpc.RelayControlServicer):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[relay_pb2.RelayMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator:
+        ctl = self.controller
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        problem = check_hello(first, ctl.catalogue)
+        if problem:
+            code, reason = problem
+            log.warning("refused a relay session: %s", reason)
+            await context.abort(code, reason)
+        session = ctl.connect(first.hello)
+        reader = asyncio.create_task(self._read(session, request_iterator, context))
+        try:
+            while (msg := await session.queue.get()) is not None:
+                yield msg
+        finally:
+            reader.cancel()
+            ctl.disconnect(session)
+
+    async def _read(
+        self, session: Session, requests: AsyncIterator, context: grpc.aio.ServicerContext
+    ) -> None:
+        try:
+            async for msg in requests:
+                kind = msg.WhichOneof("msg")
+                if kind == "report":
+                    self.controller.on_report(session, msg.report)
+                elif kind == "ack":
+                    self.controller.on_ack(session, msg.ack)
+                else:
+                    log.warning("%s: unexpected %s message ignored", session.relay.region, kind)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            session.send(None)
+
+
+def check_hello(
+    msg: relay_pb2.RelayMessage, catalogue: Mapping[str, Region]
+) -> tuple[grpc.StatusCode, str] | None:
+    if msg.WhichOneof("msg") != "hello":
+        return grpc.StatusCode.INVALID_ARGUMENT, "the first message of a session must be a hello"
+    hello = msg.hello
+    if hello.region not in catalogue:
+        return grpc.StatusCode.NOT_FOUND, f"unknown region {hello.region!r}: not in the catalogue"
+    if not _ADDR.match(hello.probe_addr):
+        return (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"probe_addr {hello.probe_addr!r} is not host:port",
+        )
+    return None
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    async def Status(self, request, context) -> admin_pb2.StatusReply:
+        ctl = self.controller
+        up, measured, expected = ctl.topology.counts()
+        converged = ctl.converged()
+        now = time.monotonic()
+        return admin_pb2.StatusReply(
+            relays=len(ctl.sessions),
+            regions=len(ctl.catalogue),
+            route_version=ctl.version,
+            converged=converged,
+            links_up=up,
+            links_measured=measured,
+            links_expected=expected,
+            relays_acked=sum(s.in_sync for s in ctl.sessions.values()),
+            uptime_s=now - ctl.started,
+            converged_for_s=now - ctl.converged_since if converged else 0.0,
+        )
+
+    async def Regions(self, request, context) -> admin_pb2.RegionsReply:
+        ctl = self.controller
+        infos = []
+        for rid, region in sorted(ctl.catalogue.items()):
+            session = ctl.sessions.get(rid)
+            infos.append(
+                admin_pb2.RegionInfo(
+                    id=rid,
+                    name=region.name,
+                    country=region.country,
+                    lat=region.lat,
+                    lon=region.lon,
+                    tags=list(region.tags),
+                    connected=session is not None,
+                    probe_addr=session.relay.probe_addr if session else "",
+                    route_version=session.acked_version if session else 0,
+                )
+            )
+        return admin_pb2.RegionsReply(regions=infos)
+
+    async def Links(self, request, context) -> admin_pb2.LinksReply:
+        ctl = self.controller
+        infos = []
+        for (src, dst), r in sorted(ctl.topology.links.items()):
+            sample = relay_pb2.LinkSample(
+                dst=dst,
+                rtt_ms=r.rtt_ms,
+                min_rtt_ms=r.min_rtt_ms,
+                jitter_ms=r.jitter_ms,
+                loss=r.loss,
+                samples=r.samples,
+                lost=r.lost,
+                age_s=time.monotonic() - r.received_at,
+                state=STATE_VALUES[r.state],
+            )
+            cost = routing.link_cost(r.latency_ms, r.loss, ctl.settings.cost)
+            infos.append(admin_pb2.LinkInfo(src=src, sample=sample, cost_ms=cost))
+        return admin_pb2.LinksReply(links=infos)
+
+    async def Routes(self, request, context) -> admin_pb2.RoutesReply:
+        ctl = self.controller
+        if request.region not in ctl.catalogue:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown region {request.region!r}: not in the catalogue",
+            )
+        rows = ctl.tables.get(request.region, [])
+        session = ctl.sessions.get(request.region)
+        return admin_pb2.RoutesReply(
+            region=request.region,
+            version=session.pushed_version if session else 0,
+            routes=[route_entry(r) for r in rows],
+        )
+
+    async def Path(self, request, context) -> admin_pb2.PathReply:
+        ctl = self.controller
+        for rid in (request.src, request.dst):
+            if rid not in ctl.catalogue:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"unknown region {rid!r}: not in the catalogue"
+                )
+        reply = admin_pb2.PathReply(src=request.src, dst=request.dst, version=ctl.version)
+        if request.src == request.dst:
+            reply.path[:] = [request.src]
+            reply.reachable = True
+            return reply
+        route = ctl.routes.get((request.src, request.dst))
+        if route:
+            reply.path[:] = list(route.path)
+            reply.cost_ms = round(route.cost_ms, 3)
+            reply.reachable = True
+        else:
+            down = [r for r in (request.src, request.dst) if r not in ctl.sessions]
+            reply.reason = (
+                f"no relay connected in {', '.join(down)}"
+                if down
+                else f"no measured path from {request.src} to {request.dst}"
+            )
+        return reply
+
+
+async def serve(
+    catalogue: Mapping[str, Region], listen: str, settings: Settings = Settings()
+) -> tuple[grpc.aio.Server, Controller, int]:
+    controller = Controller(catalogue, settings)
+    server = grpc.aio.server()
+    relay_pb2_grpc.add_RelayControlServicer_to_server(RelayControlService(controller), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(controller), server)
+    port = server.add_insecure_port(listen)
+    if not port:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    return server, controller, port

@@ -1,0 +1,1 @@
+"""The relay node: probes peer regions, reports links, holds the controller's route tables."""

@@ -1,0 +1,261 @@
+"""The relay process: a UDP socket for probes (with the emulated WAN in its send path) and
+a control session to the controller that reports links and receives route tables."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import grpc
+
+from relay import packets
+from relay.probe import LinkStats, ProbeSettings
+from relay.tables import Entry, RouteTables
+from skymesh.v1 import relay_pb2, relay_pb2_grpc
+from skymesh.wan import WanLink
+
+log = logging.getLogger("skymesh.relay")
+
+STATE_VALUES = {
+    "unknown": relay_pb2.LINK_STATE_UNSPECIFIED,
+    "up": relay_pb2.LINK_STATE_UP,
+    "degraded": relay_pb2.LINK_STATE_DEGRADED,
+    "down": relay_pb2.LINK_STATE_DOWN,
+}
+# terminal statuses: retrying cannot help, but the relay keeps trying slowly in case the
+# operator fixes the controller's catalogue
+FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    fast_probe_interval_s: float = 0.1  # while a link has fewer than min_samples replies
+    tick_s: float = 0.05
+    backoff_min_s: float = 0.2
+    backoff_max_s: float = 5.0
+    probe: ProbeSettings = ProbeSettings()
+
+
+class RelayNode:
+    def __init__(
+        self,
+        region: str,
+        controller: str,
+        bind: tuple[str, int],
+        wan: dict[str, WanLink] | None = None,
+        settings: RelaySettings = RelaySettings(),
+    ) -> None:
+        self.region = region
+        self.controller = controller
+        self.bind = bind
+        self.wan = wan  # None: a real network, send at once
+        self.settings = settings
+        self.node_id = f"{region}-{uuid.uuid4().hex[:6]}"
+        self.peers: dict[str, tuple[str, int]] = {}
+        self.stats: dict[str, LinkStats] = {}
+        self.next_probe: dict[str, float] = {}
+        self.seq = 0
+        self.tables = RouteTables(region)
+        self.counters: Counter[str] = Counter()
+        self.probe_interval_s = 0.5
+        self.report_interval_s = 1.0
+        self.transport: asyncio.DatagramTransport | None = None
+        self.outbox: asyncio.Queue | None = None  # messages to the controller while connected
+        self.rng = random.Random()
+
+    # -- UDP -------------------------------------------------------------------------------
+
+    async def start_udp(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=self.bind
+        )
+        return self.transport.get_extra_info("sockname")[:2]
+
+    def send_to_region(self, region: str, addr: tuple[str, int], data: bytes) -> None:
+        """Send, through the emulated WAN when there is one."""
+        if self.wan is None:
+            self.transport.sendto(data, addr)
+            return
+        link = self.wan.get(region)
+        if link is None or (link.loss and self.rng.random() < link.loss):
+            self.counters["wan_dropped"] += 1
+            return
+        delay = max(0.0, link.delay_ms + self.rng.uniform(-link.jitter_ms, link.jitter_ms))
+        asyncio.get_running_loop().call_later(delay / 1000, self._sendto, data, addr)
+
+    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+    def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            pkt = packets.decode(data)
+        except packets.MalformedPacket as e:
+            self.counters["malformed"] += 1
+            log.debug("malformed datagram from %s: %s", addr, e)
+            return
+        if pkt.kind == packets.PROBE:
+            reply = packets.encode_probe(packets.PROBE_REPLY, pkt.seq, self.region)
+            self.send_to_region(pkt.region, addr, reply)
+        elif (stats := self.stats.get(pkt.region)) is not None:
+            if stats.received(pkt.seq, time.monotonic()) is None:
+                self.counters["late_replies"] += 1
+
+    # -- probing ---------------------------------------------------------------------------
+
+    def set_peers(self, peers: dict[str, tuple[str, int]]) -> None:
+        now = time.monotonic()
+        for region in list(self.stats):
+            if region not in peers or peers[region] != self.peers.get(region):
+                del self.stats[region]
+                self.next_probe.pop(region, None)
+        for region in peers:
+            if region not in self.stats:
+                self.stats[region] = LinkStats(self.settings.probe)
+                self.next_probe[region] = now + self.rng.uniform(0, self.settings.tick_s * 2)
+        self.peers = dict(peers)
+
+    def probe_due(self, now: float) -> None:
+        for region, addr in self.peers.items():
+            stats = self.stats[region]
+            stats.expire(now)
+            if now < self.next_probe[region]:
+                continue
+            self.seq += 1
+            stats.sent(self.seq, now)
+            self.send_to_region(
+                region, addr, packets.encode_probe(packets.PROBE, self.seq, self.region)
+            )
+            fast = stats.samples < self.settings.probe.min_samples and not stats.measured
+            interval = self.settings.fast_probe_interval_s if fast else self.probe_interval_s
+            self.next_probe[region] = now + interval * self.rng.uniform(0.9, 1.1)
+
+    async def probe_loop(self) -> None:
+        while True:
+            self.probe_due(time.monotonic())
+            await asyncio.sleep(self.settings.tick_s)
+
+    def link_report(self) -> relay_pb2.LinkReport:
+        now = time.monotonic()
+        return relay_pb2.LinkReport(
+            links=[
+                relay_pb2.LinkSample(
+                    dst=region,
+                    rtt_ms=s.srtt or 0.0,
+                    min_rtt_ms=s.min_rtt or 0.0,
+                    jitter_ms=s.jitter,
+                    loss=s.loss,
+                    samples=s.samples,
+                    lost=s.lost,
+                    age_s=s.age(now),
+                    state=STATE_VALUES[s.state],
+                )
+                for region, s in sorted(self.stats.items())
+            ]
+        )
+
+    async def report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval_s)
+            if self.outbox is not None:
+                self.outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
+
+    # -- control session -------------------------------------------------------------------
+
+    def on_control(self, msg: relay_pb2.ControllerMessage) -> relay_pb2.RelayMessage | None:
+        kind = msg.WhichOneof("msg")
+        if kind == "peers":
+            if msg.peers.probe_interval_s > 0:
+                self.probe_interval_s = msg.peers.probe_interval_s
+            if msg.peers.report_interval_s > 0:
+                self.report_interval_s = msg.peers.report_interval_s
+            peers = {}
+            for p in msg.peers.peers:
+                host, _, port = p.probe_addr.rpartition(":")
+                if host and port.isdigit() and p.region != self.region:
+                    peers[p.region] = (host.strip("[]"), int(port))
+            self.set_peers(peers)
+            return None
+        if kind == "routes":
+            table = msg.routes
+            entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms) for r in table.routes]
+            reason = self.tables.apply(table.version, entries)
+            if reason:
+                self.counters["tables_rejected"] += 1
+                log.warning("rejected routes v%d: %s", table.version, reason)
+            else:
+                log.info("applied routes v%d (%d destinations)", table.version, len(entries))
+            return relay_pb2.RelayMessage(
+                ack=relay_pb2.RouteAck(
+                    version=table.version,
+                    nonce=table.nonce,
+                    accepted=reason is None,
+                    reason=reason or "",
+                )
+            )
+        return None
+
+    async def control_loop(self, probe_addr: str) -> None:
+        backoff = self.settings.backoff_min_s
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(self.controller) as channel:
+                    stub = relay_pb2_grpc.RelayControlStub(channel)
+                    outbox: asyncio.Queue = asyncio.Queue()
+                    outbox.put_nowait(
+                        relay_pb2.RelayMessage(
+                            hello=relay_pb2.Hello(
+                                region=self.region,
+                                node_id=self.node_id,
+                                probe_addr=probe_addr,
+                                route_version=self.tables.version,
+                            )
+                        )
+                    )
+                    call = stub.Session(_drain(outbox))
+                    async for msg in call:
+                        if self.outbox is None:
+                            log.info("connected to controller %s", self.controller)
+                            self.outbox = outbox
+                            backoff = self.settings.backoff_min_s
+                        if (reply := self.on_control(msg)) is not None:
+                            outbox.put_nowait(reply)
+                log.warning("controller closed the session")
+            except grpc.aio.AioRpcError as e:
+                level = logging.ERROR if e.code() in FATAL else logging.INFO
+                log.log(level, "controller %s: %s: %s", self.controller, e.code().name, e.details())
+                if e.code() in FATAL:
+                    backoff = self.settings.backoff_max_s
+            finally:
+                self.outbox = None
+            await asyncio.sleep(backoff * self.rng.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.settings.backoff_max_s)
+
+    async def run(self) -> None:
+        host, port = await self.start_udp()
+        log.info("relay %s listening on udp %s:%d", self.node_id, host, port)
+        await asyncio.gather(
+            self.probe_loop(), self.report_loop(), self.control_loop(f"{host}:{port}")
+        )
+
+
+async def _drain(queue: asyncio.Queue):
+    while True:
+        yield await queue.get()
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, node: RelayNode) -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.node.on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.node.counters["socket_errors"] += 1

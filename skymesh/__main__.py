@@ -1,0 +1,3 @@
+from skymesh.cli import main
+
+raise SystemExit(main())

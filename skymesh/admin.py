@@ -1,0 +1,96 @@
+"""The admin client: asks the controller, prints tables or JSON."""
+
+from __future__ import annotations
+
+import grpc
+
+from skymesh import mesh
+from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
+
+STATE_NAMES = {
+    relay_pb2.LINK_STATE_UNSPECIFIED: "unknown",
+    relay_pb2.LINK_STATE_UP: "up",
+    relay_pb2.LINK_STATE_DEGRADED: "degraded",
+    relay_pb2.LINK_STATE_DOWN: "down",
+}
+
+
+class AdminError(Exception):
+    """A failure to show to the operator as it is."""
+
+
+def controller_address(given: str | None) -> str:
+    if given:
+        return given
+    state = mesh.running_state()
+    if state is None:
+        raise AdminError(f"no local mesh is running (no live state in {mesh.state_file()}); "
+                         "start one with `skymesh up`, or pass --controller HOST:PORT")
+    return state["controller"]
+
+
+def call(address: str, method: str, request, timeout: float = 5.0):
+    with grpc.insecure_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        try:
+            return getattr(stub, method)(request, timeout=timeout)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise AdminError(f"controller {address} is not answering "
+                                 f"({e.code().name}: {e.details()})") from None
+            raise AdminError(f"{e.details()} ({e.code().name})") from None
+
+
+def status(address: str) -> dict:
+    r = call(address, "Status", admin_pb2.StatusRequest())
+    return {"controller": address, "relays": r.relays, "regions": r.regions,
+            "route_version": r.route_version, "converged": r.converged,
+            "converged_for_s": round(r.converged_for_s, 1), "relays_acked": r.relays_acked,
+            "links_up": r.links_up, "links_measured": r.links_measured,
+            "links_expected": r.links_expected, "uptime_s": round(r.uptime_s, 1)}
+
+
+def regions(address: str) -> list[dict]:
+    r = call(address, "Regions", admin_pb2.RegionsRequest())
+    return [{"id": x.id, "name": x.name, "country": x.country, "lat": x.lat, "lon": x.lon,
+             "tags": list(x.tags), "connected": x.connected, "probe_addr": x.probe_addr,
+             "route_version": x.route_version} for x in r.regions]
+
+
+def links(address: str) -> list[dict]:
+    r = call(address, "Links", admin_pb2.LinksRequest())
+    return [{"src": x.src, "dst": x.sample.dst, "rtt_ms": round(x.sample.rtt_ms, 3),
+             "min_rtt_ms": round(x.sample.min_rtt_ms, 3),
+             "jitter_ms": round(x.sample.jitter_ms, 3), "loss": round(x.sample.loss, 4),
+             "state": STATE_NAMES[x.sample.state], "samples": x.sample.samples,
+             "lost": x.sample.lost, "age_s": round(x.sample.age_s, 2),
+             "cost_ms": round(x.cost_ms, 3)} for x in r.links]
+
+
+def routes(address: str, region: str) -> dict:
+    r = call(address, "Routes", admin_pb2.RoutesRequest(region=region))
+    return {"region": r.region, "version": r.version,
+            "routes": [_route(x) for x in r.routes]}
+
+
+def path(address: str, src: str, dst: str) -> dict:
+    r = call(address, "Path", admin_pb2.PathRequest(src=src, dst=dst))
+    out = {"src": r.src, "dst": r.dst, "path": list(r.path), "cost_ms": round(r.cost_ms, 3),
+           "reachable": r.reachable, "version": r.version}
+    if not r.reachable:
+        out["reason"] = r.reason
+    return out
+
+
+def _route(x: relay_pb2.RouteEntry) -> dict:
+    return {"dst": x.dst, "next_hop": x.next_hop, "path": list(x.path),
+            "cost_ms": round(x.cost_ms, 3)}
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in cells]
+    return "\n".join(lines)

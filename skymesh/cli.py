@@ -1,0 +1,377 @@
+"""`skymesh`: the one command. Each subcommand imports what it needs only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not hasattr(args, "run"):
+        parser().print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skymesh", description="skymesh: a global edge relay "
+                                "network and its routing control plane")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the local mesh: a controller and one relay per region",
+                        description="Start a controller and one relay per region on loopback "
+                        "addresses, with the wide-area network emulated in the relays' send "
+                        "path, and wait until routes have converged.")
+    up.add_argument("--regions", type=Path, help="region catalogue directory (default: regions/)")
+    up.add_argument("--only", help="comma-separated region ids to start (default: all)")
+    up.add_argument("--latency-matrix", type=Path, metavar="CSV",
+                    help="measured RTTs, header src,dst,rtt_ms[,loss]; a missing pair has no "
+                    "direct link (default: latency from geography)")
+    up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
+    up.add_argument("--detach", action="store_true",
+                    help="return once converged and leave the mesh running (`skymesh down`)")
+    up.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds to wait for convergence (default: 120)")
+    up.add_argument("--json", action="store_true", help="print the result as JSON")
+    up.add_argument("--log-level", default="info")
+    up.set_defaults(run=cmd_up)
+
+    down = sub.add_parser("down", help="stop the local mesh started by `skymesh up`")
+    down.add_argument("--json", action="store_true")
+    down.set_defaults(run=cmd_down)
+
+    ctl = sub.add_parser("controller", help="run a controller")
+    ctl.add_argument("--listen", default="127.0.0.1:7400", help="HOST:PORT (default: %(default)s)")
+    ctl.add_argument("--regions", type=Path, help="region catalogue directory (default: regions/)")
+    ctl.add_argument("--only", help="comma-separated region ids to serve (default: all)")
+    ctl.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
+                     help="seconds between probes of a measured link (default: %(default)s)")
+    ctl.add_argument("--hysteresis", type=float, default=0.10, metavar="FRACTION",
+                     help="a route moves only when the new path is better by more than this "
+                     "fraction of its cost ... (default: %(default)s)")
+    ctl.add_argument("--hysteresis-ms", type=float, default=5.0, metavar="MS",
+                     help="... and by more than this many ms (default: %(default)s)")
+    ctl.add_argument("--log-level", default="info")
+    ctl.set_defaults(run=cmd_controller)
+
+    relay = sub.add_parser("relay", help="run a relay node for one region")
+    relay.add_argument("--region", required=True, help="region id, as in the catalogue")
+    relay.add_argument("--controller", required=True, metavar="HOST:PORT")
+    relay.add_argument("--bind", default="127.0.0.1:0", metavar="HOST:PORT",
+                       help="UDP address for relay traffic (default: %(default)s)")
+    relay.add_argument("--wan", type=Path, metavar="FILE",
+                       help="emulated WAN model (written by `skymesh up`); default: none")
+    relay.add_argument("--log-level", default="info")
+    relay.set_defaults(run=cmd_relay)
+
+    admin = sub.add_parser("admin", help="ask the controller: status, regions, links, routes, "
+                           "path")
+    admin.add_argument("--controller", metavar="HOST:PORT",
+                       help="controller address (default: the local mesh's)")
+    asub = admin.add_subparsers(title="admin commands", metavar="COMMAND")
+    for name, help_ in (("status", "relays, route version, convergence"),
+                        ("regions", "the catalogue and which regions have a relay"),
+                        ("links", "measured links: RTT, jitter, loss, state")):
+        a = asub.add_parser(name, help=help_)
+        a.set_defaults(run=cmd_admin, what=name)
+    a = asub.add_parser("routes", help="a region's route table")
+    a.add_argument("region")
+    a.set_defaults(run=cmd_admin, what="routes")
+    a = asub.add_parser("path", help="the path from one region to another")
+    a.add_argument("src")
+    a.add_argument("dst")
+    a.set_defaults(run=cmd_admin, what="path")
+    for a in asub.choices.values():
+        a.add_argument("--json", action="store_true", help="print JSON")
+        a.add_argument("--controller", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                       help="controller address (default: the local mesh's)")
+    return p
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"skymesh: {message}", file=sys.stderr)
+    return code
+
+
+def setup_logging(level: str, name: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s")
+
+
+def load_regions(directory: Path | None, only: str | None):
+    from skymesh import mesh
+    from skymesh.catalogue import load_catalogue, select
+    regions = load_catalogue(directory or mesh.default_regions_dir())
+    if only:
+        regions = select(regions, [x.strip() for x in only.split(",") if x.strip()])
+    return regions
+
+
+# -- up / down ---------------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from skymesh import mesh, wan
+    from skymesh.catalogue import CatalogueError
+
+    try:
+        regions = load_regions(args.regions, args.only)
+        if args.latency_matrix:
+            model = wan.load_matrix(args.latency_matrix, regions)
+        else:
+            model = wan.geo_model(regions.values(), seed=args.seed)
+    except (CatalogueError, wan.MatrixError) as e:
+        return fail(f"not starting the mesh:\n{e}")
+    if len(regions) < 2:
+        return fail("a mesh needs at least two regions")
+    running = mesh.running_state()
+    if running:
+        return fail(f"a local mesh is already running (controller {running['controller']}, "
+                    f"state {mesh.state_file()}); stop it with `skymesh down`")
+    mesh.home().mkdir(parents=True, exist_ok=True)
+    wan_file = mesh.home() / "wan.json"
+    wan.dump_model(model, wan_file)
+    source = args.latency_matrix or "geography"
+    say = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    say(f"starting a controller and {len(regions)} relays (latency from {source}; "
+        f"logs in {mesh.home() / 'logs'})")
+    t0 = time.monotonic()
+    only = list(regions) if args.only else None
+    try:
+        m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
+                       args.log_level)
+    except (RuntimeError, OSError) as e:
+        return fail(str(e))
+    try:
+        status = wait_converged(m.controller, len(regions), args.timeout, say, m)
+    except KeyboardInterrupt:
+        mesh.stop(m.state, progress=say)
+        return 130
+    elapsed = time.monotonic() - t0
+    if status is None:
+        mesh.stop(m.state, progress=say)
+        return fail(f"routes did not converge in {args.timeout:.0f} s; see the logs in "
+                    f"{mesh.home() / 'logs'}")
+    result = {**status, "converge_s": round(elapsed, 1), "state": str(mesh.state_file())}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"converged in {elapsed:.1f} s: {status['relays']} relays, "
+              f"{status['links_up']} links up, route version {status['route_version']}")
+        print(f"controller at {m.controller}; try `skymesh admin status`, "
+              "`skymesh admin path SRC DST`")
+    if args.detach:
+        return 0
+    say("running; press Ctrl-C to stop")
+    return hold(m)
+
+
+def wait_converged(controller: str, relays: int, timeout: float, say, m) -> dict | None:
+    from skymesh import admin
+
+    deadline = time.monotonic() + timeout
+    tty = sys.stdout.isatty() and say is print
+    last = ""
+    while time.monotonic() < deadline:
+        dead = [n for n, p in m.processes.items() if p.poll() is not None]
+        if "controller" in dead:
+            raise RuntimeError("the controller exited; see its log")
+        try:
+            s = admin.status(controller)
+        except admin.AdminError:
+            time.sleep(0.2)
+            continue
+        line = (f"relays {s['relays']}/{relays} connected, links measured "
+                f"{s['links_measured']}/{relays * (relays - 1)}, routes v{s['route_version']} "
+                f"acked by {s['relays_acked']}/{s['relays']}")
+        if dead:
+            line += f", exited: {', '.join(dead)}"
+        if tty:
+            print("\r" + line.ljust(len(last)), end="", flush=True)
+        elif line != last:
+            say(line)
+        last = line
+        if s["converged"] and s["relays"] == relays:
+            if tty:
+                print()
+            return s
+        time.sleep(0.25)
+    if tty:
+        print()
+    return None
+
+
+def hold(m) -> int:
+    from skymesh import mesh
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        while not stopping:
+            if m.processes["controller"].poll() is not None:
+                print("the controller exited; stopping the mesh", file=sys.stderr)
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    n = mesh.stop(m.state)
+    print(f"stopped {n} processes")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from skymesh import mesh
+
+    state = mesh.read_state()
+    if state is None:
+        if args.json:
+            print(json.dumps({"stopped": 0}))
+        else:
+            print(f"no local mesh to stop ({mesh.state_file()} not found)")
+        return 0
+    n = mesh.stop(state)
+    print(json.dumps({"stopped": n}) if args.json else f"stopped {n} processes")
+    return 0
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def run_loop(coro) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    from controller.routing import Hysteresis
+    from controller.service import Settings, serve
+    from skymesh.catalogue import CatalogueError
+
+    setup_logging(args.log_level, "controller")
+    try:
+        regions = load_regions(args.regions, args.only)
+    except CatalogueError as e:
+        return fail(f"not starting the controller:\n{e}")
+    settings = Settings(probe_interval_s=args.probe_interval,
+                        hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms))
+
+    async def run() -> None:
+        server, controller, port = await serve(regions, args.listen, settings)
+        logging.getLogger("skymesh.controller").info(
+            "serving %d regions on %s", len(regions), args.listen)
+        loop_task = asyncio.create_task(controller.run())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        loop_task.cancel()
+        await server.stop(grace=0.5)
+
+    try:
+        run_loop(run())
+    except OSError as e:
+        return fail(f"controller: {e}")
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from relay.node import RelayNode
+    from skymesh.wan import load_model_row
+
+    setup_logging(args.log_level, f"relay[{args.region}]")
+    host, _, port = args.bind.rpartition(":")
+    if not host or not port.isdigit():
+        return fail(f"--bind: expected HOST:PORT, got {args.bind!r}")
+    wan = None
+    if args.wan:
+        try:
+            wan = load_model_row(args.wan, args.region)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return fail(f"--wan {args.wan}: {e}")
+    node = RelayNode(args.region, args.controller, (host, int(port)), wan)
+
+    async def run() -> None:
+        task = asyncio.create_task(node.run())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        done, _ = await asyncio.wait([task, asyncio.create_task(stop.wait())],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+        if task in done:
+            task.result()
+
+    try:
+        run_loop(run())
+    except OSError as e:
+        return fail(f"relay {args.region}: {e}")
+    return 0
+
+
+# -- admin -------------------------------------------------------------------------------------
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from skymesh import admin
+
+    try:
+        address = admin.controller_address(args.controller)
+        if args.what == "status":
+            data = admin.status(address)
+        elif args.what == "regions":
+            data = admin.regions(address)
+        elif args.what == "links":
+            data = admin.links(address)
+        elif args.what == "routes":
+            data = admin.routes(address, args.region)
+        else:
+            data = admin.path(address, args.src, args.dst)
+    except admin.AdminError as e:
+        return fail(str(e))
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        print(render(args.what, data))
+    if args.what == "path" and not data["reachable"]:
+        return 1
+    return 0
+
+
+def render(what: str, data) -> str:
+    from skymesh.admin import table
+
+    if what == "status":
+        return "\n".join(f"{k:16} {v}" for k, v in data.items())
+    if what == "regions":
+        return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY"],
+                     [[r["id"], r["name"], r["country"], f"{r['lat']:.2f}", f"{r['lon']:.2f}",
+                       ",".join(r["tags"]), r["probe_addr"] or "-"] for r in data])
+    if what == "links":
+        return table(["SRC", "DST", "RTT_MS", "MIN_RTT_MS", "JITTER_MS", "LOSS", "STATE",
+                      "SAMPLES", "COST_MS"],
+                     [[x["src"], x["dst"], f"{x['rtt_ms']:.1f}", f"{x['min_rtt_ms']:.1f}",
+                       f"{x['jitter_ms']:.2f}",
+                       f"{x['loss']:.1%}", x["state"], x["samples"], f"{x['cost_ms']:.1f}"]
+                      for x in data])
+    if what == "routes":
+        head = f"routes of {data['region']} (version {data['version']})\n"
+        return head + table(["DST", "NEXT_HOP", "COST_MS", "PATH"],
+                            [[r["dst"], r["next_hop"], f"{r['cost_ms']:.1f}",
+                              " > ".join(r["path"])] for r in data["routes"]])
+    if not data["reachable"]:
+        return f"{data['src']} -> {data['dst']}: unreachable: {data['reason']}"
+    return (f"{' > '.join(data['path'])}\none-way cost {data['cost_ms']:.1f} ms, "
+            f"{len(data['path']) - 1} hop(s), routes v{data['version']}")

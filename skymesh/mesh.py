@@ -1,0 +1,175 @@
+"""The local mesh: a controller and one relay process per region on loopback addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from skymesh.catalogue import Region
+
+PROJECT_REGIONS = Path(__file__).resolve().parent.parent / "regions"
+
+
+def home() -> Path:
+    """Where the local mesh keeps its state file, logs and WAN model."""
+    return Path(os.environ.get("SKYMESH_HOME", "~/.skymesh")).expanduser()
+
+
+def state_file() -> Path:
+    return home() / "mesh.json"
+
+
+def default_regions_dir() -> Path:
+    local = Path("regions")
+    return local if local.is_dir() else PROJECT_REGIONS
+
+
+def relay_address(index: int) -> str:
+    """A distinct loopback address per relay: 127.1.0.1, 127.1.0.2, ..."""
+    return f"127.1.{index // 250}.{index % 250 + 1}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def read_state() -> dict | None:
+    try:
+        return json.loads(state_file().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def running_state() -> dict | None:
+    """The state of a local mesh whose controller still runs, else None."""
+    state = read_state()
+    if state and alive(state["pids"]["controller"]):
+        return state
+    return None
+
+
+@dataclass
+class Mesh:
+    controller: str
+    processes: dict[str, subprocess.Popen]
+    state: dict
+
+
+def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    try:
+        # a session of its own: a Ctrl-C in the terminal reaches `up`, which stops it
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        log.close()
+
+
+def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | None,
+          wan_file: Path, log_level: str = "info") -> Mesh:
+    """Start the controller, wait until it listens, then one relay per region."""
+    base = home()
+    logs = base / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob("*.log"):
+        old.unlink()
+    port = free_port()
+    controller = f"127.0.0.1:{port}"
+    py = [sys.executable, "-m", "skymesh"]
+    ctl_argv = py + ["controller", "--listen", controller, "--regions", str(regions_dir),
+                     "--log-level", log_level]
+    if only:
+        ctl_argv += ["--only", ",".join(only)]
+    processes = {"controller": spawn(ctl_argv, logs / "controller.log")}
+    _wait_listening(processes["controller"], "127.0.0.1", port, logs / "controller.log")
+    relays = {}
+    for i, rid in enumerate(regions):
+        argv = py + ["relay", "--region", rid, "--controller", controller,
+                     "--bind", f"{relay_address(i)}:0", "--wan", str(wan_file),
+                     "--log-level", log_level]
+        processes[rid] = spawn(argv, logs / f"{rid}.log")
+        relays[rid] = processes[rid].pid
+    state = {
+        "controller": controller,
+        "controller_argv": ctl_argv,
+        "pids": {"controller": processes["controller"].pid, "relays": relays},
+        "regions": list(regions),
+        "wan": str(wan_file),
+        "logs": str(logs),
+        "started": time.time(),
+    }
+    state_file().write_text(json.dumps(state, indent=1))
+    return Mesh(controller, processes, state)
+
+
+def _wait_listening(proc: subprocess.Popen, host: str, port: int, log: Path,
+                    timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the controller exited ({proc.returncode}):\n{_tail(log)}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the controller did not listen on {host}:{port} in {timeout:.0f} s")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop(state: dict, timeout: float = 5.0, progress: Callable[[str], None] = print) -> int:
+    """Stop every process of the mesh: SIGTERM, then SIGKILL what is left. Returns how many
+    were running."""
+    pids = [state["pids"]["controller"], *state["pids"]["relays"].values()]
+    running = [p for p in pids if alive(p)]
+    for pid in running:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in running):
+        time.sleep(0.05)
+    left = [p for p in running if alive(p)]
+    for pid in left:
+        _signal(pid, signal.SIGKILL)
+    if left:
+        progress(f"killed {len(left)} process(es) that did not stop in {timeout:.0f} s")
+    try:
+        state_file().unlink()
+    except FileNotFoundError:
+        pass
+    return len(running)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

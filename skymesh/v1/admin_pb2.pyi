@@ -1,0 +1,130 @@
+from skymesh.v1 import relay_pb2 as _relay_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s")
+    RELAYS_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    LINKS_UP_FIELD_NUMBER: _ClassVar[int]
+    LINKS_MEASURED_FIELD_NUMBER: _ClassVar[int]
+    LINKS_EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    RELAYS_ACKED_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    relays: int
+    regions: int
+    route_version: int
+    converged: bool
+    links_up: int
+    links_measured: int
+    links_expected: int
+    relays_acked: int
+    uptime_s: float
+    converged_for_s: float
+    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ...) -> None: ...
+
+class RegionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RegionInfo(_message.Message):
+    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COUNTRY_FIELD_NUMBER: _ClassVar[int]
+    LAT_FIELD_NUMBER: _ClassVar[int]
+    LON_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    country: str
+    lat: float
+    lon: float
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    connected: bool
+    probe_addr: str
+    route_version: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ...) -> None: ...
+
+class RegionsReply(_message.Message):
+    __slots__ = ("regions",)
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    regions: _containers.RepeatedCompositeFieldContainer[RegionInfo]
+    def __init__(self, regions: _Optional[_Iterable[_Union[RegionInfo, _Mapping]]] = ...) -> None: ...
+
+class LinksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LinkInfo(_message.Message):
+    __slots__ = ("src", "sample", "cost_ms")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    COST_MS_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    sample: _relay_pb2.LinkSample
+    cost_ms: float
+    def __init__(self, src: _Optional[str] = ..., sample: _Optional[_Union[_relay_pb2.LinkSample, _Mapping]] = ..., cost_ms: _Optional[float] = ...) -> None: ...
+
+class LinksReply(_message.Message):
+    __slots__ = ("links",)
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    links: _containers.RepeatedCompositeFieldContainer[LinkInfo]
+    def __init__(self, links: _Optional[_Iterable[_Union[LinkInfo, _Mapping]]] = ...) -> None: ...
+
+class RoutesRequest(_message.Message):
+    __slots__ = ("region",)
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    def __init__(self, region: _Optional[str] = ...) -> None: ...
+
+class RoutesReply(_message.Message):
+    __slots__ = ("region", "version", "routes")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    version: int
+    routes: _containers.RepeatedCompositeFieldContainer[_relay_pb2.RouteEntry]
+    def __init__(self, region: _Optional[str] = ..., version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[_relay_pb2.RouteEntry, _Mapping]]] = ...) -> None: ...
+
+class PathRequest(_message.Message):
+    __slots__ = ("src", "dst")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    dst: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+
+class PathReply(_message.Message):
+    __slots__ = ("src", "dst", "path", "cost_ms", "reachable", "reason", "version")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COST_MS_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    dst: str
+    path: _containers.RepeatedScalarFieldContainer[str]
+    cost_ms: float
+    reachable: bool
+    reason: str
+    version: int
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., cost_ms: _Optional[float] = ..., reachable: _Optional[bool] = ..., reason: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...

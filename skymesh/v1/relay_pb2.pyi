@@ -1,0 +1,129 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LinkState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LINK_STATE_UNSPECIFIED: _ClassVar[LinkState]
+    LINK_STATE_UP: _ClassVar[LinkState]
+    LINK_STATE_DEGRADED: _ClassVar[LinkState]
+    LINK_STATE_DOWN: _ClassVar[LinkState]
+LINK_STATE_UNSPECIFIED: LinkState
+LINK_STATE_UP: LinkState
+LINK_STATE_DEGRADED: LinkState
+LINK_STATE_DOWN: LinkState
+
+class RelayMessage(_message.Message):
+    __slots__ = ("hello", "report", "ack")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    report: LinkReport
+    ack: RouteAck
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., report: _Optional[_Union[LinkReport, _Mapping]] = ..., ack: _Optional[_Union[RouteAck, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("region", "node_id", "probe_addr", "route_version")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    node_id: str
+    probe_addr: str
+    route_version: int
+    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ...) -> None: ...
+
+class LinkSample(_message.Message):
+    __slots__ = ("dst", "rtt_ms", "jitter_ms", "loss", "samples", "lost", "age_s", "state", "min_rtt_ms")
+    DST_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    JITTER_MS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MIN_RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    dst: str
+    rtt_ms: float
+    jitter_ms: float
+    loss: float
+    samples: int
+    lost: int
+    age_s: float
+    state: LinkState
+    min_rtt_ms: float
+    def __init__(self, dst: _Optional[str] = ..., rtt_ms: _Optional[float] = ..., jitter_ms: _Optional[float] = ..., loss: _Optional[float] = ..., samples: _Optional[int] = ..., lost: _Optional[int] = ..., age_s: _Optional[float] = ..., state: _Optional[_Union[LinkState, str]] = ..., min_rtt_ms: _Optional[float] = ...) -> None: ...
+
+class LinkReport(_message.Message):
+    __slots__ = ("links",)
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    links: _containers.RepeatedCompositeFieldContainer[LinkSample]
+    def __init__(self, links: _Optional[_Iterable[_Union[LinkSample, _Mapping]]] = ...) -> None: ...
+
+class RouteAck(_message.Message):
+    __slots__ = ("version", "nonce", "accepted", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    nonce: str
+    accepted: bool
+    reason: str
+    def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ControllerMessage(_message.Message):
+    __slots__ = ("peers", "routes")
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    peers: PeerList
+    routes: RouteTable
+    def __init__(self, peers: _Optional[_Union[PeerList, _Mapping]] = ..., routes: _Optional[_Union[RouteTable, _Mapping]] = ...) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("region", "probe_addr")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    probe_addr: str
+    def __init__(self, region: _Optional[str] = ..., probe_addr: _Optional[str] = ...) -> None: ...
+
+class PeerList(_message.Message):
+    __slots__ = ("peers", "probe_interval_s", "report_interval_s")
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    PROBE_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    REPORT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    probe_interval_s: float
+    report_interval_s: float
+    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., probe_interval_s: _Optional[float] = ..., report_interval_s: _Optional[float] = ...) -> None: ...
+
+class RouteEntry(_message.Message):
+    __slots__ = ("dst", "next_hop", "path", "cost_ms")
+    DST_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOP_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COST_MS_FIELD_NUMBER: _ClassVar[int]
+    dst: str
+    next_hop: str
+    path: _containers.RepeatedScalarFieldContainer[str]
+    cost_ms: float
+    def __init__(self, dst: _Optional[str] = ..., next_hop: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., cost_ms: _Optional[float] = ...) -> None: ...
+
+class RouteTable(_message.Message):
+    __slots__ = ("version", "nonce", "routes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    nonce: str
+    routes: _containers.RepeatedCompositeFieldContainer[RouteEntry]
+    def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteEntry, _Mapping]]] = ...) -> None: ...
