@@ -50,6 +50,7 @@ class Session:
     pushed_version: int = 0
     acked_version: int = 0
     rejections: int = 0
+    counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
 
     def send(self, msg: relay_pb2.ControllerMessage | None) -> None:
         self.queue.put_nowait(msg)
@@ -73,11 +74,13 @@ class Controller:
         self.dirty = True
         self.started = time.monotonic()
         self.converged_since: float | None = None
+        self.rejected_tables = 0
 
     # -- relay sessions --------------------------------------------------------------------
 
     def connect(self, hello: relay_pb2.Hello) -> Session:
-        relay = Relay(hello.region, hello.node_id, hello.probe_addr, time.monotonic())
+        relay = Relay(hello.region, hello.node_id, hello.probe_addr, time.monotonic(),
+                      hello.route_version)
         old = self.sessions.pop(hello.region, None)
         if old:
             log.info("%s: node %s replaces %s", relay.region, relay.node_id, old.relay.node_id)
@@ -138,6 +141,7 @@ class Controller:
             }
             for s in report.links
         ]
+        session.counters = dict(report.counters)
         problems = self.topology.report(session.relay.region, samples, time.monotonic())
         for problem in problems:
             log.warning("%s: rejected sample: %s", session.relay.region, problem)
@@ -148,6 +152,7 @@ class Controller:
             session.acked_version = max(session.acked_version, ack.version)
         else:
             session.rejections += 1
+            self.rejected_tables += 1
             log.warning(
                 "%s: rejected routes v%d: %s", session.relay.region, ack.version, ack.reason
             )
@@ -333,6 +338,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             relays_acked=sum(s.in_sync for s in ctl.sessions.values()),
             uptime_s=now - ctl.started,
             converged_for_s=now - ctl.converged_since if converged else 0.0,
+            rejected_samples=ctl.topology.rejected_samples,
+            rejected_tables=ctl.rejected_tables,
         )
 
     async def Regions(self, request, context) -> admin_pb2.RegionsReply:
@@ -351,6 +358,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     connected=session is not None,
                     probe_addr=session.relay.probe_addr if session else "",
                     route_version=session.acked_version if session else 0,
+                    hello_version=session.relay.hello_version if session else 0,
+                    counters=session.counters if session else {},
                 )
             )
         return admin_pb2.RegionsReply(regions=infos)

@@ -20,6 +20,7 @@ class Relay:
     node_id: str
     probe_addr: str
     connected_at: float
+    hello_version: int = 0
 
 
 @dataclass(frozen=True)

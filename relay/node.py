@@ -157,7 +157,8 @@ class RelayNode:
                     state=STATE_VALUES[s.state],
                 )
                 for region, s in sorted(self.stats.items())
-            ]
+            ],
+            counters=self.counters,
         )
 
     async def report_loop(self) -> None:

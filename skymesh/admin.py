@@ -47,14 +47,17 @@ def status(address: str) -> dict:
             "route_version": r.route_version, "converged": r.converged,
             "converged_for_s": round(r.converged_for_s, 1), "relays_acked": r.relays_acked,
             "links_up": r.links_up, "links_measured": r.links_measured,
-            "links_expected": r.links_expected, "uptime_s": round(r.uptime_s, 1)}
+            "links_expected": r.links_expected, "rejected_samples": r.rejected_samples,
+            "rejected_tables": r.rejected_tables, "uptime_s": round(r.uptime_s, 1)}
 
 
 def regions(address: str) -> list[dict]:
     r = call(address, "Regions", admin_pb2.RegionsRequest())
     return [{"id": x.id, "name": x.name, "country": x.country, "lat": x.lat, "lon": x.lon,
              "tags": list(x.tags), "connected": x.connected, "probe_addr": x.probe_addr,
-             "route_version": x.route_version} for x in r.regions]
+             "route_version": x.route_version, "hello_version": x.hello_version,
+             "counters": dict(sorted(x.counters.items()))}
+            for x in r.regions]
 
 
 def links(address: str) -> list[dict]:

@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
                     help="measured RTTs, header src,dst,rtt_ms[,loss]; a missing pair has no "
                     "direct link (default: latency from geography)")
     up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
+    up.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
+                    help="seconds between probes of a measured link (default: %(default)s)")
     up.add_argument("--detach", action="store_true",
                     help="return once converged and leave the mesh running (`skymesh down`)")
     up.add_argument("--timeout", type=float, default=120.0,
@@ -148,7 +150,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     only = list(regions) if args.only else None
     try:
         m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
-                       args.log_level)
+                       args.log_level, ["--probe-interval", str(args.probe_interval)])
     except (RuntimeError, OSError) as e:
         return fail(str(e))
     try:

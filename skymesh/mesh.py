@@ -89,7 +89,8 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
 
 
 def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | None,
-          wan_file: Path, log_level: str = "info") -> Mesh:
+          wan_file: Path, log_level: str = "info",
+          controller_options: list[str] = ()) -> Mesh:
     """Start the controller, wait until it listens, then one relay per region."""
     base = home()
     logs = base / "logs"
@@ -100,7 +101,7 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     controller = f"127.0.0.1:{port}"
     py = [sys.executable, "-m", "skymesh"]
     ctl_argv = py + ["controller", "--listen", controller, "--regions", str(regions_dir),
-                     "--log-level", log_level]
+                     "--log-level", log_level, *controller_options]
     if only:
         ctl_argv += ["--only", ",".join(only)]
     processes = {"controller": spawn(ctl_argv, logs / "controller.log")}

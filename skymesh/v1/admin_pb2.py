@@ -25,37 +25,41 @@ _sym_db = _symbol_database.Default()
 from skymesh.v1 import relay_pb2 as skymesh_dot_v1_dot_relay__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skymesh/v1/admin.proto\x12\nskymesh.v1\x1a\x16skymesh/v1/relay.proto\"\x0f\n\rStatusRequest\"\xdb\x01\n\x0bStatusReply\x12\x0e\n\x06relays\x18\x01 \x01(\r\x12\x0f\n\x07regions\x18\x02 \x01(\r\x12\x15\n\rroute_version\x18\x03 \x01(\x04\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12\x10\n\x08links_up\x18\x05 \x01(\r\x12\x16\n\x0elinks_measured\x18\x06 \x01(\r\x12\x16\n\x0elinks_expected\x18\x07 \x01(\r\x12\x14\n\x0crelays_acked\x18\x08 \x01(\r\x12\x10\n\x08uptime_s\x18\t \x01(\x01\x12\x17\n\x0f\x63onverged_for_s\x18\n \x01(\x01\"\x10\n\x0eRegionsRequest\"\x9d\x01\n\nRegionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x12\n\nprobe_addr\x18\x08 \x01(\t\x12\x15\n\rroute_version\x18\t \x01(\x04\"7\n\x0cRegionsReply\x12\'\n\x07regions\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.RegionInfo\"\x0e\n\x0cLinksRequest\"P\n\x08LinkInfo\x12\x0b\n\x03src\x18\x01 \x01(\t\x12&\n\x06sample\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.LinkSample\x12\x0f\n\x07\x63ost_ms\x18\x03 \x01(\x01\"1\n\nLinksReply\x12#\n\x05links\x18\x01 \x03(\x0b\x32\x14.skymesh.v1.LinkInfo\"\x1f\n\rRoutesRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\"V\n\x0bRoutesReply\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.skymesh.v1.RouteEntry\"\'\n\x0bPathRequest\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\"x\n\tPathReply\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x03(\t\x12\x0f\n\x07\x63ost_ms\x18\x04 \x01(\x01\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\x04\x32\xb7\x02\n\x05\x41\x64min\x12<\n\x06Status\x12\x19.skymesh.v1.StatusRequest\x1a\x17.skymesh.v1.StatusReply\x12?\n\x07Regions\x12\x1a.skymesh.v1.RegionsRequest\x1a\x18.skymesh.v1.RegionsReply\x12\x39\n\x05Links\x12\x18.skymesh.v1.LinksRequest\x1a\x16.skymesh.v1.LinksReply\x12<\n\x06Routes\x12\x19.skymesh.v1.RoutesRequest\x1a\x17.skymesh.v1.RoutesReply\x12\x36\n\x04Path\x12\x17.skymesh.v1.PathRequest\x1a\x15.skymesh.v1.PathReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skymesh/v1/admin.proto\x12\nskymesh.v1\x1a\x16skymesh/v1/relay.proto\"\x0f\n\rStatusRequest\"\x8e\x02\n\x0bStatusReply\x12\x0e\n\x06relays\x18\x01 \x01(\r\x12\x0f\n\x07regions\x18\x02 \x01(\r\x12\x15\n\rroute_version\x18\x03 \x01(\x04\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12\x10\n\x08links_up\x18\x05 \x01(\r\x12\x16\n\x0elinks_measured\x18\x06 \x01(\r\x12\x16\n\x0elinks_expected\x18\x07 \x01(\r\x12\x14\n\x0crelays_acked\x18\x08 \x01(\r\x12\x10\n\x08uptime_s\x18\t \x01(\x01\x12\x17\n\x0f\x63onverged_for_s\x18\n \x01(\x01\x12\x18\n\x10rejected_samples\x18\x0b \x01(\x04\x12\x17\n\x0frejected_tables\x18\x0c \x01(\x04\"\x10\n\x0eRegionsRequest\"\x9d\x02\n\nRegionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x12\n\nprobe_addr\x18\x08 \x01(\t\x12\x15\n\rroute_version\x18\t \x01(\x04\x12\x15\n\rhello_version\x18\n \x01(\x04\x12\x36\n\x08\x63ounters\x18\x0b \x03(\x0b\x32$.skymesh.v1.RegionInfo.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"7\n\x0cRegionsReply\x12\'\n\x07regions\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.RegionInfo\"\x0e\n\x0cLinksRequest\"P\n\x08LinkInfo\x12\x0b\n\x03src\x18\x01 \x01(\t\x12&\n\x06sample\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.LinkSample\x12\x0f\n\x07\x63ost_ms\x18\x03 \x01(\x01\"1\n\nLinksReply\x12#\n\x05links\x18\x01 \x03(\x0b\x32\x14.skymesh.v1.LinkInfo\"\x1f\n\rRoutesRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\"V\n\x0bRoutesReply\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.skymesh.v1.RouteEntry\"\'\n\x0bPathRequest\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\"x\n\tPathReply\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x03(\t\x12\x0f\n\x07\x63ost_ms\x18\x04 \x01(\x01\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\x04\x32\xb7\x02\n\x05\x41\x64min\x12<\n\x06Status\x12\x19.skymesh.v1.StatusRequest\x1a\x17.skymesh.v1.StatusReply\x12?\n\x07Regions\x12\x1a.skymesh.v1.RegionsRequest\x1a\x18.skymesh.v1.RegionsReply\x12\x39\n\x05Links\x12\x18.skymesh.v1.LinksRequest\x1a\x16.skymesh.v1.LinksReply\x12<\n\x06Routes\x12\x19.skymesh.v1.RoutesRequest\x1a\x17.skymesh.v1.RoutesReply\x12\x36\n\x04Path\x12\x17.skymesh.v1.PathRequest\x1a\x15.skymesh.v1.PathReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skymesh.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REGIONINFO_COUNTERSENTRY']._loaded_options = None
+  _globals['_REGIONINFO_COUNTERSENTRY']._serialized_options = b'8\001'
   _globals['_STATUSREQUEST']._serialized_start=62
   _globals['_STATUSREQUEST']._serialized_end=77
   _globals['_STATUSREPLY']._serialized_start=80
-  _globals['_STATUSREPLY']._serialized_end=299
-  _globals['_REGIONSREQUEST']._serialized_start=301
-  _globals['_REGIONSREQUEST']._serialized_end=317
-  _globals['_REGIONINFO']._serialized_start=320
-  _globals['_REGIONINFO']._serialized_end=477
-  _globals['_REGIONSREPLY']._serialized_start=479
-  _globals['_REGIONSREPLY']._serialized_end=534
-  _globals['_LINKSREQUEST']._serialized_start=536
-  _globals['_LINKSREQUEST']._serialized_end=550
-  _globals['_LINKINFO']._serialized_start=552
-  _globals['_LINKINFO']._serialized_end=632
-  _globals['_LINKSREPLY']._serialized_start=634
-  _globals['_LINKSREPLY']._serialized_end=683
-  _globals['_ROUTESREQUEST']._serialized_start=685
-  _globals['_ROUTESREQUEST']._serialized_end=716
-  _globals['_ROUTESREPLY']._serialized_start=718
-  _globals['_ROUTESREPLY']._serialized_end=804
-  _globals['_PATHREQUEST']._serialized_start=806
-  _globals['_PATHREQUEST']._serialized_end=845
-  _globals['_PATHREPLY']._serialized_start=847
-  _globals['_PATHREPLY']._serialized_end=967
-  _globals['_ADMIN']._serialized_start=970
-  _globals['_ADMIN']._serialized_end=1281
+  _globals['_STATUSREPLY']._serialized_end=350
+  _globals['_REGIONSREQUEST']._serialized_start=352
+  _globals['_REGIONSREQUEST']._serialized_end=368
+  _globals['_REGIONINFO']._serialized_start=371
+  _globals['_REGIONINFO']._serialized_end=656
+  _globals['_REGIONINFO_COUNTERSENTRY']._serialized_start=609
+  _globals['_REGIONINFO_COUNTERSENTRY']._serialized_end=656
+  _globals['_REGIONSREPLY']._serialized_start=658
+  _globals['_REGIONSREPLY']._serialized_end=713
+  _globals['_LINKSREQUEST']._serialized_start=715
+  _globals['_LINKSREQUEST']._serialized_end=729
+  _globals['_LINKINFO']._serialized_start=731
+  _globals['_LINKINFO']._serialized_end=811
+  _globals['_LINKSREPLY']._serialized_start=813
+  _globals['_LINKSREPLY']._serialized_end=862
+  _globals['_ROUTESREQUEST']._serialized_start=864
+  _globals['_ROUTESREQUEST']._serialized_end=895
+  _globals['_ROUTESREPLY']._serialized_start=897
+  _globals['_ROUTESREPLY']._serialized_end=983
+  _globals['_PATHREQUEST']._serialized_start=985
+  _globals['_PATHREQUEST']._serialized_end=1024
+  _globals['_PATHREPLY']._serialized_start=1026
+  _globals['_PATHREPLY']._serialized_end=1146
+  _globals['_ADMIN']._serialized_start=1149
+  _globals['_ADMIN']._serialized_end=1460
 # @@protoc_insertion_point(module_scope)

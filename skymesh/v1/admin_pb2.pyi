@@ -12,7 +12,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s")
+    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables")
     RELAYS_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class StatusReply(_message.Message):
     RELAYS_ACKED_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     CONVERGED_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_TABLES_FIELD_NUMBER: _ClassVar[int]
     relays: int
     regions: int
     route_version: int
@@ -33,14 +35,23 @@ class StatusReply(_message.Message):
     relays_acked: int
     uptime_s: float
     converged_for_s: float
-    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ...) -> None: ...
+    rejected_samples: int
+    rejected_tables: int
+    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ...) -> None: ...
 
 class RegionsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RegionInfo(_message.Message):
-    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version")
+    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     COUNTRY_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +61,8 @@ class RegionInfo(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HELLO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     country: str
@@ -59,7 +72,9 @@ class RegionInfo(_message.Message):
     connected: bool
     probe_addr: str
     route_version: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ...) -> None: ...
+    hello_version: int
+    counters: _containers.ScalarMap[str, int]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RegionsReply(_message.Message):
     __slots__ = ("regions",)

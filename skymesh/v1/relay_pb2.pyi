@@ -63,10 +63,19 @@ class LinkSample(_message.Message):
     def __init__(self, dst: _Optional[str] = ..., rtt_ms: _Optional[float] = ..., jitter_ms: _Optional[float] = ..., loss: _Optional[float] = ..., samples: _Optional[int] = ..., lost: _Optional[int] = ..., age_s: _Optional[float] = ..., state: _Optional[_Union[LinkState, str]] = ..., min_rtt_ms: _Optional[float] = ...) -> None: ...
 
 class LinkReport(_message.Message):
-    __slots__ = ("links",)
+    __slots__ = ("links", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     LINKS_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
     links: _containers.RepeatedCompositeFieldContainer[LinkSample]
-    def __init__(self, links: _Optional[_Iterable[_Union[LinkSample, _Mapping]]] = ...) -> None: ...
+    counters: _containers.ScalarMap[str, int]
+    def __init__(self, links: _Optional[_Iterable[_Union[LinkSample, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RouteAck(_message.Message):
     __slots__ = ("version", "nonce", "accepted", "reason")

@@ -1,0 +1,90 @@
+"""Shared helpers: run the `skymesh` command, write small catalogues and matrices, start and
+always stop a local mesh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skymesh", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=os.environ.copy())
+
+
+def cli_json(*args: str, timeout: float = 30):
+    proc = run_cli(*args, "--json", timeout=timeout)
+    assert proc.returncode == 0, f"skymesh {' '.join(args)} failed:\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def try_json(*args: str, timeout: float = 30):
+    """The command's JSON, or None when it fails (a process still starting, say)."""
+    proc = run_cli(*args, "--json", timeout=timeout)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval=0.1):
+    """Poll until predicate() is truthy; returns its value or fails with `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def write_regions(directory: Path, regions: dict[str, tuple[float, float]],
+                  country: str = "DE") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for rid, (lat, lon) in regions.items():
+        (directory / f"{rid}.yaml").write_text(
+            f"id: {rid}\nname: {rid.title()}\ncountry: {country}\nlat: {lat}\nlon: {lon}\n")
+    return directory
+
+
+def write_matrix(path: Path, rtts: dict[tuple[str, str], float]) -> Path:
+    path.write_text("src,dst,rtt_ms\n" + "".join(f"{a},{b},{r}\n" for (a, b), r in rtts.items()))
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private SKYMESH_HOME so that tests never meet a developer's mesh or each other."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("SKYMESH_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def start_mesh(home: Path):
+    """Start a local mesh with `skymesh up --detach`; always stopped at teardown."""
+    started = []
+
+    def start(*args: str, timeout: float = 90) -> dict:
+        started.append(True)
+        proc = run_cli("up", "--detach", "--json", "--probe-interval", "0.3", *args,
+                       timeout=timeout + 30)
+        assert proc.returncode == 0, f"skymesh up failed:\n{proc.stderr}\n{_logs(home)}"
+        return json.loads(proc.stdout)
+
+    yield start
+    if started:
+        run_cli("down", timeout=60)
+
+
+def _logs(home: Path) -> str:
+    out = []
+    for log in sorted((home / "logs").glob("*.log")):
+        out.append(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-10:]))
+    return "\n".join(out)

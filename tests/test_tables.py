@@ -1,0 +1,123 @@
+"""RouteTables.apply: versions in order only, validated before use, kept on failure."""
+
+import math
+
+import pytest
+
+from relay.tables import Entry, RouteTables
+
+
+def entry(*path: str, cost: float = 10.0) -> Entry:
+    return Entry(dst=path[-1], next_hop=path[1], path=tuple(path), cost_ms=cost)
+
+
+GOOD = [entry("fra", "ams"), entry("fra", "ams", "lhr", cost=20.0), entry("fra", "sin")]
+
+
+@pytest.fixture
+def held() -> RouteTables:
+    """A table at version 5 with known entries."""
+    t = RouteTables("fra")
+    assert t.apply(5, GOOD) is None
+    return t
+
+
+def snapshot(t: RouteTables):
+    return t.version, dict(t.entries)
+
+
+def test_fresh_table_is_empty_at_version_zero():
+    t = RouteTables("fra")
+    assert t.version == 0
+    assert t.entries == {}
+    assert t.next_hop("ams") is None
+
+
+def test_apply_valid_table(held):
+    assert held.version == 5
+    assert set(held.entries) == {"ams", "lhr", "sin"}
+    assert held.next_hop("lhr") == "ams"
+    assert held.next_hop("sin") == "sin"
+    assert held.next_hop("nowhere") is None
+    assert held.entries["lhr"].cost_ms == 20.0
+
+
+def test_newer_version_replaces_whole_table(held):
+    assert held.apply(6, [entry("fra", "sin", "lhr")]) is None
+    assert held.version == 6
+    assert set(held.entries) == {"lhr"}
+    assert held.next_hop("lhr") == "sin"
+    assert held.next_hop("ams") is None
+
+
+def test_versions_may_skip(held):
+    assert held.apply(100, GOOD[:1]) is None
+    assert held.version == 100
+
+
+def test_empty_table_is_valid(held):
+    assert held.apply(6, []) is None
+    assert held.entries == {}
+
+
+@pytest.mark.parametrize("version", [5, 4, 0, -1])
+def test_equal_or_older_version_rejected(held, version):
+    before = snapshot(held)
+    reason = held.apply(version, [entry("fra", "sin", "lhr")])
+    assert reason is not None
+    assert "stale" in reason
+    assert "holding version 5" in reason
+    assert str(version) in reason
+    assert snapshot(held) == before
+
+
+def test_first_table_must_be_newer_than_zero():
+    t = RouteTables("fra")
+    assert t.apply(0, GOOD) is not None
+    assert t.entries == {}
+
+
+BAD = {
+    "duplicate": ([entry("fra", "ams"), entry("fra", "lhr", "ams")], "duplicate destination 'ams'"),
+    "self": ([Entry("fra", "ams", ("fra", "ams", "fra"), 1.0)], "route to self"),
+    "not from here": ([entry("ams", "lhr")], "does not run from here to there"),
+    "not to dst": ([Entry("lhr", "ams", ("fra", "ams"), 1.0)], "does not run from here to there"),
+    "path of one": ([Entry("ams", "ams", ("fra",), 1.0)], "does not run from here to there"),
+    "empty path": ([Entry("ams", "ams", (), 1.0)], "does not run from here to there"),
+    "next hop": ([Entry("lhr", "sin", ("fra", "ams", "lhr"), 1.0)], "next hop 'sin'"),
+    "loop": ([entry("fra", "ams", "fra", "lhr")], "loops"),
+    "loop later": ([entry("fra", "ams", "sin", "ams", "lhr")], "loops"),
+    "negative": ([entry("fra", "ams", cost=-1.0)], "bad cost -1.0"),
+    "nan": ([entry("fra", "ams", cost=math.nan)], "bad cost nan"),
+}
+
+
+@pytest.mark.parametrize("entries, expected", BAD.values(), ids=BAD.keys())
+def test_invalid_table_rejected_and_held_table_kept(held, entries, expected):
+    before = snapshot(held)
+    reason = held.apply(6, GOOD[2:] + entries)
+    assert reason is not None
+    assert expected in reason
+    assert snapshot(held) == before
+    # the rejected version is not consumed: a valid table with it still applies
+    assert held.apply(6, GOOD[:1]) is None
+    assert held.version == 6
+
+
+def test_reason_names_the_destination():
+    t = RouteTables("fra")
+    reason = t.apply(1, [Entry("lhr", "sin", ("fra", "ams", "lhr"), 1.0)])
+    assert "'lhr'" in reason
+    assert "not the path's second hop" in reason
+
+
+def test_check_does_not_apply():
+    t = RouteTables("fra")
+    assert t.check(GOOD) is None
+    assert t.version == 0 and t.entries == {}
+
+
+def test_zero_cost_accepted():
+    t = RouteTables("fra")
+    assert t.apply(1, [entry("fra", "ams", cost=0.0)]) is None
+    assert t.entries["ams"].cost_ms == 0.0
