@@ -37,7 +37,7 @@ proto: $(PY)
 	  proto/skymesh/v1/*.proto
 
 bench: install-test
-	$(PY) bench/routing.py 2>/dev/null || true
+	$(PY) bench/mesh_accuracy.py --count 30
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -259,11 +259,11 @@ def read_matrix(path: Path) -> Matrix:
 
 
 def one_way(matrix: Matrix, a: str, b: str) -> float | None:
-    """One-way latency a->b: rtt(a,b)/2, falling back to rtt(b,a)/2; None if no link."""
-    rtt = matrix.get((a, b))
-    if rtt is None:
-        rtt = matrix.get((b, a))
-    return None if rtt is None else rtt / 2
+    """One-way latency a->b as the local mesh emulates it (skymesh.wan.load_matrix): half the
+    pair's RTT, the mean of the two directions' measurements where both exist; None if no
+    link."""
+    rtts = [r for r in (matrix.get((a, b)), matrix.get((b, a))) if r is not None]
+    return sum(rtts) / len(rtts) / 2 if rtts else None
 
 
 def path_latency(matrix: Matrix, path: list[str]) -> float | None:

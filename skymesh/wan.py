@@ -59,8 +59,11 @@ def geo_model(regions: Iterable, seed: int = 0) -> WanModel:
 
 
 def load_matrix(path: str | os.PathLike, region_ids: Iterable[str]) -> WanModel:
-    """Read `src,dst,rtt_ms[,loss]`. One-way delay is half the RTT; a pair given in one
-    direction only is used for both; a pair given in neither has no link."""
+    """Read `src,dst,rtt_ms[,loss]`. A pair's one-way delay is half its RTT, the same both
+    ways: an RTT is a round trip, so rows for both directions are two measurements of it and
+    their mean is used (no RTT probe could tell which direction a difference belongs to).
+    Loss stays per direction. A pair given in one direction only is used for both; a pair
+    given in neither has no link."""
     known = set(region_ids)
     name = os.fspath(path)
     rtts: dict[tuple[str, str], tuple[float, float]] = {}
@@ -78,15 +81,22 @@ def load_matrix(path: str | os.PathLike, region_ids: Iterable[str]) -> WanModel:
                 problems += _check_row(name, line, row, known, rtts)
     except OSError as e:
         raise MatrixError(f"{name}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise MatrixError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise MatrixError(f"{name}: not CSV: {e}") from None
     if problems:
         raise MatrixError("\n".join(problems))
     if not rtts:
         raise MatrixError(f"{name}: no links between the selected regions")
     model: WanModel = {}
     for (src, dst), (rtt, loss) in rtts.items():
-        model[(src, dst)] = _link_from_rtt(rtt, loss)
-        if (dst, src) not in rtts:
+        back = rtts.get((dst, src))
+        if back is None:
             model[(dst, src)] = _link_from_rtt(rtt, loss)
+        else:
+            rtt = (rtt + back[0]) / 2
+        model[(src, dst)] = _link_from_rtt(rtt, loss)
     return model
 
 

@@ -48,7 +48,7 @@ def test_admin_json_shapes(triangle):
         assert link["state"] == "up" and link["loss"] == 0
     by_pair = {(x["src"], x["dst"]): x for x in links}
     # measured RTTs follow the matrix (timers add a little)
-    assert 200 <= by_pair[("aa", "bb")]["rtt_ms"] < 215
+    assert 195 <= by_pair[("aa", "bb")]["rtt_ms"] < 215
     assert 9 <= by_pair[("aa", "cc")]["min_rtt_ms"] < 14
     routes = cli_json("admin", "routes", "aa")
     assert routes["region"] == "aa"

@@ -1,0 +1,1 @@
+"""The client SDK: edge resolution, sessions, channels (arrives with the data plane)."""
