@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from controller import routing
-from controller.routing import CostModel, Hysteresis, Route, Routes
+from controller import engine, routing
+from controller.engine import Route
+from controller.routing import CostModel, Hysteresis
 from controller.topology import Relay, Topology
 from skymesh.catalogue import Region
+from skymesh.policy import Policy
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
@@ -61,14 +63,17 @@ class Session:
 
 
 class Controller:
-    def __init__(self, catalogue: Mapping[str, Region], settings: Settings = Settings()) -> None:
+    def __init__(self, catalogue: Mapping[str, Region], policy: Policy,
+                 settings: Settings = Settings()) -> None:
         self.catalogue = dict(catalogue)
         self.settings = settings
         self.topology = Topology(self.catalogue, settings.stale_after_s,
                                  settings.settle_samples)
         self.sessions: dict[str, Session] = {}
-        self.routes: Routes = {}
-        self.tables: dict[str, list[Route]] = {}  # the routes by source region
+        self.policy = policy.restrict(self.catalogue)
+        self.graph = routing.build_graph([], [])
+        self.routes = engine.compute(self.graph, self.policy)
+        self.tables: dict[str, list[Route]] = {}  # each relay's rows
         self.version = 0
         self.routes_complete = False  # computed when every relay had measured all its links
         self.dirty = True
@@ -172,27 +177,10 @@ class Controller:
         # routes from a partial measurement are no reason to hold on to a path
         previous = self.routes if self.routes_complete else None
         self.routes_complete = self.all_measured()
-        graph = routing.build_graph(self.sessions, self.topology.usable_links(), self.settings.cost)
-        old = self.routes
-        self.routes = routing.compute_routes(graph, previous, self.settings.hysteresis)
-        self.tables = routing.tables(self.routes)
-        if log.isEnabledFor(logging.DEBUG):
-            for key, r in self.routes.items():
-                if key in old and old[key].path != r.path:
-                    log.debug(
-                        "route %s->%s: %s (%.1f ms, now %.1f) -> %s (%.1f ms)",
-                        *key,
-                        ">".join(old[key].path),
-                        old[key].cost_ms,
-                        routing.path_cost(graph, old[key].path)
-                        if all(
-                            graph.has_edge(a, b)
-                            for a, b in zip(old[key].path, old[key].path[1:], strict=False)
-                        )
-                        else float("nan"),
-                        ">".join(r.path),
-                        r.cost_ms,
-                    )
+        self.graph = routing.build_graph(self.sessions, self.topology.usable_links(),
+                                         self.settings.cost)
+        self.routes = engine.compute(self.graph, self.policy, previous, self.settings.hysteresis)
+        self.tables = {region: self.routes.table(region) for region in self.sessions}
         # a new version when some relay's paths change; costs alone drift with every sample
         changed = [
             s
@@ -246,14 +234,16 @@ class Controller:
             await asyncio.sleep(self.settings.recompute_interval_s)
 
 
-def paths_of(rows: list[Route]) -> list[tuple[str, tuple[str, ...]]]:
-    return [(r.dst, r.path) for r in rows]
+def paths_of(rows: list[Route]) -> list[tuple]:
+    """What makes a table different for a relay: paths and backups, not drifting costs."""
+    return [(r.zone, r.dst, r.path, r.backup_next_hop) for r in rows]
 
 
 def route_entry(r: Route) -> relay_pb2.RouteEntry:
     return relay_pb2.RouteEntry(
-        dst=r.dst, next_hop=r.next_hop, path=list(r.path), cost_ms=round(r.cost_ms, 3)
-    )
+        dst=r.dst, next_hop=r.next_hop, path=list(r.path), cost_ms=round(r.cost_ms, 3),
+        zone=r.zone, backup_next_hop=r.backup_next_hop or "", backup_kind=r.backup_kind,
+        backup_cost_ms=round(r.backup_cost_ms or 0.0, 3))
 
 
 class RelayControlService(relay_pb2_grpc.RelayControlServicer):
@@ -385,50 +375,92 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     async def Routes(self, request, context) -> admin_pb2.RoutesReply:
         ctl = self.controller
-        if request.region not in ctl.catalogue:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"unknown region {request.region!r}: not in the catalogue",
-            )
+        await self._known(context, request.region)
         rows = ctl.tables.get(request.region, [])
+        if request.zone:
+            await self._zone(context, request.zone)
+            rows = [r for r in rows if r.zone == request.zone]
         session = ctl.sessions.get(request.region)
-        return admin_pb2.RoutesReply(
-            region=request.region,
-            version=session.pushed_version if session else 0,
-            routes=[route_entry(r) for r in rows],
-        )
+        return admin_pb2.RoutesReply(region=request.region,
+                                     version=session.pushed_version if session else 0,
+                                     routes=[route_entry(r) for r in rows])
 
     async def Path(self, request, context) -> admin_pb2.PathReply:
         ctl = self.controller
-        for rid in (request.src, request.dst):
-            if rid not in ctl.catalogue:
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND, f"unknown region {rid!r}: not in the catalogue"
-                )
-        reply = admin_pb2.PathReply(src=request.src, dst=request.dst, version=ctl.version)
-        if request.src == request.dst:
-            reply.path[:] = [request.src]
-            reply.reachable = True
-            return reply
-        route = ctl.routes.get((request.src, request.dst))
+        await self._known(context, request.src, request.dst)
+        zone = await self._zone(context, request.zone or "global")
+        reply = admin_pb2.PathReply(src=request.src, dst=request.dst, version=ctl.version,
+                                    zone=zone.zone, backup_kind="none")
+        route = zone.route(request.src, request.dst)
+        reason = zone.unreachable_reason(request.src, request.dst)
         if route:
             reply.path[:] = list(route.path)
             reply.cost_ms = round(route.cost_ms, 3)
             reply.reachable = True
+            reply.backup_next_hop = route.backup_next_hop or ""
+            reply.backup_kind = route.backup_kind
+        elif request.src == request.dst and not reason:
+            reply.path[:] = [request.src]
+            reply.reachable = True
         else:
-            down = [r for r in (request.src, request.dst) if r not in ctl.sessions]
-            reply.reason = (
-                f"no relay connected in {', '.join(down)}"
-                if down
-                else f"no measured path from {request.src} to {request.dst}"
-            )
+            reply.reason = reason or f"no path from {request.src} to {request.dst}"
         return reply
 
+    async def Zones(self, request, context) -> admin_pb2.ZonesReply:
+        ctl = self.controller
+        return admin_pb2.ZonesReply(policy=ctl.policy.source or "(every region: global)", zones=[
+            admin_pb2.ZoneInfo(name=z.name, description=z.description,
+                               regions=sorted(z.regions),
+                               connected=sum(r in ctl.sessions for r in z.regions))
+            for z in ctl.policy.zones.values()])
 
-async def serve(
-    catalogue: Mapping[str, Region], listen: str, settings: Settings = Settings()
-) -> tuple[grpc.aio.Server, Controller, int]:
-    controller = Controller(catalogue, settings)
+    async def PlanFailover(self, request, context) -> admin_pb2.FailoverReply:
+        ctl = self.controller
+        zones = None
+        if request.zone:
+            zones = [(await self._zone(context, request.zone)).zone]
+        if request.region:
+            await self._known(context, request.region)
+            if request.region not in ctl.graph:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"{request.region} has no relay in the topology")
+            plan = engine.plan_failover(ctl.graph, ctl.policy, ctl.routes,
+                                        region=request.region, zones=zones,
+                                        hysteresis=ctl.settings.hysteresis)
+        elif request.link_src and request.link_dst:
+            await self._known(context, request.link_src, request.link_dst)
+            plan = engine.plan_failover(ctl.graph, ctl.policy, ctl.routes,
+                                        link=(request.link_src, request.link_dst), zones=zones,
+                                        hysteresis=ctl.settings.hysteresis)
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                 "name a region, or both ends of a link")
+        return admin_pb2.FailoverReply(
+            failure=plan.failure, routes_total=plan.routes_total,
+            lost_endpoints=plan.lost_endpoints, version=ctl.version,
+            changes=[admin_pb2.RouteChange(
+                zone=c.zone, src=c.src, dst=c.dst, old_path=list(c.old_path),
+                new_path=list(c.new_path or ()), old_cost_ms=c.old_cost_ms,
+                new_cost_ms=c.new_cost_ms or 0.0, reachable=c.new_path is not None,
+                reason=c.reason) for c in plan.changes])
+
+    async def _known(self, context, *regions: str) -> None:
+        for rid in regions:
+            if rid not in self.controller.catalogue:
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"unknown region {rid!r}: not in the catalogue")
+
+    async def _zone(self, context, name: str) -> engine.ZoneRoutes:
+        zones = self.controller.routes.zones
+        if name not in zones:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"unknown zone {name!r} (zones: {', '.join(zones)})")
+        return zones[name]
+
+
+async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
+                settings: Settings = Settings()) -> tuple[grpc.aio.Server, Controller, int]:
+    controller = Controller(catalogue, policy, settings)
     server = grpc.aio.server()
     relay_pb2_grpc.add_RelayControlServicer_to_server(RelayControlService(controller), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(controller), server)

@@ -185,7 +185,8 @@ class RelayNode:
             return None
         if kind == "routes":
             table = msg.routes
-            entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms) for r in table.routes]
+            entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
+                             r.backup_next_hop or None) for r in table.routes]
             reason = self.tables.apply(table.version, entries)
             if reason:
                 self.counters["tables_rejected"] += 1

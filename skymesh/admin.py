@@ -70,24 +70,49 @@ def links(address: str) -> list[dict]:
              "cost_ms": round(x.cost_ms, 3)} for x in r.links]
 
 
-def routes(address: str, region: str) -> dict:
-    r = call(address, "Routes", admin_pb2.RoutesRequest(region=region))
+def routes(address: str, region: str, zone: str | None = None) -> dict:
+    r = call(address, "Routes", admin_pb2.RoutesRequest(region=region, zone=zone or ""))
     return {"region": r.region, "version": r.version,
             "routes": [_route(x) for x in r.routes]}
 
 
-def path(address: str, src: str, dst: str) -> dict:
-    r = call(address, "Path", admin_pb2.PathRequest(src=src, dst=dst))
-    out = {"src": r.src, "dst": r.dst, "path": list(r.path), "cost_ms": round(r.cost_ms, 3),
-           "reachable": r.reachable, "version": r.version}
+def path(address: str, src: str, dst: str, zone: str = "global") -> dict:
+    r = call(address, "Path", admin_pb2.PathRequest(src=src, dst=dst, zone=zone))
+    out = {"src": r.src, "dst": r.dst, "zone": r.zone, "path": list(r.path),
+           "cost_ms": round(r.cost_ms, 3), "reachable": r.reachable,
+           "backup_next_hop": r.backup_next_hop or None, "backup_kind": r.backup_kind,
+           "version": r.version}
     if not r.reachable:
         out["reason"] = r.reason
     return out
 
 
+def zones(address: str) -> dict:
+    r = call(address, "Zones", admin_pb2.ZonesRequest())
+    return {"policy": r.policy, "zones": [
+        {"name": z.name, "description": z.description, "regions": list(z.regions),
+         "connected": z.connected} for z in r.zones]}
+
+
+def plan_failover(address: str, region: str | None, link: list[str] | None,
+                  zone: str | None) -> dict:
+    request = admin_pb2.FailoverRequest(region=region or "", zone=zone or "")
+    if link:
+        request.link_src, request.link_dst = link
+    r = call(address, "PlanFailover", request, timeout=30)
+    return {"failure": r.failure, "version": r.version, "routes_total": r.routes_total,
+            "lost_endpoints": r.lost_endpoints, "changes": [
+                {"zone": c.zone, "src": c.src, "dst": c.dst, "old_path": list(c.old_path),
+                 "new_path": list(c.new_path), "old_cost_ms": round(c.old_cost_ms, 3),
+                 "new_cost_ms": round(c.new_cost_ms, 3) if c.reachable else None,
+                 "delta_ms": round(c.new_cost_ms - c.old_cost_ms, 3) if c.reachable else None,
+                 "reachable": c.reachable, "reason": c.reason} for c in r.changes]}
+
+
 def _route(x: relay_pb2.RouteEntry) -> dict:
-    return {"dst": x.dst, "next_hop": x.next_hop, "path": list(x.path),
-            "cost_ms": round(x.cost_ms, 3)}
+    return {"zone": x.zone, "dst": x.dst, "next_hop": x.next_hop, "path": list(x.path),
+            "cost_ms": round(x.cost_ms, 3), "backup_next_hop": x.backup_next_hop or None,
+            "backup_kind": x.backup_kind}
 
 
 def table(headers: list[str], rows: list[list]) -> str:

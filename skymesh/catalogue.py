@@ -17,6 +17,8 @@ from skymesh.countries import ISO_ALPHA2
 
 ID_PATTERN = re.compile(r"^[a-z0-9-]{2,32}$")
 REQUIRED = ("id", "name", "country", "lat", "lon")
+# The residency policy (skymesh.policy) lives beside the region files; it is not a region.
+POLICY_FILE = "policy.yaml"
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,17 @@ def _read(file: Path, source: str) -> tuple[object, list[str]]:
 
 
 def load_catalogue(path: str | os.PathLike[str]) -> dict[str, Region]:
-    """Load and validate every region file in `path`; raise one CatalogueError listing all
-    problems, or return the regions ordered by id."""
+    """Load and validate every region file in `path` (all `*.yaml`/`*.yml` but the residency
+    policy, `policy.yaml`); raise one CatalogueError listing all problems, or return the
+    regions ordered by id."""
     directory = Path(path)
     if not directory.is_dir():
         raise CatalogueError([f"{os.fspath(path)}: not a directory"])
-    files = sorted(f for f in directory.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+    files = sorted(
+        f
+        for f in directory.iterdir()
+        if f.suffix in (".yaml", ".yml") and f.name != POLICY_FILE and f.is_file()
+    )
     if not files:
         raise CatalogueError([f"{os.fspath(path)}: no region files found"])
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `skymesh admin links | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--latency-matrix", type=Path, metavar="CSV",
                     help="measured RTTs, header src,dst,rtt_ms[,loss]; a missing pair has no "
                     "direct link (default: latency from geography)")
+    up.add_argument("--policy", type=Path, metavar="FILE",
+                    help="residency policy (default: policy.yaml beside the region files, "
+                    "else one zone of every region)")
     up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
     up.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
                     help="seconds between probes of a measured link (default: %(default)s)")
@@ -56,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--listen", default="127.0.0.1:7400", help="HOST:PORT (default: %(default)s)")
     ctl.add_argument("--regions", type=Path, help="region catalogue directory (default: regions/)")
     ctl.add_argument("--only", help="comma-separated region ids to serve (default: all)")
+    ctl.add_argument("--policy", type=Path, metavar="FILE",
+                     help="residency policy (default: policy.yaml beside the region files, "
+                     "else one zone of every region)")
     ctl.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
                      help="seconds between probes of a measured link (default: %(default)s)")
     ctl.add_argument("--hysteresis", type=float, default=0.10, metavar="FRACTION",
@@ -76,6 +86,25 @@ def parser() -> argparse.ArgumentParser:
     relay.add_argument("--log-level", default="info")
     relay.set_defaults(run=cmd_relay)
 
+    routes = sub.add_parser("routes", help="offline route planning")
+    rsub = routes.add_subparsers(title="routes commands", metavar="COMMAND")
+    rc = rsub.add_parser("compute", help="compute the whole route set from a latency matrix, "
+                         "without a mesh", description="Compute every zone's routes, backups "
+                         "included, from a catalogue, a policy and a latency matrix: what-if "
+                         "planning, or a CI check of a policy change.")
+    rc.add_argument("--regions", type=Path, help="region catalogue directory (default: "
+                    "regions/)")
+    rc.add_argument("--latency-matrix", type=Path, metavar="CSV",
+                    help="RTTs, header src,dst,rtt_ms[,loss] (as for `skymesh up`; default: "
+                    "latency from geography, as the local mesh emulates it)")
+    rc.add_argument("--policy", type=Path, metavar="FILE",
+                    help="residency policy (default: policy.yaml beside the region files, "
+                    "else one zone of every region)")
+    rc.add_argument("--only", help="comma-separated region ids (default: all)")
+    rc.add_argument("--json", action="store_true",
+                    help="print every route: {routes: [...], zones: [...], compute_ms}")
+    rc.set_defaults(run=cmd_routes_compute)
+
     admin = sub.add_parser("admin", help="ask the controller: status, regions, links, routes, "
                            "path")
     admin.add_argument("--controller", metavar="HOST:PORT",
@@ -88,11 +117,24 @@ def parser() -> argparse.ArgumentParser:
         a.set_defaults(run=cmd_admin, what=name)
     a = asub.add_parser("routes", help="a region's route table")
     a.add_argument("region")
+    a.add_argument("--zone", help="only this zone's rows (default: every zone)")
     a.set_defaults(run=cmd_admin, what="routes")
     a = asub.add_parser("path", help="the path from one region to another")
     a.add_argument("src")
     a.add_argument("dst")
+    a.add_argument("--zone", default="global", help="residency zone (default: %(default)s)")
     a.set_defaults(run=cmd_admin, what="path")
+    a = asub.add_parser("zones", help="the residency zones and their regions")
+    a.set_defaults(run=cmd_admin, what="zones")
+    a = asub.add_parser("plan-failover", help="dry run: what a region's (or link's) failure "
+                        "would do to the routes", description="Dry run on the live topology: "
+                        "which routes change, what replaces them, the latency change, and "
+                        "which pairs become unreachable. Nothing is touched.")
+    a.add_argument("region", nargs="?", help="the region to take away")
+    a.add_argument("--link", nargs=2, metavar=("SRC", "DST"),
+                   help="cut this link (both directions) instead of a region")
+    a.add_argument("--zone", help="only this zone (default: every zone)")
+    a.set_defaults(run=cmd_admin, what="plan-failover")
     for a in asub.choices.values():
         a.add_argument("--json", action="store_true", help="print JSON")
         a.add_argument("--controller", metavar="HOST:PORT", default=argparse.SUPPRESS,
@@ -110,13 +152,23 @@ def setup_logging(level: str, name: str) -> None:
                         format=f"%(asctime)s {name} %(levelname)s %(message)s")
 
 
-def load_regions(directory: Path | None, only: str | None):
+def load_inputs(directory: Path | None, only: str | None, policy_file: Path | None):
+    """The catalogue (or its --only part) and the residency policy restricted to it: the
+    policy given, else `policy.yaml` beside the region files, else one zone of everything.
+    Raises CatalogueError or PolicyError."""
     from skymesh import mesh
-    from skymesh.catalogue import load_catalogue, select
-    regions = load_catalogue(directory or mesh.default_regions_dir())
+    from skymesh.catalogue import POLICY_FILE, load_catalogue, select
+    from skymesh.policy import allow_all, load_policy
+
+    directory = directory or mesh.default_regions_dir()
+    catalogue = load_catalogue(directory)
+    if policy_file is None and (Path(directory) / POLICY_FILE).is_file():
+        policy_file = Path(directory) / POLICY_FILE
+    policy = load_policy(policy_file, catalogue) if policy_file else allow_all(catalogue)
+    regions = catalogue
     if only:
-        regions = select(regions, [x.strip() for x in only.split(",") if x.strip()])
-    return regions
+        regions = select(catalogue, [x.strip() for x in only.split(",") if x.strip()])
+    return regions, policy.restrict(regions)
 
 
 # -- up / down ---------------------------------------------------------------------------------
@@ -124,14 +176,15 @@ def load_regions(directory: Path | None, only: str | None):
 def cmd_up(args: argparse.Namespace) -> int:
     from skymesh import mesh, wan
     from skymesh.catalogue import CatalogueError
+    from skymesh.policy import PolicyError
 
     try:
-        regions = load_regions(args.regions, args.only)
+        regions, _ = load_inputs(args.regions, args.only, args.policy)
         if args.latency_matrix:
             model = wan.load_matrix(args.latency_matrix, regions)
         else:
             model = wan.geo_model(regions.values(), seed=args.seed)
-    except (CatalogueError, wan.MatrixError) as e:
+    except (CatalogueError, PolicyError, wan.MatrixError) as e:
         return fail(f"not starting the mesh:\n{e}")
     if len(regions) < 2:
         return fail("a mesh needs at least two regions")
@@ -150,7 +203,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     only = list(regions) if args.only else None
     try:
         m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
-                       args.log_level, ["--probe-interval", str(args.probe_interval)])
+                       args.log_level, ["--probe-interval", str(args.probe_interval)]
+                       + (["--policy", str(args.policy.resolve())] if args.policy else []))
     except (RuntimeError, OSError) as e:
         return fail(str(e))
     try:
@@ -260,19 +314,21 @@ def cmd_controller(args: argparse.Namespace) -> int:
     from controller.routing import Hysteresis
     from controller.service import Settings, serve
     from skymesh.catalogue import CatalogueError
+    from skymesh.policy import PolicyError
 
     setup_logging(args.log_level, "controller")
     try:
-        regions = load_regions(args.regions, args.only)
-    except CatalogueError as e:
+        regions, policy = load_inputs(args.regions, args.only, args.policy)
+    except (CatalogueError, PolicyError) as e:
         return fail(f"not starting the controller:\n{e}")
     settings = Settings(probe_interval_s=args.probe_interval,
                         hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms))
 
     async def run() -> None:
-        server, controller, port = await serve(regions, args.listen, settings)
+        server, controller, port = await serve(regions, policy, args.listen, settings)
         logging.getLogger("skymesh.controller").info(
-            "serving %d regions on %s", len(regions), args.listen)
+            "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
+            args.listen)
         loop_task = asyncio.create_task(controller.run())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -324,6 +380,36 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_routes_compute(args: argparse.Namespace) -> int:
+    from controller import offline
+    from skymesh import wan
+    from skymesh.admin import table
+    from skymesh.catalogue import CatalogueError
+    from skymesh.policy import PolicyError
+
+    try:
+        regions, policy = load_inputs(args.regions, args.only, args.policy)
+        model = (wan.load_matrix(args.latency_matrix, regions) if args.latency_matrix
+                 else wan.geo_model(regions.values()))
+    except (CatalogueError, PolicyError, wan.MatrixError) as e:
+        return fail(str(e))
+    routes, compute_ms = offline.plan(regions, policy, model)
+    rows = offline.routes_json(routes)
+    zones = offline.summary(rows)
+    if args.json:
+        print(json.dumps({"compute_ms": round(compute_ms, 3), "regions": len(regions),
+                          "zones": zones, "routes": rows}))
+        return 0
+    print(f"{len(regions)} regions, {len(policy.zones)} zones: routes computed in "
+          f"{compute_ms:.1f} ms")
+    print(table(["ZONE", "PAIRS", "REACHABLE", "INDIRECT", "NODE_BACKUP", "LINK_BACKUP",
+                 "NO_BACKUP"],
+                [[z["zone"], z["pairs"], z["reachable"], z["indirect"], z["node_backups"],
+                  z["link_backups"], z["no_backup"]] for z in zones]))
+    print("every route: --json")
+    return 0
+
+
 # -- admin -------------------------------------------------------------------------------------
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -338,9 +424,15 @@ def cmd_admin(args: argparse.Namespace) -> int:
         elif args.what == "links":
             data = admin.links(address)
         elif args.what == "routes":
-            data = admin.routes(address, args.region)
+            data = admin.routes(address, args.region, args.zone)
+        elif args.what == "zones":
+            data = admin.zones(address)
+        elif args.what == "plan-failover":
+            if bool(args.region) == bool(args.link):
+                return fail("plan-failover: name a REGION or a --link SRC DST")
+            data = admin.plan_failover(address, args.region, args.link, args.zone)
         else:
-            data = admin.path(address, args.src, args.dst)
+            data = admin.path(address, args.src, args.dst, args.zone)
     except admin.AdminError as e:
         return fail(str(e))
     if args.json:
@@ -370,10 +462,45 @@ def render(what: str, data) -> str:
                       for x in data])
     if what == "routes":
         head = f"routes of {data['region']} (version {data['version']})\n"
-        return head + table(["DST", "NEXT_HOP", "COST_MS", "PATH"],
-                            [[r["dst"], r["next_hop"], f"{r['cost_ms']:.1f}",
-                              " > ".join(r["path"])] for r in data["routes"]])
+        return head + table(["ZONE", "DST", "NEXT_HOP", "BACKUP", "COST_MS", "PATH"],
+                            [[r["zone"], r["dst"], r["next_hop"],
+                              f"{r['backup_next_hop'] or '-'} ({r['backup_kind']})",
+                              f"{r['cost_ms']:.1f}", " > ".join(r["path"])]
+                             for r in data["routes"]])
+    if what == "zones":
+        return f"policy: {data['policy']}\n" + table(
+            ["ZONE", "REGIONS", "CONNECTED", "DESCRIPTION"],
+            [[z["name"], len(z["regions"]), z["connected"], z["description"]]
+             for z in data["zones"]])
+    if what == "plan-failover":
+        return render_plan(data)
     if not data["reachable"]:
-        return f"{data['src']} -> {data['dst']}: unreachable: {data['reason']}"
-    return (f"{' > '.join(data['path'])}\none-way cost {data['cost_ms']:.1f} ms, "
-            f"{len(data['path']) - 1} hop(s), routes v{data['version']}")
+        return (f"{data['src']} -> {data['dst']} in zone {data['zone']}: unreachable: "
+                f"{data['reason']}")
+    backup = (f"backup next hop {data['backup_next_hop']} ({data['backup_kind']}-protecting)"
+              if data["backup_next_hop"] else "no loop-free backup")
+    return (f"{' > '.join(data['path'])}\nzone {data['zone']}, one-way cost "
+            f"{data['cost_ms']:.1f} ms, {len(data['path']) - 1} hop(s), {backup}, "
+            f"routes v{data['version']}")
+
+
+def render_plan(data: dict) -> str:
+    from skymesh.admin import table
+
+    changes = data["changes"]
+    moved = [c for c in changes if c["reachable"]]
+    lost = [c for c in changes if not c["reachable"]]
+    lines = [f"failover plan for {data['failure']} (dry run, routes v{data['version']}):",
+             f"  {len(moved)} of {data['routes_total']} routes between surviving regions "
+             f"move, {len(lost)} become unreachable; {data['lost_endpoints']} routes start or "
+             "end in the failed region"]
+    if moved:
+        lines.append(table(["ZONE", "SRC", "DST", "DELTA_MS", "OLD_PATH", "NEW_PATH"],
+                           [[c["zone"], c["src"], c["dst"], f"{c['delta_ms']:+.1f}",
+                             " > ".join(c["old_path"]), " > ".join(c["new_path"])]
+                            for c in moved]))
+    if lost:
+        lines.append("unreachable:")
+        lines.append(table(["ZONE", "SRC", "DST", "REASON"],
+                           [[c["zone"], c["src"], c["dst"], c["reason"]] for c in lost]))
+    return "\n".join(lines)

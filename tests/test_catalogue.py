@@ -78,7 +78,9 @@ def test_shipped_catalogue_loads():
     regions = load_catalogue(SHIPPED)
     assert len(regions) >= 40
     assert list(regions) == sorted(regions)
-    assert {path.stem for path in SHIPPED.glob("*.yaml")} == set(regions)
+    files = {path.stem for path in SHIPPED.glob("*.yaml") if path.name != "policy.yaml"}
+    assert files == set(regions)
+    assert (SHIPPED / "policy.yaml").is_file() and "policy" not in regions
 
 
 def test_shipped_catalogue_covers_every_continent():
@@ -189,6 +191,28 @@ def test_missing_directory(tmp_path, monkeypatch):
 
 def test_empty_directory(regions_dir):
     write(regions_dir, "README.md", "no regions here")
+    assert problems_for(regions_dir) == ["regions: no region files found"]
+
+
+def test_policy_file_is_not_a_region(regions_dir):
+    write(regions_dir, "aa.yaml", GOOD.format(id="aa"))
+    write(regions_dir, "policy.yaml", "zones:\n  global: {all: true}\n")
+    assert list(load_catalogue(regions_dir)) == ["aa"]
+    # Skipped by name, whatever it holds; only `policy.yaml`, not other spellings.
+    write(regions_dir, "policy.yaml", "[not, a, region")
+    assert list(load_catalogue(regions_dir)) == ["aa"]
+    write(regions_dir, "policy.yml", "zones: {}\n")
+    assert problems_for(regions_dir) == [
+        "regions/policy.yml: id: missing",
+        "regions/policy.yml: name: missing",
+        "regions/policy.yml: country: missing",
+        "regions/policy.yml: lat: missing",
+        "regions/policy.yml: lon: missing",
+    ]
+
+
+def test_directory_with_only_a_policy_has_no_regions(regions_dir):
+    write(regions_dir, "policy.yaml", "zones:\n  global: {all: true}\n")
     assert problems_for(regions_dir) == ["regions: no region files found"]
 
 

@@ -76,7 +76,7 @@ def test_dead_relay_drops_out_and_routes_move(triangle):
     assert "cc" not in path["path"] and path["reachable"]
     gone = run_cli("admin", "path", "aa", "cc", "--json")
     assert gone.returncode == 1
-    assert json.loads(gone.stdout)["reason"] == "no relay connected in cc"
+    assert json.loads(gone.stdout)["reason"] == "cc has no relay in the topology"
     assert cli_json("admin", "status")["relays"] == 3
 
 

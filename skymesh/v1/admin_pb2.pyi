@@ -103,10 +103,12 @@ class LinksReply(_message.Message):
     def __init__(self, links: _Optional[_Iterable[_Union[LinkInfo, _Mapping]]] = ...) -> None: ...
 
 class RoutesRequest(_message.Message):
-    __slots__ = ("region",)
+    __slots__ = ("region", "zone")
     REGION_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
     region: str
-    def __init__(self, region: _Optional[str] = ...) -> None: ...
+    zone: str
+    def __init__(self, region: _Optional[str] = ..., zone: _Optional[str] = ...) -> None: ...
 
 class RoutesReply(_message.Message):
     __slots__ = ("region", "version", "routes")
@@ -119,15 +121,17 @@ class RoutesReply(_message.Message):
     def __init__(self, region: _Optional[str] = ..., version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[_relay_pb2.RouteEntry, _Mapping]]] = ...) -> None: ...
 
 class PathRequest(_message.Message):
-    __slots__ = ("src", "dst")
+    __slots__ = ("src", "dst", "zone")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
     src: str
     dst: str
-    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+    zone: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., zone: _Optional[str] = ...) -> None: ...
 
 class PathReply(_message.Message):
-    __slots__ = ("src", "dst", "path", "cost_ms", "reachable", "reason", "version")
+    __slots__ = ("src", "dst", "path", "cost_ms", "reachable", "reason", "version", "zone", "backup_next_hop", "backup_kind")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +139,9 @@ class PathReply(_message.Message):
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_NEXT_HOP_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_KIND_FIELD_NUMBER: _ClassVar[int]
     src: str
     dst: str
     path: _containers.RepeatedScalarFieldContainer[str]
@@ -142,4 +149,79 @@ class PathReply(_message.Message):
     reachable: bool
     reason: str
     version: int
-    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., cost_ms: _Optional[float] = ..., reachable: _Optional[bool] = ..., reason: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    zone: str
+    backup_next_hop: str
+    backup_kind: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., cost_ms: _Optional[float] = ..., reachable: _Optional[bool] = ..., reason: _Optional[str] = ..., version: _Optional[int] = ..., zone: _Optional[str] = ..., backup_next_hop: _Optional[str] = ..., backup_kind: _Optional[str] = ...) -> None: ...
+
+class ZonesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ZoneInfo(_message.Message):
+    __slots__ = ("name", "description", "regions", "connected")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    connected: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., connected: _Optional[int] = ...) -> None: ...
+
+class ZonesReply(_message.Message):
+    __slots__ = ("zones", "policy")
+    ZONES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    zones: _containers.RepeatedCompositeFieldContainer[ZoneInfo]
+    policy: str
+    def __init__(self, zones: _Optional[_Iterable[_Union[ZoneInfo, _Mapping]]] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class FailoverRequest(_message.Message):
+    __slots__ = ("region", "link_src", "link_dst", "zone")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    LINK_SRC_FIELD_NUMBER: _ClassVar[int]
+    LINK_DST_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    link_src: str
+    link_dst: str
+    zone: str
+    def __init__(self, region: _Optional[str] = ..., link_src: _Optional[str] = ..., link_dst: _Optional[str] = ..., zone: _Optional[str] = ...) -> None: ...
+
+class RouteChange(_message.Message):
+    __slots__ = ("zone", "src", "dst", "old_path", "new_path", "old_cost_ms", "new_cost_ms", "reachable", "reason")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    OLD_PATH_FIELD_NUMBER: _ClassVar[int]
+    NEW_PATH_FIELD_NUMBER: _ClassVar[int]
+    OLD_COST_MS_FIELD_NUMBER: _ClassVar[int]
+    NEW_COST_MS_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    src: str
+    dst: str
+    old_path: _containers.RepeatedScalarFieldContainer[str]
+    new_path: _containers.RepeatedScalarFieldContainer[str]
+    old_cost_ms: float
+    new_cost_ms: float
+    reachable: bool
+    reason: str
+    def __init__(self, zone: _Optional[str] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., old_path: _Optional[_Iterable[str]] = ..., new_path: _Optional[_Iterable[str]] = ..., old_cost_ms: _Optional[float] = ..., new_cost_ms: _Optional[float] = ..., reachable: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FailoverReply(_message.Message):
+    __slots__ = ("failure", "routes_total", "changes", "lost_endpoints", "version")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    LOST_ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    failure: str
+    routes_total: int
+    changes: _containers.RepeatedCompositeFieldContainer[RouteChange]
+    lost_endpoints: int
+    version: int
+    def __init__(self, failure: _Optional[str] = ..., routes_total: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[RouteChange, _Mapping]]] = ..., lost_endpoints: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,16 @@ class AdminStub:
                 request_serializer=skymesh_dot_v1_dot_admin__pb2.PathRequest.SerializeToString,
                 response_deserializer=skymesh_dot_v1_dot_admin__pb2.PathReply.FromString,
                 _registered_method=True)
+        self.Zones = channel.unary_unary(
+                '/skymesh.v1.Admin/Zones',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.ZonesRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.ZonesReply.FromString,
+                _registered_method=True)
+        self.PlanFailover = channel.unary_unary(
+                '/skymesh.v1.Admin/PlanFailover',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.FailoverReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -94,6 +104,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Zones(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanFailover(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +143,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Path,
                     request_deserializer=skymesh_dot_v1_dot_admin__pb2.PathRequest.FromString,
                     response_serializer=skymesh_dot_v1_dot_admin__pb2.PathReply.SerializeToString,
+            ),
+            'Zones': grpc.unary_unary_rpc_method_handler(
+                    servicer.Zones,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.ZonesRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.ZonesReply.SerializeToString,
+            ),
+            'PlanFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanFailover,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.FailoverRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.FailoverReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +290,60 @@ class Admin:
             '/skymesh.v1.Admin/Path',
             skymesh_dot_v1_dot_admin__pb2.PathRequest.SerializeToString,
             skymesh_dot_v1_dot_admin__pb2.PathReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Zones(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/Zones',
+            skymesh_dot_v1_dot_admin__pb2.ZonesRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.ZonesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/PlanFailover',
+            skymesh_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.FailoverReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -116,16 +116,24 @@ class PeerList(_message.Message):
     def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., probe_interval_s: _Optional[float] = ..., report_interval_s: _Optional[float] = ...) -> None: ...
 
 class RouteEntry(_message.Message):
-    __slots__ = ("dst", "next_hop", "path", "cost_ms")
+    __slots__ = ("dst", "next_hop", "path", "cost_ms", "zone", "backup_next_hop", "backup_kind", "backup_cost_ms")
     DST_FIELD_NUMBER: _ClassVar[int]
     NEXT_HOP_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     COST_MS_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_NEXT_HOP_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_KIND_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_COST_MS_FIELD_NUMBER: _ClassVar[int]
     dst: str
     next_hop: str
     path: _containers.RepeatedScalarFieldContainer[str]
     cost_ms: float
-    def __init__(self, dst: _Optional[str] = ..., next_hop: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., cost_ms: _Optional[float] = ...) -> None: ...
+    zone: str
+    backup_next_hop: str
+    backup_kind: str
+    backup_cost_ms: float
+    def __init__(self, dst: _Optional[str] = ..., next_hop: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., cost_ms: _Optional[float] = ..., zone: _Optional[str] = ..., backup_next_hop: _Optional[str] = ..., backup_kind: _Optional[str] = ..., backup_cost_ms: _Optional[float] = ...) -> None: ...
 
 class RouteTable(_message.Message):
     __slots__ = ("version", "nonce", "routes")

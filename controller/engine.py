@@ -1,0 +1,461 @@
+"""The routing engine: a pure function of (topology, residency policy, previous route set) ->
+route set, per zone, on arrays.
+
+Per zone the engine takes the zone's regions only, so no route of a zone ever touches a region
+outside it. Shortest paths come from one tree per destination (scipy on the reversed graph),
+so all next hops towards a destination agree and forwarding cannot loop. Hysteresis keeps a
+previous next hop only while it is strictly downstream. Backups are loop-free alternates
+(RFC 5286): node-protecting where one exists, else link-protecting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+from scipy.sparse import csgraph, csr_matrix
+
+from controller.routing import Hysteresis
+from skymesh.policy import Policy
+
+NO_HYSTERESIS = Hysteresis(0.0, 0.0, 0.0)
+
+EPSILON = 1e-7  # distance comparisons tolerate floating-point noise
+BACKUP_CANDIDATES = 8  # backups are searched among each node's cheapest links first
+NO_BACKUP, LINK_PROTECTING, NODE_PROTECTING = 0, 1, 2
+BACKUP_KINDS = {NO_BACKUP: "none", LINK_PROTECTING: "link", NODE_PROTECTING: "node"}
+
+
+@dataclass(frozen=True)
+class Route:
+    zone: str
+    src: str
+    dst: str
+    path: tuple[str, ...]
+    cost_ms: float
+    backup_next_hop: str | None = None
+    backup_kind: str = "none"  # "node" (avoids the primary next hop's region), "link", "none"
+    backup_cost_ms: float | None = None
+
+    @property
+    def next_hop(self) -> str:
+        return self.path[1]
+
+
+@dataclass
+class ZoneRoutes:
+    """One zone's routes as arrays over its regions present in the topology (sorted)."""
+
+    zone: str
+    members: frozenset[str]  # the zone's regions by policy, present or not
+    nodes: list[str]
+    cost: np.ndarray  # cost[u, v]: link cost, inf where there is no link
+    dist: np.ndarray  # dist[u, d]: shortest distance
+    actual: np.ndarray  # actual[u, d]: distance along the next hops in force
+    next_hop: np.ndarray  # next_hop[u, d]: node index, -1 where unreachable or u == d
+    backup: np.ndarray  # backup[u, d]: node index, -1 where none
+    backup_kind: np.ndarray
+    index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = {name: i for i, name in enumerate(self.nodes)}
+
+    def route(self, src: str, dst: str) -> Route | None:
+        u, d = self.index.get(src), self.index.get(dst)
+        if u is None or d is None or u == d or self.next_hop[u, d] < 0:
+            return None
+        hops = self.next_hop[:, d]
+        path, total, at = [src], 0.0, u
+        while at != d:
+            nxt = int(hops[at])
+            total += float(self.cost[at, nxt])
+            path.append(self.nodes[nxt])
+            at = nxt
+        b = int(self.backup[u, d])
+        backup_cost = float(self.cost[u, b] + self.actual[b, d]) if b >= 0 else None
+        return Route(self.zone, src, dst, tuple(path), total,
+                     self.nodes[b] if b >= 0 else None,
+                     BACKUP_KINDS[int(self.backup_kind[u, d])], backup_cost)
+
+    def rows(self, src: str) -> list[Route]:
+        """The routes of one source, by destination."""
+        return [r for dst in self.nodes if (r := self.route(src, dst)) is not None]
+
+    def unreachable_reason(self, src: str, dst: str) -> str | None:
+        for rid in (src, dst):
+            if rid not in self.members:
+                return f"{rid} is not in zone {self.zone}"
+        for rid in (src, dst):
+            if rid not in self.index:
+                return f"{rid} has no relay in the topology"
+        if src != dst and self.next_hop[self.index[src], self.index[dst]] < 0:
+            return f"no path from {src} to {dst} inside zone {self.zone}"
+        return None
+
+
+@dataclass
+class RouteSet:
+    zones: dict[str, ZoneRoutes]
+
+    def zone(self, name: str) -> ZoneRoutes:
+        try:
+            return self.zones[name]
+        except KeyError:
+            raise KeyError(f"unknown zone {name!r} (zones: {', '.join(self.zones)})") from None
+
+    def route(self, zone: str, src: str, dst: str) -> Route | None:
+        return self.zone(zone).route(src, dst)
+
+    def table(self, region: str) -> list[Route]:
+        """A relay's own rows: every zone it belongs to, every destination."""
+        return [r for z in self.zones.values() if region in z.index for r in z.rows(region)]
+
+
+# -- computation ---------------------------------------------------------------------------
+
+
+def compute(graph: nx.DiGraph, policy: Policy, previous: RouteSet | None = None,
+            hysteresis: Hysteresis = NO_HYSTERESIS) -> RouteSet:
+    """Routes for every zone of the policy over the graph (edges carry `cost`)."""
+    nodes = sorted(graph.nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    full = cost_matrix(graph, index)
+    zones = {}
+    for name, zone in policy.zones.items():
+        members = [n for n in nodes if n in zone.regions]
+        idx = np.array([index[n] for n in members], dtype=np.intp)
+        cost = full[np.ix_(idx, idx)]
+        old = previous.zones.get(name) if previous else None
+        zones[name] = compute_zone(name, frozenset(zone.regions), members, cost, old, hysteresis)
+    return RouteSet(zones)
+
+
+def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.ndarray,
+                 previous: ZoneRoutes | None = None,
+                 hysteresis: Hysteresis = NO_HYSTERESIS) -> ZoneRoutes:
+    dist, next_hop = shortest(cost)
+    kept = keep_previous(nodes, cost, dist, next_hop, previous, hysteresis) if previous else 0
+    actual = actual_dist(cost, dist, next_hop) if kept else dist
+    backup, kind = backups(cost, dist, actual, next_hop, hysteresis.backup_slack_ms)
+    if previous is not None:
+        keep_previous_backups(nodes, cost, dist, actual, next_hop, backup, kind, previous,
+                              hysteresis)
+    return ZoneRoutes(zone, members, nodes, cost, dist, actual, next_hop, backup, kind)
+
+
+def actual_dist(cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray) -> np.ndarray:
+    """Distances along the next hops in force (which hysteresis may have kept off the
+    shortest paths): actual[u, d] = cost[u, h] + actual[h, d] with h = next_hop[u, d]."""
+    n = len(cost)
+    actual = dist.copy()
+    u, d = np.nonzero(next_hop >= 0)
+    h = next_hop[u, d]
+    edge = cost[u, h]
+    for _ in range(n):
+        new = edge + actual[h, d]
+        if np.allclose(new, actual[u, d], rtol=0, atol=1e-12):
+            break
+        actual[u, d] = new
+    return actual
+
+
+def cost_matrix(graph: nx.DiGraph, index: Mapping[str, int]) -> np.ndarray:
+    """Edge costs as a dense matrix, inf where there is no edge (walking the adjacency
+    directly: nx.to_scipy_sparse_array is far slower on dense graphs)."""
+    n = len(index)
+    rows, cols, vals = [], [], []
+    for u, neighbours in graph.adjacency():
+        i = index[u]
+        for v, data in neighbours.items():
+            rows.append(i)
+            cols.append(index[v])
+            vals.append(data["cost"])
+    cost = np.full((n, n), np.inf)
+    cost[rows, cols] = vals
+    np.fill_diagonal(cost, np.inf)
+    return cost
+
+
+def shortest(cost: np.ndarray, destinations: np.ndarray | None = None,
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(dist[u, d], next_hop[u, d]) from one tree per destination on the reversed graph: the
+    predecessor of u in d's tree is u's next hop towards d. Only the given destinations'
+    columns are computed when `destinations` is set."""
+    n = len(cost)
+    if n == 0:
+        return np.zeros((0, 0)), np.zeros((0, 0), dtype=np.intp)
+    dst_idx, src_idx = np.nonzero(np.isfinite(cost.T))
+    edges = len(dst_idx)
+    reverse = csr_matrix((cost.T[dst_idx, src_idx], (dst_idx, src_idx)), shape=(n, n))
+    if destinations is None and edges > n * n / 8:
+        dist_t, pred_t = csgraph.floyd_warshall(reverse, directed=True,
+                                                return_predecessors=True)
+    else:
+        dist_t, pred_t = csgraph.dijkstra(reverse, directed=True, indices=destinations,
+                                          return_predecessors=True)
+    next_hop = pred_t.T.astype(np.intp)
+    next_hop[next_hop < 0] = -1
+    return dist_t.T, next_hop
+
+
+def _translate(nodes: list[str], previous: ZoneRoutes, hops: np.ndarray) -> np.ndarray:
+    """A previous per-pair node-index matrix in this zone's node indices (-1: none)."""
+    to_new = np.array([{n: i for i, n in enumerate(nodes)}.get(n, -1) for n in previous.nodes],
+                      dtype=np.intp)
+    present = to_new >= 0
+    out = np.full((len(nodes), len(nodes)), -1, dtype=np.intp)
+    old_idx, new_idx = np.flatnonzero(present), to_new[present]
+    prev = hops[np.ix_(old_idx, old_idx)]
+    out[np.ix_(new_idx, new_idx)] = np.where(prev >= 0, to_new[np.maximum(prev, 0)], -1)
+    return out
+
+
+def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
+                          actual: np.ndarray, next_hop: np.ndarray, backup: np.ndarray,
+                          kind: np.ndarray, previous: ZoneRoutes, hysteresis: Hysteresis) -> int:
+    """Keep a previous backup while it is still a loop-free alternate, unless the new one
+    protects more (node rather than link) or is clearly cheaper at the same protection: so
+    that backups do not flap either."""
+    if not len(nodes) or not len(previous.nodes):
+        return 0
+    old = _translate(nodes, previous, previous.backup)
+    u, d = np.nonzero((old >= 0) & (old != backup) & (next_hop >= 0))
+    if not len(u):
+        return 0
+    b, p, new = old[u, d], next_hop[u, d], backup[u, d]
+    via_old = cost[u, b] + actual[b, d]
+    loop_free = (np.isfinite(via_old) & (b != p)
+                 & (actual[b, d] < dist[b, u] + actual[u, d] - EPSILON))
+    safe_p = np.maximum(p, 0)
+    node = loop_free & (p != d) & (actual[b, d] < dist[b, safe_p] + actual[safe_p, d]
+                                   - EPSILON)
+    old_kind = np.where(node, NODE_PROTECTING, np.where(loop_free, LINK_PROTECTING, NO_BACKUP))
+    new_kind = kind[u, d]
+    via_new = np.where(new >= 0, cost[u, np.maximum(new, 0)] + actual[np.maximum(new, 0), d],
+                       np.inf)
+    with np.errstate(invalid="ignore"):  # inf - inf where neither has a path
+        gain = via_old - via_new
+    close = (gain <= hysteresis.fraction * via_old) | (gain <= hysteresis.min_ms)
+    keep = (old_kind > NO_BACKUP) & ((old_kind > new_kind) | ((old_kind == new_kind) & close))
+    backup[u[keep], d[keep]] = b[keep]
+    kind[u[keep], d[keep]] = old_kind[keep]
+    return int(keep.sum())
+
+
+def keep_previous(nodes: list[str], cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray,
+                  previous: ZoneRoutes, hysteresis: Hysteresis) -> int:
+    """Put back previous next hops where the new path is not clearly better and the old hop
+    is strictly downstream. Returns how many were kept."""
+    if not len(nodes) or not len(previous.nodes):
+        return 0
+    old = _translate(nodes, previous, previous.next_hop)
+    u, d = np.nonzero((old >= 0) & (next_hop >= 0) & (old != next_hop))
+    if not len(u):
+        return 0
+    h = old[u, d]
+    edge = cost[u, h]
+    via_old = edge + dist[h, d]
+    gain = via_old - dist[u, d]
+    keep = (np.isfinite(edge) & (dist[h, d] < dist[u, d] - EPSILON)
+            & ((gain <= hysteresis.fraction * via_old) | (gain <= hysteresis.min_ms)))
+    next_hop[u[keep], d[keep]] = h[keep]
+    return int(keep.sum())
+
+
+def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
+            slack: float = 0.0, rows: np.ndarray | None = None, cols: np.ndarray | None = None,
+            into: tuple[np.ndarray, np.ndarray] | None = None,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Loop-free alternates (RFC 5286) for every (u, d), or for rows x cols only (written
+    into `into`). A neighbour v of u is loop-free towards d when its forwarding path cannot
+    come back through u: actual[v,d] < dist[v,u] + actual[u,d] (a path through u would cost
+    at least that); it is node-protecting when that path also avoids the primary next hop p:
+    actual[v,d] < dist[v,p] + actual[p,d]. The cheapest node-protecting alternate wins, else
+    the cheapest link-protecting one. Inequalities must hold by `slack` ms (at least EPSILON)
+    so that measurement noise does not flip a choice at once. Candidates are each node's
+    cheapest links first, then all its links for the pairs where those gave none."""
+    n = len(cost)
+    backup, kind = into if into is not None else (np.full((n, n), -1, dtype=np.intp),
+                                                  np.zeros((n, n), dtype=np.int8))
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.intp)
+    cols = np.arange(n) if cols is None else np.asarray(cols, dtype=np.intp)
+    if n < 2 or not len(rows) or not len(cols):
+        return backup, kind
+    k = min(BACKUP_CANDIDATES, n - 1)
+    margin = max(EPSILON, slack)
+    order = np.argsort(cost, axis=1, kind="stable")
+    degree = np.isfinite(cost).sum(axis=1)
+    actual_cols = np.ascontiguousarray(actual[:, cols])
+    for start in range(0, len(rows), 32):
+        us = rows[start:start + 32]
+        b, t = _alternates(us, order[us, :k], cols, cost, dist, actual, actual_cols, next_hop,
+                           margin)
+        missing = (b < 0) & (next_hop[np.ix_(us, cols)] >= 0)
+        for i in np.flatnonzero(missing.any(axis=1)):
+            u = us[[i]]
+            more, more_t = _alternates(u, order[u, :degree[u[0]]], cols, cost, dist, actual,
+                                       actual_cols, next_hop, margin)
+            b[i, missing[i]], t[i, missing[i]] = more[0, missing[i]], more_t[0, missing[i]]
+        backup[np.ix_(us, cols)], kind[np.ix_(us, cols)] = b, t
+    return backup, kind
+
+
+def _alternates(us: np.ndarray, cands: np.ndarray, cols: np.ndarray, cost: np.ndarray,
+                dist: np.ndarray, actual: np.ndarray, actual_cols: np.ndarray,
+                next_hop: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Best backups of rows `us` towards `cols` among candidates `cands` (rows x k)."""
+    p = next_hop[np.ix_(us, cols)]  # (m, c) primary next hops
+    safe_p = np.maximum(p, 0)
+    a_ud = actual_cols[us]  # (m, c)
+    a_vd = actual_cols[cands]  # (m, k, c)
+    d_vu = dist[cands, us[:, None]]  # (m, k)
+    via = a_vd + cost[us[:, None], cands][:, :, None]
+    loop_free = ((a_vd < d_vu[:, :, None] + a_ud[:, None, :] - margin)
+                 & (cands[:, :, None] != p[:, None, :]) & (p[:, None, :] >= 0)
+                 & np.isfinite(via))
+    score = np.where(loop_free, via, np.inf)
+    best = score.argmin(axis=1)
+    found = np.isfinite(np.take_along_axis(score, best[:, None, :], axis=1)[:, 0, :])
+    backup = np.where(found, np.take_along_axis(cands, best, axis=1), -1)
+    kind = found.astype(np.int8) * LINK_PROTECTING
+    # node-protecting: already so for most pairs; search again only where it is not
+    a_pd = actual[safe_p, cols[None, :]]
+    safe_b = np.maximum(backup, 0)
+    transit = found & (p != cols[None, :])
+    node = transit & (actual[safe_b, cols[None, :]] < dist[safe_b, safe_p] + a_pd - margin)
+    kind[node] = NODE_PROTECTING
+    r, c = np.nonzero(transit & ~node)
+    if len(r):
+        v = cands[r]  # (q, k)
+        ok = loop_free[r, :, c] & (a_vd[r, :, c] < dist[v, safe_p[r, c][:, None]]
+                                   + a_pd[r, c][:, None] - margin)
+        sc = np.where(ok, via[r, :, c], np.inf)
+        bb = sc.argmin(axis=1)
+        hit = np.isfinite(sc[np.arange(len(r)), bb])
+        backup[r[hit], c[hit]] = v[hit, bb[hit]]
+        kind[r[hit], c[hit]] = NODE_PROTECTING
+    return backup, kind
+
+
+# -- incremental updates -------------------------------------------------------------------
+
+
+def update_link(previous: RouteSet, graph: nx.DiGraph, src: str, dst: str) -> RouteSet:
+    """The route set after one link's change (its cost in `graph`, or its absence), without a
+    full recompute where it can: only the destinations whose shortest-path trees used the
+    link (or that it now shortens) are recomputed, and the backups that depend on them.
+    Zones whose node set changed are recomputed whole. No hysteresis: a changed link is
+    re-decided on its merits."""
+    zones = {}
+    for name, z in previous.zones.items():
+        if src not in z.index or dst not in z.index:
+            zones[name] = z
+            continue
+        nodes = sorted(n for n in graph.nodes if n in z.members)
+        u, v = z.index[src], z.index[dst]
+        cost = z.cost.copy()
+        cost[u, v] = graph.edges[src, dst]["cost"] if graph.has_edge(src, dst) else np.inf
+        if nodes != z.nodes or not np.array_equal(z.actual, z.dist):
+            full = cost_matrix(graph.subgraph(nodes), {n: i for i, n in enumerate(nodes)})
+            zones[name] = compute_zone(name, z.members, nodes, full)
+            continue
+        zones[name] = _update_zone(z, cost, u, v)
+    return RouteSet(zones)
+
+
+def _update_zone(z: ZoneRoutes, cost: np.ndarray, u: int, v: int) -> ZoneRoutes:
+    old, new = z.cost[u, v], cost[u, v]
+    uses = z.next_hop[u] == v
+    if new < old:
+        uses |= new + z.dist[v] < z.dist[u] - EPSILON
+    affected = np.flatnonzero(uses)
+    dist, next_hop = z.dist.copy(), z.next_hop.copy()
+    if len(affected):
+        d_a, nh_a = shortest(cost, destinations=affected)
+        dist[:, affected], next_hop[:, affected] = d_a, nh_a
+    into = (z.backup.copy(), z.backup_kind.copy())
+    # backups read the rows and columns of the changed distances, the changed link's row,
+    # and (for node protection) the columns of the primaries whose distances changed
+    rows = np.union1d(affected, [u])
+    depends = np.flatnonzero(np.isin(next_hop, affected).any(axis=0))
+    backups(cost, dist, dist, next_hop, rows=rows, into=into)
+    backups(cost, dist, dist, next_hop, cols=np.union1d(affected, depends), into=into)
+    return ZoneRoutes(z.zone, z.members, z.nodes, cost, dist, dist, next_hop, *into)
+
+
+# -- failover plans ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    zone: str
+    src: str
+    dst: str
+    old_path: tuple[str, ...]
+    new_path: tuple[str, ...] | None  # None: unreachable after the failure
+    old_cost_ms: float
+    new_cost_ms: float | None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"zone": self.zone, "src": self.src, "dst": self.dst,
+                "old_path": list(self.old_path),
+                "new_path": list(self.new_path) if self.new_path else [],
+                "old_cost_ms": round(self.old_cost_ms, 3),
+                "new_cost_ms": None if self.new_cost_ms is None else round(self.new_cost_ms, 3),
+                "delta_ms": None if self.new_cost_ms is None
+                else round(self.new_cost_ms - self.old_cost_ms, 3),
+                "reachable": self.new_path is not None, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    failure: str
+    routes_total: int  # routes between surviving regions before the failure
+    changes: list[Change]
+    lost_endpoints: int  # routes from or to the failed region
+
+    @property
+    def unreachable(self) -> list[Change]:
+        return [c for c in self.changes if c.new_path is None]
+
+
+def plan_failover(graph: nx.DiGraph, policy: Policy, current: RouteSet,
+                  region: str | None = None, link: tuple[str, str] | None = None,
+                  zones: Iterable[str] | None = None,
+                  hysteresis: Hysteresis = NO_HYSTERESIS) -> FailoverPlan:
+    """What a region's (or a link's, both directions) failure does to the routes: which
+    change, what replaces them, the latency change, which pairs become unreachable."""
+    damaged = graph.copy()
+    if region is not None:
+        damaged.remove_node(region)
+        failure = f"region {region}"
+    elif link is not None:
+        a, b = link
+        damaged.remove_edges_from([(a, b), (b, a)])
+        failure = f"link {a}-{b}"
+    else:
+        raise ValueError("a failover plan needs a region or a link")
+    names = list(zones) if zones is not None else list(current.zones)
+    # with the controller's hysteresis, only what the failure moves shows as a change
+    after = compute(damaged, Policy({z: policy.zones[z] for z in names}), current, hysteresis)
+    changes, total, lost = [], 0, 0
+    for name in names:
+        before, now = current.zones[name], after.zones[name]
+        for src in before.nodes:
+            for route in before.rows(src):
+                if region in (route.src, route.dst):
+                    lost += 1
+                    continue
+                total += 1
+                new = now.route(route.src, route.dst)
+                if new is None:
+                    changes.append(Change(name, route.src, route.dst, route.path, None,
+                                          route.cost_ms, None,
+                                          now.unreachable_reason(route.src, route.dst) or ""))
+                elif new.path != route.path:
+                    changes.append(Change(name, route.src, route.dst, route.path, new.path,
+                                          route.cost_ms, new.cost_ms))
+    return FailoverPlan(failure, total, changes, lost)
