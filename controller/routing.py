@@ -52,3 +52,16 @@ def build_graph(regions: Iterable[str], links: Iterable[Link],
                 graph.add_edge(link.src, link.dst, cost=link_cost(link.rtt_ms, link.loss, model),
                                rtt_ms=link.rtt_ms, loss=link.loss)
     return graph
+
+
+def same_within(a: nx.DiGraph, b: nx.DiGraph, fraction: float) -> bool:
+    """Same regions and links, every cost within `fraction` (a dead band for noise)."""
+    if a.number_of_edges() != b.number_of_edges() or set(a.nodes) != set(b.nodes):
+        return False
+    for u, v, data in a.edges(data=True):
+        if not b.has_edge(u, v):
+            return False
+        old = b.edges[u, v]["cost"]
+        if abs(data["cost"] - old) > fraction * old:
+            return False
+    return True

@@ -40,6 +40,7 @@ class Settings:
     recompute_interval_s: float = 0.5
     stale_after_s: float = 5.0
     settle_samples: int = 8  # replies before a link counts as measured
+    dead_band: float = 0.02  # link cost changes below this fraction do not recompute routes
     cost: CostModel = CostModel()
     hysteresis: Hysteresis = Hysteresis()
 
@@ -177,10 +178,14 @@ class Controller:
         # routes from a partial measurement are no reason to hold on to a path
         previous = self.routes if self.routes_complete else None
         self.routes_complete = self.all_measured()
-        self.graph = routing.build_graph(self.sessions, self.topology.usable_links(),
-                                         self.settings.cost)
-        self.routes = engine.compute(self.graph, self.policy, previous, self.settings.hysteresis)
-        self.tables = {region: self.routes.table(region) for region in self.sessions}
+        graph = routing.build_graph(self.sessions, self.topology.usable_links(now),
+                                    self.settings.cost)
+        # nothing to compute while no link moved beyond measurement noise
+        if previous is None or not routing.same_within(graph, self.graph,
+                                                       self.settings.dead_band):
+            self.graph = graph
+            self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis)
+            self.tables = {region: self.routes.table(region) for region in self.sessions}
         # a new version when some relay's paths change; costs alone drift with every sample
         changed = [
             s
@@ -370,7 +375,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 state=STATE_VALUES[r.state],
             )
             cost = routing.link_cost(r.latency_ms, r.loss, ctl.settings.cost)
-            infos.append(admin_pb2.LinkInfo(src=src, sample=sample, cost_ms=cost))
+            suppressed = ctl.topology.damper.suppressed((src, dst), time.monotonic())
+            infos.append(admin_pb2.LinkInfo(src=src, sample=sample, cost_ms=cost,
+                                            suppressed=suppressed))
         return admin_pb2.LinksReply(links=infos)
 
     async def Routes(self, request, context) -> admin_pb2.RoutesReply:

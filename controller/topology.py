@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from controller.damping import FlapDamper
 from controller.routing import Link
 
 UNKNOWN, UP, DEGRADED, DOWN = "unknown", "up", "degraded", "down"
@@ -48,6 +49,7 @@ class Topology:
         self.regions = frozenset(regions)
         self.stale_after_s = stale_after_s
         self.settle_samples = settle_samples
+        self.damper = FlapDamper()
         self.relays: dict[str, Relay] = {}
         self.links: dict[tuple[str, str], LinkRecord] = {}
         self.rejected_samples = 0
@@ -58,6 +60,7 @@ class Topology:
 
     def remove_relay(self, region: str) -> None:
         self.relays.pop(region, None)
+        self.damper.forget(region)
         for key in [k for k in self.links if region in k]:
             del self.links[key]
 
@@ -72,6 +75,7 @@ class Topology:
                 continue
             if s["dst"] not in self.relays:
                 continue  # a peer that left since the relay probed it
+            self.damper.observe((src, s["dst"]), s["state"] in (UP, DEGRADED), now)
             self.links[(src, s["dst"])] = LinkRecord(
                 src, s["dst"], float(s["rtt_ms"]), float(s.get("min_rtt_ms") or 0.0),
                 float(s["jitter_ms"]), float(s["loss"]),
@@ -85,9 +89,13 @@ class Topology:
             del self.links[key]
         return stale
 
-    def usable_links(self) -> list[Link]:
+    def usable_links(self, now: float) -> list[Link]:
+        """Links up or degraded, less those whose flapping is being damped."""
         return [Link(r.src, r.dst, r.latency_ms, r.loss) for r in self.links.values()
-                if r.state in (UP, DEGRADED)]
+                if r.state in (UP, DEGRADED) and not self.damper.suppressed((r.src, r.dst), now)]
+
+    def suppressed_links(self, now: float) -> list[tuple[str, str]]:
+        return [k for k in self.links if self.damper.suppressed(k, now)]
 
     def settled(self, rec: LinkRecord | None) -> bool:
         """Down, or up with enough replies that early outliers no longer count."""

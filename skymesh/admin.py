@@ -67,7 +67,7 @@ def links(address: str) -> list[dict]:
              "jitter_ms": round(x.sample.jitter_ms, 3), "loss": round(x.sample.loss, 4),
              "state": STATE_NAMES[x.sample.state], "samples": x.sample.samples,
              "lost": x.sample.lost, "age_s": round(x.sample.age_s, 2),
-             "cost_ms": round(x.cost_ms, 3)} for x in r.links]
+             "cost_ms": round(x.cost_ms, 3), "suppressed": x.suppressed} for x in r.links]
 
 
 def routes(address: str, region: str, zone: str | None = None) -> dict:

@@ -44,12 +44,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def write_regions(directory: Path, regions: dict[str, tuple[float, float]],
-                  country: str = "DE") -> Path:
+def write_regions(directory: Path, regions: dict[str, tuple], country: str = "DE") -> Path:
+    """Region files from {id: (lat, lon)} or {id: (lat, lon, country)}."""
     directory.mkdir(parents=True, exist_ok=True)
-    for rid, (lat, lon) in regions.items():
+    for rid, (lat, lon, *rest) in regions.items():
         (directory / f"{rid}.yaml").write_text(
-            f"id: {rid}\nname: {rid.title()}\ncountry: {country}\nlat: {lat}\nlon: {lon}\n")
+            f"id: {rid}\nname: {rid.title()}\ncountry: {rest[0] if rest else country}\n"
+            f"lat: {lat}\nlon: {lon}\n")
     return directory
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from skymesh.v1 import relay_pb2 as skymesh_dot_v1_dot_relay__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skymesh/v1/admin.proto\x12\nskymesh.v1\x1a\x16skymesh/v1/relay.proto\"\x0f\n\rStatusRequest\"\x8e\x02\n\x0bStatusReply\x12\x0e\n\x06relays\x18\x01 \x01(\r\x12\x0f\n\x07regions\x18\x02 \x01(\r\x12\x15\n\rroute_version\x18\x03 \x01(\x04\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12\x10\n\x08links_up\x18\x05 \x01(\r\x12\x16\n\x0elinks_measured\x18\x06 \x01(\r\x12\x16\n\x0elinks_expected\x18\x07 \x01(\r\x12\x14\n\x0crelays_acked\x18\x08 \x01(\r\x12\x10\n\x08uptime_s\x18\t \x01(\x01\x12\x17\n\x0f\x63onverged_for_s\x18\n \x01(\x01\x12\x18\n\x10rejected_samples\x18\x0b \x01(\x04\x12\x17\n\x0frejected_tables\x18\x0c \x01(\x04\"\x10\n\x0eRegionsRequest\"\x9d\x02\n\nRegionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x12\n\nprobe_addr\x18\x08 \x01(\t\x12\x15\n\rroute_version\x18\t \x01(\x04\x12\x15\n\rhello_version\x18\n \x01(\x04\x12\x36\n\x08\x63ounters\x18\x0b \x03(\x0b\x32$.skymesh.v1.RegionInfo.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"7\n\x0cRegionsReply\x12\'\n\x07regions\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.RegionInfo\"\x0e\n\x0cLinksRequest\"P\n\x08LinkInfo\x12\x0b\n\x03src\x18\x01 \x01(\t\x12&\n\x06sample\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.LinkSample\x12\x0f\n\x07\x63ost_ms\x18\x03 \x01(\x01\"1\n\nLinksReply\x12#\n\x05links\x18\x01 \x03(\x0b\x32\x14.skymesh.v1.LinkInfo\"-\n\rRoutesRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\"V\n\x0bRoutesReply\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.skymesh.v1.RouteEntry\"5\n\x0bPathRequest\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\"\xb4\x01\n\tPathReply\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x03(\t\x12\x0f\n\x07\x63ost_ms\x18\x04 \x01(\x01\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\x04\x12\x0c\n\x04zone\x18\x08 \x01(\t\x12\x17\n\x0f\x62\x61\x63kup_next_hop\x18\t \x01(\t\x12\x13\n\x0b\x62\x61\x63kup_kind\x18\n \x01(\t\"\x0e\n\x0cZonesRequest\"Q\n\x08ZoneInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07regions\x18\x03 \x03(\t\x12\x11\n\tconnected\x18\x04 \x01(\r\"A\n\nZonesReply\x12#\n\x05zones\x18\x01 \x03(\x0b\x32\x14.skymesh.v1.ZoneInfo\x12\x0e\n\x06policy\x18\x02 \x01(\t\"S\n\x0f\x46\x61iloverRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x10\n\x08link_src\x18\x02 \x01(\t\x12\x10\n\x08link_dst\x18\x03 \x01(\t\x12\x0c\n\x04zone\x18\x04 \x01(\t\"\xa6\x01\n\x0bRouteChange\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12\x10\n\x08old_path\x18\x04 \x03(\t\x12\x10\n\x08new_path\x18\x05 \x03(\t\x12\x13\n\x0bold_cost_ms\x18\x06 \x01(\x01\x12\x13\n\x0bnew_cost_ms\x18\x07 \x01(\x01\x12\x11\n\treachable\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\"\x89\x01\n\rFailoverReply\x12\x0f\n\x07\x66\x61ilure\x18\x01 \x01(\t\x12\x14\n\x0croutes_total\x18\x02 \x01(\r\x12(\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x17.skymesh.v1.RouteChange\x12\x16\n\x0elost_endpoints\x18\x04 \x01(\r\x12\x0f\n\x07version\x18\x05 \x01(\x04\x32\xba\x03\n\x05\x41\x64min\x12<\n\x06Status\x12\x19.skymesh.v1.StatusRequest\x1a\x17.skymesh.v1.StatusReply\x12?\n\x07Regions\x12\x1a.skymesh.v1.RegionsRequest\x1a\x18.skymesh.v1.RegionsReply\x12\x39\n\x05Links\x12\x18.skymesh.v1.LinksRequest\x1a\x16.skymesh.v1.LinksReply\x12<\n\x06Routes\x12\x19.skymesh.v1.RoutesRequest\x1a\x17.skymesh.v1.RoutesReply\x12\x36\n\x04Path\x12\x17.skymesh.v1.PathRequest\x1a\x15.skymesh.v1.PathReply\x12\x39\n\x05Zones\x12\x18.skymesh.v1.ZonesRequest\x1a\x16.skymesh.v1.ZonesReply\x12\x46\n\x0cPlanFailover\x12\x1b.skymesh.v1.FailoverRequest\x1a\x19.skymesh.v1.FailoverReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skymesh/v1/admin.proto\x12\nskymesh.v1\x1a\x16skymesh/v1/relay.proto\"\x0f\n\rStatusRequest\"\x8e\x02\n\x0bStatusReply\x12\x0e\n\x06relays\x18\x01 \x01(\r\x12\x0f\n\x07regions\x18\x02 \x01(\r\x12\x15\n\rroute_version\x18\x03 \x01(\x04\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12\x10\n\x08links_up\x18\x05 \x01(\r\x12\x16\n\x0elinks_measured\x18\x06 \x01(\r\x12\x16\n\x0elinks_expected\x18\x07 \x01(\r\x12\x14\n\x0crelays_acked\x18\x08 \x01(\r\x12\x10\n\x08uptime_s\x18\t \x01(\x01\x12\x17\n\x0f\x63onverged_for_s\x18\n \x01(\x01\x12\x18\n\x10rejected_samples\x18\x0b \x01(\x04\x12\x17\n\x0frejected_tables\x18\x0c \x01(\x04\"\x10\n\x0eRegionsRequest\"\x9d\x02\n\nRegionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x12\n\nprobe_addr\x18\x08 \x01(\t\x12\x15\n\rroute_version\x18\t \x01(\x04\x12\x15\n\rhello_version\x18\n \x01(\x04\x12\x36\n\x08\x63ounters\x18\x0b \x03(\x0b\x32$.skymesh.v1.RegionInfo.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"7\n\x0cRegionsReply\x12\'\n\x07regions\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.RegionInfo\"\x0e\n\x0cLinksRequest\"d\n\x08LinkInfo\x12\x0b\n\x03src\x18\x01 \x01(\t\x12&\n\x06sample\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.LinkSample\x12\x0f\n\x07\x63ost_ms\x18\x03 \x01(\x01\x12\x12\n\nsuppressed\x18\x04 \x01(\x08\"1\n\nLinksReply\x12#\n\x05links\x18\x01 \x03(\x0b\x32\x14.skymesh.v1.LinkInfo\"-\n\rRoutesRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\"V\n\x0bRoutesReply\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.skymesh.v1.RouteEntry\"5\n\x0bPathRequest\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\"\xb4\x01\n\tPathReply\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x03(\t\x12\x0f\n\x07\x63ost_ms\x18\x04 \x01(\x01\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\x04\x12\x0c\n\x04zone\x18\x08 \x01(\t\x12\x17\n\x0f\x62\x61\x63kup_next_hop\x18\t \x01(\t\x12\x13\n\x0b\x62\x61\x63kup_kind\x18\n \x01(\t\"\x0e\n\x0cZonesRequest\"Q\n\x08ZoneInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07regions\x18\x03 \x03(\t\x12\x11\n\tconnected\x18\x04 \x01(\r\"A\n\nZonesReply\x12#\n\x05zones\x18\x01 \x03(\x0b\x32\x14.skymesh.v1.ZoneInfo\x12\x0e\n\x06policy\x18\x02 \x01(\t\"S\n\x0f\x46\x61iloverRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x10\n\x08link_src\x18\x02 \x01(\t\x12\x10\n\x08link_dst\x18\x03 \x01(\t\x12\x0c\n\x04zone\x18\x04 \x01(\t\"\xa6\x01\n\x0bRouteChange\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12\x10\n\x08old_path\x18\x04 \x03(\t\x12\x10\n\x08new_path\x18\x05 \x03(\t\x12\x13\n\x0bold_cost_ms\x18\x06 \x01(\x01\x12\x13\n\x0bnew_cost_ms\x18\x07 \x01(\x01\x12\x11\n\treachable\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\"\x89\x01\n\rFailoverReply\x12\x0f\n\x07\x66\x61ilure\x18\x01 \x01(\t\x12\x14\n\x0croutes_total\x18\x02 \x01(\r\x12(\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x17.skymesh.v1.RouteChange\x12\x16\n\x0elost_endpoints\x18\x04 \x01(\r\x12\x0f\n\x07version\x18\x05 \x01(\x04\x32\xba\x03\n\x05\x41\x64min\x12<\n\x06Status\x12\x19.skymesh.v1.StatusRequest\x1a\x17.skymesh.v1.StatusReply\x12?\n\x07Regions\x12\x1a.skymesh.v1.RegionsRequest\x1a\x18.skymesh.v1.RegionsReply\x12\x39\n\x05Links\x12\x18.skymesh.v1.LinksRequest\x1a\x16.skymesh.v1.LinksReply\x12<\n\x06Routes\x12\x19.skymesh.v1.RoutesRequest\x1a\x17.skymesh.v1.RoutesReply\x12\x36\n\x04Path\x12\x17.skymesh.v1.PathRequest\x1a\x15.skymesh.v1.PathReply\x12\x39\n\x05Zones\x12\x18.skymesh.v1.ZonesRequest\x1a\x16.skymesh.v1.ZonesReply\x12\x46\n\x0cPlanFailover\x12\x1b.skymesh.v1.FailoverRequest\x1a\x19.skymesh.v1.FailoverReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,29 +49,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINKSREQUEST']._serialized_start=715
   _globals['_LINKSREQUEST']._serialized_end=729
   _globals['_LINKINFO']._serialized_start=731
-  _globals['_LINKINFO']._serialized_end=811
-  _globals['_LINKSREPLY']._serialized_start=813
-  _globals['_LINKSREPLY']._serialized_end=862
-  _globals['_ROUTESREQUEST']._serialized_start=864
-  _globals['_ROUTESREQUEST']._serialized_end=909
-  _globals['_ROUTESREPLY']._serialized_start=911
-  _globals['_ROUTESREPLY']._serialized_end=997
-  _globals['_PATHREQUEST']._serialized_start=999
-  _globals['_PATHREQUEST']._serialized_end=1052
-  _globals['_PATHREPLY']._serialized_start=1055
-  _globals['_PATHREPLY']._serialized_end=1235
-  _globals['_ZONESREQUEST']._serialized_start=1237
-  _globals['_ZONESREQUEST']._serialized_end=1251
-  _globals['_ZONEINFO']._serialized_start=1253
-  _globals['_ZONEINFO']._serialized_end=1334
-  _globals['_ZONESREPLY']._serialized_start=1336
-  _globals['_ZONESREPLY']._serialized_end=1401
-  _globals['_FAILOVERREQUEST']._serialized_start=1403
-  _globals['_FAILOVERREQUEST']._serialized_end=1486
-  _globals['_ROUTECHANGE']._serialized_start=1489
-  _globals['_ROUTECHANGE']._serialized_end=1655
-  _globals['_FAILOVERREPLY']._serialized_start=1658
-  _globals['_FAILOVERREPLY']._serialized_end=1795
-  _globals['_ADMIN']._serialized_start=1798
-  _globals['_ADMIN']._serialized_end=2240
+  _globals['_LINKINFO']._serialized_end=831
+  _globals['_LINKSREPLY']._serialized_start=833
+  _globals['_LINKSREPLY']._serialized_end=882
+  _globals['_ROUTESREQUEST']._serialized_start=884
+  _globals['_ROUTESREQUEST']._serialized_end=929
+  _globals['_ROUTESREPLY']._serialized_start=931
+  _globals['_ROUTESREPLY']._serialized_end=1017
+  _globals['_PATHREQUEST']._serialized_start=1019
+  _globals['_PATHREQUEST']._serialized_end=1072
+  _globals['_PATHREPLY']._serialized_start=1075
+  _globals['_PATHREPLY']._serialized_end=1255
+  _globals['_ZONESREQUEST']._serialized_start=1257
+  _globals['_ZONESREQUEST']._serialized_end=1271
+  _globals['_ZONEINFO']._serialized_start=1273
+  _globals['_ZONEINFO']._serialized_end=1354
+  _globals['_ZONESREPLY']._serialized_start=1356
+  _globals['_ZONESREPLY']._serialized_end=1421
+  _globals['_FAILOVERREQUEST']._serialized_start=1423
+  _globals['_FAILOVERREQUEST']._serialized_end=1506
+  _globals['_ROUTECHANGE']._serialized_start=1509
+  _globals['_ROUTECHANGE']._serialized_end=1675
+  _globals['_FAILOVERREPLY']._serialized_start=1678
+  _globals['_FAILOVERREPLY']._serialized_end=1815
+  _globals['_ADMIN']._serialized_start=1818
+  _globals['_ADMIN']._serialized_end=2260
 # @@protoc_insertion_point(module_scope)

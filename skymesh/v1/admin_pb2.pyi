@@ -87,14 +87,16 @@ class LinksRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LinkInfo(_message.Message):
-    __slots__ = ("src", "sample", "cost_ms")
+    __slots__ = ("src", "sample", "cost_ms", "suppressed")
     SRC_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
     COST_MS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     src: str
     sample: _relay_pb2.LinkSample
     cost_ms: float
-    def __init__(self, src: _Optional[str] = ..., sample: _Optional[_Union[_relay_pb2.LinkSample, _Mapping]] = ..., cost_ms: _Optional[float] = ...) -> None: ...
+    suppressed: bool
+    def __init__(self, src: _Optional[str] = ..., sample: _Optional[_Union[_relay_pb2.LinkSample, _Mapping]] = ..., cost_ms: _Optional[float] = ..., suppressed: _Optional[bool] = ...) -> None: ...
 
 class LinksReply(_message.Message):
     __slots__ = ("links",)
