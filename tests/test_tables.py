@@ -35,17 +35,18 @@ def test_fresh_table_is_empty_at_version_zero():
 
 def test_apply_valid_table(held):
     assert held.version == 5
-    assert set(held.entries) == {"ams", "lhr", "sin"}
+    assert set(held.entries) == {("global", "ams"), ("global", "lhr"), ("global", "sin")}
     assert held.next_hop("lhr") == "ams"
     assert held.next_hop("sin") == "sin"
     assert held.next_hop("nowhere") is None
-    assert held.entries["lhr"].cost_ms == 20.0
+    assert held.entries[("global", "lhr")].cost_ms == 20.0
+    assert held.next_hop("lhr") == held.entries[("global", "lhr")].next_hop
 
 
 def test_newer_version_replaces_whole_table(held):
     assert held.apply(6, [entry("fra", "sin", "lhr")]) is None
     assert held.version == 6
-    assert set(held.entries) == {"lhr"}
+    assert set(held.entries) == {("global", "lhr")}
     assert held.next_hop("lhr") == "sin"
     assert held.next_hop("ams") is None
 
@@ -120,4 +121,15 @@ def test_check_does_not_apply():
 def test_zero_cost_accepted():
     t = RouteTables("fra")
     assert t.apply(1, [entry("fra", "ams", cost=0.0)]) is None
-    assert t.entries["ams"].cost_ms == 0.0
+    assert t.entries[("global", "ams")].cost_ms == 0.0
+
+
+def test_zones_are_separate_tables_and_backups_must_be_alternatives():
+    t = RouteTables("fra")
+    eu = Entry("ams", "ams", ("fra", "ams"), 4.0, "eu", "par")
+    glob = Entry("ams", "lhr", ("fra", "lhr", "ams"), 9.0, "global", None)
+    assert t.apply(1, [eu, glob]) is None
+    assert t.next_hop("ams", "eu") == "ams" and t.next_hop("ams") == "lhr"
+    same = Entry("ams", "ams", ("fra", "ams"), 4.0, "eu", "ams")
+    assert "no alternative" in t.apply(2, [same])
+    assert t.version == 1

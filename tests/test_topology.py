@@ -217,7 +217,7 @@ def test_usable_links_use_min_rtt_else_rtt_and_skip_down_and_unknown(topo):
         sample("sin", state=DOWN, rtt_ms=0.0, min_rtt_ms=0.0, loss=1.0),
     ], now=1.0)
     topo.report("fra", [sample("ams", state=UNKNOWN, rtt_ms=0.0, min_rtt_ms=0.0)], now=1.0)
-    assert sorted(topo.usable_links(), key=lambda x: x.dst) == [
+    assert sorted(topo.usable_links(0.0), key=lambda x: x.dst) == [
         Link("ams", "fra", 12.0, 0.0),
         Link("ams", "nyc", 80.0, 0.1),
     ]
@@ -232,7 +232,7 @@ def test_latency_prefers_positive_min_rtt():
 def test_usable_links_only_have_sane_values_after_bad_reports(topo):
     topo.report("ams", [sample(d, rtt_ms=r) for d, r in
                         (("fra", math.nan), ("nyc", -5.0), ("sin", math.inf))], now=1.0)
-    assert topo.usable_links() == []
+    assert topo.usable_links(0.0) == []
     assert topo.rejected_samples == 3
 
 
@@ -335,6 +335,6 @@ def test_reports_never_raise_and_keep_only_sane_links(samples, src):
         assert rec.state in STATES
         assert 0.0 <= rec.loss <= 1.0
         assert rec.received_at == 3.0
-    for link in t.usable_links():
+    for link in t.usable_links(0.0):
         assert math.isfinite(link.rtt_ms) and link.rtt_ms > 0
         assert 0.0 <= link.loss <= 1.0
