@@ -285,19 +285,21 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
         return backup, kind
     k = min(BACKUP_CANDIDATES, n - 1)
     margin = max(EPSILON, slack)
-    order = np.argsort(cost, axis=1, kind="stable")
-    degree = np.isfinite(cost).sum(axis=1)
+    order = np.argsort(cost[rows], axis=1, kind="stable")  # rows' links, cheapest first
+    degree = np.isfinite(cost[rows]).sum(axis=1)
     actual_cols = np.ascontiguousarray(actual[:, cols])
     for start in range(0, len(rows), 32):
         us = rows[start:start + 32]
-        b, t = _alternates(us, order[us, :k], cols, cost, dist, actual, actual_cols, next_hop,
-                           margin)
+        b, t = _alternates(us, order[start:start + 32, :k], cols, cost, dist, actual,
+                           actual_cols, next_hop, margin)
         missing = (b < 0) & (next_hop[np.ix_(us, cols)] >= 0)
         for i in np.flatnonzero(missing.any(axis=1)):
-            u = us[[i]]
-            more, more_t = _alternates(u, order[u, :degree[u[0]]], cols, cost, dist, actual,
-                                       actual_cols, next_hop, margin)
-            b[i, missing[i]], t[i, missing[i]] = more[0, missing[i]], more_t[0, missing[i]]
+            # where the cheapest links gave nothing, all of this region's links
+            gap = cols[missing[i]]
+            more, more_t = _alternates(us[[i]], order[[start + i], :degree[start + i]], gap,
+                                       cost, dist, actual, actual_cols[:, missing[i]],
+                                       next_hop, margin)
+            b[i, missing[i]], t[i, missing[i]] = more[0], more_t[0]
         backup[np.ix_(us, cols)], kind[np.ix_(us, cols)] = b, t
     return backup, kind
 
@@ -311,13 +313,14 @@ def _alternates(us: np.ndarray, cands: np.ndarray, cols: np.ndarray, cost: np.nd
     a_ud = actual_cols[us]  # (m, c)
     a_vd = actual_cols[cands]  # (m, k, c)
     d_vu = dist[cands, us[:, None]]  # (m, k)
-    via = a_vd + cost[us[:, None], cands][:, :, None]
-    loop_free = ((a_vd < d_vu[:, :, None] + a_ud[:, None, :] - margin)
-                 & (cands[:, :, None] != p[:, None, :]) & (p[:, None, :] >= 0)
-                 & np.isfinite(via))
-    score = np.where(loop_free, via, np.inf)
-    best = score.argmin(axis=1)
-    found = np.isfinite(np.take_along_axis(score, best[:, None, :], axis=1)[:, 0, :])
+    loop_free = a_vd < d_vu[:, :, None] + a_ud[:, None, :] - margin
+    loop_free &= cands[:, :, None] != p[:, None, :]
+    loop_free &= p[:, None, :] >= 0
+    via = a_vd
+    via += cost[us[:, None], cands][:, :, None]  # a_vd is a fresh gather: reuse it
+    via[~loop_free] = np.inf  # the score: inf where not loop-free
+    best = via.argmin(axis=1)
+    found = np.isfinite(np.take_along_axis(via, best[:, None, :], axis=1)[:, 0, :])
     backup = np.where(found, np.take_along_axis(cands, best, axis=1), -1)
     kind = found.astype(np.int8) * LINK_PROTECTING
     # node-protecting: already so for most pairs; search again only where it is not
@@ -329,9 +332,11 @@ def _alternates(us: np.ndarray, cands: np.ndarray, cols: np.ndarray, cost: np.nd
     r, c = np.nonzero(transit & ~node)
     if len(r):
         v = cands[r]  # (q, k)
-        ok = loop_free[r, :, c] & (a_vd[r, :, c] < dist[v, safe_p[r, c][:, None]]
-                                   + a_pd[r, c][:, None] - margin)
-        sc = np.where(ok, via[r, :, c], np.inf)
+        edge = cost[us[r][:, None], v]
+        sc = via[r, :, c]  # inf where not loop-free
+        with np.errstate(invalid="ignore"):  # inf - inf: no link, stays excluded
+            a_v = sc - edge
+        sc[~(a_v < dist[v, safe_p[r, c][:, None]] + a_pd[r, c][:, None] - margin)] = np.inf
         bb = sc.argmin(axis=1)
         hit = np.isfinite(sc[np.arange(len(r)), bb])
         backup[r[hit], c[hit]] = v[hit, bb[hit]]
