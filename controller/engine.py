@@ -221,7 +221,9 @@ def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
     if not len(nodes) or not len(previous.nodes):
         return 0
     old = _translate(nodes, previous, previous.backup)
-    u, d = np.nonzero((old >= 0) & (old != backup) & (next_hop >= 0))
+    # pairs that chose the same backup again are looked at too: its protection label is
+    # decided with the tolerance of a chosen backup, not the slack of a new one
+    u, d = np.nonzero((old >= 0) & (next_hop >= 0))
     if not len(u):
         return 0
     b, p, new = old[u, d], next_hop[u, d], backup[u, d]

@@ -67,6 +67,8 @@ class Topology:
     def report(self, src: str, samples: Iterable[Mapping], now: float) -> list[str]:
         """Take a relay's link samples; returns the problems of those rejected."""
         problems = []
+        if src not in self.relays:
+            return problems  # a late report from a relay that has left
         for s in samples:
             problem = check_sample(src, s, self.regions)
             if problem:

@@ -69,7 +69,7 @@ def load_matrix(path: str | os.PathLike, region_ids: Iterable[str]) -> WanModel:
     rtts: dict[tuple[str, str], tuple[float, float]] = {}
     problems: list[str] = []
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in reader.fieldnames or []]
             missing = [c for c in ("src", "dst", "rtt_ms") if c not in header]

@@ -72,7 +72,8 @@ def test_topology_leaves_suppressed_links_out_of_routing():
     assert [x.dst for x in topo.usable_links(200.0)] == ["bb"]
 
 
-@pytest.mark.parametrize(("new", "same"), [(10.6, True), (10.4, True), (10.8, False), (10.2, False)])
+@pytest.mark.parametrize(("new", "same"),
+                         [(10.6, True), (10.4, True), (10.8, False), (10.2, False)])
 def test_dead_band(new, same):
     a = build_graph(["aa", "bb"], [Link("aa", "bb", 20.0)])
     b = build_graph(["aa", "bb"], [Link("aa", "bb", 2 * (new - 0.5))])

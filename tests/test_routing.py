@@ -7,6 +7,7 @@ region, plus a few zone cases; residency in depth belongs to the engine's own te
 import math
 import random
 import signal
+from contextlib import contextmanager
 
 import networkx as nx
 import numpy as np
@@ -25,19 +26,21 @@ TOL = 1e-6
 Z = "global"
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
+@contextmanager
+def no_hang(seconds: int = 5):
     """Building a route walks next hops: a forwarding loop would make it spin forever. Turn
-    that into a failure."""
+    that into a failure (per call, so that hypothesis' replays are guarded too)."""
 
     def stop(signum, frame):
         raise TimeoutError("routing did not finish: next hops probably loop")
 
     previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -49,16 +52,19 @@ def one_zone(graph: nx.DiGraph) -> Policy:
 
 def compute(graph: nx.DiGraph, previous: RouteSet | None = None,
             hysteresis: Hysteresis = OFF) -> RouteSet:
-    return engine.compute(graph, one_zone(graph), previous, hysteresis)
+    with no_hang():
+        return engine.compute(graph, one_zone(graph), previous, hysteresis)
 
 
 def routes_of(rs: RouteSet, zone: str = Z) -> dict[tuple[str, str], Route]:
     z = rs.zone(zone)
-    return {(r.src, r.dst): r for src in z.nodes for r in z.rows(src)}
+    with no_hang():
+        return {(r.src, r.dst): r for src in z.nodes for r in z.rows(src)}
 
 
 def route(rs: RouteSet, src: str, dst: str) -> Route:
-    r = rs.route(Z, src, dst)
+    with no_hang():
+        r = rs.route(Z, src, dst)
     assert r is not None, f"no route {src}->{dst}"
     return r
 
@@ -114,8 +120,10 @@ def assert_valid(graph: nx.DiGraph, routes) -> None:
         assert b != r.next_hop and b != src
         assert graph.has_edge(src, b)
         assert r.backup_kind in ("link", "node")
-        assert r.backup_cost_ms == pytest.approx(graph.edges[src, b]["cost"] + best[b][dst],
-                                                 abs=TOL)
+        # what forwarding through the backup costs, along the next hops in force
+        onward = 0.0 if b == dst else routes[(b, dst)].cost_ms
+        assert r.backup_cost_ms == pytest.approx(graph.edges[src, b]["cost"] + onward, abs=TOL)
+        assert onward >= best[b][dst] - TOL
         # the backup's own forwarding never comes back here (RFC 5286 loop-free alternate)
         detour = [b] if b == dst else walk(routes, b, dst, n)
         assert src not in detour
@@ -396,8 +404,11 @@ def forged_previous(nodes: str, hops: dict[tuple[str, str], str]) -> RouteSet:
     next_hop = np.full((n, n), -1, dtype=np.intp)
     for (u, d), h in hops.items():
         next_hop[index[u], index[d]] = index[h]
-    zr = ZoneRoutes(Z, frozenset(names), names, np.full((n, n), np.inf), np.zeros((n, n)),
-                    next_hop, np.full((n, n), -1, dtype=np.intp), np.zeros((n, n), dtype=np.int8))
+    zr = ZoneRoutes(zone=Z, members=frozenset(names), nodes=names,
+                    cost=np.full((n, n), np.inf), dist=np.zeros((n, n)),
+                    actual=np.zeros((n, n)), next_hop=next_hop,
+                    backup=np.full((n, n), -1, dtype=np.intp),
+                    backup_kind=np.zeros((n, n), dtype=np.int8))
     return RouteSet({Z: zr})
 
 
@@ -425,6 +436,29 @@ def test_previous_route_for_now_unreachable_pair_is_dropped():
     g.remove_edge("C", "D")
     rs = compute(g, previous_via_b(), Hysteresis(10.0, 1e9))
     assert rs.route(Z, "A", "D") is None
+
+
+def backup_graph(a_to_d: float) -> nx.DiGraph:
+    """b reaches d via c (3.5); its only alternate is a, whose own path to d is the direct
+    link a->d: node-protecting for c as long as a->d costs less than a->c->d (3.5)."""
+    return cost_graph({("b", "a"): 2.0, ("b", "c"): 1.0, ("a", "c"): 1.0, ("a", "d"): a_to_d,
+                       ("c", "d"): 2.5})
+
+
+def test_new_backup_must_clear_node_protection_by_the_slack():
+    r = route(compute(backup_graph(3.0), None, STICKY), "b", "d")
+    assert (r.next_hop, r.backup_next_hop) == ("c", "a")
+    assert r.backup_kind == "link"  # 3.0 < 3.5 holds, but not by backup_slack_ms (1.0)
+    assert route(compute(backup_graph(3.0)), "b", "d").backup_kind == "node"
+
+
+def test_chosen_node_protecting_backup_keeps_its_kind_while_it_still_protects():
+    before = route(compute(backup_graph(2.0), None, STICKY), "b", "d")
+    assert (before.next_hop, before.backup_next_hop, before.backup_kind) == ("c", "a", "node")
+    after = compute(backup_graph(3.0), compute(backup_graph(2.0), None, STICKY), STICKY)
+    r = route(after, "b", "d")
+    assert (r.next_hop, r.backup_next_hop) == ("c", "a")
+    assert r.backup_kind == "node"  # a->d (3.0) still avoids c (a->c->d is 3.5)
 
 
 def test_same_input_same_output():
