@@ -282,6 +282,7 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
     backup, kind = into if into is not None else (np.full((n, n), -1, dtype=np.intp),
                                                   np.zeros((n, n), dtype=np.int8))
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.intp)
+    all_cols = cols is None
     cols = np.arange(n) if cols is None else np.asarray(cols, dtype=np.intp)
     if n < 2 or not len(rows) or not len(cols):
         return backup, kind
@@ -289,12 +290,12 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
     margin = max(EPSILON, slack)
     order = np.argsort(cost[rows], axis=1, kind="stable")  # rows' links, cheapest first
     degree = np.isfinite(cost[rows]).sum(axis=1)
-    actual_cols = np.ascontiguousarray(actual[:, cols])
+    actual_cols = actual if all_cols else np.ascontiguousarray(actual[:, cols])
     for start in range(0, len(rows), 32):
         us = rows[start:start + 32]
         b, t = _alternates(us, order[start:start + 32, :k], cols, cost, dist, actual,
                            actual_cols, next_hop, margin)
-        missing = (b < 0) & (next_hop[np.ix_(us, cols)] >= 0)
+        missing = (b < 0) & ((next_hop[us] if all_cols else next_hop[np.ix_(us, cols)]) >= 0)
         for i in np.flatnonzero(missing.any(axis=1)):
             # where the cheapest links gave nothing, all of this region's links
             gap = cols[missing[i]]
@@ -302,7 +303,10 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
                                        cost, dist, actual, actual_cols[:, missing[i]],
                                        next_hop, margin)
             b[i, missing[i]], t[i, missing[i]] = more[0], more_t[0]
-        backup[np.ix_(us, cols)], kind[np.ix_(us, cols)] = b, t
+        if all_cols:
+            backup[us], kind[us] = b, t
+        else:
+            backup[np.ix_(us, cols)], kind[np.ix_(us, cols)] = b, t
     return backup, kind
 
 
@@ -310,7 +314,7 @@ def _alternates(us: np.ndarray, cands: np.ndarray, cols: np.ndarray, cost: np.nd
                 dist: np.ndarray, actual: np.ndarray, actual_cols: np.ndarray,
                 next_hop: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Best backups of rows `us` towards `cols` among candidates `cands` (rows x k)."""
-    p = next_hop[np.ix_(us, cols)]  # (m, c) primary next hops
+    p = next_hop[us] if len(cols) == len(next_hop) else next_hop[np.ix_(us, cols)]
     safe_p = np.maximum(p, 0)
     a_ud = actual_cols[us]  # (m, c)
     a_vd = actual_cols[cands]  # (m, k, c)
@@ -322,14 +326,20 @@ def _alternates(us: np.ndarray, cands: np.ndarray, cols: np.ndarray, cost: np.nd
     via += cost[us[:, None], cands][:, :, None]  # a_vd is a fresh gather: reuse it
     via[~loop_free] = np.inf  # the score: inf where not loop-free
     best = via.argmin(axis=1)
-    found = np.isfinite(np.take_along_axis(via, best[:, None, :], axis=1)[:, 0, :])
+    best_via = np.take_along_axis(via, best[:, None, :], axis=1)[:, 0, :]
+    found = np.isfinite(best_via)
     backup = np.where(found, np.take_along_axis(cands, best, axis=1), -1)
     kind = found.astype(np.int8) * LINK_PROTECTING
-    # node-protecting: already so for most pairs; search again only where it is not
-    a_pd = actual[safe_p, cols[None, :]]
+    # node-protecting: already so for most pairs; search again only where it is not. The
+    # distances from p and from the backup follow from u's own row (p is u's next hop:
+    # actual[u,d] = cost[u,p] + actual[p,d]), which is far cheaper than gathering them.
+    rows = us[:, None]
+    with np.errstate(invalid="ignore"):  # inf - inf where there is no route
+        a_pd = a_ud - cost[rows, safe_p]
+        a_bd = best_via - cost[rows, np.maximum(backup, 0)]
     safe_b = np.maximum(backup, 0)
     transit = found & (p != cols[None, :])
-    node = transit & (actual[safe_b, cols[None, :]] < dist[safe_b, safe_p] + a_pd - margin)
+    node = transit & (a_bd < dist[safe_b, safe_p] + a_pd - margin)
     kind[node] = NODE_PROTECTING
     r, c = np.nonzero(transit & ~node)
     if len(r):
