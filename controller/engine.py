@@ -57,6 +57,7 @@ class ZoneRoutes:
     next_hop: np.ndarray  # next_hop[u, d]: node index, -1 where unreachable or u == d
     backup: np.ndarray  # backup[u, d]: node index, -1 where none
     backup_kind: np.ndarray
+    exact: bool = True  # a fresh computation: no hysteresis state carried in
     index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -142,7 +143,8 @@ def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.
     if previous is not None:
         keep_previous_backups(nodes, cost, dist, actual, next_hop, backup, kind, previous,
                               hysteresis)
-    return ZoneRoutes(zone, members, nodes, cost, dist, actual, next_hop, backup, kind)
+    exact = previous is None and hysteresis.backup_slack_ms == 0
+    return ZoneRoutes(zone, members, nodes, cost, dist, actual, next_hop, backup, kind, exact)
 
 
 def actual_dist(cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray) -> np.ndarray:
@@ -237,9 +239,9 @@ def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
     new_kind = kind[u, d]
     via_new = np.where(new >= 0, cost[u, np.maximum(new, 0)] + actual[np.maximum(new, 0), d],
                        np.inf)
-    with np.errstate(invalid="ignore"):  # inf - inf where neither has a path
+    with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf where neither has a path
         gain = via_old - via_new
-    close = (gain <= hysteresis.fraction * via_old) | (gain <= hysteresis.min_ms)
+        close = (gain <= hysteresis.fraction * via_old) | (gain <= hysteresis.min_ms)
     keep = (old_kind > NO_BACKUP) & ((old_kind > new_kind) | ((old_kind == new_kind) & close))
     backup[u[keep], d[keep]] = b[keep]
     kind[u[keep], d[keep]] = old_kind[keep]
@@ -259,9 +261,10 @@ def keep_previous(nodes: list[str], cost: np.ndarray, dist: np.ndarray, next_hop
     h = old[u, d]
     edge = cost[u, h]
     via_old = edge + dist[h, d]
-    gain = via_old - dist[u, d]
-    keep = (np.isfinite(edge) & (dist[h, d] < dist[u, d] - EPSILON)
-            & ((gain <= hysteresis.fraction * via_old) | (gain <= hysteresis.min_ms)))
+    with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: such hops are not kept
+        gain = via_old - dist[u, d]
+        close = (gain <= hysteresis.fraction * via_old) | (gain <= hysteresis.min_ms)
+    keep = np.isfinite(edge) & (dist[h, d] < dist[u, d] - EPSILON) & close
     next_hop[u[keep], d[keep]] = h[keep]
     return int(keep.sum())
 
@@ -363,22 +366,22 @@ def update_link(previous: RouteSet, graph: nx.DiGraph, src: str, dst: str) -> Ro
     """The route set after one link's change (its cost in `graph`, or its absence), without a
     full recompute where it can: only the destinations whose shortest-path trees used the
     link (or that it now shortens) are recomputed, and the backups that depend on them.
-    Zones whose node set changed are recomputed whole. No hysteresis: a changed link is
-    re-decided on its merits."""
+    Zones whose node set changed, or that carry hysteresis state, are recomputed whole; the
+    result equals a fresh `compute` on the new graph."""
     zones = {}
     for name, z in previous.zones.items():
-        if src not in z.index or dst not in z.index:
-            zones[name] = z
-            continue
         nodes = sorted(n for n in graph.nodes if n in z.members)
-        u, v = z.index[src], z.index[dst]
-        cost = z.cost.copy()
-        cost[u, v] = graph.edges[src, dst]["cost"] if graph.has_edge(src, dst) else np.inf
-        if nodes != z.nodes or not np.array_equal(z.actual, z.dist):
+        if nodes != z.nodes or not z.exact:
+            # regions came or went, or hysteresis state is carried in: recompute whole
             full = cost_matrix(graph.subgraph(nodes), {n: i for i, n in enumerate(nodes)})
             zones[name] = compute_zone(name, z.members, nodes, full)
-            continue
-        zones[name] = _update_zone(z, cost, u, v)
+        elif src not in z.index or dst not in z.index:
+            zones[name] = z
+        else:
+            u, v = z.index[src], z.index[dst]
+            cost = z.cost.copy()
+            cost[u, v] = graph.edges[src, dst]["cost"] if graph.has_edge(src, dst) else np.inf
+            zones[name] = _update_zone(z, cost, u, v)
     return RouteSet(zones)
 
 
@@ -399,7 +402,7 @@ def _update_zone(z: ZoneRoutes, cost: np.ndarray, u: int, v: int) -> ZoneRoutes:
     depends = np.flatnonzero(np.isin(next_hop, affected).any(axis=0))
     backups(cost, dist, dist, next_hop, rows=rows, into=into)
     backups(cost, dist, dist, next_hop, cols=np.union1d(affected, depends), into=into)
-    return ZoneRoutes(z.zone, z.members, z.nodes, cost, dist, dist, next_hop, *into)
+    return ZoneRoutes(z.zone, z.members, z.nodes, cost, dist, dist, next_hop, *into, True)
 
 
 # -- failover plans ------------------------------------------------------------------------
