@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test install install-test etcd proto lint bench down clean
+.PHONY: demo test install install-test etcd proto bench down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,7 @@ proto: $(PY)
 	  proto/skymesh/v1/*.proto
 
 bench: install-test
+	$(PY) bench/routing.py
 	$(PY) bench/mesh_accuracy.py --count 30
 
 clean:

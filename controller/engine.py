@@ -23,7 +23,7 @@ from skymesh.policy import Policy
 NO_HYSTERESIS = Hysteresis(0.0, 0.0, 0.0)
 
 EPSILON = 1e-7  # distance comparisons tolerate floating-point noise
-BACKUP_CANDIDATES = 8  # backups are searched among each node's cheapest links first
+BACKUP_CANDIDATES = 6  # backups are searched among each node's cheapest links first
 NO_BACKUP, LINK_PROTECTING, NODE_PROTECTING = 0, 1, 2
 BACKUP_KINDS = {NO_BACKUP: "none", LINK_PROTECTING: "link", NODE_PROTECTING: "node"}
 
@@ -126,8 +126,11 @@ def compute(graph: nx.DiGraph, policy: Policy, previous: RouteSet | None = None,
     zones = {}
     for name, zone in policy.zones.items():
         members = [n for n in nodes if n in zone.regions]
-        idx = np.array([index[n] for n in members], dtype=np.intp)
-        cost = full[np.ix_(idx, idx)]
+        if len(members) == len(nodes):
+            cost = full  # a zone of every region: no copy (the engine never writes to it)
+        else:
+            idx = np.array([index[n] for n in members], dtype=np.intp)
+            cost = full[np.ix_(idx, idx)]
         old = previous.zones.get(name) if previous else None
         zones[name] = compute_zone(name, frozenset(zone.regions), members, cost, old, hysteresis)
     return RouteSet(zones)
@@ -197,7 +200,7 @@ def shortest(cost: np.ndarray, destinations: np.ndarray | None = None,
     else:
         dist_t, pred_t = csgraph.dijkstra(reverse, directed=True, indices=destinations,
                                           return_predecessors=True)
-    next_hop = pred_t.T.astype(np.intp)
+    next_hop = pred_t.T  # int32 indexes as well as intp, and saves a copy
     next_hop[next_hop < 0] = -1
     return dist_t.T, next_hop
 
