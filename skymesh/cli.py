@@ -310,6 +310,22 @@ def run_loop(coro) -> None:
         uvloop.run(coro)
 
 
+async def until_signalled(work) -> None:
+    """Run `work` until SIGTERM or SIGINT (then cancel it) or until it ends (raising what it
+    raised)."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    stopper.cancel()
+    if task in done:
+        task.result()
+
+
 def cmd_controller(args: argparse.Namespace) -> int:
     from controller.routing import Hysteresis
     from controller.service import Settings, serve
@@ -329,13 +345,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)
-        loop_task = asyncio.create_task(controller.run())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        loop_task.cancel()
+        await until_signalled(controller.run())
         await server.stop(grace=0.5)
 
     try:
@@ -361,20 +371,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
             return fail(f"--wan {args.wan}: {e}")
     node = RelayNode(args.region, args.controller, (host, int(port)), wan)
 
-    async def run() -> None:
-        task = asyncio.create_task(node.run())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        done, _ = await asyncio.wait([task, asyncio.create_task(stop.wait())],
-                                     return_when=asyncio.FIRST_COMPLETED)
-        task.cancel()
-        if task in done:
-            task.result()
-
     try:
-        run_loop(run())
+        run_loop(until_signalled(node.run()))
     except OSError as e:
         return fail(f"relay {args.region}: {e}")
     return 0
