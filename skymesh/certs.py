@@ -1,0 +1,237 @@
+"""Development certificates: the local mesh's own certificate authority and the leaf
+certificates it issues to the controller and relays (EC P-256, PEM files)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_CERT = "ca.pem"
+CA_KEY = "ca.key"
+EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+             ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+
+
+class CertError(Exception):
+    """A certificate or key file is missing, unreadable, or does not match."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "skymesh"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    """Write atomically; a private file is created with mode 0600 and never wider."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if private:
+            os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as e:
+        raise CertError(f"cannot read certificate {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise CertError(f"{path} is not a PEM certificate: {e}") from None
+
+
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except OSError as e:
+        raise CertError(f"cannot read key {path}: {e.strerror or e}") from None
+    except (ValueError, TypeError) as e:
+        raise CertError(f"{path} is not an unencrypted PEM private key: {e}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertError(f"{path}: expected an EC private key, got {type(key).__name__}")
+    return key
+
+
+def _matches(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA certificate and key in `ca_dir`; CertError unless they are a valid, current CA
+    pair."""
+    cert = load_cert(Path(ca_dir) / CA_CERT)
+    key = load_key(Path(ca_dir) / CA_KEY)
+    if not _matches(cert, key):
+        raise CertError(f"{Path(ca_dir) / CA_KEY} is not the key of {Path(ca_dir) / CA_CERT}")
+    if not _is_ca(cert):
+        raise CertError(f"{Path(ca_dir) / CA_CERT} is not a CA certificate")
+    now = _now()
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+        raise CertError(f"{Path(ca_dir) / CA_CERT} is not valid now (valid "
+                        f"{cert.not_valid_before_utc.isoformat()} to "
+                        f"{cert.not_valid_after_utc.isoformat()})")
+    return cert, key
+
+
+def create_ca(directory: Path, name: str = "skymesh development CA",
+              days: int = 3650) -> tuple[Path, Path]:
+    """A new self-signed CA in `directory` (overwriting one there): (ca.pem, ca.key)."""
+    directory = Path(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(name)
+    now = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / CA_CERT, directory / CA_KEY
+    _write(key_path, _key_pem(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def ensure_dev_ca(directory: Path) -> tuple[Path, Path]:
+    """The CA in `directory`: created when absent or expired, else reused. A CA that is there
+    but unreadable or mismatched is a CertError, not silently replaced (its leaves would
+    stop verifying)."""
+    directory = Path(directory)
+    cert_path, key_path = directory / CA_CERT, directory / CA_KEY
+    if not cert_path.exists() and not key_path.exists():
+        return create_ca(directory)
+    cert = load_cert(cert_path)
+    if _now() >= cert.not_valid_after_utc:
+        return create_ca(directory)
+    load_ca(directory)
+    return cert_path, key_path
+
+
+def _san(host: str) -> x509.GeneralName:
+    host = host.strip()
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not host or any(c.isspace() for c in host) or not host.isascii():
+        raise CertError(f"not an IP address or DNS name: {host!r}")
+    return x509.DNSName(host.lower())
+
+
+def issue_cert(directory: Path, ca_dir: Path, name: str, hosts: list[str],
+               days: int = 825) -> tuple[Path, Path]:
+    """A leaf certificate for `hosts` (DNS names and IP addresses) signed by the CA in
+    `ca_dir`, good for TLS servers and clients: (<name>.pem, <name>.key) in `directory`."""
+    if not name or "/" in name or name.startswith(".") or name in ("ca",):
+        raise CertError(f"bad certificate name {name!r}")
+    if not hosts:
+        raise CertError("a certificate needs at least one host (DNS name or IP address)")
+    sans = list(dict.fromkeys(_san(h) for h in hosts))
+    ca_cert, ca_key = load_ca(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(_name(name)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=True, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory = Path(directory)
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    _write(key_path, _key_pem(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def verify_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    """Whether `cert` carries a valid signature of `ca_cert`'s key."""
+    if cert.issuer != ca_cert.subject:
+        return False
+    try:
+        ca_cert.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                    ec.ECDSA(cert.signature_hash_algorithm))
+    except (InvalidSignature, TypeError, ValueError):
+        return False
+    return True
+
+
+def describe(cert_path: Path) -> dict:
+    """What the CLI shows of a certificate."""
+    cert = load_cert(cert_path)
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = ([f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
+                + [f"IP:{a}" for a in ext.get_values_for_type(x509.IPAddress)])
+    except x509.ExtensionNotFound:
+        sans = []
+    try:
+        eku = [EKU_NAMES.get(u, u.dotted_string) for u in
+               cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value]
+    except x509.ExtensionNotFound:
+        eku = []
+    now = _now()
+    return {"file": str(cert_path), "subject": cert.subject.rfc4514_string(),
+            "issuer": cert.issuer.rfc4514_string(),
+            "serial": format(cert.serial_number, "x"),
+            "not_before": cert.not_valid_before_utc.isoformat(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "valid_now": cert.not_valid_before_utc <= now < cert.not_valid_after_utc,
+            "sans": sans, "extended_key_usage": eku, "is_ca": _is_ca(cert),
+            "self_signed": verify_signed_by(cert, cert),
+            "sha256": cert.fingerprint(hashes.SHA256()).hex(":")}
