@@ -106,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     rc.set_defaults(run=cmd_routes_compute)
 
     admin = sub.add_parser("admin", help="ask the controller: status, regions, links, routes, "
-                           "path")
+                           "path, zones, plan-failover")
     admin.add_argument("--controller", metavar="HOST:PORT",
                        help="controller address (default: the local mesh's)")
     asub = admin.add_subparsers(title="admin commands", metavar="COMMAND")
