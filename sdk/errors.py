@@ -1,0 +1,29 @@
+"""Typed errors of the skymesh SDK."""
+
+from __future__ import annotations
+
+
+class SkymeshError(Exception):
+    """Base of every error the SDK raises."""
+
+
+class ConnectionClosed(SkymeshError):
+    """The session's QUIC connection closed (by either side) for a reason other than a token
+    refusal. `error_code` and `reason` are those of the QUIC close, when known."""
+
+    def __init__(self, error_code: int = 0, reason: str = "") -> None:
+        super().__init__(f"connection closed (error {error_code:#x})"
+                         + (f": {reason}" if reason else ""))
+        self.error_code = error_code
+        self.reason = reason
+
+
+class TokenRefused(SkymeshError):
+    """The edge refused the session's token: `code` is a `skymesh.token.ERROR_CODES` name
+    (e.g. "expired"), `number` its QUIC application error code, `reason` the edge's text."""
+
+    def __init__(self, code: str, number: int, reason: str) -> None:
+        super().__init__(f"token refused ({code}): {reason}")
+        self.code = code
+        self.number = number
+        self.reason = reason

@@ -1,0 +1,195 @@
+"""The QUIC edge and the SDK, over real aioquic connections on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+
+import pytest
+
+from relay.edge import start_edge
+from sdk.client import MAX_MEDIA_PAYLOAD, connect
+from sdk.errors import TokenRefused
+from skymesh.certs import ensure_dev_ca, issue_cert
+from skymesh.token import ERROR_CODES, issue
+
+APP, SECRET = "app1", b"s3cret-app1"
+SECRETS = {APP: SECRET}
+ALL = ("join", "publish-media", "publish-messages")
+DEADLINE = 5.0
+
+
+@pytest.fixture
+def certs(tmp_path):
+    ca_cert, _ = ensure_dev_ca(tmp_path / "ca")
+    cert, key = issue_cert(tmp_path / "edge", tmp_path / "ca", "edge", ["127.0.0.1", "localhost"])
+    return ca_cert, cert, key
+
+
+def token(channel="c1", uid="u", zone="eu", privileges=ALL, secret=SECRET, ttl=3600,
+          now=None):
+    return issue(APP, secret, channel, uid, zone, privileges, ttl, now=now)
+
+
+async def _edge(certs, **limits):
+    _, cert, key = certs
+    return await start_edge("127.0.0.1", 0, cert, key, SECRETS, "amsterdam",
+                            {"eu", "global"}, **limits)
+
+
+async def _take(aiter, n):
+    out = []
+    async for x in aiter:
+        out.append(x)
+        if len(out) == n:
+            break
+    return out
+
+
+def test_fan_out_media_and_messages(certs):
+    async def main():
+        server, edge = await _edge(certs)
+        ca = certs[0]
+        try:
+            async with AsyncExitStack() as stack:
+                def session(uid, channel="c1"):
+                    return stack.enter_async_context(connect(
+                        "127.0.0.1", edge.port, token(channel=channel, uid=uid), channel, ca))
+
+                pub = await session("pub")
+                subs = [await session("sub1"), await session("sub2")]
+                other = await session("other", channel="c2")
+                for s in (pub, *subs, other):
+                    joined = await asyncio.wait_for(s.join(), DEADLINE)
+                    assert joined["region"] == "amsterdam"
+                assert edge.counters["joined"] == 4
+
+                frames = [f"frame-{i}".encode() for i in range(20)]
+                for f in frames:
+                    pub.publish_media(f)
+                for s in subs:
+                    got = await asyncio.wait_for(_take(s.media(), len(frames)), DEADLINE)
+                    assert got == frames
+
+                for i in range(20):
+                    assert await pub.send_message(f"m{i}") == i + 1
+                for s in subs:
+                    got = await asyncio.wait_for(_take(s.messages(), 20), DEADLINE)
+                    assert [(m.sender, m.id, m.body) for m in got] == [
+                        ("pub", i + 1, f"m{i}") for i in range(20)]
+                # once: the next thing each subscriber sees is the next message, no repeat
+                await pub.send_message("marker")
+                for s in subs:
+                    [m] = await asyncio.wait_for(_take(s.messages(), 1), DEADLINE)
+                    assert (m.id, m.body) == (21, "marker")
+
+                # the other channel got nothing: only the two subscribers were sent anything
+                assert edge.counters["media_forwarded"] == 2 * len(frames)
+                assert edge.counters["messages"] == 21
+                assert edge.counters["media_dropped"] == 0
+                assert not other._p.media and not other._p.messages
+                assert edge.counters["refused"] == 0
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+def _refusal(certs, tok, channel="c1", publish=False):
+    async def main():
+        server, edge = await _edge(certs)
+        try:
+            async with connect("127.0.0.1", edge.port, tok, channel, certs[0]) as s:
+                with pytest.raises(TokenRefused) as info:
+                    await asyncio.wait_for(s.join(), DEADLINE)
+                    if publish:
+                        s.publish_media(b"not allowed")
+                        await asyncio.wait_for(s.wait_closed(), DEADLINE)
+            assert edge.counters["refused"] == 1
+            assert edge.counters["media_forwarded"] == 0
+            return info.value
+        finally:
+            server.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("case, code", [
+    ("forged", "bad-signature"),
+    ("expired", "expired"),
+    ("wrong-channel", "wrong-channel"),
+    ("wrong-zone", "wrong-zone"),
+    ("join-only", "missing-privilege"),
+])
+def test_refused_tokens(certs, case, code):
+    publish = False
+    if case == "forged":
+        tok = token(secret=b"not-the-secret")
+    elif case == "expired":
+        tok = token(ttl=60, now=int(time.time()) - 3600)
+    elif case == "wrong-channel":
+        tok = token(channel="elsewhere")
+    elif case == "wrong-zone":
+        tok = token(zone="cn")
+    else:
+        tok, publish = token(privileges=("join",)), True
+    err = _refusal(certs, tok, publish=publish)
+    assert err.code == code
+    assert err.number == ERROR_CODES[code]
+    assert err.reason
+    if case == "wrong-zone":
+        assert "cn" in err.reason
+
+
+def test_oversized_datagram_dropped_and_edge_keeps_serving(certs):
+    async def main():
+        server, edge = await _edge(certs, max_media_bytes=1000)
+        ca = certs[0]
+        try:
+            async with (connect("127.0.0.1", edge.port, token(uid="p"), "c1", ca) as pub,
+                        connect("127.0.0.1", edge.port, token(uid="s"), "c1", ca) as sub):
+                await asyncio.wait_for(pub.join(), DEADLINE)
+                await asyncio.wait_for(sub.join(), DEADLINE)
+                big = b"x" * 1050
+                assert len(big) <= MAX_MEDIA_PAYLOAD
+                pub.publish_media(big)
+                pub.publish_media(b"small")
+                [got] = await asyncio.wait_for(_take(sub.media(), 1), DEADLINE)
+                assert got == b"small"
+                assert edge.counters["media_dropped"] == 1
+                assert edge.counters["media_forwarded"] == 1
+                # still serving: a new session joins and messages flow
+                await pub.send_message("after")
+                [m] = await asyncio.wait_for(_take(sub.messages(), 1), DEADLINE)
+                assert m.body == "after"
+            async with connect("127.0.0.1", edge.port, token(uid="n"), "c1", ca) as late:
+                await asyncio.wait_for(late.join(), DEADLINE)
+            assert edge.counters["joined"] == 3
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_per_session_datagram_queue_is_capped(certs):
+    async def main():
+        server, edge = await _edge(certs, max_queued_datagrams=4)
+        ca = certs[0]
+        try:
+            async with (connect("127.0.0.1", edge.port, token(uid="p"), "c1", ca) as pub,
+                        connect("127.0.0.1", edge.port, token(uid="s"), "c1", ca) as sub):
+                await asyncio.wait_for(pub.join(), DEADLINE)
+                await asyncio.wait_for(sub.join(), DEADLINE)
+                [session] = [s for s in edge.subscribers("c1") if s.grant.uid == "s"]
+                for _ in range(10):  # queued directly, without transmitting in between
+                    session._quic.send_datagram_frame(b"stale")
+                session.send_media(b"fresh-0")
+                assert len(session._quic._datagrams_pending) <= 4
+                assert edge.counters["media_dropped"] >= 7
+                got = await asyncio.wait_for(_take(sub.media(), 4), DEADLINE)
+                assert got[-1] == b"fresh-0"
+        finally:
+            server.close()
+
+    asyncio.run(main())
