@@ -207,8 +207,8 @@ def shortest(cost: np.ndarray, destinations: np.ndarray | None = None,
 
 def _translate(nodes: list[str], previous: ZoneRoutes, hops: np.ndarray) -> np.ndarray:
     """A previous per-pair node-index matrix in this zone's node indices (-1: none)."""
-    to_new = np.array([{n: i for i, n in enumerate(nodes)}.get(n, -1) for n in previous.nodes],
-                      dtype=np.intp)
+    index = {n: i for i, n in enumerate(nodes)}
+    to_new = np.array([index.get(n, -1) for n in previous.nodes], dtype=np.intp)
     present = to_new >= 0
     out = np.full((len(nodes), len(nodes)), -1, dtype=np.intp)
     old_idx, new_idx = np.flatnonzero(present), to_new[present]

@@ -18,18 +18,12 @@ from controller.engine import Route
 from controller.routing import CostModel, Hysteresis
 from controller.topology import Relay, Topology
 from skymesh.catalogue import Region
+from skymesh.linkstate import FROM_WIRE, TO_WIRE
 from skymesh.policy import Policy
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
 
-STATE_NAMES = {
-    relay_pb2.LINK_STATE_UNSPECIFIED: "unknown",
-    relay_pb2.LINK_STATE_UP: "up",
-    relay_pb2.LINK_STATE_DEGRADED: "degraded",
-    relay_pb2.LINK_STATE_DOWN: "down",
-}
-STATE_VALUES = {v: k for k, v in STATE_NAMES.items()}
 _ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
 
 
@@ -52,7 +46,6 @@ class Session:
     pushed: list[tuple[str, tuple[str, ...]]] | None = None  # paths of the rows last pushed
     pushed_version: int = 0
     acked_version: int = 0
-    rejections: int = 0
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
 
     def send(self, msg: relay_pb2.ControllerMessage | None) -> None:
@@ -143,7 +136,7 @@ class Controller:
                 "loss": s.loss,
                 "samples": s.samples,
                 "lost": s.lost,
-                "state": STATE_NAMES.get(s.state, "?"),
+                "state": FROM_WIRE.get(s.state, "?"),
             }
             for s in report.links
         ]
@@ -157,7 +150,6 @@ class Controller:
         if ack.accepted:
             session.acked_version = max(session.acked_version, ack.version)
         else:
-            session.rejections += 1
             self.rejected_tables += 1
             log.warning(
                 "%s: rejected routes v%d: %s", session.relay.region, ack.version, ack.reason
@@ -372,7 +364,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 samples=r.samples,
                 lost=r.lost,
                 age_s=time.monotonic() - r.received_at,
-                state=STATE_VALUES[r.state],
+                state=TO_WIRE[r.state],
             )
             cost = routing.link_cost(r.latency_ms, r.loss, ctl.settings.cost)
             suppressed = ctl.topology.damper.suppressed((src, dst), time.monotonic())

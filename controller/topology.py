@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 from controller.damping import FlapDamper
 from controller.routing import Link
-
-UNKNOWN, UP, DEGRADED, DOWN = "unknown", "up", "degraded", "down"
-STATES = (UNKNOWN, UP, DEGRADED, DOWN)
+from skymesh.linkstate import DEGRADED, DOWN, STATES, UNKNOWN, UP
 
 
 @dataclass(frozen=True)

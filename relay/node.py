@@ -16,17 +16,12 @@ import grpc
 from relay import packets
 from relay.probe import LinkStats, ProbeSettings
 from relay.tables import Entry, RouteTables
+from skymesh.linkstate import TO_WIRE
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 from skymesh.wan import WanLink
 
 log = logging.getLogger("skymesh.relay")
 
-STATE_VALUES = {
-    "unknown": relay_pb2.LINK_STATE_UNSPECIFIED,
-    "up": relay_pb2.LINK_STATE_UP,
-    "degraded": relay_pb2.LINK_STATE_DEGRADED,
-    "down": relay_pb2.LINK_STATE_DOWN,
-}
 # terminal statuses: retrying cannot help, but the relay keeps trying slowly in case the
 # operator fixes the controller's catalogue
 FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
@@ -154,7 +149,7 @@ class RelayNode:
                     samples=s.samples,
                     lost=s.lost,
                     age_s=s.age(now),
-                    state=STATE_VALUES[s.state],
+                    state=TO_WIRE[s.state],
                 )
                 for region, s in sorted(self.stats.items())
             ],

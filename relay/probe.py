@@ -6,7 +6,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-UNKNOWN, UP, DEGRADED, DOWN = "unknown", "up", "degraded", "down"
+from skymesh.linkstate import DEGRADED, DOWN, UNKNOWN, UP
 
 
 @dataclass(frozen=True)

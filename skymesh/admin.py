@@ -5,14 +5,8 @@ from __future__ import annotations
 import grpc
 
 from skymesh import mesh
+from skymesh.linkstate import FROM_WIRE
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
-
-STATE_NAMES = {
-    relay_pb2.LINK_STATE_UNSPECIFIED: "unknown",
-    relay_pb2.LINK_STATE_UP: "up",
-    relay_pb2.LINK_STATE_DEGRADED: "degraded",
-    relay_pb2.LINK_STATE_DOWN: "down",
-}
 
 
 class AdminError(Exception):
@@ -65,7 +59,7 @@ def links(address: str) -> list[dict]:
     return [{"src": x.src, "dst": x.sample.dst, "rtt_ms": round(x.sample.rtt_ms, 3),
              "min_rtt_ms": round(x.sample.min_rtt_ms, 3),
              "jitter_ms": round(x.sample.jitter_ms, 3), "loss": round(x.sample.loss, 4),
-             "state": STATE_NAMES[x.sample.state], "samples": x.sample.samples,
+             "state": FROM_WIRE[x.sample.state], "samples": x.sample.samples,
              "lost": x.sample.lost, "age_s": round(x.sample.age_s, 2),
              "cost_ms": round(x.cost_ms, 3), "suppressed": x.suppressed} for x in r.links]
 
