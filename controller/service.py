@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 import uuid
@@ -37,6 +38,9 @@ class Settings:
     dead_band: float = 0.02  # link cost changes below this fraction do not recompute routes
     cost: CostModel = CostModel()
     hysteresis: Hysteresis = Hysteresis()
+    # channel members are held back this long after a start, or until every region's relay
+    # is back, so relays that reconnect first are not told that the others' subscribers left
+    members_hold_s: float = 6.0
 
 
 @dataclass(eq=False)
@@ -47,6 +51,8 @@ class Session:
     pushed_version: int = 0
     acked_version: int = 0
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
+    interest: dict[tuple[str, str], tuple[bool, bool]] = field(default_factory=dict)
+    edge_addr: str = ""
 
     def send(self, msg: relay_pb2.ControllerMessage | None) -> None:
         self.queue.put_nowait(msg)
@@ -58,8 +64,13 @@ class Session:
 
 class Controller:
     def __init__(self, catalogue: Mapping[str, Region], policy: Policy,
-                 settings: Settings = Settings()) -> None:
+                 settings: Settings = Settings(), apps: Mapping[str, bytes] | None = None,
+                 fabric_keys: list[bytes] | None = None) -> None:
         self.catalogue = dict(catalogue)
+        self.apps = dict(apps or {})
+        # the first key signs; the others are still accepted (rotation)
+        self.fabric_keys = list(fabric_keys or [os.urandom(32)])
+        self.members: dict[tuple[str, str], tuple[str, ...]] = {}  # as last pushed
         self.settings = settings
         self.topology = Topology(self.catalogue, settings.stale_after_s,
                                  settings.settle_samples)
@@ -74,6 +85,7 @@ class Controller:
         self.started = time.monotonic()
         self.converged_since: float | None = None
         self.rejected_tables = 0
+        self.members_released = False
 
     # -- relay sessions --------------------------------------------------------------------
 
@@ -85,11 +97,12 @@ class Controller:
             log.info("%s: node %s replaces %s", relay.region, relay.node_id, old.relay.node_id)
             old.send(None)
         self.topology.add_relay(relay)
-        session = Session(relay)
+        session = Session(relay, edge_addr=hello.edge_addr)
         self.sessions[relay.region] = session
         # versions only grow, across controller restarts too
         self.version = max(self.version, hello.route_version)
         self.broadcast_peers()
+        session.send(self.config_for(relay.region))
         self.dirty = True
         log.info(
             "%s: relay %s connected from %s (holds routes v%d)",
@@ -106,6 +119,7 @@ class Controller:
             del self.sessions[region]
             self.topology.remove_relay(region)
             self.broadcast_peers()
+            self.update_members(set(session.interest))
             self.dirty = True
             log.info("%s: relay %s disconnected", region, session.relay.node_id)
 
@@ -125,6 +139,61 @@ class Controller:
                     )
                 )
             )
+
+    def config_for(self, region: str) -> relay_pb2.ControllerMessage:
+        zones = [z.name for z in self.policy.zones.values() if region in z.regions]
+        return relay_pb2.ControllerMessage(config=relay_pb2.RelayConfig(
+            app_secrets=self.apps, fabric_key=self.fabric_keys[0],
+            accepted_keys=self.fabric_keys[1:], zones=zones))
+
+    # -- channels --------------------------------------------------------------------------
+
+    def on_channels(self, session: Session, msg: relay_pb2.Channels) -> None:
+        old = session.interest
+        session.interest = {(c.zone, c.channel): (c.subscribers, c.publishers)
+                            for c in msg.channels}
+        new_publisher = {k for k, (_, pub) in session.interest.items()
+                         if pub and not old.get(k, (False, False))[1]}
+        self.update_members(set(old) | set(session.interest), also_to={
+            k: session for k in new_publisher})
+
+    def members_of(self, key: tuple[str, str]) -> tuple[str, ...]:
+        return tuple(sorted(r for r, s in self.sessions.items()
+                            if s.interest.get(key, (False, False))[0]))
+
+    def holding_members(self) -> bool:
+        return (len(self.sessions) < len(self.catalogue)
+                and time.monotonic() - self.started < self.settings.members_hold_s)
+
+    def update_members(self, keys: set[tuple[str, str]],
+                       also_to: Mapping[tuple[str, str], Session] | None = None) -> None:
+        """Push the subscriber regions of `keys` to their publishers' relays where the set
+        changed (and to `also_to`, relays that just started publishing)."""
+        if self.holding_members():
+            return
+        also_to = also_to or {}
+        for key in keys:
+            members = self.members_of(key)
+            changed = members != self.members.get(key, ())
+            if members:
+                self.members[key] = members
+            else:
+                self.members.pop(key, None)
+            for s in self.sessions.values():
+                publishes = s.interest.get(key, (False, False))[1]
+                if publishes and (changed or also_to.get(key) is s):
+                    s.send(relay_pb2.ControllerMessage(members=relay_pb2.ChannelMembers(
+                        zone=key[0], channel=key[1], regions=members)))
+
+    def release_members(self) -> None:
+        """After the hold: push every publisher the members of its channels."""
+        keys = {k for s in self.sessions.values() for k in s.interest}
+        publishing = {k: s for s in self.sessions.values() for k, (_, pub) in s.interest.items()
+                      if pub}
+        self.members_released = True
+        for key in keys:
+            self.members.pop(key, None)  # force a push
+        self.update_members(keys, also_to=publishing)
 
     def on_report(self, session: Session, report: relay_pb2.LinkReport) -> None:
         samples = [
@@ -224,6 +293,8 @@ class Controller:
     async def run(self) -> None:
         while True:
             try:
+                if not self.members_released and not self.holding_members():
+                    self.release_members()
                 self.recompute()
                 self.converged()
             except Exception:  # the loop must survive any one bad round
@@ -281,6 +352,8 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
                     self.controller.on_report(session, msg.report)
                 elif kind == "ack":
                     self.controller.on_ack(session, msg.ack)
+                elif kind == "channels":
+                    self.controller.on_channels(session, msg.channels)
                 else:
                     log.warning("%s: unexpected %s message ignored", session.relay.region, kind)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
@@ -302,6 +375,8 @@ def check_hello(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"probe_addr {hello.probe_addr!r} is not host:port",
         )
+    if hello.edge_addr and not _ADDR.match(hello.edge_addr):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"edge_addr {hello.edge_addr!r} is not host:port"
     return None
 
 
@@ -347,6 +422,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     route_version=session.acked_version if session else 0,
                     hello_version=session.relay.hello_version if session else 0,
                     counters=session.counters if session else {},
+                    edge_addr=session.edge_addr if session else "",
                 )
             )
         return admin_pb2.RegionsReply(regions=infos)
@@ -443,6 +519,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 new_cost_ms=c.new_cost_ms or 0.0, reachable=c.new_path is not None,
                 reason=c.reason) for c in plan.changes])
 
+    async def Channels(self, request, context) -> admin_pb2.ChannelsReply:
+        ctl = self.controller
+        keys = sorted({k for s in ctl.sessions.values() for k in s.interest})
+        return admin_pb2.ChannelsReply(channels=[
+            admin_pb2.ChannelInfo(
+                zone=zone, channel=channel,
+                publisher_regions=sorted(r for r, s in ctl.sessions.items()
+                                         if s.interest.get((zone, channel), (0, 0))[1]),
+                subscriber_regions=list(ctl.members_of((zone, channel))))
+            for zone, channel in keys])
+
     async def _known(self, context, *regions: str) -> None:
         for rid in regions:
             if rid not in self.controller.catalogue:
@@ -458,8 +545,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
 
 async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
-                settings: Settings = Settings()) -> tuple[grpc.aio.Server, Controller, int]:
-    controller = Controller(catalogue, policy, settings)
+                settings: Settings = Settings(), apps: Mapping[str, bytes] | None = None,
+                fabric_keys: list[bytes] | None = None
+                ) -> tuple[grpc.aio.Server, Controller, int]:
+    controller = Controller(catalogue, policy, settings, apps, fabric_keys)
     server = grpc.aio.server()
     relay_pb2_grpc.add_RelayControlServicer_to_server(RelayControlService(controller), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(controller), server)

@@ -1,5 +1,7 @@
-"""The relay process: a UDP socket for probes (with the emulated WAN in its send path) and
-a control session to the controller that reports links and receives route tables."""
+"""The relay process: one UDP socket for probes and channel datagrams between relays (with the
+emulated WAN in its send path), the QUIC client edge, and a control session to the controller
+that reports links and channel interest and receives route tables, configuration and channel
+members."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 import grpc
 
 from relay import packets
+from relay.edge import EdgeState, start_edge
+from relay.fabric import Fabric
 from relay.probe import LinkStats, ProbeSettings
 from relay.tables import Entry, RouteTables
 from skymesh.linkstate import TO_WIRE
@@ -36,6 +40,13 @@ class RelaySettings:
     probe: ProbeSettings = ProbeSettings()
 
 
+@dataclass(frozen=True)
+class EdgeSettings:
+    cert: str
+    key: str
+    port: int = 0  # on the relay's bind host; 0 picks a free port
+
+
 class RelayNode:
     def __init__(
         self,
@@ -44,6 +55,7 @@ class RelayNode:
         bind: tuple[str, int],
         wan: dict[str, WanLink] | None = None,
         settings: RelaySettings = RelaySettings(),
+        edge: EdgeSettings | None = None,
     ) -> None:
         self.region = region
         self.controller = controller
@@ -62,6 +74,11 @@ class RelayNode:
         self.transport: asyncio.DatagramTransport | None = None
         self.outbox: asyncio.Queue | None = None  # messages to the controller while connected
         self.rng = random.Random()
+        self.edge_settings = edge
+        self.edge: EdgeState | None = None
+        self.edge_addr = ""
+        self.fabric = Fabric(region, self.tables, self.send_to_peer, self.counters,
+                             on_interest=self.interest_changed)
 
     # -- UDP -------------------------------------------------------------------------------
 
@@ -88,7 +105,18 @@ class RelayNode:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, addr)
 
+    def send_to_peer(self, region: str, data: bytes) -> bool:
+        addr = self.peers.get(region)
+        if addr is None:
+            self.counters["dropped.no-peer"] += 1
+            return False
+        self.send_to_region(region, addr, data)
+        return True
+
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data[:2] != packets.MAGIC:
+            self.fabric.on_datagram(data, time.monotonic())
+            return
         try:
             pkt = packets.decode(data)
         except packets.MalformedPacket as e:
@@ -133,7 +161,9 @@ class RelayNode:
 
     async def probe_loop(self) -> None:
         while True:
-            self.probe_due(time.monotonic())
+            now = time.monotonic()
+            self.probe_due(now)
+            self.fabric.tick(now)
             await asyncio.sleep(self.settings.tick_s)
 
     def link_report(self) -> relay_pb2.LinkReport:
@@ -153,8 +183,27 @@ class RelayNode:
                 )
                 for region, s in sorted(self.stats.items())
             ],
-            counters=self.counters,
+            counters=self.all_counters(),
         )
+
+    def all_counters(self) -> dict[str, int]:
+        counters = dict(self.counters)
+        if self.edge is not None:
+            counters.update({f"edge.{k}": v for k, v in self.edge.counters.items()})
+        return counters
+
+    # -- channels --------------------------------------------------------------------------
+
+    def channels_message(self) -> relay_pb2.RelayMessage:
+        interest = self.edge.interest() if self.edge is not None else {}
+        return relay_pb2.RelayMessage(channels=relay_pb2.Channels(channels=[
+            relay_pb2.ChannelInterest(zone=zone, channel=channel, subscribers=sub,
+                                      publishers=pub)
+            for (zone, channel), (sub, pub) in sorted(interest.items())]))
+
+    def interest_changed(self) -> None:
+        if self.outbox is not None:
+            self.outbox.put_nowait(self.channels_message())
 
     async def report_loop(self) -> None:
         while True:
@@ -177,6 +226,17 @@ class RelayNode:
                 if host and port.isdigit() and p.region != self.region:
                     peers[p.region] = (host.strip("[]"), int(port))
             self.set_peers(peers)
+            return None
+        if kind == "config":
+            cfg = msg.config
+            zones = set(cfg.zones)
+            self.fabric.configure(cfg.fabric_key, cfg.accepted_keys, zones)
+            if self.edge is not None:
+                self.edge.configure(dict(cfg.app_secrets), zones)
+            return None
+        if kind == "members":
+            m = msg.members
+            self.fabric.set_members((m.zone, m.channel), m.regions)
             return None
         if kind == "routes":
             table = msg.routes
@@ -212,6 +272,7 @@ class RelayNode:
                                 node_id=self.node_id,
                                 probe_addr=probe_addr,
                                 route_version=self.tables.version,
+                                edge_addr=self.edge_addr,
                             )
                         )
                     )
@@ -220,6 +281,7 @@ class RelayNode:
                         if self.outbox is None:
                             log.info("connected to controller %s", self.controller)
                             self.outbox = outbox
+                            outbox.put_nowait(self.channels_message())
                             backoff = self.settings.backoff_min_s
                         if (reply := self.on_control(msg)) is not None:
                             outbox.put_nowait(reply)
@@ -237,6 +299,13 @@ class RelayNode:
     async def run(self) -> None:
         host, port = await self.start_udp()
         log.info("relay %s listening on udp %s:%d", self.node_id, host, port)
+        if self.edge_settings is not None:
+            e = self.edge_settings
+            _, self.edge = await start_edge(host, e.port, e.cert, e.key, {}, self.region, set(),
+                                            fabric=self.fabric)
+            self.fabric.edge = self.edge
+            self.edge_addr = f"{host}:{self.edge.port}"
+            log.info("client edge (QUIC) on %s", self.edge_addr)
         await asyncio.gather(
             self.probe_loop(), self.report_loop(), self.control_loop(f"{host}:{port}")
         )

@@ -49,6 +49,7 @@ def regions(address: str) -> list[dict]:
     r = call(address, "Regions", admin_pb2.RegionsRequest())
     return [{"id": x.id, "name": x.name, "country": x.country, "lat": x.lat, "lon": x.lon,
              "tags": list(x.tags), "connected": x.connected, "probe_addr": x.probe_addr,
+             "edge_addr": x.edge_addr,
              "route_version": x.route_version, "hello_version": x.hello_version,
              "counters": dict(sorted(x.counters.items()))}
             for x in r.regions]
@@ -101,6 +102,13 @@ def plan_failover(address: str, region: str | None, link: list[str] | None,
                  "new_cost_ms": round(c.new_cost_ms, 3) if c.reachable else None,
                  "delta_ms": round(c.new_cost_ms - c.old_cost_ms, 3) if c.reachable else None,
                  "reachable": c.reachable, "reason": c.reason} for c in r.changes]}
+
+
+def channels(address: str) -> list[dict]:
+    r = call(address, "Channels", admin_pb2.ChannelsRequest())
+    return [{"zone": c.zone, "channel": c.channel,
+             "publisher_regions": list(c.publisher_regions),
+             "subscriber_regions": list(c.subscriber_regions)} for c in r.channels]
 
 
 def _route(x: relay_pb2.RouteEntry) -> dict:

@@ -73,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
                      "fraction of its cost ... (default: %(default)s)")
     ctl.add_argument("--hysteresis-ms", type=float, default=5.0, metavar="MS",
                      help="... and by more than this many ms (default: %(default)s)")
+    ctl.add_argument("--apps", type=Path, metavar="FILE",
+                     help="app secrets, YAML `app: secret` (default: none; clients cannot join)")
+    ctl.add_argument("--fabric-keys", type=Path, metavar="FILE",
+                     help="hex keys signing relay-to-relay datagrams, first one signs "
+                     "(default: a random key per controller start)")
     ctl.add_argument("--log-level", default="info")
     ctl.set_defaults(run=cmd_controller)
 
@@ -83,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
                        help="UDP address for relay traffic (default: %(default)s)")
     relay.add_argument("--wan", type=Path, metavar="FILE",
                        help="emulated WAN model (written by `skymesh up`); default: none")
+    relay.add_argument("--tls-cert", type=Path, metavar="PEM",
+                       help="certificate of the QUIC client edge (with --tls-key; default: "
+                       "no edge)")
+    relay.add_argument("--tls-key", type=Path, metavar="PEM")
+    relay.add_argument("--edge-port", type=int, default=0, metavar="PORT",
+                       help="UDP port of the client edge on the --bind host (default: any)")
     relay.add_argument("--log-level", default="info")
     relay.set_defaults(run=cmd_relay)
 
@@ -106,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
     rc.set_defaults(run=cmd_routes_compute)
 
     admin = sub.add_parser("admin", help="ask the controller: status, regions, links, routes, "
-                           "path, zones, plan-failover")
+                           "path, zones, channels, plan-failover")
     admin.add_argument("--controller", metavar="HOST:PORT",
                        help="controller address (default: the local mesh's)")
     asub = admin.add_subparsers(title="admin commands", metavar="COMMAND")
@@ -126,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     a.set_defaults(run=cmd_admin, what="path")
     a = asub.add_parser("zones", help="the residency zones and their regions")
     a.set_defaults(run=cmd_admin, what="zones")
+    a = asub.add_parser("channels", help="channels with sessions: where they are published "
+                        "and subscribed")
+    a.set_defaults(run=cmd_admin, what="channels")
     a = asub.add_parser("plan-failover", help="dry run: what a region's (or link's) failure "
                         "would do to the routes", description="Dry run on the live topology: "
                         "which routes change, what replaces them, the latency change, and "
@@ -399,11 +413,19 @@ def cmd_controller(args: argparse.Namespace) -> int:
         regions, policy = load_inputs(args.regions, args.only, args.policy)
     except (CatalogueError, PolicyError) as e:
         return fail(f"not starting the controller:\n{e}")
+    from skymesh.apps import AppsError, load_apps, load_fabric_keys
+
+    try:
+        apps = load_apps(args.apps) if args.apps else {}
+        keys = load_fabric_keys(args.fabric_keys) if args.fabric_keys else None
+    except AppsError as e:
+        return fail(f"not starting the controller:\n{e}")
     settings = Settings(probe_interval_s=args.probe_interval,
                         hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms))
 
     async def run() -> None:
-        server, controller, port = await serve(regions, policy, args.listen, settings)
+        server, controller, port = await serve(regions, policy, args.listen, settings,
+                                               apps, keys)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)
@@ -418,7 +440,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from relay.node import RelayNode
+    from relay.node import EdgeSettings, RelayNode
     from skymesh.wan import load_model_row
 
     setup_logging(args.log_level, f"relay[{args.region}]")
@@ -431,7 +453,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
             wan = load_model_row(args.wan, args.region)
         except (OSError, ValueError, KeyError, TypeError) as e:
             return fail(f"--wan {args.wan}: {e}")
-    node = RelayNode(args.region, args.controller, (host, int(port)), wan)
+    edge = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return fail("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        for path in (args.tls_cert, args.tls_key):
+            if not path.is_file():
+                return fail(f"{path}: no such file")
+        edge = EdgeSettings(str(args.tls_cert), str(args.tls_key), args.edge_port)
+    node = RelayNode(args.region, args.controller, (host, int(port)), wan, edge=edge)
 
     try:
         run_loop(until_signalled(node.run()))
@@ -667,6 +697,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
             data = admin.routes(address, args.region, args.zone)
         elif args.what == "zones":
             data = admin.zones(address)
+        elif args.what == "channels":
+            data = admin.channels(address)
         elif args.what == "plan-failover":
             if bool(args.region) == bool(args.link):
                 return fail("plan-failover: name a REGION or a --link SRC DST")
@@ -690,9 +722,16 @@ def render(what: str, data) -> str:
     if what == "status":
         return "\n".join(f"{k:16} {v}" for k, v in data.items())
     if what == "regions":
-        return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY"],
+        return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY", "EDGE"],
                      [[r["id"], r["name"], r["country"], f"{r['lat']:.2f}", f"{r['lon']:.2f}",
-                       ",".join(r["tags"]), r["probe_addr"] or "-"] for r in data])
+                       ",".join(r["tags"]), r["probe_addr"] or "-", r["edge_addr"] or "-"]
+                      for r in data])
+    if what == "channels":
+        if not data:
+            return "no channel has sessions"
+        return table(["ZONE", "CHANNEL", "PUBLISHERS", "SUBSCRIBERS"],
+                     [[c["zone"], c["channel"], ",".join(c["publisher_regions"]) or "-",
+                       ",".join(c["subscriber_regions"]) or "-"] for c in data])
     if what == "links":
         return table(["SRC", "DST", "RTT_MS", "MIN_RTT_MS", "JITTER_MS", "LOSS", "STATE",
                       "SAMPLES", "COST_MS"],

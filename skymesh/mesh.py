@@ -99,8 +99,10 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         old.unlink()
     port = free_port()
     controller = f"127.0.0.1:{port}"
+    secrets = local_secrets(len(regions))
     py = [sys.executable, "-m", "skymesh"]
     ctl_argv = py + ["controller", "--listen", controller, "--regions", str(regions_dir),
+                     "--apps", str(secrets["apps"]), "--fabric-keys", str(secrets["fabric"]),
                      "--log-level", log_level, *controller_options]
     if only:
         ctl_argv += ["--only", ",".join(only)]
@@ -110,6 +112,7 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     for i, rid in enumerate(regions):
         argv = py + ["relay", "--region", rid, "--controller", controller,
                      "--bind", f"{relay_address(i)}:0", "--wan", str(wan_file),
+                     "--tls-cert", str(secrets["cert"]), "--tls-key", str(secrets["key"]),
                      "--log-level", log_level]
         processes[rid] = spawn(argv, logs / f"{rid}.log")
         relays[rid] = processes[rid].pid
@@ -119,11 +122,41 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         "pids": {"controller": processes["controller"].pid, "relays": relays},
         "regions": list(regions),
         "wan": str(wan_file),
+        "ca": str(secrets["ca"]),
+        "apps": str(secrets["apps"]),
         "logs": str(logs),
         "started": time.time(),
     }
     state_file().write_text(json.dumps(state, indent=1))
     return Mesh(controller, processes, state)
+
+
+def local_secrets(relays: int) -> dict[str, Path]:
+    """The local mesh's development CA and the relays' certificate (for every relay address),
+    its app secrets and its fabric key; made once in the mesh's home and reused."""
+    from skymesh import apps, certs
+
+    base = home()
+    ca_dir = base / "certs"
+    certs.ensure_dev_ca(ca_dir)
+    hosts = ["localhost", "127.0.0.1", *(relay_address(i) for i in range(relays))]
+    cert, key = ca_dir / "relays.pem", ca_dir / "relays.key"
+    if not (cert.exists() and key.exists() and _covers(cert, hosts)):
+        cert, key = certs.issue_cert(ca_dir, ca_dir, "relays", hosts)
+    return {"ca": ca_dir / certs.CA_CERT, "cert": cert, "key": key,
+            "apps": apps.ensure_apps_file(base / "apps.yaml"),
+            "fabric": apps.ensure_fabric_key_file(base / "fabric.keys")}
+
+
+def _covers(cert_path: Path, hosts: list[str]) -> bool:
+    from skymesh import certs
+
+    try:
+        info = certs.describe(cert_path)
+    except (certs.CertError, OSError, ValueError):
+        return False
+    names = {n.split(":", 1)[1] for n in info["sans"]}
+    return set(hosts) <= names and info["valid_now"]
 
 
 def _wait_listening(proc: subprocess.Popen, host: str, port: int, log: Path,

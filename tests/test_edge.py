@@ -181,7 +181,7 @@ def test_per_session_datagram_queue_is_capped(certs):
                         connect("127.0.0.1", edge.port, token(uid="s"), "c1", ca) as sub):
                 await asyncio.wait_for(pub.join(), DEADLINE)
                 await asyncio.wait_for(sub.join(), DEADLINE)
-                [session] = [s for s in edge.subscribers("c1") if s.grant.uid == "s"]
+                [session] = [s for s in edge.members(("eu", "app1/c1")) if s.grant.uid == "s"]
                 for _ in range(10):  # queued directly, without transmitting in between
                     session._quic.send_datagram_frame(b"stale")
                 session.send_media(b"fresh-0")

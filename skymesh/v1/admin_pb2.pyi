@@ -44,7 +44,7 @@ class RegionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegionInfo(_message.Message):
-    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters")
+    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class RegionInfo(_message.Message):
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     HELLO_VERSION_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     country: str
@@ -74,7 +75,8 @@ class RegionInfo(_message.Message):
     route_version: int
     hello_version: int
     counters: _containers.ScalarMap[str, int]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    edge_addr: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ...) -> None: ...
 
 class RegionsReply(_message.Message):
     __slots__ = ("regions",)
@@ -227,3 +229,25 @@ class FailoverReply(_message.Message):
     lost_endpoints: int
     version: int
     def __init__(self, failure: _Optional[str] = ..., routes_total: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[RouteChange, _Mapping]]] = ..., lost_endpoints: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ChannelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ChannelInfo(_message.Message):
+    __slots__ = ("zone", "channel", "publisher_regions", "subscriber_regions")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBER_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    channel: str
+    publisher_regions: _containers.RepeatedScalarFieldContainer[str]
+    subscriber_regions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., publisher_regions: _Optional[_Iterable[str]] = ..., subscriber_regions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ChannelsReply(_message.Message):
+    __slots__ = ("channels",)
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelInfo]
+    def __init__(self, channels: _Optional[_Iterable[_Union[ChannelInfo, _Mapping]]] = ...) -> None: ...

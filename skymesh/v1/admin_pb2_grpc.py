@@ -69,6 +69,11 @@ class AdminStub:
                 request_serializer=skymesh_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
                 response_deserializer=skymesh_dot_v1_dot_admin__pb2.FailoverReply.FromString,
                 _registered_method=True)
+        self.Channels = channel.unary_unary(
+                '/skymesh.v1.Admin/Channels',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.ChannelsRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.ChannelsReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -116,6 +121,12 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Channels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.PlanFailover,
                     request_deserializer=skymesh_dot_v1_dot_admin__pb2.FailoverRequest.FromString,
                     response_serializer=skymesh_dot_v1_dot_admin__pb2.FailoverReply.SerializeToString,
+            ),
+            'Channels': grpc.unary_unary_rpc_method_handler(
+                    servicer.Channels,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.ChannelsRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.ChannelsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class Admin:
             '/skymesh.v1.Admin/PlanFailover',
             skymesh_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
             skymesh_dot_v1_dot_admin__pb2.FailoverReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Channels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/Channels',
+            skymesh_dot_v1_dot_admin__pb2.ChannelsRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.ChannelsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,26 +19,48 @@ LINK_STATE_DEGRADED: LinkState
 LINK_STATE_DOWN: LinkState
 
 class RelayMessage(_message.Message):
-    __slots__ = ("hello", "report", "ack")
+    __slots__ = ("hello", "report", "ack", "channels")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     report: LinkReport
     ack: RouteAck
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., report: _Optional[_Union[LinkReport, _Mapping]] = ..., ack: _Optional[_Union[RouteAck, _Mapping]] = ...) -> None: ...
+    channels: Channels
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., report: _Optional[_Union[LinkReport, _Mapping]] = ..., ack: _Optional[_Union[RouteAck, _Mapping]] = ..., channels: _Optional[_Union[Channels, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("region", "node_id", "probe_addr", "route_version")
+    __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr")
     REGION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
     region: str
     node_id: str
     probe_addr: str
     route_version: int
-    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ...) -> None: ...
+    edge_addr: str
+    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., edge_addr: _Optional[str] = ...) -> None: ...
+
+class Channels(_message.Message):
+    __slots__ = ("channels",)
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelInterest]
+    def __init__(self, channels: _Optional[_Iterable[_Union[ChannelInterest, _Mapping]]] = ...) -> None: ...
+
+class ChannelInterest(_message.Message):
+    __slots__ = ("zone", "channel", "subscribers", "publishers")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHERS_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    channel: str
+    subscribers: bool
+    publishers: bool
+    def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., subscribers: _Optional[bool] = ..., publishers: _Optional[bool] = ...) -> None: ...
 
 class LinkSample(_message.Message):
     __slots__ = ("dst", "rtt_ms", "jitter_ms", "loss", "samples", "lost", "age_s", "state", "min_rtt_ms")
@@ -90,12 +112,45 @@ class RouteAck(_message.Message):
     def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("peers", "routes")
+    __slots__ = ("peers", "routes", "config", "members")
     PEERS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     peers: PeerList
     routes: RouteTable
-    def __init__(self, peers: _Optional[_Union[PeerList, _Mapping]] = ..., routes: _Optional[_Union[RouteTable, _Mapping]] = ...) -> None: ...
+    config: RelayConfig
+    members: ChannelMembers
+    def __init__(self, peers: _Optional[_Union[PeerList, _Mapping]] = ..., routes: _Optional[_Union[RouteTable, _Mapping]] = ..., config: _Optional[_Union[RelayConfig, _Mapping]] = ..., members: _Optional[_Union[ChannelMembers, _Mapping]] = ...) -> None: ...
+
+class RelayConfig(_message.Message):
+    __slots__ = ("app_secrets", "fabric_key", "accepted_keys", "zones")
+    class AppSecretsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    APP_SECRETS_FIELD_NUMBER: _ClassVar[int]
+    FABRIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ZONES_FIELD_NUMBER: _ClassVar[int]
+    app_secrets: _containers.ScalarMap[str, bytes]
+    fabric_key: bytes
+    accepted_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    zones: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, app_secrets: _Optional[_Mapping[str, bytes]] = ..., fabric_key: _Optional[bytes] = ..., accepted_keys: _Optional[_Iterable[bytes]] = ..., zones: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ChannelMembers(_message.Message):
+    __slots__ = ("zone", "channel", "regions")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    channel: str
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Peer(_message.Message):
     __slots__ = ("region", "probe_addr")

@@ -1,0 +1,273 @@
+"""A relay's data plane between regions: channel datagrams in and out, fanned out along the
+route tables (one copy per next hop), delivered to the local edge, with end-to-end reliable
+messages. No sockets: the relay node hands it datagrams and gives it a `send(region, bytes)`.
+
+Message payload: base u64 | message id u64 | origin len u8 | origin | uid len u8 | uid | body
+(the origin numbers the stream in the header's seq; see relay/reliable.py for base).
+Acknowledgement: kind ACK to the origin region, seq = cumulative, payload = the acking region.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from relay import datagram
+from relay.datagram import ACK, MEDIA, MESSAGE, BadDatagram, Datagram
+from relay.edge import ChannelKey, EdgeState
+from relay.reliable import Copy, InStream, OutStream, ReliableSettings
+from relay.tables import RouteTables
+
+log = logging.getLogger("skymesh.relay")
+
+HOP_LIMIT = 16
+_BASE = _MID = struct.Struct("!Q")
+STREAM_IDLE_S = 120.0  # streams with nothing outstanding are forgotten after this
+
+
+@dataclass
+class _Out:
+    stream: OutStream
+    last_used: float
+
+
+@dataclass
+class _In:
+    stream: InStream
+    last_used: float
+    origin: str = ""
+
+
+@dataclass
+class FabricKeys:
+    current: bytes = b""
+    accepted: tuple[bytes, ...] = ()  # earlier keys, still accepted on receipt
+
+
+@dataclass
+class Fabric:
+    region: str
+    tables: RouteTables
+    send: Callable[[str, bytes], bool]  # (next-hop region, datagram) -> sent?
+    counters: Counter = field(default_factory=Counter)
+    edge: EdgeState | None = None
+    keys: FabricKeys = field(default_factory=FabricKeys)
+    zones: frozenset[str] = frozenset()
+    on_interest: Callable[[], None] = lambda: None
+    reliable: ReliableSettings = ReliableSettings()
+    members: dict[ChannelKey, frozenset[str]] = field(default_factory=dict)
+    media_seq: int = 0
+    outgoing: dict[tuple[str, str, str], _Out] = field(default_factory=dict)
+    incoming: dict[tuple[str, str, str, str], _In] = field(default_factory=dict)
+
+    # -- configuration from the controller -------------------------------------------------
+
+    def configure(self, key: bytes, accepted: Iterable[bytes], zones: Iterable[str]) -> None:
+        self.keys = FabricKeys(key, tuple(k for k in accepted if k and k != key))
+        self.zones = frozenset(zones)
+
+    def set_members(self, key: ChannelKey, regions: Iterable[str]) -> None:
+        regions = frozenset(regions)
+        if regions:
+            self.members[key] = regions
+        else:
+            self.members.pop(key, None)
+        for (zone, channel, _), out in self.outgoing.items():
+            if (zone, channel) == key:
+                out.stream.set_destinations(regions - {self.region})
+
+    def destinations(self, key: ChannelKey) -> frozenset[str]:
+        return self.members.get(key, frozenset()) - {self.region}
+
+    # -- from the local edge ---------------------------------------------------------------
+
+    def interest_changed(self) -> None:
+        self.on_interest()
+
+    def media_published(self, key: ChannelKey, stream: str, data: bytes) -> None:
+        dests = self.destinations(key)
+        if not dests or not self.keys.current:
+            return
+        self.media_seq += 1
+        zone, channel = key
+        self._route(Datagram(MEDIA, zone, channel, tuple(sorted(dests)), HOP_LIMIT + 1,
+                             self.media_seq, stream, data))
+
+    def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int, body: str,
+                          now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        zone, channel = key
+        out = self.outgoing.get((zone, channel, stream))
+        if out is None:
+            out = self.outgoing[(zone, channel, stream)] = _Out(OutStream(self.reliable), now)
+        out.last_used = now
+        tail = encode_message_tail(mid, self.region, uid, body)
+        self._send_copies(zone, channel, stream,
+                          out.stream.send(tail, self.destinations(key), now, self.rto))
+
+    def _send_copies(self, zone: str, channel: str, stream: str, copies: list[Copy]) -> None:
+        for c in copies:
+            self._route(Datagram(MESSAGE, zone, channel, tuple(sorted(c.destinations)),
+                                 HOP_LIMIT + 1, c.seq, stream, _BASE.pack(c.base) + c.body))
+
+    # -- from other relays -----------------------------------------------------------------
+
+    def on_datagram(self, data: bytes, now: float) -> None:
+        try:
+            d = self._decode(data)
+        except BadDatagram as e:
+            self.counters[f"dropped.{e.reason_code}"] += 1
+            return
+        if d.zone not in self.zones:
+            # never carry a zone's traffic through a region outside it
+            self.counters["dropped.foreign-zone"] += 1
+            return
+        self.counters[f"zone.{d.zone}.received"] += 1
+        self._route(d, now)
+
+    def _decode(self, data: bytes) -> Datagram:
+        if not self.keys.current:
+            raise BadDatagram("no-key", "no fabric key from the controller yet")
+        try:
+            return datagram.decode(data, self.keys.current)
+        except BadDatagram as e:
+            if e.reason_code != "bad-tag":
+                raise
+            for key in self.keys.accepted:
+                try:
+                    return datagram.decode(data, key)
+                except BadDatagram:
+                    pass
+            raise
+
+    # -- forwarding ------------------------------------------------------------------------
+
+    def _route(self, d: Datagram, now: float = 0.0) -> None:
+        """Deliver what is for here, send one copy per next hop for the rest."""
+        hops = {dst: self.tables.next_hop(dst, d.zone) for dst in d.destinations
+                if dst != self.region}
+        local, copies, dropped = datagram.forward(d, hops, self.region)
+        if dropped:
+            reason = "hop-limit" if d.hop_limit <= 0 else "unroutable"
+            self.counters[f"dropped.{reason}"] += len(dropped)
+        for hop, copy in copies.items():
+            for raw in self._encode(copy):
+                if self.send(hop, raw):
+                    self.counters[f"zone.{d.zone}.forwarded"] += 1
+        if local:
+            self._deliver(d, now)
+
+    def _encode(self, d: Datagram) -> list[bytes]:
+        """One datagram; several (each for part of the destinations) only when the set is too
+        large to fit beside the payload."""
+        try:
+            return [datagram.encode(d, self.keys.current)]
+        except BadDatagram as e:
+            if e.reason_code != "too-large" or len(d.destinations) < 2:
+                self.counters[f"dropped.{e.reason_code}"] += 1
+                return []
+        self.counters["split"] += 1
+        half = len(d.destinations) // 2
+        return [raw for part in (d.destinations[:half], d.destinations[half:])
+                for raw in self._encode(dataclasses.replace(d, destinations=part))]
+
+    def _deliver(self, d: Datagram, now: float) -> None:
+        key = (d.zone, d.channel)
+        if d.kind == MEDIA:
+            if self.edge is not None and self.edge.members(key):
+                self.counters[f"zone.{d.zone}.delivered"] += 1
+                self.edge.deliver_media(key, d.payload)
+        elif d.kind == MESSAGE:
+            self._on_message(d, now)
+        elif d.kind == ACK:
+            out = self.outgoing.get((d.zone, d.channel, d.publisher))
+            origin = d.payload.decode("ascii", "replace")
+            if out is not None:
+                out.stream.on_ack(origin, d.seq)
+
+    def _on_message(self, d: Datagram, now: float) -> None:
+        try:
+            base, mid, origin, uid, body = decode_message(d.payload)
+        except ValueError:
+            self.counters["dropped.malformed-message"] += 1
+            return
+        key = (d.zone, d.channel)
+        if self.edge is None or not self.edge.members(key):
+            # nobody here any more: acknowledge so the origin stops retransmitting
+            self._ack(d, origin, d.seq)
+            return
+        ident = (origin, d.zone, d.channel, d.publisher)
+        inc = self.incoming.get(ident)
+        if inc is None:
+            inc = self.incoming[ident] = _In(InStream(self.reliable), now, origin)
+        inc.last_used = now
+        for _, raw in inc.stream.receive(d.seq, base, d.payload, now):
+            self._deliver_message(key, raw)
+        self._ack(d, origin, inc.stream.cumulative)
+
+    def _deliver_message(self, key: ChannelKey, raw: bytes) -> None:
+        if self.edge is None:
+            return
+        _, mid, _, uid, body = decode_message(raw)
+        self.counters[f"zone.{key[0]}.delivered"] += 1
+        self.edge.deliver_message(key, uid, mid, body)
+
+    def _ack(self, d: Datagram, origin: str, cumulative: int) -> None:
+        if cumulative <= 0 or origin == self.region:
+            return
+        self._route(Datagram(ACK, d.zone, d.channel, (origin,), HOP_LIMIT + 1, cumulative,
+                             d.publisher, self.region.encode()))
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def rto(self, dst: str) -> float:
+        """Retransmission timeout towards `dst`: three one-way route costs and 50 ms."""
+        costs = [e.cost_ms for (_, d), e in self.tables.entries.items() if d == dst]
+        return (3 * max(costs, default=100.0) + 50) / 1000
+
+    def tick(self, now: float) -> None:
+        """Retransmit what is due, skip gaps given up on, forget idle streams."""
+        for (zone, channel, stream), out in list(self.outgoing.items()):
+            copies = out.stream.due(now, self.rto)
+            if copies:
+                self.counters["messages.retransmitted"] += sum(len(c.destinations)
+                                                               for c in copies)
+                self._send_copies(zone, channel, stream, copies)
+            if out.stream.expired:
+                self.counters["messages.expired"] += out.stream.expired
+                out.stream.expired = 0
+            if not out.stream.pending and now - out.last_used > STREAM_IDLE_S:
+                del self.outgoing[(zone, channel, stream)]
+        for ident, inc in list(self.incoming.items()):
+            key = (ident[1], ident[2])
+            for _, payload in inc.stream.expire(now):
+                self._deliver_message(key, payload)
+            if not inc.stream.buffer and now - inc.last_used > STREAM_IDLE_S:
+                del self.incoming[ident]
+
+
+def encode_message_tail(mid: int, origin: str, uid: str, body: str) -> bytes:
+    o, u = origin.encode(), uid.encode()
+    return _MID.pack(mid) + bytes([len(o)]) + o + bytes([len(u)]) + u + body.encode()
+
+
+def decode_message(payload: bytes) -> tuple[int, int, str, str, str]:
+    """(base, message id, origin region, uid, body) of a message payload; ValueError when
+    malformed."""
+    try:
+        base, mid = _BASE.unpack_from(payload)[0], _MID.unpack_from(payload, 8)[0]
+        pos = 16
+        origin = payload[pos + 1:pos + 1 + payload[pos]]
+        pos += 1 + payload[pos]
+        uid = payload[pos + 1:pos + 1 + payload[pos]]
+        if len(uid) != payload[pos] or len(origin) == 0:
+            raise ValueError("truncated")
+        body = payload[pos + 1 + len(uid):]
+        return base, mid, origin.decode(), uid.decode(), body.decode()
+    except (IndexError, struct.error, UnicodeDecodeError) as e:
+        raise ValueError(f"malformed message payload: {e}") from None
