@@ -17,7 +17,7 @@ install-test: $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 
 demo: install
-	$(VENV)/bin/skymesh up
+	$(VENV)/bin/skymesh up --demo
 
 down:
 	$(VENV)/bin/skymesh down

@@ -48,6 +48,7 @@ MAX_MEDIA_BYTES = 1150  # larger datagrams are dropped (and counted)
 MAX_QUEUED_DATAGRAMS = 64  # per session; the oldest are dropped beyond this
 MEDIA_DEADLINE_S = 0.015  # media queued longer than this is dropped, not sent late
 MAX_LINE_BYTES = 64 * 1024  # a control/message line longer than this is malformed
+MAX_MESSAGE_BYTES = 900  # UTF-8 bytes of a message body: one fabric datagram, worst case
 MAX_CHANNEL_ID = 64  # bytes of "app/channel" (the fabric header's limit)
 EXPIRY_NOTICE_S = 30.0  # "token-expiring" this long before expiry (at most half the TTL)
 
@@ -359,6 +360,10 @@ class EdgeSession(quic.Protocol):
                 or not isinstance(body, str):
             self._refuse(TokenError("malformed", "a message needs an integer id and a "
                                     "string body"))
+            return
+        if len(body.encode()) > MAX_MESSAGE_BYTES:
+            self._refuse(TokenError("malformed", f"a message body is at most "
+                                    f"{MAX_MESSAGE_BYTES} bytes of UTF-8"))
             return
         assert self.grant is not None
         self.edge.counters["messages"] += 1

@@ -61,6 +61,9 @@ class Fabric:
     on_interest: Callable[[], None] = lambda: None
     reliable: ReliableSettings = ReliableSettings()
     members: dict[ChannelKey, frozenset[str]] = field(default_factory=dict)
+    known: set[ChannelKey] = field(default_factory=set)  # channels the controller told about
+    # messages published before the controller told who subscribes: sent when it does
+    held: dict[ChannelKey, list[tuple]] = field(default_factory=dict)
     media_seq: int = 0
     outgoing: dict[tuple[str, str, str], _Out] = field(default_factory=dict)
     incoming: dict[tuple[str, str, str, str], _In] = field(default_factory=dict)
@@ -71,7 +74,9 @@ class Fabric:
         self.keys = FabricKeys(key, tuple(k for k in accepted if k and k != key))
         self.zones = frozenset(zones)
 
-    def set_members(self, key: ChannelKey, regions: Iterable[str]) -> None:
+    def set_members(self, key: ChannelKey, regions: Iterable[str],
+                    now: float | None = None) -> None:
+        self.known.add(key)
         regions = frozenset(regions)
         if regions:
             self.members[key] = regions
@@ -80,6 +85,8 @@ class Fabric:
         for (zone, channel, _), out in self.outgoing.items():
             if (zone, channel) == key:
                 out.stream.set_destinations(regions - {self.region})
+        for args in self.held.pop(key, []):
+            self.message_published(key, *args[:4], now=now)
 
     def destinations(self, key: ChannelKey) -> frozenset[str]:
         return self.members.get(key, frozenset()) - {self.region}
@@ -101,6 +108,10 @@ class Fabric:
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int, body: str,
                           now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if key not in self.known:
+            self.held.setdefault(key, []).append((stream, uid, mid, body, now))
+            self.counters["messages.held"] += 1
+            return
         zone, channel = key
         out = self.outgoing.get((zone, channel, stream))
         if out is None:
@@ -232,6 +243,13 @@ class Fabric:
 
     def tick(self, now: float) -> None:
         """Retransmit what is due, skip gaps given up on, forget idle streams."""
+        for key, held in list(self.held.items()):
+            keep = [h for h in held if now - h[4] < self.reliable.give_up_s]
+            self.counters["messages.expired"] += len(held) - len(keep)
+            if keep:
+                self.held[key] = keep
+            else:
+                del self.held[key]
         for (zone, channel, stream), out in list(self.outgoing.items()):
             copies = out.stream.due(now, self.rto)
             if copies:

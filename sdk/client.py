@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.asyncio import connect as quic_connect
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
@@ -29,11 +28,13 @@ from aioquic.quic.events import (
 )
 
 from sdk.errors import ConnectionClosed, SkymeshError, TokenRefused
+from skymesh import quic
 from skymesh.token import ERROR_CODES
 
-ALPN = "skymesh/1"
-MAX_DATAGRAM_FRAME_SIZE = 65536
+ALPN = quic.ALPN
+MAX_DATAGRAM_FRAME_SIZE = quic.MAX_DATAGRAM_FRAME_SIZE
 MAX_MEDIA_PAYLOAD = 1100  # what fits one QUIC packet of aioquic's default 1200-byte size
+MAX_MESSAGE_BYTES = 900  # UTF-8 bytes of one message body (one datagram between relays)
 MAX_RECEIVED_MEDIA = 256  # received datagrams kept for `media()`; the oldest are dropped
 _CODE_NAMES = {number: name for name, number in ERROR_CODES.items()}
 
@@ -53,12 +54,15 @@ def close_error(error_code: int, reason: str) -> SkymeshError:
     return ConnectionClosed(error_code, reason)
 
 
-class _Protocol(QuicConnectionProtocol):
+class _Protocol(quic.Protocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.media: deque[bytes] = deque(maxlen=MAX_RECEIVED_MEDIA)
+        self.media_dropped = 0  # received but not taken before MAX_RECEIVED_MEDIA newer ones
         self.messages: deque[Message] = deque()
         self.joined: dict | None = None
+        self.renewed: dict | None = None
+        self.expiring_at: int | None = None  # set when the edge warns the token runs out
         self.error: SkymeshError | None = None
         self.terminated = False
         self.changed = asyncio.Event()
@@ -69,6 +73,8 @@ class _Protocol(QuicConnectionProtocol):
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, DatagramFrameReceived):
+            if len(self.media) == self.media.maxlen:
+                self.media_dropped += 1
             self.media.append(event.data)
             self._notify()
         elif isinstance(event, StreamDataReceived):
@@ -89,9 +95,16 @@ class _Protocol(QuicConnectionProtocol):
             return
         if not isinstance(msg, dict):
             return
-        if msg.get("type") == "joined":
+        kind = msg.get("type")
+        if kind == "joined":
             self.joined = msg
-        elif msg.get("type") == "message":
+            self.expiring_at = None
+        elif kind == "renewed":
+            self.renewed = msg
+            self.expiring_at = None
+        elif kind == "token-expiring":
+            self.expiring_at = int(msg.get("expires_at", 0))
+        elif kind == "message":
             self.messages.append(Message(str(msg.get("from")), int(msg.get("id", 0)),
                                          str(msg.get("body"))))
         self._notify()
@@ -122,6 +135,23 @@ class Session:
         self._p._quic.send_stream_data(self.stream_id, data)
         self._p.transmit()
 
+    @property
+    def token_expiring_at(self) -> int | None:
+        """The token's expiry (Unix time) once the edge has warned that it runs out soon;
+        renew before then or the edge closes the session (TokenRefused "expired")."""
+        return self._p.expiring_at
+
+    async def renew(self, token: str) -> dict:
+        """Hand the edge a fresh token for the same app, channel, user and zone; returns the
+        edge's "renewed" reply. A refused token closes the session (TokenRefused)."""
+        self._p.renewed = None
+        self._send({"type": "renew", "token": token})
+        while self._p.renewed is None:
+            self._check_open()
+            await self._p.wait_change()
+        self.token = token
+        return self._p.renewed
+
     async def join(self) -> dict:
         """Join the channel: the edge's "joined" reply, or TokenRefused/ConnectionClosed."""
         self._send({"type": "join", "token": self.token, "channel": self.channel})
@@ -142,6 +172,8 @@ class Session:
 
     async def send_message(self, body: str) -> int:
         """Send a reliable, ordered message to the channel; returns its id."""
+        if len(body.encode()) > MAX_MESSAGE_BYTES:
+            raise ValueError(f"a message body is at most {MAX_MESSAGE_BYTES} bytes of UTF-8")
         mid = self._next_id
         self._send({"type": "message", "id": mid, "body": body})
         self._next_id += 1

@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=120.0,
                     help="seconds to wait for convergence (default: 120)")
     up.add_argument("--json", action="store_true", help="print the result as JSON")
+    up.add_argument("--demo", action="store_true",
+                    help="once converged, stream from one region to several others and show "
+                    "the end-to-end latency (as `skymesh demo`)")
     up.add_argument("--log-level", default="info")
     up.set_defaults(run=cmd_up)
 
@@ -191,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
                          help="file holding the app secret (a trailing newline is ignored)")
         t.add_argument("--json", action="store_true", help="print JSON")
 
+    from skymesh import cli_streams
+
+    cli_streams.add_parsers(sub)
+
     certs = sub.add_parser("certs", help="the development certificate authority and TLS "
                            "certificates")
     csub = certs.add_subparsers(title="certs commands", metavar="COMMAND")
@@ -301,10 +308,24 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"{status['links_up']} links up, route version {status['route_version']}")
         print(f"controller at {m.controller}; try `skymesh admin status`, "
               "`skymesh admin path SRC DST`")
+    if args.demo:
+        demo_stream(m.controller, say)
     if args.detach:
         return 0
     say("running; press Ctrl-C to stop")
     return hold(m)
+
+
+def demo_stream(controller: str, say) -> None:
+    """The demo stream after `up --demo`; a failure is reported, the mesh keeps running."""
+    from sdk.errors import SkymeshError
+    from skymesh import admin, cli_streams
+
+    args = cli_streams.parser_defaults("demo")
+    try:
+        say(cli_streams.render_demo(cli_streams.run_demo(controller, args, say)))
+    except (TimeoutError, admin.AdminError, SkymeshError, OSError) as e:
+        say(f"the demo stream failed: {type(e).__name__}: {e}")
 
 
 def wait_converged(controller: str, relays: int, timeout: float, say, m) -> dict | None:

@@ -193,3 +193,77 @@ def test_per_session_datagram_queue_is_capped(certs):
             server.close()
 
     asyncio.run(main())
+
+
+def test_renewal_extends_the_session_and_expiry_ends_it(certs):
+    async def main():
+        server, edge = await _edge(certs)
+        ca = certs[0]
+        try:
+            # a 2 s token: the edge warns after ~1 s (half the lifetime), closes at expiry
+            async with connect("127.0.0.1", edge.port, token(uid="r", ttl=2), "c1", ca) as s:
+                joined = await asyncio.wait_for(s.join(), DEADLINE)
+                assert joined["expires_at"] - time.time() <= 2
+                await asyncio.wait_for(_until(lambda: s.token_expiring_at is not None),
+                                       DEADLINE)
+                assert s.token_expiring_at == joined["expires_at"]
+                reply = await asyncio.wait_for(s.renew(token(uid="r", ttl=3600)), DEADLINE)
+                assert reply["expires_at"] > time.time() + 3000
+                assert s.token_expiring_at is None
+                assert edge.counters["renewed"] == 1
+            async with connect("127.0.0.1", edge.port, token(uid="x", ttl=2), "c1", ca) as s:
+                await asyncio.wait_for(s.join(), DEADLINE)
+                with pytest.raises(TokenRefused) as info:
+                    await asyncio.wait_for(s.wait_closed(), DEADLINE)
+                assert info.value.code == "expired"
+                assert "renewed" in info.value.reason
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("case, code", [
+    ("other-user", "malformed"),
+    ("forged", "bad-signature"),
+    ("other-channel", "wrong-channel"),
+])
+def test_bad_renewal_ends_the_session(certs, case, code):
+    bad = {"other-user": lambda: token(uid="someone-else"),
+           "forged": lambda: token(uid="r", secret=b"wrong"),
+           "other-channel": lambda: token(uid="r", channel="c9")}[case]()
+
+    async def main():
+        server, edge = await _edge(certs)
+        try:
+            async with connect("127.0.0.1", edge.port, token(uid="r"), "c1", certs[0]) as s:
+                await asyncio.wait_for(s.join(), DEADLINE)
+                with pytest.raises(TokenRefused) as info:
+                    await asyncio.wait_for(s.renew(bad), DEADLINE)
+                assert info.value.code == code
+            assert edge.counters["renewed"] == 0 and edge.counters["refused"] == 1
+            assert not edge.channels  # the session left its channel
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_message_size_is_checked_before_sending(certs):
+    async def main():
+        server, edge = await _edge(certs)
+        try:
+            async with connect("127.0.0.1", edge.port, token(uid="r"), "c1", certs[0]) as s:
+                await asyncio.wait_for(s.join(), DEADLINE)
+                with pytest.raises(ValueError, match="at most"):
+                    await s.send_message("é" * 600)
+                assert await s.send_message("é" * 450) == 1
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+async def _until(predicate, step=0.01):
+    while not predicate():
+        await asyncio.sleep(step)

@@ -1,0 +1,269 @@
+"""`skymesh pub`, `skymesh sub` and `skymesh demo`: channel traffic from the command line,
+through the SDK, against a running mesh (the local one by default)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from contextlib import AsyncExitStack
+
+from sdk.client import MAX_MEDIA_PAYLOAD, connect
+from sdk.errors import SkymeshError
+from skymesh import admin, pubsub
+
+DEMO_FROM = ("london", "frankfurt", "amsterdam")
+DEMO_TO = ("tokyo", "new-york", "sao-paulo", "sydney", "johannesburg", "singapore")
+
+
+def add_parsers(sub) -> None:
+    pub = sub.add_parser("pub", help="publish test media and messages to a channel",
+                         description="Connect to a region's client edge and publish test "
+                         "frames (carrying their send time) and numbered messages.")
+    pub.add_argument("--rate", type=float, default=50.0, help="frames per second "
+                     "(default: %(default)s)")
+    pub.add_argument("--size", type=int, default=1000, help="frame bytes (default: "
+                     f"%(default)s, at most {MAX_MEDIA_PAYLOAD})")
+    pub.add_argument("--messages-per-s", type=float, default=1.0, metavar="N",
+                     help="messages per second (default: %(default)s; 0: none)")
+    pub.set_defaults(run=cmd_pub)
+    sb = sub.add_parser("sub", help="subscribe to a channel: end-to-end latency, loss, order",
+                        description="Connect to a region's client edge, join a channel and "
+                        "report, each second, the media received with its end-to-end latency "
+                        "(from the frames' send times) and the messages, checked for order "
+                        "and duplicates.")
+    sb.set_defaults(run=cmd_sub)
+    for p in (pub, sb):
+        p.add_argument("channel")
+        p.add_argument("--region", required=True, help="the region whose edge to use")
+        p.add_argument("--duration", type=float, default=10.0, metavar="S",
+                       help="seconds (default: %(default)s)")
+        _session_options(p)
+
+    demo = sub.add_parser("demo", help="a stream from one region received in several others, "
+                          "with its end-to-end latency",
+                          description="Publish a test stream in one region and receive it in "
+                          "several others, then print per region the path, the route's one-way "
+                          "cost and the measured end-to-end latency.")
+    demo.add_argument("--from", dest="src", metavar="REGION",
+                      help=f"publishing region (default: the first of {', '.join(DEMO_FROM)} "
+                      "that runs)")
+    demo.add_argument("--to", metavar="R,...", help="receiving regions (default: up to four "
+                      f"of {', '.join(DEMO_TO)})")
+    demo.add_argument("--duration", type=float, default=8.0, metavar="S",
+                      help="seconds (default: %(default)s)")
+    demo.add_argument("--channel", default=None, help="channel (default: a fresh one)")
+    _session_options(demo)
+    demo.set_defaults(run=cmd_demo)
+
+
+def parser_defaults(command: str) -> argparse.Namespace:
+    """The arguments `command` gets when given none."""
+    from skymesh.cli import parser
+
+    return parser().parse_args([command])
+
+
+def _session_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--zone", default="global", help="residency zone (default: %(default)s)")
+    p.add_argument("--app", default="demo", help="app id (default: %(default)s)")
+    p.add_argument("--uid", help="user id (default: a random one)")
+    p.add_argument("--token", help="access token (default: one signed with the local mesh's "
+                   "secret for --app)")
+    p.add_argument("--ca", help="CA certificate of the edges (default: the local mesh's)")
+    p.add_argument("--controller", metavar="HOST:PORT",
+                   help="controller address (default: the local mesh's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _fail(message: str) -> int:
+    print(f"skymesh: {message}", file=sys.stderr)
+    return 2
+
+
+def _say(args: argparse.Namespace):
+    return (lambda line: print(line, file=sys.stderr)) if args.json else print
+
+
+def _token(args: argparse.Namespace, channel: str, uid: str) -> str:
+    return args.token or pubsub.local_token(args.app, channel, uid, args.zone)
+
+
+def cmd_pub(args: argparse.Namespace) -> int:
+    if not 0 < args.size <= MAX_MEDIA_PAYLOAD:
+        return _fail(f"--size must be 1..{MAX_MEDIA_PAYLOAD}")
+    if args.rate <= 0:
+        return _fail("--rate must be positive")
+    say = _say(args)
+    try:
+        controller = admin.controller_address(args.controller)
+        edge = pubsub.resolve_edge(controller, args.region, args.ca)
+        uid = args.uid or pubsub.new_uid("pub")
+        tok = _token(args, args.channel, uid)
+    except admin.AdminError as e:
+        return _fail(str(e))
+
+    async def run() -> dict:
+        async with connect(edge.host, edge.port, tok, args.channel, edge.ca) as s:
+            joined = await asyncio.wait_for(s.join(), 10)
+            say(f"publishing to {args.channel} as {uid} at {args.region} "
+                f"({edge.host}:{edge.port}), zone {joined['zone']}")
+            result = await pubsub.publish(
+                s, time.monotonic() + args.duration, args.rate, args.size, args.messages_per_s,
+                progress=lambda p: say(f"t={p['t_s']}s sent {p['media_sent']} frames, "
+                                       f"{p['messages_sent']} messages"))
+            return {"region": args.region, "channel": args.channel, "uid": uid, **result}
+
+    return _finish(args, run)
+
+
+def cmd_sub(args: argparse.Namespace) -> int:
+    say = _say(args)
+    try:
+        controller = admin.controller_address(args.controller)
+        edge = pubsub.resolve_edge(controller, args.region, args.ca)
+        uid = args.uid or pubsub.new_uid("sub")
+        tok = _token(args, args.channel, uid)
+    except admin.AdminError as e:
+        return _fail(str(e))
+
+    async def run() -> dict:
+        got = pubsub.Received()
+        async with connect(edge.host, edge.port, tok, args.channel, edge.ca) as s:
+            await asyncio.wait_for(s.join(), 10)
+            say(f"subscribed to {args.channel} as {uid} at {args.region}")
+            end = time.monotonic() + args.duration
+            while (now := time.monotonic()) < end:
+                before = len(got.latencies_ms)
+                await pubsub.receive(s, got, min(end, now + 1.0))
+                window = got.latencies_ms[before:]
+                p50, p99 = pubsub.percentile(window, 50), pubsub.percentile(window, 99)
+                say(f"media {len(window)}/s" + (f", latency p50 {p50:.1f} ms p99 {p99:.1f} ms"
+                                                 if window else "")
+                    + f", messages {got.messages}")
+        return {"region": args.region, "channel": args.channel, "uid": uid, **got.summary()}
+
+    return _finish(args, run)
+
+
+def _finish(args: argparse.Namespace, run) -> int:
+    from skymesh.cli import run_loop
+
+    result: list[dict] = []
+
+    async def main() -> None:
+        result.append(await run())
+
+    try:
+        run_loop(main())
+    except (TimeoutError, SkymeshError, OSError) as e:
+        return _fail(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    data = result[0]
+    print(json.dumps(data) if args.json else
+          "\n".join(f"{k:22} {v}" for k, v in data.items()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    say = _say(args)
+    try:
+        controller = admin.controller_address(args.controller)
+        data = run_demo(controller, args, say)
+    except admin.AdminError as e:
+        return _fail(str(e))
+    except (TimeoutError, SkymeshError, OSError) as e:
+        return _fail(f"demo stream: {type(e).__name__}: {e}")
+    if args.json:
+        print(json.dumps(data))
+    else:
+        print(render_demo(data))
+    return 0
+
+
+def pick_regions(controller: str, src: str | None, to: str | None) -> tuple[str, list[str]]:
+    with_edge = [r["id"] for r in admin.regions(controller) if r["edge_addr"]]
+    if len(with_edge) < 2:
+        raise admin.AdminError("the demo needs two regions with a client edge")
+    src = src or next((r for r in DEMO_FROM if r in with_edge), with_edge[0])
+    if to:
+        dests = [x.strip() for x in to.split(",") if x.strip()]
+    else:
+        dests = [r for r in DEMO_TO if r in with_edge and r != src][:4]
+        dests = dests or [r for r in with_edge if r != src][:4]
+    return src, dests
+
+
+def run_demo(controller: str, args: argparse.Namespace, say=print) -> dict:
+    from skymesh.cli import run_loop
+
+    src, dests = pick_regions(controller, args.src, args.to)
+    channel = args.channel or f"demo-{pubsub.new_uid('ch')}"
+    edges = {r: pubsub.resolve_edge(controller, r, args.ca) for r in [src, *dests]}
+    tokens = {r: args.token or pubsub.local_token(args.app, channel, f"{r}-user", args.zone)
+              for r in edges}
+    paths = {r: admin.path(controller, src, r, args.zone) for r in dests}
+    results: dict = {}
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            sessions = {}
+            for r, e in edges.items():
+                sessions[r] = await stack.enter_async_context(
+                    connect(e.host, e.port, tokens[r], channel, e.ca))
+                await asyncio.wait_for(sessions[r].join(), 10)
+            await _members_known(controller, args.zone, f"{args.app}/{channel}", dests)
+            say(f"streaming {args.duration:.0f} s from {src} to {', '.join(dests)} on channel "
+                f"{channel} (50 frames/s of 1000 bytes, 2 messages/s)")
+            until = time.monotonic() + args.duration
+            got = {r: pubsub.Received() for r in dests}
+            # subscribers drain a little past the end, for what is still in flight
+            receivers = [pubsub.receive(sessions[r], got[r], until + 1.0) for r in dests]
+            sent, *_ = await asyncio.gather(
+                pubsub.publish(sessions[src], until, 50.0, 1000, 2.0), *receivers)
+            results.update(sent=sent, got=got)
+
+    run_loop(main())
+    rows = []
+    for r in dests:
+        p = paths[r]
+        rows.append({"region": r, "path": p["path"], "route_cost_ms": p["cost_ms"],
+                     **results["got"][r].summary()})
+    return {"from": src, "channel": channel, "zone": args.zone, **results["sent"],
+            "receivers": rows}
+
+
+async def _members_known(controller: str, zone: str, channel: str, regions: list[str],
+                         timeout: float = 10.0) -> None:
+    """Wait until the controller lists every receiving region as a subscriber."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chans = await loop.run_in_executor(None, admin.channels, controller)
+        subs = next((c["subscriber_regions"] for c in chans
+                     if (c["zone"], c["channel"]) == (zone, channel)), [])
+        if set(regions) <= set(subs):
+            await asyncio.sleep(0.2)  # the controller's push reaches the publisher's relay
+            return
+        await asyncio.sleep(0.1)
+    raise admin.AdminError(f"the controller did not list {', '.join(regions)} as subscribers "
+                           f"of {channel} within {timeout:.0f} s")
+
+
+def render_demo(data: dict) -> str:
+    head = (f"stream from {data['from']} (channel {data['channel']}, zone {data['zone']}): "
+            f"{data['media_sent']} frames, {data['messages_sent']} messages sent")
+    rows = [[r["region"], " > ".join(r["path"]), f"{r['route_cost_ms']:.1f}",
+             _ms(r["latency_ms"]["p50"]), _ms(r["latency_ms"]["p99"]),
+             f"{r['media_received']}/{data['media_sent']}",
+             f"{r['messages_received']}/{data['messages_sent']}"]
+            for r in data["receivers"]]
+    return head + "\n" + admin.table(
+        ["TO", "PATH", "ROUTE_MS", "P50_MS", "P99_MS", "FRAMES", "MESSAGES"], rows) + (
+        "\nROUTE_MS is the route's one-way cost; P50/P99 the measured end-to-end latency of "
+        "the frames\n(publisher to subscriber, through the edges and relays).")
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"

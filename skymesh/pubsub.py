@@ -1,0 +1,183 @@
+"""Test streams over the SDK, for `skymesh pub`, `skymesh sub` and `skymesh demo`: media
+frames that carry their sequence number and send time, so a subscriber measures end-to-end
+latency and loss, and numbered messages, so it checks order and duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sdk.client import Session
+from skymesh import admin, mesh, token
+from skymesh.apps import AppsError, load_apps
+
+FRAME_MAGIC = b"SMF1"
+_FRAME = struct.Struct("!4sQQ")  # magic, sequence, send time (ns since the epoch)
+ALL_PRIVILEGES = ("join", "publish-media", "publish-messages")
+
+
+def frame(seq: int, size: int) -> bytes:
+    head = _FRAME.pack(FRAME_MAGIC, seq, time.time_ns())
+    return head + bytes(max(0, size - len(head)))
+
+
+def parse_frame(data: bytes) -> tuple[int, int] | None:
+    """(sequence, send time in ns) of a test frame, None for anything else."""
+    if len(data) < _FRAME.size or not data.startswith(FRAME_MAGIC):
+        return None
+    _, seq, sent = _FRAME.unpack_from(data)
+    return seq, sent
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+@dataclass
+class Edge:
+    region: str
+    host: str
+    port: int
+    ca: str
+
+
+def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
+    """The client edge of `region`, as the controller knows it; AdminError if it has none."""
+    by_id = {r["id"]: r for r in admin.regions(controller)}
+    r = by_id.get(region)
+    if r is None:
+        raise admin.AdminError(f"unknown region {region!r}; regions: {', '.join(sorted(by_id))}")
+    if not r["edge_addr"]:
+        raise admin.AdminError(f"region {region!r} has no relay with a client edge connected")
+    host, _, port = r["edge_addr"].rpartition(":")
+    if ca is None:
+        state = mesh.running_state()
+        if state is None or "ca" not in state:
+            raise admin.AdminError("no CA certificate: pass --ca FILE (the local mesh's is "
+                                   "used when one is running)")
+        ca = state["ca"]
+    return Edge(region, host.strip("[]"), int(port), ca)
+
+
+def local_token(app: str, channel: str, uid: str, zone: str, ttl_s: int = 3600,
+                privileges: tuple[str, ...] = ALL_PRIVILEGES) -> str:
+    """A token signed with the local mesh's secret for `app` (made by `skymesh up`)."""
+    state = mesh.running_state()
+    if state is None or "apps" not in state:
+        raise admin.AdminError("no local mesh to take an app secret from: pass --token")
+    try:
+        apps = load_apps(Path(state["apps"]))
+    except AppsError as e:
+        raise admin.AdminError(str(e)) from None
+    if app not in apps:
+        raise admin.AdminError(f"the local mesh has no app {app!r} (apps: "
+                               f"{', '.join(sorted(apps))}; see {state['apps']})")
+    return token.issue(app, apps[app], channel, uid, zone, privileges, ttl_s)
+
+
+def new_uid(role: str) -> str:
+    return f"{role}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Received:
+    """What a subscriber measured."""
+
+    media: int = 0
+    other_media: int = 0  # datagrams that are not test frames
+    latencies_ms: list[float] = field(default_factory=list)
+    first_seq: int | None = None
+    last_seq: int = 0
+    messages: int = 0
+    out_of_order: int = 0
+    duplicates: int = 0
+    _last_message: dict[str, int] = field(default_factory=dict)
+
+    def on_media(self, data: bytes, now_ns: int) -> None:
+        parsed = parse_frame(data)
+        if parsed is None:
+            self.other_media += 1
+            return
+        seq, sent = parsed
+        self.media += 1
+        self.latencies_ms.append((now_ns - sent) / 1e6)
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = max(self.last_seq, seq)
+
+    def on_message(self, sender: str, mid: int) -> None:
+        last = self._last_message.get(sender, 0)
+        if mid == last:
+            self.duplicates += 1
+        elif mid < last:
+            self.out_of_order += 1
+        self._last_message[sender] = max(mid, last)
+        self.messages += 1
+
+    def summary(self) -> dict:
+        expected = self.last_seq - self.first_seq + 1 if self.first_seq is not None else 0
+        lat = self.latencies_ms
+        return {"media_received": self.media, "media_expected": expected,
+                "media_lost": max(0, expected - self.media),
+                "latency_ms": {"p50": _round(percentile(lat, 50)),
+                               "p99": _round(percentile(lat, 99)),
+                               "max": _round(max(lat, default=None))},
+                "messages_received": self.messages, "messages_out_of_order": self.out_of_order,
+                "messages_duplicated": self.duplicates}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+async def receive(session: Session, into: Received, until: float) -> None:
+    """Take media and messages from `session` into `into` until the monotonic time `until`."""
+
+    async def media() -> None:
+        async for data in session.media():
+            into.on_media(data, time.time_ns())
+
+    async def messages() -> None:
+        async for m in session.messages():
+            into.on_message(m.sender, m.id)
+
+    tasks = [asyncio.ensure_future(media()), asyncio.ensure_future(messages())]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=max(0.0, until - time.monotonic()),
+                                     return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def publish(session: Session, until: float, rate: float = 50.0, size: int = 1000,
+                  messages_per_s: float = 1.0,
+                  progress: Callable[[dict], None] | None = None) -> dict:
+    """Publish test frames at `rate` per second and a message every 1/messages_per_s s until
+    the monotonic time `until`."""
+    sent = messages = 0
+    start = time.monotonic()
+    next_message = start
+    next_report = start + 1.0
+    while (now := time.monotonic()) < until:
+        session.publish_media(frame(sent + 1, size))
+        sent += 1
+        if messages_per_s > 0 and now >= next_message:
+            messages += 1
+            await session.send_message(f"message {messages} at {time.time():.3f}")
+            next_message += 1.0 / messages_per_s
+        if progress and now >= next_report:
+            progress({"t_s": round(now - start), "media_sent": sent, "messages_sent": messages})
+            next_report += 1.0
+        await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    return {"media_sent": sent, "messages_sent": messages}
