@@ -1,27 +1,38 @@
 """Relay-to-relay channel datagrams: header encoding, strict decoding and BIER-style fan-out.
 
-Pure functions, no I/O. Layout (network byte order), then the payload, then the tag:
+Pure functions, no I/O. Layout (network byte order):
 
-    version u8 | kind u8 | hop_limit u8 | zone_len u8 | channel_len u8 | publisher_len u8
-    | region_count u8 | sequence u64
-    | zone | channel | publisher | region_count x (len u8 | region id) | payload | tag[16]
+    sealed part, authenticated:
+      version u8 | kind u8 | zone_len u8 | channel_len u8 | publisher_len u8 | 0 u8
+      | sealed_len u16 | sequence u64 | nonce[12] | zone | channel | publisher | payload
+    tag[16]: AES-GMAC (AES-GCM over no plaintext) of the sealed part, under the fabric key
+    routing state, rewritten by each relay:
+      hop_limit u8 | region_count u8 | region_count x (len u8 | region id)
 
-The tag is HMAC-SHA256(key, everything before it) truncated to 16 bytes. The key is passed in
-by the caller: the controller will hand keys out to relays later (distribution and rotation
-are out of scope here), so this module neither stores nor chooses keys.
+The hop limit and the destination set are routing state, like IP's TTL outside IPsec AH's
+check: each relay splits the set by next hop and lowers the limit, and forwards the sealed part
+as it came, so a transit relay verifies one tag and never signs. The origin, zone, channel,
+publisher, sequence and payload are sealed; a relay checks the zone against its own before
+carrying anything, which is what residency rests on. The nonce is unique per sealed datagram
+(a random 8-byte prefix per process and a 4-byte counter).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
+import itertools
+import os
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
-VERSION = 1
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+VERSION = 2
 MEDIA, MESSAGE, ACK = 1, 2, 3
 KINDS = (MEDIA, MESSAGE, ACK)
 MAX_DATAGRAM = 1400
@@ -29,8 +40,8 @@ TAG_SIZE = 16
 MAX_ZONE, MAX_CHANNEL, MAX_PUBLISHER = 32, 64, 64
 MAX_REGIONS = 64
 
-_HEAD = struct.Struct("!BBBBBBBQ")
-MIN_DATAGRAM = _HEAD.size + TAG_SIZE
+_HEAD = struct.Struct("!BBBBBxHQ12s")
+MIN_DATAGRAM = _HEAD.size + TAG_SIZE + 2
 _ZONE = re.compile(rb"[a-z0-9-]{1,32}\Z")
 _REGION = re.compile(rb"[a-z0-9-]{2,32}\Z")
 
@@ -55,10 +66,26 @@ class Datagram:
     publisher: str  # <= 64 bytes UTF-8
     payload: bytes = b""
     version: int = VERSION
+    # the sealed part and tag as received: forwarded copies reuse it (routing state aside)
+    sealed: bytes = field(default=b"", compare=False, repr=False)
 
 
-def _tag(key: bytes, body: bytes) -> bytes:
-    return hmac.new(key, body, hashlib.sha256).digest()[:TAG_SIZE]
+@lru_cache(maxsize=8)
+def _aead(key: bytes) -> AESGCM:
+    return AESGCM(hashlib.sha256(key).digest())
+
+
+_PREFIX = os.urandom(8)
+_COUNTER = itertools.count()
+
+
+def _nonce() -> bytes:
+    global _PREFIX, _COUNTER
+    n = next(_COUNTER)
+    if n >= 2**32:
+        _PREFIX, _COUNTER = os.urandom(8), itertools.count(1)
+        n = 0
+    return _PREFIX + n.to_bytes(4, "big")
 
 
 def _text(value: str, what: str, limit: int, empty_ok: bool = False) -> bytes:
@@ -78,81 +105,108 @@ def _ids(value: str, pattern: re.Pattern[bytes], what: str) -> bytes:
     return raw
 
 
-def encode(d: Datagram, key: bytes) -> bytes:
-    """Encode and sign `d`; raises BadDatagram for fields out of bounds or an oversized result."""
+def routing_state(hop_limit: int, destinations: Iterable[str]) -> bytes:
+    """The unsealed tail: hop limit and destination set."""
+    dests = tuple(destinations)
+    if not 0 <= hop_limit <= 0xFF:
+        raise BadDatagram("field", "hop limit out of range")
+    if not 1 <= len(dests) <= MAX_REGIONS or len(set(dests)) != len(dests):
+        raise BadDatagram("field", "destinations must be 1..64 distinct region ids")
+    regions = b"".join(bytes([len(r)]) + r for r in (_ids(x, _REGION, "region") for x in dests))
+    return bytes([hop_limit, len(dests)]) + regions
+
+
+def seal(d: Datagram, key: bytes, nonce: bytes | None = None) -> bytes:
+    """The sealed part and its tag; raises BadDatagram for fields out of bounds."""
     if d.version != VERSION:
         raise BadDatagram("version", f"unsupported version {d.version}")
     if d.kind not in KINDS:
         raise BadDatagram("kind", f"unknown kind {d.kind}")
-    if not 0 <= d.hop_limit <= 0xFF or not 0 <= d.seq <= 0xFFFFFFFFFFFFFFFF:
-        raise BadDatagram("field", "hop limit or sequence out of range")
+    if not isinstance(d.seq, int) or not 0 <= d.seq <= 0xFFFFFFFFFFFFFFFF:
+        raise BadDatagram("field", "sequence out of range")
     zone = _ids(d.zone, _ZONE, "zone")
     channel = _text(d.channel, "channel", MAX_CHANNEL)
     publisher = _text(d.publisher, "publisher", MAX_PUBLISHER, empty_ok=True)
-    dests = tuple(d.destinations)
-    if not 1 <= len(dests) <= MAX_REGIONS or len(set(dests)) != len(dests):
-        raise BadDatagram("field", "destinations must be 1..64 distinct region ids")
-    regions = b"".join(bytes([len(r)]) + r for r in (_ids(x, _REGION, "region") for x in dests))
     if not isinstance(d.payload, bytes | bytearray | memoryview):
         raise BadDatagram("field", "payload must be bytes")
+    size = _HEAD.size + len(zone) + len(channel) + len(publisher) + len(d.payload)
+    if size + TAG_SIZE > MAX_DATAGRAM:
+        raise BadDatagram("too-large", f"{size + TAG_SIZE} bytes > {MAX_DATAGRAM}")
+    nonce = nonce or _nonce()
     body = b"".join((
-        _HEAD.pack(d.version, d.kind, d.hop_limit, len(zone), len(channel), len(publisher),
-                   len(dests), d.seq),
-        zone, channel, publisher, regions, bytes(d.payload),
+        _HEAD.pack(d.version, d.kind, len(zone), len(channel), len(publisher), size, d.seq,
+                   nonce),
+        zone, channel, publisher, bytes(d.payload),
     ))
-    if len(body) + TAG_SIZE > MAX_DATAGRAM:
-        raise BadDatagram("too-large", f"{len(body) + TAG_SIZE} bytes > {MAX_DATAGRAM}")
-    return body + _tag(key, body)
+    return body + _aead(key).encrypt(nonce, b"", body)
+
+
+def encode(d: Datagram, key: bytes) -> bytes:
+    """Encode `d` (sealing it unless it carries its sealed part); raises BadDatagram for
+    fields out of bounds or an oversized result."""
+    sealed = d.sealed or seal(d, key)
+    data = sealed + routing_state(d.hop_limit, d.destinations)
+    if len(data) > MAX_DATAGRAM:
+        raise BadDatagram("too-large", f"{len(data)} bytes > {MAX_DATAGRAM}")
+    return data
 
 
 def decode(data: bytes, key: bytes) -> Datagram:
     """Decode and verify; raises only BadDatagram. The tag is checked before any variable-length
-    field is parsed, so unauthenticated bytes never reach the field parser."""
+    field of the sealed part is parsed, so unauthenticated bytes never reach the field parser
+    (the routing state, which is not sealed, is parsed strictly)."""
     data = bytes(data)
-    if len(data) < MIN_DATAGRAM:
-        raise BadDatagram("short", f"{len(data)} bytes < {MIN_DATAGRAM}")
-    if len(data) > MAX_DATAGRAM:
-        raise BadDatagram("too-large", f"{len(data)} bytes > {MAX_DATAGRAM}")
-    version, kind, hop_limit, zlen, clen, plen, count, seq = _HEAD.unpack_from(data)
+    n = len(data)
+    if n < MIN_DATAGRAM:
+        raise BadDatagram("short", f"{n} bytes < {MIN_DATAGRAM}")
+    if n > MAX_DATAGRAM:
+        raise BadDatagram("too-large", f"{n} bytes > {MAX_DATAGRAM}")
+    version, kind, zlen, clen, plen, size, seq, nonce = _HEAD.unpack_from(data)
     if version != VERSION:
         raise BadDatagram("version", f"unsupported version {version}")
     if kind not in KINDS:
         raise BadDatagram("kind", f"unknown kind {kind}")
-    body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
-    if not hmac.compare_digest(tag, _tag(key, body)):
-        raise BadDatagram("bad-tag", "authentication tag mismatch")
-
-    pos = _HEAD.size
-
-    def take(n: int) -> bytes:
-        nonlocal pos
-        if pos + n > len(body):
-            raise BadDatagram("field", "field runs past the end of the datagram")
-        pos += n
-        return body[pos - n:pos]
+    end = size + TAG_SIZE
+    if size < _HEAD.size or end + 2 > n:
+        raise BadDatagram("field", f"sealed length {size} does not fit {n} bytes")
+    try:
+        _aead(key).decrypt(nonce, data[size:end], memoryview(data)[:size])
+    except InvalidTag:
+        raise BadDatagram("bad-tag", "authentication tag mismatch") from None
 
     if zlen > MAX_ZONE or not 1 <= clen <= MAX_CHANNEL or plen > MAX_PUBLISHER:
         raise BadDatagram("field", "field length out of bounds")
-    if not 1 <= count <= MAX_REGIONS:
-        raise BadDatagram("field", f"bad destination count {count}")
-    zone = take(zlen)
+    pos = _HEAD.size
+    if pos + zlen + clen + plen > size:
+        raise BadDatagram("field", "fields run past the sealed part")
+    zone = data[pos:pos + zlen]
     if not _ZONE.match(zone):
         raise BadDatagram("field", "bad zone")
     try:
-        channel = take(clen).decode()
-        publisher = take(plen).decode()
+        channel = data[pos + zlen:pos + zlen + clen].decode()
+        publisher = data[pos + zlen + clen:pos + zlen + clen + plen].decode()
     except UnicodeDecodeError:
         raise BadDatagram("field", "channel or publisher is not UTF-8") from None
+    payload = data[pos + zlen + clen + plen:size]
+
+    hop_limit, count = data[end], data[end + 1]
+    if not 1 <= count <= MAX_REGIONS:
+        raise BadDatagram("field", f"bad destination count {count}")
     dests = []
+    pos = end + 2
     for _ in range(count):
-        rid = take(take(1)[0])
-        if not _REGION.match(rid):
+        rlen = data[pos] if pos < n else 0
+        rid = data[pos + 1:pos + 1 + rlen]
+        if len(rid) != rlen or not _REGION.match(rid):
             raise BadDatagram("field", "bad region id")
         dests.append(rid.decode())
+        pos += 1 + rlen
+    if pos != n:
+        raise BadDatagram("field", "bytes after the destination set")
     if len(set(dests)) != len(dests):
         raise BadDatagram("field", "duplicate destination region")
     return Datagram(kind, zone.decode(), channel, tuple(dests), hop_limit, seq, publisher,
-                    body[pos:], version)
+                    payload, version, data[:end])
 
 
 def split(
@@ -189,7 +243,8 @@ def forward(
     if d.hop_limit <= 0:
         return bool(local), {}, {x for x in d.destinations if x != here}
     copies = {
-        hop: dataclasses.replace(d, destinations=tuple(sorted(sub)), hop_limit=d.hop_limit - 1)
+        hop: dataclasses.replace(d, destinations=tuple(sorted(sub)), hop_limit=d.hop_limit - 1,
+                                 sealed=d.sealed)
         for hop, sub in groups.items()
     }
     return bool(local), copies, dropped

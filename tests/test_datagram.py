@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import hmac
 import itertools
 import struct
 from collections import Counter, deque
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,8 @@ from relay.datagram import (
 )
 
 KEY = b"k" * 32
-HEAD = struct.Struct("!BBBBBBBQ")
+HEAD = struct.Struct("!BBBBBxHQ12s")
+NONCE = b"n" * 12
 
 
 def dg(**kw) -> Datagram:
@@ -37,17 +39,22 @@ def dg(**kw) -> Datagram:
     return Datagram(**base)
 
 
-def sign(body: bytes, key: bytes = KEY) -> bytes:
-    return body + hmac.new(key, body, hashlib.sha256).digest()[:16]
+def sign(body: bytes, key: bytes = KEY, nonce: bytes = NONCE) -> bytes:
+    """A sealed part with its GMAC tag (the body must start with a head carrying `nonce`)."""
+    return body + AESGCM(hashlib.sha256(key).digest()).encrypt(nonce, b"", body)
 
 
-def raw(version=1, kind=MEDIA, hop=8, zone=b"eu", channel=b"ch", pub=b"p",
-        regions=(b"fra", b"ams"), seq=1, payload=b"x", count=None, zlen=None, clen=None) -> bytes:
-    head = HEAD.pack(version, kind, hop, len(zone) if zlen is None else zlen,
+def raw(version=2, kind=MEDIA, hop=8, zone=b"eu", channel=b"ch", pub=b"p",
+        regions=(b"fra", b"ams"), seq=1, payload=b"x", count=None, zlen=None, clen=None,
+        size=None, tail=b"") -> bytes:
+    """A datagram built by hand: any field may lie, the tag is genuine."""
+    fields = zone + channel + pub + payload
+    head = HEAD.pack(version, kind, len(zone) if zlen is None else zlen,
                      len(channel) if clen is None else clen, len(pub),
-                     len(regions) if count is None else count, seq)
+                     HEAD.size + len(fields) if size is None else size, seq, NONCE)
     regs = b"".join(bytes([len(r)]) + r for r in regions)
-    return sign(head + zone + channel + pub + regs + payload)
+    return sign(head + fields) + bytes([hop, len(regions) if count is None else count]) + \
+        regs + tail
 
 
 def code_of(data: bytes, key: bytes = KEY) -> str:
@@ -83,25 +90,51 @@ def test_round_trip(d):
 
 def test_layout_is_compact():
     d = dg(payload=b"")
-    # 15-byte fixed header, the fields, one length byte per region and a 16-byte tag
-    assert len(encode(d, KEY)) == 15 + 2 + 6 + 5 + (1 + 3) * 2 + 16
+    # 28-byte fixed header (12 of them the nonce), the fields, a 16-byte tag, then the hop
+    # limit, the region count and one length byte per region
+    assert len(encode(d, KEY)) == 28 + 2 + 6 + 5 + 16 + 2 + (1 + 3) * 2
 
 
 def test_wrong_key_is_bad_tag():
     assert code_of(encode(dg(), KEY), b"other key") == "bad-tag"
 
 
-def test_tampering_any_byte_is_rejected():
+def test_tampering_the_sealed_part_is_rejected():
     data = encode(dg(), KEY)
-    for i, flip in itertools.product(range(len(data)), (0x01, 0x80, 0xFF)):
+    sealed = len(data) - 2 - 2 * 4  # routing state: hop limit, count, two 3-letter regions
+    for i, flip in itertools.product(range(sealed), (0x01, 0x80, 0xFF)):
         bad = bytearray(data)
         bad[i] ^= flip
         code = code_of(bytes(bad))
-        assert code in ("bad-tag", "version", "kind")
-        if i >= 2:
+        assert code in ("bad-tag", "version", "kind", "field")
+        if i >= 2 and i not in (6, 7):  # past version, kind and the sealed length
             assert code == "bad-tag"
     for bad in (data[:-1], data + b"\0", data[1:]):
-        assert code_of(bad) in ("bad-tag", "version", "kind", "short")
+        assert code_of(bad) in ("bad-tag", "version", "kind", "short", "field")
+
+
+def test_routing_state_is_not_sealed_but_parsed_strictly():
+    """Relays rewrite the hop limit and split the destination set without re-sealing."""
+    data = encode(dg(), KEY)
+    tail = len(data) - 2 - 2 * 4
+    lowered = bytearray(data)
+    lowered[tail] = 3
+    assert decode(bytes(lowered), KEY).hop_limit == 3
+    only_fra = data[:tail] + bytes([8, 1, 3]) + b"fra"
+    assert decode(only_fra, KEY).destinations == ("fra",)
+    assert decode(only_fra, KEY).payload == b"hello"
+    for bad in (data[:tail] + bytes([8, 0]), data[:tail] + bytes([8, 1, 3]) + b"FRA",
+                data[:tail] + bytes([8, 2, 3]) + b"fra", only_fra + b"!"):
+        assert code_of(bad) == "field"
+
+
+def test_forwarded_copies_keep_the_sealed_part():
+    d = decode(encode(dg(destinations=("fra", "ams", "waw")), KEY), KEY)
+    _, copies, _ = forward(d, {"fra": "fra", "ams": "fra", "waw": "waw"}, "here")
+    for copy in copies.values():
+        data = encode(copy, b"a key that is not used: the seal is reused")
+        assert data.startswith(d.sealed)
+        assert decode(data, KEY) == copy
 
 
 @pytest.mark.parametrize(
@@ -109,9 +142,9 @@ def test_tampering_any_byte_is_rejected():
     [
         (b"", "short"),
         (raw()[: MIN_DATAGRAM - 1], "short"),
-        (b"\x01\x01" + b"\0" * (MAX_DATAGRAM - 1), "too-large"),
+        (b"\x02\x01" + b"\0" * (MAX_DATAGRAM - 1), "too-large"),
         (raw(version=0), "version"),
-        (raw(version=2), "version"),
+        (raw(version=1), "version"),
         (raw(kind=0), "kind"),
         (raw(kind=4), "kind"),
         (raw(zone=b""), "field"),
@@ -132,6 +165,10 @@ def test_tampering_any_byte_is_rejected():
         (raw(regions=(b"fra",), count=3, payload=b""), "field"),
         (raw(zlen=200, payload=b""), "field"),
         (raw(clen=250, payload=b""), "field"),
+        (raw(zlen=30, payload=b""), "field"),
+        (raw(size=10), "field"),
+        (raw(size=2000), "field"),
+        (raw(tail=b"?"), "field"),
     ],
 )
 def test_malformed(data, code):
@@ -151,7 +188,7 @@ def test_max_size_accepted_and_over_rejected():
 @pytest.mark.parametrize(
     "changes, code",
     [
-        (dict(version=2), "version"),
+        (dict(version=1), "version"),
         (dict(kind=9), "kind"),
         (dict(zone=""), "field"),
         (dict(zone="EU"), "field"),
@@ -185,15 +222,18 @@ def test_arbitrary_bytes_raise_only_bad_datagram(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([MEDIA, MESSAGE, ACK]), st.binary(max_size=200))
-def test_signed_arbitrary_bodies_decode_strictly(kind, rest):
-    """Even correctly signed garbage raises only BadDatagram; what decodes re-encodes exactly."""
-    data = sign(bytes([1, kind]) + rest)
+@given(st.sampled_from([MEDIA, MESSAGE, ACK]), st.integers(0, 255), st.integers(0, 255),
+       st.integers(0, 255), st.binary(max_size=200), st.binary(max_size=40))
+def test_sealed_arbitrary_fields_decode_strictly(kind, zlen, clen, plen, fields, tail):
+    """Even genuinely sealed garbage raises only BadDatagram; what decodes re-encodes exactly."""
+    head = HEAD.pack(2, kind, zlen, clen, plen, HEAD.size + len(fields), 1, NONCE)
+    data = sign(head + fields) + tail
     try:
         d = decode(data, KEY)
     except BadDatagram:
         return
     assert encode(d, KEY) == data
+    assert encode(dataclasses.replace(d, sealed=b""), KEY)[:16] == head[:16]  # nonce aside
 
 
 # --- fan-out ---------------------------------------------------------------------------------
