@@ -243,6 +243,7 @@ class RelayNode:
             entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
                              r.backup_next_hop or None) for r in table.routes]
             reason = self.tables.apply(table.version, entries)
+            self.fabric.tables_changed()
             if reason:
                 self.counters["tables_rejected"] += 1
                 log.warning("rejected routes v%d: %s", table.version, reason)
