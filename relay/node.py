@@ -6,8 +6,10 @@ members."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import socket
 import time
 import uuid
 from collections import Counter
@@ -29,6 +31,7 @@ log = logging.getLogger("skymesh.relay")
 # terminal statuses: retrying cannot help, but the relay keeps trying slowly in case the
 # operator fixes the controller's catalogue
 FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ class RelayNode:
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=self.bind
         )
+        sock = self.transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            # bursts of channel traffic overflow the default 208 KB (capped by [rw]mem_max)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         return self.transport.get_extra_info("sockname")[:2]
 
     def send_to_region(self, region: str, addr: tuple[str, int], data: bytes) -> None:
