@@ -24,6 +24,7 @@ from relay.datagram import (
     _HEAD,
     ACK,
     MAX_DATAGRAM,
+    MAX_REGIONS,
     MEDIA,
     MESSAGE,
     MIN_DATAGRAM,
@@ -40,7 +41,6 @@ log = logging.getLogger("skymesh.relay")
 
 HOP_LIMIT = 16
 _BASE = _MID = struct.Struct("!Q")
-STREAM_IDLE_S = 120.0  # streams with nothing outstanding are forgotten after this
 
 
 @dataclass
@@ -153,6 +153,8 @@ class Fabric:
     # -- from other relays -----------------------------------------------------------------
 
     def on_datagram(self, data: bytes, now: float) -> None:
+        if type(data) is not bytes:
+            data = bytes(data)
         if self._transit(data):
             return
         try:
@@ -173,7 +175,7 @@ class Fabric:
         everything else as it came. False leaves the datagram to the full path (which also
         counts whatever is wrong with it)."""
         n = len(data)
-        if not MIN_DATAGRAM <= n <= MAX_DATAGRAM or data[0] != VERSION:
+        if not MIN_DATAGRAM <= n <= MAX_DATAGRAM or data[0] != VERSION or not self.keys.current:
             return False
         _, _, zlen, _, _, size, _, nonce = _HEAD.unpack_from(data)
         end = size + TAG_SIZE
@@ -229,14 +231,24 @@ class Fabric:
 
     def _encode(self, d: Datagram) -> list[bytes]:
         """One datagram; several (each for part of the destinations) only when the set is too
-        large to fit beside the payload."""
+        large to fit beside the payload or has more than MAX_REGIONS regions."""
+        if len(d.destinations) <= MAX_REGIONS:
+            try:
+                return [datagram.encode(d, self.keys.current)]
+            except BadDatagram as e:
+                if e.reason_code != "too-large" or len(d.destinations) < 2:
+                    self.counters[f"dropped.{e.reason_code}"] += 1
+                    return []
         try:
-            return [datagram.encode(d, self.keys.current)]
+            sealed = d.sealed or datagram.seal(d, self.keys.current)
         except BadDatagram as e:
-            if e.reason_code != "too-large" or len(d.destinations) < 2:
-                self.counters[f"dropped.{e.reason_code}"] += 1
-                return []
+            self.counters[f"dropped.{e.reason_code}"] += 1
+            return []
+        if len(sealed) + 3 + max(len(x) for x in d.destinations) > MAX_DATAGRAM:
+            self.counters["dropped.too-large"] += 1  # not even one destination fits
+            return []
         self.counters["split"] += 1
+        d = dataclasses.replace(d, sealed=sealed)
         half = len(d.destinations) // 2
         return [raw for part in (d.destinations[:half], d.destinations[half:])
                 for raw in self._encode(dataclasses.replace(d, destinations=part))]
@@ -290,6 +302,17 @@ class Fabric:
 
     # -- timers ----------------------------------------------------------------------------
 
+    # Streams with nothing outstanding are forgotten after being idle this long. A destination
+    # forgets first: its last use is at most give_up_s after the origin's last send, so it
+    # never holds on to a stream whose origin forgot it and numbers afresh from 1.
+    @property
+    def out_stream_idle_s(self) -> float:
+        return 4 * self.reliable.give_up_s
+
+    @property
+    def in_stream_idle_s(self) -> float:
+        return 2 * self.reliable.give_up_s
+
     def rto(self, dst: str) -> float:
         """Retransmission timeout towards `dst`: three one-way route costs and 50 ms."""
         costs = [e.cost_ms for (_, d), e in self.tables.entries.items() if d == dst]
@@ -313,13 +336,13 @@ class Fabric:
             if out.stream.expired:
                 self.counters["messages.expired"] += out.stream.expired
                 out.stream.expired = 0
-            if not out.stream.pending and now - out.last_used > STREAM_IDLE_S:
+            if not out.stream.pending and now - out.last_used > self.out_stream_idle_s:
                 del self.outgoing[(zone, channel, stream)]
         for ident, inc in list(self.incoming.items()):
             key = (ident[1], ident[2])
             for _, payload in inc.stream.expire(now):
                 self._deliver_message(key, payload)
-            if not inc.stream.buffer and now - inc.last_used > STREAM_IDLE_S:
+            if not inc.stream.buffer and now - inc.last_used > self.in_stream_idle_s:
                 del self.incoming[ident]
 
 

@@ -143,6 +143,7 @@ class InStream:
             # the origin restarted us at `base`: what lies before it will never come
             self.buffer = {s: b for s, b in self.buffer.items() if s >= base}
             self.next_seq = base
+            self.gap_since = now if self.buffer else None  # any gap left is a new one
         if seq < self.next_seq or seq in self.buffer:
             self.duplicates += 1
             return []
@@ -159,6 +160,9 @@ class InStream:
     def expire(self, now: float) -> list[tuple[int, bytes]]:
         """Skip a gap that stayed open past gap_timeout_s (its origin gave up on it)."""
         if self.gap_since is None or now - self.gap_since < self.settings.gap_timeout_s:
+            return []
+        if not self.buffer:
+            self.gap_since = None
             return []
         first = min(self.buffer)
         self.skipped += first - self.next_seq

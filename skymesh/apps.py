@@ -35,6 +35,8 @@ def load_apps(path: Path) -> dict[str, bytes]:
         raise AppsError(f"{path}: cannot read: {e.strerror or e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise AppsError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise AppsError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict) or not data:
         raise AppsError(f"{path}: expected a mapping of app id to secret")
     problems, apps = [], {}
