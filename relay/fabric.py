@@ -81,12 +81,14 @@ class Fabric:
     outgoing: dict[tuple[str, str, str], _Out] = field(default_factory=dict)
     incoming: dict[tuple[str, str, str, str], _In] = field(default_factory=dict)
     transit_index: dict[tuple[bytes, bytes], tuple[str, str, str]] = field(default_factory=dict)
+    seal_check: Callable | None = None  # verifies a sealed part under the current key
 
     # -- configuration from the controller -------------------------------------------------
 
     def configure(self, key: bytes, accepted: Iterable[bytes], zones: Iterable[str]) -> None:
         self.keys = FabricKeys(key, tuple(k for k in accepted if k and k != key))
         self.zones = frozenset(zones)
+        self.seal_check = datagram._aead(key).decrypt if key else None
         self.tables_changed()
 
     def tables_changed(self) -> None:
@@ -152,11 +154,13 @@ class Fabric:
 
     # -- from other relays -----------------------------------------------------------------
 
-    def on_datagram(self, data: bytes, now: float) -> None:
+    def on_datagram(self, data: bytes, now: float | None = None) -> None:
         if type(data) is not bytes:
             data = bytes(data)
         if self._transit(data):
             return
+        if now is None:
+            now = time.monotonic()
         try:
             d = self._decode(data)
         except BadDatagram as e:
@@ -175,7 +179,8 @@ class Fabric:
         everything else as it came. False leaves the datagram to the full path (which also
         counts whatever is wrong with it)."""
         n = len(data)
-        if not MIN_DATAGRAM <= n <= MAX_DATAGRAM or data[0] != VERSION or not self.keys.current:
+        check = self.seal_check
+        if not MIN_DATAGRAM <= n <= MAX_DATAGRAM or data[0] != VERSION or check is None:
             return False
         _, _, zlen, _, _, size, _, nonce = _HEAD.unpack_from(data)
         end = size + TAG_SIZE
@@ -185,7 +190,7 @@ class Fabric:
         if route is None or size < _HEAD.size + zlen:
             return False
         try:
-            datagram._aead(self.keys.current).decrypt(nonce, data[size:end], data[:size])
+            check(nonce, data[size:end], data[:size])
         except InvalidTag:
             return False
         hop, received, forwarded = route

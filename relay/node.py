@@ -6,10 +6,8 @@ members."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import socket
 import time
 import uuid
 from collections import Counter
@@ -22,6 +20,7 @@ from relay.edge import EdgeState, start_edge
 from relay.fabric import Fabric
 from relay.probe import LinkStats, ProbeSettings
 from relay.tables import Entry, RouteTables
+from relay.udpio import BatchedUDP
 from skymesh.linkstate import TO_WIRE
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 from skymesh.wan import WanLink
@@ -31,7 +30,6 @@ log = logging.getLogger("skymesh.relay")
 # terminal statuses: retrying cannot help, but the relay keeps trying slowly in case the
 # operator fixes the controller's catalogue
 FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
-SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class RelayNode:
         self.counters: Counter[str] = Counter()
         self.probe_interval_s = 0.5
         self.report_interval_s = 1.0
-        self.transport: asyncio.DatagramTransport | None = None
+        self.udp: BatchedUDP | None = None
         self.outbox: asyncio.Queue | None = None  # messages to the controller while connected
         self.rng = random.Random()
         self.edge_settings = edge
@@ -86,44 +84,38 @@ class RelayNode:
     # -- UDP -------------------------------------------------------------------------------
 
     async def start_udp(self) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=self.bind
-        )
-        sock = self.transport.get_extra_info("socket")
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            # bursts of channel traffic overflow the default 208 KB (capped by [rw]mem_max)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        return self.transport.get_extra_info("sockname")[:2]
+        self.udp = await BatchedUDP.bind(self.bind, self.on_datagram, self._socket_error)
+        return self.udp.sockname()
+
+    def _socket_error(self, error: OSError) -> None:
+        self.counters["socket_errors"] += 1
 
     def send_to_region(self, region: str, addr: tuple[str, int], data: bytes) -> None:
         """Send, through the emulated WAN when there is one."""
         if self.wan is None:
-            self.transport.sendto(data, addr)
+            self.udp.send(data, addr)
             return
         link = self.wan.get(region)
         if link is None or (link.loss and self.rng.random() < link.loss):
             self.counters["wan_dropped"] += 1
             return
         delay = max(0.0, link.delay_ms + self.rng.uniform(-link.jitter_ms, link.jitter_ms))
-        asyncio.get_running_loop().call_later(delay / 1000, self._sendto, data, addr)
-
-    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
+        asyncio.get_running_loop().call_later(delay / 1000, self.udp.send, data, addr)
 
     def send_to_peer(self, region: str, data: bytes) -> bool:
         addr = self.peers.get(region)
         if addr is None:
             self.counters["dropped.no-peer"] += 1
             return False
-        self.send_to_region(region, addr, data)
+        if self.wan is None:
+            self.udp.send(data, addr)
+        else:
+            self.send_to_region(region, addr, data)
         return True
 
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        if data[:2] != packets.MAGIC:
-            self.fabric.on_datagram(data, time.monotonic())
+        if not data.startswith(packets.MAGIC):
+            self.fabric.on_datagram(data)
             return
         try:
             pkt = packets.decode(data)
@@ -323,14 +315,3 @@ class RelayNode:
 async def _drain(queue: asyncio.Queue):
     while True:
         yield await queue.get()
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, node: RelayNode) -> None:
-        self.node = node
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.node.on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self.node.counters["socket_errors"] += 1

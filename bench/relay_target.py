@@ -1,0 +1,134 @@
+"""Run one relay under test for bench/relay.py in its own process (the harness pins it to a
+core). Prints `ready HOST PORT` on stdout once listening, then serves until SIGTERM/SIGINT.
+
+    python bench/relay_target.py edge --host 127.0.0.1 --port 0 --cert C --key K \
+        --app bench --secret-hex S --region rly
+    python bench/relay_target.py fastpath --host 127.0.0.1 --port 0 --to HOST:PORT --key-hex K
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# the script's directory holds bench/relay.py, which must not shadow the `relay` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def big_buffers(transport: asyncio.BaseTransport | None, size: int = SOCKET_BUFFER) -> None:
+    """4 MB socket buffers for the forwarder's UDP socket, as coturn gives its listening socket
+    and the relay node its fabric socket: with the kernel default (208 KB) a few milliseconds
+    of scheduling delay overflow it at tens of thousands of packets per second. Capped by
+    net.core.[rw]mem_max. (The edge keeps whatever relay/edge.py gives it: a big buffer is
+    also a long queue when overloaded.)"""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
+def _ready(host: str, port: int) -> None:
+    print(f"ready {host} {port}", flush=True)
+
+
+async def run_edge(args: argparse.Namespace) -> None:
+    from relay.edge import start_edge
+
+    secrets = {args.app: bytes.fromhex(args.secret_hex)}
+    limits = {} if args.max_media_bytes is None else {"max_media_bytes": args.max_media_bytes}
+    server, edge = await start_edge(args.host, args.port, args.cert, args.key, secrets,
+                                    args.region, {"global"}, **limits)
+    _ready(args.host, edge.port or args.port)
+    try:
+        await _until_signalled()
+    finally:
+        server.close()
+
+
+async def run_fastpath(args: argparse.Namespace) -> None:
+    """The relay node's own UDP path (relay/node.py -> relay/fabric.py), configured through
+    the same controller messages a live relay gets: peer `rcv` at `--to`, the fabric key, and
+    a route table sending zone `global` traffic for `rcv` straight there. No control session
+    and no probing run; every datagram the sender sends is channel traffic."""
+    from relay.node import RelayNode
+    from skymesh.v1 import relay_pb2
+
+    node = RelayNode("rly", "unused:0", (args.host, args.port))
+    host, port = await node.start_udp()
+    for msg in (
+        relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
+            peers=[relay_pb2.Peer(region="rcv", probe_addr=args.to)])),
+        relay_pb2.ControllerMessage(config=relay_pb2.RelayConfig(
+            fabric_key=bytes.fromhex(args.key_hex), zones=["global"])),
+        relay_pb2.ControllerMessage(routes=relay_pb2.RouteTable(version=1, routes=[
+            relay_pb2.RouteEntry(dst="rcv", next_hop="rcv", path=["rly", "rcv"], cost_ms=1.0,
+                                 zone="global")])),
+    ):
+        node.on_control(msg)
+    _ready(host, port)
+    try:
+        await _until_signalled()
+    finally:
+        node.udp.close()
+        c = node.counters
+        print(f"forwarded {c['zone.global.forwarded']} dropped "
+              f"{sum(v for k, v in c.items() if k.startswith('dropped.'))}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="relay", required=True)
+    edge = sub.add_parser("edge", help="the skymesh QUIC client edge (relay.edge)")
+    edge.add_argument("--host", default="127.0.0.1")
+    edge.add_argument("--port", type=int, default=0)
+    edge.add_argument("--cert", required=True)
+    edge.add_argument("--key", required=True)
+    edge.add_argument("--app", default="bench")
+    edge.add_argument("--secret-hex", required=True)
+    edge.add_argument("--region", default="rly")
+    edge.add_argument("--max-media-bytes", type=int,
+                      help="override the edge's media datagram cap (the bench sends 1100 bytes)")
+    fast = sub.add_parser("fastpath", help="the relay-to-relay UDP fast path (relay.node)")
+    fast.add_argument("--host", default="127.0.0.1")
+    fast.add_argument("--port", type=int, default=0)
+    fast.add_argument("--to", required=True, help="HOST:PORT the forwarded copies go to")
+    fast.add_argument("--key-hex", required=True)
+    args = parser.parse_args(argv)
+    run = run_edge if args.relay == "edge" else run_fastpath
+    loop = _loop()
+    try:
+        loop.run_until_complete(run(args))
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The relay's UDP socket with batched system calls, a thin shell for the fast path.
+
+Per datagram, a sendto() on loopback costs about as much as all of the relay's own work on
+it, so the socket batches both ways, as wireguard-go and quic-go do: it reads until the socket
+is empty each time it becomes readable, accepting generic receive offload (UDP_GRO: the
+kernel hands over runs of equal-sized datagrams from one sender in one read), and it sends what
+one read produced per destination in one call with segmentation offload (UDP_SEGMENT: the
+kernel cuts one buffer into equal-sized datagrams). Where the kernel offers neither, it
+falls back to one datagram per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import struct
+from collections.abc import Callable
+
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+MAX_READ = 65535
+MAX_GSO_BYTES = 65000  # a send with segmentation offload carries at most 64 KiB
+MAX_GSO_SEGMENTS = 64
+READS_PER_WAKEUP = 64  # then let the loop run other work
+SOCKET_BUFFER = 4 * 1024 * 1024
+_GRO_SPACE = socket.CMSG_SPACE(4)
+_NO_GSO = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO)
+
+
+class BatchedUDP:
+    def __init__(self, sock: socket.socket,
+                 on_datagram: Callable[[bytes, tuple[str, int]], None],
+                 on_error: Callable[[OSError], None] = lambda e: None) -> None:
+        self.sock = sock
+        self.on_datagram = on_datagram
+        self.on_error = on_error
+        self.pending: dict[tuple[str, int], list[bytes | bytearray]] = {}
+        self.flush_scheduled = False
+        self.gso = True
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
+
+    @classmethod
+    async def bind(cls, addr: tuple[str, int],
+                   on_datagram: Callable[[bytes, tuple[str, int]], None],
+                   on_error: Callable[[OSError], None] = lambda e: None) -> BatchedUDP:
+        sock = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(addr)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                # bursts overflow the default 208 KB (the kernel caps it at [rw]mem_max)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:
+            sock.close()
+            raise
+        udp = cls(sock, on_datagram, on_error)
+        udp.loop = asyncio.get_running_loop()
+        udp.loop.add_reader(sock, udp._readable)
+        return udp
+
+    def sockname(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.loop is not None:
+                self.loop.remove_reader(self.sock)
+            self.sock.close()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        recvmsg, deliver = self.sock.recvmsg, self.on_datagram
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data, ancillary, _, addr = recvmsg(MAX_READ, _GRO_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # an ICMP error from an earlier send, say
+                self.on_error(e)
+                continue
+            segment = 0
+            for level, kind, value in ancillary:
+                if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+                    segment = struct.unpack("=i", value[:4])[0]
+            if segment <= 0 or segment >= len(data):
+                deliver(data, addr)
+            else:
+                for start in range(0, len(data), segment):
+                    deliver(data[start:start + segment], addr)
+        self.flush()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, data: bytes | bytearray, addr: tuple[str, int]) -> None:
+        """Queue a datagram; it leaves when this read's batch is flushed (or at the end of
+        this loop iteration when sent from elsewhere)."""
+        if self.closed:
+            return
+        queue = self.pending.get(addr)
+        if queue is None:
+            self.pending[addr] = [data]
+        else:
+            queue.append(data)
+        if not self.flush_scheduled and self.loop is not None:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if not self.pending or self.closed:
+            self.pending.clear()
+            return
+        pending, self.pending = self.pending, {}
+        for addr, queue in pending.items():
+            if len(queue) == 1 or not self.gso:
+                for data in queue:
+                    self._sendto(data, addr)
+            else:
+                self._send_segmented(queue, addr)
+
+    def _sendto(self, data: bytes | bytearray, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.on_error(BlockingIOError("send buffer full: datagram dropped"))
+        except OSError as e:
+            self.on_error(e)
+
+    def _send_segmented(self, queue: list[bytes | bytearray], addr: tuple[str, int]) -> None:
+        """Runs of equal size go as one send each; a run may end with one shorter datagram."""
+        run: list[bytes | bytearray] = []
+        size = 0
+        for data in queue:
+            n = len(data)
+            fits = (run and n <= size and len(run) < MAX_GSO_SEGMENTS
+                    and (len(run) + 1) * size <= MAX_GSO_BYTES)
+            if fits:
+                run.append(data)
+                if n < size:  # a shorter one closes the run
+                    self._send_run(run, size, addr)
+                    run = []
+                continue
+            if run:
+                self._send_run(run, size, addr)
+            run, size = [data], n
+        if run:
+            self._send_run(run, size, addr)
+
+    def _send_run(self, run: list[bytes | bytearray], size: int, addr: tuple[str, int]) -> None:
+        if len(run) == 1:
+            self._sendto(run[0], addr)
+            return
+        try:
+            self.sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
+                              0, addr)
+        except (BlockingIOError, InterruptedError):
+            self.on_error(BlockingIOError("send buffer full: datagrams dropped"))
+        except OSError as e:
+            if self.gso and e.errno in _NO_GSO:  # one datagram per call from now on
+                self.gso = False
+                for data in run:
+                    self._sendto(data, addr)
+            else:
+                self.on_error(e)
