@@ -51,8 +51,9 @@ from aioquic.quic.events import (
     QuicEvent,
     StreamDataReceived,
 )
-from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import Epoch
+
+from skymesh.quic import DatagramCatcher
 
 PACKET_SIZE = 1200
 QUIC_PAYLOAD = 1100  # QUIC datagram payload; with QUIC's ~30 bytes of overhead ~1130 on the wire
@@ -447,91 +448,6 @@ class DatagramBlaster:
 
     def close(self) -> None:
         self.sock.close()
-
-
-class DatagramCatcher:
-    """The QUIC receiver's fast path: a 1-RTT packet addressed to our current CID that holds
-    only DATAGRAM (and PADDING) frames is decrypted with the connection's keys and recorded
-    in its ACK state the way aioquic's receive_datagram does it (duplicates, expected and
-    largest packet number, spin bit, idle timer, ACK ranges and ACK timer); anything else is
-    left to aioquic. Returns the datagrams, or None to fall back."""
-
-    def __init__(self, quic: Any) -> None:
-        self.quic = quic
-        self.space = quic._spaces[Epoch.ONE_RTT]
-        self.crypto = quic._cryptos[Epoch.ONE_RTT]
-        for name in ("received_packets", "ack_queue", "expected_packet_number",
-                     "largest_received_packet", "discarded"):
-            getattr(self.space, name)  # fail now (AttributeError) if aioquic changed
-        for name in ("_spin_highest_pn", "_ack_delay", "_close_at", "_idle_timeout", "host_cid"):
-            getattr(quic, name)
-        self.received_at: float | None = None
-
-    def receive(self, data: bytes, now: float) -> list[bytes] | None:
-        quic, space = self.quic, self.space
-        cid = quic.host_cid
-        if not data or data[0] & 0x80 or data[1:1 + len(cid)] != cid:
-            return None  # long header or another CID: aioquic's business
-        try:
-            header, payload, number = self.crypto.decrypt_packet(
-                data, 1 + len(cid), space.expected_packet_number)
-        except Exception:
-            return None  # aioquic will drop it (or deal with a key change) itself
-        if number in space.received_packets:
-            return []  # duplicate
-        if header[0] & 0x18:
-            return None  # reserved bits set: aioquic closes the connection
-        datagrams = []
-        pos, end = 0, len(payload)
-        while pos < end:
-            kind = payload[pos]
-            if kind == 0x00:  # PADDING
-                pos += 1
-            elif kind == 0x30:  # DATAGRAM to the end of the packet
-                datagrams.append(payload[pos + 1:])
-                pos = end
-            elif kind == 0x31:  # DATAGRAM with a length
-                size, pos = _varint(payload, pos + 1)
-                datagrams.append(payload[pos:pos + size])
-                pos += size
-            else:
-                return None
-        if pos > end:
-            return None
-        if number > space.expected_packet_number:
-            space.expected_packet_number = number + 1
-        if number > quic._spin_highest_pn:
-            quic._spin_bit = not header[0] & 0x20  # a client inverts the spin bit
-            quic._spin_highest_pn = number
-        self.received_at = now  # the idle timer is pushed back once per batch (`touch`)
-        quic._ack_eliciting_sent_since_receipt = False
-        if not space.discarded:
-            if number > space.largest_received_packet:
-                space.largest_received_packet = number
-                space.largest_received_time = now
-            space.ack_queue.add(number)
-            space.received_packets.add(number)
-            if len(space.ack_queue) > MAX_ACK_RANGES:
-                space.ack_queue.shift()
-            if datagrams and space.ack_at is None:
-                space.ack_at = now + quic._ack_delay
-        return datagrams
-
-    def touch(self) -> None:
-        """Push the idle timeout back from the last packet taken, as aioquic would have."""
-        if self.received_at is not None:
-            self.quic._close_at = self.received_at + self.quic._idle_timeout()
-            self.received_at = None
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """A QUIC variable-length integer at `pos`: (value, position after it)."""
-    first = buf[pos]
-    size = 1 << (first >> 6)
-    value = first & 0x3F
-    for i in range(1, size):
-        value = (value << 8) | buf[pos + i]
-    return value, pos + size
 
 
 class BenchClient(QuicConnectionProtocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -123,10 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = run_edge if args.relay == "edge" else run_fastpath
     loop = _loop()
+    profile = None
+    if os.environ.get("SKYMESH_BENCH_PROFILE"):  # a cProfile of the relay under test
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     try:
         loop.run_until_complete(run(args))
     finally:
         loop.close()
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(os.environ["SKYMESH_BENCH_PROFILE"])
     return 0
 
 

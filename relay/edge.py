@@ -22,8 +22,10 @@ A channel is known to the fabric as (zone, "app/channel").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets as _secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -50,6 +52,9 @@ MEDIA_DEADLINE_S = 0.015  # media queued longer than this is dropped, not sent l
 MAX_LINE_BYTES = 64 * 1024  # a control/message line longer than this is malformed
 MAX_MESSAGE_BYTES = 900  # UTF-8 bytes of a message body: one fabric datagram, worst case
 MAX_CHANNEL_ID = 64  # bytes of "app/channel" (the fabric header's limit)
+# The kernel queues what the edge has not read yet; under overload a big receive buffer is a
+# queue of stale media. 64 KiB (the kernel doubles it) holds about 8 ms at the edge's top rate.
+RECEIVE_BUFFER = 64 * 1024
 EXPIRY_NOTICE_S = 30.0  # "token-expiring" this long before expiry (at most half the TTL)
 
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
@@ -399,6 +404,9 @@ async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
 
     server = await serve(host, port, configuration=server_configuration(cert, key),
                          create_protocol=protocol)
+    sock = server._transport.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     edge.port = server._transport.get_extra_info("sockname")[1]
     return server, edge
 
