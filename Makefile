@@ -39,6 +39,7 @@ proto: $(PY)
 bench: install-test
 	$(PY) bench/routing.py
 	$(PY) bench/mesh_accuracy.py --count 30
+	$(PY) bench/relay.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
