@@ -80,8 +80,11 @@ class Fabric:
     media_seq: int = 0
     outgoing: dict[tuple[str, str, str], _Out] = field(default_factory=dict)
     incoming: dict[tuple[str, str, str, str], _In] = field(default_factory=dict)
-    transit_index: dict[tuple[bytes, bytes], tuple[str, str, str]] = field(default_factory=dict)
+    transit_index: dict[tuple[bytes, bytes], tuple] = field(default_factory=dict)
     seal_check: Callable | None = None  # verifies a sealed part under the current key
+    # where there is no emulated WAN: send straight to a peer's address, found by region
+    direct_send: Callable[[bytes | bytearray, tuple[str, int]], None] | None = None
+    peer_addr: Callable[[str], tuple[str, int] | None] = lambda region: None
 
     # -- configuration from the controller -------------------------------------------------
 
@@ -96,7 +99,9 @@ class Fabric:
         counters to bump), for this relay's zones only."""
         self.transit_index = {
             (zone.encode(), dst.encode()): (e.next_hop, f"zone.{zone}.received",
-                                            f"zone.{zone}.forwarded")
+                                            f"zone.{zone}.forwarded",
+                                            self.peer_addr(e.next_hop) if self.direct_send
+                                            else None)
             for (zone, dst), e in self.tables.entries.items()
             if zone in self.zones and dst != self.region}
 
@@ -157,7 +162,7 @@ class Fabric:
     def on_datagram(self, data: bytes, now: float | None = None) -> None:
         if type(data) is not bytes:
             data = bytes(data)
-        if self._transit(data):
+        if self.transit(data):
             return
         if now is None:
             now = time.monotonic()
@@ -173,7 +178,7 @@ class Fabric:
         self.counters[f"zone.{d.zone}.received"] += 1
         self._route(d, now)
 
-    def _transit(self, data: bytes) -> bool:
+    def transit(self, data: bytes) -> bool:
         """The common case in one pass: a genuine datagram of one of this relay's zones for
         a single destination elsewhere goes on to its next hop with the hop limit lowered and
         everything else as it came. False leaves the datagram to the full path (which also
@@ -193,12 +198,15 @@ class Fabric:
             check(nonce, data[size:end], data[:size])
         except InvalidTag:
             return False
-        hop, received, forwarded = route
+        hop, received, forwarded, addr = route
         counters = self.counters
         counters[received] += 1
         out = bytearray(data)
         out[end] -= 1
-        if self.send(hop, out):
+        if addr is not None:
+            self.direct_send(out, addr)
+            counters[forwarded] += 1
+        elif self.send(hop, out):
             counters[forwarded] += 1
         return True
 

@@ -85,6 +85,10 @@ class RelayNode:
 
     async def start_udp(self) -> tuple[str, int]:
         self.udp = await BatchedUDP.bind(self.bind, self.on_datagram, self._socket_error)
+        self.udp.take = self.fabric.transit
+        if self.wan is None:  # no emulated delay: transit goes straight to the socket
+            self.fabric.direct_send = self.udp.send
+            self.fabric.peer_addr = self.peers.get
         return self.udp.sockname()
 
     def _socket_error(self, error: OSError) -> None:
@@ -143,6 +147,8 @@ class RelayNode:
                 self.stats[region] = LinkStats(self.settings.probe)
                 self.next_probe[region] = now + self.rng.uniform(0, self.settings.tick_s * 2)
         self.peers = dict(peers)
+        self.fabric.peer_addr = self.peers.get
+        self.fabric.tables_changed()
 
     def probe_due(self, now: float) -> None:
         for region, addr in self.peers.items():

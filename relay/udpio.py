@@ -42,6 +42,8 @@ class BatchedUDP:
         self.gso = True
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+        # a first look at each datagram: True when it was dealt with (the relay's transit)
+        self.take: Callable[[bytes], bool] | None = None
 
     @classmethod
     async def bind(cls, addr: tuple[str, int],
@@ -79,7 +81,7 @@ class BatchedUDP:
     # -- receiving -------------------------------------------------------------------------
 
     def _readable(self) -> None:
-        recvmsg, deliver = self.sock.recvmsg, self.on_datagram
+        recvmsg, deliver, take = self.sock.recvmsg, self.on_datagram, self.take
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, ancillary, _, addr = recvmsg(MAX_READ, _GRO_SPACE)
@@ -93,10 +95,13 @@ class BatchedUDP:
                 if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
                     segment = struct.unpack("=i", value[:4])[0]
             if segment <= 0 or segment >= len(data):
-                deliver(data, addr)
+                if take is None or not take(data):
+                    deliver(data, addr)
             else:
                 for start in range(0, len(data), segment):
-                    deliver(data[start:start + segment], addr)
+                    one = data[start:start + segment]
+                    if take is None or not take(one):
+                        deliver(one, addr)
         self.flush()
 
     # -- sending ---------------------------------------------------------------------------
