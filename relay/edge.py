@@ -53,8 +53,8 @@ MAX_LINE_BYTES = 64 * 1024  # a control/message line longer than this is malform
 MAX_MESSAGE_BYTES = 900  # UTF-8 bytes of a message body: one fabric datagram, worst case
 MAX_CHANNEL_ID = 64  # bytes of "app/channel" (the fabric header's limit)
 # The kernel queues what the edge has not read yet; under overload a big receive buffer is a
-# queue of stale media. 64 KiB (the kernel doubles it) holds about 8 ms at the edge's top rate.
-RECEIVE_BUFFER = 64 * 1024
+# queue of stale media. 96 KiB (the kernel doubles it) holds about 12 ms at the edge's top rate.
+RECEIVE_BUFFER = 96 * 1024
 EXPIRY_NOTICE_S = 30.0  # "token-expiring" this long before expiry (at most half the TTL)
 
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",

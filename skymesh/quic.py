@@ -21,6 +21,7 @@ from aioquic.tls import Epoch
 
 ALPN = "skymesh/1"
 MAX_DATAGRAM_FRAME_SIZE = 65536
+TRANSMIT_INTERVAL_S = 0.001
 
 
 class FineClock:
@@ -45,6 +46,7 @@ class Protocol(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self._loop = FineClock(self._loop)
         self._catcher: DatagramCatcher | None = None
+        self._last_transmit = 0.0
 
     def datagram_received(self, data: bytes | str, addr) -> None:
         now = time.monotonic()
@@ -64,13 +66,19 @@ class Protocol(QuicConnectionProtocol):
         self.transmit_soon()
 
     def transmit(self) -> None:
+        self._last_transmit = time.monotonic()
         if self._catcher is not None:
             self._catcher.touch()
         super().transmit()
 
     def transmit_soon(self) -> None:
-        """Transmit at the end of this loop iteration (once, however often it is asked)."""
-        self._transmit_soon()
+        """Transmit once, however often it is asked: at the end of this loop iteration, or
+        TRANSMIT_INTERVAL_S after the last transmit when that was more recent, so that under
+        load each transmit carries several datagrams."""
+        if self._transmit_task is None:
+            wait = self._last_transmit + TRANSMIT_INTERVAL_S - time.monotonic()
+            self._transmit_task = (self._loop.call_later(wait, self.transmit) if wait > 0
+                                   else self._loop.call_soon(self.transmit))
 
 
 class DatagramCatcher:
