@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -22,7 +20,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
-SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -39,20 +36,6 @@ async def _until_signalled() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-def big_buffers(transport: asyncio.BaseTransport | None, size: int = SOCKET_BUFFER) -> None:
-    """4 MB socket buffers for the forwarder's UDP socket, as coturn gives its listening socket
-    and the relay node its fabric socket: with the kernel default (208 KB) a few milliseconds
-    of scheduling delay overflow it at tens of thousands of packets per second. Capped by
-    net.core.[rw]mem_max. (The edge keeps whatever relay/edge.py gives it: a big buffer is
-    also a long queue when overloaded.)"""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
 def _ready(host: str, port: int) -> None:

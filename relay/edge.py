@@ -333,21 +333,25 @@ class EdgeSession(quic.Protocol):
         while len(pending) >= self.edge.max_queued_datagrams:
             pending.popleft()
             self.edge.counters["media_dropped"] += 1
-        times = self._media_times
-        while len(times) > len(pending):  # sent by aioquic, or dropped above
-            times.popleft()
+        self._sync_media_times()
         self._quic.send_datagram_frame(data)
-        times.append(time.monotonic())
+        self._media_times.append(time.monotonic())
         self.edge.counters["media_forwarded"] += 1
         self.transmit_soon()
+
+    def _sync_media_times(self) -> None:
+        """Forget the enqueue times of datagrams that left aioquic's queue (sent or dropped):
+        the times kept are those of its newest entries."""
+        times, pending = self._media_times, self._quic._datagrams_pending
+        while len(times) > len(pending):
+            times.popleft()
 
     def transmit(self) -> None:
         """Drop media that waited past its deadline, then send."""
         times = self._media_times
         if times:
             pending = self._quic._datagrams_pending
-            while len(times) > len(pending):
-                times.popleft()
+            self._sync_media_times()
             stale = time.monotonic() - self.edge.media_deadline_s
             while times and len(times) == len(pending) and times[0] < stale:
                 times.popleft()

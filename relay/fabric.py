@@ -10,7 +10,6 @@ Acknowledgement: kind ACK to the origin region, seq = cumulative, payload = the 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import struct
 import time
 from collections import Counter
@@ -36,8 +35,6 @@ from relay.datagram import (
 from relay.edge import ChannelKey, EdgeState
 from relay.reliable import Copy, InStream, OutStream, ReliableSettings
 from relay.tables import RouteTables
-
-log = logging.getLogger("skymesh.relay")
 
 HOP_LIMIT = 16
 _BASE = _MID = struct.Struct("!Q")

@@ -111,10 +111,7 @@ class RelayNode:
         if addr is None:
             self.counters["dropped.no-peer"] += 1
             return False
-        if self.wan is None:
-            self.udp.send(data, addr)
-        else:
-            self.send_to_region(region, addr, data)
+        self.send_to_region(region, addr, data)
         return True
 
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:

@@ -91,6 +91,14 @@ def _token(args: argparse.Namespace, channel: str, uid: str) -> str:
     return args.token or pubsub.local_token(args.app, channel, uid, args.zone)
 
 
+def _endpoint(args: argparse.Namespace, role: str) -> tuple[pubsub.Edge, str, str]:
+    """The edge of --region, the user id and the token of a pub or sub command."""
+    controller = admin.controller_address(args.controller)
+    edge = pubsub.resolve_edge(controller, args.region, args.ca)
+    uid = args.uid or pubsub.new_uid(role)
+    return edge, uid, _token(args, args.channel, uid)
+
+
 def cmd_pub(args: argparse.Namespace) -> int:
     if not 0 < args.size <= MAX_MEDIA_PAYLOAD:
         return _fail(f"--size must be 1..{MAX_MEDIA_PAYLOAD}")
@@ -98,10 +106,7 @@ def cmd_pub(args: argparse.Namespace) -> int:
         return _fail("--rate must be positive")
     say = _say(args)
     try:
-        controller = admin.controller_address(args.controller)
-        edge = pubsub.resolve_edge(controller, args.region, args.ca)
-        uid = args.uid or pubsub.new_uid("pub")
-        tok = _token(args, args.channel, uid)
+        edge, uid, tok = _endpoint(args, "pub")
     except admin.AdminError as e:
         return _fail(str(e))
 
@@ -122,10 +127,7 @@ def cmd_pub(args: argparse.Namespace) -> int:
 def cmd_sub(args: argparse.Namespace) -> int:
     say = _say(args)
     try:
-        controller = admin.controller_address(args.controller)
-        edge = pubsub.resolve_edge(controller, args.region, args.ca)
-        uid = args.uid or pubsub.new_uid("sub")
-        tok = _token(args, args.channel, uid)
+        edge, uid, tok = _endpoint(args, "sub")
     except admin.AdminError as e:
         return _fail(str(e))
 

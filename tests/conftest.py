@@ -44,6 +44,16 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+async def take(aiter, n: int) -> list:
+    """The first `n` items of an async iterator."""
+    out = []
+    async for x in aiter:
+        out.append(x)
+        if len(out) == n:
+            break
+    return out
+
+
 def write_regions(directory: Path, regions: dict[str, tuple], country: str = "DE") -> Path:
     """Region files from {id: (lat, lon)} or {id: (lat, lon, country)}."""
     directory.mkdir(parents=True, exist_ok=True)

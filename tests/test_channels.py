@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from conftest import cli_json, run_cli, wait_for, write_matrix, write_regions
+from conftest import cli_json, run_cli, take, wait_for, write_matrix, write_regions
 
 from relay import datagram
 from sdk.client import connect
@@ -80,15 +80,6 @@ async def members_known(channel: str, regions: set[str], zone: str = "global") -
         if regions <= set(subs):
             return
         await asyncio.sleep(0.05)
-
-
-async def take(aiter, n: int) -> list:
-    out = []
-    async for x in aiter:
-        out.append(x)
-        if len(out) == n:
-            break
-    return out
 
 
 def test_media_and_messages_reach_every_region_once_in_order(channel_mesh):

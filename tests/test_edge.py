@@ -7,6 +7,7 @@ import time
 from contextlib import AsyncExitStack
 
 import pytest
+from conftest import take
 
 from relay.edge import start_edge
 from sdk.client import MAX_MEDIA_PAYLOAD, connect
@@ -38,15 +39,6 @@ async def _edge(certs, **limits):
                             {"eu", "global"}, **limits)
 
 
-async def _take(aiter, n):
-    out = []
-    async for x in aiter:
-        out.append(x)
-        if len(out) == n:
-            break
-    return out
-
-
 def test_fan_out_media_and_messages(certs):
     async def main():
         server, edge = await _edge(certs)
@@ -69,19 +61,19 @@ def test_fan_out_media_and_messages(certs):
                 for f in frames:
                     pub.publish_media(f)
                 for s in subs:
-                    got = await asyncio.wait_for(_take(s.media(), len(frames)), DEADLINE)
+                    got = await asyncio.wait_for(take(s.media(), len(frames)), DEADLINE)
                     assert got == frames
 
                 for i in range(20):
                     assert await pub.send_message(f"m{i}") == i + 1
                 for s in subs:
-                    got = await asyncio.wait_for(_take(s.messages(), 20), DEADLINE)
+                    got = await asyncio.wait_for(take(s.messages(), 20), DEADLINE)
                     assert [(m.sender, m.id, m.body) for m in got] == [
                         ("pub", i + 1, f"m{i}") for i in range(20)]
                 # once: the next thing each subscriber sees is the next message, no repeat
                 await pub.send_message("marker")
                 for s in subs:
-                    [m] = await asyncio.wait_for(_take(s.messages(), 1), DEADLINE)
+                    [m] = await asyncio.wait_for(take(s.messages(), 1), DEADLINE)
                     assert (m.id, m.body) == (21, "marker")
 
                 # the other channel got nothing: only the two subscribers were sent anything
@@ -155,13 +147,13 @@ def test_oversized_datagram_dropped_and_edge_keeps_serving(certs):
                 assert len(big) <= MAX_MEDIA_PAYLOAD
                 pub.publish_media(big)
                 pub.publish_media(b"small")
-                [got] = await asyncio.wait_for(_take(sub.media(), 1), DEADLINE)
+                [got] = await asyncio.wait_for(take(sub.media(), 1), DEADLINE)
                 assert got == b"small"
                 assert edge.counters["media_dropped"] == 1
                 assert edge.counters["media_forwarded"] == 1
                 # still serving: a new session joins and messages flow
                 await pub.send_message("after")
-                [m] = await asyncio.wait_for(_take(sub.messages(), 1), DEADLINE)
+                [m] = await asyncio.wait_for(take(sub.messages(), 1), DEADLINE)
                 assert m.body == "after"
             async with connect("127.0.0.1", edge.port, token(uid="n"), "c1", ca) as late:
                 await asyncio.wait_for(late.join(), DEADLINE)
@@ -187,7 +179,7 @@ def test_per_session_datagram_queue_is_capped(certs):
                 session.send_media(b"fresh-0")
                 assert len(session._quic._datagrams_pending) <= 4
                 assert edge.counters["media_dropped"] >= 7
-                got = await asyncio.wait_for(_take(sub.media(), 4), DEADLINE)
+                got = await asyncio.wait_for(take(sub.media(), 4), DEADLINE)
                 assert got[-1] == b"fresh-0"
         finally:
             server.close()
