@@ -44,11 +44,13 @@ def _ready(host: str, port: int) -> None:
 
 async def run_edge(args: argparse.Namespace) -> None:
     from relay.edge import start_edge
+    from relay.node import settle_heap
 
     secrets = {args.app: bytes.fromhex(args.secret_hex)}
     limits = {} if args.max_media_bytes is None else {"max_media_bytes": args.max_media_bytes}
     server, edge = await start_edge(args.host, args.port, args.cert, args.key, secrets,
                                     args.region, {"global"}, **limits)
+    settle_heap()
     _ready(args.host, edge.port or args.port)
     try:
         await _until_signalled()
@@ -61,7 +63,7 @@ async def run_fastpath(args: argparse.Namespace) -> None:
     the same controller messages a live relay gets: peer `rcv` at `--to`, the fabric key, and
     a route table sending zone `global` traffic for `rcv` straight there. No control session
     and no probing run; every datagram the sender sends is channel traffic."""
-    from relay.node import RelayNode
+    from relay.node import RelayNode, settle_heap
     from skymesh.v1 import relay_pb2
 
     node = RelayNode("rly", "unused:0", (args.host, args.port))
@@ -76,6 +78,7 @@ async def run_fastpath(args: argparse.Namespace) -> None:
                                  zone="global")])),
     ):
         node.on_control(msg)
+    settle_heap()
     _ready(host, port)
     try:
         await _until_signalled()

@@ -81,6 +81,8 @@ class Fabric:
     seal_check: Callable | None = None  # verifies a sealed part under the current key
     # where there is no emulated WAN: send straight to a peer's address, found by region
     direct_send: Callable[[bytes | bytearray, tuple[str, int]], None] | None = None
+    # the same for a run of equal-sized datagrams in one buffer: (buffer, size, address)
+    direct_send_run: Callable[[bytearray, int, tuple[str, int]], None] | None = None
     peer_addr: Callable[[str], tuple[str, int] | None] = lambda region: None
 
     # -- configuration from the controller -------------------------------------------------
@@ -176,36 +178,70 @@ class Fabric:
         self._route(d, now)
 
     def transit(self, data: bytes) -> bool:
-        """The common case in one pass: a genuine datagram of one of this relay's zones for
-        a single destination elsewhere goes on to its next hop with the hop limit lowered and
-        everything else as it came. False leaves the datagram to the full path (which also
-        counts whatever is wrong with it)."""
-        n = len(data)
+        """The common case in one pass (see `transit_run`): True when `data` went on."""
+        return bool(data) and not self.transit_run(data, len(data))
+
+    def transit_run(self, buf: bytes, segment: int) -> list[int]:
+        """The common case, over a run of datagrams of `segment` bytes (the last may be
+        shorter) as one receive handed them over: each genuine datagram of one of this relay's
+        zones for a single destination elsewhere goes on to its next hop with the hop limit
+        lowered and everything else as it came. When the whole run goes to one address it
+        leaves in one send. Returns the offsets of the datagrams left to the full path (which
+        also counts whatever is wrong with them)."""
+        total = len(buf)
         check = self.seal_check
-        if not MIN_DATAGRAM <= n <= MAX_DATAGRAM or data[0] != VERSION or check is None:
-            return False
-        _, _, zlen, _, _, size, _, nonce = _HEAD.unpack_from(data)
-        end = size + TAG_SIZE
-        if end + 3 > n or data[end + 1] != 1 or end + 3 + data[end + 2] != n or not data[end]:
-            return False
-        route = self.transit_index.get((data[_HEAD.size:_HEAD.size + zlen], data[end + 3:]))
-        if route is None or size < _HEAD.size + zlen:
-            return False
-        try:
-            check(nonce, data[size:end], data[:size])
-        except InvalidTag:
-            return False
-        hop, received, forwarded, addr = route
+        if check is None or segment <= 0:
+            return list(range(0, total, max(segment, 1)))
+        view = memoryview(buf)
+        out = bytearray(buf)
+        index, unpack = self.transit_index, _HEAD.unpack_from
+        left: list[int] = []
+        taken: list[tuple[int, int, tuple]] = []
+        first = None
+        mixed = False
+        for o in range(0, total, segment):
+            n = min(segment, total - o)
+            if not MIN_DATAGRAM <= n <= MAX_DATAGRAM or buf[o] != VERSION:
+                left.append(o)
+                continue
+            _, _, zlen, _, _, size, _, nonce = unpack(buf, o)
+            end = o + size + TAG_SIZE  # the routing state: hop limit, count, one name
+            if (size + TAG_SIZE + 3 > n or buf[end + 1] != 1 or size < _HEAD.size + zlen
+                    or size + TAG_SIZE + 3 + buf[end + 2] != n or not buf[end]):
+                left.append(o)
+                continue
+            zone = o + _HEAD.size
+            route = index.get((buf[zone:zone + zlen], buf[end + 3:o + n]))
+            if route is None:
+                left.append(o)
+                continue
+            try:
+                check(nonce, view[end - TAG_SIZE:end], view[o:o + size])
+            except InvalidTag:
+                left.append(o)
+                continue
+            out[end] -= 1
+            taken.append((o, n, route))
+            if first is None:
+                first = route
+            elif route is not first:
+                mixed = True
+        if not taken:
+            return left
         counters = self.counters
-        counters[received] += 1
-        out = bytearray(data)
-        out[end] -= 1
-        if addr is not None:
-            self.direct_send(out, addr)
-            counters[forwarded] += 1
-        elif self.send(hop, out):
-            counters[forwarded] += 1
-        return True
+        if not left and not mixed and first[3] is not None and self.direct_send_run:
+            self.direct_send_run(out, segment, first[3])
+            counters[first[1]] += len(taken)
+            counters[first[2]] += len(taken)
+            return left
+        for o, n, (hop, received, forwarded, addr) in taken:
+            counters[received] += 1
+            if addr is not None:
+                self.direct_send(out[o:o + n], addr)
+                counters[forwarded] += 1
+            elif self.send(hop, bytes(out[o:o + n])):
+                counters[forwarded] += 1
+        return left
 
     def _decode(self, data: bytes) -> Datagram:
         if not self.keys.current:

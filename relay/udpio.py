@@ -28,6 +28,7 @@ READS_PER_WAKEUP = 64  # then let the loop run other work
 SOCKET_BUFFER = 4 * 1024 * 1024
 _GRO_SPACE = socket.CMSG_SPACE(4)
 _NO_GSO = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO)
+Buffer = bytes | bytearray | memoryview
 
 
 class BatchedUDP:
@@ -37,13 +38,14 @@ class BatchedUDP:
         self.sock = sock
         self.on_datagram = on_datagram
         self.on_error = on_error
-        self.pending: dict[tuple[str, int], list[bytes | bytearray]] = {}
+        self.pending: dict[tuple[str, int], list[Buffer]] = {}
         self.flush_scheduled = False
         self.gso = True
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
-        # a first look at each datagram: True when it was dealt with (the relay's transit)
-        self.take: Callable[[bytes], bool] | None = None
+        # a first look at each read, as (buffer, segment size): the offsets of the datagrams
+        # it left for on_datagram (the relay's transit)
+        self.take: Callable[[bytes, int], list[int]] | None = None
 
     @classmethod
     async def bind(cls, addr: tuple[str, int],
@@ -95,18 +97,16 @@ class BatchedUDP:
                 if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
                     segment = struct.unpack("=i", value[:4])[0]
             if segment <= 0 or segment >= len(data):
-                if take is None or not take(data):
+                if not data or take is None or take(data, len(data)):
                     deliver(data, addr)
-            else:
-                for start in range(0, len(data), segment):
-                    one = data[start:start + segment]
-                    if take is None or not take(one):
-                        deliver(one, addr)
+                continue
+            for start in take(data, segment) if take else range(0, len(data), segment):
+                deliver(data[start:start + segment], addr)
         self.flush()
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(self, data: bytes | bytearray, addr: tuple[str, int]) -> None:
+    def send(self, data: Buffer, addr: tuple[str, int]) -> None:
         """Queue a datagram; it leaves when this read's batch is flushed (or at the end of
         this loop iteration when sent from elsewhere)."""
         if self.closed:
@@ -127,13 +127,32 @@ class BatchedUDP:
             return
         pending, self.pending = self.pending, {}
         for addr, queue in pending.items():
-            if len(queue) == 1 or not self.gso:
-                for data in queue:
-                    self._sendto(data, addr)
-            else:
-                self._send_segmented(queue, addr)
+            self._send_queue(queue, addr)
 
-    def _sendto(self, data: bytes | bytearray, addr: tuple[str, int]) -> None:
+    def _send_queue(self, queue: list[Buffer], addr: tuple[str, int]) -> None:
+        if len(queue) == 1 or not self.gso:
+            for data in queue:
+                self._sendto(data, addr)
+        else:
+            self._send_segmented(queue, addr)
+
+    def send_run(self, buf: Buffer, segment: int, addr: tuple[str, int]) -> None:
+        """Queue a run of datagrams of `segment` bytes (the last may be shorter) that lie
+        end to end in `buf`, as `send` would each of them, without copying them apart."""
+        if self.closed:
+            return
+        view = memoryview(buf)
+        run = [view[o:o + segment] for o in range(0, len(buf), segment)]
+        queue = self.pending.get(addr)
+        if queue is None:
+            self.pending[addr] = run
+        else:
+            queue.extend(run)
+        if not self.flush_scheduled and self.loop is not None:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def _sendto(self, data: Buffer, addr: tuple[str, int]) -> None:
         try:
             self.sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
@@ -141,9 +160,9 @@ class BatchedUDP:
         except OSError as e:
             self.on_error(e)
 
-    def _send_segmented(self, queue: list[bytes | bytearray], addr: tuple[str, int]) -> None:
+    def _send_segmented(self, queue: list[Buffer], addr: tuple[str, int]) -> None:
         """Runs of equal size go as one send each; a run may end with one shorter datagram."""
-        run: list[bytes | bytearray] = []
+        run: list[Buffer] = []
         size = 0
         for data in queue:
             n = len(data)
@@ -161,19 +180,22 @@ class BatchedUDP:
         if run:
             self._send_run(run, size, addr)
 
-    def _send_run(self, run: list[bytes | bytearray], size: int, addr: tuple[str, int]) -> None:
+    def _send_run(self, run: list[Buffer], size: int, addr: tuple[str, int]) -> None:
         if len(run) == 1:
             self._sendto(run[0], addr)
-            return
+        else:
+            self._send_chunk(b"".join(run), size, addr)
+
+    def _send_chunk(self, buf: Buffer, size: int, addr: tuple[str, int]) -> None:
+        """One send with segmentation offload of datagrams of `size` bytes lying end to end."""
         try:
-            self.sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
-                              0, addr)
+            self.sock.sendmsg([buf], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
         except (BlockingIOError, InterruptedError):
             self.on_error(BlockingIOError("send buffer full: datagrams dropped"))
         except OSError as e:
             if self.gso and e.errno in _NO_GSO:  # one datagram per call from now on
                 self.gso = False
-                for data in run:
-                    self._sendto(data, addr)
+                for start in range(0, len(buf), size):
+                    self._sendto(buf[start:start + size], addr)
             else:
                 self.on_error(e)

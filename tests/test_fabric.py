@@ -583,6 +583,53 @@ def test_tampered_sealed_part_is_bad_tag_and_not_forwarded(dests):
     assert not mesh.queue
 
 
+def _direct(fabric: Fabric) -> tuple[list, list]:
+    """Give `fabric` direct sends to a fake address per region; returns what they got."""
+    one, runs = [], []
+    fabric.direct_send = lambda data, addr: one.append((addr, bytes(data)))
+    fabric.direct_send_run = lambda buf, size, addr: runs.append((addr, bytes(buf), size))
+    fabric.peer_addr = lambda region: (region, 1)
+    fabric.tables_changed()
+    return one, runs
+
+
+def test_a_run_for_one_next_hop_leaves_in_one_send_with_each_hop_limit_lowered():
+    mesh = Mesh(TREE)
+    ams = mesh.fabrics["ams"]
+    one, runs = _direct(ams)
+    raws = [signed(dg(destinations=("waw",), seq=i, payload=b"%04d" % i)) for i in range(5)]
+    size = len(raws[0])
+    assert ams.transit_run(b"".join(raws), size) == []
+    ((addr, buf, seg),) = runs
+    assert addr == ("fra", 1) and seg == size and not one
+    for i in range(5):
+        d = datagram.decode(buf[i * size:(i + 1) * size], KEY)
+        assert (d.seq, d.hop_limit, d.destinations) == (i, 7, ("waw",))
+    assert ams.counters == Counter({f"zone.{ZONE}.received": 5, f"zone.{ZONE}.forwarded": 5})
+
+
+def test_a_mixed_run_goes_on_one_by_one_and_leaves_the_rest_to_the_full_path():
+    mesh = Mesh(TREE)
+    ams = mesh.fabrics["ams"]
+    one, runs = _direct(ams)
+    good_fra = signed(dg(destinations=("waw",), payload=b"aaaaaaaa"))
+    good_lon = signed(dg(destinations=("nyc",), payload=b"bbbbbbbb"))
+    tampered = bytearray(signed(dg(destinations=("waw",), payload=b"cccccccc")))
+    tampered[tampered.index(b"cccc")] ^= 1
+    two_dests = signed(dg(destinations=("vie", "waw"), payload=b"dddd"))  # the full path splits
+    size = len(good_fra)
+    assert len(good_lon) == len(tampered) == len(two_dests) == size
+    buf = good_fra + bytes(tampered) + good_lon + two_dests
+    assert ams.transit_run(buf, size) == [size, 3 * size]
+    assert not runs
+    assert [(addr, datagram.decode(data, KEY).payload) for addr, data in one] == \
+        [(("fra", 1), b"aaaaaaaa"), (("lon", 1), b"bbbbbbbb")]
+    for offset in (size, 3 * size):
+        ams.on_datagram(buf[offset:offset + size], 0.0)
+    assert ams.counters["dropped.bad-tag"] == 1
+    assert ams.counters[f"zone.{ZONE}.forwarded"] == 3  # two in transit, one copy to fra
+
+
 def test_a_forwarded_datagram_handed_over_as_is_is_accepted():
     mesh = Mesh(TREE)
     mesh.subscribe(CH, {"fra", "waw"})

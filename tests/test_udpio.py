@@ -43,6 +43,53 @@ def test_batched_sends_arrive_as_the_datagrams_they_were():
     asyncio.run(main())
 
 
+def test_a_run_in_one_buffer_leaves_after_what_was_queued_before_it():
+    async def main():
+        udp = await BatchedUDP.bind(("127.0.0.1", 0), lambda d, a: None)
+        rcv = _receiver()
+        try:
+            first = b"first" * 240
+            run = [bytes([i]) * 1200 for i in range(70)] + [b"tail"]  # more than one send
+            udp.send(first, rcv.getsockname())
+            udp.send_run(bytearray(b"".join(run)), 1200, rcv.getsockname())
+            udp.flush()
+            assert [rcv.recv(65535) for _ in range(len(run) + 1)] == [first, *run]
+        finally:
+            udp.close()
+            rcv.close()
+
+    asyncio.run(main())
+
+
+def test_a_taker_sees_each_read_and_what_it_leaves_is_delivered():
+    """The relay's transit looks at each read first, as (buffer, segment size); only the
+    datagrams it leaves reach on_datagram."""
+    async def main():
+        got: list[bytes] = []
+        seen: list[tuple[int, int]] = []
+        udp = await BatchedUDP.bind(("127.0.0.1", 0), lambda d, a: got.append(d))
+        sender = await BatchedUDP.bind(("127.0.0.1", 0), lambda d, a: None)
+
+        def take(buf: bytes, segment: int) -> list[int]:
+            seen.append((len(buf), segment))
+            return [o for o in range(0, len(buf), segment) if buf[o] != ord("t")]
+        udp.take = take
+        try:
+            run = [(b"t" if i % 2 else b"d") * 1000 for i in range(10)]
+            for data in run:
+                sender.send(data, udp.sockname())
+            sender.flush()
+            await asyncio.wait_for(_collect(got, 5), DEADLINE)
+            assert got == [d for d in run if d[:1] == b"d"]
+            assert sum(n for n, _ in seen) == 10_000
+            assert all(segment == 1000 for _, segment in seen)
+        finally:
+            udp.close()
+            sender.close()
+
+    asyncio.run(main())
+
+
 def test_reads_every_datagram_including_offloaded_runs():
     """Datagrams from a plain sender and a run sent with segmentation offload all reach
     on_datagram one by one."""
