@@ -1,11 +1,13 @@
-"""What the edge and the SDK share on top of aioquic: a fine clock and coalesced sends.
+"""What the edge and the SDK share on top of aioquic: a fine clock, coalesced sends, and fast
+paths for packets that carry nothing but DATAGRAM frames.
 
 uvloop's clock has 1 ms resolution, and aioquic takes the loop's clock for RTT samples, pacing
 and loss timers; on loopback its pacer then stalls and latency jumps to seconds. aioquic also
 builds and sends packets after every datagram received; coalescing those into one transmit per
 loop iteration spares most of that work when datagrams arrive in bursts. Most of what
-remains per media datagram is aioquic's general packet parsing, which a packet of DATAGRAM
-frames alone does not need.
+remained per media datagram was aioquic's general packet parsing and building, which a packet
+of DATAGRAM frames alone does not need: `DatagramCatcher` reads such packets and
+`DatagramSender` writes them, each keeping aioquic's own state as aioquic would.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import time
 from typing import Any
 
 from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import DatagramFrameReceived
+from aioquic.quic.packet import QuicPacketType
+from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import Epoch
 
@@ -46,6 +51,7 @@ class Protocol(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self._loop = FineClock(self._loop)
         self._catcher: DatagramCatcher | None = None
+        self._sender: DatagramSender | None = None
         self._last_transmit = 0.0
 
     def datagram_received(self, data: bytes | str, addr) -> None:
@@ -66,10 +72,17 @@ class Protocol(QuicConnectionProtocol):
         self.transmit_soon()
 
     def transmit(self) -> None:
-        self._last_transmit = time.monotonic()
+        now = self._last_transmit = time.monotonic()
+        quic = self._quic
         if self._catcher is not None:
             self._catcher.touch()
-        super().transmit()
+        if quic._datagrams_pending and quic._handshake_complete:
+            if self._sender is None:
+                self._sender = DatagramSender(quic)
+            addr = quic._network_paths[0].addr
+            for packet in self._sender.send(now):
+                self._transport.sendto(packet, addr)
+        super().transmit()  # what is left, ACKs and streams; re-arms the timers
 
     def transmit_soon(self) -> None:
         """Transmit once, however often it is asked: at the end of this loop iteration, or
@@ -155,6 +168,70 @@ class DatagramCatcher:
         if self.received_at is not None:
             self.quic._close_at = self.received_at + self.quic._idle_timeout()
             self.received_at = None
+
+
+class DatagramSender:
+    """The QUIC sender's fast path: each pending DATAGRAM goes in a 1-RTT packet of its own,
+    built with the connection's keys, CID, spin bit and packet numbers, and registered with its
+    loss recovery and congestion controller the way aioquic's packet builder does it, so ACKs,
+    RTT samples, loss detection and the congestion window work as before. Only the window is
+    honoured, not the pacer: media leave in the burst they arrived in. Whatever it does not
+    take (a connection closing, a key not ready, no room in the window, a datagram too large
+    for one packet) stays queued for aioquic."""
+
+    def __init__(self, quic: Any) -> None:
+        self.quic = quic
+        self.space = quic._spaces[Epoch.ONE_RTT]
+        self.crypto = quic._cryptos[Epoch.ONE_RTT]
+        self.loss = quic._loss
+        for name in ("_datagrams_pending", "_packet_number", "_spin_bit", "_peer_cid",
+                     "_max_datagram_size", "_close_pending", "_state",
+                     "_ack_eliciting_sent_since_receipt", "_close_at", "_network_paths"):
+            getattr(quic, name)  # fail now (AttributeError) if aioquic changed
+        for name in ("congestion_window", "bytes_in_flight", "on_packet_sent"):
+            getattr(self.loss, name)
+        self.sent = 0  # packets
+
+    def send(self, now: float) -> list[bytes]:
+        """Take what the window admits off the connection's datagram queue; returns the
+        packets, for the caller to send to the connection's current path."""
+        quic, crypto, loss = self.quic, self.crypto, self.loss
+        pending = quic._datagrams_pending
+        if (quic._close_pending or quic._state != QuicConnectionState.CONNECTED
+                or not crypto.send.is_valid()):
+            return []
+        prefix = bytes([0x40 | (quic._spin_bit << 5) | (crypto.key_phase << 2) | 0x01]) \
+            + quic._peer_cid.cid
+        overhead = len(prefix) + 2 + 16  # packet number, AEAD tag
+        window = loss.congestion_window - loss.bytes_in_flight
+        packets: list[bytes] = []
+        while pending:
+            # a DATAGRAM frame to the end of the packet; PADDING ahead of a tiny one leaves
+            # enough bytes to sample for header protection
+            data = pending[0]
+            frames = b"\x00" * max(0, 3 - len(data)) + b"\x30" + data
+            size = overhead + len(frames)
+            if size > quic._max_datagram_size or size > window:
+                break
+            pending.popleft()
+            number = quic._packet_number
+            quic._packet_number = number + 1
+            packet = crypto.encrypt_packet(prefix + (number & 0xFFFF).to_bytes(2, "big"),
+                                           frames, number)
+            loss.on_packet_sent(packet=QuicSentPacket(
+                epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True,
+                is_crypto_packet=False, packet_number=number,
+                packet_type=QuicPacketType.ONE_RTT, sent_time=now, sent_bytes=len(packet),
+            ), space=self.space)
+            window -= len(packet)
+            packets.append(packet)
+        if packets:
+            self.sent += len(packets)
+            quic._network_paths[0].bytes_sent += sum(map(len, packets))
+            if not quic._ack_eliciting_sent_since_receipt:  # the idle timer, as aioquic does
+                quic._close_at = now + quic._idle_timeout()
+                quic._ack_eliciting_sent_since_receipt = True
+        return packets
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
