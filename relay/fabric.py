@@ -96,13 +96,13 @@ class Fabric:
     def tables_changed(self) -> None:
         """Rebuild the transit index: (zone, destination) as wire bytes -> (next hop, the
         counters to bump), for this relay's zones only."""
-        self.transit_index = {
-            (zone.encode(), dst.encode()): (e.next_hop, f"zone.{zone}.received",
-                                            f"zone.{zone}.forwarded",
-                                            self.peer_addr(e.next_hop) if self.direct_send
-                                            else None)
-            for (zone, dst), e in self.tables.entries.items()
-            if zone in self.zones and dst != self.region}
+        self.transit_index = {}
+        for (zone, dst), e in self.tables.entries.items():
+            hop = self.tables.hop_of(e)
+            if zone in self.zones and dst != self.region and hop is not None:
+                self.transit_index[(zone.encode(), dst.encode())] = (
+                    hop, f"zone.{zone}.received", f"zone.{zone}.forwarded",
+                    self.peer_addr(hop) if self.direct_send else None)
 
     def set_members(self, key: ChannelKey, regions: Iterable[str],
                     now: float | None = None) -> None:

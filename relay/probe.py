@@ -8,14 +8,22 @@ from dataclasses import dataclass
 
 from skymesh.linkstate import DEGRADED, DOWN, UNKNOWN, UP
 
+LATE_KEPT = 64  # missed probes remembered, whose late replies still count
+
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    timeout_s: float = 2.0  # a probe unanswered this long is lost
+    timeout_s: float = 2.0  # a probe unanswered this long is missed, whatever the RTT
+    # once the RTT is known, a probe is missed sooner: unanswered after the largest recent
+    # RTT times this, plus the margin (and never before min_timeout_s)
+    rtt_factor: float = 1.25
+    margin_s: float = 0.02
+    min_timeout_s: float = 0.05
     window: int = 50  # outcomes kept for the loss rate
-    min_window: int = 10  # replies over which the minimum RTT is taken
+    min_window: int = 10  # replies over which the minimum (and largest) RTT is taken
     alpha: float = 0.125  # smoothing of the RTT (as TCP's SRTT)
-    down_after: int = 3  # consecutive losses that make a link down
+    down_after: int = 3  # consecutive missed probes that make a link down
+    up_after: int = 3  # consecutive replies that bring a down link back up
     min_samples: int = 3  # replies before a link counts as measured
     degraded_loss: float = 0.02
     degraded_jitter_ms: float = 30.0
@@ -25,7 +33,12 @@ class LinkStats:
     """Smoothed RTT, windowed minimum RTT, jitter (RFC 3550 style, between consecutive RTTs)
     and windowed loss. The minimum is the latency estimate routing uses: one clean sample
     corrects it after a burst of queueing or a starved CPU, which the smoothed RTT takes many
-    samples to forget."""
+    samples to forget.
+
+    A probe is missed when no reply came within its timeout, which follows the recent RTTs so
+    that a dead link is found in a few probe intervals, not seconds. `down_after` misses in a
+    row make the link down; a late reply still proves it alive (and teaches the timeout a
+    longer RTT), and `up_after` replies in a row bring it back."""
 
     def __init__(self, settings: ProbeSettings | None = None) -> None:
         self.settings = settings or ProbeSettings()
@@ -38,22 +51,32 @@ class LinkStats:
         self.samples = 0
         self.lost = 0
         self.consecutive_lost = 0
+        self.consecutive_ok = 0
+        self.is_down = False
+        self.late: dict[int, float] = {}  # missed probes a reply may still come for
         self.last_reply: float | None = None
 
     def sent(self, seq: int, now: float) -> None:
         self.outstanding[seq] = now
 
     def received(self, seq: int, now: float) -> float | None:
-        """Record a reply; returns the RTT in ms, or None for an unknown, late or repeated one."""
+        """Record a reply; returns the RTT in ms, or None for an unknown or repeated one."""
         sent_at = self.outstanding.pop(seq, None)
+        on_time = sent_at is not None
+        if not on_time:
+            sent_at = self.late.pop(seq, None)
         if sent_at is None or now < sent_at:
             return None
         rtt = (now - sent_at) * 1000.0
         if not math.isfinite(rtt):
             return None
-        self.outcomes.append(True)
+        if on_time:
+            self.outcomes.append(True)
         self.samples += 1
         self.consecutive_lost = 0
+        self.consecutive_ok += 1
+        if self.is_down and self.consecutive_ok >= self.settings.up_after:
+            self.is_down = False
         self.last_reply = now
         if self.srtt is None:
             self.srtt = rtt
@@ -64,15 +87,38 @@ class LinkStats:
         self.recent.append(rtt)
         return rtt
 
+    def timeout(self) -> float:
+        """Seconds after which an unanswered probe is missed."""
+        s = self.settings
+        if not self.recent:
+            return s.timeout_s
+        wait = max(self.recent) / 1000.0 * s.rtt_factor + s.margin_s
+        return min(s.timeout_s, max(s.min_timeout_s, wait))
+
     def expire(self, now: float) -> int:
-        """Count probes unanswered for longer than the timeout as lost."""
-        late = [s for s, t in self.outstanding.items() if now - t > self.settings.timeout_s]
+        """Count the probes unanswered past the timeout as missed."""
+        if not self.outstanding:
+            return 0
+        timeout = self.timeout()
+        late = [q for q, t in self.outstanding.items() if now - t > timeout]
         for seq in late:
-            del self.outstanding[seq]
+            self.late[seq] = self.outstanding.pop(seq)
             self.outcomes.append(False)
             self.lost += 1
             self.consecutive_lost += 1
+            self.consecutive_ok = 0
+        if len(self.late) > LATE_KEPT:
+            for seq in sorted(self.late)[:len(self.late) - LATE_KEPT]:
+                del self.late[seq]
+        if self.consecutive_lost >= self.settings.down_after:
+            self.is_down = True
         return len(late)
+
+    def next_expiry(self) -> float | None:
+        """When the oldest outstanding probe will count as missed."""
+        if not self.outstanding:
+            return None
+        return min(self.outstanding.values()) + self.timeout()
 
     @property
     def min_rtt(self) -> float | None:
@@ -86,13 +132,12 @@ class LinkStats:
 
     @property
     def measured(self) -> bool:
-        s = self.settings
-        return self.samples >= s.min_samples or self.consecutive_lost >= s.down_after
+        return self.samples >= self.settings.min_samples or self.is_down
 
     @property
     def state(self) -> str:
         s = self.settings
-        if self.consecutive_lost >= s.down_after:
+        if self.is_down:
             return DOWN
         if self.srtt is None:
             return UNKNOWN

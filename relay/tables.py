@@ -1,4 +1,5 @@
-"""The relay's route table: applied in version order, validated before use, kept on failure."""
+"""The relay's route table: applied in version order, validated before use, kept on failure,
+and rerouted locally (fast reroute) around next hops whose links are down."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class RouteTables:
     region: str
     version: int = 0
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)  # by (zone, dst)
+    down: frozenset[str] = frozenset()  # peers whose links are down, as the relay sees them
 
     def apply(self, version: int, entries: list[Entry]) -> str | None:
         """Replace the table; returns None when applied, else the reason for the rejection
@@ -54,5 +56,31 @@ class RouteTables:
         return None
 
     def next_hop(self, dst: str, zone: str = "global") -> str | None:
+        """Where traffic for `dst` goes now: the primary next hop, or its precomputed backup
+        while the primary's link is down (None when both are, or there is no route)."""
         entry = self.entries.get((zone, dst))
-        return entry.next_hop if entry else None
+        return None if entry is None else self.hop_of(entry)
+
+    def hop_of(self, entry: Entry) -> str | None:
+        if entry.next_hop not in self.down:
+            return entry.next_hop
+        if entry.backup_next_hop is not None and entry.backup_next_hop not in self.down:
+            return entry.backup_next_hop
+        return None
+
+    def set_down(self, peers: frozenset[str] | set[str]) -> list[Entry]:
+        """Mark these peers' links down (and all others up); returns the entries whose
+        forwarding changed, which take effect at once."""
+        before = {k: self.hop_of(e) for k, e in self.entries.items()}
+        self.down = frozenset(peers)
+        return [e for k, e in self.entries.items() if self.hop_of(e) != before[k]]
+
+    def rerouted(self) -> list[Entry]:
+        """The entries forwarding elsewhere than the controller's primary next hop."""
+        return [e for e in self.entries.values() if e.next_hop in self.down]
+
+    def neighbours_in_use(self) -> frozenset[str]:
+        """The peers that primaries and backups forward to: the links to watch closely."""
+        hops = {e.next_hop for e in self.entries.values()}
+        hops.update(e.backup_next_hop for e in self.entries.values() if e.backup_next_hop)
+        return frozenset(hops)

@@ -153,15 +153,17 @@ def test_windowed_loss_rate():
     assert stats.lost == 1  # the lifetime counter stays
 
 
-def test_late_reply_after_expiry_is_ignored():
+def test_late_reply_after_expiry_stays_a_loss_but_proves_the_link_alive():
+    """The probe was missed (the loss rate keeps it), but the reply resets the run of misses
+    and its RTT teaches the timeout that the link got slower."""
     stats = LinkStats(ProbeSettings(timeout_s=1.0))
     stats.sent(7, 0.0)
     assert stats.expire(1.5) == 1
-    assert stats.received(7, 1.6) is None
-    assert stats.samples == 0
-    assert stats.srtt is None
+    assert stats.received(7, 1.6) == pytest.approx(1600.0)
+    assert stats.received(7, 1.7) is None  # once only
     assert stats.loss == 1.0
-    assert stats.consecutive_lost == 1
+    assert stats.consecutive_lost == 0
+    assert stats.timeout() == 1.0  # capped at timeout_s
 
 
 def test_duplicate_reply_returns_none():
@@ -235,7 +237,7 @@ def test_losses_separated_by_a_reply_are_not_consecutive():
 
 
 def test_reply_ends_down_and_link_is_up_once_losses_leave_window():
-    stats = LinkStats(ProbeSettings(window=5, down_after=3))
+    stats = LinkStats(ProbeSettings(window=5, down_after=3, up_after=1))
     replies(stats, [20.0] * 3)
     lose(stats, range(3, 6), start=3.0)
     assert stats.state == DOWN
@@ -250,11 +252,61 @@ def test_reply_ends_down_and_link_is_up_once_losses_leave_window():
 
 
 def test_reply_after_down_is_up_when_loss_threshold_allows():
-    stats = LinkStats(ProbeSettings(down_after=3, degraded_loss=1.0))
+    stats = LinkStats(ProbeSettings(down_after=3, up_after=1, degraded_loss=1.0))
     lose(stats, range(3))
     assert stats.state == DOWN
     reply(stats, 3, 10.0, 15.0)
     assert stats.state == UP
+
+
+def test_a_down_link_needs_up_after_replies_in_a_row_to_come_back():
+    stats = LinkStats(ProbeSettings(down_after=3, up_after=3, degraded_loss=1.0))
+    lose(stats, range(3))
+    reply(stats, 3, 10.0, 15.0)
+    reply(stats, 4, 11.0, 15.0)
+    assert stats.state == DOWN
+    lose(stats, range(5, 6), start=12.0)  # one miss restarts the count
+    reply(stats, 6, 20.0, 15.0)
+    reply(stats, 7, 21.0, 15.0)
+    assert stats.state == DOWN
+    reply(stats, 8, 22.0, 15.0)
+    assert stats.state == UP
+
+
+def test_the_timeout_follows_the_largest_recent_rtt():
+    cfg = ProbeSettings(timeout_s=2.0, rtt_factor=1.25, margin_s=0.02, min_timeout_s=0.05,
+                        min_window=3)
+    stats = LinkStats(cfg)
+    assert stats.timeout() == 2.0  # nothing known yet
+    replies(stats, [100.0, 140.0, 120.0])
+    assert stats.timeout() == pytest.approx(0.14 * 1.25 + 0.02)
+    replies(stats, [10.0] * 3, start_seq=3, start=3.0)
+    assert stats.timeout() == pytest.approx(0.05)  # the floor
+    replies(stats, [5000.0], start_seq=6, start=6.0)
+    assert stats.timeout() == 2.0  # the cap
+
+
+def test_a_dead_link_is_down_after_down_after_probe_intervals():
+    """At 100 ms probes over a 40 ms link, three misses in a row take about three intervals
+    plus the timeout from the failure."""
+    stats = LinkStats(ProbeSettings(down_after=3))
+    t = 0.0
+    for seq in range(20):
+        reply(stats, seq, t, 40.0)
+        t += 0.1
+    failed_at = next_probe = t
+    seq = 100
+    while stats.state != DOWN:
+        assert t - failed_at < 1.0, "not detected within a second"
+        if t >= next_probe - 1e-9:
+            stats.sent(seq, t)
+            seq += 1
+            next_probe += 0.1
+        t += 0.01
+        stats.expire(t)
+    # the third probe after the failure leaves at +0.2 s and is missed 40 ms x 1.25 + 20 ms
+    # later (the timeout's floor, 50 ms, is below that)
+    assert t - failed_at == pytest.approx(0.2 + 0.07, abs=0.011)
 
 
 def test_degraded_by_loss_above_threshold():
@@ -324,7 +376,8 @@ def test_statistics_match_a_straightforward_model(evs, min_window, window, alpha
     now = 0.0
     rtts: list[float] = []
     outcomes: list[bool] = []
-    run = 0
+    run = ok_run = 0
+    down = False
     for seq, (kind, rtt) in enumerate(evs):
         stats.sent(seq, now)
         if kind == "reply":
@@ -333,10 +386,14 @@ def test_statistics_match_a_straightforward_model(evs, min_window, window, alpha
             rtts.append(got)
             outcomes.append(True)
             run = 0
+            ok_run += 1
+            down = down and ok_run < cfg.up_after
         else:
             assert stats.expire(now + 2.5) == 1
             outcomes.append(False)
             run += 1
+            ok_run = 0
+            down = down or run >= cfg.down_after
         now += 10.0
     assert stats.samples == len(rtts)
     assert stats.lost == outcomes.count(False)
@@ -351,7 +408,7 @@ def test_statistics_match_a_straightforward_model(evs, min_window, window, alpha
         assert stats.jitter <= max(rtts) - min(rtts) + 1e-6
     else:
         assert stats.min_rtt is None and stats.srtt is None
-    if run >= cfg.down_after:
+    if down:
         assert stats.state == DOWN
     elif not rtts:
         assert stats.state == UNKNOWN

@@ -133,3 +133,52 @@ def test_zones_are_separate_tables_and_backups_must_be_alternatives():
     same = Entry("ams", "ams", ("fra", "ams"), 4.0, "eu", "ams")
     assert "no alternative" in t.apply(2, [same])
     assert t.version == 1
+
+
+# --- fast reroute --------------------------------------------------------------------------
+
+def backed(*path: str, backup: str | None, cost: float = 10.0) -> Entry:
+    return Entry(dst=path[-1], next_hop=path[1], path=tuple(path), cost_ms=cost,
+                 backup_next_hop=backup)
+
+
+@pytest.fixture
+def protected() -> RouteTables:
+    t = RouteTables("fra")
+    assert t.apply(3, [backed("fra", "ams", backup="par"),
+                       backed("fra", "ams", "lhr", backup="par"),
+                       backed("fra", "par", "mad", backup="ams"),
+                       backed("fra", "sin", backup=None)]) is None
+    return t
+
+
+def test_a_down_next_hop_switches_its_destinations_to_their_backups(protected):
+    changed = protected.set_down({"ams"})
+    assert {e.dst for e in changed} == {"ams", "lhr"}
+    assert protected.next_hop("lhr") == "par" and protected.next_hop("ams") == "par"
+    assert protected.next_hop("mad") == "par"  # untouched
+    assert {e.dst for e in protected.rerouted()} == {"ams", "lhr"}
+
+
+def test_no_backup_or_a_down_backup_leaves_no_next_hop(protected):
+    protected.set_down({"sin", "ams", "par"})
+    assert protected.next_hop("sin") is None
+    assert protected.next_hop("lhr") is None and protected.next_hop("mad") is None
+
+
+def test_the_primary_comes_back_with_its_link(protected):
+    protected.set_down({"ams"})
+    changed = protected.set_down(set())
+    assert {e.dst for e in changed} == {"ams", "lhr"}
+    assert protected.next_hop("lhr") == "ams" and not protected.rerouted()
+
+
+def test_down_links_carry_over_to_a_new_table(protected):
+    """A table the controller pushed before it knew of the failure still avoids the link."""
+    protected.set_down({"ams"})
+    assert protected.apply(4, [backed("fra", "ams", "lhr", backup="par")]) is None
+    assert protected.next_hop("lhr") == "par"
+
+
+def test_neighbours_in_use_are_primaries_and_backups(protected):
+    assert protected.neighbours_in_use() == {"ams", "par", "sin"}
