@@ -26,6 +26,7 @@ EPSILON = 1e-7  # distance comparisons tolerate floating-point noise
 BACKUP_CANDIDATES = 6  # backups are searched among each node's cheapest links first
 NO_BACKUP, LINK_PROTECTING, NODE_PROTECTING = 0, 1, 2
 BACKUP_KINDS = {NO_BACKUP: "none", LINK_PROTECTING: "link", NODE_PROTECTING: "node"}
+AVOID_MS = 10_000.0  # added to each link out of a drained region: transit there is a last resort
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class ZoneRoutes:
     backup: np.ndarray  # backup[u, d]: node index, -1 where none
     backup_kind: np.ndarray
     exact: bool = True  # a fresh computation: no hysteresis state carried in
+    # per region, what `cost` adds to each of its links (drained regions), None: nothing
+    penalty: np.ndarray | None = None
     index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,18 +70,30 @@ class ZoneRoutes:
         u, d = self.index.get(src), self.index.get(dst)
         if u is None or d is None or u == d or self.next_hop[u, d] < 0:
             return None
-        hops = self.next_hop[:, d]
-        path, total, at = [src], 0.0, u
-        while at != d:
-            nxt = int(hops[at])
-            total += float(self.cost[at, nxt])
-            path.append(self.nodes[nxt])
-            at = nxt
+        path, total = self._walk(u, d)
         b = int(self.backup[u, d])
-        backup_cost = float(self.cost[u, b] + self.actual[b, d]) if b >= 0 else None
+        backup_cost = None
+        if b >= 0:
+            backup_cost = self.latency(u, b) + (self._walk(b, d)[1] if b != d else 0.0)
         return Route(self.zone, src, dst, tuple(path), total,
                      self.nodes[b] if b >= 0 else None,
                      BACKUP_KINDS[int(self.backup_kind[u, d])], backup_cost)
+
+    def latency(self, u: int, v: int) -> float:
+        """The link's cost without the penalty of a drained region."""
+        extra = 0.0 if self.penalty is None else float(self.penalty[u])
+        return float(self.cost[u, v]) - extra
+
+    def _walk(self, u: int, d: int) -> tuple[list[str], float]:
+        """The path from u to d along the next hops in force, and its cost."""
+        hops = self.next_hop[:, d]
+        path, total, at = [self.nodes[u]], 0.0, u
+        while at != d:
+            nxt = int(hops[at])
+            total += self.latency(at, nxt)
+            path.append(self.nodes[nxt])
+            at = nxt
+        return path, total
 
     def rows(self, src: str) -> list[Route]:
         """The routes of one source, by destination."""
@@ -118,27 +133,37 @@ class RouteSet:
 
 
 def compute(graph: nx.DiGraph, policy: Policy, previous: RouteSet | None = None,
-            hysteresis: Hysteresis = NO_HYSTERESIS) -> RouteSet:
-    """Routes for every zone of the policy over the graph (edges carry `cost`)."""
+            hysteresis: Hysteresis = NO_HYSTERESIS,
+            avoid: frozenset[str] | set[str] = frozenset()) -> RouteSet:
+    """Routes for every zone of the policy over the graph (edges carry `cost`). Regions in
+    `avoid` (drained) carry transit only where nothing else can: each of their links costs
+    AVOID_MS more, which changes no route from or to them, only routes through them."""
     nodes = sorted(graph.nodes)
     index = {n: i for i, n in enumerate(nodes)}
     full = cost_matrix(graph, index)
+    penalty = None
+    if any(n in avoid for n in nodes):
+        penalty = np.array([AVOID_MS if n in avoid else 0.0 for n in nodes])
+        full = full + penalty[:, None]
     zones = {}
     for name, zone in policy.zones.items():
         members = [n for n in nodes if n in zone.regions]
         if len(members) == len(nodes):
-            cost = full  # a zone of every region: no copy (the engine never writes to it)
+            cost, pen = full, penalty  # every region: no copy (the engine never writes to it)
         else:
             idx = np.array([index[n] for n in members], dtype=np.intp)
             cost = full[np.ix_(idx, idx)]
+            pen = None if penalty is None else penalty[idx]
         old = previous.zones.get(name) if previous else None
-        zones[name] = compute_zone(name, frozenset(zone.regions), members, cost, old, hysteresis)
+        zones[name] = compute_zone(name, frozenset(zone.regions), members, cost, old,
+                                   hysteresis, pen)
     return RouteSet(zones)
 
 
 def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.ndarray,
                  previous: ZoneRoutes | None = None,
-                 hysteresis: Hysteresis = NO_HYSTERESIS) -> ZoneRoutes:
+                 hysteresis: Hysteresis = NO_HYSTERESIS,
+                 penalty: np.ndarray | None = None) -> ZoneRoutes:
     dist, next_hop = shortest(cost)
     kept = keep_previous(nodes, cost, dist, next_hop, previous, hysteresis) if previous else 0
     actual = actual_dist(cost, dist, next_hop) if kept else dist
@@ -147,7 +172,8 @@ def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.
         keep_previous_backups(nodes, cost, dist, actual, next_hop, backup, kind, previous,
                               hysteresis)
     exact = previous is None and hysteresis.backup_slack_ms == 0
-    return ZoneRoutes(zone, members, nodes, cost, dist, actual, next_hop, backup, kind, exact)
+    return ZoneRoutes(zone, members, nodes, cost, dist, actual, next_hop, backup, kind, exact,
+                      penalty)
 
 
 def actual_dist(cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray) -> np.ndarray:
@@ -217,6 +243,30 @@ def _translate(nodes: list[str], previous: ZoneRoutes, hops: np.ndarray) -> np.n
     return out
 
 
+def _translate_kinds(nodes: list[str], previous: ZoneRoutes) -> np.ndarray:
+    """The previous backups' protection kinds at this zone's node indices (NO_BACKUP: none)."""
+    index = {n: i for i, n in enumerate(nodes)}
+    to_new = np.array([index.get(n, -1) for n in previous.nodes], dtype=np.intp)
+    present = to_new >= 0
+    out = np.full((len(nodes), len(nodes)), NO_BACKUP, dtype=np.int8)
+    old_idx, new_idx = np.flatnonzero(present), to_new[present]
+    out[np.ix_(new_idx, new_idx)] = previous.backup_kind[np.ix_(old_idx, old_idx)]
+    return out
+
+
+def protection(u: np.ndarray, d: np.ndarray, b: np.ndarray, p: np.ndarray, cost: np.ndarray,
+               dist: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The protection backup b gives u towards d (primary next hop p), judged with the
+    tolerance of a chosen backup (EPSILON), not the slack a new one must clear."""
+    via = cost[u, b] + actual[b, d]
+    loop_free = np.isfinite(via) & (b != p) & (actual[b, d] < dist[b, u] + actual[u, d]
+                                               - EPSILON)
+    safe_p = np.maximum(p, 0)
+    node = loop_free & (p != d) & (actual[b, d] < dist[b, safe_p] + actual[safe_p, d]
+                                   - EPSILON)
+    return np.where(node, NODE_PROTECTING, np.where(loop_free, LINK_PROTECTING, NO_BACKUP))
+
+
 def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
                           actual: np.ndarray, next_hop: np.ndarray, backup: np.ndarray,
                           kind: np.ndarray, previous: ZoneRoutes, hysteresis: Hysteresis) -> int:
@@ -233,12 +283,10 @@ def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
         return 0
     b, p, new = old[u, d], next_hop[u, d], backup[u, d]
     via_old = cost[u, b] + actual[b, d]
-    loop_free = (np.isfinite(via_old) & (b != p)
-                 & (actual[b, d] < dist[b, u] + actual[u, d] - EPSILON))
-    safe_p = np.maximum(p, 0)
-    node = loop_free & (p != d) & (actual[b, d] < dist[b, safe_p] + actual[safe_p, d]
-                                   - EPSILON)
-    old_kind = np.where(node, NODE_PROTECTING, np.where(loop_free, LINK_PROTECTING, NO_BACKUP))
+    # a chosen backup keeps its label while it still gives that protection: it is not
+    # promoted by the tolerance it is kept with (only a fresh choice, clearing the slack, is)
+    was = _translate_kinds(nodes, previous)[u, d]
+    old_kind = np.minimum(protection(u, d, b, p, cost, dist, actual), was)
     new_kind = kind[u, d]
     via_new = np.where(new >= 0, cost[u, np.maximum(new, 0)] + actual[np.maximum(new, 0), d],
                        np.inf)
@@ -370,9 +418,12 @@ def update_link(previous: RouteSet, graph: nx.DiGraph, src: str, dst: str) -> Ro
     full recompute where it can: only the destinations whose shortest-path trees used the
     link (or that it now shortens) are recomputed, and the backups that depend on them.
     Zones whose node set changed, or that carry hysteresis state, are recomputed whole; the
-    result equals a fresh `compute` on the new graph."""
+    result equals a fresh `compute` on the new graph. Route sets computed with drained
+    regions to avoid need a fresh `compute`."""
     zones = {}
     for name, z in previous.zones.items():
+        if z.penalty is not None:
+            raise ValueError("update_link cannot carry drained regions: use compute")
         nodes = sorted(n for n in graph.nodes if n in z.members)
         if nodes != z.nodes or not z.exact:
             # regions came or went, or hysteresis state is carried in: recompute whole
@@ -448,7 +499,8 @@ class FailoverPlan:
 def plan_failover(graph: nx.DiGraph, policy: Policy, current: RouteSet,
                   region: str | None = None, link: tuple[str, str] | None = None,
                   zones: Iterable[str] | None = None,
-                  hysteresis: Hysteresis = NO_HYSTERESIS) -> FailoverPlan:
+                  hysteresis: Hysteresis = NO_HYSTERESIS,
+                  avoid: frozenset[str] | set[str] = frozenset()) -> FailoverPlan:
     """What a region's (or a link's, both directions) failure does to the routes: which
     change, what replaces them, the latency change, which pairs become unreachable."""
     damaged = graph.copy()
@@ -463,7 +515,8 @@ def plan_failover(graph: nx.DiGraph, policy: Policy, current: RouteSet,
         raise ValueError("a failover plan needs a region or a link")
     names = list(zones) if zones is not None else list(current.zones)
     # with the controller's hysteresis, only what the failure moves shows as a change
-    after = compute(damaged, Policy({z: policy.zones[z] for z in names}), current, hysteresis)
+    after = compute(damaged, Policy({z: policy.zones[z] for z in names}), current, hysteresis,
+                    avoid)
     changes, total, lost = [], 0, 0
     for name in names:
         before, now = current.zones[name], after.zones[name]

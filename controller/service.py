@@ -4,13 +4,17 @@ the routing core; one recompute loop pushes each relay its own rows when they ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -30,7 +34,11 @@ _ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
 
 @dataclass(frozen=True)
 class Settings:
-    probe_interval_s: float = 1.0
+    probe_interval_s: float = 1.0  # relays to peers their routes do not use
+    neighbour_probe_interval_s: float = 0.1  # relays to their routes' next hops and backups
+    down_after: int = 3  # missed probes in a row that make a link down
+    degraded_loss: float = 0.02
+    degraded_jitter_ms: float = 30.0
     report_interval_s: float = 1.0
     recompute_interval_s: float = 0.5
     stale_after_s: float = 5.0
@@ -41,6 +49,11 @@ class Settings:
     # channel members are held back this long after a start, or until every region's relay
     # is back, so relays that reconnect first are not told that the others' subscribers left
     members_hold_s: float = 6.0
+    # after a restart among relays that still forward on tables (static stability), no new
+    # tables until every region's relay is back and measured, or this long: tables computed
+    # from half the mesh would take routes away that still work
+    resync_hold_s: float = 15.0
+    max_events: int = 10000  # relay events kept for `admin events` and drills
 
 
 @dataclass(eq=False)
@@ -65,8 +78,12 @@ class Session:
 class Controller:
     def __init__(self, catalogue: Mapping[str, Region], policy: Policy,
                  settings: Settings = Settings(), apps: Mapping[str, bytes] | None = None,
-                 fabric_keys: list[bytes] | None = None) -> None:
+                 fabric_keys: list[bytes] | None = None, state_file: Path | None = None
+                 ) -> None:
         self.catalogue = dict(catalogue)
+        # what the operator changed (drains), kept in `state_file` across restarts
+        self.state_file = state_file
+        self.drained: set[str] = self.load_state()
         self.apps = dict(apps or {})
         # the first key signs; the others are still accepted (rotation)
         self.fabric_keys = list(fabric_keys or [os.urandom(32)])
@@ -86,6 +103,10 @@ class Controller:
         self.converged_since: float | None = None
         self.rejected_tables = 0
         self.members_released = False
+        self.warm = False  # some relay held tables when it connected: resynchronising
+        self.drain_changed = False
+        self.events: deque[admin_pb2.Event] = deque(maxlen=settings.max_events)
+        self.wake = asyncio.Event()  # recompute now rather than at the next interval
 
     # -- relay sessions --------------------------------------------------------------------
 
@@ -101,9 +122,13 @@ class Controller:
         self.sessions[relay.region] = session
         # versions only grow, across controller restarts too
         self.version = max(self.version, hello.route_version)
+        if hello.route_version and not self.tables:
+            self.warm = True  # relays run on tables from before this controller started
         self.broadcast_peers()
         session.send(self.config_for(relay.region))
         self.dirty = True
+        self.record("relay-connected", relay.region,
+                    f"{relay.node_id}, holding routes v{hello.route_version}")
         log.info(
             "%s: relay %s connected from %s (holds routes v%d)",
             relay.region,
@@ -121,6 +146,8 @@ class Controller:
             self.broadcast_peers()
             self.update_members(set(session.interest))
             self.dirty = True
+            self.wake.set()
+            self.record("relay-disconnected", region, session.relay.node_id)
             log.info("%s: relay %s disconnected", region, session.relay.node_id)
 
     def broadcast_peers(self) -> None:
@@ -136,6 +163,10 @@ class Controller:
                         peers=peers,
                         probe_interval_s=self.settings.probe_interval_s,
                         report_interval_s=self.settings.report_interval_s,
+                        neighbour_probe_interval_s=self.settings.neighbour_probe_interval_s,
+                        down_after=self.settings.down_after,
+                        degraded_loss=self.settings.degraded_loss,
+                        degraded_jitter_ms=self.settings.degraded_jitter_ms,
                     )
                 )
             )
@@ -144,7 +175,51 @@ class Controller:
         zones = [z.name for z in self.policy.zones.values() if region in z.regions]
         return relay_pb2.ControllerMessage(config=relay_pb2.RelayConfig(
             app_secrets=self.apps, fabric_key=self.fabric_keys[0],
-            accepted_keys=self.fabric_keys[1:], zones=zones))
+            accepted_keys=self.fabric_keys[1:], zones=zones, drained=region in self.drained))
+
+    # -- drains ----------------------------------------------------------------------------
+
+    def load_state(self) -> set[str]:
+        if self.state_file is None or not self.state_file.exists():
+            return set()
+        try:
+            data = json.loads(self.state_file.read_text())
+            drained = data.get("drained", []) if isinstance(data, dict) else None
+            if not isinstance(drained, list) or not all(isinstance(r, str) for r in drained):
+                raise ValueError("field 'drained' must be a list of region ids")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{self.state_file}: {e}") from None
+        unknown = [r for r in drained if r not in self.catalogue]
+        if unknown:
+            log.warning("%s: drained regions not in the catalogue ignored: %s",
+                        self.state_file, ", ".join(unknown))
+        return {r for r in drained if r in self.catalogue}
+
+    def save_state(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"drained": sorted(self.drained)}, indent=1))
+        tmp.replace(self.state_file)  # the change is acknowledged only once it is kept
+
+    def drain(self, region: str, drained: bool) -> None:
+        """Drain (or undrain) a region: its edge refuses new sessions and routes move their
+        transit off it, make-before-break (it keeps forwarding what still comes its way)."""
+        before = set(self.drained)
+        (self.drained.add if drained else self.drained.discard)(region)
+        try:
+            self.save_state()
+        except OSError:
+            self.drained = before
+            raise
+        if self.drained != before:
+            self.record("drain" if drained else "undrain", region)
+            log.info("%s: %s", region, "drained" if drained else "undrained")
+            self.drain_changed = True
+            self.dirty = True
+            if (session := self.sessions.get(region)) is not None:
+                session.send(self.config_for(region))
+            self.recompute()
 
     # -- channels --------------------------------------------------------------------------
 
@@ -215,6 +290,37 @@ class Controller:
             log.warning("%s: rejected sample: %s", session.relay.region, problem)
         self.dirty = True
 
+    def on_events(self, session: Session, events: relay_pb2.RelayEvents) -> None:
+        now = time.time()
+        for e in events.events:
+            self.events.append(admin_pb2.Event(region=session.relay.region, event=e,
+                                               received_unix_s=now))
+            if e.kind in ("link-down", "link-up", "reroute"):
+                log.info("%s: %s %s %s", session.relay.region, e.kind, e.peer, e.detail)
+                self.dirty = True
+                self.wake.set()
+
+    def record(self, kind: str, peer: str = "", detail: str = "") -> None:
+        """An event of the controller's own, beside the relays'."""
+        now = time.time()
+        self.events.append(admin_pb2.Event(region="controller", received_unix_s=now,
+                                           event=relay_pb2.RelayEvent(
+                                               at_unix_s=now, kind=kind, peer=peer,
+                                               detail=detail)))
+
+    def resyncing(self) -> bool:
+        """After a restart among relays that forward on earlier tables: hold new tables until
+        every region is back and measured, or for resync_hold_s."""
+        if not self.warm:
+            return False
+        done = (len(self.sessions) == len(self.catalogue) and self.all_measured()) or \
+            time.monotonic() - self.started >= self.settings.resync_hold_s
+        if done:
+            self.warm = False
+            log.info("resynchronised with %d relays after %.1f s", len(self.sessions),
+                     time.monotonic() - self.started)
+        return not done
+
     def on_ack(self, session: Session, ack: relay_pb2.RouteAck) -> None:
         if ack.accepted:
             session.acked_version = max(session.acked_version, ack.version)
@@ -233,7 +339,7 @@ class Controller:
         now = time.monotonic()
         if self.topology.expire(now):
             self.dirty = True
-        if not self.dirty:
+        if not self.dirty or self.resyncing():
             return False
         self.dirty = False
         # routes from a partial measurement are no reason to hold on to a path
@@ -242,10 +348,12 @@ class Controller:
         graph = routing.build_graph(self.sessions, self.topology.usable_links(now),
                                     self.settings.cost)
         # nothing to compute while no link moved beyond measurement noise
-        if previous is None or not routing.same_within(graph, self.graph,
-                                                       self.settings.dead_band):
+        if previous is None or self.drain_changed or not routing.same_within(
+                graph, self.graph, self.settings.dead_band):
             self.graph = graph
-            self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis)
+            self.drain_changed = False
+            self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis,
+                                         self.drained)
             self.tables = {region: self.routes.table(region) for region in self.sessions}
         # a new version when some relay's paths change; costs alone drift with every sample
         changed = [
@@ -299,7 +407,9 @@ class Controller:
                 self.converged()
             except Exception:  # the loop must survive any one bad round
                 log.exception("route computation failed")
-            await asyncio.sleep(self.settings.recompute_interval_s)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.recompute_interval_s)
 
 
 def paths_of(rows: list[Route]) -> list[tuple]:
@@ -354,6 +464,8 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
                     self.controller.on_ack(session, msg.ack)
                 elif kind == "channels":
                     self.controller.on_channels(session, msg.channels)
+                elif kind == "events":
+                    self.controller.on_events(session, msg.events)
                 else:
                     log.warning("%s: unexpected %s message ignored", session.relay.region, kind)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
@@ -423,6 +535,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     hello_version=session.relay.hello_version if session else 0,
                     counters=session.counters if session else {},
                     edge_addr=session.edge_addr if session else "",
+                    drained=rid in ctl.drained,
                 )
             )
         return admin_pb2.RegionsReply(regions=infos)
@@ -479,6 +592,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             reply.reachable = True
         else:
             reply.reason = reason or f"no path from {request.src} to {request.dst}"
+            if ctl.warm:
+                reply.reason += ("; the controller is resynchronising after a restart (the "
+                                 "relays forward on their own tables meanwhile)")
         return reply
 
     async def Zones(self, request, context) -> admin_pb2.ZonesReply:
@@ -501,12 +617,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                                     f"{request.region} has no relay in the topology")
             plan = engine.plan_failover(ctl.graph, ctl.policy, ctl.routes,
                                         region=request.region, zones=zones,
-                                        hysteresis=ctl.settings.hysteresis)
+                                        hysteresis=ctl.settings.hysteresis, avoid=ctl.drained)
         elif request.link_src and request.link_dst:
             await self._known(context, request.link_src, request.link_dst)
             plan = engine.plan_failover(ctl.graph, ctl.policy, ctl.routes,
                                         link=(request.link_src, request.link_dst), zones=zones,
-                                        hysteresis=ctl.settings.hysteresis)
+                                        hysteresis=ctl.settings.hysteresis, avoid=ctl.drained)
         else:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                  "name a region, or both ends of a link")
@@ -530,6 +646,35 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 subscriber_regions=list(ctl.members_of((zone, channel))))
             for zone, channel in keys])
 
+    async def Drain(self, request, context) -> admin_pb2.DrainReply:
+        await self._known(context, request.region)
+        ctl = self.controller
+        try:
+            ctl.drain(request.region, request.drained)
+        except OSError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"could not keep the change in {ctl.state_file}: {e}")
+        return admin_pb2.DrainReply(region=request.region, drained=request.drained,
+                                    version=ctl.version, drained_regions=sorted(ctl.drained))
+
+    async def Events(self, request, context) -> admin_pb2.EventsReply:
+        since = request.since_unix_s
+        return admin_pb2.EventsReply(events=[e for e in self.controller.events
+                                             if e.event.at_unix_s >= since])
+
+    async def Chaos(self, request, context) -> admin_pb2.ChaosReply:
+        await self._known(context, request.region)
+        session = self.controller.sessions.get(request.region)
+        if session is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"region {request.region!r} has no relay connected")
+        await self._known(context, *request.chaos.drop_peers)
+        session.send(relay_pb2.ControllerMessage(chaos=request.chaos))
+        what = ("every peer" if request.chaos.drop_all else
+                ", ".join(request.chaos.drop_peers) or "nothing")
+        self.controller.record("chaos", request.region, f"dropping traffic with {what}")
+        return admin_pb2.ChaosReply()
+
     async def _known(self, context, *regions: str) -> None:
         for rid in regions:
             if rid not in self.controller.catalogue:
@@ -546,9 +691,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
 async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                 settings: Settings = Settings(), apps: Mapping[str, bytes] | None = None,
-                fabric_keys: list[bytes] | None = None
+                fabric_keys: list[bytes] | None = None, state_file: Path | None = None
                 ) -> tuple[grpc.aio.Server, Controller, int]:
-    controller = Controller(catalogue, policy, settings, apps, fabric_keys)
+    controller = Controller(catalogue, policy, settings, apps, fabric_keys, state_file)
     server = grpc.aio.server()
     relay_pb2_grpc.add_RelayControlServicer_to_server(RelayControlService(controller), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(controller), server)

@@ -86,6 +86,7 @@ class EdgeState:
         self.secrets = dict(secrets)
         self.region = region
         self.zones = frozenset(zones)
+        self.drained = False
         self.max_media_bytes = max_media_bytes
         self.max_queued_datagrams = max_queued_datagrams
         self.media_deadline_s = media_deadline_s
@@ -94,11 +95,13 @@ class EdgeState:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.port: int | None = None
 
-    def configure(self, secrets: Mapping[str, bytes], zones: set[str]) -> None:
+    def configure(self, secrets: Mapping[str, bytes], zones: set[str],
+                  drained: bool = False) -> None:
         """New app secrets and zones (from the controller); joined sessions keep their grant
-        until they renew or it expires."""
+        until they renew or it expires. A drained edge refuses new sessions only."""
         self.secrets = dict(secrets)
         self.zones = frozenset(zones)
+        self.drained = drained
 
     def members(self, key: ChannelKey) -> set[EdgeSession]:
         return self.channels.get(key, set())
@@ -232,6 +235,10 @@ class EdgeSession(quic.Protocol):
 
     def _join(self, msg: dict) -> None:
         token, channel = msg.get("token"), msg.get("channel")
+        if self.edge.drained:
+            self._close(quic.DRAINED_ERROR, f"region {self.edge.region!r} is drained: "
+                        "connect to another region")
+            return
         if not isinstance(channel, str) or not channel:
             self._refuse(TokenError("malformed", "join needs a channel"))
             return
@@ -293,12 +300,15 @@ class EdgeSession(quic.Protocol):
         self._refuse(TokenError("expired", "the token expired and was not renewed"))
 
     def _refuse(self, error: TokenError) -> None:
+        self._close(error.number, error.reason)
+
+    def _close(self, error_code: int, reason: str) -> None:
         if self._closing:
             return
         self._closing = True
         self.edge.counters["refused"] += 1
         self._leave()
-        self._quic.close(error_code=error.number, reason_phrase=error.reason)
+        self._quic.close(error_code=error_code, reason_phrase=reason)
         self.transmit()
 
     def _require(self, privilege: str) -> bool:

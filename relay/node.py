@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -22,7 +22,7 @@ from relay.fabric import Fabric
 from relay.probe import LinkStats, ProbeSettings
 from relay.tables import Entry, RouteTables
 from relay.udpio import BatchedUDP
-from skymesh.linkstate import TO_WIRE
+from skymesh.linkstate import DEGRADED, DOWN, TO_WIRE, UP
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 from skymesh.wan import WanLink
 
@@ -36,7 +36,11 @@ FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
 @dataclass(frozen=True)
 class RelaySettings:
     fast_probe_interval_s: float = 0.1  # while a link has fewer than min_samples replies
-    tick_s: float = 0.05
+    # to the next hops and backups of the relay's routes (the controller may set it)
+    neighbour_probe_interval_s: float = 0.1
+    tick_s: float = 0.05  # the longest the probe loop sleeps
+    max_events: int = 1000  # kept while the controller is away
+    forget_after_s: float = 60.0  # a peer the controller no longer lists, down this long
     backoff_min_s: float = 0.2
     backoff_max_s: float = 5.0
     probe: ProbeSettings = ProbeSettings()
@@ -81,11 +85,19 @@ class RelayNode:
         self.edge_addr = ""
         self.fabric = Fabric(region, self.tables, self.send_to_peer, self.counters,
                              on_interest=self.interest_changed)
+        self.neighbour_probe_interval_s = settings.neighbour_probe_interval_s
+        self.in_use: frozenset[str] = frozenset()  # peers the routes forward to
+        self.link_states: dict[str, str] = {}  # as last acted upon
+        self.down_links: set[str] = set()  # down until measured up again
+        self.unlisted: dict[str, float] = {}  # peers the controller stopped listing, since
+        self.events: list[relay_pb2.RelayEvent] = []  # not yet sent to the controller
+        self.chaos: relay_pb2.Chaos | None = None
 
     # -- UDP -------------------------------------------------------------------------------
 
     async def start_udp(self) -> tuple[str, int]:
         self.udp = await BatchedUDP.bind(self.bind, self.on_datagram, self._socket_error)
+        self.apply_chaos()
         self.udp.take = self.fabric.transit_run
         if self.wan is None:  # no emulated delay: transit goes straight to the socket
             self.fabric.direct_send = self.udp.send
@@ -136,40 +148,157 @@ class RelayNode:
     # -- probing ---------------------------------------------------------------------------
 
     def set_peers(self, peers: dict[str, tuple[str, int]]) -> None:
+        """The controller's list of relays. A peer missing from it may only have lost its
+        control session (or the controller restarted and it has not reconnected yet), so it
+        stays, probed and forwarded to while it answers, until it has been down and unlisted
+        for forget_after_s. A new address for a region starts its link afresh."""
         now = time.monotonic()
-        for region in list(self.stats):
-            if region not in peers or peers[region] != self.peers.get(region):
-                del self.stats[region]
-                self.next_probe.pop(region, None)
-        for region in peers:
-            if region not in self.stats:
+        for region, addr in peers.items():
+            if addr != self.peers.get(region):
                 self.stats[region] = LinkStats(self.settings.probe)
                 self.next_probe[region] = now + self.rng.uniform(0, self.settings.tick_s * 2)
-        self.peers = dict(peers)
+                self.link_states.pop(region, None)
+            self.unlisted.pop(region, None)
+        for region in self.peers.keys() - peers.keys():
+            self.unlisted.setdefault(region, now)
+        self.peers = {**{r: self.peers[r] for r in self.unlisted}, **peers}
         self.fabric.peer_addr = self.peers.get
-        self.fabric.tables_changed()
+        self.apply_chaos()
+        self.apply_link_states(now)
 
-    def probe_due(self, now: float) -> None:
+    def forget_unlisted(self, now: float) -> None:
+        gone = [r for r, since in self.unlisted.items()
+                if now - since > self.settings.forget_after_s and self.stats[r].is_down]
+        for region in gone:
+            del self.unlisted[region], self.peers[region], self.stats[region]
+            del self.next_probe[region]
+            self.link_states.pop(region, None)
+        if gone:
+            log.info("forgot %s: down and unlisted for %.0f s", ", ".join(gone),
+                     self.settings.forget_after_s)
+            self.apply_link_states(now)
+
+    def probe_due(self, now: float) -> float:
+        """Send the probes that are due and count the missed ones; act on links whose state
+        changed. Returns when something is next due."""
+        wake = now + self.settings.tick_s
+        fast_interval = self.settings.fast_probe_interval_s
         for region, addr in self.peers.items():
             stats = self.stats[region]
             stats.expire(now)
-            if now < self.next_probe[region]:
+            if now >= self.next_probe[region]:
+                self.seq += 1
+                stats.sent(self.seq, now)
+                self.send_to_region(
+                    region, addr, packets.encode_probe(packets.PROBE, self.seq, self.region))
+                if stats.samples < self.settings.probe.min_samples and not stats.measured:
+                    interval = fast_interval
+                elif region in self.in_use or stats.is_down:
+                    interval = self.neighbour_probe_interval_s
+                else:
+                    interval = self.probe_interval_s
+                self.next_probe[region] = now + interval * self.rng.uniform(0.95, 1.05)
+            wake = min(wake, self.next_probe[region])
+            expiry = stats.next_expiry()
+            if expiry is not None:
+                wake = min(wake, expiry + 0.001)
+        if any(self.link_states.get(r) != s.state for r, s in self.stats.items()):
+            self.apply_link_states(now)
+        return wake
+
+    def apply_link_states(self, now: float) -> None:
+        """Reroute around links now down (to the routes' precomputed backups, at once) and
+        back onto links up again; tell the controller."""
+        changed = False
+        for region, stats in self.stats.items():
+            state, before = stats.state, self.link_states.get(region)
+            if state == before:
                 continue
-            self.seq += 1
-            stats.sent(self.seq, now)
-            self.send_to_region(
-                region, addr, packets.encode_probe(packets.PROBE, self.seq, self.region)
-            )
-            fast = stats.samples < self.settings.probe.min_samples and not stats.measured
-            interval = self.settings.fast_probe_interval_s if fast else self.probe_interval_s
-            self.next_probe[region] = now + interval * self.rng.uniform(0.9, 1.1)
+            self.link_states[region] = state
+            if state in (DOWN, DEGRADED) or (state == UP and before in (DOWN, DEGRADED)):
+                kind = {DOWN: "link-down", DEGRADED: "link-degraded", UP: "link-up"}[state]
+                detail = (f"{stats.consecutive_lost} probes missed" if state == DOWN else
+                          f"loss {stats.loss:.1%}, jitter {stats.jitter:.1f} ms")
+                self.event(kind, region, detail=detail)
+                log.log(logging.WARNING if state == DOWN else logging.INFO,
+                        "link to %s %s (%s)", region, state, detail)
+                changed = True
+            if state == DOWN:
+                self.down_links.add(region)
+            elif state in (UP, DEGRADED):
+                self.down_links.discard(region)
+        # a next hop the controller no longer lists as a peer is gone as surely as a dead link
+        self.down_links &= set(self.peers)
+        down = self.down_links | (self.tables.neighbours_in_use() - set(self.peers))
+        moved = self.tables.set_down(down)
+        if moved:
+            self.fabric.tables_changed()
+            for hop in sorted({e.next_hop for e in moved}):
+                n = sum(e.next_hop == hop for e in moved)
+                if hop in down:
+                    self.counters["rerouted"] += n
+                    self.event("reroute", hop, routes=n, detail="to the routes' backups")
+                    log.warning("fast reroute: %d destinations off %s", n, hop)
+                else:
+                    self.event("restore", hop, routes=n, detail="back on the primary")
+                    log.info("restored %d destinations onto %s", n, hop)
+        if changed or moved:
+            self.send_now(relay_pb2.RelayMessage(report=self.link_report()))
+            self.flush_events()
+
+    def event(self, kind: str, peer: str = "", routes: int = 0, detail: str = "") -> None:
+        self.events.append(relay_pb2.RelayEvent(at_unix_s=time.time(), kind=kind, peer=peer,
+                                                routes=routes, detail=detail))
+        del self.events[:-self.settings.max_events]
+
+    def flush_events(self) -> None:
+        if self.events and self.outbox is not None:
+            self.outbox.put_nowait(relay_pb2.RelayMessage(
+                events=relay_pb2.RelayEvents(events=self.events)))
+            self.events = []
+
+    def send_now(self, msg: relay_pb2.RelayMessage) -> None:
+        if self.outbox is not None:
+            self.outbox.put_nowait(msg)
 
     async def probe_loop(self) -> None:
+        next_tick = 0.0
         while True:
             now = time.monotonic()
-            self.probe_due(now)
-            self.fabric.tick(now)
-            await asyncio.sleep(self.settings.tick_s)
+            wake = self.probe_due(now)
+            if now >= next_tick:
+                self.fabric.tick(now)
+                self.check_chaos()
+                self.forget_unlisted(now)
+                next_tick = now + self.settings.tick_s
+            await asyncio.sleep(max(0.002, min(wake, next_tick) - time.monotonic()))
+
+    # -- drills ----------------------------------------------------------------------------
+
+    def set_chaos(self, chaos: relay_pb2.Chaos) -> None:
+        active = bool(chaos.drop_all or chaos.drop_peers)
+        self.chaos = chaos if active else None
+        what = ("every peer" if chaos.drop_all else ", ".join(chaos.drop_peers)) if active \
+            else "nothing"
+        self.event("chaos", detail=f"dropping traffic with {what}")
+        log.warning("chaos: dropping traffic with %s", what)
+        self.apply_chaos()
+        self.flush_events()
+
+    def check_chaos(self) -> None:
+        if self.chaos is not None and self.chaos.until_unix_s and \
+                time.time() >= self.chaos.until_unix_s:
+            self.set_chaos(relay_pb2.Chaos())
+
+    def apply_chaos(self) -> None:
+        if self.udp is None:
+            return
+        c = self.chaos
+        if c is None:
+            self.udp.blocked = frozenset()
+        else:
+            regions = set(self.peers) if c.drop_all else set(c.drop_peers)
+            self.udp.blocked = frozenset(self.peers[r] for r in regions if r in self.peers)
 
     def link_report(self) -> relay_pb2.LinkReport:
         now = time.monotonic()
@@ -225,6 +354,9 @@ class RelayNode:
                 self.probe_interval_s = msg.peers.probe_interval_s
             if msg.peers.report_interval_s > 0:
                 self.report_interval_s = msg.peers.report_interval_s
+            if msg.peers.neighbour_probe_interval_s > 0:
+                self.neighbour_probe_interval_s = msg.peers.neighbour_probe_interval_s
+            self.set_probe_settings(msg.peers)
             peers = {}
             for p in msg.peers.peers:
                 host, _, port = p.probe_addr.rpartition(":")
@@ -237,7 +369,7 @@ class RelayNode:
             zones = set(cfg.zones)
             self.fabric.configure(cfg.fabric_key, cfg.accepted_keys, zones)
             if self.edge is not None:
-                self.edge.configure(dict(cfg.app_secrets), zones)
+                self.edge.configure(dict(cfg.app_secrets), zones, cfg.drained)
             return None
         if kind == "members":
             m = msg.members
@@ -248,7 +380,10 @@ class RelayNode:
             entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
                              r.backup_next_hop or None) for r in table.routes]
             reason = self.tables.apply(table.version, entries)
+            self.in_use = self.tables.neighbours_in_use()
             self.fabric.tables_changed()
+            if self.tables.rerouted():  # the controller does not know of a failure yet
+                self.counters["rerouted"] += len(self.tables.rerouted())
             if reason:
                 self.counters["tables_rejected"] += 1
                 log.warning("rejected routes v%d: %s", table.version, reason)
@@ -262,7 +397,22 @@ class RelayNode:
                     reason=reason or "",
                 )
             )
+        if kind == "chaos":
+            self.set_chaos(msg.chaos)
+            return None
         return None
+
+    def set_probe_settings(self, peers: relay_pb2.PeerList) -> None:
+        p = self.settings.probe
+        changes = {name: value for name, value in (
+            ("down_after", peers.down_after), ("degraded_loss", peers.degraded_loss),
+            ("degraded_jitter_ms", peers.degraded_jitter_ms)) if value > 0}
+        if not changes or all(getattr(p, k) == v for k, v in changes.items()):
+            return
+        probe = replace(p, **changes)
+        self.settings = replace(self.settings, probe=probe)
+        for stats in self.stats.values():
+            stats.settings = probe
 
     async def control_loop(self, probe_addr: str) -> None:
         backoff = self.settings.backoff_min_s
@@ -288,6 +438,8 @@ class RelayNode:
                             log.info("connected to controller %s", self.controller)
                             self.outbox = outbox
                             outbox.put_nowait(self.channels_message())
+                            outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
+                            self.flush_events()
                             backoff = self.settings.backoff_min_s
                         if (reply := self.on_control(msg)) is not None:
                             outbox.put_nowait(reply)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ class ProbeSettings:
     margin_s: float = 0.02
     min_timeout_s: float = 0.05
     window: int = 50  # outcomes kept for the loss rate
-    min_window: int = 10  # replies over which the minimum (and largest) RTT is taken
+    # the minimum RTT is taken over the replies of the last min_window_s, and at least the
+    # last min_window replies; the largest (for the timeout) over the last min_window
+    min_window: int = 10
+    min_window_s: float = 10.0
     alpha: float = 0.125  # smoothing of the RTT (as TCP's SRTT)
     down_after: int = 3  # consecutive missed probes that make a link down
     up_after: int = 3  # consecutive replies that bring a down link back up
@@ -44,7 +48,7 @@ class LinkStats:
         self.settings = settings or ProbeSettings()
         self.outstanding: dict[int, float] = {}
         self.outcomes: deque[bool] = deque(maxlen=self.settings.window)
-        self.recent: deque[float] = deque(maxlen=self.settings.min_window)
+        self.recent: deque[tuple[float, float]] = deque()  # (time, RTT in ms)
         self.srtt: float | None = None
         self.last_rtt: float | None = None
         self.jitter = 0.0
@@ -84,7 +88,10 @@ class LinkStats:
             self.srtt += self.settings.alpha * (rtt - self.srtt)
             self.jitter += (abs(rtt - self.last_rtt) - self.jitter) / 16
         self.last_rtt = rtt
-        self.recent.append(rtt)
+        recent, s = self.recent, self.settings
+        recent.append((now, rtt))
+        while len(recent) > s.min_window and recent[0][0] < now - s.min_window_s:
+            recent.popleft()
         return rtt
 
     def timeout(self) -> float:
@@ -92,7 +99,8 @@ class LinkStats:
         s = self.settings
         if not self.recent:
             return s.timeout_s
-        wait = max(self.recent) / 1000.0 * s.rtt_factor + s.margin_s
+        last = itertools.islice(reversed(self.recent), s.min_window)
+        wait = max(rtt for _, rtt in last) / 1000.0 * s.rtt_factor + s.margin_s
         return min(s.timeout_s, max(s.min_timeout_s, wait))
 
     def expire(self, now: float) -> int:
@@ -122,7 +130,7 @@ class LinkStats:
 
     @property
     def min_rtt(self) -> float | None:
-        return min(self.recent) if self.recent else None
+        return min(rtt for _, rtt in self.recent) if self.recent else None
 
     @property
     def loss(self) -> float:

@@ -43,6 +43,7 @@ class BatchedUDP:
         self.gso = True
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+        self.blocked: frozenset[tuple[str, int]] = frozenset()  # drills: drop to and from
         # a first look at each read, as (buffer, segment size): the offsets of the datagrams
         # it left for on_datagram (the relay's transit)
         self.take: Callable[[bytes, int], list[int]] | None = None
@@ -92,6 +93,8 @@ class BatchedUDP:
             except OSError as e:  # an ICMP error from an earlier send, say
                 self.on_error(e)
                 continue
+            if self.blocked and addr in self.blocked:
+                continue
             segment = 0
             for level, kind, value in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
@@ -127,7 +130,8 @@ class BatchedUDP:
             return
         pending, self.pending = self.pending, {}
         for addr, queue in pending.items():
-            self._send_queue(queue, addr)
+            if not (self.blocked and addr in self.blocked):
+                self._send_queue(queue, addr)
 
     def _send_queue(self, queue: list[Buffer], addr: tuple[str, int]) -> None:
         if len(queue) == 1 or not self.gso:

@@ -27,7 +27,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
-from sdk.errors import ConnectionClosed, SkymeshError, TokenRefused
+from sdk.errors import ConnectionClosed, RegionDrained, SkymeshError, TokenRefused
 from skymesh import quic
 from skymesh.token import ERROR_CODES
 
@@ -48,6 +48,8 @@ class Message:
 
 def close_error(error_code: int, reason: str) -> SkymeshError:
     """The SDK exception for a QUIC close with `error_code` and `reason`."""
+    if error_code == quic.DRAINED_ERROR:
+        return RegionDrained(reason)
     name = _CODE_NAMES.get(error_code)
     if name is not None:
         return TokenRefused(name, error_code, reason)

@@ -27,3 +27,12 @@ class TokenRefused(SkymeshError):
         self.code = code
         self.number = number
         self.reason = reason
+
+
+class RegionDrained(SkymeshError):
+    """The edge's region is drained (taken out of service by its operator): connect to the
+    edge of another region. Sessions joined before the drain carry on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason or "the edge's region is drained")
+        self.reason = reason

@@ -49,7 +49,7 @@ def regions(address: str) -> list[dict]:
     r = call(address, "Regions", admin_pb2.RegionsRequest())
     return [{"id": x.id, "name": x.name, "country": x.country, "lat": x.lat, "lon": x.lon,
              "tags": list(x.tags), "connected": x.connected, "probe_addr": x.probe_addr,
-             "edge_addr": x.edge_addr,
+             "edge_addr": x.edge_addr, "drained": x.drained,
              "route_version": x.route_version, "hello_version": x.hello_version,
              "counters": dict(sorted(x.counters.items()))}
             for x in r.regions]
@@ -109,6 +109,29 @@ def channels(address: str) -> list[dict]:
     return [{"zone": c.zone, "channel": c.channel,
              "publisher_regions": list(c.publisher_regions),
              "subscriber_regions": list(c.subscriber_regions)} for c in r.channels]
+
+
+def events(address: str, since: float = 0.0) -> list[dict]:
+    """What relays noticed and did on their own (links down or up, fast reroutes, chaos) and
+    the controller's own events, oldest first; `since` in seconds since the epoch."""
+    r = call(address, "Events", admin_pb2.EventsRequest(since_unix_s=since))
+    return [{"at": round(e.event.at_unix_s, 3), "region": e.region, "kind": e.event.kind,
+             "peer": e.event.peer, "routes": e.event.routes, "detail": e.event.detail,
+             "received": round(e.received_unix_s, 3)} for e in r.events]
+
+
+def drain(address: str, region: str, drained: bool = True) -> dict:
+    r = call(address, "Drain", admin_pb2.DrainRequest(region=region, drained=drained))
+    return {"region": r.region, "drained": r.drained, "version": r.version,
+            "drained_regions": list(r.drained_regions)}
+
+
+def chaos(address: str, region: str, drop_peers: list[str] = (), drop_all: bool = False,
+          until: float = 0.0) -> None:
+    """Make `region`'s relay drop its traffic with these peers (or all), until `until`
+    (seconds since the epoch) or the next call; no peers and not drop_all ends it."""
+    call(address, "Chaos", admin_pb2.ChaosRequest(region=region, chaos=relay_pb2.Chaos(
+        drop_peers=list(drop_peers), drop_all=drop_all, until_unix_s=until)))
 
 
 def _route(x: relay_pb2.RouteEntry) -> dict:

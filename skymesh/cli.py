@@ -47,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
     up.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
                     help="seconds between probes of a measured link (default: %(default)s)")
+    up.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
+                    help="seconds between probes of the links routes use (default: "
+                    "%(default)s)")
+    up.add_argument("--down-after", type=int, default=3, metavar="N",
+                    help="missed probes in a row that make a link down (default: %(default)s)")
     up.add_argument("--detach", action="store_true",
                     help="return once converged and leave the mesh running (`skymesh down`)")
     up.add_argument("--timeout", type=float, default=120.0,
@@ -70,7 +75,22 @@ def parser() -> argparse.ArgumentParser:
                      help="residency policy (default: policy.yaml beside the region files, "
                      "else one zone of every region)")
     ctl.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
-                     help="seconds between probes of a measured link (default: %(default)s)")
+                     help="seconds between probes of a link no route uses (default: "
+                     "%(default)s)")
+    ctl.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
+                     help="seconds between probes of the links to each relay's next hops and "
+                     "backups: with --down-after, how soon a dead link is found "
+                     "(default: %(default)s)")
+    ctl.add_argument("--down-after", type=int, default=3, metavar="N",
+                     help="missed probes in a row that make a link down, and send traffic to "
+                     "the routes' backups (default: %(default)s)")
+    ctl.add_argument("--degraded-loss", type=float, default=0.02, metavar="FRACTION",
+                     help="probe loss above which a link is degraded (default: %(default)s)")
+    ctl.add_argument("--degraded-jitter-ms", type=float, default=30.0, metavar="MS",
+                     help="jitter above which a link is degraded (default: %(default)s)")
+    ctl.add_argument("--resync-hold", type=float, default=15.0, metavar="S",
+                     help="after a restart among relays that hold tables, push none until "
+                     "every region is back and measured or this long (default: %(default)s)")
     ctl.add_argument("--hysteresis", type=float, default=0.10, metavar="FRACTION",
                      help="a route moves only when the new path is better by more than this "
                      "fraction of its cost ... (default: %(default)s)")
@@ -81,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--fabric-keys", type=Path, metavar="FILE",
                      help="hex keys signing relay-to-relay datagrams, first one signs "
                      "(default: a random key per controller start)")
+    ctl.add_argument("--state", type=Path, metavar="FILE",
+                     help="where operator changes (drains) are kept across restarts "
+                     "(default: not kept)")
     ctl.add_argument("--log-level", default="info")
     ctl.set_defaults(run=cmd_controller)
 
@@ -120,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     rc.set_defaults(run=cmd_routes_compute)
 
     admin = sub.add_parser("admin", help="ask the controller: status, regions, links, routes, "
-                           "path, zones, channels, plan-failover")
+                           "path, zones, channels, plan-failover, events; drain, undrain")
     admin.add_argument("--controller", metavar="HOST:PORT",
                        help="controller address (default: the local mesh's)")
     asub = admin.add_subparsers(title="admin commands", metavar="COMMAND")
@@ -152,6 +175,18 @@ def parser() -> argparse.ArgumentParser:
                    help="cut this link (both directions) instead of a region")
     a.add_argument("--zone", help="only this zone (default: every zone)")
     a.set_defaults(run=cmd_admin, what="plan-failover")
+    a = asub.add_parser("events", help="what relays noticed and did on their own: links down "
+                        "and up, fast reroutes; and the controller's own events")
+    a.add_argument("--since", type=float, default=300.0, metavar="S",
+                   help="the last S seconds (default: %(default)s)")
+    a.set_defaults(run=cmd_admin, what="events")
+    for name, help_ in (("drain", "take a region out of service: its edge refuses new "
+                         "sessions and routes move their transit off it without loss "
+                         "(it keeps forwarding what is on the way)"),
+                        ("undrain", "put a drained region back into service")):
+        a = asub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        a.add_argument("region")
+        a.set_defaults(run=cmd_admin, what=name)
     for a in asub.choices.values():
         a.add_argument("--json", action="store_true", help="print JSON")
         a.add_argument("--controller", metavar="HOST:PORT", default=argparse.SUPPRESS,
@@ -286,7 +321,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     only = list(regions) if args.only else None
     try:
         m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
-                       args.log_level, ["--probe-interval", str(args.probe_interval)]
+                       args.log_level, ["--probe-interval", str(args.probe_interval),
+                                        "--neighbour-probe-interval",
+                                        str(args.neighbour_probe_interval),
+                                        "--down-after", str(args.down_after)]
                        + (["--policy", str(args.policy.resolve())] if args.policy else []))
     except (RuntimeError, OSError) as e:
         return fail(str(e))
@@ -441,12 +479,24 @@ def cmd_controller(args: argparse.Namespace) -> int:
         keys = load_fabric_keys(args.fabric_keys) if args.fabric_keys else None
     except AppsError as e:
         return fail(f"not starting the controller:\n{e}")
+    problems = [f"--{name} must be positive" for name, value in (
+        ("probe-interval", args.probe_interval),
+        ("neighbour-probe-interval", args.neighbour_probe_interval),
+        ("down-after", args.down_after)) if not value > 0]
+    if not 0 < args.degraded_loss <= 1:
+        problems.append("--degraded-loss must be in (0, 1]")
+    if problems:
+        return fail("not starting the controller: " + "; ".join(problems))
     settings = Settings(probe_interval_s=args.probe_interval,
+                        neighbour_probe_interval_s=args.neighbour_probe_interval,
+                        down_after=args.down_after, degraded_loss=args.degraded_loss,
+                        degraded_jitter_ms=args.degraded_jitter_ms,
+                        resync_hold_s=args.resync_hold,
                         hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms))
 
     async def run() -> None:
         server, controller, port = await serve(regions, policy, args.listen, settings,
-                                               apps, keys)
+                                               apps, keys, args.state)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)
@@ -457,6 +507,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
         run_loop(run())
     except OSError as e:
         return fail(f"controller: {e}")
+    except ValueError as e:  # the --state file
+        return fail(f"not starting the controller: {e}")
     return 0
 
 
@@ -724,6 +776,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
             if bool(args.region) == bool(args.link):
                 return fail("plan-failover: name a REGION or a --link SRC DST")
             data = admin.plan_failover(address, args.region, args.link, args.zone)
+        elif args.what == "events":
+            data = admin.events(address, time.time() - args.since)
+        elif args.what in ("drain", "undrain"):
+            data = admin.drain(address, args.region, args.what == "drain")
         else:
             data = admin.path(address, args.src, args.dst, args.zone)
     except admin.AdminError as e:
@@ -743,10 +799,22 @@ def render(what: str, data) -> str:
     if what == "status":
         return "\n".join(f"{k:16} {v}" for k, v in data.items())
     if what == "regions":
-        return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY", "EDGE"],
+        return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY", "EDGE", "DRAINED"],
                      [[r["id"], r["name"], r["country"], f"{r['lat']:.2f}", f"{r['lon']:.2f}",
-                       ",".join(r["tags"]), r["probe_addr"] or "-", r["edge_addr"] or "-"]
+                       ",".join(r["tags"]), r["probe_addr"] or "-", r["edge_addr"] or "-",
+                       "yes" if r["drained"] else "-"]
                       for r in data])
+    if what == "events":
+        if not data:
+            return "no events"
+        return table(["TIME", "REGION", "EVENT", "PEER", "ROUTES", "DETAIL"],
+                     [[time.strftime("%H:%M:%S", time.localtime(e["at"]))
+                       + f".{int(e['at'] * 1000) % 1000:03d}", e["region"], e["kind"],
+                       e["peer"] or "-", e["routes"] or "-", e["detail"]] for e in data])
+    if what in ("drain", "undrain"):
+        state = "drained" if data["drained"] else "back in service"
+        return (f"{data['region']} {state}; routes v{data['version']}; drained now: "
+                f"{', '.join(data['drained_regions']) or 'none'}")
     if what == "channels":
         if not data:
             return "no channel has sessions"

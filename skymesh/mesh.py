@@ -51,8 +51,13 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:  # a zombie child of ours is not alive
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return False
     except ChildProcessError:
+        pass
+    try:  # nor is anyone's zombie (a container's first process may be slow to reap)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
@@ -103,12 +108,13 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     py = [sys.executable, "-m", "skymesh"]
     ctl_argv = py + ["controller", "--listen", controller, "--regions", str(regions_dir),
                      "--apps", str(secrets["apps"]), "--fabric-keys", str(secrets["fabric"]),
+                     "--state", str(base / "controller-state.json"),
                      "--log-level", log_level, *controller_options]
     if only:
         ctl_argv += ["--only", ",".join(only)]
     processes = {"controller": spawn(ctl_argv, logs / "controller.log")}
     _wait_listening(processes["controller"], "127.0.0.1", port, logs / "controller.log")
-    relays = {}
+    relays, relay_argv = {}, {}
     for i, rid in enumerate(regions):
         argv = py + ["relay", "--region", rid, "--controller", controller,
                      "--bind", f"{relay_address(i)}:0", "--wan", str(wan_file),
@@ -116,9 +122,11 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
                      "--log-level", log_level]
         processes[rid] = spawn(argv, logs / f"{rid}.log")
         relays[rid] = processes[rid].pid
+        relay_argv[rid] = argv
     state = {
         "controller": controller,
         "controller_argv": ctl_argv,
+        "relay_argv": relay_argv,
         "pids": {"controller": processes["controller"].pid, "relays": relays},
         "regions": list(regions),
         "wan": str(wan_file),
@@ -129,6 +137,38 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     }
     state_file().write_text(json.dumps(state, indent=1))
     return Mesh(controller, processes, state)
+
+
+def kill(state: dict, which: str) -> bool:
+    """SIGKILL the controller (`which` = "controller") or a region's relay, as a crash or a
+    lost region would end it; False when it was not running."""
+    pid = state["pids"]["controller"] if which == "controller" else \
+        state["pids"]["relays"].get(which)
+    if pid is None or not alive(pid):
+        return False
+    _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return True
+
+
+def restart(state: dict, which: str) -> int:
+    """Start the controller or a region's relay again as `start` did (its log goes on);
+    records the new pid in the state file and returns it."""
+    logs = Path(state["logs"])
+    if which == "controller":
+        proc = spawn(state["controller_argv"], logs / "controller.log")
+        host, _, port = state["controller"].rpartition(":")
+        _wait_listening(proc, host, int(port), logs / "controller.log")
+        state["pids"]["controller"] = proc.pid
+    else:
+        if which not in state.get("relay_argv", {}):
+            raise KeyError(f"no relay of region {which!r} in this mesh")
+        proc = spawn(state["relay_argv"][which], logs / f"{which}.log")
+        state["pids"]["relays"][which] = proc.pid
+    state_file().write_text(json.dumps(state, indent=1))
+    return proc.pid
 
 
 def local_secrets(relays: int) -> dict[str, Path]:

@@ -57,6 +57,10 @@ def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
         raise admin.AdminError(f"unknown region {region!r}; regions: {', '.join(sorted(by_id))}")
     if not r["edge_addr"]:
         raise admin.AdminError(f"region {region!r} has no relay with a client edge connected")
+    if r.get("drained"):
+        others = [x["id"] for x in by_id.values() if x["edge_addr"] and not x.get("drained")]
+        raise admin.AdminError(f"region {region!r} is drained; regions in service: "
+                               f"{', '.join(sorted(others)) or 'none'}")
     host, _, port = r["edge_addr"].rpartition(":")
     if ca is None:
         state = mesh.running_state()

@@ -25,6 +25,7 @@ from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import Epoch
 
 ALPN = "skymesh/1"
+DRAINED_ERROR = 0x201  # the edge's region is drained: the client should connect elsewhere
 MAX_DATAGRAM_FRAME_SIZE = 65536
 TRANSMIT_INTERVAL_S = 0.001
 

@@ -75,7 +75,7 @@ def test_default_alpha_is_tcp_srtt():
 
 
 def test_min_rtt_over_last_min_window_replies():
-    stats = LinkStats(ProbeSettings(min_window=3))
+    stats = LinkStats(ProbeSettings(min_window=3, min_window_s=0.5))  # replies 1 s apart
     replies(stats, [10.0, 50.0, 40.0])
     assert stats.min_rtt == pytest.approx(10.0)
     replies(stats, [60.0], start_seq=3, start=3.0)
@@ -86,7 +86,7 @@ def test_min_rtt_over_last_min_window_replies():
 
 
 def test_one_clean_sample_corrects_min_rtt_after_queueing_burst():
-    stats = LinkStats(ProbeSettings(min_window=5))
+    stats = LinkStats(ProbeSettings(min_window=5, min_window_s=0.5))
     replies(stats, [20.0] * 5 + [400.0] * 4)
     srtt_after_burst = stats.srtt
     replies(stats, [21.0], start_seq=9, start=9.0)
@@ -415,4 +415,18 @@ def test_statistics_match_a_straightforward_model(evs, min_window, window, alpha
     else:
         assert stats.state in (UP, DEGRADED)
     assert not stats.outstanding
-    assert all(math.isfinite(x) for x in stats.recent)
+    assert all(math.isfinite(x) for _, x in stats.recent)
+
+
+def test_fast_probes_keep_the_minimum_over_the_time_window():
+    """At 100 ms probes the minimum still covers ten seconds of replies, not one: a link's
+    latency estimate does not follow every burst of queueing."""
+    stats = LinkStats(ProbeSettings(min_window=10, min_window_s=10.0))
+    t = 0.0
+    for i in range(200):
+        reply(stats, i, t, 20.0 if i == 50 else 30.0)
+        t += 0.1
+        if i == 140:  # 9 s after the clean sample
+            assert stats.min_rtt == pytest.approx(20.0)
+    assert stats.min_rtt == pytest.approx(30.0)  # 15 s after it
+    assert len(stats.recent) <= 101

@@ -44,7 +44,7 @@ class RegionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegionInfo(_message.Message):
-    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr")
+    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr", "drained")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class RegionInfo(_message.Message):
     HELLO_VERSION_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     country: str
@@ -76,7 +77,8 @@ class RegionInfo(_message.Message):
     hello_version: int
     counters: _containers.ScalarMap[str, int]
     edge_addr: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ...) -> None: ...
+    drained: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ...) -> None: ...
 
 class RegionsReply(_message.Message):
     __slots__ = ("regions",)
@@ -251,3 +253,57 @@ class ChannelsReply(_message.Message):
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     channels: _containers.RepeatedCompositeFieldContainer[ChannelInfo]
     def __init__(self, channels: _Optional[_Iterable[_Union[ChannelInfo, _Mapping]]] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("region", "drained")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    drained: bool
+    def __init__(self, region: _Optional[str] = ..., drained: _Optional[bool] = ...) -> None: ...
+
+class DrainReply(_message.Message):
+    __slots__ = ("region", "drained", "version", "drained_regions")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    drained: bool
+    version: int
+    drained_regions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, region: _Optional[str] = ..., drained: _Optional[bool] = ..., version: _Optional[int] = ..., drained_regions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("since_unix_s",)
+    SINCE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    since_unix_s: float
+    def __init__(self, since_unix_s: _Optional[float] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("region", "event", "received_unix_s")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    event: _relay_pb2.RelayEvent
+    received_unix_s: float
+    def __init__(self, region: _Optional[str] = ..., event: _Optional[_Union[_relay_pb2.RelayEvent, _Mapping]] = ..., received_unix_s: _Optional[float] = ...) -> None: ...
+
+class EventsReply(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class ChaosRequest(_message.Message):
+    __slots__ = ("region", "chaos")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CHAOS_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    chaos: _relay_pb2.Chaos
+    def __init__(self, region: _Optional[str] = ..., chaos: _Optional[_Union[_relay_pb2.Chaos, _Mapping]] = ...) -> None: ...
+
+class ChaosReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -74,6 +74,21 @@ class AdminStub:
                 request_serializer=skymesh_dot_v1_dot_admin__pb2.ChannelsRequest.SerializeToString,
                 response_deserializer=skymesh_dot_v1_dot_admin__pb2.ChannelsReply.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/skymesh.v1.Admin/Drain',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.DrainRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.DrainReply.FromString,
+                _registered_method=True)
+        self.Events = channel.unary_unary(
+                '/skymesh.v1.Admin/Events',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.EventsReply.FromString,
+                _registered_method=True)
+        self.Chaos = channel.unary_unary(
+                '/skymesh.v1.Admin/Chaos',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.ChaosRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.ChaosReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -127,6 +142,24 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Events(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Chaos(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +202,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Channels,
                     request_deserializer=skymesh_dot_v1_dot_admin__pb2.ChannelsRequest.FromString,
                     response_serializer=skymesh_dot_v1_dot_admin__pb2.ChannelsReply.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.DrainRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.DrainReply.SerializeToString,
+            ),
+            'Events': grpc.unary_unary_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.EventsRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.EventsReply.SerializeToString,
+            ),
+            'Chaos': grpc.unary_unary_rpc_method_handler(
+                    servicer.Chaos,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.ChaosRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.ChaosReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +435,87 @@ class Admin:
             '/skymesh.v1.Admin/Channels',
             skymesh_dot_v1_dot_admin__pb2.ChannelsRequest.SerializeToString,
             skymesh_dot_v1_dot_admin__pb2.ChannelsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/Drain',
+            skymesh_dot_v1_dot_admin__pb2.DrainRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.DrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/Events',
+            skymesh_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.EventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chaos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/Chaos',
+            skymesh_dot_v1_dot_admin__pb2.ChaosRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.ChaosReply.FromString,
             options,
             channel_credentials,
             insecure,

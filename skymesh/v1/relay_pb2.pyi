@@ -19,16 +19,38 @@ LINK_STATE_DEGRADED: LinkState
 LINK_STATE_DOWN: LinkState
 
 class RelayMessage(_message.Message):
-    __slots__ = ("hello", "report", "ack", "channels")
+    __slots__ = ("hello", "report", "ack", "channels", "events")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     report: LinkReport
     ack: RouteAck
     channels: Channels
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., report: _Optional[_Union[LinkReport, _Mapping]] = ..., ack: _Optional[_Union[RouteAck, _Mapping]] = ..., channels: _Optional[_Union[Channels, _Mapping]] = ...) -> None: ...
+    events: RelayEvents
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., report: _Optional[_Union[LinkReport, _Mapping]] = ..., ack: _Optional[_Union[RouteAck, _Mapping]] = ..., channels: _Optional[_Union[Channels, _Mapping]] = ..., events: _Optional[_Union[RelayEvents, _Mapping]] = ...) -> None: ...
+
+class RelayEvents(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RelayEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RelayEvent, _Mapping]]] = ...) -> None: ...
+
+class RelayEvent(_message.Message):
+    __slots__ = ("at_unix_s", "kind", "peer", "routes", "detail")
+    AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    at_unix_s: float
+    kind: str
+    peer: str
+    routes: int
+    detail: str
+    def __init__(self, at_unix_s: _Optional[float] = ..., kind: _Optional[str] = ..., peer: _Optional[str] = ..., routes: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr")
@@ -112,19 +134,31 @@ class RouteAck(_message.Message):
     def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("peers", "routes", "config", "members")
+    __slots__ = ("peers", "routes", "config", "members", "chaos")
     PEERS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CHAOS_FIELD_NUMBER: _ClassVar[int]
     peers: PeerList
     routes: RouteTable
     config: RelayConfig
     members: ChannelMembers
-    def __init__(self, peers: _Optional[_Union[PeerList, _Mapping]] = ..., routes: _Optional[_Union[RouteTable, _Mapping]] = ..., config: _Optional[_Union[RelayConfig, _Mapping]] = ..., members: _Optional[_Union[ChannelMembers, _Mapping]] = ...) -> None: ...
+    chaos: Chaos
+    def __init__(self, peers: _Optional[_Union[PeerList, _Mapping]] = ..., routes: _Optional[_Union[RouteTable, _Mapping]] = ..., config: _Optional[_Union[RelayConfig, _Mapping]] = ..., members: _Optional[_Union[ChannelMembers, _Mapping]] = ..., chaos: _Optional[_Union[Chaos, _Mapping]] = ...) -> None: ...
+
+class Chaos(_message.Message):
+    __slots__ = ("drop_peers", "drop_all", "until_unix_s")
+    DROP_PEERS_FIELD_NUMBER: _ClassVar[int]
+    DROP_ALL_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    drop_peers: _containers.RepeatedScalarFieldContainer[str]
+    drop_all: bool
+    until_unix_s: float
+    def __init__(self, drop_peers: _Optional[_Iterable[str]] = ..., drop_all: _Optional[bool] = ..., until_unix_s: _Optional[float] = ...) -> None: ...
 
 class RelayConfig(_message.Message):
-    __slots__ = ("app_secrets", "fabric_key", "accepted_keys", "zones")
+    __slots__ = ("app_secrets", "fabric_key", "accepted_keys", "zones", "drained")
     class AppSecretsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,11 +170,13 @@ class RelayConfig(_message.Message):
     FABRIC_KEY_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_KEYS_FIELD_NUMBER: _ClassVar[int]
     ZONES_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
     app_secrets: _containers.ScalarMap[str, bytes]
     fabric_key: bytes
     accepted_keys: _containers.RepeatedScalarFieldContainer[bytes]
     zones: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, app_secrets: _Optional[_Mapping[str, bytes]] = ..., fabric_key: _Optional[bytes] = ..., accepted_keys: _Optional[_Iterable[bytes]] = ..., zones: _Optional[_Iterable[str]] = ...) -> None: ...
+    drained: bool
+    def __init__(self, app_secrets: _Optional[_Mapping[str, bytes]] = ..., fabric_key: _Optional[bytes] = ..., accepted_keys: _Optional[_Iterable[bytes]] = ..., zones: _Optional[_Iterable[str]] = ..., drained: _Optional[bool] = ...) -> None: ...
 
 class ChannelMembers(_message.Message):
     __slots__ = ("zone", "channel", "regions")
@@ -161,14 +197,22 @@ class Peer(_message.Message):
     def __init__(self, region: _Optional[str] = ..., probe_addr: _Optional[str] = ...) -> None: ...
 
 class PeerList(_message.Message):
-    __slots__ = ("peers", "probe_interval_s", "report_interval_s")
+    __slots__ = ("peers", "probe_interval_s", "report_interval_s", "neighbour_probe_interval_s", "down_after", "degraded_loss", "degraded_jitter_ms")
     PEERS_FIELD_NUMBER: _ClassVar[int]
     PROBE_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     REPORT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOUR_PROBE_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    DOWN_AFTER_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_LOSS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_JITTER_MS_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     probe_interval_s: float
     report_interval_s: float
-    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., probe_interval_s: _Optional[float] = ..., report_interval_s: _Optional[float] = ...) -> None: ...
+    neighbour_probe_interval_s: float
+    down_after: int
+    degraded_loss: float
+    degraded_jitter_ms: float
+    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., probe_interval_s: _Optional[float] = ..., report_interval_s: _Optional[float] = ..., neighbour_probe_interval_s: _Optional[float] = ..., down_after: _Optional[int] = ..., degraded_loss: _Optional[float] = ..., degraded_jitter_ms: _Optional[float] = ...) -> None: ...
 
 class RouteEntry(_message.Message):
     __slots__ = ("dst", "next_hop", "path", "cost_ms", "zone", "backup_next_hop", "backup_kind", "backup_cost_ms")

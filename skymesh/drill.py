@@ -1,0 +1,390 @@
+"""Chaos drills against a running mesh (the local mesh by default): synthetic channel traffic
+over the routes a failure touches, the failure (a region's relays killed or blackholed, one
+link cut, the controller killed), a hold, the recovery, and what the traffic saw.
+
+The measuring is in `skymesh.drillstats`; this module drives sessions, faults and reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdk.client import connect
+from skymesh import admin, mesh, pubsub
+from skymesh.drillstats import (
+    Flow,
+    FlowRecord,
+    flows_through,
+    residency_violations,
+    spread,
+    summarize,
+)
+
+KINDS = ("remove-region", "partition", "kill-controller")
+
+
+class DrillError(Exception):
+    """A drill that cannot run as asked, with the reason to show."""
+
+
+@dataclass
+class DrillOptions:
+    kind: str  # one of KINDS
+    targets: tuple[str, ...] = ()  # the region, or both ends of the link
+    duration_s: float = 30.0  # how long the failure holds
+    mode: str = "auto"  # remove-region: kill | blackhole | auto (kill on the local mesh)
+    before_s: float = 5.0
+    after_s: float = 10.0
+    rate: float = 50.0  # media frames per second per flow
+    messages_per_s: float = 5.0
+    max_flows: int = 12
+    force: bool = False
+    dry_run: bool = False
+    controller: str | None = None
+
+
+# -- planning -------------------------------------------------------------------------------
+
+def all_routes(address: str) -> list[dict]:
+    rows = []
+    for r in admin.regions(address):
+        if r["connected"]:
+            rows += admin.routes(address, r["id"])["routes"]
+    return rows
+
+
+def plan(address: str, o: DrillOptions) -> dict:
+    """What the drill would touch: the flows it measures, and the plan-based impact."""
+    known = {r["id"] for r in admin.regions(address)}
+    for t in o.targets:
+        if t not in known:
+            raise DrillError(f"unknown region {t!r}")
+    rows = all_routes(address)
+    if o.kind == "remove-region":
+        flows, carried = flows_through(rows, region=o.targets[0], limit=o.max_flows)
+        impact = admin.plan_failover(address, o.targets[0], None, None)
+    elif o.kind == "partition":
+        flows, carried = flows_through(rows, link=(o.targets[0], o.targets[1]),
+                                       limit=o.max_flows)
+        impact = admin.plan_failover(address, None, list(o.targets), None)
+    else:
+        multi = sorted((Flow(r["zone"], r["path"][0], r["dst"], tuple(r["path"]))
+                        for r in rows if len(r["path"]) >= 3),
+                       key=lambda f: (f.zone, f.src, f.dst))
+        flows, carried, impact = spread(multi, o.max_flows), len(multi), None
+    unreachable = [c for c in impact["changes"] if not c["reachable"]] if impact else []
+    return {"kind": o.kind, "targets": list(o.targets), "routes_carried": carried,
+            "flows": [{"zone": f.zone, "src": f.src, "dst": f.dst, "path": list(f.path)}
+                      for f in flows],
+            "impact": impact, "unreachable": unreachable, "_flows": flows}
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+def fault_actions(address: str, o: DrillOptions, hold_until: float
+                  ) -> tuple[Callable[[], str], Callable[[], str]]:
+    """(inflict, restore) for the drill; each returns what it did, for the report."""
+    state = mesh.running_state()
+    local = state is not None and state["controller"] == address
+    if o.kind == "kill-controller":
+        if not local:
+            raise DrillError("kill-controller needs the local mesh (its controller's process)")
+        return (lambda: mesh.kill(state, "controller") and "killed the controller",
+                lambda: f"restarted the controller (pid {mesh.restart(state, 'controller')})")
+    if o.kind == "partition":
+        a, b = o.targets
+
+        def cut() -> str:
+            admin.chaos(address, a, [b], until=hold_until)
+            admin.chaos(address, b, [a], until=hold_until)
+            return f"cut the link {a}-{b} (both relays drop each other's datagrams)"
+
+        def mend() -> str:
+            admin.chaos(address, a)
+            admin.chaos(address, b)
+            return f"mended the link {a}-{b}"
+        return cut, mend
+    region = o.targets[0]
+    mode = o.mode if o.mode != "auto" else ("kill" if local else "blackhole")
+    if mode == "kill":
+        if not local:
+            raise DrillError("--mode kill needs the local mesh; use --mode blackhole")
+        return (lambda: mesh.kill(state, region) and f"killed the relay of {region}",
+                lambda: f"restarted the relay of {region} (pid {mesh.restart(state, region)})")
+    return (lambda: admin.chaos(address, region, drop_all=True, until=hold_until)
+            or f"blackholed {region} (its relay drops every datagram to and from peers)",
+            lambda: admin.chaos(address, region) or f"ended the blackhole of {region}")
+
+
+# -- traffic --------------------------------------------------------------------------------
+
+async def _session(stack: AsyncExitStack, address: str, region: str, zone: str, channel: str,
+                   uid: str):
+    e = pubsub.resolve_edge(address, region)
+    tok = pubsub.local_token("demo", channel, uid, zone)
+    s = await stack.enter_async_context(connect(e.host, e.port, tok, channel, e.ca))
+    await asyncio.wait_for(s.join(), 15)
+    return s
+
+
+async def _subscribed(address: str, wanted: set[tuple[str, str, str]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chans = await asyncio.to_thread(admin.channels, address)
+        have = {(c["zone"], c["channel"], r) for c in chans for r in c["subscriber_regions"]}
+        if wanted <= have:
+            return
+        await asyncio.sleep(0.2)
+    raise DrillError("the controller did not learn every drill subscriber in time")
+
+
+async def _converged(address: str, timeout: float) -> float | None:
+    """Seconds until the controller answers converged again (None: not within timeout)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if (await asyncio.to_thread(admin.status, address))["converged"]:
+                return time.monotonic() - start
+        except admin.AdminError:
+            pass  # a controller still starting
+        await asyncio.sleep(0.25)
+    return None
+
+
+def _counters(address: str) -> dict[str, dict[str, int]]:
+    return {r["id"]: r["counters"] for r in admin.regions(address)}
+
+
+async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
+    address = admin.controller_address(o.controller)
+    p = plan(address, o)
+    flows: list[Flow] = p.pop("_flows")
+    if p["unreachable"] and not o.force:
+        lost = p["unreachable"]
+        pairs = ", ".join(f"{c['zone']}:{c['src']}>{c['dst']}" for c in lost[:8])
+        raise DrillError(f"this drill would leave {len(lost)} route(s) with no path inside "
+                         f"their zone ({pairs}{', ...' if len(lost) > 8 else ''}); pass "
+                         "--force to run it anyway")
+    if o.dry_run:
+        return {**p, "dry_run": True}
+    if not flows:
+        raise DrillError(f"no route runs through {' - '.join(o.targets) or 'several regions'}: "
+                         "nothing to measure")
+    zones = {z["name"]: z["regions"] for z in admin.zones(address)["zones"]}
+    tag = secrets.token_hex(3)
+    records = [FlowRecord(f) for f in flows]
+    say(f"drill {o.kind} {' '.join(o.targets)}: {len(flows)} flows of "
+        f"{p['routes_carried']} routes carried, {o.rate:g} frames/s each")
+    async with AsyncExitStack() as stack:
+        pairs = []
+        for i, r in enumerate(records):
+            channel = f"drill-{tag}-{i}"
+            pub = await _session(stack, address, r.flow.src, r.flow.zone, channel, f"pub{i}")
+            sub = await _session(stack, address, r.flow.dst, r.flow.zone, channel, f"sub{i}")
+            pairs.append((pub, sub))
+        await _subscribed(address, {(r.flow.zone, f"demo/drill-{tag}-{i}", r.flow.dst)
+                                    for i, r in enumerate(records)}, 30)
+        counters_before = await asyncio.to_thread(_counters, address)
+        readers = []
+        for r, (_, sub) in zip(records, pairs, strict=True):
+            readers.append(asyncio.ensure_future(_read(sub, r)))
+        stop = asyncio.Event()
+        writers = [asyncio.ensure_future(_write(pub, r, o, stop))
+                   for r, (pub, _) in zip(records, pairs, strict=True)]
+        say(f"baseline for {o.before_s:g} s")
+        await asyncio.sleep(o.before_s)
+        hold_until = time.time() + o.duration_s + 60  # a crashed drill heals itself
+        inflict, restore = fault_actions(address, o, hold_until)
+        fault_at = time.time()
+        did = await asyncio.to_thread(inflict)
+        say(f"{did}; holding {o.duration_s:g} s")
+        await asyncio.sleep(o.duration_s)
+        restored_at = time.time()
+        undid = await asyncio.to_thread(restore)
+        say(f"{undid}; watching for {o.after_s:g} s")
+        recovery = asyncio.ensure_future(_converged(address, o.after_s + 60))
+        await asyncio.sleep(o.after_s)
+        end_at = time.time()
+        stop.set()
+        await asyncio.gather(*writers)
+        say("waiting for every message to arrive")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                sum(len(m) for m in r.messages_got.values()) < r.messages_sent for r in records):
+            await asyncio.sleep(0.1)
+        recovery_s = await recovery
+        await asyncio.sleep(1.5)  # a report interval: the relays' counters catch up
+        counters_after = await asyncio.to_thread(_counters, address)
+        for t in readers:
+            t.cancel()
+    events = await asyncio.to_thread(admin.events, address, fault_at - 1.0)
+    result = summarize(records, fault_at, restored_at, end_at)
+    result.update(_event_times(events, o, fault_at))
+    result.update({
+        "kind": o.kind, "targets": list(o.targets), "duration_s": o.duration_s,
+        "fault": did, "restore": undid, "fault_at": fault_at, "restored_at": restored_at,
+        "end_at": end_at, "routes_carried": p["routes_carried"],
+        "recovery_s": None if recovery_s is None else round(recovery_s, 1),
+        "residency_violations": len(residency_violations(counters_before, counters_after,
+                                                         zones)),
+        "residency_detail": residency_violations(counters_before, counters_after, zones),
+        "events": [e for e in events if e["at"] >= fault_at - 1.0],
+        "impact": p["impact"]})
+    result["_records"] = records
+    return result
+
+
+async def _read(sub, r: FlowRecord) -> None:
+    async def media():
+        async for data in sub.media():
+            parsed = pubsub.parse_frame(data)
+            if parsed:
+                r.on_media(parsed[0], parsed[1] / 1e9, time.time())
+
+    async def messages():
+        async for m in sub.messages():
+            r.on_message(m.sender, m.id)
+    await asyncio.gather(media(), messages())
+
+
+async def _write(pub, r: FlowRecord, o: DrillOptions, stop: asyncio.Event) -> None:
+    start = time.monotonic()
+    seq = 0
+    every = max(1, round(o.rate / o.messages_per_s)) if o.messages_per_s > 0 else 0
+    while not stop.is_set():
+        seq += 1
+        frame = pubsub.frame(seq, 200)
+        r.sent[seq] = pubsub.parse_frame(frame)[1] / 1e9
+        try:
+            pub.publish_media(frame)
+            if every and seq % every == 0:
+                await pub.send_message(f"drill message {r.messages_sent + 1}")
+                r.messages_sent += 1
+        except Exception:  # a session torn down by the fault: the flow's loss shows it
+            pass
+        await asyncio.sleep(max(0.0, start + seq / o.rate - time.monotonic()))
+
+
+def _event_times(events: list[dict], o: DrillOptions, fault_at: float) -> dict:
+    """detect_ms: until the first relay declared a link to the failed region (or over the cut
+    link) down; relay_reroute_ms: until the first relay moved routes to their backups."""
+    if o.kind == "kill-controller":
+        return {"detect_ms": None, "relay_reroute_ms": None}
+    if o.kind == "partition":
+        a, b = o.targets
+        hit = {(a, b), (b, a)}
+        down = [e for e in events if e["kind"] == "link-down" and (e["region"], e["peer"]) in hit]
+        moved = [e for e in events if e["kind"] == "reroute" and (e["region"], e["peer"]) in hit]
+    else:
+        region = o.targets[0]
+        down = [e for e in events if e["kind"] == "link-down" and e["peer"] == region]
+        moved = [e for e in events if e["kind"] == "reroute" and e["peer"] == region]
+
+    def first(es: list[dict]) -> float | None:
+        return round((min(e["at"] for e in es) - fault_at) * 1000, 1) if es else None
+    return {"detect_ms": first(down), "relay_reroute_ms": first(moved),
+            "detections": len(down)}
+
+
+# -- reports --------------------------------------------------------------------------------
+
+def render(result: dict) -> str:
+    if result.get("dry_run"):
+        return render_plan(result)
+    g = result["gap_ms"]
+    lines = [
+        f"drill {result['kind']} {' '.join(result['targets'])}: {result['fault']}, held "
+        f"{result['duration_s']:g} s; {result['restore']}",
+        f"  detected in {_ms(result['detect_ms'])}, first relay rerouted in "
+        f"{_ms(result['relay_reroute_ms'])}; traffic through again in "
+        f"{_ms(result['reroute_ms'])} (median flow), {_ms(result['reroute_ms_max'])} (slowest)",
+        f"  media gap per flow: p50 {_ms(g['p50'])}, p99 {_ms(g['p99'])}, max {_ms(g['max'])}",
+        f"  media lost {result['media_lost']} of {result['media_sent']}; messages lost "
+        f"{result['messages_lost']} of {result['messages_sent']} (duplicated "
+        f"{result['messages_duplicated']}, out of order {result['messages_out_of_order']})",
+        f"  residency violations: {result['residency_violations']}",
+        f"  back to converged {_s(result['recovery_s'])} after the recovery",
+        "",
+        "  FLOW                          GAP_MS  LOST  LATENCY_MS before / during / after"]
+    for f in result["flows"]:
+        lat = f["latency_ms"]
+        lines.append(f"  {f['flow']:<30}{f['gap_ms']:>7}{f['media_lost']:>6}  "
+                     f"{lat['before']} / {lat['during']} / {lat['after']}")
+    return "\n".join(lines)
+
+
+def render_plan(p: dict) -> str:
+    lines = [f"dry run: drill {p['kind']} {' '.join(p['targets'])} (nothing touched)",
+             f"  {p['routes_carried']} routes run through it; the drill would measure "
+             f"{len(p['flows'])} flows:"]
+    for f in p["flows"]:
+        lines.append(f"    {f['zone']}:{f['src']}>{f['dst']}  via {' > '.join(f['path'])}")
+    if p["impact"]:
+        moved = [c for c in p["impact"]["changes"] if c["reachable"]]
+        lines.append(f"  the plan: {len(moved)} routes move, {len(p['unreachable'])} become "
+                     "unreachable")
+        for c in p["unreachable"][:10]:
+            lines.append(f"    no path: {c['zone']}:{c['src']}>{c['dst']} ({c['reason']})")
+        if p["unreachable"]:
+            lines.append("  the drill would need --force")
+    return "\n".join(lines)
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f} ms"
+
+
+def _s(x: float | None) -> str:
+    return "not within the wait" if x is None else f"{x:.1f} s"
+
+
+def write_report(result: dict, directory: Path) -> dict[str, str]:
+    """The JSON file, the readable summary and the PNG timeline, in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"drill-{result['kind']}-{'-'.join(result['targets']) or 'controller'}-" \
+        f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(result['fault_at']))}"
+    records = result.get("_records", [])
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    paths = {"json": directory / f"{stem}.json", "summary": directory / f"{stem}.txt",
+             "timeline": directory / f"{stem}.png"}
+    paths["json"].write_text(json.dumps(public, indent=1))
+    paths["summary"].write_text(render(public) + "\n")
+    timeline(records, public, paths["timeline"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def timeline(records: list[FlowRecord], result: dict, path: Path) -> None:
+    """Latency of every delivered frame by send time, per flow; lost frames as marks at the
+    bottom; the failure and the recovery as vertical lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = result["fault_at"]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    for r in records:
+        seqs = sorted(r.got)
+        xs = [r.sent[s] - t0 for s in seqs]
+        ys = [(r.got[s] - r.sent[s]) * 1000 for s in seqs]
+        line, = ax.plot(xs, ys, linewidth=0.8, label=r.flow.name)
+        lost = [r.sent[s] - t0 for s in r.sent.keys() - r.got.keys()]
+        if lost:
+            ax.plot(lost, [0] * len(lost), "|", color=line.get_color(), markersize=8)
+    ax.axvline(0, color="red", linestyle="--", label="failure")
+    ax.axvline(result["restored_at"] - t0, color="green", linestyle="--", label="recovery")
+    ax.set_xlabel("seconds from the failure (by send time)")
+    ax.set_ylabel("one-way latency (ms); lost frames marked at 0")
+    ax.set_title(f"drill {result['kind']} {' '.join(result['targets'])}: gap p99 "
+                 f"{_ms(result['gap_ms']['p99'])}, media lost {result['media_lost']}, "
+                 f"messages lost {result['messages_lost']}")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
