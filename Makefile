@@ -40,6 +40,7 @@ bench: install-test
 	$(PY) bench/routing.py
 	$(PY) bench/mesh_accuracy.py --count 30
 	$(PY) bench/relay.py
+	$(PY) bench/failover.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

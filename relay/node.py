@@ -39,6 +39,9 @@ class RelaySettings:
     # to the next hops and backups of the relay's routes (the controller may set it)
     neighbour_probe_interval_s: float = 0.1
     tick_s: float = 0.05  # the longest the probe loop sleeps
+    # the shortest: probes due within it go together (a wakeup per peer would cost a busy
+    # host of many relays more than the probes themselves)
+    probe_granularity_s: float = 0.02
     max_events: int = 1000  # kept while the controller is away
     forget_after_s: float = 60.0  # a peer the controller no longer lists, down this long
     backoff_min_s: float = 0.2
@@ -72,6 +75,7 @@ class RelayNode:
         self.peers: dict[str, tuple[str, int]] = {}
         self.stats: dict[str, LinkStats] = {}
         self.next_probe: dict[str, float] = {}
+        self.next_sample: dict[str, float] = {}  # when a probe next counts as an RTT sample
         self.seq = 0
         self.tables = RouteTables(region)
         self.counters: Counter[str] = Counter()
@@ -157,6 +161,7 @@ class RelayNode:
             if addr != self.peers.get(region):
                 self.stats[region] = LinkStats(self.settings.probe)
                 self.next_probe[region] = now + self.rng.uniform(0, self.settings.tick_s * 2)
+                self.next_sample.pop(region, None)
                 self.link_states.pop(region, None)
             self.unlisted.pop(region, None)
         for region in self.peers.keys() - peers.keys():
@@ -172,37 +177,51 @@ class RelayNode:
         for region in gone:
             del self.unlisted[region], self.peers[region], self.stats[region]
             del self.next_probe[region]
+            self.next_sample.pop(region, None)
             self.link_states.pop(region, None)
         if gone:
             log.info("forgot %s: down and unlisted for %.0f s", ", ".join(gone),
                      self.settings.forget_after_s)
             self.apply_link_states(now)
 
-    def probe_due(self, now: float) -> float:
-        """Send the probes that are due and count the missed ones; act on links whose state
-        changed. Returns when something is next due."""
+    def probe_due(self, now: float, everyone: bool = True) -> float:
+        """Send the probes that are due and count the missed ones, to every peer or (between
+        the passes over everyone, every tick) to the links the routes use and those down;
+        act on links whose state changed. Returns when one of those is next due."""
         wake = now + self.settings.tick_s
         fast_interval = self.settings.fast_probe_interval_s
-        for region, addr in self.peers.items():
+        soon = now + self.settings.probe_granularity_s / 2  # due before the next wakeup
+        if everyone:
+            peers = self.peers
+        else:
+            watched = self.in_use | self.down_links
+            peers = {r: a for r, a in self.peers.items() if r in watched}
+        for region, addr in peers.items():
             stats = self.stats[region]
             stats.expire(now)
-            if now >= self.next_probe[region]:
+            if soon >= self.next_probe[region]:
                 self.seq += 1
-                stats.sent(self.seq, now)
+                # RTT samples at the measuring cadence; probes in between only watch the link
+                sample = soon >= self.next_sample.get(region, 0.0)
+                stats.sent(self.seq, now, sample)
                 self.send_to_region(
                     region, addr, packets.encode_probe(packets.PROBE, self.seq, self.region))
                 if stats.samples < self.settings.probe.min_samples and not stats.measured:
                     interval = fast_interval
-                elif region in self.in_use or stats.is_down:
-                    interval = self.neighbour_probe_interval_s
+                    sample_interval = fast_interval
                 else:
-                    interval = self.probe_interval_s
-                self.next_probe[region] = now + interval * self.rng.uniform(0.95, 1.05)
+                    sample_interval = self.probe_interval_s
+                    interval = (self.neighbour_probe_interval_s
+                                if region in self.in_use or stats.is_down else sample_interval)
+                jitter = self.rng.uniform(0.95, 1.05)
+                self.next_probe[region] = now + interval * jitter
+                if sample:
+                    self.next_sample[region] = now + sample_interval * jitter
             wake = min(wake, self.next_probe[region])
             expiry = stats.next_expiry()
             if expiry is not None:
                 wake = min(wake, expiry + 0.001)
-        if any(self.link_states.get(r) != s.state for r, s in self.stats.items()):
+        if any(self.link_states.get(r) != self.stats[r].state for r in peers):
             self.apply_link_states(now)
         return wake
 
@@ -216,7 +235,8 @@ class RelayNode:
                 continue
             self.link_states[region] = state
             if state in (DOWN, DEGRADED) or (state == UP and before in (DOWN, DEGRADED)):
-                kind = {DOWN: "link-down", DEGRADED: "link-degraded", UP: "link-up"}[state]
+                kind = ("link-up" if before == DOWN else
+                        {DOWN: "link-down", DEGRADED: "link-degraded", UP: "link-healthy"}[state])
                 detail = (f"{stats.consecutive_lost} probes missed" if state == DOWN else
                           f"loss {stats.loss:.1%}, jitter {stats.jitter:.1f} ms")
                 self.event(kind, region, detail=detail)
@@ -265,13 +285,14 @@ class RelayNode:
         next_tick = 0.0
         while True:
             now = time.monotonic()
-            wake = self.probe_due(now)
+            wake = self.probe_due(now, everyone=now >= next_tick)
             if now >= next_tick:
                 self.fabric.tick(now)
                 self.check_chaos()
                 self.forget_unlisted(now)
                 next_tick = now + self.settings.tick_s
-            await asyncio.sleep(max(0.002, min(wake, next_tick) - time.monotonic()))
+            await asyncio.sleep(max(self.settings.probe_granularity_s,
+                                    min(wake, next_tick) - time.monotonic()))
 
     # -- drills ----------------------------------------------------------------------------
 
@@ -413,6 +434,7 @@ class RelayNode:
         self.settings = replace(self.settings, probe=probe)
         for stats in self.stats.values():
             stats.settings = probe
+            stats._timeout = None
 
     async def control_loop(self, probe_addr: str) -> None:
         backoff = self.settings.backoff_min_s

@@ -57,11 +57,19 @@ class LinkStats:
         self.consecutive_lost = 0
         self.consecutive_ok = 0
         self.is_down = False
+        self.is_degraded = False
         self.late: dict[int, float] = {}  # missed probes a reply may still come for
+        self._timeout: float | None = None  # cached until the next reply
+        self.liveness: set[int] = set()  # outstanding probes that are not RTT samples
         self.last_reply: float | None = None
 
-    def sent(self, seq: int, now: float) -> None:
+    def sent(self, seq: int, now: float, sample: bool = True) -> None:
+        """A probe left. Liveness probes (`sample` False: the extra ones to the links routes
+        use) count for detection and loss but not for the RTT statistics, so that a link
+        probed more often does not look faster for having more chances at a clean sample."""
         self.outstanding[seq] = now
+        if not sample:
+            self.liveness.add(seq)
 
     def received(self, seq: int, now: float) -> float | None:
         """Record a reply; returns the RTT in ms, or None for an unknown or repeated one."""
@@ -76,32 +84,41 @@ class LinkStats:
             return None
         if on_time:
             self.outcomes.append(True)
-        self.samples += 1
         self.consecutive_lost = 0
         self.consecutive_ok += 1
         if self.is_down and self.consecutive_ok >= self.settings.up_after:
             self.is_down = False
         self.last_reply = now
+        if seq in self.liveness:
+            self.liveness.discard(seq)
+            if on_time:
+                self._judge()
+            return rtt
+        self.samples += 1
         if self.srtt is None:
             self.srtt = rtt
         else:
             self.srtt += self.settings.alpha * (rtt - self.srtt)
             self.jitter += (abs(rtt - self.last_rtt) - self.jitter) / 16
         self.last_rtt = rtt
+        self._judge()
         recent, s = self.recent, self.settings
         recent.append((now, rtt))
+        self._timeout = None
         while len(recent) > s.min_window and recent[0][0] < now - s.min_window_s:
             recent.popleft()
         return rtt
 
     def timeout(self) -> float:
         """Seconds after which an unanswered probe is missed."""
-        s = self.settings
-        if not self.recent:
-            return s.timeout_s
-        last = itertools.islice(reversed(self.recent), s.min_window)
-        wait = max(rtt for _, rtt in last) / 1000.0 * s.rtt_factor + s.margin_s
-        return min(s.timeout_s, max(s.min_timeout_s, wait))
+        if self._timeout is None:
+            s = self.settings
+            if not self.recent:
+                return s.timeout_s
+            last = itertools.islice(reversed(self.recent), s.min_window)
+            wait = max(rtt for _, rtt in last) / 1000.0 * s.rtt_factor + s.margin_s
+            self._timeout = min(s.timeout_s, max(s.min_timeout_s, wait))
+        return self._timeout
 
     def expire(self, now: float) -> int:
         """Count the probes unanswered past the timeout as missed."""
@@ -118,8 +135,11 @@ class LinkStats:
         if len(self.late) > LATE_KEPT:
             for seq in sorted(self.late)[:len(self.late) - LATE_KEPT]:
                 del self.late[seq]
+                self.liveness.discard(seq)
         if self.consecutive_lost >= self.settings.down_after:
             self.is_down = True
+        if late:
+            self._judge()
         return len(late)
 
     def next_expiry(self) -> float | None:
@@ -144,14 +164,21 @@ class LinkStats:
 
     @property
     def state(self) -> str:
-        s = self.settings
         if self.is_down:
             return DOWN
         if self.srtt is None:
             return UNKNOWN
-        if self.loss > s.degraded_loss or self.jitter > s.degraded_jitter_ms:
-            return DEGRADED
-        return UP
+        return DEGRADED if self.is_degraded else UP
+
+    def _judge(self) -> None:
+        """Degraded above either threshold; healthy again only well below both (at half the
+        loss and 70% of the jitter), so that a link near a threshold does not flap."""
+        s = self.settings
+        if self.is_degraded:
+            self.is_degraded = (self.loss > s.degraded_loss / 2
+                                or self.jitter > s.degraded_jitter_ms * 0.7)
+        else:
+            self.is_degraded = self.loss > s.degraded_loss or self.jitter > s.degraded_jitter_ms
 
     def age(self, now: float) -> float:
         return -1.0 if self.last_reply is None else now - self.last_reply

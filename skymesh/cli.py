@@ -47,9 +47,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
     up.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
                     help="seconds between probes of a measured link (default: %(default)s)")
-    up.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
-                    help="seconds between probes of the links routes use (default: "
-                    "%(default)s)")
+    up.add_argument("--neighbour-probe-interval", type=float, metavar="S",
+                    help="seconds between probes of the links routes use (default: 0.1 for "
+                    "up to 12 relays; more relays sharing one small "
+                    "machine cannot afford it and get 0.3)")
     up.add_argument("--down-after", type=int, default=3, metavar="N",
                     help="missed probes in a row that make a link down (default: %(default)s)")
     up.add_argument("--detach", action="store_true",
@@ -192,6 +193,51 @@ def parser() -> argparse.ArgumentParser:
         a.add_argument("--controller", metavar="HOST:PORT", default=argparse.SUPPRESS,
                        help="controller address (default: the local mesh's)")
 
+    drill = sub.add_parser("drill", help="chaos drills: take a region, a link or the "
+                           "controller away under synthetic traffic, and measure",
+                           description="Run synthetic channel traffic (media and messages) "
+                           "over the routes a failure touches, inflict the failure, hold it, "
+                           "recover, and report detection and reroute times, media gaps and "
+                           "loss, message loss (must be 0), residency violations (must be 0) "
+                           "and latency before, during and after. Against the local mesh "
+                           "unless --controller is given.")
+    dsub = drill.add_subparsers(title="drills", metavar="DRILL")
+    d = dsub.add_parser("remove-region", help="take a region away (kill or blackhole its relay)")
+    d.add_argument("region")
+    d.add_argument("--mode", choices=("auto", "kill", "blackhole"), default="auto",
+                   help="kill the relay process (local mesh) or make it drop every datagram; "
+                   "auto: kill on the local mesh, else blackhole (default: %(default)s)")
+    d.set_defaults(run=cmd_drill, kind="remove-region")
+    d = dsub.add_parser("partition", help="cut the link between two regions")
+    d.add_argument("a")
+    d.add_argument("b")
+    d.set_defaults(run=cmd_drill, kind="partition")
+    d = dsub.add_parser("kill-controller", help="kill the controller, hold, start it again "
+                        "(relays must forward on without a gap)")
+    d.set_defaults(run=cmd_drill, kind="kill-controller")
+    for d in dsub.choices.values():
+        d.add_argument("--duration", default="30s",
+                       help="how long the failure holds: 90s, 2m or seconds (default: "
+                       "%(default)s)")
+        d.add_argument("--dry-run", action="store_true",
+                       help="show the flows and the plan-based impact; touch nothing")
+        d.add_argument("--force", action="store_true",
+                       help="run even when the failure leaves some zone's pair with no path")
+        d.add_argument("--report", type=Path, metavar="DIR",
+                       help="write the JSON, a readable summary and a PNG timeline here")
+        d.add_argument("--json", action="store_true", help="print the result as JSON")
+        d.add_argument("--flows", type=int, default=12, metavar="N",
+                       help="at most this many flows, spread over zones and sources "
+                       "(default: %(default)s)")
+        d.add_argument("--rate", type=float, default=50.0, metavar="FPS",
+                       help="media frames per second per flow (default: %(default)s)")
+        d.add_argument("--before", type=float, default=5.0, metavar="S",
+                       help="seconds of baseline before the failure (default: %(default)s)")
+        d.add_argument("--after", type=float, default=10.0, metavar="S",
+                       help="seconds watched after the recovery (default: %(default)s)")
+        d.add_argument("--controller", metavar="HOST:PORT",
+                       help="controller address (default: the local mesh's)")
+
     tok = sub.add_parser("token", help="issue and check access tokens")
     tsub = tok.add_subparsers(title="token commands", metavar="COMMAND")
     ti = tsub.add_parser("issue", help="print a signed access token",
@@ -320,10 +366,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     only = list(regions) if args.only else None
     try:
+        neighbour = args.neighbour_probe_interval or mesh.neighbour_probe_interval(len(regions))
         m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
                        args.log_level, ["--probe-interval", str(args.probe_interval),
-                                        "--neighbour-probe-interval",
-                                        str(args.neighbour_probe_interval),
+                                        "--neighbour-probe-interval", str(neighbour),
                                         "--down-after", str(args.down_after)]
                        + (["--policy", str(args.policy.resolve())] if args.policy else []))
     except (RuntimeError, OSError) as e:
@@ -436,13 +482,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 # -- processes ---------------------------------------------------------------------------------
 
-def run_loop(coro) -> None:
+def run_loop(coro):
+    """Run `coro` to its end on uvloop where there is one; returns its result."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 async def until_signalled(work) -> None:
@@ -576,6 +622,44 @@ def cmd_routes_compute(args: argparse.Namespace) -> int:
 # -- token -------------------------------------------------------------------------------------
 
 TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from skymesh import drill
+    from skymesh.admin import AdminError
+
+    try:
+        duration = parse_ttl(args.duration)
+    except ValueError:
+        return fail(f"--duration: expected e.g. 30s, 2m or seconds, got {args.duration!r}")
+    problems = [f"--{n} must be positive" for n, v in (
+        ("flows", args.flows), ("rate", args.rate), ("duration", duration)) if not v > 0]
+    if problems:
+        return fail("; ".join(problems))
+    targets = {"remove-region": lambda: (args.region,), "partition": lambda: (args.a, args.b),
+               "kill-controller": tuple}[args.kind]()
+    if args.kind == "partition" and args.a == args.b:
+        return fail("partition: name two different regions")
+    options = drill.DrillOptions(
+        kind=args.kind, targets=targets, duration_s=duration,
+        mode=getattr(args, "mode", "auto"), before_s=args.before, after_s=args.after,
+        rate=args.rate, max_flows=args.flows, force=args.force, dry_run=args.dry_run,
+        controller=args.controller)
+    say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    try:
+        result = run_loop(drill.run(options, say))
+    except (drill.DrillError, AdminError) as e:
+        return fail(f"drill {args.kind}: {e}")
+    if args.report and not result.get("dry_run"):
+        paths = drill.write_report(result, args.report)
+        say(f"report: {paths['summary']}, {paths['json']}, {paths['timeline']}")
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    if args.json:
+        print(json.dumps(public, indent=1))
+    else:
+        print(drill.render(public))
+    bad = not public.get("dry_run") and (public["messages_lost"] or public["residency_violations"])
+    return 1 if bad else 0
 
 
 def parse_ttl(text: str) -> int:

@@ -144,16 +144,33 @@ async def _subscribed(address: str, wanted: set[tuple[str, str, str]], timeout: 
     raise DrillError("the controller did not learn every drill subscriber in time")
 
 
-async def _converged(address: str, timeout: float) -> float | None:
-    """Seconds until the controller answers converged again (None: not within timeout)."""
+async def _converged(address: str, relays: int, timeout: float) -> float | None:
+    """Seconds until the controller has `relays` relays again and answers converged (None:
+    not within timeout)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            if (await asyncio.to_thread(admin.status, address))["converged"]:
+            status = await asyncio.to_thread(admin.status, address)
+            if status["converged"] and status["relays"] >= relays:
                 return time.monotonic() - start
         except admin.AdminError:
             pass  # a controller still starting
         await asyncio.sleep(0.25)
+    return None
+
+
+async def _paths_back(address: str, flows: list[Flow], timeout: float) -> float | None:
+    """Seconds until every flow's route is its pre-drill path again (None: not in time)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            paths = [await asyncio.to_thread(admin.path, address, f.src, f.dst, f.zone)
+                     for f in flows]
+            if all(tuple(p["path"]) == f.path for p, f in zip(paths, flows, strict=True)):
+                return time.monotonic() - start
+        except admin.AdminError:
+            pass
+        await asyncio.sleep(0.5)
     return None
 
 
@@ -191,6 +208,7 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         await _subscribed(address, {(r.flow.zone, f"demo/drill-{tag}-{i}", r.flow.dst)
                                     for i, r in enumerate(records)}, 30)
         counters_before = await asyncio.to_thread(_counters, address)
+        relays = (await asyncio.to_thread(admin.status, address))["relays"]
         readers = []
         for r, (_, sub) in zip(records, pairs, strict=True):
             readers.append(asyncio.ensure_future(_read(sub, r)))
@@ -208,7 +226,10 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         restored_at = time.time()
         undid = await asyncio.to_thread(restore)
         say(f"{undid}; watching for {o.after_s:g} s")
-        recovery = asyncio.ensure_future(_converged(address, o.after_s + 60))
+        recovery = asyncio.ensure_future(_converged(address, relays, o.after_s + 60))
+        paths_back = asyncio.ensure_future(
+            _paths_back(address, flows, o.after_s + 60) if o.kind != "kill-controller"
+            else asyncio.sleep(0))
         await asyncio.sleep(o.after_s)
         end_at = time.time()
         stop.set()
@@ -218,7 +239,7 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         while time.monotonic() < deadline and any(
                 sum(len(m) for m in r.messages_got.values()) < r.messages_sent for r in records):
             await asyncio.sleep(0.1)
-        recovery_s = await recovery
+        recovery_s, back_s = await recovery, await paths_back
         await asyncio.sleep(1.5)  # a report interval: the relays' counters catch up
         counters_after = await asyncio.to_thread(_counters, address)
         for t in readers:
@@ -230,7 +251,8 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         "kind": o.kind, "targets": list(o.targets), "duration_s": o.duration_s,
         "fault": did, "restore": undid, "fault_at": fault_at, "restored_at": restored_at,
         "end_at": end_at, "routes_carried": p["routes_carried"],
-        "recovery_s": None if recovery_s is None else round(recovery_s, 1),
+        "converged_after_s": None if recovery_s is None else round(recovery_s, 1),
+        "recovery_s": None if back_s is None else round(back_s, 1),
         "residency_violations": len(residency_violations(counters_before, counters_after,
                                                          zones)),
         "residency_detail": residency_violations(counters_before, counters_after, zones),
@@ -309,7 +331,9 @@ def render(result: dict) -> str:
         f"{result['messages_lost']} of {result['messages_sent']} (duplicated "
         f"{result['messages_duplicated']}, out of order {result['messages_out_of_order']})",
         f"  residency violations: {result['residency_violations']}",
-        f"  back to converged {_s(result['recovery_s'])} after the recovery",
+        f"  after the recovery: routes back on their earlier paths in "
+        f"{_s(result['recovery_s']) if result['kind'] != 'kill-controller' else '-'}, "
+        f"controller converged in {_s(result['converged_after_s'])}",
         "",
         "  FLOW                          GAP_MS  LOST  LATENCY_MS before / during / after"]
     for f in result["flows"]:

@@ -15,6 +15,7 @@ import pytest
 from conftest import cli_json, try_json, wait_for, write_matrix, write_regions
 
 from sdk.client import connect
+from sdk.errors import RegionDrained
 from skymesh import admin, mesh, pubsub
 
 REGIONS = {"aa": (50.0, 8.0, "DE"), "bb": (48.0, 2.0, "FR"), "cc": (52.0, 0.0, "GB"),
@@ -231,3 +232,39 @@ def test_relays_reroute_on_their_own_while_the_controller_is_away(failover_mesh)
     assert largest_gap(arrivals) < GAP_LIMIT_S, largest_gap(arrivals)
     # the new controller learns the topology from the relays and agrees with aa's reroute
     wait_for(lambda: eu_path() == ["aa", "ee", "bb"], DEADLINE * 2, "routes after the restart")
+
+
+def test_drain_moves_transit_off_a_region_without_loss_and_refuses_new_sessions(
+        failover_mesh):
+    address = admin.controller_address(None)
+
+    def drain_dd():
+        reply = admin.drain(address, "dd")
+        assert reply["drained_regions"] == ["dd"]
+
+    arrivals, sent, got, sent_messages = asyncio.run(stream_through(drain_dd, "drain"))
+    assert eu_path() == ["aa", "ee", "bb"]  # transit moved off dd
+    assert got.messages == sent_messages and got.duplicates == 0 and got.out_of_order == 0
+    assert got.media == sent, got.summary()  # make-before-break: not one frame lost
+    assert largest_gap(arrivals) < 0.2
+    # new sessions at dd are refused; the drain survives a controller restart
+    assert next(r for r in admin.regions(address) if r["id"] == "dd")["drained"]
+    with pytest.raises(admin.AdminError, match="drained"):
+        pubsub.resolve_edge(address, "dd")
+
+    async def join_dd():
+        e = pubsub.resolve_edge(address, "aa")
+        dd = next(r for r in admin.regions(address) if r["id"] == "dd")
+        host, _, port = dd["edge_addr"].rpartition(":")
+        tok = pubsub.local_token("demo", "late", "late", "eu")
+        async with connect(host, int(port), tok, "late", e.ca) as s:
+            await asyncio.wait_for(s.join(), DEADLINE)
+    with pytest.raises(RegionDrained):
+        asyncio.run(join_dd())
+    state = mesh.read_state()
+    assert mesh.kill(state, "controller")
+    mesh.restart(state, "controller")
+    wait_for(lambda: try_json("admin", "regions") is not None, DEADLINE, "the controller")
+    assert next(r for r in admin.regions(address) if r["id"] == "dd")["drained"]
+    admin.drain(address, "dd", drained=False)
+    wait_for(lambda: eu_path() == ["aa", "dd", "bb"], DEADLINE * 2, "transit back on dd")

@@ -430,3 +430,15 @@ def test_fast_probes_keep_the_minimum_over_the_time_window():
             assert stats.min_rtt == pytest.approx(20.0)
     assert stats.min_rtt == pytest.approx(30.0)  # 15 s after it
     assert len(stats.recent) <= 101
+
+
+def test_liveness_probes_watch_the_link_but_leave_the_rtt_statistics_alone():
+    stats = LinkStats(ProbeSettings(down_after=3))
+    reply(stats, 1, 0.0, 30.0)
+    stats.sent(2, 1.0, sample=False)
+    assert stats.received(2, 1.005) == pytest.approx(5.0)  # a lucky fast reply
+    assert stats.min_rtt == pytest.approx(30.0) and stats.samples == 1
+    for seq in range(3, 6):  # three liveness probes missed: down all the same
+        stats.sent(seq, 2.0 + seq, sample=False)
+        stats.expire(2.0 + seq + 2.5)
+    assert stats.state == DOWN
