@@ -41,14 +41,18 @@ def busiest_transit(rows: list[dict], n: int) -> list[tuple[str, int]]:
     return carried.most_common(n)
 
 
-def wait_settled(address: str, timeout: float = 120.0) -> None:
+def wait_settled(address: str, say, timeout: float = 60.0) -> None:
+    """Until the controller is converged (every relay holds the current version); on this
+    emulated mesh routes still move now and then, so a longer calm is not required."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = admin.status(address)
-        if status["converged"] and status["converged_for_s"] >= 3:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"the mesh did not settle: {admin.status(address)}")
+        try:
+            if admin.status(address)["converged"]:
+                return
+        except admin.AdminError:
+            pass  # a controller too busy to answer in time
+        time.sleep(0.25)
+    say(f"  (not converged after {timeout:.0f} s; going on)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,17 +83,21 @@ def main(argv: list[str] | None = None) -> int:
             status = admin.status(address)
             say(f"local mesh: {status['relays']} relays, converged in "
                 f"{time.monotonic() - t0:.1f} s")
-            wait_settled(address)
+            wait_settled(address, say)
             targets = busiest_transit(drill.all_routes(address), args.drills)
             say("busiest transit regions: " + ", ".join(f"{r} ({n} routes)"
                                                          for r, n in targets))
             for region, _ in targets:
-                wait_settled(address)
+                wait_settled(address, say)
                 options = drill.DrillOptions(kind="remove-region", targets=(region,),
                                              duration_s=args.duration, mode=args.mode,
                                              max_flows=args.flows, before_s=5, after_s=10,
                                              force=True)
-                result = run_loop(drill.run(options, lambda m: say(f"  {m}")))
+                try:
+                    result = run_loop(drill.run(options, lambda m: say(f"  {m}")))
+                except (drill.DrillError, admin.AdminError) as e:
+                    say(f"  drill of {region} failed: {e}")
+                    continue
                 if args.report:
                     drill.write_report(result, args.report)
                 results.append({k: v for k, v in result.items() if not k.startswith("_")})

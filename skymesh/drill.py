@@ -245,11 +245,19 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         for t in readers:
             t.cancel()
     events = await asyncio.to_thread(admin.events, address, fault_at - 1.0)
+    # a blackhole or a cut starts when the relay applies it (its own event), which on a busy
+    # host can be a good while after the request
+    asked_at = fault_at
+    applied = [e["at"] for e in events if e["kind"] == "chaos" and e["region"] in o.targets
+               and e["region"] != "controller" and asked_at - 0.5 <= e["at"] < restored_at]
+    if applied:
+        fault_at = min(applied)
     result = summarize(records, fault_at, restored_at, end_at)
     result.update(_event_times(events, o, fault_at))
     result.update({
         "kind": o.kind, "targets": list(o.targets), "duration_s": o.duration_s,
-        "fault": did, "restore": undid, "fault_at": fault_at, "restored_at": restored_at,
+        "fault": did, "restore": undid, "fault_asked_at": asked_at, "fault_at": fault_at,
+        "restored_at": restored_at,
         "end_at": end_at, "routes_carried": p["routes_carried"],
         "converged_after_s": None if recovery_s is None else round(recovery_s, 1),
         "recovery_s": None if back_s is None else round(back_s, 1),
