@@ -8,11 +8,12 @@ the global transit, is outside the zone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from contextlib import AsyncExitStack
 
 import pytest
-from conftest import cli_json, try_json, wait_for, write_matrix, write_regions
+from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
 
 from sdk.client import connect
 from sdk.errors import RegionDrained
@@ -268,3 +269,23 @@ def test_drain_moves_transit_off_a_region_without_loss_and_refuses_new_sessions(
     assert next(r for r in admin.regions(address) if r["id"] == "dd")["drained"]
     admin.drain(address, "dd", drained=False)
     wait_for(lambda: eu_path() == ["aa", "dd", "bb"], DEADLINE * 2, "transit back on dd")
+
+
+def test_the_drill_command_measures_a_blackhole_and_writes_its_report(failover_mesh, tmp_path):
+    plan = cli_json("drill", "remove-region", "dd", "--dry-run")
+    assert plan["dry_run"] and plan["routes_carried"] >= 2
+    assert {(f["src"], f["dst"]) for f in plan["flows"]} >= {("aa", "bb"), ("bb", "aa")}
+    proc = run_cli("drill", "remove-region", "dd", "--mode", "blackhole", "--duration", "3s",
+                   "--before", "2", "--after", "3", "--report", str(tmp_path / "r"), "--json",
+                   timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("detect_ms", "reroute_ms", "gap_ms", "media_lost", "messages_sent",
+                "messages_lost", "residency_violations", "flows"):
+        assert key in result
+    assert result["messages_sent"] > 0 and result["messages_lost"] == 0
+    assert result["residency_violations"] == 0
+    assert 0 < result["detect_ms"] < 2000
+    assert result["gap_ms"]["max"] < GAP_LIMIT_S * 1000
+    written = sorted(p.suffix for p in (tmp_path / "r").iterdir())
+    assert written == [".json", ".png", ".txt"]
