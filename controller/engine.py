@@ -231,27 +231,25 @@ def shortest(cost: np.ndarray, destinations: np.ndarray | None = None,
     return dist_t.T, next_hop
 
 
+def _carry(nodes: list[str], previous: ZoneRoutes, values: np.ndarray, empty: int,
+           hops: bool = True) -> np.ndarray:
+    """A previous per-pair matrix at this zone's node indices (`empty` where a pair is new).
+    With `hops`, its values are node indices and are translated too (-1 stays -1)."""
+    index = {n: i for i, n in enumerate(nodes)}
+    to_new = np.array([index.get(n, -1) for n in previous.nodes], dtype=np.intp)
+    present = to_new >= 0
+    out = np.full((len(nodes), len(nodes)), empty, dtype=values.dtype)
+    old_idx, new_idx = np.flatnonzero(present), to_new[present]
+    prev = values[np.ix_(old_idx, old_idx)]
+    if hops:
+        prev = np.where(prev >= 0, to_new[np.maximum(prev, 0)], -1)
+    out[np.ix_(new_idx, new_idx)] = prev
+    return out
+
+
 def _translate(nodes: list[str], previous: ZoneRoutes, hops: np.ndarray) -> np.ndarray:
     """A previous per-pair node-index matrix in this zone's node indices (-1: none)."""
-    index = {n: i for i, n in enumerate(nodes)}
-    to_new = np.array([index.get(n, -1) for n in previous.nodes], dtype=np.intp)
-    present = to_new >= 0
-    out = np.full((len(nodes), len(nodes)), -1, dtype=np.intp)
-    old_idx, new_idx = np.flatnonzero(present), to_new[present]
-    prev = hops[np.ix_(old_idx, old_idx)]
-    out[np.ix_(new_idx, new_idx)] = np.where(prev >= 0, to_new[np.maximum(prev, 0)], -1)
-    return out
-
-
-def _translate_kinds(nodes: list[str], previous: ZoneRoutes) -> np.ndarray:
-    """The previous backups' protection kinds at this zone's node indices (NO_BACKUP: none)."""
-    index = {n: i for i, n in enumerate(nodes)}
-    to_new = np.array([index.get(n, -1) for n in previous.nodes], dtype=np.intp)
-    present = to_new >= 0
-    out = np.full((len(nodes), len(nodes)), NO_BACKUP, dtype=np.int8)
-    old_idx, new_idx = np.flatnonzero(present), to_new[present]
-    out[np.ix_(new_idx, new_idx)] = previous.backup_kind[np.ix_(old_idx, old_idx)]
-    return out
+    return _carry(nodes, previous, hops, -1)
 
 
 def protection(u: np.ndarray, d: np.ndarray, b: np.ndarray, p: np.ndarray, cost: np.ndarray,
@@ -285,7 +283,7 @@ def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
     via_old = cost[u, b] + actual[b, d]
     # a chosen backup keeps its label while it still gives that protection: it is not
     # promoted by the tolerance it is kept with (only a fresh choice, clearing the slack, is)
-    was = _translate_kinds(nodes, previous)[u, d]
+    was = _carry(nodes, previous, previous.backup_kind, NO_BACKUP, hops=False)[u, d]
     old_kind = np.minimum(protection(u, d, b, p, cost, dist, actual), was)
     new_kind = kind[u, d]
     via_new = np.where(new >= 0, cost[u, np.maximum(new, 0)] + actual[np.maximum(new, 0), d],

@@ -249,7 +249,7 @@ class RelayNode:
                 self.down_links.discard(region)
         # a next hop the controller no longer lists as a peer is gone as surely as a dead link
         self.down_links &= set(self.peers)
-        down = self.down_links | (self.tables.neighbours_in_use() - set(self.peers))
+        down = self.down_links | (self.in_use - set(self.peers))
         moved = self.tables.set_down(down)
         if moved:
             self.fabric.tables_changed()
@@ -433,8 +433,7 @@ class RelayNode:
         probe = replace(p, **changes)
         self.settings = replace(self.settings, probe=probe)
         for stats in self.stats.values():
-            stats.settings = probe
-            stats._timeout = None
+            stats.configure(probe)
 
     async def control_loop(self, probe_addr: str) -> None:
         backoff = self.settings.backoff_min_s

@@ -63,6 +63,10 @@ class LinkStats:
         self.liveness: set[int] = set()  # outstanding probes that are not RTT samples
         self.last_reply: float | None = None
 
+    def configure(self, settings: ProbeSettings) -> None:
+        self.settings = settings
+        self._timeout = None
+
     def sent(self, seq: int, now: float, sample: bool = True) -> None:
         """A probe left. Liveness probes (`sample` False: the extra ones to the links routes
         use) count for detection and loss but not for the RTT statistics, so that a link

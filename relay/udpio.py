@@ -112,16 +112,7 @@ class BatchedUDP:
     def send(self, data: Buffer, addr: tuple[str, int]) -> None:
         """Queue a datagram; it leaves when this read's batch is flushed (or at the end of
         this loop iteration when sent from elsewhere)."""
-        if self.closed:
-            return
-        queue = self.pending.get(addr)
-        if queue is None:
-            self.pending[addr] = [data]
-        else:
-            queue.append(data)
-        if not self.flush_scheduled and self.loop is not None:
-            self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
+        self._queue([data], addr)
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -143,15 +134,17 @@ class BatchedUDP:
     def send_run(self, buf: Buffer, segment: int, addr: tuple[str, int]) -> None:
         """Queue a run of datagrams of `segment` bytes (the last may be shorter) that lie
         end to end in `buf`, as `send` would each of them, without copying them apart."""
+        view = memoryview(buf)
+        self._queue([view[o:o + segment] for o in range(0, len(buf), segment)], addr)
+
+    def _queue(self, items: list[Buffer], addr: tuple[str, int]) -> None:
         if self.closed:
             return
-        view = memoryview(buf)
-        run = [view[o:o + segment] for o in range(0, len(buf), segment)]
         queue = self.pending.get(addr)
         if queue is None:
-            self.pending[addr] = run
+            self.pending[addr] = items
         else:
-            queue.extend(run)
+            queue.extend(items)
         if not self.flush_scheduled and self.loop is not None:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)

@@ -15,6 +15,7 @@ from pathlib import Path
 from sdk.client import Session
 from skymesh import admin, mesh, token
 from skymesh.apps import AppsError, load_apps
+from skymesh.drillstats import percentile
 
 FRAME_MAGIC = b"SMF1"
 _FRAME = struct.Struct("!4sQQ")  # magic, sequence, send time (ns since the epoch)
@@ -32,13 +33,6 @@ def parse_frame(data: bytes) -> tuple[int, int] | None:
         return None
     _, seq, sent = _FRAME.unpack_from(data)
     return seq, sent
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_
 
 from sdk.client import connect
 from sdk.errors import RegionDrained
-from skymesh import admin, mesh, pubsub
+from skymesh import admin, drillstats, mesh, pubsub
 
 REGIONS = {"aa": (50.0, 8.0, "DE"), "bb": (48.0, 2.0, "FR"), "cc": (52.0, 0.0, "GB"),
            "dd": (45.0, 9.0, "DE"), "ee": (46.0, 3.0, "FR")}
@@ -115,7 +115,7 @@ async def stream_through(fault, channel: str, seconds: float = 7.0, fault_at: fl
 
 
 def largest_gap(arrivals: list[float]) -> float:
-    return max((b - a for a, b in zip(arrivals, arrivals[1:], strict=False)), default=0.0)
+    return drillstats.largest_gap(arrivals, arrivals[0], arrivals[-1]) if arrivals else 0.0
 
 
 def gap_report(arrivals: list[float], fault_at: float) -> str:
