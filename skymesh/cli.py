@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -475,7 +476,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         else:
             print(f"no local mesh to stop ({mesh.state_file()} not found)")
         return 0
-    n = mesh.stop(state)
+    n = mesh.stop(state, progress=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"stopped": n}) if args.json else f"stopped {n} processes")
     return 0
 
@@ -491,20 +492,38 @@ def run_loop(coro):
     return uvloop.run(coro)
 
 
+EXIT_DEADLINE_S = 3.0
+
+
 async def until_signalled(work) -> None:
     """Run `work` until SIGTERM or SIGINT (then cancel it) or until it ends (raising what it
-    raised)."""
+    raised). Once signalled the process exits within EXIT_DEADLINE_S even if tearing down
+    hangs, as grpc.aio's shutdown sometimes does (grpc/grpc#40989)."""
     task = asyncio.ensure_future(work)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        stop.set()
+        watchdog = threading.Timer(EXIT_DEADLINE_S, _exit_late)
+        watchdog.daemon = True
+        watchdog.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signalled)
     stopper = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
     stopper.cancel()
     if task in done:
         task.result()
+
+
+def _exit_late() -> None:
+    logging.getLogger("skymesh").warning(
+        "shutdown did not finish in %.0f s; exiting anyway", EXIT_DEADLINE_S)
+    logging.shutdown()
+    os._exit(0)
 
 
 def cmd_controller(args: argparse.Namespace) -> int:

@@ -235,8 +235,9 @@ def _tail(path: Path, lines: int = 15) -> str:
 def stop(state: dict, timeout: float = 5.0, progress: Callable[[str], None] = print) -> int:
     """Stop every process of the mesh: SIGTERM, then SIGKILL what is left. Returns how many
     were running."""
-    pids = [state["pids"]["controller"], *state["pids"]["relays"].values()]
-    running = [p for p in pids if alive(p)]
+    names = {state["pids"]["controller"]: "controller",
+             **{pid: f"relay {region}" for region, pid in state["pids"]["relays"].items()}}
+    running = [p for p in names if alive(p)]
     for pid in running:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -246,7 +247,8 @@ def stop(state: dict, timeout: float = 5.0, progress: Callable[[str], None] = pr
     for pid in left:
         _signal(pid, signal.SIGKILL)
     if left:
-        progress(f"killed {len(left)} process(es) that did not stop in {timeout:.0f} s")
+        progress(f"killed what did not stop in {timeout:.0f} s: "
+                 + ", ".join(f"{names[p]} (pid {p})" for p in left))
     try:
         state_file().unlink()
     except FileNotFoundError:

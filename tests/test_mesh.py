@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
@@ -110,6 +111,33 @@ def test_down_stops_every_process(triangle):
     assert out["stopped"] == 5
     assert not any(mesh.alive(p) for p in pids)
     assert mesh.read_state() is None
+
+
+HANGS_ON_CANCEL = """
+import asyncio, sys, time
+from skymesh.cli import run_loop, until_signalled
+
+async def work():
+    print("ready", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        time.sleep(60)  # a teardown that blocks the loop, as grpc.aio's sometimes does
+
+run_loop(until_signalled(work()))
+"""
+
+
+def test_a_signalled_process_exits_even_when_its_teardown_hangs():
+    proc = subprocess.Popen([sys.executable, "-c", HANGS_ON_CANCEL], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "exiting anyway" in proc.stderr.read()
+    finally:
+        proc.kill()
 
 
 def test_a_bad_catalogue_never_starts_a_mesh(tmp_path, home):
