@@ -54,14 +54,15 @@ def build_graph(regions: Iterable[str], links: Iterable[Link],
     return graph
 
 
-def same_within(a: nx.DiGraph, b: nx.DiGraph, fraction: float) -> bool:
-    """Same regions and links, every cost within `fraction` (a dead band for noise)."""
+def same_within(a: nx.DiGraph, b: nx.DiGraph, fraction: float, floor_ms: float = 0.0) -> bool:
+    """Same regions and links, every cost within `fraction` or `floor_ms`, whichever is
+    larger (a dead band for noise)."""
     if a.number_of_edges() != b.number_of_edges() or set(a.nodes) != set(b.nodes):
         return False
     for u, v, data in a.edges(data=True):
         if not b.has_edge(u, v):
             return False
         old = b.edges[u, v]["cost"]
-        if abs(data["cost"] - old) > fraction * old:
+        if abs(data["cost"] - old) > max(fraction * old, floor_ms):
             return False
     return True

@@ -34,8 +34,8 @@ _ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
 
 @dataclass(frozen=True)
 class Settings:
-    probe_interval_s: float = 1.0  # relays to peers their routes do not use
-    neighbour_probe_interval_s: float = 0.1  # relays to their routes' next hops and backups
+    probe_interval_s: float = 1.0  # relays measure every link
+    neighbour_probe_interval_s: float = 0.1  # relays watch the links their traffic uses
     down_after: int = 3  # missed probes in a row that make a link down
     degraded_loss: float = 0.02
     degraded_jitter_ms: float = 30.0
@@ -43,7 +43,11 @@ class Settings:
     recompute_interval_s: float = 0.5
     stale_after_s: float = 5.0
     settle_samples: int = 8  # replies before a link counts as measured
-    dead_band: float = 0.02  # link cost changes below this fraction do not recompute routes
+    # link cost changes below this fraction, or below dead_band_ms, do not recompute routes:
+    # a short link's cost moves by more than 2% with scheduling noise alone, and a mesh of
+    # 45 relays always had some link that did (a full recompute every interval)
+    dead_band: float = 0.02
+    dead_band_ms: float = 1.0
     cost: CostModel = CostModel()
     hysteresis: Hysteresis = Hysteresis()
     # channel members are held back this long after a start, or until every region's relay
@@ -349,7 +353,7 @@ class Controller:
                                     self.settings.cost)
         # nothing to compute while no link moved beyond measurement noise
         if previous is None or self.drain_changed or not routing.same_within(
-                graph, self.graph, self.settings.dead_band):
+                graph, self.graph, self.settings.dead_band, self.settings.dead_band_ms):
             self.graph = graph
             self.drain_changed = False
             self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis,

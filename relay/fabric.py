@@ -65,6 +65,7 @@ class Fabric:
     tables: RouteTables
     send: Callable[[str, bytes], bool]  # (next-hop region, datagram) -> sent?
     counters: Counter = field(default_factory=Counter)
+    sent_to: Counter = field(default_factory=Counter)  # datagrams by next hop, for the relay
     edge: EdgeState | None = None
     keys: FabricKeys = field(default_factory=FabricKeys)
     zones: frozenset[str] = frozenset()
@@ -231,11 +232,14 @@ class Fabric:
         counters = self.counters
         if not left and not mixed and first[3] is not None and self.direct_send_run:
             self.direct_send_run(out, segment, first[3])
+            self.sent_to[first[0]] += len(taken)
             counters[first[1]] += len(taken)
             counters[first[2]] += len(taken)
             return left
+        sent_to = self.sent_to
         for o, n, (hop, received, forwarded, addr) in taken:
             counters[received] += 1
+            sent_to[hop] += 1
             if addr is not None:
                 self.direct_send(out[o:o + n], addr)
                 counters[forwarded] += 1
@@ -269,6 +273,7 @@ class Fabric:
             reason = "hop-limit" if d.hop_limit <= 0 else "unroutable"
             self.counters[f"dropped.{reason}"] += len(dropped)
         for hop, copy in copies.items():
+            self.sent_to[hop] += 1
             for raw in self._encode(copy):
                 if self.send(hop, raw):
                     self.counters[f"zone.{d.zone}.forwarded"] += 1
@@ -347,6 +352,11 @@ class Fabric:
                              d.publisher, self.region.encode()))
 
     # -- timers ----------------------------------------------------------------------------
+
+    @property
+    def has_streams(self) -> bool:
+        """Whether any message stream (or message held for its members) needs `tick`."""
+        return bool(self.outgoing or self.incoming or self.held)
 
     # Streams with nothing outstanding are forgotten after being idle this long. A destination
     # forgets first: its last use is at most give_up_s after the origin's last send, so it

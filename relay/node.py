@@ -36,11 +36,19 @@ FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
 @dataclass(frozen=True)
 class RelaySettings:
     fast_probe_interval_s: float = 0.1  # while a link has fewer than min_samples replies
-    # to the next hops and backups of the relay's routes (the controller may set it)
+    # to the next hops traffic went to lately and their routes' backups (the controller may
+    # set it); to the other peers at the measuring cadence
     neighbour_probe_interval_s: float = 0.1
-    tick_s: float = 0.05  # the longest the probe loop sleeps
-    # the shortest: probes due within it go together (a wakeup per peer would cost a busy
-    # host of many relays more than the probes themselves)
+    # a next hop nothing went to for this long goes back to the measuring cadence, as
+    # Tailscale stops heartbeats to peers idle for 45 s: a failure nobody's traffic meets
+    # needs no fast detection, and a relay of a large mesh sends far fewer probes
+    watch_idle_s: float = 30.0
+    # the probe loop looks at every peer this often; in between it wakes only for the links
+    # probed faster (watched, down, being measured) and for the fabric's timers
+    full_pass_s: float = 0.25
+    tick_s: float = 0.05  # the fabric's timers (retransmissions) while it has streams
+    # the shortest sleep: probes due within it go together (a wakeup per peer would cost a
+    # busy host of many relays more than the probes themselves)
     probe_granularity_s: float = 0.02
     max_events: int = 1000  # kept while the controller is away
     forget_after_s: float = 60.0  # a peer the controller no longer lists, down this long
@@ -90,7 +98,10 @@ class RelayNode:
         self.fabric = Fabric(region, self.tables, self.send_to_peer, self.counters,
                              on_interest=self.interest_changed)
         self.neighbour_probe_interval_s = settings.neighbour_probe_interval_s
-        self.in_use: frozenset[str] = frozenset()  # peers the routes forward to
+        self.routed_to: frozenset[str] = frozenset()  # peers the routes forward to
+        self.active: dict[str, float] = {}  # next hops traffic went to, when last seen
+        self.watched: frozenset[str] = frozenset()  # those and their routes' backups
+        self.fast: set[str] = set()  # peers due before the next pass over everyone
         self.link_states: dict[str, str] = {}  # as last acted upon
         self.down_links: set[str] = set()  # down until measured up again
         self.unlisted: dict[str, float] = {}  # peers the controller stopped listing, since
@@ -186,16 +197,18 @@ class RelayNode:
 
     def probe_due(self, now: float, everyone: bool = True) -> float:
         """Send the probes that are due and count the missed ones, to every peer or (between
-        the passes over everyone, every tick) to the links the routes use and those down;
-        act on links whose state changed. Returns when one of those is next due."""
-        wake = now + self.settings.tick_s
+        the passes over everyone) to those due before the next such pass: watched links,
+        links down and links being measured. Act on links whose state changed. Returns when
+        one of those is next due."""
+        horizon = now + self.settings.full_pass_s
+        wake = horizon
         fast_interval = self.settings.fast_probe_interval_s
         soon = now + self.settings.probe_granularity_s / 2  # due before the next wakeup
         if everyone:
             peers = self.peers
+            self.fast = set()
         else:
-            watched = self.in_use | self.down_links
-            peers = {r: a for r, a in self.peers.items() if r in watched}
+            peers = {r: self.peers[r] for r in self.fast if r in self.peers}
         for region, addr in peers.items():
             stats = self.stats[region]
             stats.expire(now)
@@ -212,18 +225,45 @@ class RelayNode:
                 else:
                     sample_interval = self.probe_interval_s
                     interval = (self.neighbour_probe_interval_s
-                                if region in self.in_use or stats.is_down else sample_interval)
+                                if region in self.watched or stats.is_down else sample_interval)
                 jitter = self.rng.uniform(0.95, 1.05)
                 self.next_probe[region] = now + interval * jitter
                 if sample:
                     self.next_sample[region] = now + sample_interval * jitter
-            wake = min(wake, self.next_probe[region])
+            due = self.next_probe[region]
             expiry = stats.next_expiry()
             if expiry is not None:
-                wake = min(wake, expiry + 0.001)
+                due = min(due, expiry + 0.001)
+            if due < horizon:
+                self.fast.add(region)
+                wake = min(wake, due)
         if any(self.link_states.get(r) != self.stats[r].state for r in peers):
             self.apply_link_states(now)
         return wake
+
+    def note_traffic(self, now: float) -> None:
+        """Keep the next hops that traffic went to since the last tick, and their backups,
+        closely watched (until idle for watch_idle_s)."""
+        sent_to = self.fabric.sent_to
+        fresh = not sent_to.keys() <= self.active.keys()
+        for hop in sent_to:
+            self.active[hop] = now
+        sent_to.clear()
+        idle = [h for h, t in self.active.items() if now - t > self.settings.watch_idle_s]
+        for hop in idle:
+            del self.active[hop]
+        if fresh or idle:
+            self.watch(self.tables.watch_list(self.active), now)
+
+    def watch(self, watched: frozenset[str], now: float) -> None:
+        """Probe these links at the neighbour interval from now on (those newly watched
+        within one interval, not at their slower cadence)."""
+        soon = now + self.neighbour_probe_interval_s
+        for region in watched - self.watched:
+            if region in self.next_probe:
+                self.next_probe[region] = min(self.next_probe[region], soon)
+                self.fast.add(region)
+        self.watched = watched
 
     def apply_link_states(self, now: float) -> None:
         """Reroute around links now down (to the routes' precomputed backups, at once) and
@@ -249,7 +289,7 @@ class RelayNode:
                 self.down_links.discard(region)
         # a next hop the controller no longer lists as a peer is gone as surely as a dead link
         self.down_links &= set(self.peers)
-        down = self.down_links | (self.in_use - set(self.peers))
+        down = self.down_links | (self.routed_to - set(self.peers))
         moved = self.tables.set_down(down)
         if moved:
             self.fabric.tables_changed()
@@ -282,15 +322,21 @@ class RelayNode:
             self.outbox.put_nowait(msg)
 
     async def probe_loop(self) -> None:
-        next_tick = 0.0
+        next_pass = next_tick = 0.0
         while True:
             now = time.monotonic()
-            wake = self.probe_due(now, everyone=now >= next_tick)
-            if now >= next_tick:
-                self.fabric.tick(now)
+            everyone = now >= next_pass
+            if everyone:
+                self.note_traffic(now)
                 self.check_chaos()
                 self.forget_unlisted(now)
-                next_tick = now + self.settings.tick_s
+                next_pass = now + self.settings.full_pass_s
+            wake = min(self.probe_due(now, everyone), next_pass)
+            if now >= next_tick:
+                self.fabric.tick(now)
+                # an idle fabric has no timers to keep
+                next_tick = now + (self.settings.tick_s if self.fabric.has_streams
+                                   else self.settings.full_pass_s)
             await asyncio.sleep(max(self.settings.probe_granularity_s,
                                     min(wake, next_tick) - time.monotonic()))
 
@@ -401,7 +447,8 @@ class RelayNode:
             entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
                              r.backup_next_hop or None) for r in table.routes]
             reason = self.tables.apply(table.version, entries)
-            self.in_use = self.tables.neighbours_in_use()
+            self.routed_to = self.tables.neighbours_in_use()
+            self.watch(self.tables.watch_list(self.active), time.monotonic())
             self.fabric.tables_changed()
             if self.tables.rerouted():  # the controller does not know of a failure yet
                 self.counters["rerouted"] += len(self.tables.rerouted())

@@ -47,7 +47,8 @@ class LinkStats:
     def __init__(self, settings: ProbeSettings | None = None) -> None:
         self.settings = settings or ProbeSettings()
         self.outstanding: dict[int, float] = {}
-        self.outcomes: deque[bool] = deque(maxlen=self.settings.window)
+        # (seq, replied in time or late): the window of the loss rate
+        self.outcomes: deque[tuple[int, bool]] = deque(maxlen=self.settings.window)
         self.recent: deque[tuple[float, float]] = deque()  # (time, RTT in ms)
         self.srtt: float | None = None
         self.last_rtt: float | None = None
@@ -87,7 +88,9 @@ class LinkStats:
         if not math.isfinite(rtt):
             return None
         if on_time:
-            self.outcomes.append(True)
+            self.outcomes.append((seq, True))
+        else:
+            self._late_reply(seq)
         self.consecutive_lost = 0
         self.consecutive_ok += 1
         if self.is_down and self.consecutive_ok >= self.settings.up_after:
@@ -113,6 +116,15 @@ class LinkStats:
             recent.popleft()
         return rtt
 
+    def _late_reply(self, seq: int) -> None:
+        """A probe counted as missed was only late: it was not lost (a busy host delays
+        replies past the timeout now and then, and such loss would cost the link's routes)."""
+        self.lost -= 1
+        for i, (q, ok) in enumerate(self.outcomes):
+            if q == seq and not ok:
+                self.outcomes[i] = (seq, True)
+                return
+
     def timeout(self) -> float:
         """Seconds after which an unanswered probe is missed."""
         if self._timeout is None:
@@ -132,7 +144,7 @@ class LinkStats:
         late = [q for q, t in self.outstanding.items() if now - t > timeout]
         for seq in late:
             self.late[seq] = self.outstanding.pop(seq)
-            self.outcomes.append(False)
+            self.outcomes.append((seq, False))
             self.lost += 1
             self.consecutive_lost += 1
             self.consecutive_ok = 0
@@ -160,7 +172,7 @@ class LinkStats:
     def loss(self) -> float:
         if not self.outcomes:
             return 0.0
-        return self.outcomes.count(False) / len(self.outcomes)
+        return sum(not ok for _, ok in self.outcomes) / len(self.outcomes)
 
     @property
     def measured(self) -> bool:

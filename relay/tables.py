@@ -3,6 +3,7 @@ and rerouted locally (fast reroute) around next hops whose links are down."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -80,7 +81,14 @@ class RouteTables:
         return [e for e in self.entries.values() if e.next_hop in self.down]
 
     def neighbours_in_use(self) -> frozenset[str]:
-        """The peers that primaries and backups forward to: the links to watch closely."""
+        """The peers that primaries and backups forward to."""
         hops = {e.next_hop for e in self.entries.values()}
         hops.update(e.backup_next_hop for e in self.entries.values() if e.backup_next_hop)
         return frozenset(hops)
+
+    def watch_list(self, active: Iterable[str]) -> frozenset[str]:
+        """The links to watch closely: the next hops that traffic went to lately and the
+        backups of the routes through them."""
+        active = frozenset(active)
+        return active | {e.backup_next_hop for e in self.entries.values()
+                         if e.backup_next_hop and e.next_hop in active}

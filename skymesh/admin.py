@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from skymesh import mesh
@@ -11,6 +13,10 @@ from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
 
 class AdminError(Exception):
     """A failure to show to the operator as it is."""
+
+
+class NotAnswering(AdminError):
+    """The controller did not answer in time, or could not be reached."""
 
 
 def controller_address(given: str | None) -> str:
@@ -30,7 +36,7 @@ def call(address: str, method: str, request, timeout: float = 5.0):
             return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise AdminError(f"controller {address} is not answering "
+                raise NotAnswering(f"controller {address} is not answering "
                                  f"({e.code().name}: {e.details()})") from None
             raise AdminError(f"{e.details()} ({e.code().name})") from None
 
@@ -127,11 +133,22 @@ def drain(address: str, region: str, drained: bool = True) -> dict:
 
 
 def chaos(address: str, region: str, drop_peers: list[str] = (), drop_all: bool = False,
-          until: float = 0.0) -> None:
+          until: float = 0.0, patience: float = 30.0) -> None:
     """Make `region`'s relay drop its traffic with these peers (or all), until `until`
-    (seconds since the epoch) or the next call; no peers and not drop_all ends it."""
-    call(address, "Chaos", admin_pb2.ChaosRequest(region=region, chaos=relay_pb2.Chaos(
-        drop_peers=list(drop_peers), drop_all=drop_all, until_unix_s=until)))
+    (seconds since the epoch) or the next call; no peers and not drop_all ends it. The call
+    sets a state, so it is repeated while the controller is not answering, for up to
+    `patience` seconds: a drill on a busy controller must still end its failure."""
+    request = admin_pb2.ChaosRequest(region=region, chaos=relay_pb2.Chaos(
+        drop_peers=list(drop_peers), drop_all=drop_all, until_unix_s=until))
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            call(address, "Chaos", request)
+            return
+        except NotAnswering:
+            if time.monotonic() >= give_up:
+                raise
+            time.sleep(0.2)
 
 
 def _route(x: relay_pb2.RouteEntry) -> dict:

@@ -46,12 +46,13 @@ def parser() -> argparse.ArgumentParser:
                     help="residency policy (default: policy.yaml beside the region files, "
                     "else one zone of every region)")
     up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
-    up.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
-                    help="seconds between probes of a measured link (default: %(default)s)")
-    up.add_argument("--neighbour-probe-interval", type=float, metavar="S",
-                    help="seconds between probes of the links routes use (default: 0.1 for "
-                    "up to 12 relays; more relays sharing one small "
-                    "machine cannot afford it and get 0.3)")
+    up.add_argument("--probe-interval", type=float, metavar="S",
+                    help="seconds between the probes that measure every link (default: 1 "
+                    "for up to 12 relays; more relays sharing one small machine get 2)")
+    up.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
+                    help="seconds between probes of the links traffic uses (next hops and "
+                    "their backups): with --down-after, how soon a dead link is found "
+                    "(default: %(default)s)")
     up.add_argument("--down-after", type=int, default=3, metavar="N",
                     help="missed probes in a row that make a link down (default: %(default)s)")
     up.add_argument("--detach", action="store_true",
@@ -77,12 +78,12 @@ def parser() -> argparse.ArgumentParser:
                      help="residency policy (default: policy.yaml beside the region files, "
                      "else one zone of every region)")
     ctl.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
-                     help="seconds between probes of a link no route uses (default: "
+                     help="seconds between the probes that measure every link (default: "
                      "%(default)s)")
     ctl.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
-                     help="seconds between probes of the links to each relay's next hops and "
-                     "backups: with --down-after, how soon a dead link is found "
-                     "(default: %(default)s)")
+                     help="seconds between probes of the links each relay's traffic went "
+                     "over in the last 30 s, and their routes' backups: with --down-after, "
+                     "how soon a dead link is found (default: %(default)s)")
     ctl.add_argument("--down-after", type=int, default=3, metavar="N",
                      help="missed probes in a row that make a link down, and send traffic to "
                      "the routes' backups (default: %(default)s)")
@@ -367,10 +368,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     only = list(regions) if args.only else None
     try:
-        neighbour = args.neighbour_probe_interval or mesh.neighbour_probe_interval(len(regions))
+        measure = args.probe_interval or mesh.probe_interval(len(regions))
         m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
-                       args.log_level, ["--probe-interval", str(args.probe_interval),
-                                        "--neighbour-probe-interval", str(neighbour),
+                       args.log_level, ["--probe-interval", str(measure),
+                                        "--neighbour-probe-interval",
+                                        str(args.neighbour_probe_interval),
                                         "--down-after", str(args.down_after)]
                        + (["--policy", str(args.policy.resolve())] if args.policy else []))
     except (RuntimeError, OSError) as e:

@@ -327,14 +327,17 @@ def _event_times(events: list[dict], o: DrillOptions, fault_at: float) -> dict:
 def render(result: dict) -> str:
     if result.get("dry_run"):
         return render_plan(result)
-    g = result["gap_ms"]
+    g, a = result["gap_ms"], result["arrival_gap_ms"]
     lines = [
         f"drill {result['kind']} {' '.join(result['targets'])}: {result['fault']}, held "
         f"{result['duration_s']:g} s; {result['restore']}",
         f"  detected in {_ms(result['detect_ms'])}, first relay rerouted in "
         f"{_ms(result['relay_reroute_ms'])}; traffic through again in "
         f"{_ms(result['reroute_ms'])} (median flow), {_ms(result['reroute_ms_max'])} (slowest)",
-        f"  media gap per flow: p50 {_ms(g['p50'])}, p99 {_ms(g['p99'])}, max {_ms(g['max'])}",
+        f"  media gap per flow: p50 {_ms(g['p50'])}, p99 {_ms(g['p99'])}, max {_ms(g['max'])} "
+        "(frames sent in it were lost)",
+        f"  longest silence at the receivers: p50 {_ms(a['p50'])}, p99 {_ms(a['p99'])}, max "
+        f"{_ms(a['max'])} (also the path's latency change and the host's jitter)",
         f"  media lost {result['media_lost']} of {result['media_sent']}; messages lost "
         f"{result['messages_lost']} of {result['messages_sent']} (duplicated "
         f"{result['messages_duplicated']}, out of order {result['messages_out_of_order']})",
@@ -343,11 +346,11 @@ def render(result: dict) -> str:
         f"{_s(result['recovery_s']) if result['kind'] != 'kill-controller' else '-'}, "
         f"controller converged in {_s(result['converged_after_s'])}",
         "",
-        "  FLOW                          GAP_MS  LOST  LATENCY_MS before / during / after"]
+        "  FLOW                          GAP_MS SILENCE  LOST  LATENCY_MS before / during / after"]
     for f in result["flows"]:
         lat = f["latency_ms"]
-        lines.append(f"  {f['flow']:<30}{f['gap_ms']:>7}{f['media_lost']:>6}  "
-                     f"{lat['before']} / {lat['during']} / {lat['after']}")
+        lines.append(f"  {f['flow']:<30}{f['gap_ms']:>7}{f['arrival_gap_ms']:>8}"
+                     f"{f['media_lost']:>6}  {lat['before']} / {lat['during']} / {lat['after']}")
     return "\n".join(lines)
 
 

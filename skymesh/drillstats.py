@@ -80,9 +80,10 @@ class FlowRecord:
         self.messages_got.setdefault(sender, []).append(mid)
 
 
-def largest_gap(arrivals: list[float], start: float, end: float) -> float:
-    """The longest time without an arrival within [start, end] (the window's edges count)."""
-    inside = sorted(t for t in arrivals if start <= t <= end)
+def largest_gap(times: Iterable[float], start: float, end: float) -> float:
+    """The longest time without one of `times` within [start, end] (the window's edges
+    count)."""
+    inside = sorted(t for t in times if start <= t <= end)
     points = [start, *inside, end]
     return max((b - a for a, b in pairwise(points)), default=0.0)
 
@@ -145,30 +146,35 @@ def residency_violations(before: Mapping[str, Mapping[str, int]],
 def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
               end_at: float) -> dict:
     """The drill's figures over its flows: per flow and overall."""
-    flows, gaps, through, lost_media = [], [], [], 0
+    flows, gaps, silences, through, lost_media = [], [], [], [], 0
     messages = {"sent": 0, "lost": 0, "duplicated": 0, "out_of_order": 0}
     for r in records:
-        gap = largest_gap(r.arrivals, fault_at - 1.0, restored_at)
+        # the media gap, from the loss (as RFC 6894's loss-derived convergence time): the
+        # longest span of send times whose frames never arrived. The receiver's longest
+        # silence also holds the path's latency change and the jitter of a busy host.
+        gap = largest_gap((r.sent[s] for s in r.got), fault_at - 1.0, restored_at)
+        silence = largest_gap(r.arrivals, fault_at - 1.0, restored_at)
         again = through_again(r, fault_at)
         lost = len(r.sent.keys() - r.got.keys())
         m = message_check(r)
         for k in messages:
             messages[k] += m[k]
         gaps.append(gap * 1000)
+        silences.append(silence * 1000)
         if again is not None:
             through.append(again * 1000)
         lost_media += lost
         flows.append({
             "flow": r.flow.name, "zone": r.flow.zone, "src": r.flow.src, "dst": r.flow.dst,
             "path_before": list(r.flow.path), "gap_ms": round(gap * 1000, 1),
+            "arrival_gap_ms": round(silence * 1000, 1),
             "through_again_ms": None if again is None else round(again * 1000, 1),
             "media_sent": len(r.sent), "media_lost": lost, "messages": m,
             "latency_ms": {"before": _r(phase_latency(r, 0.0, fault_at)),
                            "during": _r(phase_latency(r, fault_at, restored_at)),
                            "after": _r(phase_latency(r, restored_at, end_at))}})
     return {
-        "gap_ms": {"p50": _r(percentile(gaps, 50)), "p99": _r(percentile(gaps, 99)),
-                   "max": _r(max(gaps, default=None))},
+        "gap_ms": _spread(gaps), "arrival_gap_ms": _spread(silences),
         # from the fault until traffic sent after it got through again: the median flow's
         # and the slowest
         "reroute_ms": _r(percentile(through, 50)), "reroute_ms_max": _r(max(through, default=None)),
@@ -176,6 +182,11 @@ def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
         "messages_sent": messages["sent"], "messages_lost": messages["lost"],
         "messages_duplicated": messages["duplicated"],
         "messages_out_of_order": messages["out_of_order"], "flows": flows}
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    return {"p50": _r(percentile(values, 50)), "p99": _r(percentile(values, 99)),
+            "max": _r(max(values, default=None))}
 
 
 def _r(x: float | None) -> float | None:

@@ -18,16 +18,15 @@ from skymesh.catalogue import Region
 PROJECT_REGIONS = Path(__file__).resolve().parent.parent / "regions"
 
 
-# Every relay probes the links its routes use ten times a second. Emulated on one machine,
-# 45 relays probing about 16 such links each (some 30,000 datagrams a second through Python)
-# took both cores of the 2-core reference machine and the mesh never settled; at 0.3 s it
-# converges in about 20 s. A deployment gives each relay its own host and keeps 0.1 s.
-FAST_PROBE_RELAYS = 12
+# Relays measure every link once a second. Emulated on one machine, 45 relays doing so (about
+# 8,000 datagrams a second through Python) took most of the 2-core reference machine before
+# any traffic; every 2 s halves that. A deployment gives each relay its own host.
+MEASURE_EVERY_SECOND_UP_TO = 12
 
 
-def neighbour_probe_interval(relays: int) -> float:
-    """The local mesh's default interval between probes of the links routes use."""
-    return 0.1 if relays <= FAST_PROBE_RELAYS else 0.3
+def probe_interval(relays: int) -> float:
+    """The local mesh's default interval between measuring probes of every link."""
+    return 1.0 if relays <= MEASURE_EVERY_SECOND_UP_TO else 2.0
 
 
 def home() -> Path:

@@ -81,6 +81,14 @@ def test_dead_band(new, same):
     assert same_within(b, a, 0.02) is same
 
 
+@pytest.mark.parametrize(("new", "same"), [(10.5 + 0.9, True), (10.5 - 0.9, True),
+                                           (10.5 + 1.1, False), (10.5 - 1.1, False)])
+def test_dead_band_floor_in_ms(new, same):
+    a = build_graph(["aa", "bb"], [Link("aa", "bb", 20.0)])
+    b = build_graph(["aa", "bb"], [Link("aa", "bb", 2 * (new - 0.5))])
+    assert same_within(b, a, 0.02, floor_ms=1.0) is same
+
+
 def test_dead_band_sees_links_and_regions_come_and_go():
     a = build_graph(["aa", "bb"], [Link("aa", "bb", 20.0)])
     assert not same_within(build_graph(["aa", "bb"], []), a, 0.02)

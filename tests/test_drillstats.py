@@ -74,6 +74,22 @@ def test_a_failure_window_shows_as_gap_loss_and_reroute_time():
     assert s["flows"][0]["latency_ms"] == {"before": 50.0, "during": 50.0, "after": 50.0}
 
 
+def test_the_gap_is_the_media_lost_not_the_receivers_jitter():
+    """A late burst (the host busy for 200 ms) lengthens the receiver's silence, not the
+    gap, which counts the span of frames that never arrived."""
+    r = FlowRecord(Flow("global", "a", "b", ("a", "t", "b")))
+    for seq in range(1, 301):
+        t = seq * 0.01
+        r.sent[seq] = t
+        if 1.0 <= t < 1.1:
+            continue  # lost
+        late = 0.2 if 2.0 <= t < 2.2 else 0.0
+        r.on_media(seq, t, max(t + 0.05, 2.25) if late else t + 0.05)
+    s = summarize([r], fault_at=1.0, restored_at=2.9, end_at=3.0)
+    assert s["gap_ms"]["max"] == pytest.approx(110, abs=6)
+    assert s["arrival_gap_ms"]["max"] == pytest.approx(210, abs=6)  # 2.04 to 2.25
+
+
 def test_messages_lost_duplicated_and_reordered_are_counted():
     r = record()
     r.messages_sent = 5

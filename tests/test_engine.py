@@ -390,7 +390,8 @@ def expected_backup(inside: nx.DiGraph, best, src: str, dst: str, primary: str,
     next hop p) is a loop-free alternate when dist[v,d] < dist[v,u] + dist[u,d], node-
     protecting when also dist[v,d] < dist[v,p] + dist[p,d] (p != d), both by EPSILON. The
     cheapest node-protecting one wins, else the cheapest loop-free one, among u's
-    BACKUP_CANDIDATES cheapest links first, then among all its links where those hold none.
+    BACKUP_CANDIDATES cheapest links first, then among all its links where those hold none;
+    where that gives no node-protecting one, the direct link to d when it is one.
     Returns (kind, cost through the backup), or None."""
 
     def far(a: str, b: str) -> float:
@@ -403,14 +404,21 @@ def expected_backup(inside: nx.DiGraph, best, src: str, dst: str, primary: str,
         return "node" if protects else "link"
 
     links = sorted(inside.successors(src), key=lambda v: (inside.edges[src, v]["cost"], v))
+    found = None
     for group in (links[:engine.BACKUP_CANDIDATES], links):
         kinds = {v: kind(v) for v in group}
         for wanted, called in (({"node"}, "node"), ({"node", "link"}, "link")):
             vias = [inside.edges[src, v]["cost"] + far(v, dst)
                     for v in group if kinds[v] in wanted]
             if vias:
-                return called, min(vias)
-    return None
+                found = called, min(vias)
+                break
+        if found:
+            break
+    if (found is None or found[0] == "link") and inside.has_edge(src, dst) \
+            and kind(dst) == "node":
+        return "node", inside.edges[src, dst]["cost"]
+    return found
 
 
 def assert_same_zone(got: ZoneRoutes, want: ZoneRoutes) -> None:

@@ -194,6 +194,10 @@ def test_media_reaches_every_member_once_and_each_link_carries_one_copy():
     assert dict(mesh.links) == dict.fromkeys(tree, 5)
     no_drops(mesh)
     assert mesh.fabrics["nyc"].counters[f"zone.{ZONE}.delivered"] == 0  # transit only
+    # what each relay sent to each next hop: the links its relay watches closely
+    for r in mesh.regions:
+        assert dict(mesh.fabrics[r].sent_to) == {b: n for (a, b), n in mesh.links.items()
+                                                 if a == r}, r
 
 
 @settings(max_examples=60, deadline=None)
@@ -606,6 +610,7 @@ def test_a_run_for_one_next_hop_leaves_in_one_send_with_each_hop_limit_lowered()
         d = datagram.decode(buf[i * size:(i + 1) * size], KEY)
         assert (d.seq, d.hop_limit, d.destinations) == (i, 7, ("waw",))
     assert ams.counters == Counter({f"zone.{ZONE}.received": 5, f"zone.{ZONE}.forwarded": 5})
+    assert ams.sent_to == Counter({"fra": 5})
 
 
 def test_a_mixed_run_goes_on_one_by_one_and_leaves_the_rest_to_the_full_path():
@@ -628,6 +633,7 @@ def test_a_mixed_run_goes_on_one_by_one_and_leaves_the_rest_to_the_full_path():
         ams.on_datagram(buf[offset:offset + size], 0.0)
     assert ams.counters["dropped.bad-tag"] == 1
     assert ams.counters[f"zone.{ZONE}.forwarded"] == 3  # two in transit, one copy to fra
+    assert ams.sent_to == Counter({"fra": 2, "lon": 1})
 
 
 def test_a_forwarded_datagram_handed_over_as_is_is_accepted():

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
@@ -169,3 +170,12 @@ def test_admin_without_a_mesh_says_how_to_start_one(home):
     out = run_cli("admin", "status")
     assert out.returncode == 2
     assert "no local mesh is running" in out.stderr and "skymesh up" in out.stderr
+
+
+def test_chaos_keeps_asking_a_controller_that_does_not_answer_then_says_so():
+    from skymesh import admin
+
+    started = time.monotonic()
+    with pytest.raises(admin.NotAnswering, match="not answering"):
+        admin.chaos("127.0.0.1:1", "aa", drop_all=True, patience=1.0)
+    assert time.monotonic() - started >= 1.0

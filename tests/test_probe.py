@@ -153,17 +153,31 @@ def test_windowed_loss_rate():
     assert stats.lost == 1  # the lifetime counter stays
 
 
-def test_late_reply_after_expiry_stays_a_loss_but_proves_the_link_alive():
-    """The probe was missed (the loss rate keeps it), but the reply resets the run of misses
-    and its RTT teaches the timeout that the link got slower."""
+def test_late_reply_after_expiry_proves_the_link_alive_and_was_no_loss():
+    """The probe was missed (it counted towards the run of misses that finds a dead link),
+    but the reply resets that run, takes the miss back out of the loss rate and its RTT
+    teaches the timeout that the link got slower."""
     stats = LinkStats(ProbeSettings(timeout_s=1.0))
-    stats.sent(7, 0.0)
-    assert stats.expire(1.5) == 1
-    assert stats.received(7, 1.6) == pytest.approx(1600.0)
-    assert stats.received(7, 1.7) is None  # once only
-    assert stats.loss == 1.0
+    stats.sent(6, 0.0)
+    assert stats.received(6, 0.1) is not None
+    stats.sent(7, 0.5)
+    assert stats.expire(2.0) == 1
+    assert stats.loss == 0.5 and stats.lost == 1 and stats.consecutive_lost == 1
+    assert stats.received(7, 2.1) == pytest.approx(1600.0)
+    assert stats.received(7, 2.2) is None  # once only
+    assert stats.loss == 0.0 and stats.lost == 0
     assert stats.consecutive_lost == 0
     assert stats.timeout() == 1.0  # capped at timeout_s
+
+
+def test_a_late_reply_whose_miss_left_the_window_changes_only_the_count():
+    stats = LinkStats(ProbeSettings(timeout_s=1.0, window=2))
+    stats.sent(1, 0.0)
+    assert stats.expire(1.5) == 1
+    replies(stats, [10.0, 10.0], start_seq=2, start=2.0)
+    assert stats.loss == 0.0 and stats.lost == 1
+    assert stats.received(1, 5.0) is not None
+    assert stats.lost == 0 and list(stats.outcomes) == [(2, True), (3, True)]
 
 
 def test_duplicate_reply_returns_none():
@@ -172,7 +186,7 @@ def test_duplicate_reply_returns_none():
     assert stats.received(3, 0.05) == pytest.approx(50.0)
     assert stats.received(3, 0.06) is None
     assert stats.samples == 1
-    assert list(stats.outcomes) == [True]
+    assert list(stats.outcomes) == [(3, True)]
 
 
 def test_unknown_seq_returns_none():

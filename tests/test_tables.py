@@ -182,3 +182,11 @@ def test_down_links_carry_over_to_a_new_table(protected):
 
 def test_neighbours_in_use_are_primaries_and_backups(protected):
     assert protected.neighbours_in_use() == {"ams", "par", "sin"}
+
+
+def test_watched_are_the_hops_traffic_went_to_and_their_routes_backups(protected):
+    assert protected.watch_list(set()) == frozenset()
+    # ams carries ams and lhr, both backed up by par
+    assert protected.watch_list({"ams"}) == {"ams", "par"}
+    assert protected.watch_list({"sin"}) == {"sin"}  # no backup
+    assert protected.watch_list({"par", "sin"}) == {"par", "ams", "sin"}
