@@ -49,7 +49,7 @@ class RelaySettings:
     tick_s: float = 0.05  # the fabric's timers (retransmissions) while it has streams
     # the shortest sleep: probes due within it go together (a wakeup per peer would cost a
     # busy host of many relays more than the probes themselves)
-    probe_granularity_s: float = 0.02
+    probe_granularity_s: float = 0.01
     max_events: int = 1000  # kept while the controller is away
     forget_after_s: float = 60.0  # a peer the controller no longer lists, down this long
     backoff_min_s: float = 0.2

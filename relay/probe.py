@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -15,14 +14,15 @@ LATE_KEPT = 64  # missed probes remembered, whose late replies still count
 @dataclass(frozen=True)
 class ProbeSettings:
     timeout_s: float = 2.0  # a probe unanswered this long is missed, whatever the RTT
-    # once the RTT is known, a probe is missed sooner: unanswered after the largest recent
-    # RTT times this, plus the margin (and never before min_timeout_s)
-    rtt_factor: float = 1.25
+    # once the RTT is known, a probe is missed sooner, as TCP's retransmission timeout: when
+    # unanswered after the smoothed RTT plus jitter_factor times the jitter, or plus
+    # margin_s if that is more (and never before min_timeout_s)
+    jitter_factor: float = 4.0
     margin_s: float = 0.02
     min_timeout_s: float = 0.05
     window: int = 50  # outcomes kept for the loss rate
     # the minimum RTT is taken over the replies of the last min_window_s, and at least the
-    # last min_window replies; the largest (for the timeout) over the last min_window
+    # last min_window replies
     min_window: int = 10
     min_window_s: float = 10.0
     alpha: float = 0.125  # smoothing of the RTT (as TCP's SRTT)
@@ -39,8 +39,8 @@ class LinkStats:
     corrects it after a burst of queueing or a starved CPU, which the smoothed RTT takes many
     samples to forget.
 
-    A probe is missed when no reply came within its timeout, which follows the recent RTTs so
-    that a dead link is found in a few probe intervals, not seconds. `down_after` misses in a
+    A probe is missed when no reply came within its timeout, which follows the smoothed RTT
+    and its jitter so that a dead link is found in a few probe intervals, not seconds. `down_after` misses in a
     row make the link down; a late reply still proves it alive (and teaches the timeout a
     longer RTT), and `up_after` replies in a row bring it back."""
 
@@ -96,22 +96,25 @@ class LinkStats:
         if self.is_down and self.consecutive_ok >= self.settings.up_after:
             self.is_down = False
         self.last_reply = now
-        if seq in self.liveness:
-            self.liveness.discard(seq)
-            if on_time:
-                self._judge()
-            return rtt
-        self.samples += 1
+        # every reply, on time or late, feeds the smoothed RTT and the jitter (the timeout's
+        # and the degraded state's); the windowed minimum, which routing uses, takes only
+        # the measuring probes'
         if self.srtt is None:
             self.srtt = rtt
         else:
             self.srtt += self.settings.alpha * (rtt - self.srtt)
             self.jitter += (abs(rtt - self.last_rtt) - self.jitter) / 16
         self.last_rtt = rtt
+        self._timeout = None
+        if seq in self.liveness:
+            self.liveness.discard(seq)
+            if on_time:
+                self._judge()
+            return rtt
+        self.samples += 1
         self._judge()
         recent, s = self.recent, self.settings
         recent.append((now, rtt))
-        self._timeout = None
         while len(recent) > s.min_window and recent[0][0] < now - s.min_window_s:
             recent.popleft()
         return rtt
@@ -129,10 +132,9 @@ class LinkStats:
         """Seconds after which an unanswered probe is missed."""
         if self._timeout is None:
             s = self.settings
-            if not self.recent:
+            if self.srtt is None:
                 return s.timeout_s
-            last = itertools.islice(reversed(self.recent), s.min_window)
-            wait = max(rtt for _, rtt in last) / 1000.0 * s.rtt_factor + s.margin_s
+            wait = (self.srtt + max(s.jitter_factor * self.jitter, s.margin_s * 1000)) / 1000
             self._timeout = min(s.timeout_s, max(s.min_timeout_s, wait))
         return self._timeout
 

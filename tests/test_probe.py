@@ -167,7 +167,8 @@ def test_late_reply_after_expiry_proves_the_link_alive_and_was_no_loss():
     assert stats.received(7, 2.2) is None  # once only
     assert stats.loss == 0.0 and stats.lost == 0
     assert stats.consecutive_lost == 0
-    assert stats.timeout() == 1.0  # capped at timeout_s
+    # srtt 100 + 1500 / 8 ms, jitter 1500 / 16 ms: a timeout of 662.5 ms, up from 120
+    assert stats.timeout() == pytest.approx(0.6625)
 
 
 def test_a_late_reply_whose_miss_left_the_window_changes_only_the_count():
@@ -287,17 +288,32 @@ def test_a_down_link_needs_up_after_replies_in_a_row_to_come_back():
     assert stats.state == UP
 
 
-def test_the_timeout_follows_the_largest_recent_rtt():
-    cfg = ProbeSettings(timeout_s=2.0, rtt_factor=1.25, margin_s=0.02, min_timeout_s=0.05,
-                        min_window=3)
+def test_the_timeout_is_the_smoothed_rtt_plus_four_jitters_or_the_margin():
+    cfg = ProbeSettings(timeout_s=2.0, jitter_factor=4.0, margin_s=0.02, min_timeout_s=0.05,
+                        alpha=0.125)
     stats = LinkStats(cfg)
     assert stats.timeout() == 2.0  # nothing known yet
-    replies(stats, [100.0, 140.0, 120.0])
-    assert stats.timeout() == pytest.approx(0.14 * 1.25 + 0.02)
-    replies(stats, [10.0] * 3, start_seq=3, start=3.0)
-    assert stats.timeout() == pytest.approx(0.05)  # the floor
-    replies(stats, [5000.0], start_seq=6, start=6.0)
-    assert stats.timeout() == 2.0  # the cap
+    replies(stats, [100.0, 100.0])
+    assert stats.timeout() == pytest.approx(0.12)  # no jitter: the margin
+    replies(stats, [260.0], start_seq=2, start=2.0)
+    srtt, jitter = 100 + 160 / 8, 160 / 16
+    assert stats.jitter == pytest.approx(jitter)
+    assert stats.timeout() == pytest.approx((srtt + 4 * jitter) / 1000)
+    fast = LinkStats(cfg)
+    replies(fast, [5.0] * 3)
+    assert fast.timeout() == pytest.approx(0.05)  # the floor
+    slow = LinkStats(cfg)
+    replies(slow, [5000.0])
+    assert slow.timeout() == 2.0  # the cap
+
+
+def test_liveness_replies_move_the_timeout_not_the_minimum():
+    stats = LinkStats(ProbeSettings(alpha=0.5))
+    replies(stats, [40.0] * 3)
+    stats.sent(10, 5.0, sample=False)
+    assert stats.received(10, 5.2) == pytest.approx(200.0)
+    assert stats.srtt == pytest.approx(120.0) and stats.min_rtt == pytest.approx(40.0)
+    assert stats.samples == 3
 
 
 def test_a_dead_link_is_down_after_down_after_probe_intervals():
@@ -318,9 +334,9 @@ def test_a_dead_link_is_down_after_down_after_probe_intervals():
             next_probe += 0.1
         t += 0.01
         stats.expire(t)
-    # the third probe after the failure leaves at +0.2 s and is missed 40 ms x 1.25 + 20 ms
-    # later (the timeout's floor, 50 ms, is below that)
-    assert t - failed_at == pytest.approx(0.2 + 0.07, abs=0.011)
+    # the third probe after the failure leaves at +0.2 s and is missed 40 ms + 20 ms later
+    # (no jitter: the margin; the timeout's floor, 50 ms, is below that)
+    assert t - failed_at == pytest.approx(0.2 + 0.06, abs=0.011)
 
 
 def test_degraded_by_loss_above_threshold():
