@@ -40,9 +40,9 @@ class LinkStats:
     samples to forget.
 
     A probe is missed when no reply came within its timeout, which follows the smoothed RTT
-    and its jitter so that a dead link is found in a few probe intervals, not seconds. `down_after` misses in a
-    row make the link down; a late reply still proves it alive (and teaches the timeout a
-    longer RTT), and `up_after` replies in a row bring it back."""
+    and its jitter so that a dead link is found in a few probe intervals, not seconds.
+    `down_after` misses in a row make the link down; a late reply still proves it alive (and
+    teaches the timeout a longer RTT), and `up_after` replies in a row bring it back."""
 
     def __init__(self, settings: ProbeSettings | None = None) -> None:
         self.settings = settings or ProbeSettings()
