@@ -182,14 +182,14 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
     address = admin.controller_address(o.controller)
     p = plan(address, o)
     flows: list[Flow] = p.pop("_flows")
+    if o.dry_run:  # it shows the routes left without a path and that --force is needed
+        return {**p, "dry_run": True}
     if p["unreachable"] and not o.force:
         lost = p["unreachable"]
         pairs = ", ".join(f"{c['zone']}:{c['src']}>{c['dst']}" for c in lost[:8])
         raise DrillError(f"this drill would leave {len(lost)} route(s) with no path inside "
                          f"their zone ({pairs}{', ...' if len(lost) > 8 else ''}); pass "
                          "--force to run it anyway")
-    if o.dry_run:
-        return {**p, "dry_run": True}
     if not flows:
         raise DrillError(f"no route runs through {' - '.join(o.targets) or 'several regions'}: "
                          "nothing to measure")

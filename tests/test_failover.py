@@ -289,3 +289,21 @@ def test_the_drill_command_measures_a_blackhole_and_writes_its_report(failover_m
     assert result["gap_ms"]["max"] < GAP_LIMIT_S * 1000
     written = sorted(p.suffix for p in (tmp_path / "r").iterdir())
     assert written == [".json", ".png", ".txt"]
+
+
+def test_a_drill_that_would_leave_routes_without_a_path_needs_force(tmp_path, start_mesh):
+    """aa and bb reach each other only through cc: taking cc away cuts them apart."""
+    regions = write_regions(tmp_path / "regions", {"aa": (50.0, 8.0), "bb": (48.0, 2.0),
+                                                   "cc": (49.0, 5.0)})
+    matrix = write_matrix(tmp_path / "matrix.csv", {("aa", "cc"): 10, ("cc", "bb"): 10})
+    start_mesh("--regions", str(regions), "--latency-matrix", str(matrix))
+    plan = cli_json("drill", "remove-region", "cc", "--dry-run")
+    assert {(c["src"], c["dst"]) for c in plan["unreachable"]} == {("aa", "bb"), ("bb", "aa")}
+    shown = run_cli("drill", "remove-region", "cc", "--dry-run")
+    assert shown.returncode == 0 and "the drill would need --force" in shown.stdout
+    refused = run_cli("drill", "remove-region", "cc", "--duration", "2s", timeout=60)
+    assert refused.returncode == 2
+    assert "no path" in refused.stderr and "global:aa>bb" in refused.stderr
+    assert "--force" in refused.stderr
+    # nothing was touched
+    assert not [e for e in cli_json("admin", "events") if e["kind"] == "chaos"]
