@@ -286,8 +286,8 @@ class EdgeSession(quic.Protocol):
         loop = asyncio.get_running_loop()
         if left > notice:
             self._expiry = loop.call_later(left - notice, self._expiring)
-        else:
-            self._expiry = loop.call_later(max(left, 0.0), self._expired)
+        else:  # already within the notice: say so at once (after the joined/renewed line)
+            self._expiry = loop.call_soon(self._expiring)
 
     def _expiring(self) -> None:
         assert self.grant is not None

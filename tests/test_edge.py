@@ -215,6 +215,23 @@ def test_renewal_extends_the_session_and_expiry_ends_it(certs):
     asyncio.run(main())
 
 
+def test_a_token_already_within_its_notice_is_warned_of_at_once(certs):
+    """Issued 100 s ago for 120 s: 20 s left, less than the 30 s notice."""
+    async def main():
+        server, edge = await _edge(certs)
+        try:
+            old = token(uid="late", ttl=120, now=int(time.time()) - 100)
+            async with connect("127.0.0.1", edge.port, old, "c1", certs[0]) as s:
+                joined = await asyncio.wait_for(s.join(), DEADLINE)
+                await asyncio.wait_for(_until(lambda: s.token_expiring_at is not None),
+                                       DEADLINE)
+                assert s.token_expiring_at == joined["expires_at"]
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("case, code", [
     ("other-user", "malformed"),
     ("forged", "bad-signature"),
