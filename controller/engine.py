@@ -359,7 +359,7 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
             backup[us], kind[us] = b, t
         else:
             backup[np.ix_(us, cols)], kind[np.ix_(us, cols)] = b, t
-    _direct_where_unprotected(rows, cols, cost, dist, actual, next_hop, backup, kind, margin)
+        _direct_where_unprotected(us, cols, cost, dist, actual, next_hop, backup, kind, margin)
     return backup, kind
 
 
@@ -370,11 +370,11 @@ def _direct_where_unprotected(rows: np.ndarray, cols: np.ndarray, cost: np.ndarr
     destination is one whenever it exists (nothing lies between): a link-protecting backup
     often runs through the very node that failed, and only a relay beyond it could see
     that."""
-    u = np.repeat(rows, len(cols))
-    d = np.tile(cols, len(rows))
-    p = next_hop[u, d]
-    sel = (p >= 0) & (p != d) & (kind[u, d] != NODE_PROTECTING) & np.isfinite(cost[u, d])
-    u, d, p = u[sel], d[sel], p[sel]
+    block = np.ix_(rows, cols)
+    p = next_hop[block]
+    i, j = np.nonzero((p >= 0) & (p != cols) & (kind[block] != NODE_PROTECTING)
+                      & np.isfinite(cost[block]))
+    u, d, p = rows[i], cols[j], p[i, j]
     with np.errstate(invalid="ignore"):
         ok = (margin < dist[d, u] + actual[u, d]) & (margin < dist[d, p] + actual[p, d])
     backup[u[ok], d[ok]] = d[ok]

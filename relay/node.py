@@ -242,7 +242,7 @@ class RelayNode:
         return wake
 
     def note_traffic(self, now: float) -> None:
-        """Keep the next hops that traffic went to since the last tick, and their backups,
+        """Keep the next hops that traffic went to since the last pass, and their backups,
         closely watched (until idle for watch_idle_s)."""
         sent_to = self.fabric.sent_to
         fresh = not sent_to.keys() <= self.active.keys()
