@@ -41,6 +41,8 @@ MAX_ZONE, MAX_CHANNEL, MAX_PUBLISHER = 32, 64, 64
 MAX_REGIONS = 64
 
 _HEAD = struct.Struct("!BBBBBxHQ12s")
+# offsets in _HEAD, for the transit fast path that reads single fields
+ZONE_LEN_AT, SEALED_SIZE_AT, NONCE_AT = 2, 6, 16
 MIN_DATAGRAM = _HEAD.size + TAG_SIZE + 2
 _ZONE = re.compile(rb"[a-z0-9-]{1,32}\Z")
 _REGION = re.compile(rb"[a-z0-9-]{2,32}\Z")

@@ -84,6 +84,13 @@ class BatchedUDP:
     # -- receiving -------------------------------------------------------------------------
 
     def _readable(self) -> None:
+        self.flush_scheduled = True  # what the reads queue leaves below, not in another turn
+        try:
+            self._read_all()
+        finally:
+            self.flush()
+
+    def _read_all(self) -> None:
         recvmsg, deliver, take = self.sock.recvmsg, self.on_datagram, self.take
         for _ in range(READS_PER_WAKEUP):
             try:
@@ -105,7 +112,6 @@ class BatchedUDP:
                 continue
             for start in take(data, segment) if take else range(0, len(data), segment):
                 deliver(data[start:start + segment], addr)
-        self.flush()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -133,7 +139,14 @@ class BatchedUDP:
 
     def send_run(self, buf: Buffer, segment: int, addr: tuple[str, int]) -> None:
         """Queue a run of datagrams of `segment` bytes (the last may be shorter) that lie
-        end to end in `buf`, as `send` would each of them, without copying them apart."""
+        end to end in `buf`, as `send` would each of them, without copying them apart; a run
+        that fits one send with segmentation offload, with nothing queued ahead of it for
+        `addr`, leaves at once."""
+        if (self.gso and addr not in self.pending and len(buf) <= MAX_GSO_BYTES
+                and len(buf) <= segment * MAX_GSO_SEGMENTS and not self.closed):
+            if not (self.blocked and addr in self.blocked):  # nothing ahead of it: send now
+                self._send_chunk(buf, segment, addr)
+            return
         view = memoryview(buf)
         self._queue([view[o:o + segment] for o in range(0, len(buf), segment)], addr)
 

@@ -61,6 +61,31 @@ def test_a_run_in_one_buffer_leaves_after_what_was_queued_before_it():
     asyncio.run(main())
 
 
+def test_a_run_that_fits_one_send_leaves_at_once_and_not_to_a_blocked_address():
+    async def main():
+        udp = await BatchedUDP.bind(("127.0.0.1", 0), lambda d, a: None)
+        rcv, cut = _receiver(), _receiver()
+        try:
+            run = [bytes([i]) * 1200 for i in range(40)] + [b"tail"]
+            udp.blocked = frozenset({cut.getsockname()})
+            udp.send_run(bytearray(b"".join(run)), 1200, cut.getsockname())
+            udp.send_run(bytearray(b"".join(run)), 1200, rcv.getsockname())
+            assert not udp.pending  # sent, not queued
+            assert [rcv.recv(65535) for _ in run] == run
+            cut.settimeout(0.2)
+            try:
+                leaked = cut.recv(65535)
+            except TimeoutError:
+                leaked = None
+            assert leaked is None
+        finally:
+            udp.close()
+            rcv.close()
+            cut.close()
+
+    asyncio.run(main())
+
+
 def test_a_taker_sees_each_read_and_what_it_leaves_is_delivered():
     """The relay's transit looks at each read first, as (buffer, segment size); only the
     datagrams it leaves reach on_datagram."""
