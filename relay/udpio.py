@@ -130,6 +130,11 @@ class BatchedUDP:
             if not (self.blocked and addr in self.blocked):
                 self._send_queue(queue, addr)
 
+    def send_now(self, datagrams: list[Buffer], addr: tuple[str, int]) -> None:
+        """Send these datagrams to `addr` at once, runs of equal size in one call each."""
+        if not self.closed and not (self.blocked and addr in self.blocked):
+            self._send_queue(datagrams, addr)
+
     def _send_queue(self, queue: list[Buffer], addr: tuple[str, int]) -> None:
         if len(queue) == 1 or not self.gso:
             for data in queue:

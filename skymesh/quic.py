@@ -4,7 +4,8 @@ paths for packets that carry nothing but DATAGRAM frames.
 uvloop's clock has 1 ms resolution, and aioquic takes the loop's clock for RTT samples, pacing
 and loss timers; on loopback its pacer then stalls and latency jumps to seconds. aioquic also
 builds and sends packets after every datagram received; coalescing those into one transmit per
-loop iteration spares most of that work when datagrams arrive in bursts. Most of what
+loop iteration spares most of that work when datagrams arrive in bursts, and the packets of
+one transmit leave in one system call (segmentation offload, as relay/udpio.py). Most of what
 remained per media datagram was aioquic's general packet parsing and building, which a packet
 of DATAGRAM frames alone does not need: `DatagramCatcher` reads such packets and
 `DatagramSender` writes them, each keeping aioquic's own state as aioquic would.
@@ -13,7 +14,10 @@ of DATAGRAM frames alone does not need: `DatagramCatcher` reads such packets and
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
+import weakref
 from typing import Any
 
 from aioquic.asyncio import QuicConnectionProtocol
@@ -24,10 +28,11 @@ from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import Epoch
 
+from relay.udpio import BatchedUDP
+
 ALPN = "skymesh/1"
 DRAINED_ERROR = 0x201  # the edge's region is drained: the client should connect elsewhere
 MAX_DATAGRAM_FRAME_SIZE = 65536
-TRANSMIT_INTERVAL_S = 0.001
 
 
 class FineClock:
@@ -53,7 +58,6 @@ class Protocol(QuicConnectionProtocol):
         self._loop = FineClock(self._loop)
         self._catcher: DatagramCatcher | None = None
         self._sender: DatagramSender | None = None
-        self._last_transmit = 0.0
 
     def datagram_received(self, data: bytes | str, addr) -> None:
         now = time.monotonic()
@@ -73,7 +77,7 @@ class Protocol(QuicConnectionProtocol):
         self.transmit_soon()
 
     def transmit(self) -> None:
-        now = self._last_transmit = time.monotonic()
+        now = time.monotonic()
         quic = self._quic
         if self._catcher is not None:
             self._catcher.touch()
@@ -81,18 +85,43 @@ class Protocol(QuicConnectionProtocol):
             if self._sender is None:
                 self._sender = DatagramSender(quic)
             addr = quic._network_paths[0].addr
-            for packet in self._sender.send(now):
-                self._transport.sendto(packet, addr)
+            packets = self._sender.send(now)
+            batch = segmented_sender(self._transport) if len(packets) > 1 else None
+            if batch is not None:
+                batch.send_now(packets, addr)
+            else:
+                for packet in packets:
+                    self._transport.sendto(packet, addr)
         super().transmit()  # what is left, ACKs and streams; re-arms the timers
 
     def transmit_soon(self) -> None:
-        """Transmit once, however often it is asked: at the end of this loop iteration, or
-        TRANSMIT_INTERVAL_S after the last transmit when that was more recent, so that under
-        load each transmit carries several datagrams."""
+        """Transmit once, however often it is asked, at the end of this loop iteration: what
+        arrived in one burst leaves in one transmit. (Waiting up to 1 ms for more, as
+        before, doubled the edge's p99 latency on uvloop's 1 ms timers and gained no rate
+        once packets left in segmented sends.)"""
         if self._transmit_task is None:
-            wait = self._last_transmit + TRANSMIT_INTERVAL_S - time.monotonic()
-            self._transmit_task = (self._loop.call_later(wait, self.transmit) if wait > 0
-                                   else self._loop.call_soon(self.transmit))
+            self._transmit_task = self._loop.call_soon(self.transmit)
+
+
+_SEGMENTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def segmented_sender(transport: asyncio.DatagramTransport) -> BatchedUDP | None:
+    """A sender on the transport's own socket (a duplicate of its descriptor, closed with the
+    transport) that sends runs of equal-sized packets in one system call each, with
+    segmentation offload; None when the transport has no socket or is closing."""
+    if transport.is_closing():
+        return None
+    sender = _SEGMENTED.get(transport)
+    if sender is None:
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+        dup.setblocking(False)
+        sender = _SEGMENTED[transport] = BatchedUDP(dup, lambda data, addr: None)
+        weakref.finalize(transport, dup.close)
+    return sender
 
 
 class DatagramCatcher:

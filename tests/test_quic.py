@@ -157,3 +157,37 @@ def test_a_closing_connection_is_left_to_aioquic(certs):
             assert list(q._datagrams_pending) == [b"late"]
 
     asyncio.run(main())
+
+
+def test_segmented_sender_sends_runs_on_the_transports_socket_and_closes_with_it():
+    import gc
+    import socket
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        rcv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rcv.bind(("127.0.0.1", 0))
+        rcv.settimeout(DEADLINE)
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                           local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        sender = quic.segmented_sender(transport)
+        assert sender is not None and quic.segmented_sender(transport) is sender
+        run = [bytes([i]) * 1100 for i in range(12)] + [b"last"]
+        sender.send_now(run, rcv.getsockname())
+        got = []
+        for _ in run:
+            data, addr = rcv.recvfrom(65535)
+            got.append(data)
+            assert addr[1] == port  # from the transport's own address
+        assert got == run
+        dup = sender.sock
+        transport.close()
+        assert quic.segmented_sender(transport) is None
+        await asyncio.sleep(0)  # the transport lets go of its socket on the next turn
+        del transport, sender
+        gc.collect()
+        assert dup.fileno() == -1  # the duplicate descriptor closed with the transport
+        rcv.close()
+
+    asyncio.run(main())
