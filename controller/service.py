@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from controller import engine, routing
+from controller import engine, ordering, routing
 from controller.engine import Route
 from controller.routing import CostModel, Hysteresis
 from controller.topology import Relay, Topology
@@ -57,6 +57,9 @@ class Settings:
     # tables until every region's relay is back and measured, or this long: tables computed
     # from half the mesh would take routes away that still work
     resync_hold_s: float = 15.0
+    # a changed row waits for its new next hop to have installed a working row of its own
+    # (controller/ordering.py), at most this long
+    order_hold_s: float = 1.0
     max_events: int = 10000  # relay events kept for `admin events` and drills
 
 
@@ -67,6 +70,10 @@ class Session:
     pushed: list[tuple[str, tuple[str, ...]]] | None = None  # paths of the rows last pushed
     pushed_version: int = 0
     acked_version: int = 0
+    pushed_rows: list[Route] = field(default_factory=list)
+    installed: dict[ordering.Key, Route] = field(default_factory=dict)  # as last acked
+    held: int = 0  # target rows not pushed yet, waiting for their next hop
+    held_since: float | None = None
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
     interest: dict[tuple[str, str], tuple[bool, bool]] = field(default_factory=dict)
     edge_addr: str = ""
@@ -76,7 +83,8 @@ class Session:
 
     @property
     def in_sync(self) -> bool:
-        return self.pushed is not None and self.acked_version == self.pushed_version
+        return self.pushed is not None and self.acked_version == self.pushed_version \
+            and not self.held
 
 
 class Controller:
@@ -328,6 +336,11 @@ class Controller:
     def on_ack(self, session: Session, ack: relay_pb2.RouteAck) -> None:
         if ack.accepted:
             session.acked_version = max(session.acked_version, ack.version)
+            if ack.version == session.pushed_version:
+                session.installed = {(r.zone, r.dst): r for r in session.pushed_rows}
+                if any(s.held for s in self.sessions.values()):
+                    self.dirty = True  # rows held for this relay's may go now
+                    self.wake.set()
         else:
             self.rejected_tables += 1
             log.warning(
@@ -343,7 +356,8 @@ class Controller:
         now = time.monotonic()
         if self.topology.expire(now):
             self.dirty = True
-        if not self.dirty or self.resyncing():
+        waiting = any(s.held for s in self.sessions.values())  # rows held back, see stage
+        if not (self.dirty or waiting) or self.resyncing():
             return False
         self.dirty = False
         # routes from a partial measurement are no reason to hold on to a path
@@ -359,22 +373,42 @@ class Controller:
             self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis,
                                          self.drained)
             self.tables = {region: self.routes.table(region) for region in self.sessions}
+        staged = self.stage(graph, now)
         # a new version when some relay's paths change; costs alone drift with every sample
-        changed = [
-            s
-            for s in self.sessions.values()
-            if s.pushed != paths_of(self.tables.get(s.relay.region, []))
-        ]
+        changed = [s for s in self.sessions.values()
+                   if s.pushed != paths_of(staged[s.relay.region])]
         if changed:
             self.version += 1
-            log.info("routes v%d: %d relays' tables changed", self.version, len(changed))
+            held = sum(s.held for s in self.sessions.values())
+            log.info("routes v%d: %d relays' tables changed%s", self.version, len(changed),
+                     f", {held} rows wait for their next hop" if held else "")
             for session in changed:
-                self.push(session)
+                self.push(session, staged[session.relay.region])
         return bool(changed)
 
-    def push(self, session: Session) -> None:
-        rows = self.tables.get(session.relay.region, [])
+    def stage(self, graph, now: float) -> dict[str, list[Route]]:
+        """Each relay's rows to push now: the target tables, less the changed rows whose new
+        next hop is not ready (controller/ordering.py), unless they waited order_hold_s."""
+        installed = {region: s.installed for region, s in self.sessions.items()}
+        staged = {}
+        for region, session in self.sessions.items():
+            target = self.tables.get(region, [])
+            rows, held = ordering.stage(region, target, installed, graph.has_edge)
+            if held and session.held_since is None:
+                session.held_since = now
+            if held and now - session.held_since >= self.settings.order_hold_s:
+                rows, held = target, 0
+                log.warning("%s: rows pushed after waiting %.1f s for their next hops",
+                            region, self.settings.order_hold_s)
+            if not held:
+                session.held_since = None
+            session.held = held
+            staged[region] = rows
+        return staged
+
+    def push(self, session: Session, rows: list[Route]) -> None:
         session.pushed, session.pushed_version = paths_of(rows), self.version
+        session.pushed_rows = rows
         session.send(
             relay_pb2.ControllerMessage(
                 routes=relay_pb2.RouteTable(
