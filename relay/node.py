@@ -39,6 +39,10 @@ class RelaySettings:
     # to the next hops traffic went to lately and their routes' backups (the controller may
     # set it); to the other peers at the measuring cadence
     neighbour_probe_interval_s: float = 0.1
+    # after a missed probe on a watched link, probe it this often until it answers or is
+    # down, as RON's follow-up probes do: the misses that make it down then come within
+    # about two timeouts of the failure instead of two intervals and a timeout
+    recheck_interval_s: float = 0.02
     # a next hop nothing went to for this long goes back to the measuring cadence, as
     # Tailscale stops heartbeats to peers idle for 45 s: a failure nobody's traffic meets
     # needs no fast detection, and a relay of a large mesh sends far fewer probes
@@ -211,7 +215,11 @@ class RelayNode:
             peers = {r: self.peers[r] for r in self.fast if r in self.peers}
         for region, addr in peers.items():
             stats = self.stats[region]
-            stats.expire(now)
+            missed = stats.expire(now)
+            suspect = bool(stats.consecutive_lost) and not stats.is_down \
+                and region in self.watched
+            if missed and suspect:
+                self.next_probe[region] = now  # a miss: check again at once
             if soon >= self.next_probe[region]:
                 self.seq += 1
                 # RTT samples at the measuring cadence; probes in between only watch the link
@@ -224,7 +232,8 @@ class RelayNode:
                     sample_interval = fast_interval
                 else:
                     sample_interval = self.probe_interval_s
-                    interval = (self.neighbour_probe_interval_s
+                    interval = (self.settings.recheck_interval_s if suspect
+                                else self.neighbour_probe_interval_s
                                 if region in self.watched or stats.is_down else sample_interval)
                 jitter = self.rng.uniform(0.95, 1.05)
                 self.next_probe[region] = now + interval * jitter

@@ -35,3 +35,42 @@ def test_links_traffic_went_over_and_their_backups_are_watched_until_idle():
     n.fabric.sent_to["sin"] += 1
     n.note_traffic(100.25 + IDLE_S + 1)
     assert n.watched == {"sin"}  # ams idle past watch_idle_s: back to the cadence
+
+
+def test_a_miss_on_a_watched_link_is_checked_again_closely_and_found_down_sooner():
+    """A watched peer stops answering: after its first missed probe it is probed every
+    recheck interval, so three misses come within about two timeouts of the failure, not
+    two neighbour intervals and a timeout."""
+    n = node()
+    n.set_peers({"ams": ("127.0.0.1", 9)})
+    n.next_probe["ams"] = 0.0  # on the test's clock
+    n.watched = frozenset({"ams"})
+    sent: list[tuple[float, int]] = []
+    clock = [0.0]
+    n.send_to_region = lambda region, addr, data: sent.append((clock[0], n.seq))
+    answering = True
+    rtt = 0.03
+    now, fail_at, down_at = 0.0, 2.0, None
+    while now < 4.0 and down_at is None:
+        clock[0] = now
+        stats = n.stats["ams"]
+        if answering:  # replies to what was sent at least one RTT ago
+            for seq, at in list(stats.outstanding.items()):
+                if now - at >= rtt:
+                    stats.received(seq, at + rtt)
+        answering = now < fail_at
+        n.probe_due(now, everyone=True)
+        if n.stats["ams"].is_down:
+            down_at = now
+        now = round(now + 0.005, 3)
+    timeout = n.stats["ams"].timeout()
+    assert down_at is not None
+    assert "ams" in n.down_links
+    # three misses within two timeouts and two rechecks of the failure, plus one interval
+    # for the probe in flight when it failed
+    assert down_at - fail_at <= 0.1 + 2 * timeout + 2 * n.settings.recheck_interval_s + 0.01
+    after = [t for t, _ in sent if t > fail_at]
+    gaps = [b - a for a, b in zip(after, after[1:])]
+    assert gaps and min(gaps) < 0.05  # probed closely after the first miss
+    before = [t for t, _ in sent if 1.0 < t < fail_at]
+    assert min(b - a for a, b in zip(before, before[1:])) > 0.09  # not while it answered
