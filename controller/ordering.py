@@ -23,14 +23,14 @@ Installed = Mapping[str, Mapping[Key, Route]]  # region -> its acknowledged rows
 
 
 def reaches(start: str, key: Key, installed: Installed,
-            link_up: Callable[[str, str], bool]) -> bool:
+            link_up: Callable[[str, str], bool], gone: frozenset[str] = frozenset()) -> bool:
     """Whether traffic for `key` handed to `start` gets to the destination by the installed
-    rows, over links that are up, without a loop."""
+    rows, over links that are up, without a loop, and through none of the regions `gone`."""
     dst = key[1]
     node, seen = start, set()
     while node != dst:
         row = installed.get(node, {}).get(key)
-        if row is None or node in seen:
+        if row is None or node in seen or node in gone:
             return False
         seen.add(node)
         if not link_up(node, row.next_hop):
@@ -40,7 +40,8 @@ def reaches(start: str, key: Key, installed: Installed,
 
 
 def stage(region: str, target: list[Route], installed: Installed,
-          link_up: Callable[[str, str], bool]) -> tuple[list[Route], int]:
+          link_up: Callable[[str, str], bool], gone: frozenset[str] = frozenset()
+          ) -> tuple[list[Route], int]:
     """The rows to push to `region` now, and how many of its target rows are held back: a
     row that changes next hop goes out once the new hop is ready (`reaches`); until then the
     installed row stays. A row with nothing installed before goes out at once: it has
@@ -51,7 +52,7 @@ def stage(region: str, target: list[Route], installed: Installed,
         key = (row.zone, row.dst)
         old = own.get(key)
         if (old is None or old.next_hop == row.next_hop
-                or reaches(row.next_hop, key, installed, link_up)):
+                or reaches(row.next_hop, key, installed, link_up, gone)):
             rows.append(row)
         else:
             rows.append(old)

@@ -116,7 +116,9 @@ class Controller:
         self.rejected_tables = 0
         self.members_released = False
         self.warm = False  # some relay held tables when it connected: resynchronising
-        self.drain_changed = False
+        self.avoid_changed = False
+        # regions that several relays report down: carry no transit until they are back
+        self.unreachable: frozenset[str] = frozenset()
         self.events: deque[admin_pb2.Event] = deque(maxlen=settings.max_events)
         self.wake = asyncio.Event()  # recompute now rather than at the next interval
 
@@ -227,7 +229,7 @@ class Controller:
         if self.drained != before:
             self.record("drain" if drained else "undrain", region)
             log.info("%s: %s", region, "drained" if drained else "undrained")
-            self.drain_changed = True
+            self.avoid_changed = True
             self.dirty = True
             if (session := self.sessions.get(region)) is not None:
                 session.send(self.config_for(region))
@@ -365,13 +367,24 @@ class Controller:
         self.routes_complete = self.all_measured()
         graph = routing.build_graph(self.sessions, self.topology.usable_links(now),
                                     self.settings.cost)
+        unreachable = self.topology.unreachable() & set(self.sessions)
+        if unreachable != self.unreachable:
+            for region in sorted(unreachable - self.unreachable):
+                self.record("region-unreachable", region, "links to it down at several relays")
+                log.warning("%s: unreachable from several relays: no transit through it",
+                            region)
+            for region in sorted(self.unreachable - unreachable):
+                self.record("region-reachable", region)
+                log.info("%s: reachable again", region)
+            self.unreachable = unreachable
+            self.avoid_changed = True
         # nothing to compute while no link moved beyond measurement noise
-        if previous is None or self.drain_changed or not routing.same_within(
+        if previous is None or self.avoid_changed or not routing.same_within(
                 graph, self.graph, self.settings.dead_band, self.settings.dead_band_ms):
             self.graph = graph
-            self.drain_changed = False
+            self.avoid_changed = False
             self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis,
-                                         self.drained)
+                                         self.drained | self.unreachable)
             self.tables = {region: self.routes.table(region) for region in self.sessions}
         staged = self.stage(graph, now)
         # a new version when some relay's paths change; costs alone drift with every sample
@@ -393,7 +406,8 @@ class Controller:
         staged = {}
         for region, session in self.sessions.items():
             target = self.tables.get(region, [])
-            rows, held = ordering.stage(region, target, installed, graph.has_edge)
+            rows, held = ordering.stage(region, target, installed, graph.has_edge,
+                                        self.unreachable)
             if held and session.held_since is None:
                 session.held_since = now
             if held and now - session.held_since >= self.settings.order_hold_s:

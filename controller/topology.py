@@ -94,6 +94,16 @@ class Topology:
         return [Link(r.src, r.dst, r.latency_ms, r.loss) for r in self.links.values()
                 if r.state in (UP, DEGRADED) and not self.damper.suppressed((r.src, r.dst), now)]
 
+    def unreachable(self, quorum: int = 2) -> frozenset[str]:
+        """Regions that at least `quorum` other relays report their link to as down: the
+        region is more likely gone than any one of those links (a single cut link is
+        reported by its two ends only, each about the other)."""
+        reporters: dict[str, set[str]] = {}
+        for (src, dst), rec in self.links.items():
+            if rec.state == DOWN:
+                reporters.setdefault(dst, set()).add(src)
+        return frozenset(r for r, srcs in reporters.items() if len(srcs) >= quorum)
+
     def suppressed_links(self, now: float) -> list[tuple[str, str]]:
         return [k for k in self.links if self.damper.suppressed(k, now)]
 

@@ -117,3 +117,16 @@ def test_engine_tables_install_completely_within_their_depth_after_any_single_fa
         held = {r: ordering.stage(r, target[r], installed, after_graph.has_edge)[1]
                 for r in survivors}
         assert not any(held.values()), (trial, held)
+
+
+def test_nothing_is_ready_through_a_region_that_is_gone_but_it_may_be_the_destination():
+    installed: dict = {}
+    install(installed, "b", [row("b", "x", "d"), row("b", "x")])
+    install(installed, "x", [row("x", "d")])
+    gone = frozenset({"x"})
+    assert ordering.reaches("b", (Z, "d"), installed, up_except())
+    assert not ordering.reaches("b", (Z, "d"), installed, up_except(), gone)
+    assert ordering.reaches("b", (Z, "x"), installed, up_except(), gone)
+    install(installed, "a", [row("a", "c", "d")])
+    rows, held = ordering.stage("a", [row("a", "b", "x", "d")], installed, up_except(), gone)
+    assert held == 1 and rows == [row("a", "c", "d")]

@@ -338,3 +338,14 @@ def test_reports_never_raise_and_keep_only_sane_links(samples, src):
     for link in t.usable_links(0.0):
         assert math.isfinite(link.rtt_ms) and link.rtt_ms > 0
         assert 0.0 <= link.loss <= 1.0
+
+
+def test_a_region_is_unreachable_when_two_other_relays_report_it_down(topo):
+    topo.report("ams", [sample("fra", state=DOWN)], 1.0)
+    topo.report("fra", [sample("ams", state=DOWN)], 1.0)
+    assert topo.unreachable() == frozenset()  # one cut link: each end reports the other
+    topo.report("nyc", [sample("fra", state=DOWN)], 1.0)
+    assert topo.unreachable() == {"fra"}
+    topo.report("nyc", [sample("fra")], 2.0)  # back up at one of them
+    assert topo.unreachable() == frozenset()
+    assert topo.unreachable(quorum=1) == {"ams", "fra"}
