@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from relay.node import RelayNode, RelaySettings
 from relay.tables import Entry
 
@@ -70,7 +72,7 @@ def test_a_miss_on_a_watched_link_is_checked_again_closely_and_found_down_sooner
     # for the probe in flight when it failed
     assert down_at - fail_at <= 0.1 + 2 * timeout + 2 * n.settings.recheck_interval_s + 0.01
     after = [t for t, _ in sent if t > fail_at]
-    gaps = [b - a for a, b in zip(after, after[1:])]
+    gaps = [b - a for a, b in pairwise(after)]
     assert gaps and min(gaps) < 0.05  # probed closely after the first miss
     before = [t for t, _ in sent if 1.0 < t < fail_at]
-    assert min(b - a for a, b in zip(before, before[1:])) > 0.09  # not while it answered
+    assert min(b - a for a, b in pairwise(before)) > 0.09  # not while it answered

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 
-
 from controller import engine, ordering, routing
 from controller.engine import Route
 from skymesh.policy import Policy, Zone
