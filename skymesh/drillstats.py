@@ -102,6 +102,26 @@ def through_again(record: FlowRecord, fault_at: float) -> float | None:
     return min(after) - fault_at if after else None
 
 
+def loss_runs(record: FlowRecord, fault_at: float, limit: int = 20) -> list[list[float]]:
+    """Runs of consecutive lost frames, in order, as [start, span] in ms of send time from
+    the fault (span: until the next frame that arrived) and the frames lost; at most
+    `limit`, the longest."""
+    runs, seqs = [], sorted(record.sent)
+    i = 0
+    while i < len(seqs):
+        if seqs[i] in record.got:
+            i += 1
+            continue
+        j = i
+        while j < len(seqs) and seqs[j] not in record.got:
+            j += 1
+        start = record.sent[seqs[i]]
+        end = record.sent[seqs[j]] if j < len(seqs) else record.sent[seqs[j - 1]]
+        runs.append([round((start - fault_at) * 1000, 1), round((end - start) * 1000, 1), j - i])
+        i = j
+    return sorted(sorted(runs, key=lambda x: -x[1])[:limit])
+
+
 def message_check(record: FlowRecord) -> dict[str, int]:
     """Messages lost (sent but never received), duplicated and out of order, for a flow
     whose publisher numbered its messages 1..messages_sent."""
@@ -169,7 +189,8 @@ def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
             "path_before": list(r.flow.path), "gap_ms": round(gap * 1000, 1),
             "arrival_gap_ms": round(silence * 1000, 1),
             "through_again_ms": None if again is None else round(again * 1000, 1),
-            "media_sent": len(r.sent), "media_lost": lost, "messages": m,
+            "media_sent": len(r.sent), "media_lost": lost, "loss_runs": loss_runs(r, fault_at),
+            "messages": m,
             "latency_ms": {"before": _r(phase_latency(r, 0.0, fault_at)),
                            "during": _r(phase_latency(r, fault_at, restored_at)),
                            "after": _r(phase_latency(r, restored_at, end_at))}})

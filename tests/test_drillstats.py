@@ -107,3 +107,15 @@ def test_residency_violations_are_zone_traffic_outside_the_zone():
         {"region": "x", "counter": "zone.eu.received", "count": 2},
         {"region": "a", "counter": "dropped.foreign-zone", "count": 1}]
     assert residency_violations(after, after, zones) == []
+
+
+def test_loss_runs_give_each_run_of_lost_frames_from_the_fault():
+    from skymesh.drillstats import FlowRecord, loss_runs
+    r = FlowRecord(flow=None)  # type: ignore[arg-type]
+    for seq in range(1, 21):
+        r.sent[seq] = 100.0 + seq * 0.02
+    for seq in [*range(1, 5), *range(8, 15), 16, *range(18, 21)]:
+        r.got[seq] = r.sent[seq] + 0.05
+    # lost: 5-7 (three, until 8 arrived), 15, 17
+    assert loss_runs(r, fault_at=100.1) == [[0.0, 60.0, 3], [200.0, 20.0, 1], [240.0, 20.0, 1]]
+    assert loss_runs(r, fault_at=100.1, limit=1) == [[0.0, 60.0, 3]]
