@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import networkx as nx
 
 from controller import engine, ordering, routing
 from controller.engine import Route
@@ -399,7 +400,7 @@ class Controller:
                 self.push(session, staged[session.relay.region])
         return bool(changed)
 
-    def stage(self, graph, now: float) -> dict[str, list[Route]]:
+    def stage(self, graph: nx.DiGraph, now: float) -> dict[str, list[Route]]:
         """Each relay's rows to push now: the target tables, less the changed rows whose new
         next hop is not ready (controller/ordering.py), unless they waited order_hold_s."""
         installed = {region: s.installed for region, s in self.sessions.items()}
