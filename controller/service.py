@@ -12,12 +12,11 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import networkx as nx
 
 from controller import engine, ordering, routing
 from controller.engine import Route
@@ -71,7 +70,9 @@ class Session:
     pushed: list[tuple[str, tuple[str, ...]]] | None = None  # paths of the rows last pushed
     pushed_version: int = 0
     acked_version: int = 0
-    pushed_rows: list[Route] = field(default_factory=list)
+    # rows of the versions pushed and not acknowledged yet: an ack may come for one that a
+    # newer push has already followed
+    unacked: dict[int, list[Route]] = field(default_factory=dict)
     installed: dict[ordering.Key, Route] = field(default_factory=dict)  # as last acked
     held: int = 0  # target rows not pushed yet, waiting for their next hop
     held_since: float | None = None
@@ -107,6 +108,7 @@ class Controller:
         self.sessions: dict[str, Session] = {}
         self.policy = policy.restrict(self.catalogue)
         self.graph = routing.build_graph([], [])
+        self.links_up: Callable[[str, str], bool] = self.graph.has_edge  # as last measured
         self.routes = engine.compute(self.graph, self.policy)
         self.tables: dict[str, list[Route]] = {}  # each relay's rows
         self.version = 0
@@ -118,6 +120,7 @@ class Controller:
         self.members_released = False
         self.warm = False  # some relay held tables when it connected: resynchronising
         self.avoid_changed = False
+        self.awaited: set[str] = set()  # the next hops that held rows wait for
         # regions that several relays report down: carry no transit until they are back
         self.unreachable: frozenset[str] = frozenset()
         self.events: deque[admin_pb2.Event] = deque(maxlen=settings.max_events)
@@ -339,11 +342,12 @@ class Controller:
     def on_ack(self, session: Session, ack: relay_pb2.RouteAck) -> None:
         if ack.accepted:
             session.acked_version = max(session.acked_version, ack.version)
-            if ack.version == session.pushed_version:
-                session.installed = {(r.zone, r.dst): r for r in session.pushed_rows}
-                if any(s.held for s in self.sessions.values()):
-                    self.dirty = True  # rows held for this relay's may go now
-                    self.wake.set()
+            rows = session.unacked.get(ack.version)
+            if rows is not None:
+                session.installed = {(r.zone, r.dst): r for r in rows}
+                session.unacked = {v: r for v, r in session.unacked.items() if v > ack.version}
+                if session.relay.region in self.awaited:
+                    self.wake.set()  # rows held for this relay's may go now
         else:
             self.rejected_tables += 1
             log.warning(
@@ -359,9 +363,12 @@ class Controller:
         now = time.monotonic()
         if self.topology.expire(now):
             self.dirty = True
-        waiting = any(s.held for s in self.sessions.values())  # rows held back, see stage
+        # held rows go out when their next hop acknowledges, or after order_hold_s
+        waiting = bool(self.awaited)
         if not (self.dirty or waiting) or self.resyncing():
             return False
+        if not self.dirty:
+            return self.push_staged(now)
         self.dirty = False
         # routes from a partial measurement are no reason to hold on to a path
         previous = self.routes if self.routes_complete else None
@@ -387,7 +394,12 @@ class Controller:
             self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis,
                                          self.drained | self.unreachable)
             self.tables = {region: self.routes.table(region) for region in self.sessions}
-        staged = self.stage(graph, now)
+        self.links_up = graph.has_edge
+        return self.push_staged(now)
+
+    def push_staged(self, now: float) -> bool:
+        """Push each relay whose staged rows changed; True if any did."""
+        staged = self.stage(now)
         # a new version when some relay's paths change; costs alone drift with every sample
         changed = [s for s in self.sessions.values()
                    if s.pushed != paths_of(staged[s.relay.region])]
@@ -400,14 +412,15 @@ class Controller:
                 self.push(session, staged[session.relay.region])
         return bool(changed)
 
-    def stage(self, graph: nx.DiGraph, now: float) -> dict[str, list[Route]]:
+    def stage(self, now: float) -> dict[str, list[Route]]:
         """Each relay's rows to push now: the target tables, less the changed rows whose new
         next hop is not ready (controller/ordering.py), unless they waited order_hold_s."""
         installed = {region: s.installed for region, s in self.sessions.items()}
         staged = {}
+        self.awaited = set()
         for region, session in self.sessions.items():
             target = self.tables.get(region, [])
-            rows, held = ordering.stage(region, target, installed, graph.has_edge,
+            rows, held = ordering.stage(region, target, installed, self.links_up,
                                         self.unreachable)
             if held and session.held_since is None:
                 session.held_since = now
@@ -417,13 +430,18 @@ class Controller:
                             region, self.settings.order_hold_s)
             if not held:
                 session.held_since = None
+            else:
+                self.awaited |= {t.next_hop for t, r in zip(target, rows, strict=True)
+                                 if t is not r}
             session.held = held
             staged[region] = rows
         return staged
 
     def push(self, session: Session, rows: list[Route]) -> None:
         session.pushed, session.pushed_version = paths_of(rows), self.version
-        session.pushed_rows = rows
+        session.unacked[self.version] = rows
+        for version in sorted(session.unacked)[:-16]:  # a relay that stopped acknowledging
+            del session.unacked[version]
         session.send(
             relay_pb2.ControllerMessage(
                 routes=relay_pb2.RouteTable(
