@@ -40,13 +40,13 @@ def reaches(start: str, key: Key, installed: Installed,
 
 
 def stage(region: str, target: list[Route], installed: Installed,
-          link_up: Callable[[str, str], bool], gone: frozenset[str] = frozenset()
-          ) -> tuple[list[Route], int]:
+          link_up: Callable[[str, str], bool], gone: frozenset[str] = frozenset(),
+          sent: Mapping[Key, Route] | None = None) -> tuple[list[Route], int]:
     """The rows to push to `region` now, and how many of its target rows are held back: a
-    row that changes next hop goes out once the new hop is ready (`reaches`); until then the
-    installed row stays. A row with nothing installed before goes out at once: it has
-    nothing to break."""
-    own = installed.get(region, {})
+    row that changes next hop from the one last `sent` (default: installed) goes out once
+    the new hop is ready (`reaches`); until then that row stays. A row with nothing sent
+    before goes out at once: it has nothing to break."""
+    own = installed.get(region, {}) if sent is None else sent
     rows, held = [], 0
     for row in target:
         key = (row.zone, row.dst)

@@ -74,6 +74,7 @@ class Session:
     # newer push has already followed
     unacked: dict[int, list[Route]] = field(default_factory=dict)
     installed: dict[ordering.Key, Route] = field(default_factory=dict)  # as last acked
+    sent: dict[ordering.Key, Route] = field(default_factory=dict)  # as last pushed
     held: int = 0  # target rows not pushed yet, waiting for their next hop
     held_since: float | None = None
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
@@ -421,7 +422,7 @@ class Controller:
         for region, session in self.sessions.items():
             target = self.tables.get(region, [])
             rows, held = ordering.stage(region, target, installed, self.links_up,
-                                        self.unreachable)
+                                        self.unreachable, session.sent)
             if held and session.held_since is None:
                 session.held_since = now
             if held and now - session.held_since >= self.settings.order_hold_s:
@@ -440,6 +441,7 @@ class Controller:
     def push(self, session: Session, rows: list[Route]) -> None:
         session.pushed, session.pushed_version = paths_of(rows), self.version
         session.unacked[self.version] = rows
+        session.sent = {(r.zone, r.dst): r for r in rows}
         for version in sorted(session.unacked)[:-16]:  # a relay that stopped acknowledging
             del session.unacked[version]
         session.send(

@@ -134,3 +134,26 @@ def test_an_ack_for_a_version_already_followed_by_another_still_counts():
         assert session.acked_version == first.version
 
     asyncio.run(main())
+
+
+def test_rows_pushed_at_the_hold_limit_are_not_taken_back_before_they_are_acknowledged():
+    async def main():
+        c = controller()
+        c.settings = Settings(order_hold_s=0.0)
+        for r in REGIONS:
+            c.connect(relay_pb2.Hello(region=r, node_id=f"{r}-1", probe_addr="127.0.0.1:1"))
+        for r in REGIONS:
+            report(c, r)
+        c.recompute()
+        for region, table in tables(c).items():
+            ack(c, region, table)
+        report(c, "a", down=frozenset({"x"}))
+        report(c, "b", down=frozenset({"x"}))
+        c.recompute()
+        assert hop(tables(c)["a"], "d") == "b"
+        c.settings = Settings(order_hold_s=60.0)  # b has still not acknowledged
+        c.dirty = True
+        c.recompute()
+        assert "a" not in tables(c)  # nothing new for a: its row to b stands
+
+    asyncio.run(main())
