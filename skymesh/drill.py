@@ -252,7 +252,7 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
                and e["region"] != "controller" and asked_at - 0.5 <= e["at"] < restored_at]
     if applied:
         fault_at = min(applied)
-    result = summarize(records, fault_at, restored_at, end_at)
+    result = summarize(records, fault_at, restored_at, end_at, 1.0 / o.rate)
     result.update(_event_times(events, o, fault_at))
     result.update({
         "kind": o.kind, "targets": list(o.targets), "duration_s": o.duration_s,
@@ -327,7 +327,7 @@ def _event_times(events: list[dict], o: DrillOptions, fault_at: float) -> dict:
 def render(result: dict) -> str:
     if result.get("dry_run"):
         return render_plan(result)
-    g, a = result["gap_ms"], result["arrival_gap_ms"]
+    g, a, sp = result["gap_ms"], result["arrival_gap_ms"], result["gap_span_ms"]
     lines = [
         f"drill {result['kind']} {' '.join(result['targets'])}: {result['fault']}, held "
         f"{result['duration_s']:g} s; {result['restore']}",
@@ -335,7 +335,9 @@ def render(result: dict) -> str:
         f"{_ms(result['relay_reroute_ms'])}; traffic through again in "
         f"{_ms(result['reroute_ms'])} (median flow), {_ms(result['reroute_ms_max'])} (slowest)",
         f"  media gap per flow: p50 {_ms(g['p50'])}, p99 {_ms(g['p99'])}, max {_ms(g['max'])} "
-        "(frames sent in it were lost)",
+        "(the most frames lost in a row, at the nominal frame spacing)",
+        f"  send times those frames spanned: p50 {_ms(sp['p50'])}, p99 {_ms(sp['p99'])}, max "
+        f"{_ms(sp['max'])} (also the publisher's own stalls)",
         f"  longest silence at the receivers: p50 {_ms(a['p50'])}, p99 {_ms(a['p99'])}, max "
         f"{_ms(a['max'])} (also the path's latency change and the host's jitter)",
         f"  media lost {result['media_lost']} of {result['media_sent']}; messages lost "
@@ -346,10 +348,12 @@ def render(result: dict) -> str:
         f"{_s(result['recovery_s']) if result['kind'] != 'kill-controller' else '-'}, "
         f"controller converged in {_s(result['converged_after_s'])}",
         "",
-        "  FLOW                          GAP_MS SILENCE  LOST  LATENCY_MS before / during / after"]
+        "  FLOW                          GAP_MS   SPAN SILENCE  LOST  LATENCY_MS before / during / "
+        "after"]
     for f in result["flows"]:
         lat = f["latency_ms"]
-        lines.append(f"  {f['flow']:<30}{f['gap_ms']:>7}{f['arrival_gap_ms']:>8}"
+        lines.append(f"  {f['flow']:<30}{f['gap_ms']:>7}{f['gap_span_ms']:>7}"
+                     f"{f['arrival_gap_ms']:>8}"
                      f"{f['media_lost']:>6}  {lat['before']} / {lat['during']} / {lat['after']}")
     return "\n".join(lines)
 

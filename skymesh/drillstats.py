@@ -163,16 +163,32 @@ def residency_violations(before: Mapping[str, Mapping[str, int]],
     return found
 
 
+def longest_loss(record: FlowRecord, start: float, end: float) -> int:
+    """The most frames lost in a row among those sent within [start, end]."""
+    longest = run = 0
+    for seq in sorted(record.sent):
+        if not start <= record.sent[seq] <= end or seq in record.got:
+            run = 0
+            continue
+        run += 1
+        longest = max(longest, run)
+    return longest
+
+
 def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
-              end_at: float) -> dict:
-    """The drill's figures over its flows: per flow and overall."""
-    flows, gaps, silences, through, lost_media = [], [], [], [], 0
+              end_at: float, frame_interval_s: float = 0.02) -> dict:
+    """The drill's figures over its flows: per flow and overall. `frame_interval_s` is the
+    publishers' nominal spacing of frames."""
+    flows, gaps, spans, silences, through, lost_media = [], [], [], [], [], 0
     messages = {"sent": 0, "lost": 0, "duplicated": 0, "out_of_order": 0}
     for r in records:
-        # the media gap, from the loss (as RFC 6894's loss-derived convergence time): the
-        # longest span of send times whose frames never arrived. The receiver's longest
-        # silence also holds the path's latency change and the jitter of a busy host.
-        gap = largest_gap((r.sent[s] for s in r.got), fault_at - 1.0, restored_at)
+        # the media gap, from the loss (RFC 6894's loss-derived convergence time): the most
+        # frames lost in a row, at the nominal frame spacing. The span of their send times
+        # also holds the publisher's own stalls (on a loaded host, 100-250 ms after single
+        # lost frames), and the receiver's longest silence the path's latency change and
+        # the host's jitter: both are kept beside it.
+        gap = longest_loss(r, fault_at - 1.0, restored_at) * frame_interval_s
+        span = largest_gap((r.sent[s] for s in r.got), fault_at - 1.0, restored_at)
         silence = largest_gap(r.arrivals, fault_at - 1.0, restored_at)
         again = through_again(r, fault_at)
         lost = len(r.sent.keys() - r.got.keys())
@@ -180,6 +196,7 @@ def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
         for k in messages:
             messages[k] += m[k]
         gaps.append(gap * 1000)
+        spans.append(span * 1000)
         silences.append(silence * 1000)
         if again is not None:
             through.append(again * 1000)
@@ -187,6 +204,7 @@ def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
         flows.append({
             "flow": r.flow.name, "zone": r.flow.zone, "src": r.flow.src, "dst": r.flow.dst,
             "path_before": list(r.flow.path), "gap_ms": round(gap * 1000, 1),
+            "gap_span_ms": round(span * 1000, 1),
             "arrival_gap_ms": round(silence * 1000, 1),
             "through_again_ms": None if again is None else round(again * 1000, 1),
             "media_sent": len(r.sent), "media_lost": lost, "loss_runs": loss_runs(r, fault_at),
@@ -195,7 +213,8 @@ def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
                            "during": _r(phase_latency(r, fault_at, restored_at)),
                            "after": _r(phase_latency(r, restored_at, end_at))}})
     return {
-        "gap_ms": _spread(gaps), "arrival_gap_ms": _spread(silences),
+        "gap_ms": _spread(gaps), "gap_span_ms": _spread(spans),
+        "arrival_gap_ms": _spread(silences),
         # from the fault until traffic sent after it got through again: the median flow's
         # and the slowest
         "reroute_ms": _r(percentile(through, 50)), "reroute_ms_max": _r(max(through, default=None)),

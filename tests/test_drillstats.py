@@ -67,8 +67,9 @@ def record(sent_every=0.01, until=3.0, lost=(), latency=0.05) -> FlowRecord:
 def test_a_failure_window_shows_as_gap_loss_and_reroute_time():
     r = record(lost=[(1.0, 1.3)])
     assert through_again(r, 1.0) == pytest.approx(0.3, abs=0.011)
-    s = summarize([r], fault_at=1.0, restored_at=2.0, end_at=3.0)
-    assert s["gap_ms"]["max"] == pytest.approx(310, abs=11)
+    s = summarize([r], fault_at=1.0, restored_at=2.0, end_at=3.0, frame_interval_s=0.01)
+    assert s["gap_ms"]["max"] == pytest.approx(300, abs=11)
+    assert s["gap_span_ms"]["max"] == pytest.approx(310, abs=11)
     assert s["media_lost"] == pytest.approx(30, abs=1)
     assert s["reroute_ms"] == pytest.approx(300, abs=11)
     assert s["flows"][0]["latency_ms"] == {"before": 50.0, "during": 50.0, "after": 50.0}
@@ -85,8 +86,8 @@ def test_the_gap_is_the_media_lost_not_the_receivers_jitter():
             continue  # lost
         late = 0.2 if 2.0 <= t < 2.2 else 0.0
         r.on_media(seq, t, max(t + 0.05, 2.25) if late else t + 0.05)
-    s = summarize([r], fault_at=1.0, restored_at=2.9, end_at=3.0)
-    assert s["gap_ms"]["max"] == pytest.approx(110, abs=6)
+    s = summarize([r], fault_at=1.0, restored_at=2.9, end_at=3.0, frame_interval_s=0.01)
+    assert s["gap_ms"]["max"] == pytest.approx(100, abs=6)
     assert s["arrival_gap_ms"]["max"] == pytest.approx(210, abs=6)  # 2.04 to 2.25
 
 
@@ -119,3 +120,19 @@ def test_loss_runs_give_each_run_of_lost_frames_from_the_fault():
     # lost: 5-7 (three, until 8 arrived), 15, 17
     assert loss_runs(r, fault_at=100.1) == [[0.0, 60.0, 3], [200.0, 20.0, 1], [240.0, 20.0, 1]]
     assert loss_runs(r, fault_at=100.1, limit=1) == [[0.0, 60.0, 3]]
+
+
+def test_a_publisher_stall_lengthens_the_span_of_send_times_not_the_gap():
+    """Three frames lost, then the publisher sends nothing for 200 ms (a starved client):
+    the loss-derived gap is the three frames; the span of send times holds the stall."""
+    r = FlowRecord(Flow("global", "a", "b", ("a", "t", "b")))
+    t, seq = 0.0, 0
+    while t < 3.0:
+        seq += 1
+        r.sent[seq] = t
+        if not 1.0 <= t < 1.05:
+            r.on_media(seq, t, t + 0.05)
+        t += 0.22 if abs(t - 1.04) < 1e-9 else 0.02
+    s = summarize([r], fault_at=1.0, restored_at=2.9, end_at=3.0, frame_interval_s=0.02)
+    assert s["gap_ms"]["max"] == pytest.approx(60, abs=1)
+    assert s["gap_span_ms"]["max"] == pytest.approx(280, abs=21)
