@@ -3,7 +3,8 @@ flows' records say about it (gaps, loss, latency by phase, reroute time, residen
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -102,23 +103,32 @@ def through_again(record: FlowRecord, fault_at: float) -> float | None:
     return min(after) - fault_at if after else None
 
 
+def lost_runs(record: FlowRecord, start: float = -math.inf, end: float = math.inf
+              ) -> Iterator[tuple[list[float], float]]:
+    """Runs of consecutive lost frames among those sent within [start, end], in order: the
+    send times of each run's frames, and that of the frame after it (the run's last one
+    when none follows)."""
+    seqs = [s for s in sorted(record.sent) if start <= record.sent[s] <= end]
+    times = [record.sent[s] for s in seqs]
+    lost = [s not in record.got for s in seqs]
+    i = 0
+    while i < len(times):
+        if not lost[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(times) and lost[j]:
+            j += 1
+        yield times[i:j], times[j] if j < len(times) else times[j - 1]
+        i = j
+
+
 def loss_runs(record: FlowRecord, fault_at: float, limit: int = 20) -> list[list[float]]:
     """Runs of consecutive lost frames, in order, as [start, span] in ms of send time from
     the fault (span: until the next frame that arrived) and the frames lost; at most
     `limit`, the longest."""
-    runs, seqs = [], sorted(record.sent)
-    i = 0
-    while i < len(seqs):
-        if seqs[i] in record.got:
-            i += 1
-            continue
-        j = i
-        while j < len(seqs) and seqs[j] not in record.got:
-            j += 1
-        start = record.sent[seqs[i]]
-        end = record.sent[seqs[j]] if j < len(seqs) else record.sent[seqs[j - 1]]
-        runs.append([round((start - fault_at) * 1000, 1), round((end - start) * 1000, 1), j - i])
-        i = j
+    runs = [[round((run[0] - fault_at) * 1000, 1), round((after - run[0]) * 1000, 1), len(run)]
+            for run, after in lost_runs(record)]
     return sorted(sorted(runs, key=lambda x: -x[1])[:limit])
 
 
@@ -165,14 +175,7 @@ def residency_violations(before: Mapping[str, Mapping[str, int]],
 
 def longest_loss(record: FlowRecord, start: float, end: float) -> int:
     """The most frames lost in a row among those sent within [start, end]."""
-    longest = run = 0
-    for seq in sorted(record.sent):
-        if not start <= record.sent[seq] <= end or seq in record.got:
-            run = 0
-            continue
-        run += 1
-        longest = max(longest, run)
-    return longest
+    return max((len(run) for run, _ in lost_runs(record, start, end)), default=0)
 
 
 def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,

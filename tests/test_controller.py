@@ -17,11 +17,17 @@ RTT = {("a", "x"): 20, ("b", "x"): 20, ("d", "x"): 20, ("a", "b"): 60, ("b", "d"
 REGIONS = ("a", "b", "d", "x")
 
 
-def controller() -> Controller:
+def controller(settings: Settings | None = None) -> Controller:
+    """A controller every region's relay has connected to and reported every link up to."""
     catalogue = {r: Region(id=r, name=r.upper(), country="DE", lat=0.0, lon=0.0)
                  for r in REGIONS}
     policy = Policy({"global": Zone("global", frozenset(REGIONS))})
-    return Controller(catalogue, policy, Settings())
+    c = Controller(catalogue, policy, settings or Settings())
+    for r in REGIONS:
+        c.connect(relay_pb2.Hello(region=r, node_id=f"{r}-1", probe_addr="127.0.0.1:1"))
+    for r in REGIONS:
+        report(c, r)
+    return c
 
 
 def rtt(a: str, b: str) -> float:
@@ -50,6 +56,17 @@ def ack(c: Controller, region: str, table: relay_pb2.RouteTable) -> None:
     c.on_ack(c.sessions[region], relay_pb2.RouteAck(version=table.version, accepted=True))
 
 
+def ack_all(c: Controller, pushed: dict[str, relay_pb2.RouteTable]) -> None:
+    for region, table in pushed.items():
+        ack(c, region, table)
+
+
+def x_goes_dark(c: Controller) -> None:
+    """a and b, with traffic through x, find it down first."""
+    report(c, "a", down=frozenset({"x"}))
+    report(c, "b", down=frozenset({"x"}))
+
+
 def hop(table: relay_pb2.RouteTable, dst: str) -> str:
     return next(r.next_hop for r in table.routes if r.dst == dst)
 
@@ -57,20 +74,13 @@ def hop(table: relay_pb2.RouteTable, dst: str) -> str:
 def test_repair_after_a_region_goes_dark_installs_leaves_first():
     async def main():
         c = controller()
-        for r in REGIONS:
-            c.connect(relay_pb2.Hello(region=r, node_id=f"{r}-1", probe_addr="127.0.0.1:1"))
-        for r in REGIONS:
-            report(c, r)
         assert c.recompute()
         first = tables(c)
         assert hop(first["a"], "d") == "x" and hop(first["b"], "d") == "x"
-        for region, table in first.items():
-            ack(c, region, table)
+        ack_all(c, first)
         assert c.converged()
 
-        # x goes dark: a and b (with traffic through it) find it first
-        report(c, "a", down=frozenset({"x"}))
-        report(c, "b", down=frozenset({"x"}))
+        x_goes_dark(c)
         assert c.unreachable == frozenset()
         c.recompute()
         assert c.unreachable == {"x"}
@@ -95,17 +105,10 @@ def test_repair_after_a_region_goes_dark_installs_leaves_first():
 
 def test_rows_held_too_long_go_out_anyway():
     async def main():
-        c = controller()
-        c.settings = Settings(order_hold_s=0.0)
-        for r in REGIONS:
-            c.connect(relay_pb2.Hello(region=r, node_id=f"{r}-1", probe_addr="127.0.0.1:1"))
-        for r in REGIONS:
-            report(c, r)
+        c = controller(Settings(order_hold_s=0.0))
         c.recompute()
-        for region, table in tables(c).items():
-            ack(c, region, table)
-        report(c, "a", down=frozenset({"x"}))
-        report(c, "b", down=frozenset({"x"}))
+        ack_all(c, tables(c))
+        x_goes_dark(c)
         c.recompute()
         repair = tables(c)
         assert hop(repair["a"], "d") == "b"  # no waiting for b's ack
@@ -119,10 +122,6 @@ def test_an_ack_for_a_version_already_followed_by_another_still_counts():
     installed all the same (else rows waiting on it would wait for the hold limit)."""
     async def main():
         c = controller()
-        for r in REGIONS:
-            c.connect(relay_pb2.Hello(region=r, node_id=f"{r}-1", probe_addr="127.0.0.1:1"))
-        for r in REGIONS:
-            report(c, r)
         c.recompute()
         first = tables(c)["b"]
         session = c.sessions["b"]
@@ -138,17 +137,10 @@ def test_an_ack_for_a_version_already_followed_by_another_still_counts():
 
 def test_rows_pushed_at_the_hold_limit_are_not_taken_back_before_they_are_acknowledged():
     async def main():
-        c = controller()
-        c.settings = Settings(order_hold_s=0.0)
-        for r in REGIONS:
-            c.connect(relay_pb2.Hello(region=r, node_id=f"{r}-1", probe_addr="127.0.0.1:1"))
-        for r in REGIONS:
-            report(c, r)
+        c = controller(Settings(order_hold_s=0.0))
         c.recompute()
-        for region, table in tables(c).items():
-            ack(c, region, table)
-        report(c, "a", down=frozenset({"x"}))
-        report(c, "b", down=frozenset({"x"}))
+        ack_all(c, tables(c))
+        x_goes_dark(c)
         c.recompute()
         assert hop(tables(c)["a"], "d") == "b"
         c.settings = Settings(order_hold_s=60.0)  # b has still not acknowledged
