@@ -59,13 +59,32 @@ def run(count: int, work: Path, settle_s: float = 5.0, data: Path | None = None)
         for rid in wn.region_ids(servers, ids).values():
             for route in admin.routes(address, rid)["routes"]:
                 chosen[(rid, route["dst"])] = route["path"]
+        seen = {(x["src"], x["dst"]): x for x in admin.links(address)}
     finally:
         skymesh(home, "down")
     matrix = wn.read_matrix(matrix_path)
     result = wn.evaluate(matrix, chosen)
     return {"cities": count, "converge_s": round(converge_s, 1),
             "route_version": status["route_version"], **result,
+            "worst": explain(matrix, chosen, result["worst_pair"], seen),
             "offline": wn.offline_facts(matrix)}
+
+
+def explain(matrix: wn.Matrix, chosen: dict, pair: list[str] | None, seen: dict) -> dict:
+    """The worst pair's chosen and optimal paths, each link as the controller saw it."""
+    if not pair:
+        return {}
+    src, dst = pair
+    optimal = wn.best_paths(matrix)[(src, dst)][1]
+
+    def hops(path: list[str]) -> list[dict]:
+        return [{"link": [a, b], "one_way_ms": wn.one_way(matrix, a, b),
+                 **{k: v for k, v in seen.get((a, b), {}).items() if k not in ("src", "dst")}}
+                for a, b in zip(path, path[1:], strict=False)]
+
+    path = chosen.get((src, dst)) or []
+    return {"chosen": path, "optimal": optimal, "chosen_links": hops(path),
+            "optimal_links": hops(optimal)}
 
 
 def main(argv: list[str] | None = None) -> int:

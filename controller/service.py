@@ -297,6 +297,7 @@ class Controller:
                 "min_rtt_ms": s.min_rtt_ms,
                 "jitter_ms": s.jitter_ms,
                 "loss": s.loss,
+                "window": s.window,
                 "samples": s.samples,
                 "lost": s.lost,
                 "state": FROM_WIRE.get(s.state, "?"),
@@ -623,12 +624,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 min_rtt_ms=r.min_rtt_ms,
                 jitter_ms=r.jitter_ms,
                 loss=r.loss,
+                window=r.window,
                 samples=r.samples,
                 lost=r.lost,
                 age_s=time.monotonic() - r.received_at,
                 state=TO_WIRE[r.state],
             )
-            cost = routing.link_cost(r.latency_ms, r.loss, ctl.settings.cost)
+            cost = routing.link_cost(r.latency_ms, r.routing_loss, ctl.settings.cost)
             suppressed = ctl.topology.damper.suppressed((src, dst), time.monotonic())
             infos.append(admin_pb2.LinkInfo(src=src, sample=sample, cost_ms=cost,
                                             suppressed=suppressed))

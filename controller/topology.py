@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from controller.damping import FlapDamper
-from controller.routing import Link
+from controller.routing import Link, loss_bound
 from skymesh.linkstate import DEGRADED, DOWN, STATES, UNKNOWN, UP
 
 
@@ -34,11 +34,17 @@ class LinkRecord:
     lost: int
     state: str
     received_at: float
+    window: int = 0  # probes the loss is a fraction of (0: not reported)
 
     @property
     def latency_ms(self) -> float:
         """The RTT routing uses: the recent minimum where the relay reports one."""
         return self.min_rtt_ms if self.min_rtt_ms > 0 else self.rtt_ms
+
+    @property
+    def routing_loss(self) -> float:
+        """The loss routing pays for: what the probes show beyond reasonable doubt."""
+        return loss_bound(self.loss, self.window)
 
 
 class Topology:
@@ -79,7 +85,7 @@ class Topology:
             self.links[(src, s["dst"])] = LinkRecord(
                 src, s["dst"], float(s["rtt_ms"]), float(s.get("min_rtt_ms") or 0.0),
                 float(s["jitter_ms"]), float(s["loss"]),
-                int(s["samples"]), int(s["lost"]), s["state"], now)
+                int(s["samples"]), int(s["lost"]), s["state"], now, int(s.get("window", 0)))
         return problems
 
     def expire(self, now: float) -> list[tuple[str, str]]:
@@ -91,7 +97,7 @@ class Topology:
 
     def usable_links(self, now: float) -> list[Link]:
         """Links up or degraded, less those whose flapping is being damped."""
-        return [Link(r.src, r.dst, r.latency_ms, r.loss) for r in self.links.values()
+        return [Link(r.src, r.dst, r.latency_ms, r.routing_loss) for r in self.links.values()
                 if r.state in (UP, DEGRADED) and not self.damper.suppressed((r.src, r.dst), now)]
 
     def unreachable(self, quorum: int = 2) -> frozenset[str]:

@@ -386,6 +386,7 @@ class RelayNode:
                     min_rtt_ms=s.min_rtt or 0.0,
                     jitter_ms=s.jitter,
                     loss=s.loss,
+                    window=len(s.outcomes),
                     samples=s.samples,
                     lost=s.lost,
                     age_s=s.age(now),

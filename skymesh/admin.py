@@ -66,7 +66,8 @@ def links(address: str) -> list[dict]:
     return [{"src": x.src, "dst": x.sample.dst, "rtt_ms": round(x.sample.rtt_ms, 3),
              "min_rtt_ms": round(x.sample.min_rtt_ms, 3),
              "jitter_ms": round(x.sample.jitter_ms, 3), "loss": round(x.sample.loss, 4),
-             "state": FROM_WIRE[x.sample.state], "samples": x.sample.samples,
+             "window": x.sample.window, "state": FROM_WIRE[x.sample.state],
+             "samples": x.sample.samples,
              "lost": x.sample.lost, "age_s": round(x.sample.age_s, 2),
              "cost_ms": round(x.cost_ms, 3), "suppressed": x.suppressed} for x in r.links]
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from controller import engine
 from controller.engine import NO_HYSTERESIS, Route, RouteSet, ZoneRoutes
-from controller.routing import CostModel, Hysteresis, Link, build_graph, link_cost
+from controller.routing import CostModel, Hysteresis, Link, build_graph, link_cost, loss_bound
 from skymesh.policy import Policy, Zone
 
 OFF = NO_HYSTERESIS
@@ -600,3 +600,17 @@ def test_unchanged_graph_keeps_all_routes(spec):
     g = build_graph(names, links)
     previous = compute(g, None, STICKY)
     assert routes_of(compute(g, previous, STICKY)) == routes_of(previous)
+
+
+def test_loss_bound_forgives_a_lone_lost_probe():
+    assert loss_bound(0.0, 50) == 0.0
+    assert loss_bound(1 / 13, 13) == 0.0
+    assert loss_bound(1 / 50, 50) == 0.0
+    assert loss_bound(0.02, 0) == 0.02  # window unknown: the rate as measured
+    two = loss_bound(2 / 50, 50)
+    assert 0 < two < 0.01
+    # more probes lost, or the same rate over more probes, bound higher
+    assert loss_bound(5 / 50, 50) > two
+    assert loss_bound(0.04, 500) > two
+    assert loss_bound(10 / 50, 50) == pytest.approx(0.108, abs=0.002)
+    assert loss_bound(1.0, 50) < 1.0

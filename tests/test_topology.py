@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.routing import Link
+from controller.routing import Link, loss_bound
 from controller.topology import (
     DEGRADED,
     DOWN,
@@ -118,6 +118,15 @@ def test_report_stores_a_link_record(topo):
     rec = topo.links[("ams", "fra")]
     assert rec == LinkRecord("ams", "fra", 20.0, 18.0, 1.0, 0.05, 12, 1, UP, 7.5)
     assert ("fra", "ams") not in topo.links  # links are directed
+
+
+def test_routing_pays_for_the_loss_bound_over_the_window(topo):
+    topo.report("ams", [sample("fra", loss=0.02, window=50), sample("nyc", loss=0.02)], now=1.0)
+    links = {(x.src, x.dst): x for x in topo.usable_links(1.0)}
+    assert topo.links[("ams", "fra")].window == 50
+    assert links[("ams", "fra")].loss == pytest.approx(loss_bound(0.02, 50))
+    assert links[("ams", "fra")].loss == 0.0  # one probe in 50
+    assert links[("ams", "nyc")].loss == 0.02  # a relay that does not say its window
 
 
 def test_report_converts_numbers(topo):

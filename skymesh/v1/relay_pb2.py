@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skymesh/v1/relay.proto\x12\nskymesh.v1\"\xdd\x01\n\x0cRelayMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.skymesh.v1.HelloH\x00\x12(\n\x06report\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.LinkReportH\x00\x12#\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x14.skymesh.v1.RouteAckH\x00\x12(\n\x08\x63hannels\x18\x04 \x01(\x0b\x32\x14.skymesh.v1.ChannelsH\x00\x12)\n\x06\x65vents\x18\x05 \x01(\x0b\x32\x17.skymesh.v1.RelayEventsH\x00\x42\x05\n\x03msg\"5\n\x0bRelayEvents\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.RelayEvent\"[\n\nRelayEvent\x12\x11\n\tat_unix_s\x18\x01 \x01(\x01\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0e\n\x06routes\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"f\n\x05Hello\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x12\n\nprobe_addr\x18\x03 \x01(\t\x12\x15\n\rroute_version\x18\x04 \x01(\x04\x12\x11\n\tedge_addr\x18\x05 \x01(\t\"9\n\x08\x43hannels\x12-\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1b.skymesh.v1.ChannelInterest\"Y\n\x0f\x43hannelInterest\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x13\n\x0bsubscribers\x18\x03 \x01(\x08\x12\x12\n\npublishers\x18\x04 \x01(\x08\"\xb2\x01\n\nLinkSample\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\x12\x11\n\tjitter_ms\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x0f\n\x07samples\x18\x05 \x01(\r\x12\x0c\n\x04lost\x18\x06 \x01(\r\x12\r\n\x05\x61ge_s\x18\x07 \x01(\x01\x12$\n\x05state\x18\x08 \x01(\x0e\x32\x15.skymesh.v1.LinkState\x12\x12\n\nmin_rtt_ms\x18\t \x01(\x01\"\x9c\x01\n\nLinkReport\x12%\n\x05links\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.LinkSample\x12\x36\n\x08\x63ounters\x18\x02 \x03(\x0b\x32$.skymesh.v1.LinkReport.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"L\n\x08RouteAck\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xe9\x01\n\x11\x43ontrollerMessage\x12%\n\x05peers\x18\x01 \x01(\x0b\x32\x14.skymesh.v1.PeerListH\x00\x12(\n\x06routes\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.RouteTableH\x00\x12)\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.skymesh.v1.RelayConfigH\x00\x12-\n\x07members\x18\x04 \x01(\x0b\x32\x1a.skymesh.v1.ChannelMembersH\x00\x12\"\n\x05\x63haos\x18\x05 \x01(\x0b\x32\x11.skymesh.v1.ChaosH\x00\x42\x05\n\x03msg\"C\n\x05\x43haos\x12\x12\n\ndrop_peers\x18\x01 \x03(\t\x12\x10\n\x08\x64rop_all\x18\x02 \x01(\x08\x12\x14\n\x0cuntil_unix_s\x18\x03 \x01(\x01\"\xc9\x01\n\x0bRelayConfig\x12<\n\x0b\x61pp_secrets\x18\x01 \x03(\x0b\x32\'.skymesh.v1.RelayConfig.AppSecretsEntry\x12\x12\n\nfabric_key\x18\x02 \x01(\x0c\x12\x15\n\raccepted_keys\x18\x03 \x03(\x0c\x12\r\n\x05zones\x18\x04 \x03(\t\x12\x0f\n\x07\x64rained\x18\x05 \x01(\x08\x1a\x31\n\x0f\x41ppSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"@\n\x0e\x43hannelMembers\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0f\n\x07regions\x18\x03 \x03(\t\"*\n\x04Peer\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x12\n\nprobe_addr\x18\x02 \x01(\t\"\xcb\x01\n\x08PeerList\x12\x1f\n\x05peers\x18\x01 \x03(\x0b\x32\x10.skymesh.v1.Peer\x12\x18\n\x10probe_interval_s\x18\x02 \x01(\x01\x12\x19\n\x11report_interval_s\x18\x03 \x01(\x01\x12\"\n\x1aneighbour_probe_interval_s\x18\x04 \x01(\x01\x12\x12\n\ndown_after\x18\x05 \x01(\r\x12\x15\n\rdegraded_loss\x18\x06 \x01(\x01\x12\x1a\n\x12\x64\x65graded_jitter_ms\x18\x07 \x01(\x01\"\x9e\x01\n\nRouteEntry\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\x10\n\x08next_hop\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x03(\t\x12\x0f\n\x07\x63ost_ms\x18\x04 \x01(\x01\x12\x0c\n\x04zone\x18\x05 \x01(\t\x12\x17\n\x0f\x62\x61\x63kup_next_hop\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x61\x63kup_kind\x18\x07 \x01(\t\x12\x16\n\x0e\x62\x61\x63kup_cost_ms\x18\x08 \x01(\x01\"T\n\nRouteTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05nonce\x18\x02 \x01(\t\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.skymesh.v1.RouteEntry*h\n\tLinkState\x12\x1a\n\x16LINK_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rLINK_STATE_UP\x10\x01\x12\x17\n\x13LINK_STATE_DEGRADED\x10\x02\x12\x13\n\x0fLINK_STATE_DOWN\x10\x03\x32V\n\x0cRelayControl\x12\x46\n\x07Session\x12\x18.skymesh.v1.RelayMessage\x1a\x1d.skymesh.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skymesh/v1/relay.proto\x12\nskymesh.v1\"\xdd\x01\n\x0cRelayMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.skymesh.v1.HelloH\x00\x12(\n\x06report\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.LinkReportH\x00\x12#\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x14.skymesh.v1.RouteAckH\x00\x12(\n\x08\x63hannels\x18\x04 \x01(\x0b\x32\x14.skymesh.v1.ChannelsH\x00\x12)\n\x06\x65vents\x18\x05 \x01(\x0b\x32\x17.skymesh.v1.RelayEventsH\x00\x42\x05\n\x03msg\"5\n\x0bRelayEvents\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.RelayEvent\"[\n\nRelayEvent\x12\x11\n\tat_unix_s\x18\x01 \x01(\x01\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0e\n\x06routes\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"f\n\x05Hello\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x12\n\nprobe_addr\x18\x03 \x01(\t\x12\x15\n\rroute_version\x18\x04 \x01(\x04\x12\x11\n\tedge_addr\x18\x05 \x01(\t\"9\n\x08\x43hannels\x12-\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1b.skymesh.v1.ChannelInterest\"Y\n\x0f\x43hannelInterest\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x13\n\x0bsubscribers\x18\x03 \x01(\x08\x12\x12\n\npublishers\x18\x04 \x01(\x08\"\xc2\x01\n\nLinkSample\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\x12\x11\n\tjitter_ms\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x0f\n\x07samples\x18\x05 \x01(\r\x12\x0c\n\x04lost\x18\x06 \x01(\r\x12\r\n\x05\x61ge_s\x18\x07 \x01(\x01\x12$\n\x05state\x18\x08 \x01(\x0e\x32\x15.skymesh.v1.LinkState\x12\x12\n\nmin_rtt_ms\x18\t \x01(\x01\x12\x0e\n\x06window\x18\n \x01(\r\"\x9c\x01\n\nLinkReport\x12%\n\x05links\x18\x01 \x03(\x0b\x32\x16.skymesh.v1.LinkSample\x12\x36\n\x08\x63ounters\x18\x02 \x03(\x0b\x32$.skymesh.v1.LinkReport.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"L\n\x08RouteAck\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xe9\x01\n\x11\x43ontrollerMessage\x12%\n\x05peers\x18\x01 \x01(\x0b\x32\x14.skymesh.v1.PeerListH\x00\x12(\n\x06routes\x18\x02 \x01(\x0b\x32\x16.skymesh.v1.RouteTableH\x00\x12)\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.skymesh.v1.RelayConfigH\x00\x12-\n\x07members\x18\x04 \x01(\x0b\x32\x1a.skymesh.v1.ChannelMembersH\x00\x12\"\n\x05\x63haos\x18\x05 \x01(\x0b\x32\x11.skymesh.v1.ChaosH\x00\x42\x05\n\x03msg\"C\n\x05\x43haos\x12\x12\n\ndrop_peers\x18\x01 \x03(\t\x12\x10\n\x08\x64rop_all\x18\x02 \x01(\x08\x12\x14\n\x0cuntil_unix_s\x18\x03 \x01(\x01\"\xc9\x01\n\x0bRelayConfig\x12<\n\x0b\x61pp_secrets\x18\x01 \x03(\x0b\x32\'.skymesh.v1.RelayConfig.AppSecretsEntry\x12\x12\n\nfabric_key\x18\x02 \x01(\x0c\x12\x15\n\raccepted_keys\x18\x03 \x03(\x0c\x12\r\n\x05zones\x18\x04 \x03(\t\x12\x0f\n\x07\x64rained\x18\x05 \x01(\x08\x1a\x31\n\x0f\x41ppSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"@\n\x0e\x43hannelMembers\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0f\n\x07regions\x18\x03 \x03(\t\"*\n\x04Peer\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x12\n\nprobe_addr\x18\x02 \x01(\t\"\xcb\x01\n\x08PeerList\x12\x1f\n\x05peers\x18\x01 \x03(\x0b\x32\x10.skymesh.v1.Peer\x12\x18\n\x10probe_interval_s\x18\x02 \x01(\x01\x12\x19\n\x11report_interval_s\x18\x03 \x01(\x01\x12\"\n\x1aneighbour_probe_interval_s\x18\x04 \x01(\x01\x12\x12\n\ndown_after\x18\x05 \x01(\r\x12\x15\n\rdegraded_loss\x18\x06 \x01(\x01\x12\x1a\n\x12\x64\x65graded_jitter_ms\x18\x07 \x01(\x01\"\x9e\x01\n\nRouteEntry\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\x10\n\x08next_hop\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x03(\t\x12\x0f\n\x07\x63ost_ms\x18\x04 \x01(\x01\x12\x0c\n\x04zone\x18\x05 \x01(\t\x12\x17\n\x0f\x62\x61\x63kup_next_hop\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x61\x63kup_kind\x18\x07 \x01(\t\x12\x16\n\x0e\x62\x61\x63kup_cost_ms\x18\x08 \x01(\x01\"T\n\nRouteTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05nonce\x18\x02 \x01(\t\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.skymesh.v1.RouteEntry*h\n\tLinkState\x12\x1a\n\x16LINK_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rLINK_STATE_UP\x10\x01\x12\x17\n\x13LINK_STATE_DEGRADED\x10\x02\x12\x13\n\x0fLINK_STATE_DOWN\x10\x03\x32V\n\x0cRelayControl\x12\x46\n\x07Session\x12\x18.skymesh.v1.RelayMessage\x1a\x1d.skymesh.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINKREPORT_COUNTERSENTRY']._serialized_options = b'8\001'
   _globals['_RELAYCONFIG_APPSECRETSENTRY']._loaded_options = None
   _globals['_RELAYCONFIG_APPSECRETSENTRY']._serialized_options = b'8\001'
-  _globals['_LINKSTATE']._serialized_start=2154
-  _globals['_LINKSTATE']._serialized_end=2258
+  _globals['_LINKSTATE']._serialized_start=2170
+  _globals['_LINKSTATE']._serialized_end=2274
   _globals['_RELAYMESSAGE']._serialized_start=39
   _globals['_RELAYMESSAGE']._serialized_end=260
   _globals['_RELAYEVENTS']._serialized_start=262
@@ -50,31 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANNELINTEREST']._serialized_start=573
   _globals['_CHANNELINTEREST']._serialized_end=662
   _globals['_LINKSAMPLE']._serialized_start=665
-  _globals['_LINKSAMPLE']._serialized_end=843
-  _globals['_LINKREPORT']._serialized_start=846
-  _globals['_LINKREPORT']._serialized_end=1002
-  _globals['_LINKREPORT_COUNTERSENTRY']._serialized_start=955
-  _globals['_LINKREPORT_COUNTERSENTRY']._serialized_end=1002
-  _globals['_ROUTEACK']._serialized_start=1004
-  _globals['_ROUTEACK']._serialized_end=1080
-  _globals['_CONTROLLERMESSAGE']._serialized_start=1083
-  _globals['_CONTROLLERMESSAGE']._serialized_end=1316
-  _globals['_CHAOS']._serialized_start=1318
-  _globals['_CHAOS']._serialized_end=1385
-  _globals['_RELAYCONFIG']._serialized_start=1388
-  _globals['_RELAYCONFIG']._serialized_end=1589
-  _globals['_RELAYCONFIG_APPSECRETSENTRY']._serialized_start=1540
-  _globals['_RELAYCONFIG_APPSECRETSENTRY']._serialized_end=1589
-  _globals['_CHANNELMEMBERS']._serialized_start=1591
-  _globals['_CHANNELMEMBERS']._serialized_end=1655
-  _globals['_PEER']._serialized_start=1657
-  _globals['_PEER']._serialized_end=1699
-  _globals['_PEERLIST']._serialized_start=1702
-  _globals['_PEERLIST']._serialized_end=1905
-  _globals['_ROUTEENTRY']._serialized_start=1908
-  _globals['_ROUTEENTRY']._serialized_end=2066
-  _globals['_ROUTETABLE']._serialized_start=2068
-  _globals['_ROUTETABLE']._serialized_end=2152
-  _globals['_RELAYCONTROL']._serialized_start=2260
-  _globals['_RELAYCONTROL']._serialized_end=2346
+  _globals['_LINKSAMPLE']._serialized_end=859
+  _globals['_LINKREPORT']._serialized_start=862
+  _globals['_LINKREPORT']._serialized_end=1018
+  _globals['_LINKREPORT_COUNTERSENTRY']._serialized_start=971
+  _globals['_LINKREPORT_COUNTERSENTRY']._serialized_end=1018
+  _globals['_ROUTEACK']._serialized_start=1020
+  _globals['_ROUTEACK']._serialized_end=1096
+  _globals['_CONTROLLERMESSAGE']._serialized_start=1099
+  _globals['_CONTROLLERMESSAGE']._serialized_end=1332
+  _globals['_CHAOS']._serialized_start=1334
+  _globals['_CHAOS']._serialized_end=1401
+  _globals['_RELAYCONFIG']._serialized_start=1404
+  _globals['_RELAYCONFIG']._serialized_end=1605
+  _globals['_RELAYCONFIG_APPSECRETSENTRY']._serialized_start=1556
+  _globals['_RELAYCONFIG_APPSECRETSENTRY']._serialized_end=1605
+  _globals['_CHANNELMEMBERS']._serialized_start=1607
+  _globals['_CHANNELMEMBERS']._serialized_end=1671
+  _globals['_PEER']._serialized_start=1673
+  _globals['_PEER']._serialized_end=1715
+  _globals['_PEERLIST']._serialized_start=1718
+  _globals['_PEERLIST']._serialized_end=1921
+  _globals['_ROUTEENTRY']._serialized_start=1924
+  _globals['_ROUTEENTRY']._serialized_end=2082
+  _globals['_ROUTETABLE']._serialized_start=2084
+  _globals['_ROUTETABLE']._serialized_end=2168
+  _globals['_RELAYCONTROL']._serialized_start=2276
+  _globals['_RELAYCONTROL']._serialized_end=2362
 # @@protoc_insertion_point(module_scope)

@@ -85,7 +85,7 @@ class ChannelInterest(_message.Message):
     def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., subscribers: _Optional[bool] = ..., publishers: _Optional[bool] = ...) -> None: ...
 
 class LinkSample(_message.Message):
-    __slots__ = ("dst", "rtt_ms", "jitter_ms", "loss", "samples", "lost", "age_s", "state", "min_rtt_ms")
+    __slots__ = ("dst", "rtt_ms", "jitter_ms", "loss", "samples", "lost", "age_s", "state", "min_rtt_ms", "window")
     DST_FIELD_NUMBER: _ClassVar[int]
     RTT_MS_FIELD_NUMBER: _ClassVar[int]
     JITTER_MS_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class LinkSample(_message.Message):
     AGE_S_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MIN_RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     dst: str
     rtt_ms: float
     jitter_ms: float
@@ -104,7 +105,8 @@ class LinkSample(_message.Message):
     age_s: float
     state: LinkState
     min_rtt_ms: float
-    def __init__(self, dst: _Optional[str] = ..., rtt_ms: _Optional[float] = ..., jitter_ms: _Optional[float] = ..., loss: _Optional[float] = ..., samples: _Optional[int] = ..., lost: _Optional[int] = ..., age_s: _Optional[float] = ..., state: _Optional[_Union[LinkState, str]] = ..., min_rtt_ms: _Optional[float] = ...) -> None: ...
+    window: int
+    def __init__(self, dst: _Optional[str] = ..., rtt_ms: _Optional[float] = ..., jitter_ms: _Optional[float] = ..., loss: _Optional[float] = ..., samples: _Optional[int] = ..., lost: _Optional[int] = ..., age_s: _Optional[float] = ..., state: _Optional[_Union[LinkState, str]] = ..., min_rtt_ms: _Optional[float] = ..., window: _Optional[int] = ...) -> None: ...
 
 class LinkReport(_message.Message):
     __slots__ = ("links", "counters")
