@@ -81,7 +81,8 @@ class Topology:
                 continue
             if s["dst"] not in self.relays:
                 continue  # a peer that left since the relay probed it
-            self.damper.observe((src, s["dst"]), s["state"] in (UP, DEGRADED), now)
+            if s["state"] != UNKNOWN:  # a link not yet measured has not flapped by coming up
+                self.damper.observe((src, s["dst"]), s["state"] in (UP, DEGRADED), now)
             self.links[(src, s["dst"])] = LinkRecord(
                 src, s["dst"], float(s["rtt_ms"]), float(s.get("min_rtt_ms") or 0.0),
                 float(s["jitter_ms"]), float(s["loss"]),

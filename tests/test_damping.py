@@ -72,6 +72,22 @@ def test_topology_leaves_suppressed_links_out_of_routing():
     assert [x.dst for x in topo.usable_links(200.0)] == ["bb"]
 
 
+def test_coming_up_is_no_flap_and_one_outage_after_it_is_tolerated():
+    """A relay stalled at start-up for long enough that its peers call it down once must not
+    have its links damped: unknown to up is not a flap."""
+    topo = Topology(["aa", "bb"])
+    for r in ("aa", "bb"):
+        topo.add_relay(Relay(r, r, "127.0.0.1:1", 0.0))
+    up = {"dst": "bb", "rtt_ms": 10.0, "min_rtt_ms": 9.0, "jitter_ms": 0.1, "loss": 0.0,
+          "samples": 10, "lost": 0, "state": "up"}
+    unknown = {**up, "state": "unknown", "samples": 0}
+    down = {**up, "state": "down", "loss": 1.0}
+    for i, sample in enumerate([unknown, up, down, up]):
+        topo.report("aa", [sample], float(i))
+    assert topo.suppressed_links(3.0) == []
+    assert [x.dst for x in topo.usable_links(3.0)] == ["bb"]
+
+
 @pytest.mark.parametrize(("new", "same"),
                          [(10.6, True), (10.4, True), (10.8, False), (10.2, False)])
 def test_dead_band(new, same):
