@@ -427,9 +427,10 @@ class Controller:
             if held and session.held_since is None:
                 session.held_since = now
             if held and now - session.held_since >= self.settings.order_hold_s:
+                # routine while routes settle (at start-up they change every few hundred ms)
+                log.info("%s: %d rows pushed after waiting %.1f s for their next hops",
+                         region, held, self.settings.order_hold_s)
                 rows, held = target, 0
-                log.warning("%s: rows pushed after waiting %.1f s for their next hops",
-                            region, self.settings.order_hold_s)
             if not held:
                 session.held_since = None
             else:
