@@ -41,19 +41,6 @@ def busiest_transit(rows: list[dict], n: int) -> list[tuple[str, int]]:
     return carried.most_common(n)
 
 
-def traffic_priority() -> bool:
-    """Run this process (the drill's publishers and subscribers) at real-time priority where
-    allowed, and not its children. On this host it shares two cores with the mesh's 46
-    processes; when the failure makes them all busy at once, a publisher at normal priority
-    stalls for hundreds of ms and its stall shows as media gap. Its sessions need a small part
-    of a core, and the kernel leaves the others 5% of each second whatever happens."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 def wait_settled(address: str, say, timeout: float = 60.0) -> None:
     """Until the controller is converged (every relay holds the current version); on this
     emulated mesh routes still move now and then, so a longer calm is not required."""
@@ -97,9 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             say(f"local mesh: {status['relays']} relays, converged in "
                 f"{time.monotonic() - t0:.1f} s")
             wait_settled(address, say)
-            if not traffic_priority():
-                say("  (could not raise the drill traffic's priority: publishers may stall "
-                    "with the mesh)")
             targets = busiest_transit(drill.all_routes(address), args.drills)
             say("busiest transit regions: " + ", ".join(f"{r} ({n} routes)"
                                                          for r, n in targets))
