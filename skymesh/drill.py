@@ -21,6 +21,7 @@ from skymesh.drillstats import (
     Flow,
     FlowRecord,
     flows_through,
+    next_slot,
     residency_violations,
     spread,
     summarize,
@@ -284,10 +285,14 @@ async def _read(sub, r: FlowRecord) -> None:
 
 
 async def _write(pub, r: FlowRecord, o: DrillOptions, stop: asyncio.Event) -> None:
+    """Frames at o.rate, as a live source makes them: a publisher that was stalled sends the
+    frame of the moment, not a burst of those it missed (they are counted as skipped)."""
     start = time.monotonic()
-    seq = 0
+    seq = slot = 0
     every = max(1, round(o.rate / o.messages_per_s)) if o.messages_per_s > 0 else 0
     while not stop.is_set():
+        slot, skipped = next_slot(slot, time.monotonic() - start, o.rate)
+        r.skipped += skipped
         seq += 1
         frame = pubsub.frame(seq, 200)
         r.sent[seq] = pubsub.parse_frame(frame)[1] / 1e9
@@ -298,7 +303,7 @@ async def _write(pub, r: FlowRecord, o: DrillOptions, stop: asyncio.Event) -> No
                 r.messages_sent += 1
         except Exception:  # a session torn down by the fault: the flow's loss shows it
             pass
-        await asyncio.sleep(max(0.0, start + seq / o.rate - time.monotonic()))
+        await asyncio.sleep(max(0.0, start + slot / o.rate - time.monotonic()))
 
 
 def _event_times(events: list[dict], o: DrillOptions, fault_at: float) -> dict:
@@ -340,7 +345,9 @@ def render(result: dict) -> str:
         f"{_ms(sp['max'])} (also the publisher's own stalls)",
         f"  longest silence at the receivers: p50 {_ms(a['p50'])}, p99 {_ms(a['p99'])}, max "
         f"{_ms(a['max'])} (also the path's latency change and the host's jitter)",
-        f"  media lost {result['media_lost']} of {result['media_sent']}; messages lost "
+        f"  media lost {result['media_lost']} of {result['media_sent']}"
+        + (f" (publishers stalled by their host skipped {result['media_skipped']} more frames)"
+           if result.get("media_skipped") else "") + "; messages lost "
         f"{result['messages_lost']} of {result['messages_sent']} (duplicated "
         f"{result['messages_duplicated']}, out of order {result['messages_out_of_order']})",
         f"  residency violations: {result['residency_violations']}",

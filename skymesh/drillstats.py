@@ -69,6 +69,7 @@ class FlowRecord:
     got: dict[int, float] = field(default_factory=dict)  # sequence -> arrival (first copy)
     arrivals: list[float] = field(default_factory=list)
     messages_sent: int = 0
+    skipped: int = 0  # frame slots the publisher missed while it was stalled
     messages_got: dict[str, list[int]] = field(default_factory=dict)  # sender -> ids in order
 
     def on_media(self, seq: int, sent_at: float, now: float) -> None:
@@ -79,6 +80,16 @@ class FlowRecord:
 
     def on_message(self, sender: str, mid: int) -> None:
         self.messages_got.setdefault(sender, []).append(mid)
+
+
+def next_slot(slot: int, elapsed_s: float, rate: float) -> tuple[int, int]:
+    """A live source's next frame slot after `slot` (slot n is due (n - 1) / rate seconds
+    into the run), `elapsed_s` into its run, and how many slots it skips: those that passed
+    while it was stalled (it sends the frame of the moment, not a burst of late ones)."""
+    current = int(elapsed_s * rate) + 1
+    if current > slot + 1:
+        return current, current - slot - 1
+    return slot + 1, 0
 
 
 def largest_gap(times: Iterable[float], start: float, end: float) -> float:
@@ -210,7 +221,8 @@ def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
             "gap_span_ms": round(span * 1000, 1),
             "arrival_gap_ms": round(silence * 1000, 1),
             "through_again_ms": None if again is None else round(again * 1000, 1),
-            "media_sent": len(r.sent), "media_lost": lost, "loss_runs": loss_runs(r, fault_at),
+            "media_sent": len(r.sent), "media_lost": lost, "media_skipped": r.skipped,
+            "loss_runs": loss_runs(r, fault_at),
             "messages": m,
             "latency_ms": {"before": _r(phase_latency(r, 0.0, fault_at)),
                            "during": _r(phase_latency(r, fault_at, restored_at)),
@@ -222,6 +234,7 @@ def summarize(records: list[FlowRecord], fault_at: float, restored_at: float,
         # and the slowest
         "reroute_ms": _r(percentile(through, 50)), "reroute_ms_max": _r(max(through, default=None)),
         "media_sent": sum(len(r.sent) for r in records), "media_lost": lost_media,
+        "media_skipped": sum(r.skipped for r in records),
         "messages_sent": messages["sent"], "messages_lost": messages["lost"],
         "messages_duplicated": messages["duplicated"],
         "messages_out_of_order": messages["out_of_order"], "flows": flows}

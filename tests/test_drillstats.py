@@ -10,6 +10,7 @@ from skymesh.drillstats import (
     flows_through,
     largest_gap,
     message_check,
+    next_slot,
     residency_violations,
     spread,
     summarize,
@@ -136,3 +137,19 @@ def test_a_publisher_stall_lengthens_the_span_of_send_times_not_the_gap():
     s = summarize([r], fault_at=1.0, restored_at=2.9, end_at=3.0, frame_interval_s=0.02)
     assert s["gap_ms"]["max"] == pytest.approx(60, abs=1)
     assert s["gap_span_ms"]["max"] == pytest.approx(280, abs=21)
+
+
+def test_a_live_source_on_time_skips_nothing():
+    slot, skipped_total = 0, 0
+    for i in range(100):  # woken on time, a little late each time
+        slot, skipped = next_slot(slot, (i + 0.3) / 50, 50)
+        skipped_total += skipped
+    assert (slot, skipped_total) == (100, 0)
+
+
+def test_a_stalled_source_sends_the_frame_of_the_moment_and_counts_the_rest():
+    # at 50 frames/s, slot 10 was sent at 0.18 s; the publisher wakes at 0.405 s
+    slot, skipped = next_slot(10, 0.405, 50)
+    assert (slot, skipped) == (21, 10)  # slot 21 is due at 0.4 s; 11..20 passed meanwhile
+    assert next_slot(slot, 0.41, 50) == (22, 0)  # then on schedule again
+    assert next_slot(10, 0.19, 50) == (11, 0)  # early: the next slot, and it waits for it
