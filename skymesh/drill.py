@@ -351,9 +351,9 @@ def render(result: dict) -> str:
         f"{result['messages_lost']} of {result['messages_sent']} (duplicated "
         f"{result['messages_duplicated']}, out of order {result['messages_out_of_order']})",
         f"  residency violations: {result['residency_violations']}",
-        f"  after the recovery: routes back on their earlier paths in "
+        f"  after the recovery: routes back on their earlier paths "
         f"{_s(result['recovery_s']) if result['kind'] != 'kill-controller' else '-'}, "
-        f"controller converged in {_s(result['converged_after_s'])}",
+        f"controller converged {_s(result['converged_after_s'])}",
         "",
         "  FLOW                          GAP_MS   SPAN SILENCE  LOST  LATENCY_MS before / during / "
         "after"]
@@ -387,7 +387,7 @@ def _ms(x: float | None) -> str:
 
 
 def _s(x: float | None) -> str:
-    return "not within the wait" if x is None else f"{x:.1f} s"
+    return "not within the wait" if x is None else f"in {x:.1f} s"
 
 
 def write_report(result: dict, directory: Path) -> dict[str, str]:
