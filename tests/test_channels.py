@@ -147,9 +147,10 @@ def test_one_copy_per_link(channel_mesh):
     before = asyncio.run(main())
     after = wait_for(lambda: (n := counters("aa").get("zone.global.forwarded", 0)) - before
                      >= 100 and n, DEADLINE, "aa to report its forwarded datagrams")
-    # two next hops (cc for cc and bb, dd for dd): 100, not 150; acks and other channels'
-    # traffic would only add, and this test's channel has no messages
-    assert after - before == 100
+    # two next hops (cc for cc and bb, dd for dd): 100, not 150. Other traffic only adds:
+    # the earlier tests' acks and retransmissions that reach the controller's counters after
+    # `before` was read (they report once a second); one fresh-clone run saw 103
+    assert 100 <= after - before < 150
 
 
 def test_zone_traffic_never_touches_a_region_outside_it(channel_mesh):
