@@ -57,15 +57,24 @@ def test_forget_drops_a_regions_links():
     assert not d.suppressed(LINK, 0.4)
 
 
-def test_topology_leaves_suppressed_links_out_of_routing():
+UP = {"dst": "bb", "rtt_ms": 10.0, "min_rtt_ms": 9.0, "jitter_ms": 0.1, "loss": 0.0,
+      "samples": 10, "lost": 0, "state": "up"}
+DOWN = {**UP, "state": "down", "loss": 1.0}
+UNKNOWN = {**UP, "state": "unknown", "samples": 0}
+
+
+def reported(samples: list[dict]) -> Topology:
+    """aa's link to bb after these reports, one a second from t=0."""
     topo = Topology(["aa", "bb"])
     for r in ("aa", "bb"):
         topo.add_relay(Relay(r, r, "127.0.0.1:1", 0.0))
-    up = {"dst": "bb", "rtt_ms": 10.0, "min_rtt_ms": 9.0, "jitter_ms": 0.1, "loss": 0.0,
-          "samples": 10, "lost": 0, "state": "up"}
-    down = {**up, "state": "down", "loss": 1.0}
-    for i, sample in enumerate([up, down, up, down, up]):
+    for i, sample in enumerate(samples):
         topo.report("aa", [sample], float(i))
+    return topo
+
+
+def test_topology_leaves_suppressed_links_out_of_routing():
+    topo = reported([UP, DOWN, UP, DOWN, UP])
     assert topo.links[LINK].state == "up"
     assert topo.usable_links(4.0) == []
     assert topo.suppressed_links(4.0) == [LINK]
@@ -75,15 +84,7 @@ def test_topology_leaves_suppressed_links_out_of_routing():
 def test_coming_up_is_no_flap_and_one_outage_after_it_is_tolerated():
     """A relay stalled at start-up for long enough that its peers call it down once must not
     have its links damped: unknown to up is not a flap."""
-    topo = Topology(["aa", "bb"])
-    for r in ("aa", "bb"):
-        topo.add_relay(Relay(r, r, "127.0.0.1:1", 0.0))
-    up = {"dst": "bb", "rtt_ms": 10.0, "min_rtt_ms": 9.0, "jitter_ms": 0.1, "loss": 0.0,
-          "samples": 10, "lost": 0, "state": "up"}
-    unknown = {**up, "state": "unknown", "samples": 0}
-    down = {**up, "state": "down", "loss": 1.0}
-    for i, sample in enumerate([unknown, up, down, up]):
-        topo.report("aa", [sample], float(i))
+    topo = reported([UNKNOWN, UP, DOWN, UP])
     assert topo.suppressed_links(3.0) == []
     assert [x.dst for x in topo.usable_links(3.0)] == ["bb"]
 
