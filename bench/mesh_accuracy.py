@@ -53,7 +53,8 @@ def run(count: int, work: Path, settle_s: float = 5.0, data: Path | None = None)
         deadline = time.monotonic() + 120
         while True:
             status = admin.status(address)
-            damped = [(x["src"], x["dst"]) for x in admin.links(address) if x["suppressed"]]
+            seen = {(x["src"], x["dst"]): x for x in admin.links(address)}
+            damped = [key for key, x in seen.items() if x["suppressed"]]
             if (status["converged"] and status["converged_for_s"] >= settle_s and not damped
                     and status["links_up"] == status["links_expected"]):
                 break
@@ -65,7 +66,6 @@ def run(count: int, work: Path, settle_s: float = 5.0, data: Path | None = None)
         for rid in wn.region_ids(servers, ids).values():
             for route in admin.routes(address, rid)["routes"]:
                 chosen[(rid, route["dst"])] = route["path"]
-        seen = {(x["src"], x["dst"]): x for x in admin.links(address)}
     finally:
         skymesh(home, "down")
     matrix = wn.read_matrix(matrix_path)

@@ -103,15 +103,20 @@ def test_repair_after_a_region_goes_dark_installs_leaves_first():
     asyncio.run(main())
 
 
+def pushed_at_the_hold_limit() -> Controller:
+    """x goes dark with no hold: a's repaired row to d (via b) goes out without b's ack."""
+    c = controller(Settings(order_hold_s=0.0))
+    c.recompute()
+    ack_all(c, tables(c))
+    x_goes_dark(c)
+    c.recompute()
+    assert hop(tables(c)["a"], "d") == "b"  # no waiting for b's ack
+    return c
+
+
 def test_rows_held_too_long_go_out_anyway():
     async def main():
-        c = controller(Settings(order_hold_s=0.0))
-        c.recompute()
-        ack_all(c, tables(c))
-        x_goes_dark(c)
-        c.recompute()
-        repair = tables(c)
-        assert hop(repair["a"], "d") == "b"  # no waiting for b's ack
+        c = pushed_at_the_hold_limit()
         assert c.sessions["a"].held == 0
 
     asyncio.run(main())
@@ -137,12 +142,7 @@ def test_an_ack_for_a_version_already_followed_by_another_still_counts():
 
 def test_rows_pushed_at_the_hold_limit_are_not_taken_back_before_they_are_acknowledged():
     async def main():
-        c = controller(Settings(order_hold_s=0.0))
-        c.recompute()
-        ack_all(c, tables(c))
-        x_goes_dark(c)
-        c.recompute()
-        assert hop(tables(c)["a"], "d") == "b"
+        c = pushed_at_the_hold_limit()
         c.settings = Settings(order_hold_s=60.0)  # b has still not acknowledged
         c.dirty = True
         c.recompute()
