@@ -200,55 +200,77 @@ class Fabric:
         out = bytearray(buf)
         index = self.transit_index
         left: list[int] = []
-        taken: list[tuple[int, int, tuple]] = []
-        first = None
-        mixed = False
-        # the header read field by field, which costs less per datagram than unpacking it
+        taken: list[int] = []
+        routes: list[tuple] = []
+        # a run from one sender is mostly one stream: once a datagram has been parsed, the
+        # next ones of its size are compared with it (header, zone and routing state) rather
+        # than parsed; what differs is parsed again
+        like = -1
+        head = zone = tail = b""
+        zone_at = zone_end = tag_at = tail_at = 0
+        route: tuple = ()
         for o in range(0, total, segment):
             stop = o + segment
             if stop > total:
                 stop = total
+            if (stop - o == like and buf[o:o + 8] == head
+                    and buf[o + zone_at:o + zone_end] == zone
+                    and buf[o + tail_at:stop] == tail):
+                try:
+                    check(buf[o + NONCE_AT:o + zone_at], buf[o + tag_at:o + tail_at],
+                          view[o:o + tag_at])
+                except InvalidTag:
+                    left.append(o)
+                    continue
+                out[o + tail_at] -= 1
+                taken.append(o)
+                routes.append(route)
+                continue
             n = stop - o
             if buf[o] != VERSION or n < MIN_DATAGRAM or n > MAX_DATAGRAM:
                 left.append(o)
                 continue
-            size = buf[o + SEALED_SIZE_AT] << 8 | buf[o + SEALED_SIZE_AT + 1]
-            zone = o + _HEAD.size
-            end = zone + buf[o + ZONE_LEN_AT]
-            if end > o + size:
+            tag_at = buf[o + SEALED_SIZE_AT] << 8 | buf[o + SEALED_SIZE_AT + 1]
+            zone_at = _HEAD.size
+            zone_end = zone_at + buf[o + ZONE_LEN_AT]
+            tail_at = tag_at + TAG_SIZE  # the routing state: hop limit, count, one name
+            end = o + tail_at
+            if (zone_end > tag_at or end + 3 > stop or buf[end + 1] != 1
+                    or end + 3 + buf[end + 2] != stop or not buf[end]):
                 left.append(o)
+                like = -1
                 continue
-            end = o + size + TAG_SIZE  # the routing state: hop limit, count, one name
-            if (end + 3 > stop or buf[end + 1] != 1 or end + 3 + buf[end + 2] != stop
-                    or not buf[end]):
+            zone = buf[o + zone_at:o + zone_end]
+            found = index.get((zone, buf[end + 3:stop]))
+            if found is None:
                 left.append(o)
+                like = -1
                 continue
-            route = index.get((buf[zone:zone + buf[o + ZONE_LEN_AT]], buf[end + 3:stop]))
-            if route is None:
-                left.append(o)
-                continue
+            route = found
             try:
-                check(buf[o + NONCE_AT:zone], buf[end - TAG_SIZE:end], view[o:o + size])
+                check(buf[o + NONCE_AT:o + zone_at], buf[end - TAG_SIZE:end], view[o:o + tag_at])
             except InvalidTag:
                 left.append(o)
+                like = -1
                 continue
             out[end] -= 1
-            taken.append((o, n, route))
-            if first is None:
-                first = route
-            elif route is not first:
-                mixed = True
+            taken.append(o)
+            routes.append(route)
+            like, head, tail = n, buf[o:o + 8], buf[end:stop]
         if not taken:
             return left
         counters = self.counters
-        if not left and not mixed and first[3] is not None and self.direct_send_run:
+        first = routes[0]
+        if (not left and first[3] is not None and self.direct_send_run
+                and routes.count(first) == len(routes)):
             self.direct_send_run(out, segment, first[3])
             self.sent_to[first[0]] += len(taken)
             counters[first[1]] += len(taken)
             counters[first[2]] += len(taken)
             return left
         sent_to = self.sent_to
-        for o, n, (hop, received, forwarded, addr) in taken:
+        for o, (hop, received, forwarded, addr) in zip(taken, routes, strict=True):
+            n = min(segment, total - o)
             counters[received] += 1
             sent_to[hop] += 1
             if addr is not None:

@@ -91,7 +91,13 @@ class BatchedUDP:
             self.flush()
 
     def _read_all(self) -> None:
-        recvmsg, deliver, take = self.sock.recvmsg, self.on_datagram, self.take
+        """Reads until the socket is empty. Reads of one sender that line up (the same
+        datagram size, each but the last made only of whole datagrams) are joined and handed to
+        `take` as one run, so that a busy relay forwards what piled up in one send."""
+        recvmsg, take = self.sock.recvmsg, self.take
+        run: list[bytes] = []
+        run_addr: tuple[str, int] | None = None
+        run_segment = run_bytes = 0
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, ancillary, _, addr = recvmsg(MAX_READ, _GRO_SPACE)
@@ -100,18 +106,38 @@ class BatchedUDP:
             except OSError as e:  # an ICMP error from an earlier send, say
                 self.on_error(e)
                 continue
-            if self.blocked and addr in self.blocked:
+            if not data or (self.blocked and addr in self.blocked):
                 continue
-            segment = 0
+            segment = len(data)
             for level, kind, value in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-                    segment = struct.unpack("=i", value[:4])[0]
-            if segment <= 0 or segment >= len(data):
-                if not data or take is None or take(data, len(data)):
-                    deliver(data, addr)
+                    gro = struct.unpack("=i", value[:4])[0]
+                    if 0 < gro < segment:
+                        segment = gro
+            if take is None:
+                self._deliver(data, segment, addr, None)
                 continue
-            for start in take(data, segment) if take else range(0, len(data), segment):
-                deliver(data[start:start + segment], addr)
+            if run and (addr != run_addr or segment != run_segment
+                        or run_bytes % segment or run_bytes + len(data) > MAX_GSO_BYTES):
+                self._deliver(b"".join(run), run_segment, run_addr, take)
+                run = []
+                run_bytes = 0
+            run.append(data)
+            run_addr, run_segment = addr, segment
+            run_bytes += len(data)
+        if run:
+            self._deliver(run[0] if len(run) == 1 else b"".join(run), run_segment, run_addr,
+                          take)
+
+    def _deliver(self, data: bytes, segment: int, addr: tuple[str, int],
+                 take: Callable[[bytes, int], list[int]] | None) -> None:
+        deliver = self.on_datagram
+        if segment >= len(data):
+            if take is None or take(data, len(data)):
+                deliver(data, addr)
+            return
+        for start in take(data, segment) if take else range(0, len(data), segment):
+            deliver(data[start:start + segment], addr)
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -636,6 +636,37 @@ def test_a_mixed_run_goes_on_one_by_one_and_leaves_the_rest_to_the_full_path():
     assert ams.sent_to == Counter({"fra": 2, "lon": 1})
 
 
+@pytest.mark.parametrize("change", [
+    dict(zone="us"),  # same length, a zone this relay is not in
+    dict(destinations=("nyc",)),  # same length, another next hop
+    dict(hop_limit=0),
+    dict(channel="app/ro0m"),
+])
+def test_a_look_alike_after_a_good_datagram_is_judged_on_its_own_fields(change):
+    """Transit compares each datagram with the one before it instead of parsing it again:
+    one that differs in any field that decides its fate must be parsed again, not waved on
+    as a copy of its neighbour."""
+    mesh = Mesh(TREE, zones=(ZONE, "us"))
+    ams = mesh.fabrics["ams"]
+    ams.configure(KEY, [], [ZONE])
+    one, runs = _direct(ams)
+    good = [signed(dg(destinations=("waw",), seq=i, payload=b"%04d" % i)) for i in range(2)]
+    other = signed(dg(**{"destinations": ("waw",), "seq": 9, "payload": b"0009", **change}))
+    size = len(good[0])
+    assert len(other) == size
+    left = ams.transit_run(good[0] + other + good[1], size)
+    forwarded = [datagram.decode(data, KEY).seq for _, data in one]
+    forwarded += [datagram.decode(buf[i:i + seg], KEY).seq
+                  for _, buf, seg in runs for i in range(0, len(buf), seg)]
+    if "destinations" in change:  # genuine, for another next hop: goes on by itself
+        assert left == [] and sorted(forwarded) == [0, 1, 9]
+        assert ams.sent_to == Counter({"fra": 2, "lon": 1})
+    elif "channel" in change:  # the channel does not decide the route: goes on
+        assert left == [] and sorted(forwarded) == [0, 1, 9]
+    else:  # foreign zone or no hops left: the full path drops and counts it
+        assert left == [size] and sorted(forwarded) == [0, 1]
+
+
 def test_a_forwarded_datagram_handed_over_as_is_is_accepted():
     mesh = Mesh(TREE)
     mesh.subscribe(CH, {"fra", "waw"})

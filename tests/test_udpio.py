@@ -115,6 +115,52 @@ def test_a_taker_sees_each_read_and_what_it_leaves_is_delivered():
     asyncio.run(main())
 
 
+def _send_segmented(sock: socket.socket, buf: bytes, segment: int, addr) -> None:
+    try:
+        sock.sendmsg([buf], [(socket.SOL_UDP, 103, segment.to_bytes(2, "little"))], 0, addr)
+    except OSError:  # no segmentation offload here: the same datagrams one by one
+        for o in range(0, len(buf), segment):
+            sock.sendto(buf[o:o + segment], addr)
+
+
+def test_reads_that_piled_up_from_one_sender_reach_the_taker_as_one_run():
+    """What a busy relay finds waiting is forwarded together: reads of one sender that line
+    up are joined, and a read from another sender, of another size or after a shorter last
+    datagram starts a new run. Every datagram arrives once, in order."""
+    async def main():
+        got: list[bytes] = []
+        seen: list[tuple[bytes, int]] = []
+        udp = await BatchedUDP.bind(("127.0.0.1", 0), lambda d, a: got.append(d))
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+        def take(buf: bytes, segment: int) -> list[int]:
+            seen.append((bytes(buf[o] for o in range(0, len(buf), segment)), segment))
+            return list(range(0, len(buf), segment))
+        udp.take = take
+        try:
+            to = udp.sockname()
+            # all of it is queued before the loop gets to read: loopback sends are synchronous
+            _send_segmented(a, b"a" * 500, 100, to)
+            _send_segmented(a, b"b" * 450, 100, to)  # ends with a 50-byte datagram
+            _send_segmented(a, b"c" * 300, 100, to)
+            b.sendto(b"f" * 100, to)
+            a.sendto(b"d" * 60, to)
+            a.sendto(b"e" * 100, to)
+            a.sendto(b"g" * 100, to)
+            await asyncio.wait_for(_collect(got, 17), DEADLINE)
+            assert b"".join(got) == (b"a" * 500 + b"b" * 450 + b"c" * 300 + b"f" * 100
+                                     + b"d" * 60 + b"e" * 100 + b"g" * 100)
+            assert seen == [(b"aaaaabbbbb", 100), (b"ccc", 100), (b"f", 100), (b"d", 60),
+                            (b"eg", 100)]
+        finally:
+            udp.close()
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
 def test_reads_every_datagram_including_offloaded_runs():
     """Datagrams from a plain sender and a run sent with segmentation offload all reach
     on_datagram one by one."""
