@@ -91,13 +91,13 @@ class BatchedUDP:
             self.flush()
 
     def _read_all(self) -> None:
-        """Reads until the socket is empty. Reads of one sender that line up (the same
-        datagram size, each but the last made only of whole datagrams) are joined and handed to
-        `take` as one run, so that a busy relay forwards what piled up in one send."""
+        """Reads until the socket is empty, then hands over what it read in order. Reads of
+        one sender that line up (the same datagram size, each but the last made only of whole
+        datagrams) go to `take` joined, as one run, so that a busy relay forwards what piled
+        up in one send."""
         recvmsg, take = self.sock.recvmsg, self.take
-        run: list[bytes] = []
-        run_addr: tuple[str, int] | None = None
-        run_segment = run_bytes = 0
+        runs: list[tuple[tuple[str, int], int, list[bytes]]] = []  # (sender, size, reads)
+        joinable = 0  # bytes in the last run, 0 if nothing may join it
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, ancillary, _, addr = recvmsg(MAX_READ, _GRO_SPACE)
@@ -106,7 +106,7 @@ class BatchedUDP:
             except OSError as e:  # an ICMP error from an earlier send, say
                 self.on_error(e)
                 continue
-            if not data or (self.blocked and addr in self.blocked):
+            if self.blocked and addr in self.blocked:
                 continue
             segment = len(data)
             for level, kind, value in ancillary:
@@ -114,26 +114,22 @@ class BatchedUDP:
                     gro = struct.unpack("=i", value[:4])[0]
                     if 0 < gro < segment:
                         segment = gro
-            if take is None:
-                self._deliver(data, segment, addr, None)
-                continue
-            if run and (addr != run_addr or segment != run_segment
-                        or run_bytes % segment or run_bytes + len(data) > MAX_GSO_BYTES):
-                self._deliver(b"".join(run), run_segment, run_addr, take)
-                run = []
-                run_bytes = 0
-            run.append(data)
-            run_addr, run_segment = addr, segment
-            run_bytes += len(data)
-        if run:
-            self._deliver(run[0] if len(run) == 1 else b"".join(run), run_segment, run_addr,
-                          take)
+            if (joinable and runs[-1][0] == addr and runs[-1][1] == segment
+                    and joinable + len(data) <= MAX_GSO_BYTES):
+                runs[-1][2].append(data)
+                joinable += len(data)
+            else:
+                runs.append((addr, segment, [data]))
+                joinable = len(data) if take is not None else 0
+            if segment and len(data) % segment:  # a shorter datagram ends the run
+                joinable = 0
+        for addr, segment, reads in runs:
+            self._deliver(reads[0] if len(reads) == 1 else b"".join(reads), segment, addr)
 
-    def _deliver(self, data: bytes, segment: int, addr: tuple[str, int],
-                 take: Callable[[bytes, int], list[int]] | None) -> None:
-        deliver = self.on_datagram
-        if segment >= len(data):
-            if take is None or take(data, len(data)):
+    def _deliver(self, data: bytes, segment: int, addr: tuple[str, int]) -> None:
+        deliver, take = self.on_datagram, self.take
+        if segment >= len(data):  # one datagram (or an empty one, for the relay to count)
+            if not data or take is None or take(data, len(data)):
                 deliver(data, addr)
             return
         for start in take(data, segment) if take else range(0, len(data), segment):

@@ -148,9 +148,11 @@ def test_reads_that_piled_up_from_one_sender_reach_the_taker_as_one_run():
             a.sendto(b"d" * 60, to)
             a.sendto(b"e" * 100, to)
             a.sendto(b"g" * 100, to)
-            await asyncio.wait_for(_collect(got, 17), DEADLINE)
+            a.sendto(b"", to)  # empty: handed on as it is, for the relay to count
+            await asyncio.wait_for(_collect(got, 18), DEADLINE)
             assert b"".join(got) == (b"a" * 500 + b"b" * 450 + b"c" * 300 + b"f" * 100
                                      + b"d" * 60 + b"e" * 100 + b"g" * 100)
+            assert got[-1] == b""
             assert seen == [(b"aaaaabbbbb", 100), (b"ccc", 100), (b"f", 100), (b"d", 60),
                             (b"eg", 100)]
         finally:
