@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from skymesh import admin, drill  # noqa: E402
-from skymesh.cli import run_loop  # noqa: E402
+from skymesh.cli import admin, drill  # noqa: E402
+from skymesh.cli.common import run_loop  # noqa: E402
 
 AIM_GAP_P99_MS = 400.0
 

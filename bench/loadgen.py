@@ -53,7 +53,7 @@ from aioquic.quic.events import (
 )
 from aioquic.tls import Epoch
 
-from skymesh.quic import DatagramCatcher
+from skymesh.net.quic import DatagramCatcher
 
 PACKET_SIZE = 1200
 QUIC_PAYLOAD = 1100  # QUIC datagram payload; with QUIC's ~30 bytes of overhead ~1130 on the wire

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wondernetwork as wn  # noqa: E402
 
-from skymesh import admin  # noqa: E402
+from skymesh.cli import admin  # noqa: E402
 
 
 def skymesh(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -42,7 +42,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
-from skymesh import quic
+from skymesh.net import quic
 from skymesh.token import Grant, TokenError, privilege_list, verify
 
 ALPN = quic.ALPN

@@ -21,8 +21,8 @@ from relay.edge import EdgeState, start_edge
 from relay.fabric import Fabric
 from relay.probe import LinkStats, ProbeSettings
 from relay.tables import Entry, RouteTables
-from relay.udpio import BatchedUDP
 from skymesh.linkstate import DEGRADED, DOWN, TO_WIRE, UP
+from skymesh.net.udpio import BatchedUDP
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 from skymesh.wan import WanLink
 

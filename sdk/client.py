@@ -28,7 +28,7 @@ from aioquic.quic.events import (
 )
 
 from sdk.errors import ConnectionClosed, RegionDrained, SkymeshError, TokenRefused
-from skymesh import quic
+from skymesh.net import quic
 from skymesh.token import ERROR_CODES
 
 ALPN = quic.ALPN

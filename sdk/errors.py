@@ -36,3 +36,12 @@ class RegionDrained(SkymeshError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason or "the edge's region is drained")
         self.reason = reason
+
+
+class EdgeUnavailable(SkymeshError):
+    """No usable client edge for the region asked for: unknown region, no relay with an edge
+    connected, or the region is drained."""
+
+
+class ControllerUnavailable(SkymeshError):
+    """The controller asked for an edge could not be reached or refused the question."""

@@ -1,3 +1,3 @@
-from skymesh.cli import main
+from skymesh.cli.main import main
 
 raise SystemExit(main())

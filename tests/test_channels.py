@@ -26,7 +26,7 @@ from conftest import (
 from relay import datagram
 from sdk.client import connect
 from sdk.errors import TokenRefused
-from skymesh import pubsub
+from skymesh.cli import traffic
 
 REGIONS = {"aa": (50.0, 8.0, "DE"), "bb": (48.0, 2.0, "FR"), "cc": (52.0, 0.0, "GB"),
            "dd": (45.0, 9.0, "DE")}
@@ -66,14 +66,14 @@ def zone_counters(region: str, zone: str) -> dict:
     return {k: v for k, v in counters(region).items() if k.startswith(f"zone.{zone}.")}
 
 
-def edge(region: str) -> pubsub.Edge:
-    return pubsub.resolve_edge(pubsub.admin.controller_address(None), region)
+def edge(region: str) -> traffic.Edge:
+    return traffic.resolve_edge(traffic.admin.controller_address(None), region)
 
 
 async def session(stack: AsyncExitStack, region: str, channel: str, uid: str,
-                  zone: str = "global", privileges=pubsub.ALL_PRIVILEGES):
+                  zone: str = "global", privileges=traffic.ALL_PRIVILEGES):
     e = edge(region)
-    tok = pubsub.local_token("demo", channel, uid, zone, privileges=privileges)
+    tok = traffic.local_token("demo", channel, uid, zone, privileges=privileges)
     s = await stack.enter_async_context(connect(e.host, e.port, tok, channel, e.ca))
     await asyncio.wait_for(s.join(), DEADLINE)
     return s
@@ -82,8 +82,8 @@ async def session(stack: AsyncExitStack, region: str, channel: str, uid: str,
 async def members_known(channel: str, regions: set[str], zone: str = "global") -> None:
     """Wait until the controller lists `regions` as the channel's subscribers."""
     while True:
-        chans = await asyncio.to_thread(pubsub.admin.channels,
-                                        pubsub.admin.controller_address(None))
+        chans = await asyncio.to_thread(traffic.admin.channels,
+                                        traffic.admin.controller_address(None))
         subs = next((c["subscriber_regions"] for c in chans
                      if (c["zone"], c["channel"]) == (zone, f"demo/{channel}")), [])
         if regions <= set(subs):
@@ -172,7 +172,7 @@ def test_zone_traffic_never_touches_a_region_outside_it(channel_mesh):
             assert len(await asyncio.wait_for(take(gsub.media(), 20), DEADLINE)) == 20
             # a session for the eu zone at cc (GB) is refused
             e = edge("cc")
-            tok = pubsub.local_token("demo", "local", "intruder", "eu")
+            tok = traffic.local_token("demo", "local", "intruder", "eu")
             async with connect(e.host, e.port, tok, "local", e.ca) as s:
                 with pytest.raises(TokenRefused) as info:
                     await asyncio.wait_for(s.join(), DEADLINE)

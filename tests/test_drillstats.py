@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skymesh.drillstats import (
+from skymesh.cli.drillstats import (
     Flow,
     FlowRecord,
     flows_through,
@@ -112,7 +112,7 @@ def test_residency_violations_are_zone_traffic_outside_the_zone():
 
 
 def test_loss_runs_give_each_run_of_lost_frames_from_the_fault():
-    from skymesh.drillstats import FlowRecord, loss_runs
+    from skymesh.cli.drillstats import FlowRecord, loss_runs
     r = FlowRecord(flow=None)  # type: ignore[arg-type]
     for seq in range(1, 21):
         r.sent[seq] = 100.0 + seq * 0.02

@@ -17,7 +17,7 @@ from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_
 
 from sdk.client import connect
 from sdk.errors import RegionDrained
-from skymesh import admin, drillstats, mesh, pubsub
+from skymesh.cli import admin, drillstats, mesh, traffic
 
 REGIONS = {"aa": (50.0, 8.0, "DE"), "bb": (48.0, 2.0, "FR"), "cc": (52.0, 0.0, "GB"),
            "dd": (45.0, 9.0, "DE"), "ee": (46.0, 3.0, "FR")}
@@ -54,8 +54,8 @@ def counters() -> dict[str, dict]:
 
 
 async def session(stack: AsyncExitStack, region: str, channel: str, uid: str):
-    e = pubsub.resolve_edge(admin.controller_address(None), region)
-    tok = pubsub.local_token("demo", channel, uid, "eu")
+    e = traffic.resolve_edge(admin.controller_address(None), region)
+    tok = traffic.local_token("demo", channel, uid, "eu")
     s = await stack.enter_async_context(connect(e.host, e.port, tok, channel, e.ca))
     await asyncio.wait_for(s.join(), DEADLINE)
     return s
@@ -71,12 +71,12 @@ async def subscribed(channel: str, region: str) -> None:
 
 
 async def stream_through(fault, channel: str, seconds: float = 7.0, fault_at: float = 2.0
-                         ) -> tuple[list[float], int, pubsub.Received, int]:
+                         ) -> tuple[list[float], int, traffic.Received, int]:
     """Publish eu media and messages from aa to a subscriber at bb for `seconds`, calling
     `fault()` (in a thread) `fault_at` seconds in. Returns the media arrival times, the
     frames sent, what the subscriber measured and the messages sent."""
     arrivals: list[float] = []
-    got = pubsub.Received()
+    got = traffic.Received()
     async with AsyncExitStack() as stack:
         pub = await session(stack, "aa", channel, "pub")
         sub = await session(stack, "bb", channel, "sub")
@@ -99,7 +99,7 @@ async def stream_through(fault, channel: str, seconds: float = 7.0, fault_at: fl
             if faulted is None and now >= start + fault_at:
                 faulted = asyncio.ensure_future(asyncio.to_thread(fault))  # publishing goes on
             sent += 1
-            pub.publish_media(pubsub.frame(sent, 200))
+            pub.publish_media(traffic.frame(sent, 200))
             if sent % 10 == 0:
                 sent_messages += 1
                 await pub.send_message(f"m{sent_messages}")
@@ -263,13 +263,13 @@ def test_drain_moves_transit_off_a_region_without_loss_and_refuses_new_sessions(
     # new sessions at dd are refused; the drain survives a controller restart
     assert next(r for r in admin.regions(address) if r["id"] == "dd")["drained"]
     with pytest.raises(admin.AdminError, match="drained"):
-        pubsub.resolve_edge(address, "dd")
+        traffic.resolve_edge(address, "dd")
 
     async def join_dd():
-        e = pubsub.resolve_edge(address, "aa")
+        e = traffic.resolve_edge(address, "aa")
         dd = next(r for r in admin.regions(address) if r["id"] == "dd")
         host, _, port = dd["edge_addr"].rpartition(":")
-        tok = pubsub.local_token("demo", "late", "late", "eu")
+        tok = traffic.local_token("demo", "late", "late", "eu")
         async with connect(host, int(port), tok, "late", e.ca) as s:
             await asyncio.wait_for(s.join(), DEADLINE)
     with pytest.raises(RegionDrained):

@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
 
-from skymesh import mesh
+from skymesh.cli import mesh
 
 REGIONS = {"aa": (50.0, 8.0), "bb": (48.0, 2.0), "cc": (52.0, 0.0), "dd": (45.0, 9.0)}
 # the direct aa-bb link is slow: the controller must route aa -> cc -> bb
@@ -116,7 +116,7 @@ def test_down_stops_every_process(triangle):
 
 HANGS_ON_CANCEL = """
 import asyncio, sys, time
-from skymesh.cli import run_loop, until_signalled
+from skymesh.cli.common import run_loop, until_signalled
 
 async def work():
     print("ready", flush=True)
@@ -173,7 +173,7 @@ def test_admin_without_a_mesh_says_how_to_start_one(home):
 
 
 def test_chaos_keeps_asking_a_controller_that_does_not_answer_then_says_so():
-    from skymesh import admin
+    from skymesh.cli import admin
 
     started = time.monotonic()
     with pytest.raises(admin.NotAnswering, match="not answering"):

@@ -1,4 +1,4 @@
-"""skymesh.quic's fast paths against plain aioquic peers, over real connections on loopback:
+"""skymesh.net.quic's fast paths against plain aioquic peers, over real connections on loopback:
 what DatagramSender writes must read as ordinary QUIC to aioquic, and leave the sender's loss
 recovery and congestion state as aioquic's own packet builder would."""
 
@@ -13,8 +13,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import DatagramFrameReceived, HandshakeCompleted
 from aioquic.tls import Epoch
 
-from skymesh import quic
 from skymesh.certs import ensure_dev_ca, issue_cert
+from skymesh.net import quic
 
 DEADLINE = 5.0
 ALPN = ["skymesh-test"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from relay.udpio import BatchedUDP
+from skymesh.net.udpio import BatchedUDP
 
 DEADLINE = 5.0
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import cli_json, run_cli, write_matrix, write_regions
 
-from skymesh import mesh
+from skymesh.cli import mesh
 
 # aa, bb, dd are in the EU; cc (GB) is not. Globally aa -> bb goes through cc (the direct
 # link is slow); inside the eu zone it must go through dd instead.

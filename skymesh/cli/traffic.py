@@ -9,13 +9,16 @@ import secrets
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sdk.client import Session
-from skymesh import admin, mesh, token
+from sdk.errors import ControllerUnavailable, EdgeUnavailable
+from sdk.resolve import Edge, find_edge
+from skymesh import token
 from skymesh.apps import AppsError, load_apps
-from skymesh.drillstats import percentile
+from skymesh.cli import admin, mesh
+from skymesh.cli.drillstats import percentile
 
 FRAME_MAGIC = b"SMF1"
 _FRAME = struct.Struct("!4sQQ")  # magic, sequence, send time (ns since the epoch)
@@ -35,34 +38,22 @@ def parse_frame(data: bytes) -> tuple[int, int] | None:
     return seq, sent
 
 
-@dataclass
-class Edge:
-    region: str
-    host: str
-    port: int
-    ca: str
-
-
 def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
-    """The client edge of `region`, as the controller knows it; AdminError if it has none."""
-    by_id = {r["id"]: r for r in admin.regions(controller)}
-    r = by_id.get(region)
-    if r is None:
-        raise admin.AdminError(f"unknown region {region!r}; regions: {', '.join(sorted(by_id))}")
-    if not r["edge_addr"]:
-        raise admin.AdminError(f"region {region!r} has no relay with a client edge connected")
-    if r.get("drained"):
-        others = [x["id"] for x in by_id.values() if x["edge_addr"] and not x.get("drained")]
-        raise admin.AdminError(f"region {region!r} is drained; regions in service: "
-                               f"{', '.join(sorted(others)) or 'none'}")
-    host, _, port = r["edge_addr"].rpartition(":")
+    """The client edge of `region`, as the controller knows it (sdk.resolve), with the local
+    mesh's CA when none is given; AdminError if there is no usable edge."""
+    try:
+        edge = find_edge(controller, region)
+    except ControllerUnavailable as e:
+        raise admin.NotAnswering(str(e)) from None
+    except EdgeUnavailable as e:
+        raise admin.AdminError(str(e)) from None
     if ca is None:
         state = mesh.running_state()
         if state is None or "ca" not in state:
             raise admin.AdminError("no CA certificate: pass --ca FILE (the local mesh's is "
                                    "used when one is running)")
         ca = state["ca"]
-    return Edge(region, host.strip("[]"), int(port), ca)
+    return replace(edge, ca=ca)
 
 
 def local_token(app: str, channel: str, uid: str, zone: str, ttl_s: int = 3600,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from skymesh.catalogue import Region
 
-PROJECT_REGIONS = Path(__file__).resolve().parent.parent / "regions"
+PROJECT_REGIONS = Path(__file__).resolve().parents[2] / "regions"
 
 
 # Relays measure every link once a second. Emulated on one machine, 45 relays doing so (about

@@ -28,7 +28,7 @@ from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import Epoch
 
-from relay.udpio import BatchedUDP
+from skymesh.net.udpio import BatchedUDP
 
 ALPN = "skymesh/1"
 DRAINED_ERROR = 0x201  # the edge's region is drained: the client should connect elsewhere

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 
 import grpc
 
-from skymesh import mesh
+from skymesh.cli import mesh
+from skymesh.cli.common import fail
+from skymesh.cli.render import render
 from skymesh.linkstate import FROM_WIRE
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
 
@@ -158,10 +162,91 @@ def _route(x: relay_pb2.RouteEntry) -> dict:
             "backup_kind": x.backup_kind}
 
 
-def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in cells]
-    return "\n".join(lines)
+def add_parsers(sub) -> None:
+    group = sub.add_parser("admin", help="ask the controller: status, regions, links, routes, "
+                           "path, zones, channels, plan-failover, events; drain, undrain")
+    group.add_argument("--controller", metavar="HOST:PORT",
+                       help="controller address (default: the local mesh's)")
+    asub = group.add_subparsers(title="admin commands", metavar="COMMAND")
+    for name, help_ in (("status", "relays, route version, convergence"),
+                        ("regions", "the catalogue and which regions have a relay"),
+                        ("links", "measured links: RTT, jitter, loss, state")):
+        a = asub.add_parser(name, help=help_)
+        a.set_defaults(run=cmd_admin, what=name)
+    a = asub.add_parser("routes", help="a region's route table")
+    a.add_argument("region")
+    a.add_argument("--zone", help="only this zone's rows (default: every zone)")
+    a.set_defaults(run=cmd_admin, what="routes")
+    a = asub.add_parser("path", help="the path from one region to another")
+    a.add_argument("src")
+    a.add_argument("dst")
+    a.add_argument("--zone", default="global", help="residency zone (default: %(default)s)")
+    a.set_defaults(run=cmd_admin, what="path")
+    a = asub.add_parser("zones", help="the residency zones and their regions")
+    a.set_defaults(run=cmd_admin, what="zones")
+    a = asub.add_parser("channels", help="channels with sessions: where they are published "
+                        "and subscribed")
+    a.set_defaults(run=cmd_admin, what="channels")
+    a = asub.add_parser("plan-failover", help="dry run: what a region's (or link's) failure "
+                        "would do to the routes", description="Dry run on the live topology: "
+                        "which routes change, what replaces them, the latency change, and "
+                        "which pairs become unreachable. Nothing is touched.")
+    a.add_argument("region", nargs="?", help="the region to take away")
+    a.add_argument("--link", nargs=2, metavar=("SRC", "DST"),
+                   help="cut this link (both directions) instead of a region")
+    a.add_argument("--zone", help="only this zone (default: every zone)")
+    a.set_defaults(run=cmd_admin, what="plan-failover")
+    a = asub.add_parser("events", help="what relays noticed and did on their own: links down "
+                        "and up, fast reroutes; and the controller's own events")
+    a.add_argument("--since", type=float, default=300.0, metavar="S",
+                   help="the last S seconds (default: %(default)s)")
+    a.set_defaults(run=cmd_admin, what="events")
+    for name, help_ in (("drain", "take a region out of service: its edge refuses new "
+                         "sessions and routes move their transit off it without loss "
+                         "(it keeps forwarding what is on the way)"),
+                        ("undrain", "put a drained region back into service")):
+        a = asub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        a.add_argument("region")
+        a.set_defaults(run=cmd_admin, what=name)
+    for a in asub.choices.values():
+        a.add_argument("--json", action="store_true", help="print JSON")
+        a.add_argument("--controller", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                       help="controller address (default: the local mesh's)")
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    try:
+        address = controller_address(args.controller)
+        if args.what == "status":
+            data = status(address)
+        elif args.what == "regions":
+            data = regions(address)
+        elif args.what == "links":
+            data = links(address)
+        elif args.what == "routes":
+            data = routes(address, args.region, args.zone)
+        elif args.what == "zones":
+            data = zones(address)
+        elif args.what == "channels":
+            data = channels(address)
+        elif args.what == "plan-failover":
+            if bool(args.region) == bool(args.link):
+                return fail("plan-failover: name a REGION or a --link SRC DST")
+            data = plan_failover(address, args.region, args.link, args.zone)
+        elif args.what == "events":
+            data = events(address, time.time() - args.since)
+        elif args.what in ("drain", "undrain"):
+            data = drain(address, args.region, args.what == "drain")
+        else:
+            data = path(address, args.src, args.dst, args.zone)
+    except AdminError as e:
+        return fail(str(e))
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        print(render(args.what, data))
+    if args.what == "path" and not data["reachable"]:
+        return 1
+    return 0
+
+

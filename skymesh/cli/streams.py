@@ -12,7 +12,8 @@ from contextlib import AsyncExitStack
 
 from sdk.client import MAX_MEDIA_PAYLOAD, connect
 from sdk.errors import SkymeshError
-from skymesh import admin, pubsub
+from skymesh.cli import admin, render, traffic
+from skymesh.cli.common import run_loop
 
 DEMO_FROM = ("london", "frankfurt", "amsterdam")
 DEMO_TO = ("tokyo", "new-york", "sao-paulo", "sydney", "johannesburg", "singapore")
@@ -61,9 +62,9 @@ def add_parsers(sub) -> None:
 
 def parser_defaults(command: str) -> argparse.Namespace:
     """The arguments `command` gets when given none."""
-    from skymesh.cli import parser
-
-    return parser().parse_args([command])
+    p = argparse.ArgumentParser()
+    add_parsers(p.add_subparsers())
+    return p.parse_args([command])
 
 
 def _session_options(p: argparse.ArgumentParser) -> None:
@@ -88,14 +89,14 @@ def _say(args: argparse.Namespace):
 
 
 def _token(args: argparse.Namespace, channel: str, uid: str) -> str:
-    return args.token or pubsub.local_token(args.app, channel, uid, args.zone)
+    return args.token or traffic.local_token(args.app, channel, uid, args.zone)
 
 
-def _endpoint(args: argparse.Namespace, role: str) -> tuple[pubsub.Edge, str, str]:
+def _endpoint(args: argparse.Namespace, role: str) -> tuple[traffic.Edge, str, str]:
     """The edge of --region, the user id and the token of a pub or sub command."""
     controller = admin.controller_address(args.controller)
-    edge = pubsub.resolve_edge(controller, args.region, args.ca)
-    uid = args.uid or pubsub.new_uid(role)
+    edge = traffic.resolve_edge(controller, args.region, args.ca)
+    uid = args.uid or traffic.new_uid(role)
     return edge, uid, _token(args, args.channel, uid)
 
 
@@ -115,7 +116,7 @@ def cmd_pub(args: argparse.Namespace) -> int:
             joined = await asyncio.wait_for(s.join(), 10)
             say(f"publishing to {args.channel} as {uid} at {args.region} "
                 f"({edge.host}:{edge.port}), zone {joined['zone']}")
-            result = await pubsub.publish(
+            result = await traffic.publish(
                 s, time.monotonic() + args.duration, args.rate, args.size, args.messages_per_s,
                 progress=lambda p: say(f"t={p['t_s']}s sent {p['media_sent']} frames, "
                                        f"{p['messages_sent']} messages"))
@@ -132,16 +133,16 @@ def cmd_sub(args: argparse.Namespace) -> int:
         return _fail(str(e))
 
     async def run() -> dict:
-        got = pubsub.Received()
+        got = traffic.Received()
         async with connect(edge.host, edge.port, tok, args.channel, edge.ca) as s:
             await asyncio.wait_for(s.join(), 10)
             say(f"subscribed to {args.channel} as {uid} at {args.region}")
             end = time.monotonic() + args.duration
             while (now := time.monotonic()) < end:
                 before = len(got.latencies_ms)
-                await pubsub.receive(s, got, min(end, now + 1.0))
+                await traffic.receive(s, got, min(end, now + 1.0))
                 window = got.latencies_ms[before:]
-                p50, p99 = pubsub.percentile(window, 50), pubsub.percentile(window, 99)
+                p50, p99 = traffic.percentile(window, 50), traffic.percentile(window, 99)
                 say(f"media {len(window)}/s" + (f", latency p50 {p50:.1f} ms p99 {p99:.1f} ms"
                                                  if window else "")
                     + f", messages {got.messages}")
@@ -151,8 +152,6 @@ def cmd_sub(args: argparse.Namespace) -> int:
 
 
 def _finish(args: argparse.Namespace, run) -> int:
-    from skymesh.cli import run_loop
-
     result: list[dict] = []
 
     async def main() -> None:
@@ -198,12 +197,10 @@ def pick_regions(controller: str, src: str | None, to: str | None) -> tuple[str,
 
 
 def run_demo(controller: str, args: argparse.Namespace, say=print) -> dict:
-    from skymesh.cli import run_loop
-
     src, dests = pick_regions(controller, args.src, args.to)
-    channel = args.channel or f"demo-{pubsub.new_uid('ch')}"
-    edges = {r: pubsub.resolve_edge(controller, r, args.ca) for r in [src, *dests]}
-    tokens = {r: args.token or pubsub.local_token(args.app, channel, f"{r}-user", args.zone)
+    channel = args.channel or f"demo-{traffic.new_uid('ch')}"
+    edges = {r: traffic.resolve_edge(controller, r, args.ca) for r in [src, *dests]}
+    tokens = {r: args.token or traffic.local_token(args.app, channel, f"{r}-user", args.zone)
               for r in edges}
     paths = {r: admin.path(controller, src, r, args.zone) for r in dests}
     results: dict = {}
@@ -219,11 +216,11 @@ def run_demo(controller: str, args: argparse.Namespace, say=print) -> dict:
             say(f"streaming {args.duration:.0f} s from {src} to {', '.join(dests)} on channel "
                 f"{channel} (50 frames/s of 1000 bytes, 2 messages/s)")
             until = time.monotonic() + args.duration
-            got = {r: pubsub.Received() for r in dests}
+            got = {r: traffic.Received() for r in dests}
             # subscribers drain a little past the end, for what is still in flight
-            receivers = [pubsub.receive(sessions[r], got[r], until + 1.0) for r in dests]
+            receivers = [traffic.receive(sessions[r], got[r], until + 1.0) for r in dests]
             sent, *_ = await asyncio.gather(
-                pubsub.publish(sessions[src], until, 50.0, 1000, 2.0), *receivers)
+                traffic.publish(sessions[src], until, 50.0, 1000, 2.0), *receivers)
             results.update(sent=sent, got=got)
 
     run_loop(main())
@@ -261,7 +258,7 @@ def render_demo(data: dict) -> str:
              f"{r['media_received']}/{data['media_sent']}",
              f"{r['messages_received']}/{data['messages_sent']}"]
             for r in data["receivers"]]
-    return head + "\n" + admin.table(
+    return head + "\n" + render.table(
         ["TO", "PATH", "ROUTE_MS", "P50_MS", "P99_MS", "FRAMES", "MESSAGES"], rows) + (
         "\nROUTE_MS is the route's one-way cost; P50/P99 the measured end-to-end latency of "
         "the frames\n(publisher to subscriber, through the edges and relays).")

@@ -2,13 +2,15 @@
 over the routes a failure touches, the failure (a region's relays killed or blackholed, one
 link cut, the controller killed), a hold, the recovery, and what the traffic saw.
 
-The measuring is in `skymesh.drillstats`; this module drives sessions, faults and reports."""
+The measuring is in `skymesh.cli.drillstats`; this module drives sessions, faults and reports."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdk.client import connect
-from skymesh import admin, mesh, pubsub
-from skymesh.drillstats import (
+from skymesh.cli import admin, mesh, traffic
+from skymesh.cli.admin import AdminError
+from skymesh.cli.common import fail, parse_ttl, run_loop
+from skymesh.cli.drillstats import (
     Flow,
     FlowRecord,
     flows_through,
@@ -127,8 +131,8 @@ def fault_actions(address: str, o: DrillOptions, hold_until: float
 
 async def _session(stack: AsyncExitStack, address: str, region: str, zone: str, channel: str,
                    uid: str):
-    e = pubsub.resolve_edge(address, region)
-    tok = pubsub.local_token("demo", channel, uid, zone)
+    e = traffic.resolve_edge(address, region)
+    tok = traffic.local_token("demo", channel, uid, zone)
     s = await stack.enter_async_context(connect(e.host, e.port, tok, channel, e.ca))
     await asyncio.wait_for(s.join(), 15)
     return s
@@ -274,7 +278,7 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
 async def _read(sub, r: FlowRecord) -> None:
     async def media():
         async for data in sub.media():
-            parsed = pubsub.parse_frame(data)
+            parsed = traffic.parse_frame(data)
             if parsed:
                 r.on_media(parsed[0], parsed[1] / 1e9, time.time())
 
@@ -294,8 +298,8 @@ async def _write(pub, r: FlowRecord, o: DrillOptions, stop: asyncio.Event) -> No
         slot, skipped = next_slot(slot, time.monotonic() - start, o.rate)
         r.skipped += skipped
         seq += 1
-        frame = pubsub.frame(seq, 200)
-        r.sent[seq] = pubsub.parse_frame(frame)[1] / 1e9
+        frame = traffic.frame(seq, 200)
+        r.sent[seq] = traffic.parse_frame(frame)[1] / 1e9
         try:
             pub.publish_media(frame)
             if every and seq % every == 0:
@@ -434,3 +438,89 @@ def timeline(records: list[FlowRecord], result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+def add_parsers(sub) -> None:
+    group = sub.add_parser("drill", help="chaos drills: take a region, a link or the "
+                           "controller away under synthetic traffic, and measure",
+                           description="Run synthetic channel traffic (media and messages) "
+                           "over the routes a failure touches, inflict the failure, hold it, "
+                           "recover, and report detection and reroute times, media gaps and "
+                           "loss, message loss (must be 0), residency violations (must be 0) "
+                           "and latency before, during and after. Against the local mesh "
+                           "unless --controller is given.")
+    dsub = group.add_subparsers(title="drills", metavar="DRILL")
+    d = dsub.add_parser("remove-region", help="take a region away (kill or blackhole its relay)")
+    d.add_argument("region")
+    d.add_argument("--mode", choices=("auto", "kill", "blackhole"), default="auto",
+                   help="kill the relay process (local mesh) or make it drop every datagram; "
+                   "auto: kill on the local mesh, else blackhole (default: %(default)s)")
+    d.set_defaults(run=cmd_drill, kind="remove-region")
+    d = dsub.add_parser("partition", help="cut the link between two regions")
+    d.add_argument("a")
+    d.add_argument("b")
+    d.set_defaults(run=cmd_drill, kind="partition")
+    d = dsub.add_parser("kill-controller", help="kill the controller, hold, start it again "
+                        "(relays must forward on without a gap)")
+    d.set_defaults(run=cmd_drill, kind="kill-controller")
+    for d in dsub.choices.values():
+        d.add_argument("--duration", default="30s",
+                       help="how long the failure holds: 90s, 2m or seconds (default: "
+                       "%(default)s)")
+        d.add_argument("--dry-run", action="store_true",
+                       help="show the flows and the plan-based impact; touch nothing")
+        d.add_argument("--force", action="store_true",
+                       help="run even when the failure leaves some zone's pair with no path")
+        d.add_argument("--report", type=Path, metavar="DIR",
+                       help="write the JSON, a readable summary and a PNG timeline here")
+        d.add_argument("--json", action="store_true", help="print the result as JSON")
+        d.add_argument("--flows", type=int, default=12, metavar="N",
+                       help="at most this many flows, spread over zones and sources "
+                       "(default: %(default)s)")
+        d.add_argument("--rate", type=float, default=50.0, metavar="FPS",
+                       help="media frames per second per flow (default: %(default)s)")
+        d.add_argument("--before", type=float, default=5.0, metavar="S",
+                       help="seconds of baseline before the failure (default: %(default)s)")
+        d.add_argument("--after", type=float, default=10.0, metavar="S",
+                       help="seconds watched after the recovery (default: %(default)s)")
+        d.add_argument("--controller", metavar="HOST:PORT",
+                       help="controller address (default: the local mesh's)")
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    try:
+        duration = parse_ttl(args.duration)
+    except ValueError:
+        return fail(f"--duration: expected e.g. 30s, 2m or seconds, got {args.duration!r}")
+    problems = [f"--{n} must be positive" for n, v in (
+        ("flows", args.flows), ("rate", args.rate), ("duration", duration)) if not v > 0]
+    if problems:
+        return fail("; ".join(problems))
+    targets = {"remove-region": lambda: (args.region,), "partition": lambda: (args.a, args.b),
+               "kill-controller": tuple}[args.kind]()
+    if args.kind == "partition" and args.a == args.b:
+        return fail("partition: name two different regions")
+    options = DrillOptions(
+        kind=args.kind, targets=targets, duration_s=duration,
+        mode=getattr(args, "mode", "auto"), before_s=args.before, after_s=args.after,
+        rate=args.rate, max_flows=args.flows, force=args.force, dry_run=args.dry_run,
+        controller=args.controller)
+    say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    try:
+        result = run_loop(run(options, say))
+    except (DrillError, AdminError) as e:
+        return fail(f"drill {args.kind}: {e}")
+    if args.report and not result.get("dry_run"):
+        paths = write_report(result, args.report)
+        say(f"report: {paths['summary']}, {paths['json']}, {paths['timeline']}")
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    if args.json:
+        print(json.dumps(public, indent=1))
+    else:
+        print(render(public))
+    bad = not public.get("dry_run") and (public["messages_lost"] or public["residency_violations"])
+    return 1 if bad else 0
+
+

@@ -1,0 +1,33 @@
+"""`skymesh`: the one command. Each subcommand imports what it needs only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not hasattr(args, "run"):
+        parser().print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `skymesh admin links | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skymesh", description="skymesh: a global edge relay "
+                                "network and its routing control plane")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    from skymesh.cli import admin, certs, drill, routes, serve, streams, tokens, up
+
+    for group in (up, serve, routes, admin, drill, tokens, streams, certs):
+        group.add_parsers(sub)
+    return p

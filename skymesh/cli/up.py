@@ -1,0 +1,199 @@
+"""`skymesh up` and `skymesh down`: the local mesh from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from skymesh.cli.common import (
+    fail,
+    load_inputs,
+)
+
+
+def add_parsers(sub) -> None:
+    up = sub.add_parser("up", help="start the local mesh: a controller and one relay per region",
+                        description="Start a controller and one relay per region on loopback "
+                        "addresses, with the wide-area network emulated in the relays' send "
+                        "path, and wait until routes have converged.")
+    up.add_argument("--regions", type=Path, help="region catalogue directory (default: regions/)")
+    up.add_argument("--only", help="comma-separated region ids to start (default: all)")
+    up.add_argument("--latency-matrix", type=Path, metavar="CSV",
+                    help="measured RTTs, header src,dst,rtt_ms[,loss]; a missing pair has no "
+                    "direct link (default: latency from geography)")
+    up.add_argument("--policy", type=Path, metavar="FILE",
+                    help="residency policy (default: policy.yaml beside the region files, "
+                    "else one zone of every region)")
+    up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
+    up.add_argument("--probe-interval", type=float, metavar="S",
+                    help="seconds between the probes that measure every link (default: 1 "
+                    "for up to 12 relays; more relays sharing one small machine get 2)")
+    up.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
+                    help="seconds between probes of the links traffic uses (next hops and "
+                    "their backups): with --down-after, how soon a dead link is found "
+                    "(default: %(default)s)")
+    up.add_argument("--down-after", type=int, default=3, metavar="N",
+                    help="missed probes in a row that make a link down (default: %(default)s)")
+    up.add_argument("--detach", action="store_true",
+                    help="return once converged and leave the mesh running (`skymesh down`)")
+    up.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds to wait for convergence (default: 120)")
+    up.add_argument("--json", action="store_true", help="print the result as JSON")
+    up.add_argument("--demo", action="store_true",
+                    help="once converged, stream from one region to several others and show "
+                    "the end-to-end latency (as `skymesh demo`)")
+    up.add_argument("--log-level", default="info")
+    up.set_defaults(run=cmd_up)
+
+    down = sub.add_parser("down", help="stop the local mesh started by `skymesh up`")
+    down.add_argument("--json", action="store_true")
+    down.set_defaults(run=cmd_down)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from skymesh import wan
+    from skymesh.catalogue import CatalogueError
+    from skymesh.cli import mesh
+    from skymesh.policy import PolicyError
+
+    try:
+        regions, _ = load_inputs(args.regions, args.only, args.policy)
+        if args.latency_matrix:
+            model = wan.load_matrix(args.latency_matrix, regions)
+        else:
+            model = wan.geo_model(regions.values(), seed=args.seed)
+    except (CatalogueError, PolicyError, wan.MatrixError) as e:
+        return fail(f"not starting the mesh:\n{e}")
+    if len(regions) < 2:
+        return fail("a mesh needs at least two regions")
+    running = mesh.running_state()
+    if running:
+        return fail(f"a local mesh is already running (controller {running['controller']}, "
+                    f"state {mesh.state_file()}); stop it with `skymesh down`")
+    mesh.home().mkdir(parents=True, exist_ok=True)
+    wan_file = mesh.home() / "wan.json"
+    wan.dump_model(model, wan_file)
+    source = args.latency_matrix or "geography"
+    say = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    say(f"starting a controller and {len(regions)} relays (latency from {source}; "
+        f"logs in {mesh.home() / 'logs'})")
+    t0 = time.monotonic()
+    only = list(regions) if args.only else None
+    try:
+        measure = args.probe_interval or mesh.probe_interval(len(regions))
+        m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
+                       args.log_level, ["--probe-interval", str(measure),
+                                        "--neighbour-probe-interval",
+                                        str(args.neighbour_probe_interval),
+                                        "--down-after", str(args.down_after)]
+                       + (["--policy", str(args.policy.resolve())] if args.policy else []))
+    except (RuntimeError, OSError) as e:
+        return fail(str(e))
+    try:
+        status = wait_converged(m.controller, len(regions), args.timeout, say, m)
+    except KeyboardInterrupt:
+        mesh.stop(m.state, progress=say)
+        return 130
+    elapsed = time.monotonic() - t0
+    if status is None:
+        mesh.stop(m.state, progress=say)
+        return fail(f"routes did not converge in {args.timeout:.0f} s; see the logs in "
+                    f"{mesh.home() / 'logs'}")
+    result = {**status, "converge_s": round(elapsed, 1), "state": str(mesh.state_file())}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"converged in {elapsed:.1f} s: {status['relays']} relays, "
+              f"{status['links_up']} links up, route version {status['route_version']}")
+        print(f"controller at {m.controller}; try `skymesh admin status`, "
+              "`skymesh admin path SRC DST`")
+    if args.demo:
+        demo_stream(m.controller, say)
+    if args.detach:
+        return 0
+    say("running; press Ctrl-C to stop")
+    return hold(m)
+
+
+def demo_stream(controller: str, say) -> None:
+    """The demo stream after `up --demo`; a failure is reported, the mesh keeps running."""
+    from sdk.errors import SkymeshError
+    from skymesh.cli import admin, streams
+
+    args = streams.parser_defaults("demo")
+    try:
+        say(streams.render_demo(streams.run_demo(controller, args, say)))
+    except (TimeoutError, admin.AdminError, SkymeshError, OSError) as e:
+        say(f"the demo stream failed: {type(e).__name__}: {e}")
+
+
+def wait_converged(controller: str, relays: int, timeout: float, say, m) -> dict | None:
+    from skymesh.cli import admin
+
+    deadline = time.monotonic() + timeout
+    tty = sys.stdout.isatty() and say is print
+    last = ""
+    while time.monotonic() < deadline:
+        dead = [n for n, p in m.processes.items() if p.poll() is not None]
+        if "controller" in dead:
+            raise RuntimeError("the controller exited; see its log")
+        try:
+            s = admin.status(controller)
+        except admin.AdminError:
+            time.sleep(0.2)
+            continue
+        line = (f"relays {s['relays']}/{relays} connected, links measured "
+                f"{s['links_measured']}/{relays * (relays - 1)}, routes v{s['route_version']} "
+                f"acked by {s['relays_acked']}/{s['relays']}")
+        if dead:
+            line += f", exited: {', '.join(dead)}"
+        if tty:
+            print("\r" + line.ljust(len(last)), end="", flush=True)
+        elif line != last:
+            say(line)
+        last = line
+        if s["converged"] and s["relays"] == relays:
+            if tty:
+                print()
+            return s
+        time.sleep(0.25)
+    if tty:
+        print()
+    return None
+
+
+def hold(m) -> int:
+    from skymesh.cli import mesh
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        while not stopping:
+            if m.processes["controller"].poll() is not None:
+                print("the controller exited; stopping the mesh", file=sys.stderr)
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    n = mesh.stop(m.state)
+    print(f"stopped {n} processes")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from skymesh.cli import mesh
+
+    state = mesh.read_state()
+    if state is None:
+        if args.json:
+            print(json.dumps({"stopped": 0}))
+        else:
+            print(f"no local mesh to stop ({mesh.state_file()} not found)")
+        return 0
+    n = mesh.stop(state, progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps({"stopped": n}) if args.json else f"stopped {n} processes")
+    return 0

@@ -1,0 +1,1 @@
+"""Network helpers shared by the relay, the edge and the SDK: batched UDP, aioquic tuning."""
