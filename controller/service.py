@@ -23,7 +23,7 @@ from controller.engine import Route
 from controller.routing import CostModel, Hysteresis
 from controller.topology import Relay, Topology
 from skymesh.catalogue import Region
-from skymesh.linkstate import FROM_WIRE, TO_WIRE
+from skymesh.linkstate import FROM_WIRE, LINK, TO_WIRE
 from skymesh.policy import Policy
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2, relay_pb2_grpc
 
@@ -34,11 +34,12 @@ _ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
 
 @dataclass(frozen=True)
 class Settings:
-    probe_interval_s: float = 1.0  # relays measure every link
-    neighbour_probe_interval_s: float = 0.1  # relays watch the links their traffic uses
-    down_after: int = 3  # missed probes in a row that make a link down
-    degraded_loss: float = 0.02
-    degraded_jitter_ms: float = 30.0
+    # how relays probe and judge links (skymesh.linkstate), handed to every relay
+    probe_interval_s: float = LINK.probe_interval_s
+    neighbour_probe_interval_s: float = LINK.neighbour_probe_interval_s
+    down_after: int = LINK.down_after
+    degraded_loss: float = LINK.degraded_loss
+    degraded_jitter_ms: float = LINK.degraded_jitter_ms
     report_interval_s: float = 1.0
     recompute_interval_s: float = 0.5
     stale_after_s: float = 5.0

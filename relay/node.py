@@ -21,7 +21,7 @@ from relay.edge import EdgeState, start_edge
 from relay.fabric import Fabric
 from relay.probe import LinkStats, ProbeSettings
 from relay.tables import Entry, RouteTables
-from skymesh.linkstate import DEGRADED, DOWN, TO_WIRE, UP
+from skymesh.linkstate import DEGRADED, DOWN, LINK, TO_WIRE, UP
 from skymesh.net.udpio import BatchedUDP
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 from skymesh.wan import WanLink
@@ -38,7 +38,7 @@ class RelaySettings:
     fast_probe_interval_s: float = 0.1  # while a link has fewer than min_samples replies
     # to the next hops traffic went to lately and their routes' backups (the controller may
     # set it); to the other peers at the measuring cadence
-    neighbour_probe_interval_s: float = 0.1
+    neighbour_probe_interval_s: float = LINK.neighbour_probe_interval_s
     # after a missed probe on a watched link, probe it this often until it answers or is
     # down, as RON's follow-up probes do: the misses that make it down then come within
     # about two timeouts of the failure instead of two intervals and a timeout

@@ -6,7 +6,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from skymesh.linkstate import DEGRADED, DOWN, UNKNOWN, UP
+from skymesh.linkstate import DEGRADED, DOWN, LINK, UNKNOWN, UP
 
 LATE_KEPT = 64  # missed probes remembered, whose late replies still count
 
@@ -26,11 +26,11 @@ class ProbeSettings:
     min_window: int = 10
     min_window_s: float = 10.0
     alpha: float = 0.125  # smoothing of the RTT (as TCP's SRTT)
-    down_after: int = 3  # consecutive missed probes that make a link down
+    down_after: int = LINK.down_after  # consecutive missed probes that make a link down
     up_after: int = 3  # consecutive replies that bring a down link back up
     min_samples: int = 3  # replies before a link counts as measured
-    degraded_loss: float = 0.02
-    degraded_jitter_ms: float = 30.0
+    degraded_loss: float = LINK.degraded_loss
+    degraded_jitter_ms: float = LINK.degraded_jitter_ms
 
 
 class LinkStats:

@@ -13,6 +13,7 @@ from skymesh.cli.common import (
     setup_logging,
     until_signalled,
 )
+from skymesh.linkstate import LINK
 
 
 def add_parsers(sub) -> None:
@@ -23,19 +24,21 @@ def add_parsers(sub) -> None:
     ctl.add_argument("--policy", type=Path, metavar="FILE",
                      help="residency policy (default: policy.yaml beside the region files, "
                      "else one zone of every region)")
-    ctl.add_argument("--probe-interval", type=float, default=1.0, metavar="S",
+    ctl.add_argument("--probe-interval", type=float, default=LINK.probe_interval_s, metavar="S",
                      help="seconds between the probes that measure every link (default: "
                      "%(default)s)")
-    ctl.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
+    ctl.add_argument("--neighbour-probe-interval", type=float,
+                    default=LINK.neighbour_probe_interval_s, metavar="S",
                      help="seconds between probes of the links each relay's traffic went "
                      "over in the last 30 s, and their routes' backups: with --down-after, "
                      "how soon a dead link is found (default: %(default)s)")
-    ctl.add_argument("--down-after", type=int, default=3, metavar="N",
+    ctl.add_argument("--down-after", type=int, default=LINK.down_after, metavar="N",
                      help="missed probes in a row that make a link down, and send traffic to "
                      "the routes' backups (default: %(default)s)")
-    ctl.add_argument("--degraded-loss", type=float, default=0.02, metavar="FRACTION",
+    ctl.add_argument("--degraded-loss", type=float, default=LINK.degraded_loss, metavar="FRACTION",
                      help="probe loss above which a link is degraded (default: %(default)s)")
-    ctl.add_argument("--degraded-jitter-ms", type=float, default=30.0, metavar="MS",
+    ctl.add_argument("--degraded-jitter-ms", type=float,
+                     default=LINK.degraded_jitter_ms, metavar="MS",
                      help="jitter above which a link is degraded (default: %(default)s)")
     ctl.add_argument("--resync-hold", type=float, default=15.0, metavar="S",
                      help="after a restart among relays that hold tables, push none until "

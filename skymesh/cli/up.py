@@ -13,6 +13,7 @@ from skymesh.cli.common import (
     fail,
     load_inputs,
 )
+from skymesh.linkstate import LINK
 
 
 def add_parsers(sub) -> None:
@@ -32,11 +33,12 @@ def add_parsers(sub) -> None:
     up.add_argument("--probe-interval", type=float, metavar="S",
                     help="seconds between the probes that measure every link (default: 1 "
                     "for up to 12 relays; more relays sharing one small machine get 2)")
-    up.add_argument("--neighbour-probe-interval", type=float, default=0.1, metavar="S",
+    up.add_argument("--neighbour-probe-interval", type=float,
+                    default=LINK.neighbour_probe_interval_s, metavar="S",
                     help="seconds between probes of the links traffic uses (next hops and "
                     "their backups): with --down-after, how soon a dead link is found "
                     "(default: %(default)s)")
-    up.add_argument("--down-after", type=int, default=3, metavar="N",
+    up.add_argument("--down-after", type=int, default=LINK.down_after, metavar="N",
                     help="missed probes in a row that make a link down (default: %(default)s)")
     up.add_argument("--detach", action="store_true",
                     help="return once converged and leave the mesh running (`skymesh down`)")
