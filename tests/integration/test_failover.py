@@ -13,7 +13,7 @@ import time
 from contextlib import AsyncExitStack
 
 import pytest
-from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
+from support import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
 
 from sdk.client import connect
 from sdk.errors import RegionDrained

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
+from support import cli_json, run_cli, try_json, wait_for, write_matrix, write_regions
 
 from skymesh.cli import mesh
 

@@ -7,7 +7,7 @@ import time
 from contextlib import AsyncExitStack
 
 import pytest
-from conftest import take
+from support import take
 
 from relay.edge import start_edge
 from sdk.client import MAX_MEDIA_PAYLOAD, connect

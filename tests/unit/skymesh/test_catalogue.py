@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from skymesh.catalogue import CatalogueError, Region, load_catalogue, parse_region, select
 from skymesh.countries import ISO_ALPHA2
 
-SHIPPED = Path(__file__).resolve().parent.parent / "regions"
+SHIPPED = Path(__file__).resolve().parents[3] / "regions"
 CONTINENTS = {
     "europe",
     "north-america",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ROOT, cli_json, wait_for, write_matrix, write_regions
 from google.protobuf import descriptor_pb2
+from support import ROOT, cli_json, wait_for, write_matrix, write_regions
 
 from skymesh.cli import mesh
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2, relay_pb2_grpc

@@ -167,6 +167,7 @@ def skymesh(tmp_path, *args):
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.processes
 def test_cli(tmp_path):
     r = skymesh(tmp_path, "certs", "init", "--json")
     assert r.returncode == 0, r.stderr

@@ -18,7 +18,7 @@ from skymesh.policy import (
     parse_policy,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_REGIONS = ROOT / "regions"
 NAME_RULE = "zone name must match ^[a-z0-9-]{1,32}$"
 EMPTY = "empty: selects no region of the catalogue"

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from conftest import (
+from support import (
     cli_json,
     run_cli,
     take,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli_json, run_cli, write_matrix, write_regions
+from support import cli_json, run_cli, write_matrix, write_regions
 
 from skymesh.cli import mesh
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 
 def _load(name: str):

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import ROOT
 
 from skymesh import token
 from skymesh.token import ERROR_CODES, PRIVILEGES, Grant, TokenError, issue, parse, verify
@@ -274,6 +274,7 @@ ISSUE = ("issue", "--app", "app1", "--channel", "room-42", "--uid", "user-7", "-
 ENV = {"SKYMESH_APP_SECRET": "cli-secret"}
 
 
+@pytest.mark.processes
 def test_cli_issue_prints_only_the_token_and_verify_accepts_it():
     proc = cli(*ISSUE, env=ENV)
     assert proc.returncode == 0, proc.stderr
@@ -306,6 +307,7 @@ def test_cli_issue_prints_only_the_token_and_verify_accepts_it():
     assert garbage.returncode == 1 and "malformed" in garbage.stderr
 
 
+@pytest.mark.processes
 def test_cli_issue_json_and_secret_sources(tmp_path):
     secret_file = tmp_path / "secret"
     secret_file.write_text("file-secret\n")
@@ -333,6 +335,7 @@ def test_cli_issue_json_and_secret_sources(tmp_path):
 
 @pytest.mark.parametrize("ttl, seconds", [("90s", 90), ("15m", 900), ("1h", 3600),
                                           ("7d", 604800), ("120", 120)])
+@pytest.mark.processes
 def test_cli_ttl_units(ttl, seconds):
     proc = cli(*ISSUE[:-1], ttl, "--json", env=ENV)
     assert proc.returncode == 0, proc.stderr
@@ -351,6 +354,7 @@ def test_cli_ttl_units(ttl, seconds):
     (("issue", "--app", "a", "--channel", "", "--uid", "u", "--zone", "z"), ENV, "channel"),
     (("verify", "x", "--need", "fly"), ENV, "fly"),
 ])
+@pytest.mark.processes
 def test_cli_errors_exit_2_with_a_clear_message(args, env, words):
     proc = cli(*args, env=env)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
