@@ -1,6 +1,2 @@
-"""The `skymesh` command: the top floor, the only code that wires relay/, controller/ and
-sdk/ together. One module per command group; `main` assembles them."""
-
-from skymesh.cli.main import main
-
-__all__ = ["main"]
+"""The `skymesh` command: the top floor, and the only code that wires relay/, controller/ and
+sdk/ together. One module per command group; `skymesh.cli.main` assembles them."""
