@@ -53,6 +53,7 @@ from aioquic.quic.events import (
 )
 from aioquic.tls import Epoch
 
+from skymesh.edgeproto import ALPN
 from skymesh.net.quic import DatagramCatcher
 
 PACKET_SIZE = 1200
@@ -66,7 +67,6 @@ UDP_PACE_S = 0.0002
 QUIC_PACE_S = 0.001
 QUIC_SENDER_QUEUE = 512  # datagrams the QUIC sender lets aioquic queue before dropping the oldest
 STOP = b"STOP"  # datagram that ends a UDP receiver's trial (shorter than any packet)
-ALPN = "skymesh/1"
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _SEQ_TS = struct.Struct("!QQ")

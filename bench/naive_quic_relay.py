@@ -28,7 +28,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
-ALPN = "skymesh/1"
+from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE
 
 
 class NaiveSession(QuicConnectionProtocol):
@@ -69,7 +69,7 @@ class NaiveSession(QuicConnectionProtocol):
 
 async def run(host: str, port: int, cert: str, key: str) -> None:
     config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN],
-                               max_datagram_frame_size=65536)
+                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
     config.load_cert_chain(cert, key)
     sessions: set[NaiveSession] = set()
 

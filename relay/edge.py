@@ -1,20 +1,10 @@
-"""The client edge: an aioquic server (ALPN ``skymesh/1``) where SDK sessions join channels,
-publish media (QUIC datagrams) and messages (JSON lines on their stream), and receive what the
-channel's other publishers send, here or, through the relay's fabric, in other regions.
-
-Wire protocol on the client's first bidirectional stream, one JSON object per line:
-
-- client -> edge: ``{"type":"join","token":T,"channel":C}`` first, then
-  ``{"type":"message","id":N,"body":B}`` (needs ``publish-messages``) and
-  ``{"type":"renew","token":T}`` (a fresh token for the same app, channel, user and zone);
-- edge -> client: ``{"type":"joined","uid":U,"channel":C,"region":R,"privileges":[...],
-  "expires_at":E}``, ``{"type":"message","from":U,"id":N,"body":B}`` for each message of
-  another publisher, ``{"type":"renewed","expires_at":E}``, and
-  ``{"type":"token-expiring","expires_at":E}`` shortly before the token runs out.
-
-Refusals close the QUIC connection with the `skymesh.token.ERROR_CODES` number of the
-`TokenError` as the application error code and its reason as the reason phrase; so does the
-token's expiry without a renewal.
+"""The client edge: an aioquic server where SDK sessions join channels, publish media (QUIC
+datagrams) and messages (JSON lines on their stream), and receive what the channel's other
+publishers send, here or, through the relay's fabric, in other regions. The protocol is
+`skymesh.edgeproto`; each session's protocol logic is `relay.edgesession.EdgeSession`, which
+this shell feeds with what arrives and the time, and whose actions (lines, closes, timers,
+channel membership, messages to publish) it performs. Media are forwarded here, per datagram,
+without a call into the session.
 
 A channel is known to the fabric as (zone, "app/channel").
 """
@@ -23,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets as _secrets
 import socket
 import time
@@ -42,20 +31,27 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
+from relay.edgesession import (
+    Action,
+    Close,
+    EdgeSession,
+    EnterChannel,
+    LeaveChannel,
+    PublishingChanged,
+    PublishMessage,
+    Send,
+    SetTimer,
+)
+from skymesh import edgeproto
+from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_BYTES
 from skymesh.net import quic
-from skymesh.token import Grant, TokenError, privilege_list, verify
+from skymesh.token import Grant
 
-ALPN = quic.ALPN
-MAX_MEDIA_BYTES = 1150  # larger datagrams are dropped (and counted)
 MAX_QUEUED_DATAGRAMS = 64  # per session; the oldest are dropped beyond this
 MEDIA_DEADLINE_S = 0.015  # media queued longer than this is dropped, not sent late
-MAX_LINE_BYTES = 64 * 1024  # a control/message line longer than this is malformed
-MAX_MESSAGE_BYTES = 900  # UTF-8 bytes of a message body: one fabric datagram, worst case
-MAX_CHANNEL_ID = 64  # bytes of "app/channel" (the fabric header's limit)
 # The kernel queues what the edge has not read yet; under overload a big receive buffer is a
 # queue of stale media. 96 KiB (the kernel doubles it) holds about 12 ms at the edge's top rate.
 RECEIVE_BUFFER = 96 * 1024
-EXPIRY_NOTICE_S = 30.0  # "token-expiring" this long before expiry (at most half the TTL)
 
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
             "media_expired", "messages")
@@ -63,8 +59,8 @@ COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
 ChannelKey = tuple[str, str]  # (zone, "app/channel")
 
 
-class Fabric(Protocol):
-    """Where the edge hands what its publishers send for other regions (the relay node)."""
+class Uplink(Protocol):
+    """Where the edge hands what its publishers send for other regions (the relay's fabric)."""
 
     def media_published(self, key: ChannelKey, stream: str, data: bytes) -> None: ...
 
@@ -82,7 +78,7 @@ class EdgeState:
                  max_media_bytes: int = MAX_MEDIA_BYTES,
                  max_queued_datagrams: int = MAX_QUEUED_DATAGRAMS,
                  media_deadline_s: float = MEDIA_DEADLINE_S,
-                 fabric: Fabric | None = None) -> None:
+                 uplink: Uplink | None = None) -> None:
         self.secrets = dict(secrets)
         self.region = region
         self.zones = frozenset(zones)
@@ -90,8 +86,8 @@ class EdgeState:
         self.max_media_bytes = max_media_bytes
         self.max_queued_datagrams = max_queued_datagrams
         self.media_deadline_s = media_deadline_s
-        self.fabric = fabric
-        self.channels: dict[ChannelKey, set[EdgeSession]] = {}
+        self.uplink = uplink
+        self.channels: dict[ChannelKey, set[EdgeConnection]] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.port: int | None = None
 
@@ -103,7 +99,7 @@ class EdgeState:
         self.zones = frozenset(zones)
         self.drained = drained
 
-    def members(self, key: ChannelKey) -> set[EdgeSession]:
+    def members(self, key: ChannelKey) -> set[EdgeConnection]:
         return self.channels.get(key, set())
 
     def interest(self) -> dict[ChannelKey, tuple[bool, bool]]:
@@ -111,57 +107,58 @@ class EdgeState:
         return {key: (True, any(s.publishes for s in sessions))
                 for key, sessions in self.channels.items()}
 
-    def add(self, session: EdgeSession) -> None:
+    def add(self, session: EdgeConnection) -> None:
         assert session.key is not None
         self.channels.setdefault(session.key, set()).add(session)
-        self._changed()
+        self.interest_changed()
 
-    def remove(self, session: EdgeSession) -> None:
+    def remove(self, session: EdgeConnection) -> None:
         members = self.channels.get(session.key) if session.key else None
         if members is None or session not in members:
             return
         members.discard(session)
         if not members:
             del self.channels[session.key]
-        self._changed()
+        self.interest_changed()
 
-    def _changed(self) -> None:
-        if self.fabric is not None:
-            self.fabric.interest_changed()
+    def interest_changed(self) -> None:
+        if self.uplink is not None:
+            self.uplink.interest_changed()
 
     def deliver_media(self, key: ChannelKey, data: bytes,
-                      exclude: EdgeSession | None = None) -> None:
+                      exclude: EdgeConnection | None = None) -> None:
         for session in self.members(key):
             if session is not exclude:
                 session.send_media(data)
 
     def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str,
-                        exclude: EdgeSession | None = None) -> None:
-        out = {"type": "message", "from": uid, "id": mid, "body": body}
+                        exclude: EdgeConnection | None = None) -> None:
+        line = edgeproto.encode_line(edgeproto.deliver(uid, mid, body))
         for session in self.members(key):
             if session is not exclude:
-                session.send_line(out)
+                session.send_line(line)
 
 
-class EdgeSession(quic.Protocol):
-    """One client's QUIC connection to the edge."""
+class EdgeConnection(quic.Protocol):
+    """One client's QUIC connection to the edge: the shell of its `EdgeSession`."""
 
     def __init__(self, *args, edge: EdgeState, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.edge = edge
-        self.grant: Grant | None = None
-        self.key: ChannelKey | None = None
+        self.session = EdgeSession(edge)
+        self.key: ChannelKey | None = None  # the channel joined (kept here for the media path)
         self.stream = _secrets.token_hex(6)  # this session's stream id in the fabric
         self.stream_id: int | None = None
-        self._buffer = b""
-        self._closing = False
         self._media_times: deque[float] = deque()  # enqueue times of queued datagrams
-        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # (aioquic's own timer is `_timer`)
+
+    @property
+    def grant(self) -> Grant | None:
+        return self.session.grant
 
     @property
     def publishes(self) -> bool:
-        return self.grant is not None and bool(
-            self.grant.privileges & {"publish-media", "publish-messages"})
+        return self.session.publishes
 
     # -- events ----------------------------------------------------------------------------
 
@@ -171,170 +168,65 @@ class EdgeSession(quic.Protocol):
         elif isinstance(event, StreamDataReceived):
             self._on_stream_data(event)
         elif isinstance(event, ConnectionTerminated):
-            self._closing = True
-            self._leave()
+            self._perform(self.session.connection_terminated())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._leave()
+        self._perform(self.session.connection_terminated())
         super().connection_lost(exc)
 
-    def _leave(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        self.edge.remove(self)
-
     def _on_stream_data(self, event: StreamDataReceived) -> None:
-        if self._closing:
+        if self.session.closed:
             return
         if self.stream_id is None:
             self.stream_id = event.stream_id
         elif event.stream_id != self.stream_id:
             return  # only the first stream carries the protocol; others are ignored
-        self._buffer += event.data
-        while b"\n" in self._buffer and not self._closing:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            self._on_line(line)
-        if len(self._buffer) > MAX_LINE_BYTES:
-            self._refuse(TokenError("malformed", "line too long"))
+        self._perform(self.session.data_received(event.data, time.time()))
 
-    def _on_line(self, line: bytes) -> None:
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            self._refuse(TokenError("malformed", "a line is not JSON"))
-            return
-        if not isinstance(msg, dict):
-            self._refuse(TokenError("malformed", "a line is not a JSON object"))
-            return
-        kind = msg.get("type")
-        if self.grant is None:
-            if kind != "join":
-                self._refuse(TokenError("malformed", "the first message must be a join"))
-            else:
-                self._join(msg)
-        elif kind == "message":
-            self._on_message(msg)
-        elif kind == "renew":
-            self._renew(msg)
-        else:
-            self._refuse(TokenError("malformed", f"unexpected message type {kind!r}"))
-
-    # -- join, renewal, expiry -------------------------------------------------------------
-
-    def _check(self, token: object, channel: str) -> Grant:
-        grant = verify(token, self.edge.secrets, channel=channel, need=("join",))
-        if grant.zone not in self.edge.zones:
-            raise TokenError("wrong-zone", f"the token is for zone {grant.zone!r}; edge "
-                             f"region {self.edge.region!r} serves "
-                             f"{', '.join(sorted(self.edge.zones)) or 'no zone'}")
-        if len(f"{grant.app}/{grant.channel}".encode()) > MAX_CHANNEL_ID:
-            raise TokenError("malformed", f"app and channel together must be at most "
-                             f"{MAX_CHANNEL_ID - 1} bytes")
-        return grant
-
-    def _join(self, msg: dict) -> None:
-        token, channel = msg.get("token"), msg.get("channel")
-        if self.edge.drained:
-            self._close(quic.DRAINED_ERROR, f"region {self.edge.region!r} is drained: "
-                        "connect to another region")
-            return
-        if not isinstance(channel, str) or not channel:
-            self._refuse(TokenError("malformed", "join needs a channel"))
-            return
-        try:
-            grant = self._check(token, channel)
-        except TokenError as e:
-            self._refuse(e)
-            return
-        self.grant = grant
-        self.key = (grant.zone, f"{grant.app}/{grant.channel}")
-        self._arm_expiry()
-        self.edge.add(self)
-        self.edge.counters["joined"] += 1
-        self.send_line({"type": "joined", "uid": grant.uid, "channel": grant.channel,
-                        "region": self.edge.region, "zone": grant.zone,
-                        "privileges": privilege_list(grant.privileges),
-                        "expires_at": grant.expires_at})
-
-    def _renew(self, msg: dict) -> None:
-        assert self.grant is not None
-        try:
-            grant = self._check(msg.get("token"), self.grant.channel)
-            if (grant.app, grant.uid, grant.zone) != (self.grant.app, self.grant.uid,
-                                                      self.grant.zone):
-                raise TokenError("malformed", "a renewal must be for the same app, user and "
-                                 "zone as the session")
-        except TokenError as e:
-            self._refuse(e)
-            return
-        was_publishing = self.publishes
-        self.grant = grant
-        self._arm_expiry()
-        self.edge.counters["renewed"] += 1
-        if self.publishes != was_publishing:
-            self.edge._changed()
-        self.send_line({"type": "renewed", "expires_at": grant.expires_at,
-                        "privileges": privilege_list(grant.privileges)})
-
-    def _arm_expiry(self) -> None:
-        assert self.grant is not None
-        if self._expiry is not None:
-            self._expiry.cancel()
-        left = self.grant.expires_at - time.time()
-        notice = min(EXPIRY_NOTICE_S, (self.grant.expires_at - self.grant.issued_at) / 2)
-        loop = asyncio.get_running_loop()
-        if left > notice:
-            self._expiry = loop.call_later(left - notice, self._expiring)
-        else:  # already within the notice: say so at once (after the joined/renewed line)
-            self._expiry = loop.call_soon(self._expiring)
-
-    def _expiring(self) -> None:
-        assert self.grant is not None
-        self.send_line({"type": "token-expiring", "expires_at": self.grant.expires_at})
-        self._expiry = asyncio.get_running_loop().call_later(
-            max(self.grant.expires_at - time.time(), 0.0), self._expired)
-
-    def _expired(self) -> None:
+    def _on_expiry_timer(self) -> None:
         self._expiry = None
-        self._refuse(TokenError("expired", "the token expired and was not renewed"))
+        self._perform(self.session.timer_fired(time.time()))
 
-    def _refuse(self, error: TokenError) -> None:
-        self._close(error.number, error.reason)
-
-    def _close(self, error_code: int, reason: str) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self.edge.counters["refused"] += 1
-        self._leave()
-        self._quic.close(error_code=error_code, reason_phrase=reason)
-        self.transmit()
-
-    def _require(self, privilege: str) -> bool:
-        assert self.grant is not None
-        if privilege in self.grant.privileges:
-            return True
-        self._refuse(TokenError("missing-privilege",
-                                f"the token does not grant {privilege}"))
-        return False
+    def _perform(self, actions: list[Action]) -> None:
+        edge = self.edge
+        for action in actions:
+            match action:
+                case Send(line):
+                    self.send_line(line)
+                case PublishMessage(key, uid, mid, body):
+                    edge.deliver_message(key, uid, mid, body, exclude=self)
+                    if edge.uplink is not None:
+                        edge.uplink.message_published(key, self.stream, uid, mid, body)
+                case SetTimer(at):
+                    if self._expiry is not None:
+                        self._expiry.cancel()
+                        self._expiry = None
+                    if at is not None:
+                        self._expiry = asyncio.get_running_loop().call_later(
+                            at - time.time(), self._on_expiry_timer)
+                case EnterChannel(key):
+                    self.key = key
+                    edge.add(self)
+                case LeaveChannel():
+                    edge.remove(self)
+                case PublishingChanged():
+                    edge.interest_changed()
+                case Close(code, reason):
+                    self._quic.close(error_code=code, reason_phrase=reason)
+                    self.transmit()
 
     # -- media -----------------------------------------------------------------------------
 
     def _on_datagram(self, data: bytes) -> None:
-        if self._closing:
-            return
-        if self.grant is None:
-            self.edge.counters["media_dropped"] += 1  # not joined yet
-            return
-        if not self._require("publish-media"):
+        if not self.session.media_allowed:
+            self._perform(self.session.datagram_received())
             return
         if len(data) > self.edge.max_media_bytes:
             self.edge.counters["media_dropped"] += 1
             return
         self.edge.deliver_media(self.key, data, exclude=self)
-        if self.edge.fabric is not None:
-            self.edge.fabric.media_published(self.key, self.stream, data)
+        if self.edge.uplink is not None:
+            self.edge.uplink.media_published(self.key, self.stream, data)
 
     def send_media(self, data: bytes) -> None:
         """Queue one datagram to this session, dropping its oldest queued ones beyond the cap
@@ -369,52 +261,31 @@ class EdgeSession(quic.Protocol):
                 self.edge.counters["media_expired"] += 1
         super().transmit()
 
-    # -- messages --------------------------------------------------------------------------
-
-    def _on_message(self, msg: dict) -> None:
-        if not self._require("publish-messages"):
+    def send_line(self, line: bytes) -> None:
+        """Write one encoded line to the client's stream. (A closed session sends nothing: it
+        returns no `Send` after its `Close` and is no channel's member.)"""
+        if self.stream_id is None:
             return
-        mid, body = msg.get("id"), msg.get("body")
-        if not isinstance(mid, int) or isinstance(mid, bool) or not 0 <= mid < 2**63 \
-                or not isinstance(body, str):
-            self._refuse(TokenError("malformed", "a message needs an integer id and a "
-                                    "string body"))
-            return
-        if len(body.encode()) > MAX_MESSAGE_BYTES:
-            self._refuse(TokenError("malformed", f"a message body is at most "
-                                    f"{MAX_MESSAGE_BYTES} bytes of UTF-8"))
-            return
-        assert self.grant is not None
-        self.edge.counters["messages"] += 1
-        self.edge.deliver_message(self.key, self.grant.uid, mid, body, exclude=self)
-        if self.edge.fabric is not None:
-            self.edge.fabric.message_published(self.key, self.stream, self.grant.uid, mid,
-                                               body)
-
-    def send_line(self, obj: dict) -> None:
-        if self._closing or self.stream_id is None:
-            return
-        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-        self._quic.send_stream_data(self.stream_id, data)
+        self._quic.send_stream_data(self.stream_id, line)
         self.transmit_soon()
 
 
 def server_configuration(cert: Path | str, key: Path | str) -> QuicConfiguration:
     config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN],
-                               max_datagram_frame_size=quic.MAX_DATAGRAM_FRAME_SIZE)
+                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
     config.load_cert_chain(str(cert), str(key))
     return config
 
 
 async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
                      secrets: Mapping[str, bytes], region: str, zones: set[str],
-                     fabric: Fabric | None = None, **limits) -> tuple[QuicServer, EdgeState]:
-    """Serve the edge on `host`:`port` (0 picks a free port; see `EdgeState.port`). Close it
-    with `server.close()`."""
-    edge = EdgeState(secrets, region, zones, fabric=fabric, **limits)
+                     fabric: Uplink | None = None, **limits) -> tuple[QuicServer, EdgeState]:
+    """Serve the edge on `host`:`port` (0 picks a free port; see `EdgeState.port`), handing what
+    its publishers send to `fabric`. Close it with `server.close()`."""
+    edge = EdgeState(secrets, region, zones, uplink=fabric, **limits)
 
-    def protocol(*args, **kwargs) -> EdgeSession:
-        return EdgeSession(*args, edge=edge, **kwargs)
+    def protocol(*args, **kwargs) -> EdgeConnection:
+        return EdgeConnection(*args, edge=edge, **kwargs)
 
     server = await serve(host, port, configuration=server_configuration(cert, key),
                          create_protocol=protocol)
@@ -425,4 +296,4 @@ async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
     return server, edge
 
 
-__all__ = ["ALPN", "ChannelKey", "EdgeSession", "EdgeState", "Fabric", "start_edge"]
+__all__ = ["ChannelKey", "EdgeConnection", "EdgeState", "Uplink", "start_edge"]

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,15 +27,12 @@ from aioquic.quic.events import (
 )
 
 from sdk.errors import ConnectionClosed, RegionDrained, SkymeshError, TokenRefused
+from skymesh import edgeproto
+from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_PAYLOAD
+from skymesh.edgeproto import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # the SDK's API too
 from skymesh.net import quic
-from skymesh.token import ERROR_CODES
 
-ALPN = quic.ALPN
-MAX_DATAGRAM_FRAME_SIZE = quic.MAX_DATAGRAM_FRAME_SIZE
-MAX_MEDIA_PAYLOAD = 1100  # what fits one QUIC packet of aioquic's default 1200-byte size
-MAX_MESSAGE_BYTES = 900  # UTF-8 bytes of one message body (one datagram between relays)
 MAX_RECEIVED_MEDIA = 256  # received datagrams kept for `media()`; the oldest are dropped
-_CODE_NAMES = {number: name for name, number in ERROR_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -48,9 +44,9 @@ class Message:
 
 def close_error(error_code: int, reason: str) -> SkymeshError:
     """The SDK exception for a QUIC close with `error_code` and `reason`."""
-    if error_code == quic.DRAINED_ERROR:
+    if error_code == edgeproto.DRAINED_ERROR:
         return RegionDrained(reason)
-    name = _CODE_NAMES.get(error_code)
+    name = edgeproto.REFUSAL_CODES.get(error_code)
     if name is not None:
         return TokenRefused(name, error_code, reason)
     return ConnectionClosed(error_code, reason)
@@ -68,7 +64,7 @@ class _Protocol(quic.Protocol):
         self.error: SkymeshError | None = None
         self.terminated = False
         self.changed = asyncio.Event()
-        self._buffer = b""
+        self._lines = edgeproto.LineDecoder(max_line_bytes=None)  # the edge is trusted
 
     def _notify(self) -> None:
         self.changed.set()
@@ -80,33 +76,36 @@ class _Protocol(quic.Protocol):
             self.media.append(event.data)
             self._notify()
         elif isinstance(event, StreamDataReceived):
-            self._buffer += event.data
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                self._on_line(line)
+            self._read(event.data)
         elif isinstance(event, ConnectionTerminated):
             self.terminated = True
             if event.error_code:
                 self.error = close_error(event.error_code, event.reason_phrase)
             self._notify()
 
-    def _on_line(self, line: bytes) -> None:
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(msg, dict):
-            return
+    def _read(self, data: bytes) -> None:
+        """Take the lines of the edge's stream; one that is not a JSON object is skipped (a
+        newer edge may say more than this SDK reads)."""
+        lines = self._lines.feed(data)
+        while True:
+            try:
+                for msg in lines:
+                    self._on_line(msg)
+                return
+            except edgeproto.ProtocolError:
+                lines = self._lines.feed(b"")  # carry on after the line
+
+    def _on_line(self, msg: dict) -> None:
         kind = msg.get("type")
-        if kind == "joined":
+        if kind == edgeproto.JOINED:
             self.joined = msg
             self.expiring_at = None
-        elif kind == "renewed":
+        elif kind == edgeproto.RENEWED:
             self.renewed = msg
             self.expiring_at = None
-        elif kind == "token-expiring":
+        elif kind == edgeproto.TOKEN_EXPIRING:
             self.expiring_at = int(msg.get("expires_at", 0))
-        elif kind == "message":
+        elif kind == edgeproto.MESSAGE:
             self.messages.append(Message(str(msg.get("from")), int(msg.get("id", 0)),
                                          str(msg.get("body"))))
         self._notify()
@@ -133,8 +132,7 @@ class Session:
 
     def _send(self, obj: dict) -> None:
         self._check_open()
-        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-        self._p._quic.send_stream_data(self.stream_id, data)
+        self._p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(obj))
         self._p.transmit()
 
     @property
@@ -147,7 +145,7 @@ class Session:
         """Hand the edge a fresh token for the same app, channel, user and zone; returns the
         edge's "renewed" reply. A refused token closes the session (TokenRefused)."""
         self._p.renewed = None
-        self._send({"type": "renew", "token": token})
+        self._send(edgeproto.renew(token))
         while self._p.renewed is None:
             self._check_open()
             await self._p.wait_change()
@@ -156,7 +154,7 @@ class Session:
 
     async def join(self) -> dict:
         """Join the channel: the edge's "joined" reply, or TokenRefused/ConnectionClosed."""
-        self._send({"type": "join", "token": self.token, "channel": self.channel})
+        self._send(edgeproto.join(self.token, self.channel))
         while self._p.joined is None:
             self._check_open()
             await self._p.wait_change()
@@ -173,11 +171,11 @@ class Session:
         self._p.transmit()
 
     async def send_message(self, body: str) -> int:
-        """Send a reliable, ordered message to the channel; returns its id."""
-        if len(body.encode()) > MAX_MESSAGE_BYTES:
-            raise ValueError(f"a message body is at most {MAX_MESSAGE_BYTES} bytes of UTF-8")
+        """Send a reliable, ordered message to the channel; returns its id. A body longer than
+        MAX_MESSAGE_BYTES of UTF-8 raises ValueError (edgeproto.ProtocolError) unsent."""
+        edgeproto.check_body(body)
         mid = self._next_id
-        self._send({"type": "message", "id": mid, "body": body})
+        self._send(edgeproto.publish(mid, body))
         self._next_id += 1
         return mid
 

@@ -30,10 +30,6 @@ from aioquic.tls import Epoch
 
 from skymesh.net.udpio import BatchedUDP
 
-ALPN = "skymesh/1"
-DRAINED_ERROR = 0x201  # the edge's region is drained: the client should connect elsewhere
-MAX_DATAGRAM_FRAME_SIZE = 65536
-
 
 class FineClock:
     """The event loop as aioquic sees it: everything the loop has, with a monotonic clock of

@@ -14,6 +14,7 @@ from aioquic.quic.events import DatagramFrameReceived, HandshakeCompleted
 from aioquic.tls import Epoch
 
 from skymesh.certs import ensure_dev_ca, issue_cert
+from skymesh.edgeproto import MAX_DATAGRAM_FRAME_SIZE
 from skymesh.net import quic
 
 DEADLINE = 5.0
@@ -62,10 +63,10 @@ class FastServer(quic.Protocol):
 def _configs(certs) -> tuple[QuicConfiguration, QuicConfiguration]:
     ca, cert, key = certs
     server = QuicConfiguration(is_client=False, alpn_protocols=ALPN,
-                               max_datagram_frame_size=quic.MAX_DATAGRAM_FRAME_SIZE)
+                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
     server.load_cert_chain(cert, key)
     client = QuicConfiguration(is_client=True, alpn_protocols=ALPN, server_name="127.0.0.1",
-                               max_datagram_frame_size=quic.MAX_DATAGRAM_FRAME_SIZE,
+                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
                                verify_mode=ssl.CERT_REQUIRED)
     client.load_verify_locations(str(ca))
     return server, client

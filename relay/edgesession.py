@@ -1,0 +1,274 @@
+"""One client's session on the edge as a state machine without I/O: join, renewal, expiry,
+message checks, privileges and the drained refusal of the client-edge protocol
+(`skymesh.edgeproto`). It sits on the QUIC connection as aioquic's H3 layer sits on
+`QuicConnection`: the shell (`relay.edge`) feeds it what arrived and the time, and performs the
+actions it returns, in order. Times are Unix seconds, as in tokens.
+
+Media take a shortcut, because they come thousands of times a second: while `media_allowed`
+holds, the shell forwards each datagram itself without asking; otherwise it hands the datagram
+here (`datagram_received`) to be dropped or refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from skymesh import edgeproto
+from skymesh.edgeproto import ProtocolError
+from skymesh.token import Grant, TokenError, privilege_list, verify
+
+# -- actions: what the shell does for the session ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write `line` (one encoded line) to the client's stream."""
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection with application error `code` and `reason`."""
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Call `timer_fired` at Unix time `at` (at once if past), instead of any earlier timer;
+    None: no timer."""
+    at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnterChannel:
+    """The session is now a member of channel `key` (zone, "app/channel")."""
+    key: tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveChannel:
+    """The session is no longer a member of channel `key`."""
+    key: tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishingChanged:
+    """A renewal gave or took the session's publishing privileges: the edge's interest in its
+    channel (has publishers) may have changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishMessage:
+    """Message `mid` with `body` from `uid`, for the channel's other members here and, through
+    the fabric, elsewhere."""
+    key: tuple[str, str]
+    uid: str
+    mid: int
+    body: str
+
+
+Action = Send | Close | SetTimer | EnterChannel | LeaveChannel | PublishingChanged \
+    | PublishMessage
+
+
+class EdgeConfig(Protocol):
+    """What a session reads of its edge, as it is at each event (the controller reconfigures
+    the edge while sessions run), and where it counts."""
+
+    region: str
+    zones: frozenset[str]
+    secrets: Mapping[str, bytes]
+    drained: bool
+    counters: dict[str, int]
+
+
+class EdgeSession:
+    """One client's session: not joined, joined to one channel (`grant`, `key`), or closed.
+    After a close, by a refusal or by the connection's end, every event returns no action."""
+
+    def __init__(self, edge: EdgeConfig) -> None:
+        self.edge = edge
+        self.grant: Grant | None = None
+        self.key: tuple[str, str] | None = None  # the channel joined
+        self.closed = False
+        self.media_allowed = False  # joined, open, and granted publish-media
+        self._lines = edgeproto.LineDecoder()
+        self._timer_at: float | None = None
+        self._noticed = False  # "token-expiring" went out for the current grant
+
+    @property
+    def publishes(self) -> bool:
+        return self.grant is not None and bool(
+            self.grant.privileges & {"publish-media", "publish-messages"})
+
+    # -- events ------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes, now: float) -> list[Action]:
+        """Bytes of the client's stream."""
+        if self.closed:
+            return []
+        actions: list[Action] = []
+        try:
+            for msg in self._lines.feed(data):
+                actions += self.line_received(msg, now)
+                if self.closed:
+                    break
+        except ProtocolError as e:
+            actions += self._refuse(e)
+        return actions
+
+    def line_received(self, msg: dict, now: float) -> list[Action]:
+        """One object the client sent (a line of its stream, read)."""
+        if self.closed:
+            return []
+        kind = msg.get("type")
+        if self.grant is None:
+            if kind != edgeproto.JOIN:
+                return self._refuse(ProtocolError(edgeproto.JOIN_FIRST))
+            return self._join(msg, now)
+        if kind == edgeproto.MESSAGE:
+            return self._message(msg)
+        if kind == edgeproto.RENEW:
+            return self._renew(msg, now)
+        return self._refuse(ProtocolError(edgeproto.unexpected_kind(kind)))
+
+    def datagram_received(self) -> list[Action]:
+        """A media datagram arrived while `media_allowed` did not hold: dropped (and counted)
+        before the join, refused without publish-media, ignored once closed."""
+        if self.closed:
+            return []
+        if self.grant is None:
+            self.edge.counters["media_dropped"] += 1
+            return []
+        return self._require("publish-media")
+
+    def timer_fired(self, now: float) -> list[Action]:
+        """The timer of the last `SetTimer` fired: the expiry notice, then the expiry."""
+        if self.closed or self._timer_at is None or self.grant is None:
+            return []
+        if now < self._timer_at:  # early (the loop's clock is not the wall clock): wait on
+            return [SetTimer(self._timer_at)]
+        if not self._noticed:
+            self._noticed = True
+            self._timer_at = float(self.grant.expires_at)
+            return [Send(edgeproto.encode_line(edgeproto.token_expiring(self.grant.expires_at))),
+                    SetTimer(self._timer_at)]
+        self._timer_at = None
+        return self._refuse(TokenError("expired", edgeproto.EXPIRED))
+
+    def connection_terminated(self) -> list[Action]:
+        """The QUIC connection ended (either side, any reason): the session leaves."""
+        if self.closed:
+            return []
+        self.closed = True
+        self.media_allowed = False
+        return self._leave()
+
+    # -- join and renewal --------------------------------------------------------------------
+
+    def _check(self, token: object, channel: str, now: float) -> tuple[Grant, str]:
+        """The grant of a token this edge accepts for `channel`, and the channel's name among
+        the relays."""
+        edge = self.edge
+        grant = verify(token, edge.secrets, now=int(now), channel=channel,
+                       need=("join",))
+        if grant.zone not in edge.zones:
+            raise TokenError("wrong-zone", edgeproto.wrong_zone(grant.zone, edge.region,
+                                                                edge.zones))
+        return grant, edgeproto.channel_id(grant.app, grant.channel)
+
+    def _join(self, msg: dict, now: float) -> list[Action]:
+        edge = self.edge
+        if edge.drained:
+            return self._close(edgeproto.DRAINED_ERROR, edgeproto.drained(edge.region))
+        channel = msg.get("channel")
+        if not isinstance(channel, str) or not channel:
+            return self._refuse(ProtocolError(edgeproto.JOIN_NEEDS_CHANNEL))
+        try:
+            grant, name = self._check(msg.get("token"), channel, now)
+        except (TokenError, ProtocolError) as e:
+            return self._refuse(e)
+        self._grant(grant)
+        self.key = (grant.zone, name)
+        edge.counters["joined"] += 1
+        return [self._arm(), EnterChannel(self.key), Send(edgeproto.encode_line(edgeproto.joined(
+            grant.uid, grant.channel, edge.region, grant.zone,
+            privilege_list(grant.privileges), grant.expires_at)))]
+
+    def _renew(self, msg: dict, now: float) -> list[Action]:
+        assert self.grant is not None
+        old = self.grant
+        try:
+            grant, _ = self._check(msg.get("token"), old.channel, now)
+            if (grant.app, grant.uid, grant.zone) != (old.app, old.uid, old.zone):
+                raise ProtocolError(edgeproto.RENEWAL_MISMATCH)
+        except (TokenError, ProtocolError) as e:
+            return self._refuse(e)
+        was_publishing = self.publishes
+        self._grant(grant)
+        self.edge.counters["renewed"] += 1
+        actions: list[Action] = [self._arm()]
+        if self.publishes != was_publishing:
+            actions.append(PublishingChanged())
+        actions.append(Send(edgeproto.encode_line(edgeproto.renewed(
+            grant.expires_at, privilege_list(grant.privileges)))))
+        return actions
+
+    def _grant(self, grant: Grant) -> None:
+        self.grant = grant
+        self.media_allowed = "publish-media" in grant.privileges
+
+    def _arm(self) -> SetTimer:
+        """The expiry notice's timer: `EXPIRY_NOTICE_S` before expiry, at most half the
+        token's lifetime (a token already within it is warned of at once)."""
+        assert self.grant is not None
+        grant = self.grant
+        notice = min(edgeproto.EXPIRY_NOTICE_S, (grant.expires_at - grant.issued_at) / 2)
+        self._noticed = False
+        self._timer_at = grant.expires_at - notice
+        return SetTimer(self._timer_at)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _message(self, msg: dict) -> list[Action]:
+        assert self.grant is not None and self.key is not None
+        refused = self._require("publish-messages")
+        if refused:
+            return refused
+        try:
+            mid, body = edgeproto.published(msg)
+        except ProtocolError as e:
+            return self._refuse(e)
+        self.edge.counters["messages"] += 1
+        return [PublishMessage(self.key, self.grant.uid, mid, body)]
+
+    # -- refusals ----------------------------------------------------------------------------
+
+    def _require(self, privilege: str) -> list[Action]:
+        """No action when the grant has `privilege`, else the refusal."""
+        assert self.grant is not None
+        if privilege in self.grant.privileges:
+            return []
+        return self._refuse(TokenError("missing-privilege",
+                                       edgeproto.missing_privilege(privilege)))
+
+    def _refuse(self, error: TokenError | ProtocolError) -> list[Action]:
+        return self._close(error.number, error.reason)
+
+    def _close(self, code: int, reason: str) -> list[Action]:
+        self.closed = True
+        self.media_allowed = False
+        self.edge.counters["refused"] += 1
+        return [*self._leave(), Close(code, reason)]
+
+    def _leave(self) -> list[Action]:
+        actions: list[Action] = []
+        if self._timer_at is not None:
+            self._timer_at = None
+            actions.append(SetTimer(None))
+        if self.grant is not None and self.key is not None:
+            actions.append(LeaveChannel(self.key))
+        return actions

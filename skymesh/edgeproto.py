@@ -1,0 +1,213 @@
+"""The client-edge protocol: what an SDK session and the edge relay say to each other. Pure: the
+one definition both sides import, so that neither can drift from the other.
+
+The client opens a QUIC connection to the edge with ALPN ``skymesh/1`` and DATAGRAM frames
+(RFC 9221) enabled. Media are QUIC datagrams, unreliable and unordered: the edge accepts up to
+`MAX_MEDIA_BYTES` each (larger ones are dropped and counted), the SDK sends up to
+`MAX_MEDIA_PAYLOAD` (what fits one QUIC packet of aioquic's default 1200-byte size). Everything
+else travels on the client's first bidirectional stream, one JSON object per line
+(`encode_line`; other streams are ignored):
+
+- client -> edge: ``{"type":"join","token":T,"channel":C}`` first, then
+  ``{"type":"message","id":N,"body":B}`` (needs ``publish-messages``; N an integer in
+  0..2**63-1, B at most `MAX_MESSAGE_BYTES` of UTF-8) and ``{"type":"renew","token":T}`` (a
+  fresh token for the same app, channel, user and zone);
+- edge -> client: ``{"type":"joined","uid":U,"channel":C,"region":R,"zone":Z,
+  "privileges":[...],"expires_at":E}``, ``{"type":"message","from":U,"id":N,"body":B}`` for
+  each message of another publisher, ``{"type":"renewed","expires_at":E,"privileges":[...]}``,
+  and ``{"type":"token-expiring","expires_at":E}`` `EXPIRY_NOTICE_S` before the token runs out
+  (at most half its lifetime before).
+
+The edge closes the QUIC connection to refuse: with the `skymesh.token.ERROR_CODES` number of
+the refusal (a token the edge does not accept, a request that breaks this protocol:
+"malformed") as the application error code and its reason as the reason phrase; with
+`DRAINED_ERROR` when its region is drained (the client should connect to another region).
+The token's expiry without a renewal closes it as "expired". A line the edge cannot read, or a
+partial line longer than `MAX_LINE_BYTES`, is "malformed".
+
+A channel is known to the relays as (zone, "app/channel"), at most `MAX_CHANNEL_ID` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+from skymesh.token import ERROR_CODES
+
+ALPN = "skymesh/1"
+MAX_DATAGRAM_FRAME_SIZE = 65536  # the DATAGRAM frame size both sides advertise
+
+# -- limits ------------------------------------------------------------------------------------
+
+MAX_MEDIA_BYTES = 1150  # the largest media datagram the edge accepts (larger: dropped, counted)
+MAX_MEDIA_PAYLOAD = 1100  # the largest the SDK sends: one QUIC packet of aioquic's 1200 bytes
+MAX_MESSAGE_BYTES = 900  # UTF-8 bytes of a message body: one relay datagram, worst case
+MAX_MESSAGE_ID = 2**63  # message ids are 0 <= id < this
+MAX_LINE_BYTES = 64 * 1024  # a partial line longer than this is malformed
+MAX_CHANNEL_ID = 64  # bytes of "app/channel" (the relay datagram header's limit)
+EXPIRY_NOTICE_S = 30.0  # "token-expiring" this long before expiry (at most half the TTL)
+
+# -- message kinds -----------------------------------------------------------------------------
+
+JOIN = "join"  # client -> edge, first
+RENEW = "renew"  # client -> edge
+MESSAGE = "message"  # both ways: published (client -> edge), delivered (edge -> client)
+JOINED = "joined"  # edge -> client
+RENEWED = "renewed"  # edge -> client
+TOKEN_EXPIRING = "token-expiring"  # edge -> client
+
+
+def join(token: str, channel: str) -> dict:
+    return {"type": JOIN, "token": token, "channel": channel}
+
+
+def renew(token: str) -> dict:
+    return {"type": RENEW, "token": token}
+
+
+def publish(mid: int, body: str) -> dict:
+    """A message the client publishes to its channel."""
+    return {"type": MESSAGE, "id": mid, "body": body}
+
+
+def joined(uid: str, channel: str, region: str, zone: str, privileges: list[str],
+           expires_at: int) -> dict:
+    return {"type": JOINED, "uid": uid, "channel": channel, "region": region, "zone": zone,
+            "privileges": privileges, "expires_at": expires_at}
+
+
+def renewed(expires_at: int, privileges: list[str]) -> dict:
+    return {"type": RENEWED, "expires_at": expires_at, "privileges": privileges}
+
+
+def token_expiring(expires_at: int) -> dict:
+    return {"type": TOKEN_EXPIRING, "expires_at": expires_at}
+
+
+def deliver(uid: str, mid: int, body: str) -> dict:
+    """Another publisher's message, as the edge hands it to a client."""
+    return {"type": MESSAGE, "from": uid, "id": mid, "body": body}
+
+
+# -- close codes -------------------------------------------------------------------------------
+
+DRAINED_ERROR = 0x201  # the edge's region is drained: the client should connect elsewhere
+MALFORMED = ERROR_CODES["malformed"]  # a request that breaks this protocol
+REFUSAL_CODES = {number: code for code, number in ERROR_CODES.items()}  # number -> token code
+
+
+# -- refusal reasons ---------------------------------------------------------------------------
+
+LINE_NOT_JSON = "a line is not JSON"
+LINE_NOT_OBJECT = "a line is not a JSON object"
+LINE_TOO_LONG = "line too long"
+JOIN_FIRST = "the first message must be a join"
+JOIN_NEEDS_CHANNEL = "join needs a channel"
+BAD_MESSAGE = "a message needs an integer id and a string body"
+MESSAGE_TOO_LONG = f"a message body is at most {MAX_MESSAGE_BYTES} bytes of UTF-8"
+MESSAGE_NOT_TEXT = "a message body must be Unicode text (no lone surrogates)"
+# (MAX_CHANNEL_ID itself passes; the text has always said one less)
+CHANNEL_ID_TOO_LONG = f"app and channel together must be at most {MAX_CHANNEL_ID - 1} bytes"
+RENEWAL_MISMATCH = "a renewal must be for the same app, user and zone as the session"
+EXPIRED = "the token expired and was not renewed"
+
+
+def unexpected_kind(kind: object) -> str:
+    return f"unexpected message type {kind!r}"
+
+
+def drained(region: str) -> str:
+    return f"region {region!r} is drained: connect to another region"
+
+
+def wrong_zone(zone: str, region: str, zones: Iterable[str]) -> str:
+    return (f"the token is for zone {zone!r}; edge region {region!r} serves "
+            f"{', '.join(sorted(zones)) or 'no zone'}")
+
+
+def missing_privilege(privilege: str) -> str:
+    return f"the token does not grant {privilege}"
+
+
+class ProtocolError(ValueError):
+    """A line or request that breaks this protocol; the edge refuses it as "malformed" with
+    `reason` (also the exception's text)."""
+
+    number = MALFORMED
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- lines -------------------------------------------------------------------------------------
+
+def encode_line(obj: dict) -> bytes:
+    """One line of the stream: compact JSON and a newline."""
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_line(line: bytes) -> dict:
+    """The JSON object of one line (without its newline); ProtocolError otherwise."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to read
+        raise ProtocolError(LINE_NOT_JSON) from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(LINE_NOT_OBJECT)
+    return obj
+
+
+class LineDecoder:
+    """Splits a stream's bytes into lines and reads each (`decode_line`). `feed` yields the
+    objects of the complete lines as it reads them and raises ProtocolError at the first bad
+    one, which it has consumed: feeding on (even b"") carries on after it. A partial line
+    longer than `max_line_bytes` (None: no limit) raises ProtocolError("line too long") after
+    the complete lines before it, and again at every feed while it lasts."""
+
+    def __init__(self, max_line_bytes: int | None = MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> Iterator[dict]:
+        self._buffer += data
+        while True:
+            line, newline, rest = self._buffer.partition(b"\n")
+            if not newline:
+                break
+            self._buffer = rest
+            yield decode_line(line)
+        if self.max_line_bytes is not None and len(self._buffer) > self.max_line_bytes:
+            raise ProtocolError(LINE_TOO_LONG)
+
+
+# -- fields ------------------------------------------------------------------------------------
+
+def check_body(body: str) -> None:
+    """ProtocolError when a message body is longer than `MAX_MESSAGE_BYTES` of UTF-8, or has
+    no UTF-8 at all (JSON's escapes can spell a lone surrogate)."""
+    try:
+        size = len(body.encode())
+    except UnicodeEncodeError:
+        raise ProtocolError(MESSAGE_NOT_TEXT) from None
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError(MESSAGE_TOO_LONG)
+
+
+def published(msg: dict) -> tuple[int, str]:
+    """(id, body) of a client's "message"; ProtocolError when either is bad."""
+    mid, body = msg.get("id"), msg.get("body")
+    if not isinstance(mid, int) or isinstance(mid, bool) or not 0 <= mid < MAX_MESSAGE_ID \
+            or not isinstance(body, str):
+        raise ProtocolError(BAD_MESSAGE)
+    check_body(body)
+    return mid, body
+
+
+def channel_id(app: str, channel: str) -> str:
+    """The channel's name among the relays, "app/channel"; ProtocolError when too long."""
+    name = f"{app}/{channel}"
+    if len(name.encode()) > MAX_CHANNEL_ID:
+        raise ProtocolError(CHANNEL_ID_TOO_LONG)
+    return name

@@ -1,0 +1,407 @@
+"""The edge session's state machine, fed events with explicit times: no sockets, no loop."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.edgesession import (
+    Close,
+    EdgeSession,
+    EnterChannel,
+    LeaveChannel,
+    PublishingChanged,
+    PublishMessage,
+    Send,
+    SetTimer,
+)
+from skymesh import edgeproto
+from skymesh.edgeproto import decode_line, encode_line
+from skymesh.token import ERROR_CODES, issue
+
+APP, SECRET = "app1", b"s3cret-app1"
+ALL = ("join", "publish-media", "publish-messages")
+T0 = 1_700_000_000
+KEY = ("eu", "app1/c1")
+
+
+@dataclass
+class Edge:
+    region: str = "amsterdam"
+    zones: frozenset[str] = frozenset({"eu", "global"})
+    secrets: dict[str, bytes] = field(default_factory=lambda: {APP: SECRET})
+    drained: bool = False
+    counters: Counter = field(default_factory=Counter)
+
+
+def token(channel="c1", uid="u", zone="eu", privileges=ALL, secret=SECRET, ttl=3600, now=T0):
+    return issue(APP, secret, channel, uid, zone, privileges, ttl, now=now)
+
+
+def line(obj: dict) -> bytes:
+    return encode_line(obj)
+
+
+def sent(actions) -> list[dict]:
+    return [decode_line(a.line.rstrip(b"\n")) for a in actions if isinstance(a, Send)]
+
+
+def joined(tok=None, edge=None, now=T0, channel="c1"):
+    """A session that joined with `tok` (all privileges for an hour by default)."""
+    s = EdgeSession(edge or Edge())
+    actions = s.data_received(line(edgeproto.join(tok or token(), channel)), now)
+    assert [type(a) for a in actions] == [SetTimer, EnterChannel, Send], actions
+    return s
+
+
+def refusal(code: str, reason: str) -> Close:
+    return Close(ERROR_CODES[code], reason)
+
+
+# -- join ------------------------------------------------------------------------------------------
+
+def test_join():
+    edge = Edge()
+    s = EdgeSession(edge)
+    actions = s.data_received(line(edgeproto.join(token(), "c1")), T0 + 5)
+    assert actions[:2] == [SetTimer(T0 + 3600 - 30), EnterChannel(KEY)]
+    assert sent(actions) == [{"type": "joined", "uid": "u", "channel": "c1",
+                              "region": "amsterdam", "zone": "eu", "privileges": list(ALL),
+                              "expires_at": T0 + 3600}]
+    assert s.key == KEY and s.grant.uid == "u" and not s.closed
+    assert s.media_allowed and s.publishes
+    assert edge.counters == {"joined": 1}
+
+
+@pytest.mark.parametrize("first", [edgeproto.renew(token()), edgeproto.publish(1, "hi"),
+                                   {"type": "joined"}, {}])
+def test_anything_before_the_join_is_refused(first):
+    edge = Edge()
+    s = EdgeSession(edge)
+    assert s.line_received(first, T0) == [refusal("malformed", edgeproto.JOIN_FIRST)]
+    assert s.closed and edge.counters == {"refused": 1}
+
+
+@pytest.mark.parametrize("tok, channel, code, needle", [
+    (token(secret=b"other"), "c1", "bad-signature", "signature"),
+    (token(ttl=60, now=T0 - 3600), "c1", "expired", "expired"),
+    (token(now=T0 + 3600), "c1", "not-yet-valid", "future"),
+    (token(channel="elsewhere"), "c1", "wrong-channel", "elsewhere"),
+    (token(zone="cn"), "c1", "wrong-zone", "'cn'"),
+    (token(privileges=("publish-media",)), "c1", "missing-privilege", "join"),
+    ("sm1.nonsense", "c1", "malformed", ""),
+    (17, "c1", "malformed", "string"),
+    (token(channel="c" * 60), "c" * 60, "malformed", "at most 63 bytes"),
+    (token(), "", "malformed", "join needs a channel"),
+    (token(), None, "malformed", "join needs a channel"),
+])
+def test_join_refused(tok, channel, code, needle):
+    edge = Edge()
+    s = EdgeSession(edge)
+    [close] = s.line_received({"type": "join", "token": tok, "channel": channel}, T0)
+    assert isinstance(close, Close) and close.code == ERROR_CODES[code]
+    assert needle in close.reason
+    assert s.closed and s.grant is None and not s.media_allowed
+    assert edge.counters == {"refused": 1}
+
+
+def test_wrong_zone_names_what_the_edge_serves():
+    s = EdgeSession(Edge())
+    [close] = s.line_received(edgeproto.join(token(zone="cn"), "c1"), T0)
+    assert close == refusal("wrong-zone", edgeproto.wrong_zone("cn", "amsterdam",
+                                                               {"eu", "global"}))
+
+
+def test_the_longest_channel_id_joins():
+    s = joined(token(channel="c" * 59), channel="c" * 59)
+    assert s.key == ("eu", "app1/" + "c" * 59)
+
+
+def test_a_drained_edge_refuses_joins_first_of_all():
+    edge = Edge(drained=True)
+    s = EdgeSession(edge)
+    assert s.line_received({"type": "join"}, T0) == [
+        Close(edgeproto.DRAINED_ERROR, "region 'amsterdam' is drained: connect to another region")]
+    assert edge.counters == {"refused": 1}
+
+
+def test_a_drain_keeps_joined_sessions():
+    edge = Edge()
+    s = joined(edge=edge)
+    edge.drained = True
+    assert sent(s.line_received(edgeproto.renew(token()), T0 + 10))[0]["type"] == "renewed"
+    assert not s.closed
+
+
+def test_edge_configuration_is_read_at_each_event():
+    edge = Edge(zones=frozenset({"global"}))
+    assert EdgeSession(edge).line_received(edgeproto.join(token(), "c1"), T0)[0].code == \
+        ERROR_CODES["wrong-zone"]
+    edge.zones = frozenset({"eu"})
+    joined(edge=edge)
+
+
+def test_a_second_join_is_unexpected():
+    s = joined()
+    assert s.line_received(edgeproto.join(token(), "c1"), T0) == [
+        SetTimer(None), LeaveChannel(KEY),
+        refusal("malformed", "unexpected message type 'join'")]
+
+
+# -- renewal ---------------------------------------------------------------------------------------
+
+def test_renewal():
+    edge = Edge()
+    s = joined(token(privileges=("join", "publish-media")), edge=edge)
+    fresh = token(ttl=7200, now=T0 + 100)
+    actions = s.line_received(edgeproto.renew(fresh), T0 + 100)
+    assert actions[0] == SetTimer(T0 + 100 + 7200 - 30)
+    assert PublishingChanged() not in actions  # published before, publishes now
+    assert sent(actions) == [{"type": "renewed", "expires_at": T0 + 7300,
+                              "privileges": list(ALL)}]
+    assert edge.counters["renewed"] == 1 and s.grant.expires_at == T0 + 7300
+
+
+def test_a_renewal_that_changes_publishing_says_so():
+    s = joined(token(privileges=("join",)))
+    assert not s.media_allowed and not s.publishes
+    actions = s.line_received(edgeproto.renew(token(privileges=ALL)), T0)
+    assert PublishingChanged() in actions and s.media_allowed
+    actions = s.line_received(edgeproto.renew(token(privileges=("join",))), T0)
+    assert PublishingChanged() in actions and not s.media_allowed
+
+
+@pytest.mark.parametrize("tok, code, reason", [
+    (token(uid="someone-else"), "malformed", edgeproto.RENEWAL_MISMATCH),
+    (token(zone="global"), "malformed", edgeproto.RENEWAL_MISMATCH),
+    (token(secret=b"wrong"), "bad-signature", None),
+    (token(channel="c9"), "wrong-channel", None),
+    (token(ttl=60, now=T0 - 3600), "expired", None),
+    (None, "malformed", None),
+])
+def test_bad_renewal_ends_the_session(tok, code, reason):
+    edge = Edge()
+    s = joined(edge=edge)
+    actions = s.line_received({"type": "renew", "token": tok}, T0 + 1)
+    assert actions[:2] == [SetTimer(None), LeaveChannel(KEY)]
+    assert actions[2].code == ERROR_CODES[code]
+    if reason:
+        assert actions[2].reason == reason
+    assert len(actions) == 3 and s.closed
+    assert edge.counters["renewed"] == 0 and edge.counters["refused"] == 1
+
+
+# -- expiry ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ttl, notice", [(3600, 30), (60, 30), (20, 10), (2, 1)])
+def test_expiry_notice_then_close(ttl, notice):
+    edge = Edge()
+    s = EdgeSession(edge)
+    actions = s.line_received(edgeproto.join(token(ttl=ttl), "c1"), T0)
+    expires = T0 + ttl
+    assert actions[0] == SetTimer(expires - notice)
+    assert s.timer_fired(expires - notice - 0.25) == [SetTimer(expires - notice)]  # early
+    actions = s.timer_fired(expires - notice)
+    assert sent(actions) == [{"type": "token-expiring", "expires_at": expires}]
+    assert actions[-1] == SetTimer(expires)
+    assert s.timer_fired(expires - 0.001) == [SetTimer(expires)]
+    assert s.timer_fired(expires + 0.5) == [
+        LeaveChannel(KEY), refusal("expired", "the token expired and was not renewed")]
+    assert s.closed and edge.counters["refused"] == 1
+    assert s.timer_fired(expires + 1) == []
+
+
+def test_a_token_already_within_its_notice_is_warned_of_at_once():
+    """Issued 100 s ago for 120 s: 20 s left, less than the 30 s notice."""
+    s = EdgeSession(Edge())
+    actions = s.line_received(edgeproto.join(token(ttl=120, now=T0 - 100), "c1"), T0)
+    [timer] = [a for a in actions if isinstance(a, SetTimer)]
+    assert timer.at <= T0  # due already: the shell fires it at once
+    assert sent(s.timer_fired(T0)) == [{"type": "token-expiring", "expires_at": T0 + 20}]
+
+
+def test_a_renewal_after_the_notice_starts_over():
+    s = joined(token(ttl=60))
+    s.timer_fired(T0 + 30)
+    actions = s.line_received(edgeproto.renew(token(ttl=60, now=T0 + 40)), T0 + 40)
+    assert actions[0] == SetTimer(T0 + 100 - 30)
+    assert s.timer_fired(T0 + 60) == [SetTimer(T0 + 70)]  # the old expiry no longer counts
+    assert sent(s.timer_fired(T0 + 70))[0]["type"] == "token-expiring"
+
+
+# -- messages --------------------------------------------------------------------------------------
+
+def test_messages_are_published():
+    edge = Edge()
+    s = joined(edge=edge)
+    assert s.line_received(edgeproto.publish(5, "hi"), T0) == [PublishMessage(KEY, "u", 5, "hi")]
+    assert edge.counters["messages"] == 1
+
+
+def test_messages_need_publish_messages():
+    s = joined(token(privileges=("join", "publish-media")))
+    assert s.line_received(edgeproto.publish(5, "hi"), T0)[-1] == refusal(
+        "missing-privilege", "the token does not grant publish-messages")
+
+
+@pytest.mark.parametrize("msg, reason", [
+    ({"type": "message", "id": "5", "body": "hi"}, edgeproto.BAD_MESSAGE),
+    ({"type": "message", "id": True, "body": "hi"}, edgeproto.BAD_MESSAGE),
+    ({"type": "message", "id": -1, "body": "hi"}, edgeproto.BAD_MESSAGE),
+    ({"type": "message", "id": 1, "body": 5}, edgeproto.BAD_MESSAGE),
+    ({"type": "message", "id": 1, "body": "é" * 451}, edgeproto.MESSAGE_TOO_LONG),
+    ({"type": "message", "id": 1, "body": "\udc80"}, edgeproto.MESSAGE_NOT_TEXT),
+])
+def test_bad_messages_are_refused(msg, reason):
+    edge = Edge()
+    s = joined(edge=edge)
+    assert s.line_received(msg, T0)[-1] == refusal("malformed", reason)
+    assert edge.counters["messages"] == 0
+
+
+def test_the_largest_body_passes():
+    assert joined().line_received(edgeproto.publish(1, "é" * 450), T0) == [
+        PublishMessage(KEY, "u", 1, "é" * 450)]
+
+
+# -- the stream ------------------------------------------------------------------------------------
+
+def test_lines_in_one_chunk_are_taken_in_order_until_a_close():
+    edge = Edge()
+    s = EdgeSession(edge)
+    data = (line(edgeproto.join(token(), "c1")) + line(edgeproto.publish(1, "a"))
+            + b"garbage\n" + line(edgeproto.publish(2, "b")))
+    actions = s.data_received(data, T0)
+    assert [type(a) for a in actions] == [SetTimer, EnterChannel, Send, PublishMessage,
+                                          SetTimer, LeaveChannel, Close]
+    assert actions[-1] == refusal("malformed", "a line is not JSON")
+    assert edge.counters["messages"] == 1
+
+
+def test_lines_split_across_chunks():
+    s = EdgeSession(Edge())
+    data = line(edgeproto.join(token(), "c1"))
+    assert s.data_received(data[:10], T0) == []
+    assert sent(s.data_received(data[10:], T0))[0]["type"] == "joined"
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"[1]\n", "a line is not a JSON object"),
+    (b"\n", "a line is not JSON"),
+    (b"x" * (64 * 1024 + 1), "line too long"),
+])
+def test_unreadable_streams_are_refused(data, reason):
+    assert EdgeSession(Edge()).data_received(data, T0) == [refusal("malformed", reason)]
+
+
+def test_a_long_partial_line_after_a_join_is_refused_and_leaves():
+    s = EdgeSession(Edge())
+    actions = s.data_received(line(edgeproto.join(token(), "c1")) + b"{" * (64 * 1024 + 1),
+                              T0)
+    assert actions[-3:] == [SetTimer(None), LeaveChannel(KEY),
+                            refusal("malformed", "line too long")]
+
+
+# -- media and the connection's end ----------------------------------------------------------------
+
+def test_media_before_the_join_is_dropped_and_counted():
+    edge = Edge()
+    s = EdgeSession(edge)
+    assert not s.media_allowed
+    assert s.datagram_received() == [] and edge.counters["media_dropped"] == 1
+    assert not s.closed
+
+
+def test_media_without_publish_media_is_refused():
+    s = joined(token(privileges=("join", "publish-messages")))
+    assert not s.media_allowed
+    assert s.datagram_received() == [SetTimer(None), LeaveChannel(KEY), refusal(
+        "missing-privilege", "the token does not grant publish-media")]
+    assert s.datagram_received() == []
+
+
+def test_the_connection_ending_leaves_the_channel_without_a_refusal():
+    edge = Edge()
+    s = joined(edge=edge)
+    assert s.connection_terminated() == [SetTimer(None), LeaveChannel(KEY)]
+    assert s.closed and not s.media_allowed and edge.counters["refused"] == 0
+    assert s.connection_terminated() == []
+    assert s.data_received(line(edgeproto.publish(1, "late")), T0) == []
+    assert EdgeSession(Edge()).connection_terminated() == []
+
+
+# -- any sequence of events ------------------------------------------------------------------------
+
+LINES = [
+    edgeproto.join(token(ttl=60), "c1"),
+    edgeproto.join(token(ttl=60, privileges=("join",)), "c1"),
+    edgeproto.join(token(zone="cn"), "c1"),
+    edgeproto.join(token(), "c2"),
+    edgeproto.renew(token(ttl=90, now=T0 + 20)),
+    edgeproto.renew(token(ttl=60, privileges=("join", "publish-messages"), now=T0 + 20)),
+    edgeproto.renew(token(uid="other")),
+    edgeproto.publish(1, "hi"),
+    edgeproto.publish(2, "é" * 451),
+    {"type": "message", "id": "x", "body": "hi"},
+    {"type": "nonsense"},
+]
+EVENTS = st.one_of(
+    st.tuples(st.just("line"), st.sampled_from(range(len(LINES)))),
+    st.tuples(st.just("bytes"), st.binary(max_size=12)),
+    st.tuples(st.just("timer"), st.just(0)),
+    st.tuples(st.just("datagram"), st.just(0)),
+    st.tuples(st.just("drain"), st.booleans()),
+    st.tuples(st.just("end"), st.just(0)),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(EVENTS, st.floats(0, 40)), max_size=25))
+def test_any_sequence_of_events(events):
+    edge = Edge()
+    s = EdgeSession(edge)
+    now = float(T0)
+    member = False
+    timer: float | None = None
+    ended = False
+    for (kind, arg), dt in events:
+        now += dt
+        if kind == "line":
+            actions = s.data_received(line(LINES[arg]), now)
+        elif kind == "bytes":
+            actions = s.data_received(arg, now)
+        elif kind == "timer":
+            if timer is None:
+                continue
+            timer = None  # a timer fires once (early, on time or late)
+            actions = s.timer_fired(now)
+        elif kind == "datagram":
+            actions = [] if s.media_allowed else s.datagram_received()
+        elif kind == "drain":
+            edge.drained = arg
+            continue
+        else:
+            actions = s.connection_terminated()
+        if ended:
+            assert actions == [], "an action after the session closed"
+        for i, action in enumerate(actions):
+            if isinstance(action, EnterChannel):
+                assert not member
+                member = True
+            elif isinstance(action, LeaveChannel):
+                assert member
+                member = False
+            elif isinstance(action, SetTimer):
+                timer = action.at
+            elif isinstance(action, Close):
+                assert i == len(actions) - 1, "the close is the last action"
+        ended = s.closed
+        assert member == (s.grant is not None and not s.closed)
+        assert s.media_allowed == (member and "publish-media" in s.grant.privileges)
+        if s.closed:
+            assert timer is None, "a closed session keeps no timer"
+    assert edge.counters["refused"] <= 1
