@@ -77,8 +77,9 @@ def add_parsers(sub) -> None:
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
+    from controller.core import Settings
     from controller.routing import Hysteresis
-    from controller.service import Settings, serve
+    from controller.server import serve
     from skymesh.catalogue import CatalogueError
     from skymesh.policy import PolicyError
 

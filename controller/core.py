@@ -1,0 +1,576 @@
+"""The controller without its network: relays connect, report links, acknowledge tables and
+report channels and events; the core keeps the topology, computes routes, and tells each
+relay what to send it through the callback the relay's session gave when it connected.
+
+No gRPC, no asyncio and no clock: every method that needs the time takes it (`now`, the
+monotonic clock of the shell, and `unix`, its wall clock, for the event log), so a test or
+an in-memory mesh drives it on a virtual clock. controller/relay_service.py and
+controller/admin_service.py translate the wire to these calls; controller/server.py wires
+them and runs the recompute loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from controller import engine, routing
+from controller.distribution import Distribution, Push, RelayRoutes
+from controller.engine import FailoverPlan, Route
+from controller.membership import Channel, Interest, Members, Membership
+from controller.routing import CostModel, Hysteresis
+from controller.store import MemoryStore, Store
+from controller.topology import LinkRecord, Relay, Topology
+from skymesh.catalogue import Region
+from skymesh.linkstate import LINK
+from skymesh.policy import Policy
+
+log = logging.getLogger("skymesh.controller")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # how relays probe and judge links (skymesh.linkstate), handed to every relay
+    probe_interval_s: float = LINK.probe_interval_s
+    neighbour_probe_interval_s: float = LINK.neighbour_probe_interval_s
+    down_after: int = LINK.down_after
+    degraded_loss: float = LINK.degraded_loss
+    degraded_jitter_ms: float = LINK.degraded_jitter_ms
+    report_interval_s: float = 1.0
+    recompute_interval_s: float = 0.5
+    stale_after_s: float = 5.0
+    settle_samples: int = 8  # replies before a link counts as measured
+    # link cost changes below this fraction, or below dead_band_ms, do not recompute routes:
+    # a short link's cost moves by more than 2% with scheduling noise alone, and a mesh of
+    # 45 relays always had some link that did (a full recompute every interval)
+    dead_band: float = 0.02
+    dead_band_ms: float = 1.0
+    cost: CostModel = CostModel()
+    hysteresis: Hysteresis = Hysteresis()
+    # channel members are held back this long after a start, or until every region's relay
+    # is back, so relays that reconnect first are not told that the others' subscribers left
+    members_hold_s: float = 6.0
+    # after a restart among relays that still forward on tables (static stability), no new
+    # tables until every region's relay is back and measured, or this long: tables computed
+    # from half the mesh would take routes away that still work
+    resync_hold_s: float = 15.0
+    # a changed row waits for its new next hop to have installed a working row of its own
+    # (controller/ordering.py), at most this long
+    order_hold_s: float = 1.0
+    max_events: int = 10000  # relay events kept for `admin events` and drills
+
+
+# -- what relays send (as the relay service translates it from the wire) --------------------
+
+
+@dataclass(frozen=True)
+class Hello:
+    region: str
+    node_id: str
+    probe_addr: str
+    route_version: int = 0  # version of the tables the relay holds (0: none)
+    edge_addr: str = ""
+
+
+@dataclass(frozen=True)
+class RelayEvent:
+    """What a relay noticed and did on its own; times are the relay's wall clock."""
+
+    at_unix_s: float
+    kind: str
+    peer: str = ""
+    routes: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event as `admin events` lists it: the relay's (or the controller's own)."""
+
+    region: str  # the relay that reported it, or "controller"
+    event: RelayEvent
+    received_unix_s: float
+
+
+# -- what the controller sends relays -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peers:
+    """The relays to probe, and how to probe and judge links."""
+
+    peers: tuple[tuple[str, str], ...]  # (region, probe address)
+    probe_interval_s: float
+    report_interval_s: float
+    neighbour_probe_interval_s: float
+    down_after: int
+    degraded_loss: float
+    degraded_jitter_ms: float
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    app_secrets: Mapping[str, bytes]
+    fabric_key: bytes
+    accepted_keys: tuple[bytes, ...]
+    zones: tuple[str, ...]
+    drained: bool
+
+
+@dataclass(frozen=True)
+class Chaos:
+    drop_peers: tuple[str, ...] = ()
+    drop_all: bool = False
+    until_unix_s: float = 0.0
+
+
+Message = Peers | RelayConfig | Push | Members | Chaos
+Send = Callable[[Message | None], None]  # None: end the session
+
+
+@dataclass(eq=False)
+class Session:
+    """A connected relay as the core sees it; `send` reaches that one session."""
+
+    relay: Relay
+    send: Send
+    routes: RelayRoutes
+    edge_addr: str = ""
+    counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
+
+
+# -- what admin queries get -----------------------------------------------------------------
+
+
+class Refused(Exception):
+    """An admin request the core does not carry out; the subclass says why, the message
+    says what (the admin service turns the kind into a status code)."""
+
+
+class NotFound(Refused):
+    """A region or zone the catalogue or policy does not have."""
+
+
+class NotReady(Refused):
+    """The request is sound but the mesh is not in a state to serve it."""
+
+
+class BadRequest(Refused):
+    """The request itself is incomplete."""
+
+
+@dataclass(frozen=True)
+class Status:
+    relays: int
+    regions: int
+    route_version: int
+    converged: bool
+    links_up: int
+    links_measured: int
+    links_expected: int
+    relays_acked: int
+    uptime_s: float
+    converged_for_s: float
+    rejected_samples: int
+    rejected_tables: int
+
+
+@dataclass(frozen=True)
+class LinkView:
+    record: LinkRecord
+    age_s: float
+    cost_ms: float
+    suppressed: bool
+
+
+@dataclass(frozen=True)
+class PathAnswer:
+    src: str
+    dst: str
+    version: int
+    zone: str
+    path: tuple[str, ...] = ()
+    cost_ms: float = 0.0
+    reachable: bool = False
+    backup_next_hop: str = ""
+    backup_kind: str = "none"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    zone: str
+    channel: str
+    publisher_regions: list[str]
+    subscriber_regions: list[str]
+
+
+class Controller:
+    """Topology, routes, what each relay was pushed, channel members, drains and events."""
+
+    def __init__(self, catalogue: Mapping[str, Region], policy: Policy,
+                 settings: Settings = Settings(), apps: Mapping[str, bytes] | None = None,
+                 fabric_keys: list[bytes] | None = None, store: Store | None = None, *,
+                 now: float, wake: Callable[[], None] = lambda: None) -> None:
+        self.catalogue = dict(catalogue)
+        # what the operator changed (drains), kept across restarts
+        self.store: Store = store if store is not None else MemoryStore()
+        self.drained: set[str] = set(self.store.load(self.catalogue).drained)
+        self.apps = dict(apps or {})
+        # the first key signs; the others are still accepted (rotation)
+        self.fabric_keys = list(fabric_keys or [os.urandom(32)])
+        self.settings = settings
+        self.wake = wake  # asks the shell to recompute now rather than at the next interval
+        self.started = now
+        self.topology = Topology(self.catalogue, settings.stale_after_s,
+                                 settings.settle_samples)
+        self.sessions: dict[str, Session] = {}
+        self.distribution = Distribution(settings.order_hold_s)
+        self.membership = Membership(len(self.catalogue), settings.members_hold_s, now)
+        self.policy = policy.restrict(self.catalogue)
+        self.graph = routing.build_graph([], [])
+        self.links_up: Callable[[str, str], bool] = self.graph.has_edge  # as last measured
+        self.routes = engine.compute(self.graph, self.policy)
+        self.tables: dict[str, list[Route]] = {}  # each relay's rows
+        self.routes_complete = False  # computed when every relay had measured all its links
+        self.dirty = True
+        self.converged_since: float | None = None
+        self.rejected_tables = 0
+        self.warm = False  # some relay held tables when it connected: resynchronising
+        self.avoid_changed = False
+        # regions that several relays report down: carry no transit until they are back
+        self.unreachable: frozenset[str] = frozenset()
+        self.events: deque[Event] = deque(maxlen=settings.max_events)
+
+    @property
+    def version(self) -> int:
+        """The route-set version last pushed (or held by a relay that connected)."""
+        return self.distribution.version
+
+    # -- relay sessions --------------------------------------------------------------------
+
+    def connect(self, hello: Hello, send: Send, now: float, unix: float) -> Session:
+        relay = Relay(hello.region, hello.node_id, hello.probe_addr, now, hello.route_version)
+        old = self.sessions.pop(hello.region, None)
+        if old:
+            log.info("%s: node %s replaces %s", relay.region, relay.node_id, old.relay.node_id)
+            old.send(None)
+        self.topology.add_relay(relay)
+        # versions only grow, across controller restarts too
+        session = Session(relay, send, self.distribution.attach(relay.region,
+                                                                 hello.route_version),
+                          edge_addr=hello.edge_addr)
+        self.sessions[relay.region] = session
+        self.membership.connect(relay.region)
+        if hello.route_version and not self.tables:
+            self.warm = True  # relays run on tables from before this controller started
+        self.broadcast_peers()
+        session.send(self.config_for(relay.region))
+        self.dirty = True
+        self.record("relay-connected", relay.region,
+                    f"{relay.node_id}, holding routes v{hello.route_version}", unix=unix)
+        log.info(
+            "%s: relay %s connected from %s (holds routes v%d)",
+            relay.region,
+            relay.node_id,
+            relay.probe_addr,
+            hello.route_version,
+        )
+        return session
+
+    def disconnect(self, session: Session, now: float, unix: float) -> None:
+        region = session.relay.region
+        if self.sessions.get(region) is session:
+            del self.sessions[region]
+            self.distribution.detach(session.routes)
+            self.topology.remove_relay(region)
+            self.broadcast_peers()
+            self.send_members(self.membership.disconnect(region, now))
+            self.dirty = True
+            self.wake()
+            self.record("relay-disconnected", region, session.relay.node_id, unix=unix)
+            log.info("%s: relay %s disconnected", region, session.relay.node_id)
+
+    def current(self, session: Session) -> bool:
+        """Whether `session` is still its region's (a newer relay may have replaced it)."""
+        return self.sessions.get(session.relay.region) is session
+
+    def broadcast_peers(self) -> None:
+        relays = sorted(self.topology.relays.values(), key=lambda r: r.region)
+        for session in self.sessions.values():
+            session.send(Peers(
+                peers=tuple((r.region, r.probe_addr) for r in relays
+                            if r.region != session.relay.region),
+                probe_interval_s=self.settings.probe_interval_s,
+                report_interval_s=self.settings.report_interval_s,
+                neighbour_probe_interval_s=self.settings.neighbour_probe_interval_s,
+                down_after=self.settings.down_after,
+                degraded_loss=self.settings.degraded_loss,
+                degraded_jitter_ms=self.settings.degraded_jitter_ms,
+            ))
+
+    def config_for(self, region: str) -> RelayConfig:
+        zones = tuple(z.name for z in self.policy.zones.values() if region in z.regions)
+        return RelayConfig(app_secrets=dict(self.apps), fabric_key=self.fabric_keys[0],
+                           accepted_keys=tuple(self.fabric_keys[1:]), zones=zones,
+                           drained=region in self.drained)
+
+    def on_report(self, session: Session, samples: list[Mapping], counters: Mapping[str, int],
+                  now: float) -> None:
+        """A relay's link samples (dicts as controller/topology.py checks them)."""
+        session.counters = dict(counters)
+        problems = self.topology.report(session.relay.region, samples, now)
+        for problem in problems:
+            log.warning("%s: rejected sample: %s", session.relay.region, problem)
+        self.dirty = True
+
+    def on_ack(self, session: Session, version: int, accepted: bool, reason: str = "") -> None:
+        if accepted:
+            if self.distribution.on_ack(session.routes, version):
+                self.wake()  # rows held for this relay's may go now
+        else:
+            self.rejected_tables += 1
+            log.warning("%s: rejected routes v%d: %s", session.relay.region, version, reason)
+            self.distribution.on_nack(session.routes)
+            self.dirty = True
+
+    def on_events(self, session: Session, events: Iterable[RelayEvent], unix: float) -> None:
+        for e in events:
+            self.events.append(Event(session.relay.region, e, unix))
+            if e.kind in ("link-down", "link-up", "reroute"):
+                log.info("%s: %s %s %s", session.relay.region, e.kind, e.peer, e.detail)
+                self.dirty = True
+                self.wake()
+
+    def record(self, kind: str, peer: str = "", detail: str = "", *, unix: float) -> None:
+        """An event of the controller's own, beside the relays'."""
+        self.events.append(Event("controller", RelayEvent(at_unix_s=unix, kind=kind, peer=peer,
+                                                          detail=detail), unix))
+
+    # -- channels --------------------------------------------------------------------------
+
+    def on_channels(self, session: Session, interest: Interest, now: float) -> None:
+        """The channels a relay's edge has sessions in, replacing what it reported before.
+        A session that a newer relay of its region replaced speaks for nobody."""
+        if self.current(session):
+            self.send_members(self.membership.on_channels(session.relay.region, interest, now))
+
+    def send_members(self, updates: list[Members]) -> None:
+        for update in updates:
+            self.sessions[update.region].send(update)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def tick(self, now: float, unix: float) -> None:
+        """One round of the shell's loop: members after their hold, routes, convergence."""
+        self.send_members(self.membership.release_due(now))
+        self.recompute(now, unix)
+        self.converged(now)
+
+    def resyncing(self, now: float) -> bool:
+        """After a restart among relays that forward on earlier tables: hold new tables until
+        every region is back and measured, or for resync_hold_s."""
+        if not self.warm:
+            return False
+        done = (len(self.sessions) == len(self.catalogue) and self.all_measured()) or \
+            now - self.started >= self.settings.resync_hold_s
+        if done:
+            self.warm = False
+            log.info("resynchronised with %d relays after %.1f s", len(self.sessions),
+                     now - self.started)
+        return not done
+
+    def recompute(self, now: float, unix: float) -> bool:
+        """Expire stale links, recompute routes, push changed rows. True if anything moved."""
+        if self.topology.expire(now):
+            self.dirty = True
+        # held rows go out when their next hop acknowledges, or after order_hold_s
+        waiting = bool(self.distribution.awaited)
+        if not (self.dirty or waiting) or self.resyncing(now):
+            return False
+        if not self.dirty:
+            return self.push_staged(now)
+        self.dirty = False
+        # routes from a partial measurement are no reason to hold on to a path
+        previous = self.routes if self.routes_complete else None
+        self.routes_complete = self.all_measured()
+        graph = routing.build_graph(self.sessions, self.topology.usable_links(now),
+                                    self.settings.cost)
+        unreachable = self.topology.unreachable() & set(self.sessions)
+        if unreachable != self.unreachable:
+            for region in sorted(unreachable - self.unreachable):
+                self.record("region-unreachable", region, "links to it down at several relays",
+                            unix=unix)
+                log.warning("%s: unreachable from several relays: no transit through it",
+                            region)
+            for region in sorted(self.unreachable - unreachable):
+                self.record("region-reachable", region, unix=unix)
+                log.info("%s: reachable again", region)
+            self.unreachable = unreachable
+            self.avoid_changed = True
+        # nothing to compute while no link moved beyond measurement noise
+        if previous is None or self.avoid_changed or not routing.same_within(
+                graph, self.graph, self.settings.dead_band, self.settings.dead_band_ms):
+            self.graph = graph
+            self.avoid_changed = False
+            self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis,
+                                         self.drained | self.unreachable)
+            self.tables = {region: self.routes.table(region) for region in self.sessions}
+        self.links_up = graph.has_edge
+        return self.push_staged(now)
+
+    def push_staged(self, now: float) -> bool:
+        """Push each relay whose staged rows changed; True if any did."""
+        pushes = self.distribution.push_staged(self.tables, self.links_up, self.unreachable,
+                                               now)
+        for push in pushes:
+            self.sessions[push.region].send(push)
+        return bool(pushes)
+
+    def converged(self, now: float) -> bool:
+        ok = (
+            bool(self.sessions)
+            and self.routes_complete
+            and self.all_measured()
+            and all(s.routes.in_sync for s in self.sessions.values())
+        )
+        if not ok:
+            self.converged_since = None
+        elif self.converged_since is None:
+            self.converged_since = now
+        return ok
+
+    def all_measured(self) -> bool:
+        return all(self.topology.measured(r) for r in self.sessions)
+
+    # -- operator requests -----------------------------------------------------------------
+
+    def known(self, *regions: str) -> None:
+        for rid in regions:
+            if rid not in self.catalogue:
+                raise NotFound(f"unknown region {rid!r}: not in the catalogue")
+
+    def zone(self, name: str) -> engine.ZoneRoutes:
+        zones = self.routes.zones
+        if name not in zones:
+            raise NotFound(f"unknown zone {name!r} (zones: {', '.join(zones)})")
+        return zones[name]
+
+    def drain(self, region: str, drained: bool, now: float, unix: float) -> None:
+        """Drain (or undrain) a region: its edge refuses new sessions and routes move their
+        transit off it, make-before-break (it keeps forwarding what still comes its way).
+        Raises OSError, with nothing changed, if the store could not keep the change."""
+        self.known(region)
+        before = set(self.drained)
+        (self.drained.add if drained else self.drained.discard)(region)
+        try:
+            self.store.save_drained(self.drained)
+        except OSError:
+            self.drained = before
+            raise
+        if self.drained != before:
+            self.record("drain" if drained else "undrain", region, unix=unix)
+            log.info("%s: %s", region, "drained" if drained else "undrained")
+            self.avoid_changed = True
+            self.dirty = True
+            if (session := self.sessions.get(region)) is not None:
+                session.send(self.config_for(region))
+            self.recompute(now, unix)
+
+    def chaos(self, region: str, chaos: Chaos, unix: float) -> None:
+        """Hand a relay a fault to inject (drills)."""
+        self.known(region)
+        session = self.sessions.get(region)
+        if session is None:
+            raise NotReady(f"region {region!r} has no relay connected")
+        self.known(*chaos.drop_peers)
+        session.send(chaos)
+        what = "every peer" if chaos.drop_all else ", ".join(chaos.drop_peers) or "nothing"
+        self.record("chaos", region, f"dropping traffic with {what}", unix=unix)
+
+    def status(self, now: float) -> Status:
+        up, measured, expected = self.topology.counts()
+        converged = self.converged(now)
+        return Status(
+            relays=len(self.sessions),
+            regions=len(self.catalogue),
+            route_version=self.version,
+            converged=converged,
+            links_up=up,
+            links_measured=measured,
+            links_expected=expected,
+            relays_acked=self.distribution.relays_in_sync(),
+            uptime_s=now - self.started,
+            converged_for_s=now - self.converged_since if converged else 0.0,
+            rejected_samples=self.topology.rejected_samples,
+            rejected_tables=self.rejected_tables,
+        )
+
+    def links(self, now: float) -> list[LinkView]:
+        return [LinkView(record=r, age_s=now - r.received_at,
+                         cost_ms=routing.link_cost(r.latency_ms, r.routing_loss,
+                                                   self.settings.cost),
+                         suppressed=self.topology.damper.suppressed((src, dst), now))
+                for (src, dst), r in sorted(self.topology.links.items())]
+
+    def table_of(self, region: str, zone: str = "") -> tuple[int, list[Route]]:
+        """(the version last pushed to the region's relay, 0: none; its rows, of `zone` or of
+        every zone)."""
+        self.known(region)
+        rows = self.tables.get(region, [])
+        if zone:
+            self.zone(zone)
+            rows = [r for r in rows if r.zone == zone]
+        session = self.sessions.get(region)
+        return (session.routes.pushed_version if session else 0), rows
+
+    def path(self, src: str, dst: str, zone: str = "") -> PathAnswer:
+        """The route from `src` to `dst` in `zone` (default: global), or why there is none."""
+        self.known(src, dst)
+        routes = self.zone(zone or "global")
+        route = routes.route(src, dst)
+        reason = routes.unreachable_reason(src, dst)
+        if route:
+            return PathAnswer(src, dst, self.version, routes.zone, path=route.path,
+                              cost_ms=round(route.cost_ms, 3), reachable=True,
+                              backup_next_hop=route.backup_next_hop or "",
+                              backup_kind=route.backup_kind)
+        if src == dst and not reason:
+            return PathAnswer(src, dst, self.version, routes.zone, path=(src,), reachable=True)
+        reason = reason or f"no path from {src} to {dst}"
+        if self.warm:
+            reason += ("; the controller is resynchronising after a restart (the relays "
+                       "forward on their own tables meanwhile)")
+        return PathAnswer(src, dst, self.version, routes.zone, reason=reason)
+
+    def plan_failover(self, region: str = "", link: tuple[str, str] | None = None,
+                      zone: str = "") -> FailoverPlan:
+        """What losing `region`, or the link both ways, would do to the routes in force."""
+        zones = [self.zone(zone).zone] if zone else None
+        if region:
+            self.known(region)
+            if region not in self.graph:
+                raise NotReady(f"{region} has no relay in the topology")
+            return engine.plan_failover(self.graph, self.policy, self.routes, region=region,
+                                        zones=zones, hysteresis=self.settings.hysteresis,
+                                        avoid=self.drained)
+        if link and link[0] and link[1]:
+            self.known(*link)
+            return engine.plan_failover(self.graph, self.policy, self.routes, link=link,
+                                        zones=zones, hysteresis=self.settings.hysteresis,
+                                        avoid=self.drained)
+        raise BadRequest("name a region, or both ends of a link")
+
+    def channels(self) -> list[ChannelView]:
+        return [ChannelView(zone, channel, self.membership.publishers_of((zone, channel)),
+                            list(self.membership.members_of((zone, channel))))
+                for zone, channel in self.membership.channels()]
+
+    def members_of(self, key: Channel) -> tuple[str, ...]:
+        return self.membership.members_of(key)
+
+    def events_since(self, since_unix_s: float) -> list[Event]:
+        return [e for e in self.events if e.event.at_unix_s >= since_unix_s]

@@ -1,0 +1,167 @@
+"""What each relay was pushed and has acknowledged: versioned route tables, xDS style.
+
+Every push carries a new version (versions only grow, across controller restarts too: a
+relay's hello says what it holds) and a nonce; the relay acknowledges or rejects it. A
+rejection makes the relay's next table go out at the next version even if it is unchanged.
+Acknowledgements may arrive after newer pushes (under churn they often do), so the rows of
+every version not yet acknowledged are kept, up to a cap for a relay that stopped answering.
+What a relay acknowledged is what it has installed, and that is what the ordering of changes
+(controller/ordering.py) builds on: a changed row waits until its new next hop has installed
+a row that leads on, or at most `order_hold_s`.
+
+Plain state fed events with explicit times; the controller core decides when to push and
+its shell puts the pushes on the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from controller import ordering
+from controller.engine import Route
+
+log = logging.getLogger("skymesh.controller")
+
+MAX_UNACKED = 16  # versions kept for a relay that does not acknowledge
+Paths = list[tuple[str, str, tuple[str, ...], str | None]]
+
+
+def paths_of(rows: list[Route]) -> Paths:
+    """What makes a table different for a relay: paths and backups, not drifting costs."""
+    return [(r.zone, r.dst, r.path, r.backup_next_hop) for r in rows]
+
+
+def new_nonce() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Push:
+    """A route table for one relay, to send as it is."""
+
+    region: str
+    version: int
+    nonce: str
+    rows: tuple[Route, ...]
+
+
+@dataclass(eq=False)
+class RelayRoutes:
+    """One relay's tables as the controller pushed them and the relay acknowledged them."""
+
+    region: str
+    pushed: Paths | None = None  # paths of the rows last pushed; None: push again
+    pushed_version: int = 0
+    acked_version: int = 0
+    # rows of the versions pushed and not acknowledged yet: an ack may come for one that a
+    # newer push has already followed
+    unacked: dict[int, list[Route]] = field(default_factory=dict)
+    installed: dict[ordering.Key, Route] = field(default_factory=dict)  # as last acked
+    sent: dict[ordering.Key, Route] = field(default_factory=dict)  # as last pushed
+    held: int = 0  # target rows not pushed yet, waiting for their next hop
+    held_since: float | None = None
+
+    @property
+    def in_sync(self) -> bool:
+        return self.pushed is not None and self.acked_version == self.pushed_version \
+            and not self.held
+
+    def acknowledge(self, version: int) -> bool:
+        """Take an ACK; True if it installed rows (it did unless the version was dropped
+        under the cap)."""
+        self.acked_version = max(self.acked_version, version)
+        rows = self.unacked.get(version)
+        if rows is None:
+            return False
+        self.installed = {(r.zone, r.dst): r for r in rows}
+        self.unacked = {v: r for v, r in self.unacked.items() if v > version}
+        return True
+
+
+class Distribution:
+    """The version counter and every connected relay's `RelayRoutes`."""
+
+    def __init__(self, order_hold_s: float = 1.0, max_unacked: int = MAX_UNACKED,
+                 nonce: Callable[[], str] = new_nonce) -> None:
+        self.order_hold_s = order_hold_s
+        self.max_unacked = max_unacked
+        self.nonce = nonce
+        self.version = 0
+        self.relays: dict[str, RelayRoutes] = {}
+        self.awaited: set[str] = set()  # the next hops that held rows wait for
+
+    def attach(self, region: str, holds_version: int = 0) -> RelayRoutes:
+        """A relay connected (replacing any earlier one of its region): it has been pushed
+        nothing on this session, and the versions go on above what it holds."""
+        self.version = max(self.version, holds_version)
+        self.relays.pop(region, None)
+        relay = self.relays[region] = RelayRoutes(region)
+        return relay
+
+    def detach(self, relay: RelayRoutes) -> None:
+        if self.relays.get(relay.region) is relay:
+            del self.relays[relay.region]
+
+    def stage(self, tables: Mapping[str, list[Route]], links_up: Callable[[str, str], bool],
+              gone: frozenset[str], now: float) -> dict[str, list[Route]]:
+        """Each relay's rows to push now: the target tables, less the changed rows whose new
+        next hop is not ready (controller/ordering.py), unless they waited order_hold_s."""
+        installed = {region: r.installed for region, r in self.relays.items()}
+        staged = {}
+        self.awaited = set()
+        for region, relay in self.relays.items():
+            target = tables.get(region, [])
+            rows, held = ordering.stage(region, target, installed, links_up, gone, relay.sent)
+            if held and relay.held_since is None:
+                relay.held_since = now
+            if held and now - relay.held_since >= self.order_hold_s:
+                # routine while routes settle (at start-up they change every few hundred ms)
+                log.info("%s: %d rows pushed after waiting %.1f s for their next hops",
+                         region, held, self.order_hold_s)
+                rows, held = target, 0
+            if not held:
+                relay.held_since = None
+            else:
+                self.awaited |= {t.next_hop for t, r in zip(target, rows, strict=True)
+                                 if t is not r}
+            relay.held = held
+            staged[region] = rows
+        return staged
+
+    def push_staged(self, tables: Mapping[str, list[Route]],
+                    links_up: Callable[[str, str], bool], gone: frozenset[str],
+                    now: float) -> list[Push]:
+        """The pushes for every relay whose staged rows changed, all at one new version."""
+        staged = self.stage(tables, links_up, gone, now)
+        # a new version when some relay's paths change; costs alone drift with every sample
+        changed = [r for r in self.relays.values() if r.pushed != paths_of(staged[r.region])]
+        if not changed:
+            return []
+        self.version += 1
+        held = sum(r.held for r in self.relays.values())
+        log.info("routes v%d: %d relays' tables changed%s", self.version, len(changed),
+                 f", {held} rows wait for their next hop" if held else "")
+        return [self.push(relay, staged[relay.region]) for relay in changed]
+
+    def push(self, relay: RelayRoutes, rows: list[Route]) -> Push:
+        """Record `rows` as pushed to `relay` at the current version."""
+        relay.pushed, relay.pushed_version = paths_of(rows), self.version
+        relay.unacked[self.version] = rows
+        relay.sent = {(r.zone, r.dst): r for r in rows}
+        for version in sorted(relay.unacked)[:-self.max_unacked]:  # stopped acknowledging
+            del relay.unacked[version]
+        return Push(relay.region, self.version, self.nonce(), tuple(rows))
+
+    def on_ack(self, relay: RelayRoutes, version: int) -> bool:
+        """Take an ACK; True if rows held for this relay's may go now (recompute soon)."""
+        return relay.acknowledge(version) and relay.region in self.awaited
+
+    def on_nack(self, relay: RelayRoutes) -> None:
+        relay.pushed = None  # push again at the next version
+
+    def relays_in_sync(self) -> int:
+        """How many relays have acknowledged all they were pushed, with nothing held."""
+        return sum(r.in_sync for r in self.relays.values())

@@ -1,0 +1,95 @@
+"""The RelayControl gRPC service: one long-lived stream per relay, translated to and from the
+controller core (controller/core.py). It owns the session's queue, its reader task and the
+clocks; every decision is the core's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+
+import grpc
+
+from controller import translate
+from controller.core import Controller, Message, Session
+from skymesh.catalogue import Region
+from skymesh.v1 import relay_pb2, relay_pb2_grpc
+
+log = logging.getLogger("skymesh.controller")
+
+_ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
+
+
+class RelayControlService(relay_pb2_grpc.RelayControlServicer):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[relay_pb2.RelayMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator:
+        ctl = self.controller
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        problem = check_hello(first, ctl.catalogue)
+        if problem:
+            code, reason = problem
+            log.warning("refused a relay session: %s", reason)
+            await context.abort(code, reason)
+        queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        session = ctl.connect(translate.hello(first.hello), queue.put_nowait, time.monotonic(),
+                              time.time())
+        reader = asyncio.create_task(self._read(session, queue, request_iterator))
+        try:
+            while (msg := await queue.get()) is not None:
+                yield translate.controller_message(msg)
+        finally:
+            reader.cancel()
+            ctl.disconnect(session, time.monotonic(), time.time())
+
+    async def _read(self, session: Session, queue: asyncio.Queue,
+                    requests: AsyncIterator[relay_pb2.RelayMessage]) -> None:
+        ctl = self.controller
+        try:
+            async for msg in requests:
+                kind = msg.WhichOneof("msg")
+                if kind == "report":
+                    ctl.on_report(session, translate.samples(msg.report),
+                                  msg.report.counters, time.monotonic())
+                elif kind == "ack":
+                    ctl.on_ack(session, msg.ack.version, msg.ack.accepted, msg.ack.reason)
+                elif kind == "channels":
+                    ctl.on_channels(session, translate.interest(msg.channels),
+                                    time.monotonic())
+                elif kind == "events":
+                    ctl.on_events(session, [translate.relay_event(e)
+                                            for e in msg.events.events], time.time())
+                else:
+                    log.warning("%s: unexpected %s message ignored", session.relay.region, kind)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            queue.put_nowait(None)
+
+
+def check_hello(
+    msg: relay_pb2.RelayMessage, catalogue: Mapping[str, Region]
+) -> tuple[grpc.StatusCode, str] | None:
+    if msg.WhichOneof("msg") != "hello":
+        return grpc.StatusCode.INVALID_ARGUMENT, "the first message of a session must be a hello"
+    hello = msg.hello
+    if hello.region not in catalogue:
+        return grpc.StatusCode.NOT_FOUND, f"unknown region {hello.region!r}: not in the catalogue"
+    if not _ADDR.match(hello.probe_addr):
+        return (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"probe_addr {hello.probe_addr!r} is not host:port",
+        )
+    if hello.edge_addr and not _ADDR.match(hello.edge_addr):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"edge_addr {hello.edge_addr!r} is not host:port"
+    return None

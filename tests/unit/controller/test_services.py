@@ -1,0 +1,144 @@
+"""The gRPC shells (controller/relay_service.py, controller/admin_service.py) called as the
+server calls them, without a server: status codes and reasons, a relay session's stream.
+(tests/integration/ runs them on real servers.)"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from controller.admin_service import AdminService
+from controller.core import Controller
+from controller.relay_service import RelayControlService, check_hello
+from controller.store import FileStore
+from skymesh.catalogue import Region
+from skymesh.policy import Policy, Zone
+from skymesh.v1 import admin_pb2, relay_pb2
+
+REGIONS = ("aa", "bb")
+
+
+class Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
+class Context:
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+def core(store=None) -> Controller:
+    catalogue = {r: Region(id=r, name=r.upper(), country="DE", lat=0.0, lon=0.0)
+                 for r in REGIONS}
+    policy = Policy({"global": Zone("global", frozenset(REGIONS))})
+    return Controller(catalogue, policy, store=store, now=0.0)
+
+
+def call(method, request):
+    return asyncio.run(method(request, Context()))
+
+
+def refused(method, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(Aborted) as e:
+        call(method, request)
+    return e.value.code, e.value.details
+
+
+def test_admin_refusals_keep_their_status_codes_and_reasons(tmp_path: Path):
+    admin = AdminService(core())
+    assert refused(admin.Routes, admin_pb2.RoutesRequest(region="zz")) == (
+        grpc.StatusCode.NOT_FOUND, "unknown region 'zz': not in the catalogue")
+    assert refused(admin.Path, admin_pb2.PathRequest(src="aa", dst="bb", zone="eu")) == (
+        grpc.StatusCode.NOT_FOUND, "unknown zone 'eu' (zones: global)")
+    assert refused(admin.PlanFailover, admin_pb2.FailoverRequest()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "name a region, or both ends of a link")
+    assert refused(admin.PlanFailover, admin_pb2.FailoverRequest(region="aa")) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "aa has no relay in the topology")
+    assert refused(admin.Chaos, admin_pb2.ChaosRequest(region="aa")) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "region 'aa' has no relay connected")
+    assert refused(admin.Drain, admin_pb2.DrainRequest(region="zz", drained=True)) == (
+        grpc.StatusCode.NOT_FOUND, "unknown region 'zz': not in the catalogue")
+
+
+def test_a_drain_that_cannot_be_kept_is_unavailable_and_names_the_file(tmp_path: Path):
+    path = tmp_path / "missing-dir" / "state.json"
+    ctl = core(FileStore(path))
+    code, details = refused(AdminService(ctl).Drain,
+                            admin_pb2.DrainRequest(region="aa", drained=True))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert details.startswith(f"could not keep the change in {path}: ")
+    assert ctl.drained == set()
+
+
+def test_admin_replies_carry_the_cores_answers(tmp_path: Path):
+    ctl = core(FileStore(tmp_path / "state.json"))
+    admin = AdminService(ctl)
+    reply = call(admin.Drain, admin_pb2.DrainRequest(region="bb", drained=True))
+    assert list(reply.drained_regions) == ["bb"] and reply.drained
+    status = call(admin.Status, admin_pb2.StatusRequest())
+    assert (status.relays, status.regions, status.converged) == (0, 2, False)
+    regions = call(admin.Regions, admin_pb2.RegionsRequest()).regions
+    assert [(r.id, r.connected, r.drained) for r in regions] == [
+        ("aa", False, False), ("bb", False, True)]
+    path = call(admin.Path, admin_pb2.PathRequest(src="aa", dst="bb"))
+    assert not path.reachable and path.zone == "global" and path.backup_kind == "none"
+    assert path.reason == "aa has no relay in the topology"
+    events = call(admin.Events, admin_pb2.EventsRequest()).events
+    assert [(e.region, e.event.kind, e.event.peer) for e in events] == [
+        ("controller", "drain", "bb")]
+
+
+def test_a_hello_is_checked_before_the_session_starts():
+    def hello(**kw) -> relay_pb2.RelayMessage:
+        fields = {"region": "aa", "node_id": "n", "probe_addr": "127.0.0.1:9"} | kw
+        return relay_pb2.RelayMessage(hello=relay_pb2.Hello(**fields))
+
+    catalogue = dict.fromkeys(REGIONS)
+    assert check_hello(hello(), catalogue) is None
+    assert check_hello(relay_pb2.RelayMessage(ack=relay_pb2.RouteAck()), catalogue) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "the first message of a session must be a hello")
+    assert check_hello(hello(region="zz"), catalogue) == (
+        grpc.StatusCode.NOT_FOUND, "unknown region 'zz': not in the catalogue")
+    assert check_hello(hello(probe_addr="nohost"), catalogue)[1] == (
+        "probe_addr 'nohost' is not host:port")
+    assert check_hello(hello(edge_addr="x y:1"), catalogue)[1] == (
+        "edge_addr 'x y:1' is not host:port")
+
+
+def test_a_relay_session_streams_the_cores_messages_and_ends_with_the_relays_stream():
+    ctl = core()
+
+    async def requests():
+        yield relay_pb2.RelayMessage(hello=relay_pb2.Hello(
+            region="aa", node_id="aa-1", probe_addr="127.0.0.1:9", route_version=3))
+        yield relay_pb2.RelayMessage(channels=relay_pb2.Channels(channels=[
+            relay_pb2.ChannelInterest(zone="global", channel="c", subscribers=True)]))
+
+    async def session() -> list[relay_pb2.ControllerMessage]:
+        stream = RelayControlService(ctl).Session(requests(), Context())
+        return [msg async for msg in stream]
+
+    got = asyncio.run(session())
+    assert [m.WhichOneof("msg") for m in got] == ["peers", "config"]
+    assert list(got[1].config.zones) == ["global"]
+    assert ctl.sessions == {}  # the relay's stream ended: disconnected
+    assert ctl.version == 3
+    assert [e.event.kind for e in ctl.events] == ["relay-connected", "relay-disconnected"]
+
+
+def test_a_session_that_does_not_start_with_a_hello_is_refused():
+    async def requests():
+        yield relay_pb2.RelayMessage(ack=relay_pb2.RouteAck(version=1))
+
+    async def session() -> None:
+        async for _ in RelayControlService(core()).Session(requests(), Context()):
+            pass
+
+    with pytest.raises(Aborted) as e:
+        asyncio.run(session())
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
