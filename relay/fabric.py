@@ -1,6 +1,7 @@
 """A relay's data plane between regions: channel datagrams in and out, fanned out along the
 route tables (one copy per next hop), delivered to the local edge, with end-to-end reliable
-messages. No sockets: the relay node hands it datagrams and gives it a `send(region, bytes)`.
+messages. No sockets and no clock: the relay node hands it datagrams, its clock and its send
+functions (`send(region, bytes)`, and the socket's own for the transit fast path).
 
 Message payload: base u64 | message id u64 | origin len u8 | origin | uid len u8 | uid | body
 (the origin numbers the stream in the header's seq; see relay/reliable.py for base).
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 
@@ -35,12 +36,24 @@ from relay.datagram import (
     BadDatagram,
     Datagram,
 )
-from relay.edge import ChannelKey, EdgeState
 from relay.reliable import Copy, InStream, OutStream, ReliableSettings
 from relay.tables import RouteTables
 
 HOP_LIMIT = 16
 _BASE = _MID = struct.Struct("!Q")
+
+ChannelKey = tuple[str, str]  # (zone, "app/channel")
+
+
+class LocalEdge(Protocol):
+    """The relay's client edge as the fabric delivers to it (relay/edge.py's EdgeState); a
+    protocol, so that the data plane does not load the edge's QUIC stack."""
+
+    def members(self, key: ChannelKey) -> Collection[object]: ...
+
+    def deliver_media(self, key: ChannelKey, data: bytes) -> None: ...
+
+    def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str) -> None: ...
 
 
 @dataclass
@@ -67,9 +80,10 @@ class Fabric:
     region: str
     tables: RouteTables
     send: Callable[[str, bytes], bool]  # (next-hop region, datagram) -> sent?
+    clock: Callable[[], float]  # monotonic seconds, for calls that do not say the time
     counters: Counter = field(default_factory=Counter)
     sent_to: Counter = field(default_factory=Counter)  # datagrams by next hop, for the relay
-    edge: EdgeState | None = None
+    edge: LocalEdge | None = None
     keys: FabricKeys = field(default_factory=FabricKeys)
     zones: frozenset[str] = frozenset()
     on_interest: Callable[[], None] = lambda: None
@@ -141,7 +155,7 @@ class Fabric:
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int, body: str,
                           now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         if key not in self.known:
             self.held.setdefault(key, []).append((stream, uid, mid, body, now))
             self.counters["messages.held"] += 1
@@ -168,7 +182,7 @@ class Fabric:
         if self.transit(data):
             return
         if now is None:
-            now = time.monotonic()
+            now = self.clock()
         try:
             d = self._decode(data)
         except BadDatagram as e:

@@ -92,13 +92,14 @@ class Mesh:
         self.queue: deque[tuple[str, str, bytes]] = deque()
         self.links: Counter[tuple[str, str]] = Counter()
         self.fabrics: dict[str, Fabric] = {}
+        self.now = 0.0  # the simulated clock, for calls that do not say the time
         for r in self.regions:
             tables = RouteTables(r)
             entries = [Entry(dst, path[1], path, hop_cost_ms * (len(path) - 1), zone)
                        for (src, dst), path in sorted(self.paths.items()) if src == r
                        for zone in zones]
             assert tables.apply(1, entries) is None
-            f = Fabric(r, tables, self._sender(r), edge=FakeEdge(),
+            f = Fabric(r, tables, self._sender(r), lambda: self.now, edge=FakeEdge(),
                        reliable=reliable or ReliableSettings())
             f.configure(KEY, [], zones)
             self.fabrics[r] = f
@@ -118,6 +119,7 @@ class Mesh:
 
     def run(self, now: float = 0.0) -> None:
         """Deliver until nothing is in flight (no loss)."""
+        self.now = now
         while self.queue:
             _, hop, data = self.queue.popleft()
             self.fabrics[hop].on_datagram(data, now)
@@ -125,6 +127,7 @@ class Mesh:
     def step(self, now: float, rng: random.Random | None = None, loss: float = 0.0) -> None:
         """Deliver what is in flight now (lossy, reordered, duplicated with `rng`), then tick
         every fabric."""
+        self.now = now
         batch = [self.queue.popleft() for _ in range(len(self.queue))]
         if rng is not None:
             rng.shuffle(batch)

@@ -1,78 +1,245 @@
-"""The relay node's own bookkeeping, without its sockets: which links it watches closely."""
+"""The relay node's wiring (relay/node.py) and its controller session's translation
+(relay/control.py): controller messages reach the scheduler, tables, fabric, chaos and edge;
+what those decide comes back as protobuf; the socket is wired to the fast path. The scheduler's
+own timing is tested in test_scheduler.py."""
 
 from __future__ import annotations
 
-from itertools import pairwise
+import asyncio
+import time
 
-from relay.node import RelayNode, RelaySettings
-from relay.tables import Entry
+from relay import packets
+from relay.node import DEFAULT_SETTINGS, RelayNode, RelaySettings
+from relay.transport import Direct, EmulatedWan
+from skymesh.net.udpio import BatchedUDP
+from skymesh.v1 import relay_pb2
+from skymesh.wan import WanLink
 
-IDLE_S = 30.0
-
-
-def node() -> RelayNode:
-    n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0),
-                  settings=RelaySettings(watch_idle_s=IDLE_S, neighbour_probe_interval_s=0.1))
-    assert n.tables.apply(1, [Entry("ams", "ams", ("fra", "ams"), 5.0, backup_next_hop="par"),
-                              Entry("lhr", "ams", ("fra", "ams", "lhr"), 9.0,
-                                    backup_next_hop="par"),
-                              Entry("sin", "sin", ("fra", "sin"), 80.0)]) is None
-    for region in ("ams", "par", "sin"):
-        n.next_probe[region] = 1000.0  # far off: the measuring cadence
-    return n
+KEY = b"k" * 32
 
 
-def test_links_traffic_went_over_and_their_backups_are_watched_until_idle():
-    n = node()
-    n.note_traffic(100.0)
-    assert n.watched == frozenset()
-    n.fabric.sent_to["ams"] += 3
-    n.note_traffic(100.25)
-    assert n.watched == {"ams", "par"} and not n.fabric.sent_to
-    # newly watched links are probed within one neighbour interval, not at their cadence
-    assert n.next_probe["ams"] <= 100.35 and n.next_probe["par"] <= 100.35
-    assert n.next_probe["sin"] == 1000.0
-    n.note_traffic(100.25 + IDLE_S - 1)
-    assert n.watched == {"ams", "par"}  # quiet, not idle yet
-    n.fabric.sent_to["sin"] += 1
-    n.note_traffic(100.25 + IDLE_S + 1)
-    assert n.watched == {"sin"}  # ams idle past watch_idle_s: back to the cadence
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.blocked: frozenset[tuple[str, int]] = frozenset()
+
+    def send(self, data, addr) -> None:
+        self.sent.append((bytes(data), addr))
+
+    def send_run(self, buf, segment, addr) -> None:
+        self.sent.append((bytes(buf), addr))
 
 
-def test_a_miss_on_a_watched_link_is_checked_again_closely_and_found_down_sooner():
-    """A watched peer stops answering: after its first missed probe it is probed every
-    recheck interval, so three misses come within about two timeouts of the failure, not
-    two neighbour intervals and a timeout."""
-    n = node()
-    n.set_peers({"ams": ("127.0.0.1", 9)})
-    n.next_probe["ams"] = 0.0  # on the test's clock
-    n.watched = frozenset({"ams"})
-    sent: list[tuple[float, int]] = []
-    clock = [0.0]
-    n.send_to_region = lambda region, addr, data: sent.append((clock[0], n.seq))
-    answering = True
-    rtt = 0.03
-    now, fail_at, down_at = 0.0, 2.0, None
-    while now < 4.0 and down_at is None:
-        clock[0] = now
-        stats = n.stats["ams"]
-        if answering:  # replies to what was sent at least one RTT ago
-            for seq, at in list(stats.outstanding.items()):
-                if now - at >= rtt:
-                    stats.received(seq, at + rtt)
-        answering = now < fail_at
-        n.probe_due(now, everyone=True)
-        if n.stats["ams"].is_down:
-            down_at = now
-        now = round(now + 0.005, 3)
-    timeout = n.stats["ams"].timeout()
-    assert down_at is not None
-    assert "ams" in n.down_links
-    # three misses within two timeouts and two rechecks of the failure, plus one interval
-    # for the probe in flight when it failed
-    assert down_at - fail_at <= 0.1 + 2 * timeout + 2 * n.settings.recheck_interval_s + 0.01
-    after = [t for t, _ in sent if t > fail_at]
-    gaps = [b - a for a, b in pairwise(after)]
-    assert gaps and min(gaps) < 0.05  # probed closely after the first miss
-    before = [t for t, _ in sent if 1.0 < t < fail_at]
-    assert min(b - a for a, b in pairwise(before)) > 0.09  # not while it answered
+class FakeEdge:
+    def __init__(self) -> None:
+        self.counters = {"sessions": 2}
+        self.configured: tuple | None = None
+
+    def interest(self):
+        return {("eu", "app/room"): (True, False), ("eu", "app/a"): (False, True)}
+
+    def configure(self, app_secrets, zones, drained) -> None:
+        self.configured = (app_secrets, zones, drained)
+
+
+def control(**kinds) -> relay_pb2.ControllerMessage:
+    return relay_pb2.ControllerMessage(**kinds)
+
+
+def peers_message(**fields) -> relay_pb2.ControllerMessage:
+    return control(peers=relay_pb2.PeerList(peers=[
+        relay_pb2.Peer(region="ams", probe_addr="127.0.0.1:9001"),
+        relay_pb2.Peer(region="par", probe_addr="[::1]:9002"),
+        relay_pb2.Peer(region="fra", probe_addr="127.0.0.1:9000"),  # itself
+        relay_pb2.Peer(region="sin", probe_addr="no-port"),
+    ], **fields))
+
+
+def routes_message(version: int = 1) -> relay_pb2.ControllerMessage:
+    return control(routes=relay_pb2.RouteTable(version=version, nonce="n1", routes=[
+        relay_pb2.RouteEntry(dst="ams", next_hop="ams", path=["fra", "ams"], cost_ms=5.0,
+                             backup_next_hop="par"),
+        relay_pb2.RouteEntry(dst="lhr", next_hop="ams", path=["fra", "ams", "lhr"],
+                             cost_ms=9.0, backup_next_hop="par"),
+    ]))
+
+
+def node(**settings) -> tuple[RelayNode, FakeSocket]:
+    """A node whose transport and chaos sit on a fake socket, with a control session that
+    is connected (its outbox a queue)."""
+    n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), settings=RelaySettings(**settings))
+    sock = FakeSocket()
+    n.transport.socket = sock
+    n.chaos.attach(sock, n.scheduler.peers)
+    n.control.outbox = asyncio.Queue()
+    return n, sock
+
+
+def drain(n: RelayNode) -> list[relay_pb2.RelayMessage]:
+    out = []
+    while not n.control.outbox.empty():
+        out.append(n.control.outbox.get_nowait())
+    return out
+
+
+def test_the_constructor_keeps_its_signature_and_defaults():
+    n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0))
+    assert n.settings == DEFAULT_SETTINGS == RelaySettings()
+    assert isinstance(n.transport, Direct) and n.udp is None
+    assert n.tables is n.scheduler.tables is n.fabric.tables is n.control.tables
+    assert n.counters is n.fabric.counters is n.scheduler.counters is n.control.counters
+    wan = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), wan={"ams": WanLink(5.0)})
+    assert isinstance(wan.transport, EmulatedWan)
+
+
+def test_the_peer_list_reaches_the_scheduler_with_its_settings():
+    n, _ = node()
+    assert n.on_control(peers_message(probe_interval_s=0.3, report_interval_s=2.0,
+                                      neighbour_probe_interval_s=0.05, down_after=5)) is None
+    s = n.scheduler
+    assert s.peers == {"ams": ("127.0.0.1", 9001), "par": ("::1", 9002)}
+    assert s.probe_interval_s == 0.3 and s.neighbour_probe_interval_s == 0.05
+    assert n.control.report_interval_s == 2.0
+    assert all(stats.settings.down_after == 5 for stats in s.stats.values())
+    # zero on the wire: unchanged
+    n.on_control(peers_message())
+    assert s.probe_interval_s == 0.3 and s.settings.probe.down_after == 5
+    assert n.fabric.send("ams", b"x") and n.fabric.send("sin", b"y") is False
+
+
+def test_route_tables_are_acknowledged_or_rejected_with_a_reason():
+    n, _ = node()
+    n.on_control(control(config=relay_pb2.RelayConfig(fabric_key=KEY, zones=["global"])))
+    ack = n.on_control(routes_message(3)).ack
+    assert (ack.version, ack.nonce, ack.accepted, ack.reason) == (3, "n1", True, "")
+    assert n.fabric.transit_index[(b"global", b"lhr")][0] == "ams"
+    assert n.scheduler.routed_to == {"ams", "par"}
+    nack = n.on_control(routes_message(2)).ack
+    assert not nack.accepted and "stale version 2" in nack.reason
+    assert n.counters["tables_rejected"] == 1 and n.tables.version == 3
+
+
+def test_a_dead_next_hop_reroutes_the_fast_path_and_tells_the_controller():
+    n, sock = node()
+    n.on_control(control(config=relay_pb2.RelayConfig(fabric_key=KEY, zones=["global"])))
+    n.on_control(peers_message())
+    n.on_control(routes_message())
+    drain(n)
+    start = time.monotonic()
+    t = start
+    par = ("::1", 9002)
+    while not n.scheduler.stats["ams"].is_down:  # ams does not answer, the backup par does
+        t += 0.05
+        seen = len(sock.sent)
+        n.scheduler.probe_due(t)
+        for data, addr in sock.sent[seen:]:
+            if addr == par:
+                reply = packets.encode_probe(packets.PROBE_REPLY, packets.decode(data).seq,
+                                             "par")
+                n.scheduler.on_probe_packet(reply, par, t + 0.01)
+        assert t < start + 30
+    assert n.scheduler.stats["par"].state == "up"
+    assert sock.sent and all(packets.decode(d).kind == packets.PROBE for d, _ in sock.sent)
+    assert n.fabric.transit_index[(b"global", b"lhr")][0] == "par"
+    out = drain(n)
+    assert [m.WhichOneof("msg") for m in out] == ["report", "events"]
+    assert {x.dst: x.state for x in out[0].report.links}["ams"] == relay_pb2.LINK_STATE_DOWN
+    events = out[1].events.events
+    assert [(e.kind, e.peer) for e in events][-2:] == [("link-down", "ams"), ("reroute", "ams")]
+    assert events[-1].routes == 2
+    assert abs(events[-1].at_unix_s - time.time()) < 60  # on the wall clock
+
+
+def test_events_wait_for_the_controller_and_keep_the_last_max_events():
+    n, _ = node(max_events=3)
+    n.control.outbox = None
+    for i in range(5):
+        n.on_control(control(chaos=relay_pb2.Chaos(drop_peers=[f"p{i}"])))
+    assert [e.detail for e in n.control.events] == [
+        f"dropping traffic with p{i}" for i in (2, 3, 4)]
+    n.control.outbox = asyncio.Queue()
+    n.control.flush_events()
+    assert len(drain(n)[0].events.events) == 3 and n.control.events == []
+
+
+def test_chaos_from_the_controller_blocks_peers_and_ends_by_itself():
+    n, sock = node()
+    n.on_control(peers_message())
+    until = time.time() + 100
+    n.on_control(control(chaos=relay_pb2.Chaos(drop_peers=["par"], until_unix_s=until)))
+    assert sock.blocked == {("::1", 9002)}
+    n.on_control(peers_message())  # the peer list again: still blocked
+    assert sock.blocked == {("::1", 9002)}
+    n.control.end_expired_chaos(until - 1)
+    assert sock.blocked
+    n.control.end_expired_chaos(until)
+    assert sock.blocked == frozenset()
+    details = [e.detail for m in drain(n) for e in m.events.events]
+    assert details == ["dropping traffic with par", "dropping traffic with nothing"]
+
+
+def test_the_edge_is_configured_and_its_interest_and_counters_reported():
+    n, _ = node()
+    edge = FakeEdge()
+    n.control.edge = edge
+    n.on_control(control(config=relay_pb2.RelayConfig(
+        fabric_key=KEY, zones=["eu"], app_secrets={"app": b"s"}, drained=True)))
+    assert edge.configured == ({"app": b"s"}, {"eu"}, True)
+    n.fabric.interest_changed()
+    channels = drain(n)[0].channels.channels
+    assert [(c.channel, c.subscribers, c.publishers) for c in channels] == [
+        ("app/a", False, True), ("app/room", True, False)]
+    n.counters["rerouted"] += 1
+    counters = n.control.link_report().counters
+    assert counters["edge.sessions"] == 2 and counters["rerouted"] == 1
+
+
+def test_members_reach_the_fabric():
+    n, _ = node()
+    n.on_control(control(members=relay_pb2.ChannelMembers(zone="eu", channel="app/room",
+                                                           regions=["fra", "ams"])))
+    assert n.fabric.destinations(("eu", "app/room")) == {"ams"}
+
+
+def test_the_socket_is_wired_to_the_fast_path_and_answers_probes():
+    async def main():
+        n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0))
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+        peer = await BatchedUDP.bind(
+            ("127.0.0.1", 0), lambda data, addr: got.done() or got.set_result(data))
+        try:
+            host, port = await n.start_udp()
+            udp = n.udp
+            assert n.transport.socket is udp and n.chaos.socket is udp
+            assert udp.take == n.fabric.transit_run
+            assert n.fabric.direct_send == udp.send
+            assert n.fabric.direct_send_run == udp.send_run
+            n.on_control(control(peers=relay_pb2.PeerList(peers=[relay_pb2.Peer(
+                region="ams", probe_addr="{}:{}".format(*peer.sockname()))])))
+            assert n.fabric.peer_addr("ams") == peer.sockname()
+            peer.send(packets.encode_probe(packets.PROBE, 41, "ams"), (host, port))
+            reply = packets.decode(await asyncio.wait_for(got, 5.0))
+            assert (reply.kind, reply.seq, reply.region) == (packets.PROBE_REPLY, 41, "fra")
+        finally:
+            peer.close()
+            if n.udp is not None:
+                n.udp.close()
+
+    asyncio.run(main())
+
+
+def test_with_an_emulated_wan_transit_goes_through_it():
+    async def main():
+        n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), wan={"ams": WanLink(5.0)})
+        try:
+            await n.start_udp()
+            assert n.fabric.direct_send is None and n.fabric.direct_send_run is None
+            assert n.transport.socket is n.udp
+            n.on_control(control(peers=relay_pb2.PeerList(peers=[
+                relay_pb2.Peer(region="par", probe_addr="127.0.0.1:9")])))
+            assert n.fabric.send("par", b"x")  # to the WAN, which has no link to par
+            assert n.counters["wan_dropped"] == 1
+        finally:
+            n.udp.close()
+
+    asyncio.run(main())

@@ -1,0 +1,264 @@
+"""The relay's session with the controller: one long-lived gRPC stream, reconnected with
+backoff, and the translation between its protobuf messages and the relay's parts. Peers,
+probe settings, configuration, channel members, route tables and chaos come in (route tables
+are acknowledged or rejected with a reason); link reports, channel interest and what the
+relay noticed or did on its own go out. The scheduler, tables, fabric and edge know nothing
+of protobuf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Protocol
+
+import grpc
+
+from relay.fabric import ChannelKey, Fabric
+from relay.scheduler import ProbeScheduler, RelayEvent, RelaySettings
+from relay.tables import Entry
+from relay.transport import Chaos, ChaosPlan
+from skymesh.linkstate import TO_WIRE
+from skymesh.v1 import relay_pb2, relay_pb2_grpc
+
+log = logging.getLogger("skymesh.relay")
+
+# terminal statuses: retrying cannot help, but the relay keeps trying slowly in case the
+# operator fixes the controller's catalogue
+FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+class ClientEdge(Protocol):
+    """The relay's client edge as the control session sees it."""
+
+    counters: Mapping[str, int]
+
+    def interest(self) -> Mapping[ChannelKey, tuple[bool, bool]]: ...
+
+    def configure(self, app_secrets: dict[str, bytes], zones: set[str],
+                  drained: bool) -> None: ...
+
+
+class ControlSession:
+    """One relay's side of the session; `on_control` is also what a bench or a test feeds
+    controller messages through without one."""
+
+    def __init__(self, region: str, node_id: str, controller: str, settings: RelaySettings,
+                 scheduler: ProbeScheduler, fabric: Fabric, chaos: Chaos,
+                 counters: Counter[str], rng: random.Random) -> None:
+        self.region = region
+        self.node_id = node_id
+        self.controller = controller  # its address
+        self.settings = settings
+        self.scheduler = scheduler
+        self.tables = scheduler.tables
+        self.fabric = fabric
+        self.chaos = chaos
+        self.counters = counters
+        self.rng = rng  # the backoff's jitter
+        self.edge: ClientEdge | None = None
+        self.edge_addr = ""
+        self.report_interval_s = 1.0
+        self.outbox: asyncio.Queue | None = None  # messages to the controller while connected
+        self.events: list[relay_pb2.RelayEvent] = []  # not yet sent to the controller
+
+    # -- from the controller ---------------------------------------------------------------
+
+    def on_control(self, msg: relay_pb2.ControllerMessage) -> relay_pb2.RelayMessage | None:
+        """Act on one message; returns the reply it calls for (a route table's ACK or NACK)."""
+        kind = msg.WhichOneof("msg")
+        if kind == "peers":
+            self.set_peers(msg.peers)
+            return None
+        if kind == "config":
+            cfg = msg.config
+            zones = set(cfg.zones)
+            self.fabric.configure(cfg.fabric_key, cfg.accepted_keys, zones)
+            if self.edge is not None:
+                self.edge.configure(dict(cfg.app_secrets), zones, cfg.drained)
+            return None
+        if kind == "members":
+            m = msg.members
+            self.fabric.set_members((m.zone, m.channel), m.regions)
+            return None
+        if kind == "routes":
+            return self.apply_routes(msg.routes)
+        if kind == "chaos":
+            c = msg.chaos
+            self.set_chaos(ChaosPlan(tuple(c.drop_peers), c.drop_all, c.until_unix_s))
+            return None
+        return None
+
+    def set_peers(self, peers: relay_pb2.PeerList) -> None:
+        """The peer list and, with it, the probe settings (zero on the wire: unchanged)."""
+        scheduler = self.scheduler
+        if peers.probe_interval_s > 0:
+            scheduler.probe_interval_s = peers.probe_interval_s
+        if peers.report_interval_s > 0:
+            self.report_interval_s = peers.report_interval_s
+        if peers.neighbour_probe_interval_s > 0:
+            scheduler.neighbour_probe_interval_s = peers.neighbour_probe_interval_s
+        scheduler.set_probe_settings(**{name: value for name, value in (
+            ("down_after", peers.down_after), ("degraded_loss", peers.degraded_loss),
+            ("degraded_jitter_ms", peers.degraded_jitter_ms)) if value > 0})
+        addrs = {}
+        for p in peers.peers:
+            host, _, port = p.probe_addr.rpartition(":")
+            if host and port.isdigit() and p.region != self.region:
+                addrs[p.region] = (host.strip("[]"), int(port))
+        scheduler.set_peers(addrs, time.monotonic())
+        self.chaos.apply(scheduler.peers)
+
+    def apply_routes(self, table: relay_pb2.RouteTable) -> relay_pb2.RelayMessage:
+        entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
+                         r.backup_next_hop or None) for r in table.routes]
+        reason = self.tables.apply(table.version, entries)
+        self.scheduler.tables_replaced(time.monotonic())
+        self.fabric.tables_changed()
+        if reason:
+            self.counters["tables_rejected"] += 1
+            log.warning("rejected routes v%d: %s", table.version, reason)
+        else:
+            log.info("applied routes v%d (%d destinations)", table.version, len(entries))
+        return relay_pb2.RelayMessage(
+            ack=relay_pb2.RouteAck(
+                version=table.version,
+                nonce=table.nonce,
+                accepted=reason is None,
+                reason=reason or "",
+            )
+        )
+
+    def set_chaos(self, plan: ChaosPlan) -> None:
+        self.chaos.set(plan, self.scheduler.peers)
+        what = plan.describe()
+        self.record([RelayEvent(time.monotonic(), "chaos", detail=f"dropping traffic with {what}")])
+        log.warning("chaos: dropping traffic with %s", what)
+        self.flush_events()
+
+    def end_expired_chaos(self, now_unix_s: float) -> None:
+        if self.chaos.expired(now_unix_s):
+            self.set_chaos(ChaosPlan())
+
+    # -- to the controller -----------------------------------------------------------------
+
+    def links_changed(self, events: list[RelayEvent]) -> None:
+        """Links changed state or routes moved: the controller hears of it at once."""
+        self.record(events)
+        self.send_now(relay_pb2.RelayMessage(report=self.link_report()))
+        self.flush_events()
+
+    def record(self, events: list[RelayEvent]) -> None:
+        """Keep events for the controller (the last max_events while it is away), their
+        times on the wall clock."""
+        to_unix = time.time() - time.monotonic()
+        self.events.extend(
+            relay_pb2.RelayEvent(at_unix_s=e.at + to_unix, kind=e.kind, peer=e.peer,
+                                 routes=e.routes, detail=e.detail)
+            for e in events)
+        del self.events[:-self.settings.max_events]
+
+    def flush_events(self) -> None:
+        if self.events and self.outbox is not None:
+            self.outbox.put_nowait(relay_pb2.RelayMessage(
+                events=relay_pb2.RelayEvents(events=self.events)))
+            self.events = []
+
+    def send_now(self, msg: relay_pb2.RelayMessage) -> None:
+        if self.outbox is not None:
+            self.outbox.put_nowait(msg)
+
+    def link_report(self) -> relay_pb2.LinkReport:
+        now = time.monotonic()
+        return relay_pb2.LinkReport(
+            links=[
+                relay_pb2.LinkSample(
+                    dst=region,
+                    rtt_ms=s.srtt or 0.0,
+                    min_rtt_ms=s.min_rtt or 0.0,
+                    jitter_ms=s.jitter,
+                    loss=s.loss,
+                    window=len(s.outcomes),
+                    samples=s.samples,
+                    lost=s.lost,
+                    age_s=s.age(now),
+                    state=TO_WIRE[s.state],
+                )
+                for region, s in sorted(self.scheduler.stats.items())
+            ],
+            counters=self.all_counters(),
+        )
+
+    def all_counters(self) -> dict[str, int]:
+        counters = dict(self.counters)
+        if self.edge is not None:
+            counters.update({f"edge.{k}": v for k, v in self.edge.counters.items()})
+        return counters
+
+    def channels_message(self) -> relay_pb2.RelayMessage:
+        interest = self.edge.interest() if self.edge is not None else {}
+        return relay_pb2.RelayMessage(channels=relay_pb2.Channels(channels=[
+            relay_pb2.ChannelInterest(zone=zone, channel=channel, subscribers=sub,
+                                      publishers=pub)
+            for (zone, channel), (sub, pub) in sorted(interest.items())]))
+
+    def interest_changed(self) -> None:
+        if self.outbox is not None:
+            self.outbox.put_nowait(self.channels_message())
+
+    # -- the session -----------------------------------------------------------------------
+
+    async def report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval_s)
+            if self.outbox is not None:
+                self.outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
+
+    async def control_loop(self, probe_addr: str) -> None:
+        backoff = self.settings.backoff_min_s
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(self.controller) as channel:
+                    stub = relay_pb2_grpc.RelayControlStub(channel)
+                    outbox: asyncio.Queue = asyncio.Queue()
+                    outbox.put_nowait(
+                        relay_pb2.RelayMessage(
+                            hello=relay_pb2.Hello(
+                                region=self.region,
+                                node_id=self.node_id,
+                                probe_addr=probe_addr,
+                                route_version=self.tables.version,
+                                edge_addr=self.edge_addr,
+                            )
+                        )
+                    )
+                    call = stub.Session(_drain(outbox))
+                    async for msg in call:
+                        if self.outbox is None:
+                            log.info("connected to controller %s", self.controller)
+                            self.outbox = outbox
+                            outbox.put_nowait(self.channels_message())
+                            outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
+                            self.flush_events()
+                            backoff = self.settings.backoff_min_s
+                        if (reply := self.on_control(msg)) is not None:
+                            outbox.put_nowait(reply)
+                log.warning("controller closed the session")
+            except grpc.aio.AioRpcError as e:
+                level = logging.ERROR if e.code() in FATAL else logging.INFO
+                log.log(level, "controller %s: %s: %s", self.controller, e.code().name, e.details())
+                if e.code() in FATAL:
+                    backoff = self.settings.backoff_max_s
+            finally:
+                self.outbox = None
+            await asyncio.sleep(backoff * self.rng.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.settings.backoff_max_s)
+
+
+async def _drain(queue: asyncio.Queue):
+    while True:
+        yield await queue.get()
