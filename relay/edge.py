@@ -42,6 +42,7 @@ from relay.edgesession import (
     Send,
     SetTimer,
 )
+from relay.fabric import ChannelKey
 from skymesh import edgeproto
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_BYTES
 from skymesh.net import quic
@@ -56,7 +57,6 @@ RECEIVE_BUFFER = 96 * 1024
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
             "media_expired", "messages")
 
-ChannelKey = tuple[str, str]  # (zone, "app/channel")
 
 
 class Uplink(Protocol):
@@ -296,4 +296,4 @@ async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
     return server, edge
 
 
-__all__ = ["ChannelKey", "EdgeConnection", "EdgeState", "Uplink", "start_edge"]
+__all__ = ["EdgeConnection", "EdgeState", "Uplink", "start_edge"]

@@ -1,1 +1,1 @@
-"""The client SDK: edge resolution, sessions, channels (arrives with the data plane)."""
+"""The client SDK: edge lookup, QUIC sessions, channels. Imports only the ground."""
