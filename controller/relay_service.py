@@ -57,24 +57,28 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
         ctl = self.controller
         try:
             async for msg in requests:
-                kind = msg.WhichOneof("msg")
-                if kind == "report":
-                    ctl.on_report(session, translate.samples(msg.report),
-                                  msg.report.counters, time.monotonic())
-                elif kind == "ack":
-                    ctl.on_ack(session, msg.ack.version, msg.ack.accepted, msg.ack.reason)
-                elif kind == "channels":
-                    ctl.on_channels(session, translate.interest(msg.channels),
-                                    time.monotonic())
-                elif kind == "events":
-                    ctl.on_events(session, [translate.relay_event(e)
-                                            for e in msg.events.events], time.time())
-                else:
-                    log.warning("%s: unexpected %s message ignored", session.relay.region, kind)
+                dispatch(ctl, session, msg, time.monotonic(), time.time())
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
             queue.put_nowait(None)
+
+
+def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now: float,
+             unix: float) -> None:
+    """One message of a relay's session, after its hello, to the core (on the shell's
+    clocks, or a test's virtual ones)."""
+    kind = msg.WhichOneof("msg")
+    if kind == "report":
+        ctl.on_report(session, translate.samples(msg.report), msg.report.counters, now)
+    elif kind == "ack":
+        ctl.on_ack(session, msg.ack.version, msg.ack.accepted, msg.ack.reason)
+    elif kind == "channels":
+        ctl.on_channels(session, translate.interest(msg.channels), now)
+    elif kind == "events":
+        ctl.on_events(session, [translate.relay_event(e) for e in msg.events.events], unix)
+    else:
+        log.warning("%s: unexpected %s message ignored", session.relay.region, kind)
 
 
 def check_hello(

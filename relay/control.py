@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import grpc
@@ -43,13 +43,22 @@ class ClientEdge(Protocol):
                   drained: bool) -> None: ...
 
 
+class Outbox(Protocol):
+    """Where messages to the controller go while connected (the gRPC stream's queue)."""
+
+    def put_nowait(self, msg: relay_pb2.RelayMessage) -> None: ...
+
+
 class ControlSession:
     """One relay's side of the session; `on_control` is also what a bench or a test feeds
-    controller messages through without one."""
+    controller messages through without one. `clock` (monotonic) and `wall` (unix) are the
+    real clocks unless a test runs the relay on a virtual one."""
 
     def __init__(self, region: str, node_id: str, controller: str, settings: RelaySettings,
                  scheduler: ProbeScheduler, fabric: Fabric, chaos: Chaos,
-                 counters: Counter[str], rng: random.Random) -> None:
+                 counters: Counter[str], rng: random.Random, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.region = region
         self.node_id = node_id
         self.controller = controller  # its address
@@ -60,10 +69,12 @@ class ControlSession:
         self.chaos = chaos
         self.counters = counters
         self.rng = rng  # the backoff's jitter
+        self.clock = clock
+        self.wall = wall
         self.edge: ClientEdge | None = None
         self.edge_addr = ""
         self.report_interval_s = 1.0
-        self.outbox: asyncio.Queue | None = None  # messages to the controller while connected
+        self.outbox: Outbox | None = None  # messages to the controller while connected
         self.events: list[relay_pb2.RelayEvent] = []  # not yet sent to the controller
 
     # -- from the controller ---------------------------------------------------------------
@@ -110,14 +121,14 @@ class ControlSession:
             host, _, port = p.probe_addr.rpartition(":")
             if host and port.isdigit() and p.region != self.region:
                 addrs[p.region] = (host.strip("[]"), int(port))
-        scheduler.set_peers(addrs, time.monotonic())
+        scheduler.set_peers(addrs, self.clock())
         self.chaos.apply(scheduler.peers)
 
     def apply_routes(self, table: relay_pb2.RouteTable) -> relay_pb2.RelayMessage:
         entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
                          r.backup_next_hop or None) for r in table.routes]
         reason = self.tables.apply(table.version, entries)
-        self.scheduler.tables_replaced(time.monotonic())
+        self.scheduler.tables_replaced(self.clock())
         self.fabric.tables_changed()
         if reason:
             self.counters["tables_rejected"] += 1
@@ -136,7 +147,7 @@ class ControlSession:
     def set_chaos(self, plan: ChaosPlan) -> None:
         self.chaos.set(plan, self.scheduler.peers)
         what = plan.describe()
-        self.record([RelayEvent(time.monotonic(), "chaos", detail=f"dropping traffic with {what}")])
+        self.record([RelayEvent(self.clock(), "chaos", detail=f"dropping traffic with {what}")])
         log.warning("chaos: dropping traffic with %s", what)
         self.flush_events()
 
@@ -155,7 +166,7 @@ class ControlSession:
     def record(self, events: list[RelayEvent]) -> None:
         """Keep events for the controller (the last max_events while it is away), their
         times on the wall clock."""
-        to_unix = time.time() - time.monotonic()
+        to_unix = self.wall() - self.clock()
         self.events.extend(
             relay_pb2.RelayEvent(at_unix_s=e.at + to_unix, kind=e.kind, peer=e.peer,
                                  routes=e.routes, detail=e.detail)
@@ -173,7 +184,7 @@ class ControlSession:
             self.outbox.put_nowait(msg)
 
     def link_report(self) -> relay_pb2.LinkReport:
-        now = time.monotonic()
+        now = self.clock()
         return relay_pb2.LinkReport(
             links=[
                 relay_pb2.LinkSample(
@@ -212,6 +223,20 @@ class ControlSession:
 
     # -- the session -----------------------------------------------------------------------
 
+    def hello(self, probe_addr: str) -> relay_pb2.RelayMessage:
+        """The first message of a session: who this relay is and the tables it holds."""
+        return relay_pb2.RelayMessage(hello=relay_pb2.Hello(
+            region=self.region, node_id=self.node_id, probe_addr=probe_addr,
+            route_version=self.tables.version, edge_addr=self.edge_addr))
+
+    def started(self, outbox: Outbox) -> None:
+        """The controller answered: from now on messages go to `outbox`, starting with the
+        relay's channels, its links and the events kept while it was away."""
+        self.outbox = outbox
+        outbox.put_nowait(self.channels_message())
+        outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
+        self.flush_events()
+
     async def report_loop(self) -> None:
         while True:
             await asyncio.sleep(self.report_interval_s)
@@ -225,25 +250,12 @@ class ControlSession:
                 async with grpc.aio.insecure_channel(self.controller) as channel:
                     stub = relay_pb2_grpc.RelayControlStub(channel)
                     outbox: asyncio.Queue = asyncio.Queue()
-                    outbox.put_nowait(
-                        relay_pb2.RelayMessage(
-                            hello=relay_pb2.Hello(
-                                region=self.region,
-                                node_id=self.node_id,
-                                probe_addr=probe_addr,
-                                route_version=self.tables.version,
-                                edge_addr=self.edge_addr,
-                            )
-                        )
-                    )
+                    outbox.put_nowait(self.hello(probe_addr))
                     call = stub.Session(_drain(outbox))
                     async for msg in call:
                         if self.outbox is None:
                             log.info("connected to controller %s", self.controller)
-                            self.outbox = outbox
-                            outbox.put_nowait(self.channels_message())
-                            outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
-                            self.flush_events()
+                            self.started(outbox)
                             backoff = self.settings.backoff_min_s
                         if (reply := self.on_control(msg)) is not None:
                             outbox.put_nowait(reply)
