@@ -118,7 +118,7 @@ class ProbeScheduler:
                 self.next_sample.pop(region, None)
                 self.link_states.pop(region, None)
             self.unlisted.pop(region, None)
-        for region in sorted(self.peers.keys() - peers.keys()):  # an order that hashing does not set
+        for region in sorted(self.peers.keys() - peers.keys()):  # not in hash order
             self.unlisted.setdefault(region, now)
         merged = {**{r: self.peers[r] for r in self.unlisted}, **peers}
         self.peers.clear()
@@ -184,7 +184,7 @@ class ProbeScheduler:
             peers = self.peers
             self.fast = set()
         else:
-            peers = {r: self.peers[r] for r in sorted(self.fast) if r in self.peers}  # as above
+            peers = {r: self.peers[r] for r in sorted(self.fast) if r in self.peers}
         for region, addr in peers.items():
             stats = self.stats[region]
             missed = stats.expire(now)
