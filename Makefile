@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test install install-test etcd proto bench down clean
+.PHONY: demo test fuzz install install-test etcd proto bench down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test: install-test etcd
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# hostile input for every decoder and loader (tests/unit/fuzz/) and the token verifier:
+# 20000 random inputs a test (the normal suite tries 200-300, always the same);
+# FUZZ_EXAMPLES=... to change
+FUZZ_EXAMPLES ?= 20000
+fuzz: install-test
+	SKYMESH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/unit/fuzz \
+	  tests/unit/skymesh/test_token.py -k "fuzz or arbitrary or mutated" -q \
+	  --hypothesis-show-statistics
+
 proto: $(PY)
 	$(PY) -m pip install --quiet grpcio-tools
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. \
@@ -41,6 +50,7 @@ bench: install-test
 	$(PY) bench/mesh_accuracy.py --count 30
 	$(PY) bench/relay.py
 	$(PY) bench/failover.py
+	$(PY) bench/token_verify.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

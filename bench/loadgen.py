@@ -10,7 +10,9 @@ CLOCK_MONOTONIC time in ns (system-wide, so the receiver computes one-way latenc
   - "raw": 1200-byte UDP payload, seq at 0, timestamp at 8 (direct, or any UDP forwarder);
   - "fastpath": a skymesh relay datagram (relay.datagram.encode) of exactly 1200 bytes, seq
     in its header and the timestamp as the first 8 payload bytes; where both sit in what the
-    relay forwards is found by encoding and forwarding a probe (`fastpath_offsets`).
+    relay forwards is found by encoding and forwarding a probe (`fastpath_offsets`). The
+    payload is encrypted, so only latency runs decode what arrives (to read the timestamp);
+    max-rate runs read the sequence number in the clear header.
     Max-rate trials send a ring of pre-encoded datagrams, latency runs encode each one;
   - "turn": the sender allocates on a TURN server and sends ChannelData (4-byte header + 1196
     bytes, so 1200 bytes on the wire) to the receiver as its peer; the receiver gets the bare
@@ -205,7 +207,9 @@ def _fastpath_packets(key: bytes) -> tuple[Callable[[int, int], bytes], int]:
 def fastpath_offsets(key: bytes) -> tuple[int, int] | None:
     """(seq offset, timestamp offset) in a bench datagram as the relay forwards it, found by
     encoding, decoding and forwarding a probe with relay/datagram.py (so a change of its layout
-    needs no change here); None if they do not appear verbatim (the receiver then decodes)."""
+    needs no change here); the timestamp's offset is -1 when it does not appear verbatim (an
+    encrypted payload: the receiver decodes to read it); None if the sequence number does not
+    either (the receiver decodes everything)."""
     from relay import datagram as dg
 
     encode, _ = _fastpath_packets(key)
@@ -214,7 +218,7 @@ def fastpath_offsets(key: bytes) -> tuple[int, int] | None:
     _, copies, _ = dg.forward(probe, {"rcv": "rcv"}, "rly")
     out = dg.encode(copies["rcv"], key)
     seq_off, ts_off = out.find(seq.to_bytes(8, "big")), out.find(ts.to_bytes(8, "big"))
-    return (seq_off, ts_off) if seq_off >= 0 and ts_off >= 0 else None
+    return (seq_off, ts_off) if seq_off >= 0 else None
 
 
 def enable_gso(sock: socket.socket, size: int = PACKET_SIZE) -> int:
@@ -323,7 +327,9 @@ def _udp_sender(conn: Connection, mode: str, target: tuple[str, int],
 
 def _udp_receiver(conn: Connection, seq_off: int, ts_off: int, key: bytes | None) -> None:
     """Counts a trial's packets by the trial id in their sequence numbers (read at `seq_off`,
-    the send time at `ts_off`); with `key`, fast-path datagrams are decoded instead."""
+    the send time at `ts_off`); with `key`, fast-path datagrams are decoded instead: all of
+    them when `seq_off` is negative, else those of latency runs (`ts_off` negative: the send
+    time is in the encrypted payload)."""
     _child_setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     big_buffers(sock)
@@ -331,9 +337,9 @@ def _udp_receiver(conn: Connection, seq_off: int, ts_off: int, key: bytes | None
     conn.send(("ready", {"addr": list(sock.getsockname()),
                          "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}))
     buf = bytearray(65536)
-    unpack_seq = struct.Struct(f"!{seq_off}xQ").unpack_from
-    unpack_ts = struct.Struct(f"!{ts_off}xQ").unpack_from
-    min_len = max(seq_off, ts_off) + 8
+    unpack_seq = struct.Struct(f"!{max(seq_off, 0)}xQ").unpack_from
+    unpack_ts = struct.Struct(f"!{max(ts_off, 0)}xQ").unpack_from
+    min_len = max(seq_off, ts_off, 0) + 8
     recv_into, now_ns = sock.recv_into, time.monotonic_ns
     if key is not None:  # slow path: verify and parse every datagram
         from relay import datagram as dg
@@ -369,7 +375,7 @@ def _udp_receiver(conn: Connection, seq_off: int, ts_off: int, key: bytes | None
                     break
                 stale += 1
                 continue
-            if key is not None:
+            if key is not None and (want_ts or seq_off < 0):
                 now = now_ns()
                 seq, ts = seq_ts(n)
                 if seq >= 0 and seq >> 32 == trial:
@@ -737,7 +743,8 @@ class UdpGenerator(_Generator):
         if mode == "fastpath":
             assert key_hex is not None
             found = fastpath_offsets(bytes.fromhex(key_hex))
-            offsets, decode_key = (found, None) if found else ((0, 8), bytes.fromhex(key_hex))
+            offsets = found or (-1, -1)
+            decode_key = None if found and found[1] >= 0 else bytes.fromhex(key_hex)
         self._rx = self._spawn(_udp_receiver, *offsets, decode_key)
         info = _expect_ready(self._rx, "the UDP receiver", 10)
         self.receiver_addr: tuple[str, int] = tuple(info["addr"])  # type: ignore[assignment]

@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wondernetwork as wn  # noqa: E402
 
-from skymesh.cli import admin  # noqa: E402
+from skymesh.cli import admin, mesh  # noqa: E402
+from skymesh.net.tls import TlsFiles  # noqa: E402
 
 
 def skymesh(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -48,6 +49,8 @@ def run(count: int, work: Path, settle_s: float = 5.0, data: Path | None = None)
             raise RuntimeError(f"skymesh up failed:\n{up.stderr}")
         converge_s = time.monotonic() - t0
         address = json.loads(up.stdout)["controller"]
+        # this process asks that mesh's controller as its operator (the mesh made the files)
+        admin.use_credentials(TlsFiles.in_dir(home / "certs", f"admin-{mesh.LOCAL_ADMIN}"))
         # judged on a healthy mesh: every link up and none damped (a relay starved at
         # start-up can flap its links, and damping then keeps them out for half a minute)
         deadline = time.monotonic() + 120

@@ -9,7 +9,8 @@ Relays (one sender, one relay, one receiver; 1200-byte UDP packets into the rela
   direct    sender -> receiver, no relay: the baseline for added latency, and the ceiling of
             the load generator.
   fastpath  (a) the relay-to-relay fast path: skymesh datagrams (relay/datagram.py: small binary
-            header + authentication tag) through bench/relay_target.py fastpath.
+            header, AES-GCM encrypted payload and tag) through bench/relay_target.py fastpath,
+            which checks each tag (decrypting) and forwards the datagram as it came.
   edge      (b) the QUIC client edge (relay/edge.py) through bench/relay_target.py edge.
   coturn    (c) Debian's coturn: the sender allocates on it (long-term credentials) and sends
             ChannelData to the receiver as its peer (bench/turn.py). Installed with apt-get when
@@ -317,7 +318,8 @@ class Bench:
         self.trial_id = 0
         self.ceiling: float | None = None  # the direct max rate: the generator's ceiling
         self._certs: tuple[Path, Path, Path] | None = None
-        self.secret = os.urandom(32)
+        from skymesh.token import generate_key
+        self.app_key = generate_key()  # signs the bench's tokens; the edge gets its public key
 
     # -- one trial ---------------------------------------------------------------------------
 
@@ -430,10 +432,14 @@ class Bench:
             self._certs = (self.workdir / "ca.pem", cert, key)
         return self._certs
 
+    def public_key(self) -> str:
+        from skymesh.token import encode_public_key, public_key_of
+        return encode_public_key(public_key_of(self.app_key))
+
     def tokens(self) -> tuple[str, str]:
         from skymesh.token import issue
         privs = ["join", "publish-media", "publish-messages"]
-        return tuple(issue(app="bench", secret=self.secret, channel="bench", uid=uid,  # type: ignore[return-value]
+        return tuple(issue(app="bench", private_key=self.app_key, channel="bench", uid=uid,  # type: ignore[return-value]
                            zone="global", privileges=privs, ttl_s=3600)
                      for uid in ("snd", "rcv"))
 
@@ -473,7 +479,7 @@ class Bench:
             if name == "edge":
                 cmd = [py, str(HERE / "relay_target.py"), "edge", "--host", "127.0.0.1",
                        "--port", "0", "--cert", str(cert), "--key", str(key), "--app", "bench",
-                       "--secret-hex", self.secret.hex(), "--region", "rly"]
+                       "--public-key", self.public_key(), "--region", "rly"]
             else:
                 cmd = [py, str(HERE / "naive_quic_relay.py"), "--host", "127.0.0.1",
                        "--port", "0", "--cert", str(cert), "--key", str(key)]

@@ -2,7 +2,7 @@
 core). Prints `ready HOST PORT` on stdout once listening, then serves until SIGTERM/SIGINT.
 
     python bench/relay_target.py edge --host 127.0.0.1 --port 0 --cert C --key K \
-        --app bench --secret-hex S --region rly
+        --app bench --public-key KEY --region rly
     python bench/relay_target.py fastpath --host 127.0.0.1 --port 0 --to HOST:PORT --key-hex K
 """
 
@@ -45,10 +45,11 @@ def _ready(host: str, port: int) -> None:
 async def run_edge(args: argparse.Namespace) -> None:
     from relay.edge import start_edge
     from relay.node import settle_heap
+    from skymesh.token import decode_public_key
 
-    secrets = {args.app: bytes.fromhex(args.secret_hex)}
+    app_keys = {args.app: (decode_public_key(args.public_key),)}
     limits = {} if args.max_media_bytes is None else {"max_media_bytes": args.max_media_bytes}
-    server, edge = await start_edge(args.host, args.port, args.cert, args.key, secrets,
+    server, edge = await start_edge(args.host, args.port, args.cert, args.key, app_keys,
                                     args.region, {"global"}, **limits)
     settle_heap()
     _ready(args.host, edge.port or args.port)
@@ -66,7 +67,7 @@ async def run_fastpath(args: argparse.Namespace) -> None:
     from relay.node import RelayNode, settle_heap
     from skymesh.v1 import relay_pb2
 
-    node = RelayNode("rly", "unused:0", (args.host, args.port))
+    node = RelayNode("rly", "unused:0", (args.host, args.port), tls=None)  # no controller
     host, port = await node.start_udp()
     for msg in (
         relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     edge.add_argument("--cert", required=True)
     edge.add_argument("--key", required=True)
     edge.add_argument("--app", default="bench")
-    edge.add_argument("--secret-hex", required=True)
+    edge.add_argument("--public-key", required=True,
+                      help="the app's Ed25519 public key (base64url) its tokens are checked with")
     edge.add_argument("--region", default="rly")
     edge.add_argument("--max-media-bytes", type=int,
                       help="override the edge's media datagram cap (the bench sends 1100 bytes)")

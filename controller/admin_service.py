@@ -11,6 +11,7 @@ import grpc
 from controller import translate
 from controller.core import BadRequest, Controller, NotFound, NotReady, Refused
 from skymesh.linkstate import TO_WIRE
+from skymesh.net.tls import peer_identity
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
 
 CODES = {
@@ -25,11 +26,45 @@ async def refuse(context: grpc.aio.ServicerContext, refusal: Refused) -> NoRetur
     await context.abort(CODES[type(refusal)], str(refusal))
 
 
+#: What each call does: "read" is open to viewers and operators, "change" to operators only.
+ACTIONS = {"Status": "read", "Regions": "read", "Links": "read", "Routes": "read",
+           "Path": "read", "Zones": "read", "PlanFailover": "read", "Channels": "read",
+           "Events": "read", "Audit": "read", "Drain": "change", "Chaos": "change",
+           "RotateFabricKey": "change"}
+
+
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, controller: Controller) -> None:
+    """`mesh`: the mesh whose admin certificates are accepted; None only for a controller run
+    with --insecure, where every caller is an operator (audited as "insecure")."""
+
+    def __init__(self, controller: Controller, mesh: str | None) -> None:
         self.controller = controller
+        self.mesh = mesh
+
+    async def allow(self, context: grpc.aio.ServicerContext, rpc: str) -> str:
+        """Who is calling `rpc`, if their certificate allows it; else the call is aborted
+        with PERMISSION_DENIED (counted, logged, and audited when it would have changed
+        something)."""
+        if self.mesh is None:
+            return "insecure"
+        action = ACTIONS[rpc]
+        who = peer_identity(context)
+        if who is None:
+            reason = "the client certificate names no identity of the mesh"
+        elif who.mesh != self.mesh:
+            reason = f"certificate of mesh {who.mesh!r}, not {self.mesh!r}"
+        elif who.may(action):
+            return str(who)
+        elif who.kind != "admin":
+            reason = f"{who} is a {who.kind}: only admin certificates call the admin service"
+        else:
+            reason = f"{who} may not call {rpc}: it takes an operator certificate"
+        self.controller.refuse(f"admin-{action}", str(who or ""), f"{rpc}: {reason}",
+                               unix=time.time(), audited=action == "change")
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
     async def Status(self, request, context) -> admin_pb2.StatusReply:
+        await self.allow(context, "Status")
         s = self.controller.status(time.monotonic())
         return admin_pb2.StatusReply(
             relays=s.relays,
@@ -44,9 +79,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             converged_for_s=s.converged_for_s,
             rejected_samples=s.rejected_samples,
             rejected_tables=s.rejected_tables,
+            refused=s.refused,
         )
 
     async def Regions(self, request, context) -> admin_pb2.RegionsReply:
+        await self.allow(context, "Regions")
         ctl = self.controller
         infos = []
         for rid, region in sorted(ctl.catalogue.items()):
@@ -71,6 +108,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.RegionsReply(regions=infos)
 
     async def Links(self, request, context) -> admin_pb2.LinksReply:
+        await self.allow(context, "Links")
         infos = []
         for link in self.controller.links(time.monotonic()):
             r = link.record
@@ -91,6 +129,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.LinksReply(links=infos)
 
     async def Routes(self, request, context) -> admin_pb2.RoutesReply:
+        await self.allow(context, "Routes")
         try:
             version, rows = self.controller.table_of(request.region, request.zone)
         except Refused as e:
@@ -99,6 +138,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                                      routes=[translate.route_entry(r) for r in rows])
 
     async def Path(self, request, context) -> admin_pb2.PathReply:
+        await self.allow(context, "Path")
         try:
             p = self.controller.path(request.src, request.dst, request.zone)
         except Refused as e:
@@ -109,6 +149,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                                    backup_kind=p.backup_kind, reason=p.reason)
 
     async def Zones(self, request, context) -> admin_pb2.ZonesReply:
+        await self.allow(context, "Zones")
         ctl = self.controller
         return admin_pb2.ZonesReply(policy=ctl.policy.source or "(every region: global)", zones=[
             admin_pb2.ZoneInfo(name=z.name, description=z.description,
@@ -117,6 +158,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             for z in ctl.policy.zones.values()])
 
     async def PlanFailover(self, request, context) -> admin_pb2.FailoverReply:
+        await self.allow(context, "PlanFailover")
         ctl = self.controller
         try:
             plan = ctl.plan_failover(request.region, (request.link_src, request.link_dst),
@@ -133,6 +175,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 reason=c.reason) for c in plan.changes])
 
     async def Channels(self, request, context) -> admin_pb2.ChannelsReply:
+        await self.allow(context, "Channels")
         return admin_pb2.ChannelsReply(channels=[
             admin_pb2.ChannelInfo(zone=c.zone, channel=c.channel,
                                   publisher_regions=c.publisher_regions,
@@ -140,9 +183,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             for c in self.controller.channels()])
 
     async def Drain(self, request, context) -> admin_pb2.DrainReply:
+        actor = await self.allow(context, "Drain")
         ctl = self.controller
         try:
-            ctl.drain(request.region, request.drained, time.monotonic(), time.time())
+            ctl.drain(request.region, request.drained, time.monotonic(), time.time(), actor)
         except Refused as e:
             await refuse(context, e)
         except OSError as e:
@@ -152,12 +196,43 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                                     version=ctl.version, drained_regions=sorted(ctl.drained))
 
     async def Events(self, request, context) -> admin_pb2.EventsReply:
+        await self.allow(context, "Events")
         return admin_pb2.EventsReply(events=[
             translate.event(e) for e in self.controller.events_since(request.since_unix_s)])
 
     async def Chaos(self, request, context) -> admin_pb2.ChaosReply:
+        actor = await self.allow(context, "Chaos")
         try:
-            self.controller.chaos(request.region, translate.chaos(request.chaos), time.time())
+            self.controller.chaos(request.region, translate.chaos(request.chaos), time.time(),
+                                  actor)
         except Refused as e:
             await refuse(context, e)
+        except OSError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"could not keep the audit entry in "
+                                f"{self.controller.store.where}: {e}")
         return admin_pb2.ChaosReply()
+
+    async def RotateFabricKey(self, request, context) -> admin_pb2.RotateFabricKeyReply:
+        actor = await self.allow(context, "RotateFabricKey")
+        ctl = self.controller
+        now = time.monotonic()
+        try:
+            change = ctl.rotate_fabric_key(now, time.time(), actor)
+        except Refused as e:
+            await refuse(context, e)
+        except OSError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"could not keep the audit entry in {ctl.store.where}: {e}")
+        ring = ctl.keyring
+        seals_in, retires_in = ring.times(now)
+        return admin_pb2.RotateFabricKeyReply(
+            epoch=change.epoch, sealing_epoch=ring.sealing.epoch, seals_in_s=seals_in,
+            retires_in_s=retires_in, epochs=list(ring.epochs))
+
+    async def Audit(self, request, context) -> admin_pb2.AuditReply:
+        await self.allow(context, "Audit")
+        return admin_pb2.AuditReply(entries=[
+            admin_pb2.AuditEntry(at_unix_s=e.at_unix_s, actor=e.actor, action=e.action,
+                                 target=e.target, detail=e.detail)
+            for e in self.controller.audit_log(request.since_unix_s, request.limit)])

@@ -12,21 +12,25 @@ them and runs the recompute loop.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller import engine, routing
 from controller.distribution import Distribution, Push, RelayRoutes
 from controller.engine import FailoverPlan, Route
+from controller.fabrickeys import Change, KeyRing
 from controller.membership import Channel, Interest, Members, Membership
 from controller.routing import CostModel, Hysteresis
-from controller.store import MemoryStore, Store
+from controller.store import AuditEntry, MemoryStore, Store
 from controller.topology import LinkRecord, Relay, Topology
 from skymesh.catalogue import Region
+from skymesh.edgeproto import MAX_CHANNEL_ID
 from skymesh.linkstate import LINK
 from skymesh.policy import Policy
+from skymesh.ratelimit import TokenBucket
 
 log = logging.getLogger("skymesh.controller")
 
@@ -61,6 +65,14 @@ class Settings:
     # (controller/ordering.py), at most this long
     order_hold_s: float = 1.0
     max_events: int = 10000  # relay events kept for `admin events` and drills
+    # a relay sends a report a second, an ACK per push, and bursts when links change;
+    # beyond this, its messages are dropped (counted as refused relay-rate)
+    relay_messages_per_s: float = 50.0
+    relay_messages_burst: float = 500.0
+    # fabric keys (controller/fabrickeys.py): a rotation starts this often (0: only when an
+    # operator asks); each phase lasts fabric_key_overlap_s, long beside a push's latency
+    fabric_key_rotation_s: float = 24 * 3600.0
+    fabric_key_overlap_s: float = 5.0
 
 
 # -- what relays send (as the relay service translates it from the wire) --------------------
@@ -113,11 +125,13 @@ class Peers:
 
 @dataclass(frozen=True)
 class RelayConfig:
-    app_secrets: Mapping[str, bytes]
-    fabric_key: bytes
-    accepted_keys: tuple[bytes, ...]
+    # app id -> its raw Ed25519 public keys: relays verify tokens but cannot mint them
+    app_keys: Mapping[str, tuple[bytes, ...]]
+    fabric_key: bytes  # seals
+    accepted_keys: tuple[tuple[int, bytes], ...]  # (epoch, key): the others accepted
     zones: tuple[str, ...]
     drained: bool
+    fabric_epoch: int = 0  # fabric_key's
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,17 @@ class Chaos:
     drop_peers: tuple[str, ...] = ()
     drop_all: bool = False
     until_unix_s: float = 0.0
+
+
+MAX_EVENT_TEXT = 256  # characters of a relay event's kind and peer kept; its detail: 4x
+
+
+def kept_event(e: RelayEvent, unix: float) -> RelayEvent:
+    """A relay's event as the log keeps it: a time that is no number (NaN, infinite) becomes
+    the time it was received, and texts are cut to MAX_EVENT_TEXT (4x for the detail)."""
+    at = e.at_unix_s if math.isfinite(e.at_unix_s) else unix
+    return RelayEvent(at_unix_s=at, kind=e.kind[:MAX_EVENT_TEXT], peer=e.peer[:MAX_EVENT_TEXT],
+                      routes=e.routes, detail=e.detail[:4 * MAX_EVENT_TEXT])
 
 
 Message = Peers | RelayConfig | Push | Members | Chaos
@@ -140,6 +165,7 @@ class Session:
     routes: RelayRoutes
     edge_addr: str = ""
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
+    bucket: TokenBucket | None = None  # its messages' flood limit
 
 
 # -- what admin queries get -----------------------------------------------------------------
@@ -176,6 +202,7 @@ class Status:
     converged_for_s: float
     rejected_samples: int
     rejected_tables: int
+    refused: Mapping[str, int]  # sessions and calls refused, by kind
 
 
 @dataclass(frozen=True)
@@ -212,16 +239,21 @@ class Controller:
     """Topology, routes, what each relay was pushed, channel members, drains and events."""
 
     def __init__(self, catalogue: Mapping[str, Region], policy: Policy,
-                 settings: Settings = Settings(), apps: Mapping[str, bytes] | None = None,
+                 settings: Settings = Settings(),
+                 apps: Mapping[str, tuple[bytes, ...]] | None = None,
                  fabric_keys: list[bytes] | None = None, store: Store | None = None, *,
                  now: float, wake: Callable[[], None] = lambda: None) -> None:
         self.catalogue = dict(catalogue)
         # what the operator changed (drains), kept across restarts
         self.store: Store = store if store is not None else MemoryStore()
         self.drained: set[str] = set(self.store.load(self.catalogue).drained)
-        self.apps = dict(apps or {})
-        # the first key signs; the others are still accepted (rotation)
-        self.fabric_keys = list(fabric_keys or [os.urandom(32)])
+        self.apps = {app: tuple(keys) for app, keys in (apps or {}).items()}
+        if not all(isinstance(k, bytes) for keys in self.apps.values() for k in keys):
+            raise TypeError("apps maps an app id to a sequence of raw public keys (bytes)")
+        # the first key seals; the others are still accepted; rotated on schedule
+        self.keyring = KeyRing(list(fabric_keys or [os.urandom(32)]), now=now,
+                               rotation_s=settings.fabric_key_rotation_s,
+                               overlap_s=settings.fabric_key_overlap_s)
         self.settings = settings
         self.wake = wake  # asks the shell to recompute now rather than at the next interval
         self.started = now
@@ -244,6 +276,7 @@ class Controller:
         # regions that several relays report down: carry no transit until they are back
         self.unreachable: frozenset[str] = frozenset()
         self.events: deque[Event] = deque(maxlen=settings.max_events)
+        self.refused: Counter[str] = Counter()  # sessions and calls refused, by kind
 
     @property
     def version(self) -> int:
@@ -262,7 +295,9 @@ class Controller:
         # versions only grow, across controller restarts too
         session = Session(relay, send, self.distribution.attach(relay.region,
                                                                  hello.route_version),
-                          edge_addr=hello.edge_addr)
+                          edge_addr=hello.edge_addr,
+                          bucket=TokenBucket(self.settings.relay_messages_per_s,
+                                             self.settings.relay_messages_burst, now))
         self.sessions[relay.region] = session
         self.membership.connect(relay.region)
         if hello.route_version and not self.tables:
@@ -314,17 +349,40 @@ class Controller:
 
     def config_for(self, region: str) -> RelayConfig:
         zones = tuple(z.name for z in self.policy.zones.values() if region in z.regions)
-        return RelayConfig(app_secrets=dict(self.apps), fabric_key=self.fabric_keys[0],
-                           accepted_keys=tuple(self.fabric_keys[1:]), zones=zones,
-                           drained=region in self.drained)
+        ring = self.keyring
+        return RelayConfig(app_keys=dict(self.apps), fabric_key=ring.sealing.key,
+                           accepted_keys=tuple((k.epoch, k.key) for k in ring.accepted),
+                           zones=zones, drained=region in self.drained,
+                           fabric_epoch=ring.sealing.epoch)
+
+    def push_config(self) -> None:
+        """Every connected relay's configuration again (the fabric keys changed)."""
+        for region, session in self.sessions.items():
+            session.send(self.config_for(region))
+
+    def admit(self, session: Session, now: float) -> bool:
+        """Whether a relay's next message is within its flood limit; one that is not is
+        dropped by the caller, counted, and logged once per flood."""
+        if session.bucket is None:
+            return True
+        flooding = session.bucket.limited
+        if session.bucket.take(now):
+            return True
+        if not flooding:
+            log.warning("%s: relay %s sends faster than %.0f messages/s: dropping the excess",
+                        session.relay.region, session.relay.node_id,
+                        self.settings.relay_messages_per_s)
+        self.refused["relay-rate"] += 1
+        return False
 
     def on_report(self, session: Session, samples: list[Mapping], counters: Mapping[str, int],
                   now: float) -> None:
         """A relay's link samples (dicts as controller/topology.py checks them)."""
         session.counters = dict(counters)
         problems = self.topology.report(session.relay.region, samples, now)
-        for problem in problems:
-            log.warning("%s: rejected sample: %s", session.relay.region, problem)
+        if problems:  # one line per report: a relay that sends thousands does not flood the log
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            log.warning("%s: rejected sample: %s%s", session.relay.region, problems[0], more)
         self.dirty = True
 
     def on_ack(self, session: Session, version: int, accepted: bool, reason: str = "") -> None:
@@ -339,6 +397,7 @@ class Controller:
 
     def on_events(self, session: Session, events: Iterable[RelayEvent], unix: float) -> None:
         for e in events:
+            e = kept_event(e, unix)
             self.events.append(Event(session.relay.region, e, unix))
             if e.kind in ("link-down", "link-up", "reroute"):
                 log.info("%s: %s %s %s", session.relay.region, e.kind, e.peer, e.detail)
@@ -356,7 +415,28 @@ class Controller:
         """The channels a relay's edge has sessions in, replacing what it reported before.
         A session that a newer relay of its region replaced speaks for nobody."""
         if self.current(session):
+            interest = self.channels_served(session.relay.region, interest)
             self.send_members(self.membership.on_channels(session.relay.region, interest, now))
+
+    def channels_served(self, region: str, interest: Interest) -> Interest:
+        """The channels of `interest` that `region`'s edge can serve: of a zone the region is
+        in, with a name of 1..MAX_CHANNEL_ID bytes; the others are dropped (and logged)."""
+        def problem(zone: str, channel: str) -> str:
+            if region not in getattr(self.policy.zones.get(zone), "regions", ()):
+                return f"zone {zone[:40]!r} is not one of the region's"
+            if not 0 < len(channel.encode(errors="replace")) <= MAX_CHANNEL_ID:
+                return f"channel name of {len(channel)} characters"
+            return ""
+        kept, dropped = {}, []
+        for (zone, channel), value in interest.items():
+            if why := problem(zone, channel):
+                dropped.append(why)
+            else:
+                kept[(zone, channel)] = value
+        if dropped:
+            more = f" (and {len(dropped) - 1} more)" if len(dropped) > 1 else ""
+            log.warning("%s: channels ignored: %s%s", region, dropped[0], more)
+        return kept
 
     def send_members(self, updates: list[Members]) -> None:
         for update in updates:
@@ -365,7 +445,10 @@ class Controller:
     # -- routing ---------------------------------------------------------------------------
 
     def tick(self, now: float, unix: float) -> None:
-        """One round of the shell's loop: members after their hold, routes, convergence."""
+        """One round of the shell's loop: fabric keys' rotation, members after their hold,
+        routes, convergence."""
+        if (change := self.keyring.tick(now)) is not None:
+            self.fabric_keys_changed(change, unix)
         self.send_members(self.membership.release_due(now))
         self.recompute(now, unix)
         self.converged(now)
@@ -459,11 +542,14 @@ class Controller:
             raise NotFound(f"unknown zone {name!r} (zones: {', '.join(zones)})")
         return zones[name]
 
-    def drain(self, region: str, drained: bool, now: float, unix: float) -> None:
+    def drain(self, region: str, drained: bool, now: float, unix: float,
+              actor: str = "insecure") -> None:
         """Drain (or undrain) a region: its edge refuses new sessions and routes move their
         transit off it, make-before-break (it keeps forwarding what still comes its way).
-        Raises OSError, with nothing changed, if the store could not keep the change."""
+        `actor` (who asked) goes to the audit log first. Raises OSError, with nothing
+        changed, if the store could not keep the audit entry or the change."""
         self.known(region)
+        self.audit(actor, "drain" if drained else "undrain", region, unix=unix)
         before = set(self.drained)
         (self.drained.add if drained else self.drained.discard)(region)
         try:
@@ -480,16 +566,64 @@ class Controller:
                 session.send(self.config_for(region))
             self.recompute(now, unix)
 
-    def chaos(self, region: str, chaos: Chaos, unix: float) -> None:
-        """Hand a relay a fault to inject (drills)."""
+    def chaos(self, region: str, chaos: Chaos, unix: float, actor: str = "insecure") -> None:
+        """Hand a relay a fault to inject (drills); `actor` (who asked) goes to the audit log
+        first (OSError, nothing done, if it could not be kept)."""
         self.known(region)
         session = self.sessions.get(region)
         if session is None:
             raise NotReady(f"region {region!r} has no relay connected")
         self.known(*chaos.drop_peers)
-        session.send(chaos)
         what = "every peer" if chaos.drop_all else ", ".join(chaos.drop_peers) or "nothing"
+        until = f" until {chaos.until_unix_s:.0f}" if chaos.until_unix_s else ""
+        self.audit(actor, "chaos", region, f"drop traffic with {what}{until}", unix=unix)
+        session.send(chaos)
         self.record("chaos", region, f"dropping traffic with {what}", unix=unix)
+
+    # -- fabric keys -----------------------------------------------------------------------
+
+    def rotate_fabric_key(self, now: float, unix: float, actor: str = "insecure") -> Change:
+        """Start a rotation of the fabric key now (phase a; controller/fabrickeys.py). NotReady
+        while one is under way; `actor` goes to the audit log first (OSError, nothing done,
+        if it could not be kept)."""
+        ring = self.keyring
+        if busy := ring.busy(now):
+            raise NotReady(busy)
+        self.audit(actor, "rotate-fabric-key", "fabric", f"epoch {ring.next_epoch()}",
+                   unix=unix)
+        change = ring.rotate(now)
+        self.fabric_keys_changed(change, unix)
+        return change
+
+    def fabric_keys_changed(self, change: Change, unix: float) -> None:
+        self.push_config()
+        self.record("fabric-key", change.phase, change.detail, unix=unix)
+        log.info("fabric key: %s", change.detail)
+
+    # -- who did what ----------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, target: str, detail: str = "", *,
+              unix: float) -> None:
+        """Append to the audit log through the store (OSError if it could not be kept)."""
+        entry = AuditEntry(unix, actor, action, target, detail)
+        self.store.append_audit(entry)
+        log.info("audit: %s %s %s %s", actor, action, target, detail)
+
+    def audit_log(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
+        return self.store.audit(since_unix_s, limit)
+
+    def refuse(self, kind: str, who: str, reason: str, *, unix: float,
+               audited: bool = False) -> None:
+        """Count and log a session or call refused for who it came from; an admin call that
+        would have changed something also goes to the audit log (as far as it can be
+        kept: a refusal is never turned into something else by a full disk)."""
+        self.refused[kind] += 1
+        log.warning("refused %s: %s", who or "an unauthenticated peer", reason)
+        if audited:
+            try:
+                self.audit(who or "unauthenticated", "denied", kind, reason, unix=unix)
+            except OSError as e:
+                log.error("audit log %s: %s", self.store.where, e)
 
     def status(self, now: float) -> Status:
         up, measured, expected = self.topology.counts()
@@ -507,6 +641,7 @@ class Controller:
             converged_for_s=now - self.converged_since if converged else 0.0,
             rejected_samples=self.topology.rejected_samples,
             rejected_tables=self.rejected_tables,
+            refused=dict(self.refused),
         )
 
     def links(self, now: float) -> list[LinkView]:

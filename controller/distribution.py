@@ -26,6 +26,9 @@ from controller.engine import Route
 log = logging.getLogger("skymesh.controller")
 
 MAX_UNACKED = 16  # versions kept for a relay that does not acknowledge
+# the highest version a relay's hello may say it holds: versions go on above it, and a uint64
+# on the wire must not run out (relay_service.check_hello refuses more)
+MAX_HELD_VERSION = 2**63
 Paths = list[tuple[str, str, tuple[str, ...], str | None]]
 
 
@@ -71,7 +74,10 @@ class RelayRoutes:
 
     def acknowledge(self, version: int) -> bool:
         """Take an ACK; True if it installed rows (it did unless the version was dropped
-        under the cap)."""
+        under the cap). An ACK of a version never pushed to this relay is ignored: it would
+        make the relay look in sync with a push it has not received."""
+        if version > self.pushed_version:
+            return False
         self.acked_version = max(self.acked_version, version)
         rows = self.unacked.get(version)
         if rows is None:

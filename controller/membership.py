@@ -70,7 +70,10 @@ class Membership:
         return sorted({k for i in self.interest.values() for k in i})
 
     def holding(self, now: float) -> bool:
-        return len(self.interest) < self.expected and now - self.started < self.hold_s
+        # once released, never again: a relay that leaves within hold_s of the start (every
+        # one came back, then one went) must not hold back what the others report
+        return (not self.released and len(self.interest) < self.expected
+                and now - self.started < self.hold_s)
 
     def update(self, keys: Iterable[Channel], now: float,
                also_to: Mapping[Channel, str] | None = None) -> list[Members]:

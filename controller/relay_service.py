@@ -14,7 +14,10 @@ import grpc
 
 from controller import translate
 from controller.core import Controller, Message, Session
+from controller.distribution import MAX_HELD_VERSION
 from skymesh.catalogue import Region
+from skymesh.identity import Identity
+from skymesh.net.tls import peer_identity
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
@@ -23,8 +26,12 @@ _ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
 
 
 class RelayControlService(relay_pb2_grpc.RelayControlServicer):
-    def __init__(self, controller: Controller) -> None:
+    """`mesh`: the mesh whose relay certificates are accepted; None only for a controller run
+    with --insecure, where any peer may say it is any relay."""
+
+    def __init__(self, controller: Controller, mesh: str | None) -> None:
         self.controller = controller
+        self.mesh = mesh
 
     async def Session(
         self,
@@ -41,6 +48,12 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
             code, reason = problem
             log.warning("refused a relay session: %s", reason)
             await context.abort(code, reason)
+        if self.mesh is not None:
+            who = peer_identity(context)
+            reason = check_relay_identity(who, first.hello, self.mesh)
+            if reason:
+                ctl.refuse("relay-identity", str(who or ""), reason, unix=time.time())
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         queue: asyncio.Queue[Message | None] = asyncio.Queue()
         session = ctl.connect(translate.hello(first.hello), queue.put_nowait, time.monotonic(),
                               time.time())
@@ -68,6 +81,8 @@ def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now
              unix: float) -> None:
     """One message of a relay's session, after its hello, to the core (on the shell's
     clocks, or a test's virtual ones)."""
+    if not ctl.admit(session, now):
+        return
     kind = msg.WhichOneof("msg")
     if kind == "report":
         ctl.on_report(session, translate.samples(msg.report), msg.report.counters, now)
@@ -81,6 +96,24 @@ def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now
         log.warning("%s: unexpected %s message ignored", session.relay.region, kind)
 
 
+def check_relay_identity(who: Identity | None, hello: relay_pb2.Hello, mesh: str) -> str:
+    """Why a relay whose certificate names `who` may not open the session its hello asks
+    for ("" when it may): it speaks only for the region and node its certificate names."""
+    if who is None:
+        return "the client certificate names no identity of the mesh"
+    if who.mesh != mesh:
+        return f"certificate of mesh {who.mesh!r}, not {mesh!r}"
+    if who.kind != "relay":
+        return f"{who} is not a relay: only relay certificates open relay sessions"
+    if hello.region != who.region:
+        return (f"certificate of relay {who.name} names region {who.region!r}; its hello "
+                f"claims {hello.region!r}")
+    if hello.node_id != who.name:
+        return (f"certificate names node {who.name!r} of {who.region}; its hello claims "
+                f"node {hello.node_id!r}")
+    return ""
+
+
 def check_hello(
     msg: relay_pb2.RelayMessage, catalogue: Mapping[str, Region]
 ) -> tuple[grpc.StatusCode, str] | None:
@@ -88,12 +121,23 @@ def check_hello(
         return grpc.StatusCode.INVALID_ARGUMENT, "the first message of a session must be a hello"
     hello = msg.hello
     if hello.region not in catalogue:
-        return grpc.StatusCode.NOT_FOUND, f"unknown region {hello.region!r}: not in the catalogue"
-    if not _ADDR.match(hello.probe_addr):
+        return (grpc.StatusCode.NOT_FOUND,
+                f"unknown region {hello.region[:64]!r}: not in the catalogue")
+    if not _host_port(hello.probe_addr):
         return (
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"probe_addr {hello.probe_addr!r} is not host:port",
+            f"probe_addr {hello.probe_addr[:64]!r} is not host:port (port 1-65535)",
         )
-    if hello.edge_addr and not _ADDR.match(hello.edge_addr):
-        return grpc.StatusCode.INVALID_ARGUMENT, f"edge_addr {hello.edge_addr!r} is not host:port"
+    if hello.edge_addr and not _host_port(hello.edge_addr):
+        return (grpc.StatusCode.INVALID_ARGUMENT,
+                f"edge_addr {hello.edge_addr[:64]!r} is not host:port (port 1-65535)")
+    if hello.route_version > MAX_HELD_VERSION:  # versions go on above it: a uint64 would overflow
+        return (grpc.StatusCode.INVALID_ARGUMENT,
+                f"route_version {hello.route_version} is beyond any version pushed "
+                f"(at most {MAX_HELD_VERSION})")
     return None
+
+
+def _host_port(addr: str) -> bool:
+    """Whether `addr` is host:port with a port a socket can use (the peers' probes go there)."""
+    return bool(_ADDR.match(addr)) and 0 < int(addr.rpartition(":")[2]) <= 0xFFFF

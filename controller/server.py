@@ -17,11 +17,23 @@ from controller.core import Controller, Settings
 from controller.relay_service import RelayControlService
 from controller.store import FileStore, MemoryStore, Store
 from skymesh.catalogue import Region
+from skymesh.net.tls import INSECURE_WARNING, TlsError, TlsFiles, server_credentials
 from skymesh.policy import Policy
 from skymesh.v1 import admin_pb2_grpc, relay_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
 DEFAULTS = Settings()
+# Flood limits of the gRPC server. A relay's largest message is a link report (about 60 bytes a
+# peer) or its channel interest; 4 MiB holds either for thousands of peers or channels.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# every relay holds one long-lived session; beyond this many calls at once, new ones get
+# RESOURCE_EXHAUSTED
+MAX_RPCS = 4096
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),  # route tables of 1000 regions
+    ("grpc.max_concurrent_streams", 64),  # per connection: a client is one relay or admin
+]
 
 
 class RecomputeLoop:
@@ -29,7 +41,7 @@ class RecomputeLoop:
     when the core asks (an ACK that releases held rows, a relay gone, a link event)."""
 
     def __init__(self, catalogue: Mapping[str, Region], policy: Policy, settings: Settings,
-                 apps: Mapping[str, bytes] | None, fabric_keys: list[bytes] | None,
+                 apps: Mapping[str, tuple[bytes, ...]] | None, fabric_keys: list[bytes] | None,
                  store: Store) -> None:
         self.wake = asyncio.Event()
         self.core = Controller(catalogue, policy, settings, apps, fabric_keys, store,
@@ -48,17 +60,36 @@ class RecomputeLoop:
 
 
 async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
-                settings: Settings = DEFAULTS, apps: Mapping[str, bytes] | None = None,
-                fabric_keys: list[bytes] | None = None, state_file: Path | None = None
-                ) -> tuple[grpc.aio.Server, RecomputeLoop, int]:
-    """Start serving on `listen`; the caller runs the loop (`.run()`) and stops the server.
-    Raises ValueError for an unreadable state file, OSError when it cannot listen."""
+                settings: Settings = DEFAULTS, apps: Mapping[str, tuple[bytes, ...]] | None = None,
+                fabric_keys: list[bytes] | None = None, state_file: Path | None = None, *,
+                tls: TlsFiles | None) -> tuple[grpc.aio.Server, RecomputeLoop, int]:
+    """Start serving on `listen`, with mutual TLS on `tls` (the controller's certificate;
+    clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
+    None (--insecure). The caller runs the loop (`.run()`) and stops the server. Raises
+    ValueError for an unreadable state file or unusable TLS files, OSError when it cannot
+    listen."""
+    mesh = None
+    if tls is not None:
+        try:
+            me = tls.identity()
+            credentials = server_credentials(tls)
+        except TlsError as e:
+            raise ValueError(str(e)) from None
+        if me.kind != "controller":
+            raise ValueError(f"{tls.cert} is the certificate of {me}, not of a controller")
+        mesh = me.mesh
     store = FileStore(state_file) if state_file is not None else MemoryStore()
     loop = RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)
-    server = grpc.aio.server()
-    relay_pb2_grpc.add_RelayControlServicer_to_server(RelayControlService(loop.core), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(loop.core), server)
-    port = server.add_insecure_port(listen)
+    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
+    relay_pb2_grpc.add_RelayControlServicer_to_server(RelayControlService(loop.core, mesh),
+                                                      server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(loop.core, mesh), server)
+    if tls is None:
+        log.warning(INSECURE_WARNING.format(what=listen))
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
+        log.info("mutual TLS as %s (mesh %s)", me, mesh)
     if not port:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

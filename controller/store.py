@@ -4,20 +4,58 @@ run without --state.
 
 What an operator changed must survive a controller restart, and a change is acknowledged
 only once it is kept: `save_drained` raises OSError when it cannot keep it, and the caller
-rolls the change back. Only the drained regions are kept today; the admin audit log, policy
-and key epochs will follow as more methods of the same interface.
+rolls the change back. Kept today: the drained regions, and the audit log of every change an
+operator made or was refused (who, what, when); policy and key epochs will follow as more
+methods of the same interface.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger("skymesh.controller")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One change made (or refused) through the admin service."""
+
+    at_unix_s: float
+    actor: str  # the caller's identity, e.g. admin/operator/alice, or "insecure"
+    action: str  # drain, undrain, chaos, denied
+    target: str  # the region (or, for denied, the RPC)
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"at_unix_s": self.at_unix_s, "actor": self.actor, "action": self.action,
+                "target": self.target, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, data: dict) -> AuditEntry:
+        """Raises ValueError for anything but an entry as `to_json` writes it."""
+        if not isinstance(data, dict):
+            raise ValueError("an audit entry is an object")
+        try:
+            entry = cls(float(data["at_unix_s"]), data["actor"], data["action"],
+                        data["target"], data.get("detail", ""))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"an audit entry needs at_unix_s, actor, action, target: {e}") \
+                from None
+        if not all(isinstance(v, str) for v in (entry.actor, entry.action, entry.target,
+                                                 entry.detail)):
+            raise ValueError("actor, action, target and detail of an audit entry are strings")
+        return entry
+
+
+def recent(entries: list[AuditEntry], since_unix_s: float, limit: int) -> list[AuditEntry]:
+    chosen = [e for e in entries if e.at_unix_s >= since_unix_s]
+    return chosen[-limit:] if limit else chosen
 
 
 @dataclass(frozen=True)
@@ -45,6 +83,15 @@ class Store(Protocol):
         """Keep the drained regions; raises OSError if they could not be kept."""
         ...
 
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Keep one audit entry after those before it; raises OSError if it could not be
+        kept (the change it records is then refused)."""
+        ...
+
+    def audit(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
+        """The entries at or after `since_unix_s`, oldest first; the last `limit` (0: all)."""
+        ...
+
 
 def only_known(drained: Iterable[str], known: Collection[str], where: str) -> ControllerState:
     """Drop (with a warning) the regions no longer in the catalogue: a region removed from
@@ -59,10 +106,13 @@ def only_known(drained: Iterable[str], known: Collection[str], where: str) -> Co
 
 class FileStore:
     """The state as a small JSON file, `{"drained": [...]}`, replaced atomically (written to a
-    .tmp beside it, then renamed over it), so a crash mid-write leaves the old state whole."""
+    .tmp beside it, then renamed over it), so a crash mid-write leaves the old state whole.
+    The audit log is a JSON-lines file beside it (<state>.audit.jsonl), appended and synced
+    entry by entry; a torn last line (a crash mid-append) is skipped when read."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.audit_path = self.path.with_name(self.path.name + ".audit.jsonl")
 
     @property
     def where(self) -> str:
@@ -85,6 +135,26 @@ class FileStore:
         tmp.write_text(json.dumps({"drained": sorted(drained)}, indent=1))
         tmp.replace(self.path)  # the change is acknowledged only once it is kept
 
+    def append_audit(self, entry: AuditEntry) -> None:
+        line = json.dumps(entry.to_json(), separators=(",", ":")) + "\n"
+        with open(self.audit_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def audit(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
+        try:
+            lines = self.audit_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for n, line in enumerate(lines, 1):
+            try:
+                entries.append(AuditEntry.from_json(json.loads(line)))
+            except ValueError as e:
+                log.warning("%s:%d: skipped: %s", self.audit_path, n, e)
+        return recent(entries, since_unix_s, limit)
+
 
 class MemoryStore:
     """State that lives as long as the process: for tests, and for a controller run without a
@@ -92,6 +162,7 @@ class MemoryStore:
 
     def __init__(self, state: ControllerState | None = None) -> None:
         self.state = state or ControllerState()
+        self.entries: list[AuditEntry] = []
 
     @property
     def where(self) -> str:
@@ -102,3 +173,9 @@ class MemoryStore:
 
     def save_drained(self, drained: Iterable[str]) -> None:
         self.state = ControllerState(drained=frozenset(drained))
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        self.entries.append(entry)
+
+    def audit(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
+        return recent(self.entries, since_unix_s, limit)

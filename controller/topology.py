@@ -141,14 +141,18 @@ def check_sample(src: str, s: Mapping, regions: frozenset[str]) -> str | None:
     if s.get("state") not in STATES:
         return f"link {src}->{dst}: unknown state {s.get('state')!r}"
     rtt, jitter, loss = s.get("rtt_ms"), s.get("jitter_ms"), s.get("loss")
-    if s.get("state") in (UP, DEGRADED):
-        if not _finite(rtt) or rtt <= 0:
-            return f"link {src}->{dst}: rtt_ms must be a positive number, got {rtt!r}"
-        if not _finite(jitter) or jitter < 0:
-            return f"link {src}->{dst}: jitter_ms must be a non-negative number, got {jitter!r}"
-        min_rtt = s.get("min_rtt_ms", 0.0)
-        if not _finite(min_rtt) or min_rtt < 0:
-            return f"link {src}->{dst}: min_rtt_ms must be a non-negative number, got {min_rtt!r}"
+    # a link up or degraded has a measured RTT; any link's numbers are numbers (a link not
+    # measured yet, or down, reports zeros or its last values, never NaN: it would be kept
+    # and shown)
+    if s.get("state") in (UP, DEGRADED) and not (_finite(rtt) and rtt > 0):
+        return f"link {src}->{dst}: rtt_ms must be a positive number, got {rtt!r}"
+    if not _finite(rtt) or rtt < 0:
+        return f"link {src}->{dst}: rtt_ms must be a non-negative number, got {rtt!r}"
+    if not _finite(jitter) or jitter < 0:
+        return f"link {src}->{dst}: jitter_ms must be a non-negative number, got {jitter!r}"
+    min_rtt = s.get("min_rtt_ms", 0.0)
+    if not _finite(min_rtt) or min_rtt < 0:
+        return f"link {src}->{dst}: min_rtt_ms must be a non-negative number, got {min_rtt!r}"
     if not _finite(loss) or not 0 <= loss <= 1:
         return f"link {src}->{dst}: loss must be in [0, 1], got {loss!r}"
     return None

@@ -87,8 +87,12 @@ def controller_message(msg: Message) -> relay_pb2.ControllerMessage:
         ))
     if isinstance(msg, RelayConfig):
         return relay_pb2.ControllerMessage(config=relay_pb2.RelayConfig(
-            app_secrets=msg.app_secrets, fabric_key=msg.fabric_key,
-            accepted_keys=msg.accepted_keys, zones=msg.zones, drained=msg.drained))
+            app_keys={app: relay_pb2.AppKeys(public_keys=keys)
+                      for app, keys in msg.app_keys.items()},
+            fabric_key=msg.fabric_key, fabric_epoch=msg.fabric_epoch,
+            accepted_fabric_keys=[relay_pb2.FabricKey(epoch=epoch, key=key)
+                                  for epoch, key in msg.accepted_keys],
+            zones=msg.zones, drained=msg.drained))
     if isinstance(msg, Chaos):
         return relay_pb2.ControllerMessage(chaos=relay_pb2.Chaos(
             drop_peers=msg.drop_peers, drop_all=msg.drop_all, until_unix_s=msg.until_unix_s))

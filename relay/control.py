@@ -23,13 +23,16 @@ from relay.scheduler import ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import Entry
 from relay.transport import Chaos, ChaosPlan
 from skymesh.linkstate import TO_WIRE
+from skymesh.net.tls import TlsError, TlsFiles
+from skymesh.net.tls import channel as tls_channel
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger("skymesh.relay")
 
 # terminal statuses: retrying cannot help, but the relay keeps trying slowly in case the
 # operator fixes the controller's catalogue
-FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+FATAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
+         grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
 class ClientEdge(Protocol):
@@ -39,7 +42,7 @@ class ClientEdge(Protocol):
 
     def interest(self) -> Mapping[ChannelKey, tuple[bool, bool]]: ...
 
-    def configure(self, app_secrets: dict[str, bytes], zones: set[str],
+    def configure(self, app_keys: dict[str, tuple[bytes, ...]], zones: set[str],
                   drained: bool) -> None: ...
 
 
@@ -58,8 +61,11 @@ class ControlSession:
                  scheduler: ProbeScheduler, fabric: Fabric, chaos: Chaos,
                  counters: Counter[str], rng: random.Random, *,
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, tls: TlsFiles | None = None) -> None:
         self.region = region
+        # the relay's mesh certificate, read at every connect (a rotated one is picked up
+        # then); None: plaintext (--insecure)
+        self.tls = tls
         self.node_id = node_id
         self.controller = controller  # its address
         self.settings = settings
@@ -88,9 +94,13 @@ class ControlSession:
         if kind == "config":
             cfg = msg.config
             zones = set(cfg.zones)
-            self.fabric.configure(cfg.fabric_key, cfg.accepted_keys, zones)
+            self.fabric.configure(cfg.fabric_key,
+                                  {k.epoch: k.key for k in cfg.accepted_fabric_keys}, zones,
+                                  cfg.fabric_epoch)
             if self.edge is not None:
-                self.edge.configure(dict(cfg.app_secrets), zones, cfg.drained)
+                app_keys = {app: tuple(keys.public_keys)
+                            for app, keys in cfg.app_keys.items()}
+                self.edge.configure(app_keys, zones, cfg.drained)
             return None
         if kind == "members":
             m = msg.members
@@ -247,7 +257,7 @@ class ControlSession:
         backoff = self.settings.backoff_min_s
         while True:
             try:
-                async with grpc.aio.insecure_channel(self.controller) as channel:
+                async with tls_channel(self.controller, self.tls, aio=True) as channel:
                     stub = relay_pb2_grpc.RelayControlStub(channel)
                     outbox: asyncio.Queue = asyncio.Queue()
                     outbox.put_nowait(self.hello(probe_addr))
@@ -265,6 +275,8 @@ class ControlSession:
                 log.log(level, "controller %s: %s: %s", self.controller, e.code().name, e.details())
                 if e.code() in FATAL:
                     backoff = self.settings.backoff_max_s
+            except TlsError as e:  # e.g. a certificate being replaced: try again later
+                log.error("cannot connect to controller %s: %s", self.controller, e)
             finally:
                 self.outbox = None
             await asyncio.sleep(backoff * self.rng.uniform(0.8, 1.2))

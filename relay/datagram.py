@@ -2,19 +2,29 @@
 
 Pure functions, no I/O. Layout (network byte order):
 
-    sealed part, authenticated:
-      version u8 | kind u8 | zone_len u8 | channel_len u8 | publisher_len u8 | 0 u8
-      | sealed_len u16 | sequence u64 | nonce[12] | zone | channel | publisher | payload
-    tag[16]: AES-GMAC (AES-GCM over no plaintext) of the sealed part, under the fabric key
+    sealed part: AES-GCM under the fabric key of the epoch it names
+      associated data (authenticated, in clear):
+        version u8 | kind u8 | zone_len u8 | channel_len u8 | publisher_len u8 | epoch u8
+        | sealed_len u16 | sequence u64 | nonce[12] | zone | channel | publisher
+      payload, encrypted (sealed_len is where it ends)
+    tag[16]
     routing state, rewritten by each relay:
       hop_limit u8 | region_count u8 | region_count x (len u8 | region id)
 
-The hop limit and the destination set are routing state, like IP's TTL outside IPsec AH's
-check: each relay splits the set by next hop and lowers the limit, and forwards the sealed part
-as it came, so a transit relay verifies one tag and never signs. The origin, zone, channel,
+The payload is the AEAD's plaintext and everything before it its associated data; being last,
+ciphertext and tag are contiguous. The hop limit and the destination set are routing state,
+like IP's TTL outside IPsec's check: each relay splits the set by next hop and lowers the
+limit, and forwards the sealed part as it came, so a transit relay checks one tag (decrypts
+and discards) and never seals; the delivering relay opens the payload. The zone, channel,
 publisher, sequence and payload are sealed; a relay checks the zone against its own before
-carrying anything, which is what residency rests on. The nonce is unique per sealed datagram
-(a random 8-byte prefix per process and a 4-byte counter).
+carrying anything, which is what residency rests on.
+
+The epoch says which fabric key sealed the datagram (the controller rotates keys with an
+overlap, so relays hold a few at once): the receiver picks the key by epoch, no trial
+decryption. The nonce is unique per key: a random 8-byte prefix per sender (`Nonces`, one per
+relay) and a 4-byte counter, renewed with a fresh prefix before the counter wraps. The counter
+numbers the sender's sealed datagrams, retransmissions included, which is what the delivering
+relay's anti-replay window (relay/replay.py) keeps track of, per (epoch, prefix).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from functools import lru_cache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-VERSION = 2
+VERSION = 3  # 3: the payload is encrypted, the header names the key epoch
 MEDIA, MESSAGE, ACK = 1, 2, 3
 KINDS = (MEDIA, MESSAGE, ACK)
 MAX_DATAGRAM = 1400
@@ -40,9 +50,11 @@ TAG_SIZE = 16
 MAX_ZONE, MAX_CHANNEL, MAX_PUBLISHER = 32, 64, 64
 MAX_REGIONS = 64
 
-_HEAD = struct.Struct("!BBBBBxHQ12s")
+_HEAD = struct.Struct("!BBBBBBHQ12s")
 # offsets in _HEAD, for the transit fast path that reads single fields
-ZONE_LEN_AT, SEALED_SIZE_AT, NONCE_AT = 2, 6, 16
+ZONE_LEN_AT, EPOCH_AT, SEALED_SIZE_AT, NONCE_AT = 2, 5, 6, 16
+NONCE_SIZE, NONCE_PREFIX = 12, 8
+MAX_EPOCH = 0xFF
 MIN_DATAGRAM = _HEAD.size + TAG_SIZE + 2
 _ZONE = re.compile(rb"[a-z0-9-]{1,32}\Z")
 _REGION = re.compile(rb"[a-z0-9-]{2,32}\Z")
@@ -50,7 +62,8 @@ _REGION = re.compile(rb"[a-z0-9-]{2,32}\Z")
 
 class BadDatagram(ValueError):
     """A datagram that cannot be encoded or was rejected on decoding; `reason_code` is one of
-    "short", "too-large", "version", "kind", "field", "bad-tag" (stable, for counters)."""
+    "short", "too-large", "version", "kind", "field", "epoch" (no key of that epoch),
+    "bad-tag" (stable, for counters)."""
 
     def __init__(self, reason_code: str, message: str = "") -> None:
         super().__init__(f"{reason_code}: {message}" if message else reason_code)
@@ -68,6 +81,7 @@ class Datagram:
     publisher: str  # <= 64 bytes UTF-8
     payload: bytes = b""
     version: int = VERSION
+    epoch: int = 0  # u8: the fabric key's epoch
     # the sealed part and tag as received: forwarded copies reuse it (routing state aside)
     sealed: bytes = field(default=b"", compare=False, repr=False)
 
@@ -77,17 +91,30 @@ def _aead(key: bytes) -> AESGCM:
     return AESGCM(hashlib.sha256(key).digest())
 
 
-_PREFIX = os.urandom(8)
-_COUNTER = itertools.count()
+class Nonces:
+    """A sender's nonces: a random 8-byte prefix and a 4-byte counter, a fresh prefix before
+    the counter wraps. The prefix names the sender's sequence space, the counter numbers its
+    sealed datagrams (relay/replay.py)."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(NONCE_PREFIX)
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> bytes:
+        n = next(self.counter)
+        if n >= 2**32:
+            self.prefix, self.counter = os.urandom(NONCE_PREFIX), itertools.count(2)
+            n = 1
+        return self.prefix + n.to_bytes(4, "big")
 
 
-def _nonce() -> bytes:
-    global _PREFIX, _COUNTER
-    n = next(_COUNTER)
-    if n >= 2**32:
-        _PREFIX, _COUNTER = os.urandom(8), itertools.count(1)
-        n = 0
-    return _PREFIX + n.to_bytes(4, "big")
+_nonce = Nonces()  # for callers that bring no sender of their own (tools, tests)
+
+
+def replay_id(sealed: bytes) -> tuple[bytes, int]:
+    """(sender prefix, counter) of a sealed datagram's nonce."""
+    return (sealed[NONCE_AT:NONCE_AT + NONCE_PREFIX],
+            int.from_bytes(sealed[NONCE_AT + NONCE_PREFIX:NONCE_AT + NONCE_SIZE], "big"))
 
 
 def _text(value: str, what: str, limit: int, empty_ok: bool = False) -> bytes:
@@ -119,13 +146,16 @@ def routing_state(hop_limit: int, destinations: Iterable[str]) -> bytes:
 
 
 def seal(d: Datagram, key: bytes, nonce: bytes | None = None) -> bytes:
-    """The sealed part and its tag; raises BadDatagram for fields out of bounds."""
+    """The sealed part (payload encrypted under `key`, d.epoch naming it) and its tag; raises
+    BadDatagram for fields out of bounds."""
     if d.version != VERSION:
         raise BadDatagram("version", f"unsupported version {d.version}")
     if d.kind not in KINDS:
         raise BadDatagram("kind", f"unknown kind {d.kind}")
     if not isinstance(d.seq, int) or not 0 <= d.seq <= 0xFFFFFFFFFFFFFFFF:
         raise BadDatagram("field", "sequence out of range")
+    if not isinstance(d.epoch, int) or not 0 <= d.epoch <= MAX_EPOCH:
+        raise BadDatagram("field", "epoch out of range")
     zone = _ids(d.zone, _ZONE, "zone")
     channel = _text(d.channel, "channel", MAX_CHANNEL)
     publisher = _text(d.publisher, "publisher", MAX_PUBLISHER, empty_ok=True)
@@ -135,12 +165,12 @@ def seal(d: Datagram, key: bytes, nonce: bytes | None = None) -> bytes:
     if size + TAG_SIZE > MAX_DATAGRAM:
         raise BadDatagram("too-large", f"{size + TAG_SIZE} bytes > {MAX_DATAGRAM}")
     nonce = nonce or _nonce()
-    body = b"".join((
-        _HEAD.pack(d.version, d.kind, len(zone), len(channel), len(publisher), size, d.seq,
-                   nonce),
-        zone, channel, publisher, bytes(d.payload),
+    head = b"".join((
+        _HEAD.pack(d.version, d.kind, len(zone), len(channel), len(publisher), d.epoch, size,
+                   d.seq, nonce),
+        zone, channel, publisher,
     ))
-    return body + _aead(key).encrypt(nonce, b"", body)
+    return head + _aead(key).encrypt(nonce, bytes(d.payload), head)
 
 
 def encode(d: Datagram, key: bytes) -> bytes:
@@ -153,17 +183,19 @@ def encode(d: Datagram, key: bytes) -> bytes:
     return data
 
 
-def decode(data: bytes, key: bytes) -> Datagram:
-    """Decode and verify; raises only BadDatagram. The tag is checked before any variable-length
-    field of the sealed part is parsed, so unauthenticated bytes never reach the field parser
-    (the routing state, which is not sealed, is parsed strictly)."""
+def decode(data: bytes, keys: bytes | Mapping[int, bytes]) -> Datagram:
+    """Decode, verify and decrypt; raises only BadDatagram. `keys`: the fabric keys by epoch
+    (an epoch without one is refused as "epoch"), or one key for whatever epoch the datagram
+    names. The tag is checked before any variable-length field of the sealed part is parsed, so
+    unauthenticated bytes never reach the field parser (the routing state, which is not
+    sealed, is parsed strictly)."""
     data = bytes(data)
     n = len(data)
     if n < MIN_DATAGRAM:
         raise BadDatagram("short", f"{n} bytes < {MIN_DATAGRAM}")
     if n > MAX_DATAGRAM:
         raise BadDatagram("too-large", f"{n} bytes > {MAX_DATAGRAM}")
-    version, kind, zlen, clen, plen, size, seq, nonce = _HEAD.unpack_from(data)
+    version, kind, zlen, clen, plen, epoch, size, seq, nonce = _HEAD.unpack_from(data)
     if version != VERSION:
         raise BadDatagram("version", f"unsupported version {version}")
     if kind not in KINDS:
@@ -171,16 +203,24 @@ def decode(data: bytes, key: bytes) -> Datagram:
     end = size + TAG_SIZE
     if size < _HEAD.size or end + 2 > n:
         raise BadDatagram("field", f"sealed length {size} does not fit {n} bytes")
+    pos = _HEAD.size
+    opened = pos + zlen + clen + plen  # where the payload starts
+    if opened > size:
+        raise BadDatagram("field", "fields run past the sealed part")
+    if isinstance(keys, bytes | bytearray):
+        key = keys
+    else:
+        key = keys.get(epoch)
+        if not key:
+            raise BadDatagram("epoch", f"no fabric key of epoch {epoch}")
+    view = memoryview(data)
     try:
-        _aead(key).decrypt(nonce, data[size:end], memoryview(data)[:size])
+        payload = _aead(key).decrypt(nonce, view[opened:end], view[:opened])
     except InvalidTag:
         raise BadDatagram("bad-tag", "authentication tag mismatch") from None
 
     if zlen > MAX_ZONE or not 1 <= clen <= MAX_CHANNEL or plen > MAX_PUBLISHER:
         raise BadDatagram("field", "field length out of bounds")
-    pos = _HEAD.size
-    if pos + zlen + clen + plen > size:
-        raise BadDatagram("field", "fields run past the sealed part")
     zone = data[pos:pos + zlen]
     if not _ZONE.match(zone):
         raise BadDatagram("field", "bad zone")
@@ -189,7 +229,6 @@ def decode(data: bytes, key: bytes) -> Datagram:
         publisher = data[pos + zlen + clen:pos + zlen + clen + plen].decode()
     except UnicodeDecodeError:
         raise BadDatagram("field", "channel or publisher is not UTF-8") from None
-    payload = data[pos + zlen + clen + plen:size]
 
     hop_limit, count = data[end], data[end + 1]
     if not 1 <= count <= MAX_REGIONS:
@@ -208,7 +247,7 @@ def decode(data: bytes, key: bytes) -> Datagram:
     if len(set(dests)) != len(dests):
         raise BadDatagram("field", "duplicate destination region")
     return Datagram(kind, zone.decode(), channel, tuple(dests), hop_limit, seq, publisher,
-                    payload, version, data[:end])
+                    payload, version, epoch, data[:end])
 
 
 def split(

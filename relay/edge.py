@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import secrets as _secrets
 import socket
 import time
@@ -27,6 +29,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
+    HandshakeCompleted,
     QuicEvent,
     StreamDataReceived,
 )
@@ -34,6 +37,7 @@ from aioquic.quic.events import (
 from relay.edgesession import (
     Action,
     Close,
+    EdgeLimits,
     EdgeSession,
     EnterChannel,
     LeaveChannel,
@@ -41,11 +45,13 @@ from relay.edgesession import (
     PublishMessage,
     Send,
     SetTimer,
+    SourceLimits,
 )
 from relay.fabric import ChannelKey
 from skymesh import edgeproto
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_BYTES
 from skymesh.net import quic
+from skymesh.ratelimit import TokenBucket
 from skymesh.token import Grant
 
 MAX_QUEUED_DATAGRAMS = 64  # per session; the oldest are dropped beyond this
@@ -54,8 +60,14 @@ MEDIA_DEADLINE_S = 0.015  # media queued longer than this is dropped, not sent l
 # queue of stale media. 96 KiB (the kernel doubles it) holds about 12 ms at the edge's top rate.
 RECEIVE_BUFFER = 96 * 1024
 
+log = logging.getLogger("skymesh.relay")
+
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
-            "media_expired", "messages")
+            "media_expired", "messages", "refused_rate", "refused_sessions",
+            "media_rate_dropped")
+# flow control: what a client may have in flight to the edge (bytes of its streams, all told)
+MAX_SESSION_DATA = 256 * 1024
+CERT_CHECK_S = 5.0  # how often the edge looks for a reissued certificate
 
 
 
@@ -71,15 +83,16 @@ class Uplink(Protocol):
 
 
 class EdgeState:
-    """What one edge knows: its region, the zones it may serve, the app secrets, the sessions
-    joined to each channel, and its counters."""
+    """What one edge knows: its region, the zones it may serve, the apps' public keys (which
+    verify tokens but cannot mint them), the sessions joined to each channel, and its
+    counters."""
 
-    def __init__(self, secrets: Mapping[str, bytes], region: str, zones: set[str],
+    def __init__(self, app_keys: Mapping[str, tuple[bytes, ...]], region: str, zones: set[str],
                  max_media_bytes: int = MAX_MEDIA_BYTES,
                  max_queued_datagrams: int = MAX_QUEUED_DATAGRAMS,
                  media_deadline_s: float = MEDIA_DEADLINE_S,
-                 uplink: Uplink | None = None) -> None:
-        self.secrets = dict(secrets)
+                 uplink: Uplink | None = None, limits: EdgeLimits | None = None) -> None:
+        self.app_keys = {app: tuple(keys) for app, keys in app_keys.items()}
         self.region = region
         self.zones = frozenset(zones)
         self.drained = False
@@ -90,12 +103,14 @@ class EdgeState:
         self.channels: dict[ChannelKey, set[EdgeConnection]] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.port: int | None = None
+        self.limits = limits or EdgeLimits()
+        self.sources = SourceLimits(self.limits)
 
-    def configure(self, secrets: Mapping[str, bytes], zones: set[str],
+    def configure(self, app_keys: Mapping[str, tuple[bytes, ...]], zones: set[str],
                   drained: bool = False) -> None:
-        """New app secrets and zones (from the controller); joined sessions keep their grant
-        until they renew or it expires. A drained edge refuses new sessions only."""
-        self.secrets = dict(secrets)
+        """New app public keys and zones (from the controller); joined sessions keep their
+        grant until they renew or it expires. A drained edge refuses new sessions only."""
+        self.app_keys = {app: tuple(keys) for app, keys in app_keys.items()}
         self.zones = frozenset(zones)
         self.drained = drained
 
@@ -146,6 +161,15 @@ class EdgeConnection(quic.Protocol):
         super().__init__(*args, **kwargs)
         self.edge = edge
         self.session = EdgeSession(edge)
+        self.source: str | None = None  # the client's address, known at its first packet
+        self._refusal: list[Action] | None = None  # to perform once the handshake is done
+        limits = edge.limits
+        # aioquic offers 128 streams of each kind and has no setting for it; the transport
+        # parameters are made from these at the handshake, which has not started yet
+        self._quic._local_max_streams_bidi.value = limits.streams_per_session
+        self._quic._local_max_streams_uni.value = 0
+        self._media_bucket = TokenBucket(limits.media_bytes_per_s, limits.media_burst_bytes,
+                                         time.monotonic())
         self.key: ChannelKey | None = None  # the channel joined (kept here for the media path)
         self.stream = _secrets.token_hex(6)  # this session's stream id in the fabric
         self.stream_id: int | None = None
@@ -162,15 +186,40 @@ class EdgeConnection(quic.Protocol):
 
     # -- events ----------------------------------------------------------------------------
 
+    def datagram_received(self, data: bytes | str, addr) -> None:
+        if self.source is None:
+            self.source = source = str(addr[0])
+            self.session.source = source
+            if not self.edge.sources.session_opened(source):
+                self.source = ""  # not counted as open: nothing to release
+                self.edge.counters["refused_sessions"] += 1
+                # refused once the handshake is done: a close before it reaches the client
+                # without its code and reason (RFC 9000, 10.2.3)
+                self._refusal = self.session._close(
+                    edgeproto.TOO_MANY_SESSIONS,
+                    edgeproto.too_many_sessions(self.edge.limits.sessions_per_source))
+        super().datagram_received(data, addr)
+
+    def _released(self) -> None:
+        if self.source:
+            self.edge.sources.session_closed(self.source)
+            self.source = ""
+
     def quic_event_received(self, event: QuicEvent) -> None:
+        if self._refusal is not None:
+            if isinstance(event, HandshakeCompleted):
+                self._perform(self._refusal)
+            return
         if isinstance(event, DatagramFrameReceived):
             self._on_datagram(event.data)
         elif isinstance(event, StreamDataReceived):
             self._on_stream_data(event)
         elif isinstance(event, ConnectionTerminated):
+            self._released()
             self._perform(self.session.connection_terminated())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._released()
         self._perform(self.session.connection_terminated())
         super().connection_lost(exc)
 
@@ -224,6 +273,9 @@ class EdgeConnection(quic.Protocol):
         if len(data) > self.edge.max_media_bytes:
             self.edge.counters["media_dropped"] += 1
             return
+        if not self._media_bucket.take(time.monotonic(), len(data)):
+            self.edge.counters["media_rate_dropped"] += 1
+            return
         self.edge.deliver_media(self.key, data, exclude=self)
         if self.edge.uplink is not None:
             self.edge.uplink.media_published(self.key, self.stream, data)
@@ -272,17 +324,18 @@ class EdgeConnection(quic.Protocol):
 
 def server_configuration(cert: Path | str, key: Path | str) -> QuicConfiguration:
     config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN],
-                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
+                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
+                               max_data=MAX_SESSION_DATA, max_stream_data=MAX_SESSION_DATA)
     config.load_cert_chain(str(cert), str(key))
     return config
 
 
 async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
-                     secrets: Mapping[str, bytes], region: str, zones: set[str],
+                     app_keys: Mapping[str, tuple[bytes, ...]], region: str, zones: set[str],
                      fabric: Uplink | None = None, **limits) -> tuple[QuicServer, EdgeState]:
     """Serve the edge on `host`:`port` (0 picks a free port; see `EdgeState.port`), handing what
     its publishers send to `fabric`. Close it with `server.close()`."""
-    edge = EdgeState(secrets, region, zones, uplink=fabric, **limits)
+    edge = EdgeState(app_keys, region, zones, uplink=fabric, **limits)
 
     def protocol(*args, **kwargs) -> EdgeConnection:
         return EdgeConnection(*args, edge=edge, **kwargs)
@@ -296,4 +349,37 @@ async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
     return server, edge
 
 
-__all__ = ["EdgeConnection", "EdgeState", "Uplink", "start_edge"]
+def _stamp(*paths: Path | str) -> tuple:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+async def watch_certificate(server: QuicServer, cert: Path | str, key: Path | str,
+                            interval_s: float = CERT_CHECK_S) -> None:
+    """Serve a reissued certificate from the next connection on, without a restart: the files
+    are checked every `interval_s`, and a pair that loads replaces the server's configuration
+    (aioquic has no setting for it; QuicServer makes each connection from `_configuration`).
+    Sessions already open keep their handshake; a pair that does not load is logged and the
+    old one kept."""
+    stamp = _stamp(cert, key)
+    while True:
+        await asyncio.sleep(interval_s)
+        now = _stamp(cert, key)
+        if now == stamp:
+            continue
+        try:
+            server._configuration = server_configuration(cert, key)
+        except (OSError, ValueError) as e:
+            log.error("keeping the edge's certificate: %s: %s", cert, e)
+            continue
+        stamp = now
+        log.info("edge certificate reloaded from %s", cert)
+
+
+__all__ = ["EdgeConnection", "EdgeState", "Uplink", "start_edge", "watch_certificate"]

@@ -11,12 +11,14 @@ here (`datagram_received`) to be dropped or refused.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from skymesh import edgeproto
 from skymesh.edgeproto import ProtocolError
+from skymesh.ratelimit import TokenBucket
 from skymesh.token import Grant, TokenError, privilege_list, verify
 
 # -- actions: what the shell does for the session ------------------------------------------------
@@ -74,23 +76,108 @@ Action = Send | Close | SetTimer | EnterChannel | LeaveChannel | PublishingChang
     | PublishMessage
 
 
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What one client may ask of an edge before it is refused (flood limits). Every client
+    of a test on one machine shares the loopback address: the per-address limits are set for
+    many real users behind one NAT, not for one user."""
+
+    messages_per_s: float = 50.0  # per session; beyond: closed RATE_LIMITED
+    messages_burst: float = 200.0
+    media_bytes_per_s: float = 4_000_000.0  # per session (32 Mbit/s); beyond: dropped
+    media_burst_bytes: float = 1_000_000.0
+    sessions_per_source: int = 256  # open at once per address; beyond: TOO_MANY_SESSIONS
+    joins_per_source_per_s: float = 50.0  # joins (token checks) per address; beyond:
+    joins_per_source_burst: float = 500.0  # RATE_LIMITED before the token is checked
+    streams_per_session: int = 4  # bidirectional streams a client may open (one is used)
+    sources_tracked: int = 100_000  # join buckets kept; the least recently used go
+
+
+def parse_limits(text: str, base: EdgeLimits | None = None) -> EdgeLimits:
+    """EdgeLimits from "name=value,..." (names as the fields of EdgeLimits), over `base`;
+    ValueError names what is wrong."""
+    import dataclasses
+
+    fields = {f.name: f.type for f in dataclasses.fields(EdgeLimits)}
+    changes: dict[str, float | int] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, eq, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in fields:
+            raise ValueError(f"{item!r}: expected NAME=VALUE, NAME one of "
+                             f"{', '.join(f.replace('_', '-') for f in fields)}")
+        try:
+            number = int(value) if fields[name] in ("int", int) else float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {value.strip()!r} is not a number") from None
+        if not number > 0:
+            raise ValueError(f"{item!r}: must be positive")
+        changes[name] = number
+    limits = dataclasses.replace(base or EdgeLimits(), **changes)
+    if limits.messages_burst < 1 or limits.joins_per_source_burst < 1:
+        raise ValueError("bursts must be at least 1")
+    return limits
+
+
+@dataclass
+class SourceLimits:
+    """Sessions open and joins per client address, on an explicit clock. Pure."""
+
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    open: dict[str, int] = field(default_factory=dict)
+    joins: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
+
+    def session_opened(self, source: str) -> bool:
+        """Whether one more session from `source` may stay open (if so it is counted)."""
+        n = self.open.get(source, 0)
+        if n >= self.limits.sessions_per_source:
+            return False
+        self.open[source] = n + 1
+        return True
+
+    def session_closed(self, source: str) -> None:
+        n = self.open.get(source, 0) - 1
+        if n > 0:
+            self.open[source] = n
+        else:
+            self.open.pop(source, None)
+
+    def join_allowed(self, source: str, now: float) -> bool:
+        bucket = self.joins.get(source)
+        if bucket is None:
+            lim = self.limits
+            bucket = TokenBucket(lim.joins_per_source_per_s, lim.joins_per_source_burst, now)
+            self.joins[source] = bucket
+            while len(self.joins) > lim.sources_tracked:
+                self.joins.popitem(last=False)
+        else:
+            self.joins.move_to_end(source)
+        return bucket.take(now)
+
+
 class EdgeConfig(Protocol):
     """What a session reads of its edge, as it is at each event (the controller reconfigures
     the edge while sessions run), and where it counts."""
 
     region: str
     zones: frozenset[str]
-    secrets: Mapping[str, bytes]
+    app_keys: Mapping[str, tuple[bytes, ...]]  # app id -> public keys; no secret
     drained: bool
     counters: dict[str, int]
+    limits: EdgeLimits
+    sources: SourceLimits
 
 
 class EdgeSession:
     """One client's session: not joined, joined to one channel (`grant`, `key`), or closed.
     After a close, by a refusal or by the connection's end, every event returns no action."""
 
-    def __init__(self, edge: EdgeConfig) -> None:
+    def __init__(self, edge: EdgeConfig, source: str = "") -> None:
         self.edge = edge
+        self.source = source  # the client's address, for the per-address limits
+        self._messages: TokenBucket | None = None  # the publisher's message rate
         self.grant: Grant | None = None
         self.key: tuple[str, str] | None = None  # the channel joined
         self.closed = False
@@ -130,7 +217,7 @@ class EdgeSession:
                 return self._refuse(ProtocolError(edgeproto.JOIN_FIRST))
             return self._join(msg, now)
         if kind == edgeproto.MESSAGE:
-            return self._message(msg)
+            return self._message(msg, now)
         if kind == edgeproto.RENEW:
             return self._renew(msg, now)
         return self._refuse(ProtocolError(edgeproto.unexpected_kind(kind)))
@@ -173,7 +260,7 @@ class EdgeSession:
         """The grant of a token this edge accepts for `channel`, and the channel's name among
         the relays."""
         edge = self.edge
-        grant = verify(token, edge.secrets, now=int(now), channel=channel,
+        grant = verify(token, edge.app_keys, now=int(now), channel=channel,
                        need=("join",))
         if grant.zone not in edge.zones:
             raise TokenError("wrong-zone", edgeproto.wrong_zone(grant.zone, edge.region,
@@ -187,12 +274,19 @@ class EdgeSession:
         channel = msg.get("channel")
         if not isinstance(channel, str) or not channel:
             return self._refuse(ProtocolError(edgeproto.JOIN_NEEDS_CHANNEL))
+        if not edge.sources.join_allowed(self.source, now):
+            # before the token's signature is checked: that is what a join flood costs
+            lim = edge.limits
+            edge.counters["refused_rate"] += 1
+            return self._close(edgeproto.RATE_LIMITED, edgeproto.joins_too_fast(
+                lim.joins_per_source_per_s, lim.joins_per_source_burst))
         try:
             grant, name = self._check(msg.get("token"), channel, now)
         except (TokenError, ProtocolError) as e:
             return self._refuse(e)
         self._grant(grant)
         self.key = (grant.zone, name)
+        self._messages = TokenBucket(edge.limits.messages_per_s, edge.limits.messages_burst, now)
         edge.counters["joined"] += 1
         return [self._arm(), EnterChannel(self.key), Send(edgeproto.encode_line(edgeproto.joined(
             grant.uid, grant.channel, edge.region, grant.zone,
@@ -233,11 +327,16 @@ class EdgeSession:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _message(self, msg: dict) -> list[Action]:
+    def _message(self, msg: dict, now: float) -> list[Action]:
         assert self.grant is not None and self.key is not None
         refused = self._require("publish-messages")
         if refused:
             return refused
+        if self._messages is not None and not self._messages.take(now):
+            lim = self.edge.limits
+            self.edge.counters["refused_rate"] += 1
+            return self._close(edgeproto.RATE_LIMITED, edgeproto.messages_too_fast(
+                lim.messages_per_s, lim.messages_burst))
         try:
             mid, body = edgeproto.published(msg)
         except ProtocolError as e:

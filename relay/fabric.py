@@ -3,6 +3,11 @@ route tables (one copy per next hop), delivered to the local edge, with end-to-e
 messages. No sockets and no clock: the relay node hands it datagrams, its clock and its send
 functions (`send(region, bytes)`, and the socket's own for the transit fast path).
 
+Datagrams are sealed under the current fabric key, named by its epoch, and opened under the
+key of the epoch they name (the controller hands the keys over and rotates them with an
+overlap). A datagram for this region that its sender's window (relay/replay.py) has seen, or
+has left behind, is a replay: dropped and counted `dropped.replay`, nothing delivered.
+
 Message payload: base u64 | message id u64 | origin len u8 | origin | uid len u8 | uid | body
 (the origin numbers the stream in the header's seq; see relay/reliable.py for base).
 Acknowledgement: kind ACK to the origin region, seq = cumulative, payload = the acking region.
@@ -13,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +28,7 @@ from relay import datagram
 from relay.datagram import (
     _HEAD,
     ACK,
+    EPOCH_AT,
     MAX_DATAGRAM,
     MAX_REGIONS,
     MEDIA,
@@ -35,8 +41,10 @@ from relay.datagram import (
     ZONE_LEN_AT,
     BadDatagram,
     Datagram,
+    Nonces,
 )
 from relay.reliable import Copy, InStream, OutStream, ReliableSettings
+from relay.replay import ACCEPTED, ReplayGuard
 from relay.tables import RouteTables
 
 HOP_LIMIT = 16
@@ -71,8 +79,14 @@ class _In:
 
 @dataclass
 class FabricKeys:
-    current: bytes = b""
-    accepted: tuple[bytes, ...] = ()  # earlier keys, still accepted on receipt
+    current: bytes = b""  # seals what this relay sends
+    epoch: int = 0  # the current key's
+    by_epoch: dict[int, bytes] = field(default_factory=dict)  # opens: every key accepted
+
+    @property
+    def accepted(self) -> dict[int, bytes]:
+        """The keys accepted on receipt other than the current one, by epoch."""
+        return {e: k for e, k in self.by_epoch.items() if e != self.epoch}
 
 
 @dataclass
@@ -96,7 +110,12 @@ class Fabric:
     outgoing: dict[tuple[str, str, str], _Out] = field(default_factory=dict)
     incoming: dict[tuple[str, str, str, str], _In] = field(default_factory=dict)
     transit_index: dict[tuple[bytes, bytes], tuple] = field(default_factory=dict)
-    seal_check: Callable | None = None  # verifies a sealed part under the current key
+    # per key epoch: checks a sealed part's tag, decrypting it into a buffer the fast path
+    # discards: (nonce, ciphertext and tag, associated data, buffer of the payload's size)
+    seal_checks: dict[int, Callable] = field(default_factory=dict)
+    scratch: memoryview = field(default_factory=lambda: memoryview(bytearray(MAX_DATAGRAM)))
+    nonces: Nonces = field(default_factory=Nonces)  # this relay's sequence space
+    replay: ReplayGuard = field(default_factory=lambda: ReplayGuard(size=4096))
     # where there is no emulated WAN: send straight to a peer's address, found by region
     direct_send: Callable[[bytes | bytearray, tuple[str, int]], None] | None = None
     # the same for a run of equal-sized datagrams in one buffer: (buffer, size, address)
@@ -105,10 +124,17 @@ class Fabric:
 
     # -- configuration from the controller -------------------------------------------------
 
-    def configure(self, key: bytes, accepted: Iterable[bytes], zones: Iterable[str]) -> None:
-        self.keys = FabricKeys(key, tuple(k for k in accepted if k and k != key))
+    def configure(self, key: bytes, accepted: Mapping[int, bytes], zones: Iterable[str],
+                  epoch: int = 0) -> None:
+        """The fabric key that seals (of `epoch`), the other keys still (or already)
+        accepted on receipt by epoch, and the zones this relay's region is in."""
+        by_epoch = {e: k for e, k in accepted.items() if k and 0 <= e <= datagram.MAX_EPOCH}
+        if key:
+            by_epoch[epoch] = key
+        self.keys = FabricKeys(key, epoch, by_epoch)
         self.zones = frozenset(zones)
-        self.seal_check = datagram._aead(key).decrypt if key else None
+        self.seal_checks = {e: datagram._aead(k).decrypt_into for e, k in by_epoch.items()}
+        self.replay.retain(by_epoch)  # a retired key's datagrams no longer open at all
         self.tables_changed()
 
     def tables_changed(self) -> None:
@@ -192,6 +218,11 @@ class Fabric:
             # never carry a zone's traffic through a region outside it
             self.counters["dropped.foreign-zone"] += 1
             return
+        if self.region in d.destinations:  # for here: its sender's window says if it is new
+            sender, seq = datagram.replay_id(d.sealed)
+            if self.replay.accept(d.epoch, sender, seq) != ACCEPTED:
+                self.counters["dropped.replay"] += 1
+                return
         self.counters[f"zone.{d.zone}.received"] += 1
         self._route(d, now)
 
@@ -205,10 +236,12 @@ class Fabric:
         zones for a single destination elsewhere goes on to its next hop with the hop limit
         lowered and everything else as it came. When the whole run goes to one address it
         leaves in one send. Returns the offsets of the datagrams left to the full path (which
-        also counts whatever is wrong with them)."""
+        also counts whatever is wrong with them). The tag is checked under the key of the
+        datagram's epoch by decrypting the payload, which is then discarded: a transit relay
+        has no use for it, and passes the ciphertext on as it came."""
         total = len(buf)
-        check = self.seal_check
-        if check is None or segment <= 0:
+        checks = self.seal_checks
+        if not checks or segment <= 0:
             return list(range(0, total, max(segment, 1)))
         view = memoryview(buf)
         out = bytearray(buf)
@@ -221,8 +254,10 @@ class Fabric:
         # than parsed; what differs is parsed again
         like = -1
         head = zone = tail = b""
-        zone_at = zone_end = tag_at = tail_at = 0
+        zone_at = zone_end = open_at = tag_at = tail_at = 0
         route: tuple = ()
+        check = None  # the key of the datagram parsed last (its epoch is in `head`)
+        into = None  # where its payload is decrypted to, and dropped (no allocation)
         for o in range(0, total, segment):
             stop = o + segment
             if stop > total:
@@ -231,8 +266,8 @@ class Fabric:
                     and buf[o + zone_at:o + zone_end] == zone
                     and buf[o + tail_at:stop] == tail):
                 try:
-                    check(buf[o + NONCE_AT:o + zone_at], buf[o + tag_at:o + tail_at],
-                          view[o:o + tag_at])
+                    check(buf[o + NONCE_AT:o + zone_at], view[o + open_at:o + tail_at],
+                          view[o:o + open_at], into)
                 except InvalidTag:
                     left.append(o)
                     continue
@@ -247,9 +282,11 @@ class Fabric:
             tag_at = buf[o + SEALED_SIZE_AT] << 8 | buf[o + SEALED_SIZE_AT + 1]
             zone_at = _HEAD.size
             zone_end = zone_at + buf[o + ZONE_LEN_AT]
+            # the payload (the ciphertext) starts after the zone, channel and publisher
+            open_at = zone_end + buf[o + ZONE_LEN_AT + 1] + buf[o + ZONE_LEN_AT + 2]
             tail_at = tag_at + TAG_SIZE  # the routing state: hop limit, count, one name
             end = o + tail_at
-            if (zone_end > tag_at or end + 3 > stop or buf[end + 1] != 1
+            if (open_at > tag_at or end + 3 > stop or buf[end + 1] != 1
                     or end + 3 + buf[end + 2] != stop or not buf[end]):
                 left.append(o)
                 like = -1
@@ -261,8 +298,15 @@ class Fabric:
                 like = -1
                 continue
             route = found
+            check = checks.get(buf[o + EPOCH_AT])
+            if check is None:  # no key of that epoch: the full path counts it
+                left.append(o)
+                like = -1
+                continue
+            into = self.scratch[:tag_at - open_at]
             try:
-                check(buf[o + NONCE_AT:o + zone_at], buf[end - TAG_SIZE:end], view[o:o + tag_at])
+                check(buf[o + NONCE_AT:o + zone_at], view[o + open_at:end], view[o:o + open_at],
+                      into)
             except InvalidTag:
                 left.append(o)
                 like = -1
@@ -297,22 +341,18 @@ class Fabric:
     def _decode(self, data: bytes) -> Datagram:
         if not self.keys.current:
             raise BadDatagram("no-key", "no fabric key from the controller yet")
-        try:
-            return datagram.decode(data, self.keys.current)
-        except BadDatagram as e:
-            if e.reason_code != "bad-tag":
-                raise
-            for key in self.keys.accepted:
-                try:
-                    return datagram.decode(data, key)
-                except BadDatagram:
-                    pass
-            raise
+        return datagram.decode(data, self.keys.by_epoch)
 
     # -- forwarding ------------------------------------------------------------------------
 
     def _route(self, d: Datagram, now: float = 0.0) -> None:
-        """Deliver what is for here, send one copy per next hop for the rest."""
+        """Deliver what is for here, send one copy per next hop for the rest (sealed once, here
+        if this relay is where the datagram starts)."""
+        if not d.sealed and d.destinations != (self.region,):
+            sealed = self._seal(d)
+            if sealed is None:
+                return
+            d = sealed
         hops = {dst: self.tables.next_hop(dst, d.zone) for dst in d.destinations
                 if dst != self.region}
         local, copies, dropped = datagram.forward(d, hops, self.region)
@@ -329,7 +369,13 @@ class Fabric:
 
     def _encode(self, d: Datagram) -> list[bytes]:
         """One datagram; several (each for part of the destinations) only when the set is too
-        large to fit beside the payload or has more than MAX_REGIONS regions."""
+        large to fit beside the payload or has more than MAX_REGIONS regions. What this relay
+        seals takes the current key's epoch and its own next nonce."""
+        if not d.sealed:
+            sealed = self._seal(d)
+            if sealed is None:
+                return []
+            d = sealed
         if len(d.destinations) <= MAX_REGIONS:
             try:
                 return [datagram.encode(d, self.keys.current)]
@@ -337,11 +383,7 @@ class Fabric:
                 if e.reason_code != "too-large" or len(d.destinations) < 2:
                     self.counters[f"dropped.{e.reason_code}"] += 1
                     return []
-        try:
-            sealed = d.sealed or datagram.seal(d, self.keys.current)
-        except BadDatagram as e:
-            self.counters[f"dropped.{e.reason_code}"] += 1
-            return []
+        sealed = d.sealed
         if len(sealed) + 3 + max(len(x) for x in d.destinations) > MAX_DATAGRAM:
             self.counters["dropped.too-large"] += 1  # not even one destination fits
             return []
@@ -350,6 +392,20 @@ class Fabric:
         half = len(d.destinations) // 2
         return [raw for part in (d.destinations[:half], d.destinations[half:])
                 for raw in self._encode(dataclasses.replace(d, destinations=part))]
+
+    def _seal(self, d: Datagram) -> Datagram | None:
+        """`d` with its sealed part, under the current key and epoch and this relay's next
+        nonce; None (counted) when it cannot be sealed."""
+        if not self.keys.current:
+            self.counters["dropped.no-key"] += 1
+            return None
+        d = dataclasses.replace(d, epoch=self.keys.epoch)
+        try:
+            return dataclasses.replace(d, sealed=datagram.seal(d, self.keys.current,
+                                                               self.nonces()))
+        except BadDatagram as e:
+            self.counters[f"dropped.{e.reason_code}"] += 1
+            return None
 
     def _deliver(self, d: Datagram, now: float) -> None:
         key = (d.zone, d.channel)

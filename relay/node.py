@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 from relay import packets
 from relay.control import ControlSession
-from relay.edge import EdgeState, start_edge
+from relay.edge import EdgeState, start_edge, watch_certificate
+from relay.edgesession import EdgeLimits
 from relay.fabric import Fabric
 from relay.scheduler import ProbeScheduler, RelaySettings
 from relay.tables import RouteTables
 from relay.transport import Chaos, Direct, EmulatedWan, peer_sender
+from skymesh.net.tls import TlsFiles
 from skymesh.net.udpio import BatchedUDP
 from skymesh.v1 import relay_pb2
 from skymesh.wan import WanLink
@@ -38,6 +40,7 @@ class EdgeSettings:
     cert: str
     key: str
     port: int = 0  # on the relay's bind host; 0 picks a free port
+    limits: EdgeLimits | None = None  # flood limits (None: EdgeLimits' defaults)
 
 
 class RelayNode:
@@ -49,13 +52,18 @@ class RelayNode:
         wan: dict[str, WanLink] | None = None,
         settings: RelaySettings = DEFAULT_SETTINGS,
         edge: EdgeSettings | None = None,
+        *,
+        tls: TlsFiles | None,
+        node_id: str = "",
     ) -> None:
+        """`tls`: the relay's mesh certificate, which names its region and node (None:
+        plaintext, --insecure, and a random node id unless `node_id` is given)."""
         self.region = region
         self.controller = controller  # its address
         self.bind = bind
         self.wan = wan  # None: a real network, send at once
         self.settings = settings
-        self.node_id = f"{region}-{uuid.uuid4().hex[:6]}"
+        self.node_id = node_id or f"{region}-{uuid.uuid4().hex[:6]}"
         self.rng = random.Random()
         self.counters: Counter[str] = Counter()
         self.tables = RouteTables(region)
@@ -70,7 +78,7 @@ class RelayNode:
                              time.monotonic, self.counters)
         self.control = ControlSession(region, self.node_id, controller, settings,
                                       self.scheduler, self.fabric, self.chaos, self.counters,
-                                      self.rng)
+                                      self.rng, tls=tls)
         self.scheduler.on_forwarding_changed = self.fabric.tables_changed
         self.scheduler.on_links_changed = self.control.links_changed
         self.fabric.on_interest = self.control.interest_changed
@@ -123,8 +131,9 @@ class RelayNode:
         log.info("relay %s listening on udp %s:%d", self.node_id, host, port)
         if self.edge_settings is not None:
             e = self.edge_settings
-            _, self.edge = await start_edge(host, e.port, e.cert, e.key, {}, self.region, set(),
-                                            fabric=self.fabric)
+            server, self.edge = await start_edge(host, e.port, e.cert, e.key, {}, self.region,
+                                                 set(), fabric=self.fabric, limits=e.limits)
+            self.edge_watch = asyncio.create_task(watch_certificate(server, e.cert, e.key))
             self.fabric.edge = self.edge
             self.control.edge = self.edge
             self.control.edge_addr = f"{host}:{self.edge.port}"

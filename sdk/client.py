@@ -26,7 +26,13 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
-from sdk.errors import ConnectionClosed, RegionDrained, SkymeshError, TokenRefused
+from sdk.errors import (
+    ConnectionClosed,
+    RateLimited,
+    RegionDrained,
+    SkymeshError,
+    TokenRefused,
+)
 from skymesh import edgeproto
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_PAYLOAD
 from skymesh.edgeproto import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # the SDK's API too
@@ -46,6 +52,8 @@ def close_error(error_code: int, reason: str) -> SkymeshError:
     """The SDK exception for a QUIC close with `error_code` and `reason`."""
     if error_code == edgeproto.DRAINED_ERROR:
         return RegionDrained(reason)
+    if error_code in (edgeproto.RATE_LIMITED, edgeproto.TOO_MANY_SESSIONS):
+        return RateLimited(error_code, reason)
     name = edgeproto.REFUSAL_CODES.get(error_code)
     if name is not None:
         return TokenRefused(name, error_code, reason)

@@ -38,6 +38,17 @@ class RegionDrained(SkymeshError):
         self.reason = reason
 
 
+class RateLimited(SkymeshError):
+    """The edge closed the session for sending faster than it allows (messages, joins from
+    one address) or for too many sessions open from one address: back off before retrying.
+    `error_code` is `edgeproto.RATE_LIMITED` or `TOO_MANY_SESSIONS`, `reason` the limit."""
+
+    def __init__(self, error_code: int, reason: str) -> None:
+        super().__init__(reason or "rate limited by the edge")
+        self.error_code = error_code
+        self.reason = reason
+
+
 class EdgeUnavailable(SkymeshError):
     """No usable client edge for the region asked for: unknown region, no relay with an edge
     connected, or the region is drained."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import grpc
 
 from sdk.errors import ControllerUnavailable, EdgeUnavailable
+from skymesh.net.tls import TlsError, TlsFiles
+from skymesh.net.tls import channel as tls_channel
 from skymesh.v1 import admin_pb2, admin_pb2_grpc
 
 
@@ -21,11 +23,16 @@ class Edge:
 
 
 def find_edge(controller: str, region: str, ca: str | None = None,
-              timeout: float = 5.0) -> Edge:
-    """The client edge of `region` as the controller at `controller` knows it. Raises
+              timeout: float = 5.0, *, credentials: TlsFiles | None) -> Edge:
+    """The client edge of `region` as the controller at `controller` knows it, asked with
+    the mesh certificate `credentials` (None: plaintext, a controller run --insecure). Raises
     EdgeUnavailable (unknown region, no edge connected, region drained) or
     ControllerUnavailable."""
-    with grpc.insecure_channel(controller) as channel:
+    try:
+        channel = tls_channel(controller, credentials)
+    except TlsError as e:
+        raise ControllerUnavailable(f"cannot call controller {controller}: {e}") from None
+    with channel:
         try:
             reply = admin_pb2_grpc.AdminStub(channel).Regions(admin_pb2.RegionsRequest(),
                                                               timeout=timeout)

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from skymesh.countries import ISO_ALPHA2
+from skymesh import yamlfile
+from skymesh.countries import COUNTRY_CODES, MISTAKEN
 
 ID_PATTERN = re.compile(r"^[a-z0-9-]{2,32}$")
 REQUIRED = ("id", "name", "country", "lat", "lon")
@@ -56,6 +57,14 @@ class CatalogueError(ValueError):
         return "\n".join(self.problems)
 
 
+def country_problem(code: str) -> str | None:
+    """What is wrong with `code` as a region's country (None: nothing)."""
+    if code in COUNTRY_CODES:
+        return None
+    hint = f" (use {MISTAKEN[code]})" if code in MISTAKEN else ""
+    return f"{code!r} is not an ISO 3166-1 alpha-2 code{hint}"
+
+
 def _number(value: object, low: float, high: float) -> float | None:
     # bool is an int subclass, but `lat: true` is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -92,8 +101,11 @@ def parse_region(data: object, source: str) -> tuple[Region | None, list[str]]:
         problems.append(f"{source}: name: must be a non-empty string, got {name!r}")
 
     country = data.get("country")
-    if "country" in data and not (isinstance(country, str) and country in ISO_ALPHA2):
-        problems.append(f"{source}: country: {country!r} is not an ISO 3166-1 alpha-2 code")
+    if "country" in data:
+        if not isinstance(country, str):
+            problems.append(f"{source}: country: {country!r} is not an ISO 3166-1 alpha-2 code")
+        elif (wrong := country_problem(country)) is not None:
+            problems.append(f"{source}: country: {wrong}")
 
     coords: dict[str, float | None] = {}
     for key, limit in (("lat", 90), ("lon", 180)):
@@ -132,7 +144,7 @@ def _read(file: Path, source: str) -> tuple[object, list[str]]:
     except (OSError, UnicodeDecodeError) as exc:
         return None, [f"{source}: read: {exc}"]
     try:
-        return yaml.safe_load(text), []
+        return yamlfile.load(text), []
     except yaml.MarkedYAMLError as exc:
         where = ""
         if exc.problem_mark is not None:

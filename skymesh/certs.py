@@ -1,5 +1,12 @@
-"""Development certificates: the local mesh's own certificate authority and the leaf
-certificates it issues to the controller and relays (EC P-256, PEM files)."""
+"""The mesh's certificates: its certificate authority, the trust bundle every process checks
+peers against, and the leaf certificates it issues (EC P-256, PEM files).
+
+A mesh's CA carries the mesh's name as a URI SAN (spiffe://<mesh>); the certificates of its
+controllers, relays and admins carry their SPIFFE ID (skymesh/identity.py), which is what the
+controller authorises. `bundle.pem` holds every CA still trusted: rotating the CA adds the new
+one in front and keeps the old one until its leaves are replaced, so nothing stops trusting a
+peer mid-rotation.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from skymesh import identity
+from skymesh.identity import Identity
+
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
+BUNDLE = "bundle.pem"
+LEAF_DAYS = 90  # mesh identities: short-lived, reissued (and picked up) without restarts
 EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
              ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
 
@@ -26,6 +38,10 @@ class CertError(Exception):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def now_stamp() -> str:
+    return _now().strftime("%Y%m%dT%H%M%S.%f")
 
 
 def _name(common_name: str) -> x509.Name:
@@ -104,12 +120,15 @@ def load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
     return cert, key
 
 
-def create_ca(directory: Path, name: str = "skymesh development CA",
-              days: int = 3650) -> tuple[Path, Path]:
-    """A new self-signed CA in `directory` (overwriting one there): (ca.pem, ca.key)."""
+def create_ca(directory: Path, name: str | None = None, days: int = 3650,
+              mesh: str = identity.DEFAULT_MESH) -> tuple[Path, Path]:
+    """A new self-signed CA of mesh `mesh` in `directory` (overwriting one there): (ca.pem,
+    ca.key). The trust bundle gains it in front; CAs already there stay trusted."""
     directory = Path(directory)
+    identity.check_mesh(mesh)
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = _name(name)
+    # a CA's subject is unique, so peers never confuse an old CA with its successor
+    subject = _name(name or f"skymesh {mesh} CA {now_stamp()}")
     now = _now()
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (x509.CertificateBuilder()
@@ -124,27 +143,69 @@ def create_ca(directory: Path, name: str = "skymesh development CA",
                                          key_agreement=False, key_cert_sign=True,
                                          crl_sign=True, encipher_only=False,
                                          decipher_only=False), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"{identity.SCHEME}{mesh}")]), critical=False)
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / CA_CERT, directory / CA_KEY
     _write(key_path, _key_pem(key), private=True)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    trusted = [c for c in load_bundle(directory / BUNDLE) if c != cert] \
+        if (directory / BUNDLE).exists() else []
+    write_bundle(directory / BUNDLE, [cert, *trusted])
     return cert_path, key_path
 
 
-def ensure_dev_ca(directory: Path) -> tuple[Path, Path]:
+def ensure_dev_ca(directory: Path, mesh: str = identity.DEFAULT_MESH) -> tuple[Path, Path]:
     """The CA in `directory`: created when absent or expired, else reused. A CA that is there
     but unreadable or mismatched is a CertError, not silently replaced (its leaves would
     stop verifying)."""
     directory = Path(directory)
     cert_path, key_path = directory / CA_CERT, directory / CA_KEY
     if not cert_path.exists() and not key_path.exists():
-        return create_ca(directory)
+        return create_ca(directory, mesh=mesh)
     cert = load_cert(cert_path)
     if _now() >= cert.not_valid_after_utc:
-        return create_ca(directory)
+        return create_ca(directory, mesh=mesh)
     load_ca(directory)
+    if not (directory / BUNDLE).exists():  # a CA made before bundles existed
+        write_bundle(directory / BUNDLE, [cert])
     return cert_path, key_path
+
+
+def mesh_of(ca_cert: x509.Certificate) -> str:
+    """The mesh a CA serves (its spiffe://<mesh> URI; the default mesh for a CA without)."""
+    uris = _uris(ca_cert)
+    return identity.mesh_of(uris[0]) if uris else identity.DEFAULT_MESH
+
+
+def load_bundle(path: Path) -> list[x509.Certificate]:
+    """The CA certificates of a trust bundle (one or more PEM certificates)."""
+    try:
+        certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except OSError as e:
+        raise CertError(f"cannot read trust bundle {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise CertError(f"{path} is not a bundle of PEM certificates: {e}") from None
+    for c in certs:
+        if not _is_ca(c):
+            raise CertError(f"{path}: {c.subject.rfc4514_string()} is not a CA certificate")
+    return certs
+
+
+def write_bundle(path: Path, certs: list[x509.Certificate]) -> None:
+    _write(Path(path), b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+
+
+def prune_bundle(directory: Path) -> list[x509.Certificate]:
+    """Keep only the current CA in the trust bundle; returns the CAs dropped. Run once every
+    leaf of the old CAs is reissued: from then on their certificates are refused."""
+    directory = Path(directory)
+    current = load_cert(directory / CA_CERT)
+    trusted = load_bundle(directory / BUNDLE)
+    dropped = [c for c in trusted if c != current]
+    write_bundle(directory / BUNDLE, [current])
+    return dropped
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -159,14 +220,17 @@ def _san(host: str) -> x509.GeneralName:
 
 
 def issue_cert(directory: Path, ca_dir: Path, name: str, hosts: list[str],
-               days: int = 825) -> tuple[Path, Path]:
-    """A leaf certificate for `hosts` (DNS names and IP addresses) signed by the CA in
-    `ca_dir`, good for TLS servers and clients: (<name>.pem, <name>.key) in `directory`."""
-    if not name or "/" in name or name.startswith(".") or name in ("ca",):
+               days: int = 825, uri: str | None = None) -> tuple[Path, Path]:
+    """A leaf certificate for `hosts` (DNS names and IP addresses) and the SPIFFE ID `uri`,
+    signed by the CA in `ca_dir`, good for TLS servers and clients: (<name>.pem,
+    <name>.key) in `directory`."""
+    if not name or "/" in name or name.startswith(".") or name in ("ca", "bundle"):
         raise CertError(f"bad certificate name {name!r}")
-    if not hosts:
+    if not hosts and not uri:
         raise CertError("a certificate needs at least one host (DNS name or IP address)")
     sans = list(dict.fromkeys(_san(h) for h in hosts))
+    if uri:
+        sans.insert(0, x509.UniformResourceIdentifier(uri))
     ca_cert, ca_key = load_ca(ca_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -199,6 +263,44 @@ def issue_cert(directory: Path, ca_dir: Path, name: str, hosts: list[str],
     return cert_path, key_path
 
 
+def file_stem(who: Identity) -> str:
+    """Where an identity's certificate is kept: controller-<id>, relay-<region>-<node>,
+    admin-<name>."""
+    if who.kind == "relay":
+        return f"relay-{who.region}-{who.name}"
+    return f"{who.kind}-{who.name}"
+
+
+def issue_identity(directory: Path, ca_dir: Path, who: Identity, hosts: list[str] = (),
+                   days: int = LEAF_DAYS) -> tuple[Path, Path]:
+    """A certificate of the mesh for `who` (hosts: the names a controller is reached by),
+    signed by the CA in `ca_dir`, which must be the CA of `who`'s mesh."""
+    ca_mesh = mesh_of(load_ca(ca_dir)[0])
+    if ca_mesh != who.mesh:
+        raise CertError(f"the CA in {ca_dir} is mesh {ca_mesh!r}'s, not {who.mesh!r}'s")
+    return issue_cert(directory, ca_dir, file_stem(who), list(hosts), days, uri=who.uri)
+
+
+def _uris(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return ext.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def identity_of(cert: x509.Certificate) -> Identity:
+    """The mesh identity a leaf certificate names; CertError when it names none or several."""
+    uris = [u for u in _uris(cert) if u.startswith(identity.SCHEME)]
+    if len(uris) != 1:
+        raise CertError(f"certificate {cert.subject.rfc4514_string()} names "
+                        f"{len(uris)} SPIFFE IDs; a mesh certificate names one")
+    try:
+        return identity.parse(uris[0])
+    except identity.IdentityError as e:
+        raise CertError(str(e)) from None
+
+
 def verify_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
     """Whether `cert` carries a valid signature of `ca_cert`'s key."""
     if cert.issuer != ca_cert.subject:
@@ -216,7 +318,8 @@ def describe(cert_path: Path) -> dict:
     cert = load_cert(cert_path)
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = ([f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
+        sans = ([f"URI:{u}" for u in ext.get_values_for_type(x509.UniformResourceIdentifier)]
+                + [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
                 + [f"IP:{a}" for a in ext.get_values_for_type(x509.IPAddress)])
     except x509.ExtensionNotFound:
         sans = []
@@ -232,6 +335,22 @@ def describe(cert_path: Path) -> dict:
             "not_before": cert.not_valid_before_utc.isoformat(),
             "not_after": cert.not_valid_after_utc.isoformat(),
             "valid_now": cert.not_valid_before_utc <= now < cert.not_valid_after_utc,
-            "sans": sans, "extended_key_usage": eku, "is_ca": _is_ca(cert),
+            "sans": sans, "identity": _describe_identity(cert),
+            "extended_key_usage": eku, "is_ca": _is_ca(cert),
             "self_signed": verify_signed_by(cert, cert),
+            "sha256": cert.fingerprint(hashes.SHA256()).hex(":")}
+
+
+def _describe_identity(cert: x509.Certificate) -> str:
+    if _is_ca(cert):
+        return f"CA of mesh {mesh_of(cert)}" if _uris(cert) else ""
+    try:
+        return identity_of(cert).uri
+    except CertError:
+        return ""
+
+
+def describe_ca(cert: x509.Certificate) -> dict:
+    return {"subject": cert.subject.rfc4514_string(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
             "sha256": cert.fingerprint(hashes.SHA256()).hex(":")}

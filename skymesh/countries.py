@@ -1,4 +1,5 @@
-"""The officially assigned ISO 3166-1 alpha-2 country codes (249 of them)."""
+"""Country codes: the officially assigned ISO 3166-1 alpha-2 codes (249 of them), and the
+user-assigned ones in common use that regions may also name."""
 
 # fmt: off
 ISO_ALPHA2: frozenset[str] = frozenset(
@@ -23,3 +24,17 @@ ISO_ALPHA2: frozenset[str] = frozenset(
     }
 )
 # fmt: on
+
+# User-assigned codes (AA, QM-QZ, XA-XZ, ZZ) that the data regions come from uses for a
+# territory of its own: XK, Kosovo, in MaxMind GeoIP, the EU's and WonderNetwork's lists (a
+# region in Pristina). Not the others: they name no place (XX and ZZ are "unknown" in
+# several data sets; EU is MaxMind's "somewhere in Europe"), and UK is only "exceptionally
+# reserved" (the United Kingdom is GB).
+USER_ASSIGNED: dict[str, str] = {"XK": "Kosovo"}
+
+# The codes a region's `country` (and a zone's `countries`) may use.
+COUNTRY_CODES: frozenset[str] = ISO_ALPHA2 | frozenset(USER_ASSIGNED)
+
+# Codes often written for a country whose code is another, and the right one.
+MISTAKEN: dict[str, str] = {"UK": "GB"}
+

@@ -22,6 +22,9 @@ The edge closes the QUIC connection to refuse: with the `skymesh.token.ERROR_COD
 the refusal (a token the edge does not accept, a request that breaks this protocol:
 "malformed") as the application error code and its reason as the reason phrase; with
 `DRAINED_ERROR` when its region is drained (the client should connect to another region).
+With `RATE_LIMITED` when the
+client publishes messages faster than the edge allows, or its address joins too often, and with
+`TOO_MANY_SESSIONS` when its address has too many sessions open (the reason says the limit).
 The token's expiry without a renewal closes it as "expired". A line the edge cannot read, or a
 partial line longer than `MAX_LINE_BYTES`, is "malformed".
 
@@ -93,6 +96,8 @@ def deliver(uid: str, mid: int, body: str) -> dict:
 # -- close codes -------------------------------------------------------------------------------
 
 DRAINED_ERROR = 0x201  # the edge's region is drained: the client should connect elsewhere
+RATE_LIMITED = 0x202  # the client sent faster than the edge allows (messages, joins)
+TOO_MANY_SESSIONS = 0x203  # too many sessions open at once from the client's address
 MALFORMED = ERROR_CODES["malformed"]  # a request that breaks this protocol
 REFUSAL_CODES = {number: code for code, number in ERROR_CODES.items()}  # number -> token code
 
@@ -107,6 +112,20 @@ JOIN_NEEDS_CHANNEL = "join needs a channel"
 BAD_MESSAGE = "a message needs an integer id and a string body"
 MESSAGE_TOO_LONG = f"a message body is at most {MAX_MESSAGE_BYTES} bytes of UTF-8"
 MESSAGE_NOT_TEXT = "a message body must be Unicode text (no lone surrogates)"
+
+
+def messages_too_fast(per_s: float, burst: float) -> str:
+    return (f"more than {per_s:g} messages a second (bursts of {burst:g}) from one session: "
+            "slow down")
+
+
+def joins_too_fast(per_s: float, burst: float) -> str:
+    return (f"more than {per_s:g} joins a second (bursts of {burst:g}) from one address: "
+            "back off and retry")
+
+
+def too_many_sessions(limit: int) -> str:
+    return f"more than {limit} sessions open at once from one address"
 # (MAX_CHANNEL_ID itself passes; the text has always said one less)
 CHANNEL_ID_TOO_LONG = f"app and channel together must be at most {MAX_CHANNEL_ID - 1} bytes"
 RENEWAL_MISMATCH = "a renewal must be for the same app, user and zone as the session"
@@ -169,16 +188,19 @@ class LineDecoder:
     def __init__(self, max_line_bytes: int | None = MAX_LINE_BYTES) -> None:
         self.max_line_bytes = max_line_bytes
         self._buffer = b""
+        self._start = 0  # where the unread part of _buffer starts
 
     def feed(self, data: bytes) -> Iterator[dict]:
-        self._buffer += data
-        while True:
-            line, newline, rest = self._buffer.partition(b"\n")
-            if not newline:
-                break
-            self._buffer = rest
+        # lines are cut at an offset rather than by copying the rest each time: many short
+        # lines in one chunk cost linear time, not quadratic
+        self._buffer = self._buffer[self._start:] + bytes(data)
+        self._start = 0
+        while (end := self._buffer.find(b"\n", self._start)) >= 0:
+            line = self._buffer[self._start:end]
+            self._start = end + 1  # consumed before it is read: an error does not repeat
             yield decode_line(line)
-        if self.max_line_bytes is not None and len(self._buffer) > self.max_line_bytes:
+        if self.max_line_bytes is not None \
+                and len(self._buffer) - self._start > self.max_line_bytes:
             raise ProtocolError(LINE_TOO_LONG)
 
 

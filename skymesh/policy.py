@@ -5,7 +5,7 @@ The policy is one YAML file (by default `regions/policy.yaml`, beside the region
     zones:
       eu:
         description: EU/EEA (GDPR)
-        countries: [DE, FR, 'NO']   # ISO 3166-1 alpha-2 codes of the regions' countries
+        countries: [DE, FR, NO]     # ISO 3166-1 alpha-2 codes of the regions' countries
         tags: [eu]                  # region tags
         regions: [zurich]           # region ids
         exclude: [some-id]          # region ids removed at the end
@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skymesh.catalogue import POLICY_FILE, Region, _read
-from skymesh.countries import ISO_ALPHA2
+from skymesh.catalogue import POLICY_FILE, Region, _read, country_problem
 
 ZONE_NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,32}$")
 SELECTORS = ("countries", "tags", "regions")
@@ -131,10 +130,7 @@ def _strings(
     for index, item in enumerate(value):
         item_path = f"{path}[{index}]"
         if not (isinstance(item, str) and item.strip()):
-            hint = ""
-            if item is False:  # YAML 1.1 reads an unquoted NO (Norway) as false.
-                hint = " (YAML reads an unquoted NO as false: write 'NO' in quotes)"
-            problems.append(f"{item_path}: must be a non-empty string, got {item!r}{hint}")
+            problems.append(f"{item_path}: must be a non-empty string, got {item!r}")
         elif (wrong := check(item)) is not None:
             problems.append(f"{item_path}: {wrong}")
         else:
@@ -143,7 +139,7 @@ def _strings(
 
 
 def _country(code: str) -> str | None:
-    return None if code in ISO_ALPHA2 else f"{code!r} is not an ISO 3166-1 alpha-2 code"
+    return country_problem(code)
 
 
 def _any(_: str) -> None:

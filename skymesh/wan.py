@@ -23,6 +23,7 @@ ASYMMETRY = 0.05
 BASE_DELAY_MS = 1.0
 JITTER_FRACTION = 0.02
 MAX_JITTER_MS = 2.0
+MAX_RTT_MS = 60_000.0  # no path on Earth takes a minute; a matrix that says so is wrong
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ def _check_row(name: str, line: int, row: Mapping[str, str], known: set[str],
     rtt = _number(row.get("rtt_ms", ""))
     if rtt is None or rtt <= 0:
         problems.append(f"{where}: rtt_ms: must be a positive number, got {row.get('rtt_ms')!r}")
+    elif rtt > MAX_RTT_MS:  # a relay would wait for ever (or overflow its event loop's timer)
+        problems.append(f"{where}: rtt_ms: must be at most {MAX_RTT_MS:g} (a minute), "
+                        f"got {row.get('rtt_ms')!r}")
     loss = 0.0
     if row.get("loss"):
         loss = _number(row["loss"])
@@ -151,7 +155,44 @@ def dump_model(model: WanModel, path: str | os.PathLike) -> None:
 
 
 def load_model_row(path: str | os.PathLike, region: str) -> dict[str, WanLink]:
-    """The links leaving `region` in a model written by dump_model."""
-    with open(path) as f:
-        rows = json.load(f)["links"].get(region, {})
-    return {dst: WanLink(**link) for dst, link in rows.items()}
+    """The links leaving `region` in a model written by dump_model; MatrixError, as
+    `file: field: what is wrong`, for a file that is not such a model."""
+    name = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise MatrixError(f"{name}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise MatrixError(f"{name}: not a WAN model (JSON): {str(e)[:200]}") from None
+    links = data.get("links") if isinstance(data, dict) else None
+    if not isinstance(links, dict):
+        raise MatrixError(f"{name}: links: missing, or not a mapping of regions")
+    row = links.get(region, {})
+    if not isinstance(row, dict):
+        raise MatrixError(f"{name}: links.{region}: not a mapping of regions to links")
+    return {dst: _model_link(f"{name}: links.{region}.{str(dst)[:64]}", link)
+            for dst, link in row.items()}
+
+
+def _model_link(where: str, link: object) -> WanLink:
+    if not isinstance(link, dict):
+        raise MatrixError(f"{where}: not a mapping of delay_ms, jitter_ms, loss")
+    unknown = sorted(str(k)[:32] for k in link if k not in ("delay_ms", "jitter_ms", "loss"))
+    if unknown:
+        raise MatrixError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    values = {}
+    for key, low, high in (("delay_ms", 0.0, math.inf), ("jitter_ms", 0.0, math.inf),
+                           ("loss", 0.0, 1.0)):
+        value = link.get(key, 0.0 if key != "delay_ms" else None)
+        number = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer too large for a float
+                pass
+        if not (math.isfinite(number) and low <= number < high):
+            bound = "a number in [0, 1)" if key == "loss" else "a non-negative number"
+            raise MatrixError(f"{where}: {key}: must be {bound}, got {str(value)[:40]}")
+        values[key] = number
+    return WanLink(**values)

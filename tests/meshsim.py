@@ -35,6 +35,7 @@ time, so that a hypothesis example shrinks to the first breach):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -64,6 +65,8 @@ from skymesh.wan import WanLink, WanModel, geo_model
 
 EPOCH = 1.7e9  # the wall clock at virtual time 0 (the controller's event log wants one)
 FABRIC_KEY = b"meshsim-fabric-key-for-tests-32b"
+# the demo app's token key as relays get it: public (32 raw bytes), never a secret
+DEMO_PUBLIC_KEY = hashlib.sha256(b"meshsim-demo-app").digest()
 PORT = 4000
 # the controller's settings for a mesh that measures quickly (as the CLI tests' meshes do)
 SETTINGS = Settings(probe_interval_s=0.3)
@@ -146,7 +149,8 @@ class RecordingEdge:
         return {k: (k in self.subscribed, k in self.publishing)
                 for k in sorted(self.subscribed | self.publishing)}
 
-    def configure(self, app_secrets: dict[str, bytes], zones: set[str], drained: bool) -> None:
+    def configure(self, app_keys: dict[str, tuple[bytes, ...]], zones: set[str],
+                  drained: bool) -> None:
         self.zones, self.drained = set(zones), drained
 
 
@@ -432,7 +436,8 @@ class Mesh:
         self.control_delay_s = control_delay_s
         self.network = Network(self, wan, random.Random(f"{seed}:network"))
         nonces = itertools.count(1)
-        self.controller = Controller(self.catalogue, self.policy, settings, {"demo": b"secret"},
+        self.controller = Controller(self.catalogue, self.policy, settings,
+                                     {"demo": (DEMO_PUBLIC_KEY,)},
                                      [FABRIC_KEY], MemoryStore(), now=0.0, wake=self._wake)
         self.controller.distribution.nonce = lambda: f"n{next(nonces)}"
         self.relays: dict[str, SimRelay] = {}
@@ -592,6 +597,7 @@ class Mesh:
         """A channel datagram put on the wire from `src` to `dst` as a misbehaving relay
         would, outside the residency check of that one hop: what the receiver does with it
         is still checked."""
+        d = dataclasses.replace(d, epoch=self.controller.keyring.sealing.epoch)
         self.network.transmit(src, datagram.encode(d, FABRIC_KEY), self.relays[dst].addr,
                               injected=True)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import grpc
 
-from skymesh.cli import mesh
+from skymesh.cli import credentials, mesh
 from skymesh.cli.common import fail
 from skymesh.cli.render import render
 from skymesh.linkstate import FROM_WIRE
+from skymesh.net.tls import TlsError, TlsFiles
+from skymesh.net.tls import channel as tls_channel
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
 
 
@@ -21,6 +24,54 @@ class AdminError(Exception):
 
 class NotAnswering(AdminError):
     """The controller did not answer in time, or could not be reached."""
+
+
+class _Credentials:
+    """The admin certificate this command calls the controller with (None: --insecure),
+    resolved from its options at the first call."""
+
+    files: TlsFiles | None = None
+    set = False
+    options = argparse.Namespace(insecure=False, cert=None, ca=None, key=None, certs=None)
+
+
+def use_credentials(files: TlsFiles | None) -> None:
+    _Credentials.files, _Credentials.set = files, True
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that calls the controller: its address and credentials."""
+    credentials.add_arguments(parser, "this admin client")
+    parser.set_defaults(controller_client=True)
+
+
+def configure(args: argparse.Namespace) -> None:
+    """Call the controller with the credentials of these options (see add_client_arguments),
+    from the first call on."""
+    _Credentials.options, _Credentials.set = args, False
+
+
+def credentials_in_use() -> TlsFiles | None:
+    """The admin certificate of the options: --cert, else the local mesh's operator (when
+    it runs and no --controller is given), else the one admin-*.pem in the certificate
+    directory; None (plaintext) with --insecure, or for a local mesh started --insecure.
+    Raises AdminError."""
+    if _Credentials.set:
+        return _Credentials.files
+    # resolved at every call, not kept: in one process (a test run) the local mesh may change
+    args = argparse.Namespace(**vars(_Credentials.options))
+    explicit = args.insecure or args.cert or args.ca or args.key
+    state = mesh.running_state() if not explicit and not getattr(args, "controller", None) \
+        else None
+    if state is not None and state.get("insecure"):
+        args.insecure = True
+    elif state is not None and state.get("admin_cert"):  # the local mesh's operator
+        args.cert = Path(state["admin_cert"])
+    try:
+        return credentials.resolve(args, "admin-*.pem", "skymesh certs admin NAME --role "
+                                   "operator", quiet=True)
+    except credentials.CredentialsError as e:
+        raise AdminError(str(e)) from None
 
 
 def controller_address(given: str | None) -> str:
@@ -34,14 +85,20 @@ def controller_address(given: str | None) -> str:
 
 
 def call(address: str, method: str, request, timeout: float = 5.0):
-    with grpc.insecure_channel(address) as channel:
+    try:
+        channel = tls_channel(address, credentials_in_use())
+    except TlsError as e:
+        raise AdminError(str(e)) from None
+    with channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         try:
             return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                hint = ("; a controller that speaks mutual TLS closes plaintext connections"
+                        if credentials_in_use() is None else "")
                 raise NotAnswering(f"controller {address} is not answering "
-                                 f"({e.code().name}: {e.details()})") from None
+                                   f"({e.code().name}: {e.details()}){hint}") from None
             raise AdminError(f"{e.details()} ({e.code().name})") from None
 
 
@@ -52,7 +109,8 @@ def status(address: str) -> dict:
             "converged_for_s": round(r.converged_for_s, 1), "relays_acked": r.relays_acked,
             "links_up": r.links_up, "links_measured": r.links_measured,
             "links_expected": r.links_expected, "rejected_samples": r.rejected_samples,
-            "rejected_tables": r.rejected_tables, "uptime_s": round(r.uptime_s, 1)}
+            "rejected_tables": r.rejected_tables, "refused": dict(sorted(r.refused.items())),
+            "uptime_s": round(r.uptime_s, 1)}
 
 
 def regions(address: str) -> list[dict]:
@@ -131,10 +189,25 @@ def events(address: str, since: float = 0.0) -> list[dict]:
              "received": round(e.received_unix_s, 3)} for e in r.events]
 
 
+def audit(address: str, since: float = 0.0, limit: int = 0) -> list[dict]:
+    """The controller's audit log: every change an operator made or was refused, oldest
+    first; `since` in seconds since the epoch, `limit` the most recent (0: all)."""
+    r = call(address, "Audit", admin_pb2.AuditRequest(since_unix_s=since, limit=limit))
+    return [{"at": round(e.at_unix_s, 3), "actor": e.actor, "action": e.action,
+             "target": e.target, "detail": e.detail} for e in r.entries]
+
+
 def drain(address: str, region: str, drained: bool = True) -> dict:
     r = call(address, "Drain", admin_pb2.DrainRequest(region=region, drained=drained))
     return {"region": r.region, "drained": r.drained, "version": r.version,
             "drained_regions": list(r.drained_regions)}
+
+
+def rotate_fabric_key(address: str) -> dict:
+    r = call(address, "RotateFabricKey", admin_pb2.RotateFabricKeyRequest())
+    return {"epoch": r.epoch, "sealing_epoch": r.sealing_epoch,
+            "seals_in_s": round(r.seals_in_s, 3), "retires_in_s": round(r.retires_in_s, 3),
+            "epochs": list(r.epochs)}
 
 
 def chaos(address: str, region: str, drop_peers: list[str] = (), drop_all: bool = False,
@@ -164,7 +237,8 @@ def _route(x: relay_pb2.RouteEntry) -> dict:
 
 def add_parsers(sub) -> None:
     group = sub.add_parser("admin", help="ask the controller: status, regions, links, routes, "
-                           "path, zones, channels, plan-failover, events; drain, undrain")
+                           "path, zones, channels, plan-failover, events, audit; drain, "
+                           "undrain, rotate-fabric-key")
     group.add_argument("--controller", metavar="HOST:PORT",
                        help="controller address (default: the local mesh's)")
     asub = group.add_subparsers(title="admin commands", metavar="COMMAND")
@@ -201,6 +275,16 @@ def add_parsers(sub) -> None:
     a.add_argument("--since", type=float, default=300.0, metavar="S",
                    help="the last S seconds (default: %(default)s)")
     a.set_defaults(run=cmd_admin, what="events")
+    a = asub.add_parser("audit", help="who changed what, and when: drains, undrains, chaos "
+                        "and drills, and the changes refused",
+                        description="The controller's audit log, kept in its state store: "
+                        "every change made through the admin service with the identity of "
+                        "the certificate that made it, and every change refused.")
+    a.add_argument("--since", type=float, default=0.0, metavar="S",
+                   help="only the last S seconds (default: everything kept)")
+    a.add_argument("--limit", type=int, default=0, metavar="N",
+                   help="only the most recent N entries (default: all)")
+    a.set_defaults(run=cmd_admin, what="audit")
     for name, help_ in (("drain", "take a region out of service: its edge refuses new "
                          "sessions and routes move their transit off it without loss "
                          "(it keeps forwarding what is on the way)"),
@@ -208,10 +292,19 @@ def add_parsers(sub) -> None:
         a = asub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         a.add_argument("region")
         a.set_defaults(run=cmd_admin, what=name)
+    a = asub.add_parser("rotate-fabric-key", help="rotate the key of relay-to-relay "
+                        "datagrams now, without loss",
+                        description="Start a rotation of the fabric key now (operators "
+                        "only; audited): a new key goes to every relay as accepted, seals "
+                        "after the controller's overlap (--fabric-key-overlap), and the "
+                        "previous one is dropped one overlap later. The controller also "
+                        "rotates on its own every --fabric-key-rotation.")
+    a.set_defaults(run=cmd_admin, what="rotate-fabric-key")
     for a in asub.choices.values():
         a.add_argument("--json", action="store_true", help="print JSON")
         a.add_argument("--controller", metavar="HOST:PORT", default=argparse.SUPPRESS,
                        help="controller address (default: the local mesh's)")
+        add_client_arguments(a)
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -235,8 +328,14 @@ def cmd_admin(args: argparse.Namespace) -> int:
             data = plan_failover(address, args.region, args.link, args.zone)
         elif args.what == "events":
             data = events(address, time.time() - args.since)
+        elif args.what == "audit":
+            if args.limit < 0:
+                return fail("--limit must be 0 or more")
+            data = audit(address, time.time() - args.since if args.since else 0.0, args.limit)
         elif args.what in ("drain", "undrain"):
             data = drain(address, args.region, args.what == "drain")
+        elif args.what == "rotate-fabric-key":
+            data = rotate_fabric_key(address)
         else:
             data = path(address, args.src, args.dst, args.zone)
     except AdminError as e:

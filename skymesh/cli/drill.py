@@ -487,6 +487,7 @@ def add_parsers(sub) -> None:
                        help="seconds watched after the recovery (default: %(default)s)")
         d.add_argument("--controller", metavar="HOST:PORT",
                        help="controller address (default: the local mesh's)")
+        admin.add_client_arguments(d)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:

@@ -12,6 +12,10 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser().print_help()
         return 2
+    if getattr(args, "controller_client", False):
+        from skymesh.cli import admin
+
+        admin.configure(args)
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:

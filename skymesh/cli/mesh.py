@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skymesh.catalogue import Region
+from skymesh.net.tls import TlsFiles
 
 PROJECT_REGIONS = Path(__file__).resolve().parents[2] / "regions"
 
@@ -106,8 +107,11 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
 
 def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | None,
           wan_file: Path, log_level: str = "info",
-          controller_options: list[str] = ()) -> Mesh:
-    """Start the controller, wait until it listens, then one relay per region."""
+          controller_options: list[str] = (), insecure: bool = False,
+          relay_options: list[str] = ()) -> Mesh:
+    """Start the controller, wait until it listens, then one relay per region: over mutual
+    TLS with the mesh's certificates (made in its home when missing), or, `insecure`, in
+    plaintext."""
     base = home()
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -116,11 +120,19 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     port = free_port()
     controller = f"127.0.0.1:{port}"
     secrets = local_secrets(len(regions))
+    identities = {} if insecure else mesh_identities(list(regions))
     py = [sys.executable, "-m", "skymesh"]
+
+    def tls_options(who: str) -> list[str]:
+        if insecure:
+            return ["--insecure"]
+        files = identities[who]
+        return ["--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key)]
+
     ctl_argv = py + ["controller", "--listen", controller, "--regions", str(regions_dir),
                      "--apps", str(secrets["apps"]), "--fabric-keys", str(secrets["fabric"]),
                      "--state", str(base / "controller-state.json"),
-                     "--log-level", log_level, *controller_options]
+                     "--log-level", log_level, *tls_options("controller"), *controller_options]
     if only:
         ctl_argv += ["--only", ",".join(only)]
     processes = {"controller": spawn(ctl_argv, logs / "controller.log")}
@@ -130,7 +142,7 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         argv = py + ["relay", "--region", rid, "--controller", controller,
                      "--bind", f"{relay_address(i)}:0", "--wan", str(wan_file),
                      "--tls-cert", str(secrets["cert"]), "--tls-key", str(secrets["key"]),
-                     "--log-level", log_level]
+                     "--log-level", log_level, *tls_options(rid), *relay_options]
         processes[rid] = spawn(argv, logs / f"{rid}.log")
         relays[rid] = processes[rid].pid
         relay_argv[rid] = argv
@@ -142,6 +154,8 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         "regions": list(regions),
         "wan": str(wan_file),
         "ca": str(secrets["ca"]),
+        "insecure": insecure,
+        "admin_cert": "" if insecure else str(identities["admin"].cert),
         "apps": str(secrets["apps"]),
         "logs": str(logs),
         "started": time.time(),
@@ -184,7 +198,8 @@ def restart(state: dict, which: str) -> int:
 
 def local_secrets(relays: int) -> dict[str, Path]:
     """The local mesh's development CA and the relays' certificate (for every relay address),
-    its app secrets and its fabric key; made once in the mesh's home and reused."""
+    its apps file (the `demo` app's public key; its private key beside it, which signs the
+    local tokens) and its fabric key; made once in the mesh's home and reused."""
     from skymesh import apps, certs
 
     base = home()
@@ -192,11 +207,56 @@ def local_secrets(relays: int) -> dict[str, Path]:
     certs.ensure_dev_ca(ca_dir)
     hosts = ["localhost", "127.0.0.1", *(relay_address(i) for i in range(relays))]
     cert, key = ca_dir / "relays.pem", ca_dir / "relays.key"
-    if not (cert.exists() and key.exists() and _covers(cert, hosts)):
+    current = certs.load_cert(ca_dir / certs.CA_CERT)
+    if not (cert.exists() and key.exists() and _covers(cert, hosts)
+            and certs.verify_signed_by(certs.load_cert(cert), current)):
         cert, key = certs.issue_cert(ca_dir, ca_dir, "relays", hosts)
-    return {"ca": ca_dir / certs.CA_CERT, "cert": cert, "key": key,
+    # clients check the edges against the trust bundle: a rotated CA's edges stay trusted
+    return {"ca": ca_dir / certs.BUNDLE, "cert": cert, "key": key,
             "apps": apps.ensure_apps_file(base / "apps.yaml"),
             "fabric": apps.ensure_fabric_key_file(base / "fabric.keys")}
+
+
+LOCAL_CONTROLLER = "local"
+LOCAL_ADMIN = "local"  # an operator
+LOCAL_NODE = "n1"
+
+
+def mesh_identities(regions: list[str]) -> dict[str, TlsFiles]:
+    """The mesh certificates of the local mesh, issued in its home when missing, expired or
+    expiring within a day, or issued by a CA no longer current: "controller", "admin" (an
+    operator) and one per region, whose relay is node n1."""
+    from skymesh import certs, identity
+
+    ca_dir = home() / "certs"
+    ca_cert = certs.load_cert(certs.ensure_dev_ca(ca_dir)[0])
+    mesh = certs.mesh_of(ca_cert)
+    wanted = {"controller": (identity.controller(mesh, LOCAL_CONTROLLER),
+                             ["localhost", "127.0.0.1", "::1"]),
+              "admin": (identity.admin(mesh, LOCAL_ADMIN, "operator"), [])}
+    for rid in regions:
+        wanted[rid] = (identity.relay(mesh, rid, LOCAL_NODE), [])
+    out = {}
+    for who, (ident, hosts) in wanted.items():
+        files = TlsFiles.in_dir(ca_dir, certs.file_stem(ident))
+        if not _current(files, ca_cert, hosts):
+            certs.issue_identity(ca_dir, ca_dir, ident, hosts)
+        out[who] = files
+    return out
+
+
+def _current(files: TlsFiles, ca_cert, hosts: list[str]) -> bool:
+    from skymesh import certs
+
+    try:
+        cert = certs.load_cert(files.cert)
+        info = certs.describe(files.cert)
+    except (certs.CertError, OSError, ValueError):
+        return False
+    names = {n.split(":", 1)[1] for n in info["sans"]}
+    fresh = cert.not_valid_after_utc.timestamp() - time.time() > 86400
+    return (files.key.exists() and fresh and set(hosts) <= names
+            and certs.verify_signed_by(cert, ca_cert))
 
 
 def _covers(cert_path: Path, hosts: list[str]) -> bool:

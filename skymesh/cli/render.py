@@ -7,7 +7,9 @@ import time
 
 def render(what: str, data) -> str:
     if what == "status":
-        return "\n".join(f"{k:16} {v}" for k, v in data.items())
+        return "\n".join(f"{k:16} " + (", ".join(f"{n} {c}" for n, c in v.items()) or "none"
+                                       if isinstance(v, dict) else str(v))
+                         for k, v in data.items())
     if what == "regions":
         return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY", "EDGE", "DRAINED"],
                      [[r["id"], r["name"], r["country"], f"{r['lat']:.2f}", f"{r['lon']:.2f}",
@@ -21,6 +23,18 @@ def render(what: str, data) -> str:
                      [[time.strftime("%H:%M:%S", time.localtime(e["at"]))
                        + f".{int(e['at'] * 1000) % 1000:03d}", e["region"], e["kind"],
                        e["peer"] or "-", e["routes"] or "-", e["detail"]] for e in data])
+    if what == "audit":
+        if not data:
+            return "no audit entries"
+        return table(["TIME", "WHO", "ACTION", "TARGET", "DETAIL"],
+                     [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])),
+                       e["actor"], e["action"], e["target"], e["detail"] or "-"]
+                      for e in data])
+    if what == "rotate-fabric-key":
+        return (f"fabric key of epoch {data['epoch']} sent to every relay; it seals in "
+                f"{data['seals_in_s']:g} s (epoch {data['sealing_epoch']} until then), the keys "
+                f"before it are dropped in {data['retires_in_s']:g} s; accepted now: epochs "
+                f"{', '.join(map(str, data['epochs']))}")
     if what in ("drain", "undrain"):
         state = "drained" if data["drained"] else "back in service"
         return (f"{data['region']} {state}; routes v{data['version']}; drained now: "

@@ -6,9 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from skymesh.cli import credentials
 from skymesh.cli.common import (
     fail,
     load_inputs,
+    parse_ttl,
     run_loop,
     setup_logging,
     until_signalled,
@@ -49,14 +51,26 @@ def add_parsers(sub) -> None:
     ctl.add_argument("--hysteresis-ms", type=float, default=5.0, metavar="MS",
                      help="... and by more than this many ms (default: %(default)s)")
     ctl.add_argument("--apps", type=Path, metavar="FILE",
-                     help="app secrets, YAML `app: secret` (default: none; clients cannot join)")
+                     help="apps' token public keys, YAML `app: KEY` or `app: [KEY, ...]` "
+                     "(`skymesh token keygen`; default: none, clients cannot join)")
     ctl.add_argument("--fabric-keys", type=Path, metavar="FILE",
-                     help="hex keys signing relay-to-relay datagrams, first one signs "
-                     "(default: a random key per controller start)")
+                     help="hex keys encrypting relay-to-relay datagrams, one a line: the "
+                     "first seals, the others are still accepted; epochs 1, 2, ... in that "
+                     "order (default: a random key per controller start)")
+    ctl.add_argument("--fabric-key-rotation", type=_duration, default=24 * 3600,
+                     metavar="DURATION",
+                     help="start a rotation of the fabric key this often, e.g. 24h, 30m, "
+                     "0 for never (`skymesh admin rotate-fabric-key` starts one at once; "
+                     "default: 24h)")
+    ctl.add_argument("--fabric-key-overlap", type=float, default=5.0, metavar="S",
+                     help="a rotation's overlap: the new key is accepted this long before it "
+                     "seals, and the previous one accepted this long after; long beside the "
+                     "time a push takes to reach every relay (default: %(default)s)")
     ctl.add_argument("--state", type=Path, metavar="FILE",
                      help="where operator changes (drains) are kept across restarts "
                      "(default: not kept)")
     ctl.add_argument("--log-level", default="info")
+    credentials.add_arguments(ctl, "the controller")
     ctl.set_defaults(run=cmd_controller)
 
     relay = sub.add_parser("relay", help="run a relay node for one region")
@@ -66,14 +80,31 @@ def add_parsers(sub) -> None:
                        help="UDP address for relay traffic (default: %(default)s)")
     relay.add_argument("--wan", type=Path, metavar="FILE",
                        help="emulated WAN model (written by `skymesh up`); default: none")
-    relay.add_argument("--tls-cert", type=Path, metavar="PEM",
-                       help="certificate of the QUIC client edge (with --tls-key; default: "
+    relay.add_argument("--edge-cert", "--tls-cert", dest="tls_cert", type=Path, metavar="PEM",
+                       help="certificate of the QUIC client edge (with --edge-key; default: "
                        "no edge)")
-    relay.add_argument("--tls-key", type=Path, metavar="PEM")
+    relay.add_argument("--edge-key", "--tls-key", dest="tls_key", type=Path, metavar="PEM")
+    relay.add_argument("--edge-limits", metavar="NAME=VALUE,...", default="",
+                       help="the client edge's flood limits, e.g. "
+                       "joins-per-source-per-s=20,sessions-per-source=64 (names: the fields of "
+                       "relay.edgesession.EdgeLimits; see the README's Security section)")
+    relay.add_argument("--node", metavar="ID",
+                       help="node id (default: the one its certificate names; with "
+                       "--insecure, a random one)")
     relay.add_argument("--edge-port", type=int, default=0, metavar="PORT",
                        help="UDP port of the client edge on the --bind host (default: any)")
     relay.add_argument("--log-level", default="info")
+    credentials.add_arguments(relay, "the relay")
     relay.set_defaults(run=cmd_relay)
+
+
+def _duration(text: str) -> int:
+    """Seconds from `90s`, `15m`, `24h`, `7d` or plain seconds (argparse's type)."""
+    try:
+        return parse_ttl(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected e.g. 90s, 15m, 24h, 7d or seconds, got {text!r}") from None
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
@@ -84,6 +115,11 @@ def cmd_controller(args: argparse.Namespace) -> int:
     from skymesh.policy import PolicyError
 
     setup_logging(args.log_level, "controller")
+    try:
+        tls = credentials.resolve(args, "controller-*.pem",
+                                  "skymesh certs controller ID --host HOST", args.listen)
+    except credentials.CredentialsError as e:
+        return fail(f"not starting the controller: {e}")
     try:
         regions, policy = load_inputs(args.regions, args.only, args.policy)
     except (CatalogueError, PolicyError) as e:
@@ -101,6 +137,10 @@ def cmd_controller(args: argparse.Namespace) -> int:
         ("down-after", args.down_after)) if not value > 0]
     if not 0 < args.degraded_loss <= 1:
         problems.append("--degraded-loss must be in (0, 1]")
+    if not args.fabric_key_overlap > 0:
+        problems.append("--fabric-key-overlap must be positive")
+    elif args.fabric_key_rotation and args.fabric_key_rotation < 2 * args.fabric_key_overlap:
+        problems.append("--fabric-key-rotation must be 0 (never) or at least two overlaps")
     if problems:
         return fail("not starting the controller: " + "; ".join(problems))
     settings = Settings(probe_interval_s=args.probe_interval,
@@ -108,11 +148,13 @@ def cmd_controller(args: argparse.Namespace) -> int:
                         down_after=args.down_after, degraded_loss=args.degraded_loss,
                         degraded_jitter_ms=args.degraded_jitter_ms,
                         resync_hold_s=args.resync_hold,
-                        hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms))
+                        hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms),
+                        fabric_key_rotation_s=float(args.fabric_key_rotation),
+                        fabric_key_overlap_s=args.fabric_key_overlap)
 
     async def run() -> None:
         server, controller, port = await serve(regions, policy, args.listen, settings,
-                                               apps, keys, args.state)
+                                               apps, keys, args.state, tls=tls)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)
@@ -123,16 +165,23 @@ def cmd_controller(args: argparse.Namespace) -> int:
         run_loop(run())
     except OSError as e:
         return fail(f"controller: {e}")
-    except ValueError as e:  # the --state file
+    except ValueError as e:  # the --state file, the certificates
         return fail(f"not starting the controller: {e}")
     return 0
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
+    from relay.edgesession import parse_limits
     from relay.node import EdgeSettings, RelayNode
     from skymesh.wan import load_model_row
 
     setup_logging(args.log_level, f"relay[{args.region}]")
+    try:
+        tls = credentials.resolve(args, f"relay-{args.region}-*.pem",
+                                  f"skymesh certs relay {args.region} NODE", args.controller)
+        node_id = relay_node_id(tls, args.region, args.node)
+    except credentials.CredentialsError as e:
+        return fail(f"relay {args.region}: {e}")
     host, _, port = args.bind.rpartition(":")
     if not host or not port.isdigit():
         return fail(f"--bind: expected HOST:PORT, got {args.bind!r}")
@@ -149,11 +198,36 @@ def cmd_relay(args: argparse.Namespace) -> int:
         for path in (args.tls_cert, args.tls_key):
             if not path.is_file():
                 return fail(f"{path}: no such file")
-        edge = EdgeSettings(str(args.tls_cert), str(args.tls_key), args.edge_port)
-    node = RelayNode(args.region, args.controller, (host, int(port)), wan, edge=edge)
+        try:
+            limits = parse_limits(args.edge_limits)
+        except ValueError as e:
+            return fail(f"--edge-limits: {e}")
+        edge = EdgeSettings(str(args.tls_cert), str(args.tls_key), args.edge_port, limits)
+    node = RelayNode(args.region, args.controller, (host, int(port)), wan, edge=edge, tls=tls,
+                     node_id=node_id)
 
     try:
         run_loop(until_signalled(node.run()))
     except OSError as e:
         return fail(f"relay {args.region}: {e}")
     return 0
+
+
+def relay_node_id(tls, region: str, given: str | None) -> str:
+    """The node id a relay says in its hello: the one its certificate names (which --node, if
+    given, must match); with --insecure, --node or empty (a random one)."""
+    from skymesh.net.tls import TlsError
+
+    if tls is None:
+        return given or ""
+    try:
+        who = tls.identity()
+    except TlsError as e:
+        raise credentials.CredentialsError(str(e)) from None
+    if who.kind != "relay" or who.region != region:
+        raise credentials.CredentialsError(
+            f"{tls.cert} is the certificate of {who}, not of a relay of {region}")
+    if given and given != who.name:
+        raise credentials.CredentialsError(
+            f"--node {given}: {tls.cert} is the certificate of node {who.name}")
+    return who.name

@@ -72,10 +72,12 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app", default="demo", help="app id (default: %(default)s)")
     p.add_argument("--uid", help="user id (default: a random one)")
     p.add_argument("--token", help="access token (default: one signed with the local mesh's "
-                   "secret for --app)")
-    p.add_argument("--ca", help="CA certificate of the edges (default: the local mesh's)")
+                   "private key for --app)")
+    p.add_argument("--edge-ca", dest="edge_ca", metavar="PEM",
+                   help="CA certificate of the edges (default: the local mesh's)")
     p.add_argument("--controller", metavar="HOST:PORT",
                    help="controller address (default: the local mesh's)")
+    admin.add_client_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -95,7 +97,7 @@ def _token(args: argparse.Namespace, channel: str, uid: str) -> str:
 def _endpoint(args: argparse.Namespace, role: str) -> tuple[traffic.Edge, str, str]:
     """The edge of --region, the user id and the token of a pub or sub command."""
     controller = admin.controller_address(args.controller)
-    edge = traffic.resolve_edge(controller, args.region, args.ca)
+    edge = traffic.resolve_edge(controller, args.region, args.edge_ca)
     uid = args.uid or traffic.new_uid(role)
     return edge, uid, _token(args, args.channel, uid)
 
@@ -199,7 +201,7 @@ def pick_regions(controller: str, src: str | None, to: str | None) -> tuple[str,
 def run_demo(controller: str, args: argparse.Namespace, say=print) -> dict:
     src, dests = pick_regions(controller, args.src, args.to)
     channel = args.channel or f"demo-{traffic.new_uid('ch')}"
-    edges = {r: traffic.resolve_edge(controller, r, args.ca) for r in [src, *dests]}
+    edges = {r: traffic.resolve_edge(controller, r, args.edge_ca) for r in [src, *dests]}
     tokens = {r: args.token or traffic.local_token(args.app, channel, f"{r}-user", args.zone)
               for r in edges}
     paths = {r: admin.path(controller, src, r, args.zone) for r in dests}

@@ -1,4 +1,4 @@
-"""`skymesh token issue` and `skymesh token verify`."""
+"""`skymesh token keygen`, `skymesh token issue` and `skymesh token verify`."""
 
 from __future__ import annotations
 
@@ -14,14 +14,32 @@ from skymesh.cli.common import (
     split_list,
 )
 
+KEY_ENV = "SKYMESH_APP_KEY"
+
 
 def add_parsers(sub) -> None:
-    tok = sub.add_parser("token", help="issue and check access tokens")
+    tok = sub.add_parser("token", help="make app keys, issue and check access tokens")
     tsub = tok.add_subparsers(title="token commands", metavar="COMMAND")
+    tk = tsub.add_parser("keygen", help="make an app's Ed25519 signing key pair",
+                         description="Write a new Ed25519 private key for an app to DIR/APP.key "
+                         "(PEM, mode 0600; it stays on the app's server, which signs tokens "
+                         "with it) and print its public key and kid. The controller's apps "
+                         "file lists public keys only (`--apps FILE` adds it there); relays "
+                         "verify tokens with them and cannot mint any. To rotate, add the new "
+                         "key beside the old, sign with the new one, and remove the old once "
+                         "its tokens have expired.")
+    tk.add_argument("--app", required=True, help="app id")
+    tk.add_argument("--dir", type=Path, default=Path("."),
+                    help="directory of the private key file (default: the current one)")
+    tk.add_argument("--apps", type=Path, metavar="FILE",
+                    help="add the public key to this apps file (created if missing)")
+    tk.add_argument("--json", action="store_true", help="print JSON")
+    tk.set_defaults(run=cmd_token_keygen)
     ti = tsub.add_parser("issue", help="print a signed access token",
                          description="Sign a grant of privileges on one channel in one "
-                         "residency zone for one user of an app, with the app's secret. The "
-                         "token alone goes to stdout, so `$(skymesh token issue ...)` works.")
+                         "residency zone for one user of an app with the app's private key: "
+                         "a JWT (EdDSA, Ed25519) whose kid names the key. The token alone goes "
+                         "to stdout, so `$(skymesh token issue ...)` works.")
     ti.add_argument("--app", required=True, help="app id")
     ti.add_argument("--channel", required=True)
     ti.add_argument("--uid", required=True, help="user id")
@@ -35,40 +53,48 @@ def add_parsers(sub) -> None:
     ti.set_defaults(run=cmd_token_issue)
     tv = tsub.add_parser("verify", help="check a token and print its grant",
                          description="Check a token's signature, times and (when given) "
-                         "channel, zone and privileges; print its grant, or the refusal's "
-                         "code and reason and exit 1.")
+                         "channel, zone and privileges, as a relay does; print its grant, or "
+                         "the refusal's code and reason and exit 1. The public keys come from "
+                         "--apps, --public-key or else the private key options.")
     tv.add_argument("token")
     tv.add_argument("--channel", help="the channel it must be for")
     tv.add_argument("--zone", help="the zone it must be for")
     tv.add_argument("--need", metavar="P,...", help="privileges it must grant")
-    tv.add_argument("--app-secrets", type=Path, metavar="FILE",
-                    help='JSON object {"APP": "SECRET", ...} (instead of one secret)')
     tv.set_defaults(run=cmd_token_verify)
     for t in (ti, tv):
         src = t.add_mutually_exclusive_group()
-        src.add_argument("--secret-env", default="SKYMESH_APP_SECRET", metavar="VAR",
-                         help="environment variable holding the app secret "
-                         "(default: %(default)s)")
-        src.add_argument("--secret-file", type=Path, metavar="FILE",
-                         help="file holding the app secret (a trailing newline is ignored)")
+        src.add_argument("--key-env", default=KEY_ENV, metavar="VAR",
+                         help="environment variable holding the app's private key, PEM or "
+                         "base64url (default: %(default)s)")
+        src.add_argument("--key-file", type=Path, metavar="FILE",
+                         help="the app's private key file (PEM, as `token keygen` writes)")
+        if t is tv:
+            src.add_argument("--apps", type=Path, metavar="FILE",
+                             help="the controller's apps file: app id -> public key(s)")
+            src.add_argument("--public-key", metavar="KEY",
+                             help="the app's public key (base64url), for the token's app")
         t.add_argument("--json", action="store_true", help="print JSON")
 
 
-def app_secret(args: argparse.Namespace) -> bytes:
-    """The one app secret named by --secret-file or --secret-env; ValueError if missing."""
-    if args.secret_file:
+def private_key(args: argparse.Namespace):
+    """The app's signing key named by --key-file or --key-env; ValueError if missing or bad."""
+    from skymesh import token
+    from skymesh.apps import AppsError, read_private_key
+
+    if args.key_file:
         try:
-            secret = args.secret_file.read_bytes().rstrip(b"\r\n")
-        except OSError as e:
-            raise ValueError(f"--secret-file: {e}") from None
-        if not secret:
-            raise ValueError(f"--secret-file {args.secret_file}: the file is empty")
-        return secret
-    secret = os.environ.get(args.secret_env, "")
-    if not secret:
-        raise ValueError(f"no app secret: set the environment variable {args.secret_env} "
-                         "(or use --secret-env VAR / --secret-file FILE)")
-    return secret.encode()
+            return read_private_key(args.key_file)
+        except AppsError as e:
+            raise ValueError(f"--key-file {e}") from None
+    text = os.environ.get(args.key_env, "")
+    if not text:
+        raise ValueError(f"no app private key: set the environment variable {args.key_env} "
+                         "(or use --key-env VAR / --key-file FILE; `skymesh token keygen` "
+                         "makes one)")
+    try:
+        return token.load_private_key(text)
+    except token.KeyFormatError as e:
+        raise ValueError(f"the environment variable {args.key_env}: {e}") from None
 
 
 def grant_json(grant) -> dict:
@@ -76,7 +102,42 @@ def grant_json(grant) -> dict:
 
     return {"app": grant.app, "channel": grant.channel, "uid": grant.uid, "zone": grant.zone,
             "privileges": privilege_list(grant.privileges), "issued_at": grant.issued_at,
-            "expires_at": grant.expires_at}
+            "expires_at": grant.expires_at, "jti": grant.jti}
+
+
+def cmd_token_keygen(args: argparse.Namespace) -> int:
+    from skymesh import apps, token
+
+    if not apps.valid_app_id(args.app):
+        return fail(f"--app {args.app!r}: an app id is 1-64 letters, digits, '.', '_' or '-'")
+    if args.apps:
+        try:
+            if args.apps.exists():
+                apps.load_apps(args.apps)  # a broken apps file stops us before any key
+        except apps.AppsError as e:
+            return fail(str(e))
+    key = token.generate_key()
+    raw = token.public_key_of(key)
+    try:
+        path = apps.write_private_key(args.dir / f"{args.app}.key", key)
+        if args.apps:
+            apps.add_public_key(args.apps, args.app, raw)
+    except apps.AppsError as e:
+        return fail(str(e))
+    public = token.encode_public_key(raw)
+    if args.json:
+        print(json.dumps({"app": args.app, "kid": token.key_id(raw), "public_key": public,
+                          "private_key_file": str(path),
+                          "apps_file": str(args.apps) if args.apps else None}))
+        return 0
+    print(f"private key  {path}  (mode 0600: keep it on the app's server)")
+    print(f"public key   {public}")
+    print(f"kid          {token.key_id(raw)}")
+    if args.apps:
+        print(f"apps file    {args.apps}: added to {args.app}")
+    else:
+        print(f"add to the controller's apps file:\n  {args.app}: {public}")
+    return 0
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
@@ -84,11 +145,11 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
     try:
         ttl = parse_ttl(args.ttl)
-        secret = app_secret(args)
+        key = private_key(args)
     except ValueError as e:
         return fail(str(e))
     try:
-        text = token.issue(args.app, secret, args.channel, args.uid, args.zone,
+        text = token.issue(args.app, key, args.channel, args.uid, args.zone,
                            split_list(args.privileges), ttl)
     except token.TokenError as e:
         return fail(f"cannot issue a token: {e.reason}")
@@ -97,6 +158,30 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _public_keys(args: argparse.Namespace) -> dict[str, tuple[bytes, ...]]:
+    """App id -> public keys to verify with, from --apps, --public-key or the private key
+    options (then for the token's app); ValueError if they cannot be read."""
+    from skymesh import token
+    from skymesh.apps import AppsError, load_apps
+
+    if args.apps:
+        try:
+            return load_apps(args.apps)
+        except AppsError as e:
+            raise ValueError(f"--apps {e}") from None
+    if args.public_key:
+        try:
+            raw = token.decode_public_key(args.public_key)
+        except token.KeyFormatError as e:
+            raise ValueError(f"--public-key: {e}") from None
+    else:
+        raw = token.public_key_of(private_key(args))
+    try:
+        return {token.parse(args.token).app: (raw,)}
+    except token.TokenError:
+        return {}  # verify reports the malformed token
 
 
 def cmd_token_verify(args: argparse.Namespace) -> int:
@@ -108,27 +193,12 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
         return fail(f"--need: unknown privilege(s) {', '.join(unknown)}; known: "
                     f"{', '.join(token.PRIVILEGES)}")
     try:
-        if args.app_secrets:
-            try:
-                table = json.loads(args.app_secrets.read_text())
-            except (OSError, UnicodeDecodeError, ValueError) as e:
-                raise ValueError(f"--app-secrets {args.app_secrets}: {e}") from None
-            if not isinstance(table, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
-                raise ValueError(f"--app-secrets {args.app_secrets}: expected a JSON object "
-                                 '{"APP": "SECRET", ...}')
-            secrets = {k: v.encode() for k, v in table.items()}
-        else:
-            secret = app_secret(args)
-            try:
-                secrets = {token.parse(args.token).app: secret}
-            except token.TokenError:
-                secrets = {}  # verify reports the malformed token
+        keys = _public_keys(args)
     except ValueError as e:
         return fail(str(e))
     now = int(time.time())
     try:
-        grant = token.verify(args.token, secrets, now=now, channel=args.channel,
+        grant = token.verify(args.token, keys, now=now, channel=args.channel,
                              zone=args.zone, need=need)
     except token.TokenError as e:
         if args.json:

@@ -16,7 +16,7 @@ from sdk.client import Session
 from sdk.errors import ControllerUnavailable, EdgeUnavailable
 from sdk.resolve import Edge, find_edge
 from skymesh import token
-from skymesh.apps import AppsError, load_apps
+from skymesh.apps import AppsError, private_key_file, read_private_key
 from skymesh.cli import admin, mesh
 from skymesh.cli.drillstats import percentile
 
@@ -42,7 +42,7 @@ def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
     """The client edge of `region`, as the controller knows it (sdk.resolve), with the local
     mesh's CA when none is given; AdminError if there is no usable edge."""
     try:
-        edge = find_edge(controller, region)
+        edge = find_edge(controller, region, credentials=admin.credentials_in_use())
     except ControllerUnavailable as e:
         raise admin.NotAnswering(str(e)) from None
     except EdgeUnavailable as e:
@@ -50,26 +50,28 @@ def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
     if ca is None:
         state = mesh.running_state()
         if state is None or "ca" not in state:
-            raise admin.AdminError("no CA certificate: pass --ca FILE (the local mesh's is "
-                                   "used when one is running)")
+            raise admin.AdminError("no CA certificate of the edges: pass --edge-ca FILE (the "
+                                   "local mesh's is used when one is running)")
         ca = state["ca"]
     return replace(edge, ca=ca)
 
 
 def local_token(app: str, channel: str, uid: str, zone: str, ttl_s: int = 3600,
                 privileges: tuple[str, ...] = ALL_PRIVILEGES) -> str:
-    """A token signed with the local mesh's secret for `app` (made by `skymesh up`)."""
+    """A token signed with the local mesh's private key for `app` (made by `skymesh up`
+    beside its apps file)."""
     state = mesh.running_state()
     if state is None or "apps" not in state:
-        raise admin.AdminError("no local mesh to take an app secret from: pass --token")
+        raise admin.AdminError("no local mesh to take an app key from: pass --token")
+    key_file = private_key_file(Path(state["apps"]), app)
+    if not key_file.exists():
+        raise admin.AdminError(f"the local mesh has no private key for app {app!r} "
+                               f"({key_file}; apps: {state['apps']})")
     try:
-        apps = load_apps(Path(state["apps"]))
+        key = read_private_key(key_file)
     except AppsError as e:
         raise admin.AdminError(str(e)) from None
-    if app not in apps:
-        raise admin.AdminError(f"the local mesh has no app {app!r} (apps: "
-                               f"{', '.join(sorted(apps))}; see {state['apps']})")
-    return token.issue(app, apps[app], channel, uid, zone, privileges, ttl_s)
+    return token.issue(app, key, channel, uid, zone, privileges, ttl_s)
 
 
 def new_uid(role: str) -> str:

@@ -49,6 +49,12 @@ def add_parsers(sub) -> None:
                     help="once converged, stream from one region to several others and show "
                     "the end-to-end latency (as `skymesh demo`)")
     up.add_argument("--log-level", default="info")
+    up.add_argument("--edge-limits", metavar="NAME=VALUE,...",
+                    help="the relays' client edge flood limits (as for `skymesh relay`)")
+    up.add_argument("--insecure", action="store_true",
+                    help="INSECURE: the controller, relays and admin commands speak plaintext "
+                    "gRPC without certificates (default: mutual TLS with certificates of the "
+                    "mesh's CA, made in $SKYMESH_HOME/certs)")
     up.set_defaults(run=cmd_up)
 
     down = sub.add_parser("down", help="stop the local mesh started by `skymesh up`")
@@ -57,9 +63,10 @@ def add_parsers(sub) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from skymesh import wan
+    from skymesh import certs, wan
     from skymesh.catalogue import CatalogueError
-    from skymesh.cli import mesh
+    from skymesh.cli import admin, mesh
+    from skymesh.net.tls import INSECURE_WARNING
     from skymesh.policy import PolicyError
 
     try:
@@ -72,6 +79,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         return fail(f"not starting the mesh:\n{e}")
     if len(regions) < 2:
         return fail("a mesh needs at least two regions")
+    if args.edge_limits:
+        from relay.edgesession import parse_limits
+
+        try:
+            parse_limits(args.edge_limits)
+        except ValueError as e:
+            return fail(f"--edge-limits: {e}")
     running = mesh.running_state()
     if running:
         return fail(f"a local mesh is already running (controller {running['controller']}, "
@@ -92,9 +106,19 @@ def cmd_up(args: argparse.Namespace) -> int:
                                         "--neighbour-probe-interval",
                                         str(args.neighbour_probe_interval),
                                         "--down-after", str(args.down_after)]
-                       + (["--policy", str(args.policy.resolve())] if args.policy else []))
+                       + (["--policy", str(args.policy.resolve())] if args.policy else []),
+                       insecure=args.insecure,
+                       relay_options=["--edge-limits", args.edge_limits]
+                       if args.edge_limits else [])
     except (RuntimeError, OSError) as e:
         return fail(str(e))
+    except certs.CertError as e:
+        return fail(f"not starting the mesh: {e}")
+    if args.insecure:
+        say("WARNING: " + INSECURE_WARNING.format(what=m.controller))
+        admin.use_credentials(None)
+    else:
+        admin.use_credentials(mesh.mesh_identities([])["admin"])
     try:
         status = wait_converged(m.controller, len(regions), args.timeout, say, m)
     except KeyboardInterrupt:

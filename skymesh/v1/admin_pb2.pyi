@@ -12,7 +12,14 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables")
+    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused")
+    class RefusedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     RELAYS_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +32,7 @@ class StatusReply(_message.Message):
     CONVERGED_FOR_S_FIELD_NUMBER: _ClassVar[int]
     REJECTED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     REJECTED_TABLES_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     relays: int
     regions: int
     route_version: int
@@ -37,7 +45,8 @@ class StatusReply(_message.Message):
     converged_for_s: float
     rejected_samples: int
     rejected_tables: int
-    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ...) -> None: ...
+    refused: _containers.ScalarMap[str, int]
+    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RegionsRequest(_message.Message):
     __slots__ = ()
@@ -307,3 +316,49 @@ class ChaosRequest(_message.Message):
 class ChaosReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ("since_unix_s", "limit")
+    SINCE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    since_unix_s: float
+    limit: int
+    def __init__(self, since_unix_s: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("at_unix_s", "actor", "action", "target", "detail")
+    AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    at_unix_s: float
+    actor: str
+    action: str
+    target: str
+    detail: str
+    def __init__(self, at_unix_s: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class AuditReply(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class RotateFabricKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateFabricKeyReply(_message.Message):
+    __slots__ = ("epoch", "sealing_epoch", "seals_in_s", "retires_in_s", "epochs")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEALING_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEALS_IN_S_FIELD_NUMBER: _ClassVar[int]
+    RETIRES_IN_S_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    sealing_epoch: int
+    seals_in_s: float
+    retires_in_s: float
+    epochs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, epoch: _Optional[int] = ..., sealing_epoch: _Optional[int] = ..., seals_in_s: _Optional[float] = ..., retires_in_s: _Optional[float] = ..., epochs: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -5,7 +5,7 @@ import warnings
 
 from skymesh.v1 import admin_pb2 as skymesh_dot_v1_dot_admin__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -89,6 +89,16 @@ class AdminStub:
                 request_serializer=skymesh_dot_v1_dot_admin__pb2.ChaosRequest.SerializeToString,
                 response_deserializer=skymesh_dot_v1_dot_admin__pb2.ChaosReply.FromString,
                 _registered_method=True)
+        self.Audit = channel.unary_unary(
+                '/skymesh.v1.Admin/Audit',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.AuditRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.AuditReply.FromString,
+                _registered_method=True)
+        self.RotateFabricKey = channel.unary_unary(
+                '/skymesh.v1.Admin/RotateFabricKey',
+                request_serializer=skymesh_dot_v1_dot_admin__pb2.RotateFabricKeyRequest.SerializeToString,
+                response_deserializer=skymesh_dot_v1_dot_admin__pb2.RotateFabricKeyReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -160,6 +170,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Audit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateFabricKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +239,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Chaos,
                     request_deserializer=skymesh_dot_v1_dot_admin__pb2.ChaosRequest.FromString,
                     response_serializer=skymesh_dot_v1_dot_admin__pb2.ChaosReply.SerializeToString,
+            ),
+            'Audit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.AuditRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.AuditReply.SerializeToString,
+            ),
+            'RotateFabricKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateFabricKey,
+                    request_deserializer=skymesh_dot_v1_dot_admin__pb2.RotateFabricKeyRequest.FromString,
+                    response_serializer=skymesh_dot_v1_dot_admin__pb2.RotateFabricKeyReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +548,60 @@ class Admin:
             '/skymesh.v1.Admin/Chaos',
             skymesh_dot_v1_dot_admin__pb2.ChaosRequest.SerializeToString,
             skymesh_dot_v1_dot_admin__pb2.ChaosReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/Audit',
+            skymesh_dot_v1_dot_admin__pb2.AuditRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.AuditReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateFabricKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skymesh.v1.Admin/RotateFabricKey',
+            skymesh_dot_v1_dot_admin__pb2.RotateFabricKeyRequest.SerializeToString,
+            skymesh_dot_v1_dot_admin__pb2.RotateFabricKeyReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -159,26 +159,42 @@ class Chaos(_message.Message):
     until_unix_s: float
     def __init__(self, drop_peers: _Optional[_Iterable[str]] = ..., drop_all: _Optional[bool] = ..., until_unix_s: _Optional[float] = ...) -> None: ...
 
+class AppKeys(_message.Message):
+    __slots__ = ("public_keys",)
+    PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    public_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, public_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class FabricKey(_message.Message):
+    __slots__ = ("epoch", "key")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    key: bytes
+    def __init__(self, epoch: _Optional[int] = ..., key: _Optional[bytes] = ...) -> None: ...
+
 class RelayConfig(_message.Message):
-    __slots__ = ("app_secrets", "fabric_key", "accepted_keys", "zones", "drained")
-    class AppSecretsEntry(_message.Message):
+    __slots__ = ("app_keys", "fabric_key", "fabric_epoch", "accepted_fabric_keys", "zones", "drained")
+    class AppKeysEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: bytes
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
-    APP_SECRETS_FIELD_NUMBER: _ClassVar[int]
+        value: AppKeys
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AppKeys, _Mapping]] = ...) -> None: ...
+    APP_KEYS_FIELD_NUMBER: _ClassVar[int]
     FABRIC_KEY_FIELD_NUMBER: _ClassVar[int]
-    ACCEPTED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    FABRIC_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FABRIC_KEYS_FIELD_NUMBER: _ClassVar[int]
     ZONES_FIELD_NUMBER: _ClassVar[int]
     DRAINED_FIELD_NUMBER: _ClassVar[int]
-    app_secrets: _containers.ScalarMap[str, bytes]
+    app_keys: _containers.MessageMap[str, AppKeys]
     fabric_key: bytes
-    accepted_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    fabric_epoch: int
+    accepted_fabric_keys: _containers.RepeatedCompositeFieldContainer[FabricKey]
     zones: _containers.RepeatedScalarFieldContainer[str]
     drained: bool
-    def __init__(self, app_secrets: _Optional[_Mapping[str, bytes]] = ..., fabric_key: _Optional[bytes] = ..., accepted_keys: _Optional[_Iterable[bytes]] = ..., zones: _Optional[_Iterable[str]] = ..., drained: _Optional[bool] = ...) -> None: ...
+    def __init__(self, app_keys: _Optional[_Mapping[str, AppKeys]] = ..., fabric_key: _Optional[bytes] = ..., fabric_epoch: _Optional[int] = ..., accepted_fabric_keys: _Optional[_Iterable[_Union[FabricKey, _Mapping]]] = ..., zones: _Optional[_Iterable[str]] = ..., drained: _Optional[bool] = ...) -> None: ...
 
 class ChannelMembers(_message.Message):
     __slots__ = ("zone", "channel", "regions")

@@ -195,12 +195,15 @@ def test_bad_datagrams_are_dropped_counted_and_the_relay_keeps_serving(channel_m
     host, port = target["probe_addr"].rsplit(":", 1)
 
     def dgram(**over) -> datagram.Datagram:
+        # the key file's first key seals, as epoch 1
         fields = dict(kind=datagram.MEDIA, zone="global", channel="demo/x",
-                      destinations=("bb",), hop_limit=4, seq=1, publisher="p", payload=b"p")
+                      destinations=("bb",), hop_limit=4, seq=1, publisher="p", payload=b"p",
+                      epoch=1)
         return datagram.Datagram(**{**fields, **over})
 
     bad = {
         "bad-tag": datagram.encode(dgram(), b"not-the-fabric-key"),
+        "epoch": datagram.encode(dgram(epoch=99), key),  # no key of that epoch
         "short": b"\x01\x01",
         "too-large": b"\x01" * 2000,
         "version": b"\x09" + datagram.encode(dgram(), key)[1:],

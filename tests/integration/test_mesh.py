@@ -172,9 +172,11 @@ def test_admin_without_a_mesh_says_how_to_start_one(home):
     assert "no local mesh is running" in out.stderr and "skymesh up" in out.stderr
 
 
-def test_chaos_keeps_asking_a_controller_that_does_not_answer_then_says_so():
+def test_chaos_keeps_asking_a_controller_that_does_not_answer_then_says_so(monkeypatch):
     from skymesh.cli import admin
 
+    monkeypatch.setattr(admin._Credentials, "set", True)  # nobody listens: TLS or not
+    monkeypatch.setattr(admin._Credentials, "files", None)
     started = time.monotonic()
     with pytest.raises(admin.NotAnswering, match="not answering"):
         admin.chaos("127.0.0.1:1", "aa", drop_all=True, patience=1.0)

@@ -58,7 +58,8 @@ def controller(tmp_path):
     regions = write_regions(tmp_path / "regions", {"aa": (50.0, 8.0), "bb": (48.0, 2.0)})
     port = mesh.free_port()
     proc = subprocess.Popen([sys.executable, "-m", "skymesh", "controller", "--listen",
-                             f"127.0.0.1:{port}", "--regions", str(regions)],
+                             f"127.0.0.1:{port}", "--regions", str(regions),
+                             "--insecure"],  # the wire contract; tests of TLS: test_mtls.py
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     address = f"127.0.0.1:{port}"
     with grpc.insecure_channel(address) as channel:

@@ -47,7 +47,7 @@ class Rig:
         catalogue = {r: Region(id=r, name=r.upper(), country="DE", lat=0.0, lon=0.0)
                      for r in REGIONS}
         policy = Policy({"global": Zone("global", frozenset(REGIONS))})
-        self.c = Controller(catalogue, policy, settings or Settings(), {"demo": b"s"},
+        self.c = Controller(catalogue, policy, settings or Settings(), {"demo": (b"p" * 32,)},
                             keys or [b"k1", b"k2"], store, now=self.now, wake=self.wake)
 
     @property
@@ -364,8 +364,9 @@ def test_a_connecting_relay_gets_its_config_and_everyone_the_new_peer_list():
     r.connect("a")
     r.connect("b")
     s = r.c.settings
-    config = RelayConfig(app_secrets={"demo": b"s"}, fabric_key=b"k1", accepted_keys=(b"k2",),
-                         zones=("global",), drained=False)
+    config = RelayConfig(app_keys={"demo": (b"p" * 32,)}, fabric_key=b"k1",
+                         accepted_keys=((2, b"k2"),),
+                         zones=("global",), drained=False, fabric_epoch=1)
 
     def peers(*regions: str) -> Peers:
         return Peers(tuple((p, "127.0.0.1:1") for p in regions), s.probe_interval_s,
@@ -582,3 +583,27 @@ def test_chaos_goes_to_the_relay_and_into_the_events():
     assert c.events[-1].event.detail == "dropping traffic with every peer"
     c.chaos("a", Chaos(), r.unix)
     assert c.events[-1].event.detail == "dropping traffic with nothing"
+
+
+def test_events_keep_a_time_that_is_a_number_and_short_texts():
+    # (found by tests/unit/fuzz) NaN times were kept: shown as NaN, never in `events --since`
+    r = rig()
+    c = r.c
+    c.on_events(c.sessions["a"], [RelayEvent(float("nan"), "link-up", "b"),
+                                  RelayEvent(float("-inf"), "x" * 5000, "b" * 5000,
+                                             detail="d" * 5000)], r.unix)
+    nan, long = c.events[-2].event, c.events[-1].event
+    assert nan.at_unix_s == r.unix and long.at_unix_s == r.unix
+    assert (len(long.kind), len(long.peer), len(long.detail)) == (256, 256, 1024)
+    assert [e.event for e in c.events_since(r.unix)][-2:] == [nan, long]
+
+
+def test_channels_a_region_cannot_serve_are_ignored():
+    # (found by tests/unit/fuzz) empty channel names and zones the region is not in were kept
+    r = rig(Settings(members_hold_s=0.0))
+    c = r.c
+    c.on_channels(c.sessions["a"], {("global", ""): (True, True), ("eu", "ch"): (True, True),
+                                    ("global", "c" * 65): (True, True),
+                                    ("global", "ch"): (True, False)}, r.now)
+    assert c.membership.channels() == [("global", "ch")]
+    assert c.members_of(("global", "ch")) == ("a",)

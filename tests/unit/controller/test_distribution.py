@@ -90,6 +90,18 @@ def test_an_ack_installs_the_rows_of_its_version_even_after_a_newer_push():
     assert a.acked_version == 2 and a.installed == {(Z, "b"): second[0], (Z, "c"): second[1]}
 
 
+def test_an_ack_of_a_version_never_pushed_is_ignored():
+    # (found by tests/unit/fuzz) it made the relay look in sync with the next push before
+    # that push had even been sent
+    d = dist()
+    a = d.relays["a"]
+    d.push_staged({"a": [row("a", "b")]}, always_up, frozenset(), 0.0)
+    assert not d.on_ack(a, 2) and not d.on_ack(a, 2**64 - 1)
+    assert a.acked_version == 0 and set(a.unacked) == {1}
+    d.push_staged({"a": [row("a", "b"), row("a", "c")]}, always_up, frozenset(), 1.0)
+    assert a.pushed_version == 2 and not a.in_sync
+
+
 def test_a_nack_pushes_the_same_rows_again_at_the_next_version():
     d = dist()
     a = d.relays["a"]

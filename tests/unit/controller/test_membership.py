@@ -121,3 +121,15 @@ def test_during_the_start_up_hold_a_relay_leaving_tells_nobody_yet():
     assert m.disconnect("bb", 2.0) == []
     assert m.members == {CH: ("bb",)}  # as last pushed
     assert told(m.on_channels("cc", {CH: SUB}, HOLD)) == {"aa": ("cc",)}
+
+
+def test_once_released_a_relay_leaving_within_the_hold_time_holds_nothing_back():
+    """Every region came back (the hold ended early), then one went within HOLD of the start:
+    the hold must not come back with it, or what the others report next is told to nobody
+    (found by tests/integration/test_flood.py: messages held at the publisher's relay)."""
+    m = membership("aa", "dd", "ee")
+    assert m.release_due(1.0) == [] and m.released
+    m.disconnect("ee", 2.0)
+    assert not m.holding(2.5)
+    assert m.on_channels("dd", {CH: SUB}, 3.0) == []  # no publisher yet
+    assert told(m.on_channels("aa", {CH: PUB}, 3.5)) == {"aa": ("dd",)}

@@ -50,7 +50,7 @@ def refused(method, request) -> tuple[grpc.StatusCode, str]:
 
 
 def test_admin_refusals_keep_their_status_codes_and_reasons(tmp_path: Path):
-    admin = AdminService(core())
+    admin = AdminService(core(), None)
     assert refused(admin.Routes, admin_pb2.RoutesRequest(region="zz")) == (
         grpc.StatusCode.NOT_FOUND, "unknown region 'zz': not in the catalogue")
     assert refused(admin.Path, admin_pb2.PathRequest(src="aa", dst="bb", zone="eu")) == (
@@ -68,7 +68,7 @@ def test_admin_refusals_keep_their_status_codes_and_reasons(tmp_path: Path):
 def test_a_drain_that_cannot_be_kept_is_unavailable_and_names_the_file(tmp_path: Path):
     path = tmp_path / "missing-dir" / "state.json"
     ctl = core(FileStore(path))
-    code, details = refused(AdminService(ctl).Drain,
+    code, details = refused(AdminService(ctl, None).Drain,
                             admin_pb2.DrainRequest(region="aa", drained=True))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert details.startswith(f"could not keep the change in {path}: ")
@@ -77,7 +77,7 @@ def test_a_drain_that_cannot_be_kept_is_unavailable_and_names_the_file(tmp_path:
 
 def test_admin_replies_carry_the_cores_answers(tmp_path: Path):
     ctl = core(FileStore(tmp_path / "state.json"))
-    admin = AdminService(ctl)
+    admin = AdminService(ctl, None)
     reply = call(admin.Drain, admin_pb2.DrainRequest(region="bb", drained=True))
     assert list(reply.drained_regions) == ["bb"] and reply.drained
     status = call(admin.Status, admin_pb2.StatusRequest())
@@ -105,9 +105,20 @@ def test_a_hello_is_checked_before_the_session_starts():
     assert check_hello(hello(region="zz"), catalogue) == (
         grpc.StatusCode.NOT_FOUND, "unknown region 'zz': not in the catalogue")
     assert check_hello(hello(probe_addr="nohost"), catalogue)[1] == (
-        "probe_addr 'nohost' is not host:port")
+        "probe_addr 'nohost' is not host:port (port 1-65535)")
     assert check_hello(hello(edge_addr="x y:1"), catalogue)[1] == (
-        "edge_addr 'x y:1' is not host:port")
+        "edge_addr 'x y:1' is not host:port (port 1-65535)")
+    # a port no socket can use would reach every peer's probe loop (OverflowError in sendto)
+    assert check_hello(hello(probe_addr="[::1]:70000"), catalogue)[1] == (
+        "probe_addr '[::1]:70000' is not host:port (port 1-65535)")
+    assert check_hello(hello(edge_addr="127.0.0.1:0"), catalogue)[1] == (
+        "edge_addr '127.0.0.1:0' is not host:port (port 1-65535)")
+    assert check_hello(hello(probe_addr="[::1]:65535", route_version=2**63), catalogue) is None
+    # versions go on above the one a relay holds: 2**64-1 would overflow the next push's uint64
+    assert check_hello(hello(route_version=2**64 - 1), catalogue)[1] == (
+        f"route_version {2**64 - 1} is beyond any version pushed (at most {2**63})")
+    assert check_hello(hello(region="z" * 1000), catalogue)[1] == (
+        f"unknown region {'z' * 64!r}: not in the catalogue")
 
 
 def test_a_relay_session_streams_the_cores_messages_and_ends_with_the_relays_stream():
@@ -120,7 +131,7 @@ def test_a_relay_session_streams_the_cores_messages_and_ends_with_the_relays_str
             relay_pb2.ChannelInterest(zone="global", channel="c", subscribers=True)]))
 
     async def session() -> list[relay_pb2.ControllerMessage]:
-        stream = RelayControlService(ctl).Session(requests(), Context())
+        stream = RelayControlService(ctl, None).Session(requests(), Context())
         return [msg async for msg in stream]
 
     got = asyncio.run(session())
@@ -136,9 +147,29 @@ def test_a_session_that_does_not_start_with_a_hello_is_refused():
         yield relay_pb2.RelayMessage(ack=relay_pb2.RouteAck(version=1))
 
     async def session() -> None:
-        async for _ in RelayControlService(core()).Session(requests(), Context()):
+        async for _ in RelayControlService(core(), None).Session(requests(), Context()):
             pass
 
     with pytest.raises(Aborted) as e:
         asyncio.run(session())
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_relay_flooding_the_controller_has_its_excess_dropped_and_counted():
+    from controller.core import Hello, Settings
+    from controller.relay_service import dispatch
+
+    ctl = Controller({r: Region(id=r, name=r, country="DE", lat=0.0, lon=0.0) for r in REGIONS},
+                     Policy({"global": Zone("global", frozenset(REGIONS))}),
+                     Settings(relay_messages_per_s=10.0, relay_messages_burst=20.0), now=0.0)
+    session = ctl.connect(Hello("aa", "n1", "127.0.0.1:9"), lambda m: None, 0.0, 0.0)
+    report = relay_pb2.RelayMessage(report=relay_pb2.LinkReport(counters={"x": 1}))
+    for i in range(1000):  # a thousand reports within the same instant
+        report.report.counters["x"] = i
+        dispatch(ctl, session, report, 0.0, 0.0)
+    assert ctl.refused["relay-rate"] == 980
+    assert session.counters == {"x": 19}  # the 20 of the burst went through, no more
+    report.report.counters["x"] = 5000
+    dispatch(ctl, session, report, 1.0, 1.0)  # a second later: within its rate again
+    assert session.counters == {"x": 5000}
+    assert ctl.status(1.0).refused == {"relay-rate": 980}

@@ -67,6 +67,13 @@ BAD_SAMPLES = {
     "nan loss": (sample("fra", loss=math.nan), "loss"),
     "inf loss": (sample("fra", loss=math.inf), "loss"),
     "down with bad loss": (sample("fra", state=DOWN, loss=2.0), "loss"),
+    # (found by tests/unit/fuzz) a link not measured yet, or down, was kept with NaN numbers
+    "unknown nan rtt": (sample("fra", state=UNKNOWN, rtt_ms=math.nan), "rtt_ms"),
+    "down inf rtt": (sample("fra", state=DOWN, rtt_ms=math.inf), "rtt_ms"),
+    "down negative rtt": (sample("fra", state=DOWN, rtt_ms=-1.0), "rtt_ms"),
+    "unknown nan jitter": (sample("fra", state=UNKNOWN, rtt_ms=0.0, jitter_ms=math.nan),
+                           "jitter_ms"),
+    "down nan min rtt": (sample("fra", state=DOWN, min_rtt_ms=math.nan), "min_rtt_ms"),
     "unknown region": (sample("lhr"), "unknown region 'lhr'"),
     "no region": ({k: v for k, v in sample("fra").items() if k != "dst"}, "unknown region"),
     "self link": (sample("ams"), "itself"),

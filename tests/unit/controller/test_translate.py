@@ -63,11 +63,14 @@ def test_every_controller_message_has_its_wire_form():
             peers.peers.neighbour_probe_interval_s, peers.peers.down_after,
             peers.peers.degraded_jitter_ms) == (1.0, 2.0, 0.1, 3, 30.0)
     assert peers.peers.degraded_loss == pytest.approx(0.02)
-    config = translate.controller_message(RelayConfig({"app": b"s"}, b"k1", (b"k0",),
-                                                      ("eu", "global"), True)).config
-    assert (dict(config.app_secrets), config.fabric_key, list(config.accepted_keys),
+    config = translate.controller_message(RelayConfig({"app": (b"p" * 32, b"q" * 32)}, b"k1",
+                                                      ((3, b"k0"), (5, b"k2")),
+                                                      ("eu", "global"), True, 4)).config
+    assert ({a: list(k.public_keys) for a, k in config.app_keys.items()}, config.fabric_key,
+            config.fabric_epoch, [(k.epoch, k.key) for k in config.accepted_fabric_keys],
             list(config.zones), config.drained) == (
-        {"app": b"s"}, b"k1", [b"k0"], ["eu", "global"], True)
+        {"app": [b"p" * 32, b"q" * 32]}, b"k1", 4, [(3, b"k0"), (5, b"k2")],
+        ["eu", "global"], True)
     members = translate.controller_message(Members("aa", "eu", "a/b", ("bb", "cc"))).members
     assert (members.zone, members.channel, list(members.regions)) == (
         "eu", "a/b", ["bb", "cc"])

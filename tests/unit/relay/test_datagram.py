@@ -1,4 +1,5 @@
-"""Relay-to-relay datagrams: wire format, strict decoding, BIER-style fan-out."""
+"""Relay-to-relay datagrams: wire format, encryption, key epochs, strict decoding, BIER-style
+fan-out."""
 
 from __future__ import annotations
 
@@ -9,26 +10,32 @@ import struct
 from collections import Counter, deque
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.datagram import (
     ACK,
+    EPOCH_AT,
     MAX_DATAGRAM,
     MEDIA,
     MESSAGE,
     MIN_DATAGRAM,
+    VERSION,
     BadDatagram,
     Datagram,
+    Nonces,
     decode,
     encode,
     forward,
+    replay_id,
+    seal,
     split,
 )
 
 KEY = b"k" * 32
-HEAD = struct.Struct("!BBBBBxHQ12s")
+HEAD = struct.Struct("!BBBBBBHQ12s")
 NONCE = b"n" * 12
 
 
@@ -40,17 +47,20 @@ def dg(**kw) -> Datagram:
 
 
 def sign(body: bytes, key: bytes = KEY, nonce: bytes = NONCE) -> bytes:
-    """A sealed part with its GMAC tag (the body must start with a head carrying `nonce`)."""
-    return body + AESGCM(hashlib.sha256(key).digest()).encrypt(nonce, b"", body)
+    """A sealed part: the body (a head carrying `nonce`, then fields and payload) with what
+    follows the fields its head announces encrypted, and the tag."""
+    opened = min(len(body), HEAD.size + body[2] + body[3] + body[4])
+    return body[:opened] + AESGCM(hashlib.sha256(key).digest()).encrypt(
+        nonce, body[opened:], body[:opened])
 
 
-def raw(version=2, kind=MEDIA, hop=8, zone=b"eu", channel=b"ch", pub=b"p",
+def raw(version=VERSION, kind=MEDIA, hop=8, zone=b"eu", channel=b"ch", pub=b"p",
         regions=(b"fra", b"ams"), seq=1, payload=b"x", count=None, zlen=None, clen=None,
-        size=None, tail=b"") -> bytes:
+        size=None, tail=b"", epoch=0) -> bytes:
     """A datagram built by hand: any field may lie, the tag is genuine."""
     fields = zone + channel + pub + payload
     head = HEAD.pack(version, kind, len(zone) if zlen is None else zlen,
-                     len(channel) if clen is None else clen, len(pub),
+                     len(channel) if clen is None else clen, len(pub), epoch,
                      HEAD.size + len(fields) if size is None else size, seq, NONCE)
     regs = b"".join(bytes([len(r)]) + r for r in regions)
     return sign(head + fields) + bytes([hop, len(regions) if count is None else count]) + \
@@ -100,6 +110,7 @@ def test_wrong_key_is_bad_tag():
 
 
 def test_tampering_the_sealed_part_is_rejected():
+    """Anywhere in the sealed part: header, epoch, nonce, fields, ciphertext, tag."""
     data = encode(dg(), KEY)
     sealed = len(data) - 2 - 2 * 4  # routing state: hop limit, count, two 3-letter regions
     for i, flip in itertools.product(range(sealed), (0x01, 0x80, 0xFF)):
@@ -107,10 +118,72 @@ def test_tampering_the_sealed_part_is_rejected():
         bad[i] ^= flip
         code = code_of(bytes(bad))
         assert code in ("bad-tag", "version", "kind", "field")
-        if i >= 2 and i not in (6, 7):  # past version, kind and the sealed length
+        if i >= 5 and i not in (6, 7):  # past version, kind, field lengths and sealed length
             assert code == "bad-tag"
     for bad in (data[:-1], data + b"\0", data[1:]):
         assert code_of(bad) in ("bad-tag", "version", "kind", "short", "field")
+
+
+def test_payload_is_encrypted():
+    """Nothing of the payload shows in the wire bytes; the header, zone, channel and publisher
+    travel in clear (authenticated), as routing needs them."""
+    payload = b"the secret words of a chat message, long enough to spot" * 4
+    data = encode(dg(payload=payload, publisher="alice-stream"), KEY)
+    for i in range(len(payload) - 7):
+        assert payload[i:i + 8] not in data
+    assert b"room-1" in data and b"alice-stream" in data
+    assert decode(data, KEY).payload == payload
+    # the same payload sealed twice (fresh nonces) gives different ciphertexts
+    again = encode(dg(payload=payload, publisher="alice-stream"), KEY)
+    assert again[28 + 2 + 6 + 12:] != data[28 + 2 + 6 + 12:]
+
+
+def test_epoch_picks_the_key():
+    old, new = b"o" * 32, b"n" * 32
+    for epoch, key in ((7, old), (8, new)):
+        data = encode(dg(epoch=epoch), key)
+        assert data[EPOCH_AT] == epoch
+        assert decode(data, {7: old, 8: new}).epoch == epoch
+        assert decode(data, {7: old, 8: new}).payload == b"hello"
+    assert code_of(encode(dg(epoch=9), new), {7: old, 8: new}) == "epoch"
+    assert code_of(encode(dg(epoch=9), new), {}) == "epoch"
+    # a key of the right epoch that is not the one sealed: the tag says so
+    assert code_of(encode(dg(epoch=7), new), {7: old, 8: new}) == "bad-tag"
+    # the epoch is sealed: moving a datagram to another epoch breaks its tag
+    moved = bytearray(encode(dg(epoch=8), new))
+    moved[EPOCH_AT] = 7
+    assert code_of(bytes(moved), {7: new, 8: new}) == "bad-tag"
+    for bad in (-1, 256, "1"):
+        with pytest.raises(BadDatagram) as e:
+            encode(dg(epoch=bad), KEY)
+        assert e.value.reason_code == "field"
+
+
+def test_transit_checks_the_tag_over_ciphertext_and_tag_alone():
+    """What a transit relay does: decrypt the contiguous ciphertext and tag, with the head and
+    fields as associated data, and discard the result."""
+    data = encode(dg(payload=b"p" * 300), KEY)
+    size = HEAD.unpack_from(data)[6]
+    opened = HEAD.size + 2 + 6 + 5
+    aead = AESGCM(hashlib.sha256(KEY).digest())
+    view = memoryview(data)
+    assert aead.decrypt(data[16:28], view[opened:size + 16], view[:opened]) == b"p" * 300
+    bad = bytearray(data)
+    bad[size - 1] ^= 1
+    with pytest.raises(InvalidTag):
+        aead.decrypt(bytes(bad[16:28]), memoryview(bad)[opened:size + 16],
+                     memoryview(bad)[:opened])
+
+
+def test_nonces_number_a_senders_datagrams():
+    nonces = Nonces()
+    a, b = seal(dg(), KEY, nonces()), seal(dg(), KEY, nonces())
+    assert replay_id(a) == (nonces.prefix, 1) and replay_id(b) == (nonces.prefix, 2)
+    assert Nonces().prefix != nonces.prefix
+    nonces.counter = itertools.count(2**32 - 1)
+    last, wrapped = nonces(), nonces()
+    assert last[8:] == b"\xff" * 4 and wrapped[:8] == nonces.prefix != last[:8]
+    assert wrapped[8:] == (1).to_bytes(4, "big")
 
 
 def test_routing_state_is_not_sealed_but_parsed_strictly():
@@ -145,6 +218,7 @@ def test_forwarded_copies_keep_the_sealed_part():
         (b"\x02\x01" + b"\0" * (MAX_DATAGRAM - 1), "too-large"),
         (raw(version=0), "version"),
         (raw(version=1), "version"),
+        (raw(version=2), "version"),  # the payload in clear under a GMAC: no longer taken
         (raw(kind=0), "kind"),
         (raw(kind=4), "kind"),
         (raw(zone=b""), "field"),
@@ -226,7 +300,7 @@ def test_arbitrary_bytes_raise_only_bad_datagram(data):
        st.integers(0, 255), st.binary(max_size=200), st.binary(max_size=40))
 def test_sealed_arbitrary_fields_decode_strictly(kind, zlen, clen, plen, fields, tail):
     """Even genuinely sealed garbage raises only BadDatagram; what decodes re-encodes exactly."""
-    head = HEAD.pack(2, kind, zlen, clen, plen, HEAD.size + len(fields), 1, NONCE)
+    head = HEAD.pack(VERSION, kind, zlen, clen, plen, 0, HEAD.size + len(fields), 1, NONCE)
     data = sign(head + fields) + tail
     try:
         d = decode(data, KEY)

@@ -13,10 +13,10 @@ from relay.edge import start_edge
 from sdk.client import MAX_MEDIA_PAYLOAD, connect
 from sdk.errors import TokenRefused
 from skymesh.certs import ensure_dev_ca, issue_cert
-from skymesh.token import ERROR_CODES, issue
+from skymesh.token import ERROR_CODES, generate_key, issue, public_key_of
 
-APP, SECRET = "app1", b"s3cret-app1"
-SECRETS = {APP: SECRET}
+APP, APP_KEY = "app1", generate_key()  # the app's private key; the edge gets only the public key
+APP_KEYS = {APP: (public_key_of(APP_KEY),)}
 ALL = ("join", "publish-media", "publish-messages")
 DEADLINE = 5.0
 
@@ -28,14 +28,14 @@ def certs(tmp_path):
     return ca_cert, cert, key
 
 
-def token(channel="c1", uid="u", zone="eu", privileges=ALL, secret=SECRET, ttl=3600,
+def token(channel="c1", uid="u", zone="eu", privileges=ALL, key=APP_KEY, ttl=3600,
           now=None):
-    return issue(APP, secret, channel, uid, zone, privileges, ttl, now=now)
+    return issue(APP, key, channel, uid, zone, privileges, ttl, now=now)
 
 
 async def _edge(certs, **limits):
     _, cert, key = certs
-    return await start_edge("127.0.0.1", 0, cert, key, SECRETS, "amsterdam",
+    return await start_edge("127.0.0.1", 0, cert, key, APP_KEYS, "amsterdam",
                             {"eu", "global"}, **limits)
 
 
@@ -117,7 +117,7 @@ def _refusal(certs, tok, channel="c1", publish=False):
 def test_refused_tokens(certs, case, code):
     publish = False
     if case == "forged":
-        tok = token(secret=b"not-the-secret")
+        tok = token(key=generate_key())
     elif case == "expired":
         tok = token(ttl=60, now=int(time.time()) - 3600)
     elif case == "wrong-channel":
@@ -239,7 +239,7 @@ def test_a_token_already_within_its_notice_is_warned_of_at_once(certs):
 ])
 def test_bad_renewal_ends_the_session(certs, case, code):
     bad = {"other-user": lambda: token(uid="someone-else"),
-           "forged": lambda: token(uid="r", secret=b"wrong"),
+           "forged": lambda: token(uid="r", key=generate_key()),
            "other-channel": lambda: token(uid="r", channel="c9")}[case]()
 
     async def main():
@@ -276,3 +276,118 @@ def test_message_size_is_checked_before_sending(certs):
 async def _until(predicate, step=0.01):
     while not predicate():
         await asyncio.sleep(step)
+
+
+def _served_certificate(session) -> bytes:
+    """The DER certificate the edge presented to this client session."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return session._p._quic.tls._peer_certificate.public_bytes(Encoding.DER)
+
+
+def test_a_reissued_certificate_is_served_to_new_sessions_and_open_ones_carry_on(certs,
+                                                                                 tmp_path):
+    from relay.edge import watch_certificate
+
+    async def main():
+        server, edge = await _edge(certs)
+        ca, cert, key = certs
+        watcher = asyncio.create_task(watch_certificate(server, cert, key, interval_s=0.02))
+        try:
+            async with AsyncExitStack() as stack:
+                def session(uid):
+                    return stack.enter_async_context(connect(
+                        "127.0.0.1", edge.port, token(uid=uid), "c1", ca))
+
+                before = await session("before")
+                await asyncio.wait_for(before.join(), DEADLINE)
+                first = _served_certificate(before)
+                issue_cert(tmp_path / "edge", tmp_path / "ca", "edge", ["127.0.0.1", "localhost"])
+                deadline = time.monotonic() + DEADLINE
+                while True:  # the watcher replaces the configuration within its interval
+                    after = await session(f"after-{time.monotonic()}")
+                    await asyncio.wait_for(after.join(), DEADLINE)
+                    if _served_certificate(after) != first:
+                        break
+                    assert time.monotonic() < deadline, "the new certificate was never served"
+                    await asyncio.sleep(0.05)
+                # the session from before the reissue is still open and still delivers
+                await after.send_message("still there?")
+                [m] = await asyncio.wait_for(take(before.messages(), 1), DEADLINE)
+                assert m.body == "still there?"
+        finally:
+            watcher.cancel()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_sessions_beyond_the_limit_per_address_are_closed_and_counted(certs):
+    from relay.edgesession import EdgeLimits
+    from sdk.errors import RateLimited
+    from skymesh import edgeproto
+
+    async def main():
+        server, edge = await _edge(certs, limits=EdgeLimits(sessions_per_source=2))
+        ca = certs[0]
+        try:
+            async with AsyncExitStack() as stack:
+                def session(uid):
+                    return stack.enter_async_context(connect(
+                        "127.0.0.1", edge.port, token(uid=uid), "c1", ca))
+
+                first = await session("a")
+                await asyncio.wait_for(first.join(), DEADLINE)
+                second = await session("b")
+                await asyncio.wait_for(second.join(), DEADLINE)
+                with pytest.raises(RateLimited) as e:
+                    async with connect("127.0.0.1", edge.port, token(uid="c"), "c1",
+                                       ca) as third:
+                        await asyncio.wait_for(third.join(), DEADLINE)
+                assert e.value.error_code == edgeproto.TOO_MANY_SESSIONS
+                assert e.value.reason == edgeproto.too_many_sessions(2)
+                assert edge.counters["refused_sessions"] == 1
+                second.close()
+                await asyncio.wait_for(second.wait_closed(), DEADLINE)
+                deadline = time.monotonic() + DEADLINE
+                while edge.sources.open.get("127.0.0.1") != 1:  # released when it ended
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+                again = await session("d")
+                assert (await asyncio.wait_for(again.join(), DEADLINE))["uid"] == "d"
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_a_publisher_flooding_messages_is_closed_and_the_others_keep_theirs(certs):
+    from relay.edgesession import EdgeLimits
+    from sdk.errors import RateLimited
+
+    async def main():
+        server, edge = await _edge(certs, limits=EdgeLimits(messages_per_s=20.0,
+                                                            messages_burst=20.0))
+        ca = certs[0]
+        try:
+            async with AsyncExitStack() as stack:
+                def session(uid):
+                    return stack.enter_async_context(connect(
+                        "127.0.0.1", edge.port, token(uid=uid), "c1", ca))
+
+                flood, calm, sub = await session("flood"), await session("calm"), \
+                    await session("sub")
+                for s in (flood, calm, sub):
+                    await asyncio.wait_for(s.join(), DEADLINE)
+                for i in range(100):
+                    await flood.send_message(f"spam {i}")
+                with pytest.raises(RateLimited):
+                    await asyncio.wait_for(flood.wait_closed(), DEADLINE)
+                await calm.send_message("hello")
+                got = await asyncio.wait_for(take(sub.messages(), 21), DEADLINE)
+                assert [m.sender for m in got] == ["flood"] * 20 + ["calm"]
+                assert edge.counters["refused_rate"] == 1
+        finally:
+            server.close()
+
+    asyncio.run(main())

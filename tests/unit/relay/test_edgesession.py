@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from relay.edgesession import (
     Close,
+    EdgeLimits,
     EdgeSession,
     EnterChannel,
     LeaveChannel,
@@ -18,12 +19,14 @@ from relay.edgesession import (
     PublishMessage,
     Send,
     SetTimer,
+    SourceLimits,
 )
 from skymesh import edgeproto
 from skymesh.edgeproto import decode_line, encode_line
-from skymesh.token import ERROR_CODES, issue
+from skymesh.token import ERROR_CODES, generate_key, issue, public_key_of
 
-APP, SECRET = "app1", b"s3cret-app1"
+APP, APP_KEY = "app1", generate_key()  # the app's private key: it signs; the edge has the public
+OTHER_KEY = generate_key()  # another app's
 ALL = ("join", "publish-media", "publish-messages")
 T0 = 1_700_000_000
 KEY = ("eu", "app1/c1")
@@ -33,13 +36,19 @@ KEY = ("eu", "app1/c1")
 class Edge:
     region: str = "amsterdam"
     zones: frozenset[str] = frozenset({"eu", "global"})
-    secrets: dict[str, bytes] = field(default_factory=lambda: {APP: SECRET})
+    app_keys: dict[str, tuple[bytes, ...]] = field(default_factory=lambda: {
+        APP: (public_key_of(APP_KEY),), "app2": (public_key_of(OTHER_KEY),)})
     drained: bool = False
     counters: Counter = field(default_factory=Counter)
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    sources: SourceLimits = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.sources = SourceLimits(self.limits)
 
 
-def token(channel="c1", uid="u", zone="eu", privileges=ALL, secret=SECRET, ttl=3600, now=T0):
-    return issue(APP, secret, channel, uid, zone, privileges, ttl, now=now)
+def token(channel="c1", uid="u", zone="eu", privileges=ALL, key=APP_KEY, ttl=3600, now=T0):
+    return issue(APP, key, channel, uid, zone, privileges, ttl, now=now)
 
 
 def line(obj: dict) -> bytes:
@@ -87,7 +96,7 @@ def test_anything_before_the_join_is_refused(first):
 
 
 @pytest.mark.parametrize("tok, channel, code, needle", [
-    (token(secret=b"other"), "c1", "bad-signature", "signature"),
+    (token(key=OTHER_KEY), "c1", "bad-signature", "key"),
     (token(ttl=60, now=T0 - 3600), "c1", "expired", "expired"),
     (token(now=T0 + 3600), "c1", "not-yet-valid", "future"),
     (token(channel="elsewhere"), "c1", "wrong-channel", "elsewhere"),
@@ -178,7 +187,7 @@ def test_a_renewal_that_changes_publishing_says_so():
 @pytest.mark.parametrize("tok, code, reason", [
     (token(uid="someone-else"), "malformed", edgeproto.RENEWAL_MISMATCH),
     (token(zone="global"), "malformed", edgeproto.RENEWAL_MISMATCH),
-    (token(secret=b"wrong"), "bad-signature", None),
+    (token(key=OTHER_KEY), "bad-signature", None),
     (token(channel="c9"), "wrong-channel", None),
     (token(ttl=60, now=T0 - 3600), "expired", None),
     (None, "malformed", None),
@@ -405,3 +414,77 @@ def test_any_sequence_of_events(events):
         if s.closed:
             assert timer is None, "a closed session keeps no timer"
     assert edge.counters["refused"] <= 1
+
+
+# -- flood limits ------------------------------------------------------------------------------
+
+
+def test_a_publisher_beyond_its_message_rate_is_closed_rate_limited():
+    edge = Edge(limits=EdgeLimits(messages_per_s=10.0, messages_burst=5.0))
+    s = joined(edge=edge)
+    published = []
+    for i in range(5):
+        published += s.data_received(line(edgeproto.publish(i, "hi")), T0)
+    assert [type(a) for a in published] == [PublishMessage] * 5
+    actions = s.data_received(line(edgeproto.publish(5, "one too many")), T0)
+    assert actions[-1] == Close(edgeproto.RATE_LIMITED, edgeproto.messages_too_fast(10.0, 5.0))
+    assert LeaveChannel(KEY) in actions and s.closed
+    assert edge.counters["refused_rate"] == 1
+
+
+def test_a_publisher_within_its_rate_is_never_limited():
+    edge = Edge(limits=EdgeLimits(messages_per_s=10.0, messages_burst=5.0))
+    s = joined(edge=edge)
+    for i in range(200):  # 200 messages over 20 s: 10 a second
+        actions = s.data_received(line(edgeproto.publish(i, "x")), T0 + i * 0.1)
+        assert [type(a) for a in actions] == [PublishMessage], i
+    assert edge.counters["refused_rate"] == 0
+
+
+def test_joins_from_one_address_beyond_its_rate_are_refused_before_the_token_is_checked():
+    edge = Edge(limits=EdgeLimits(joins_per_source_per_s=1.0, joins_per_source_burst=3.0))
+    for _ in range(3):
+        s = EdgeSession(edge, "192.0.2.7")
+        assert EnterChannel(KEY) in s.data_received(line(edgeproto.join(token(), "c1")), T0)
+    s = EdgeSession(edge, "192.0.2.7")
+    bogus = s.data_received(line(edgeproto.join("not even a token", "c1")), T0)
+    assert bogus == [Close(edgeproto.RATE_LIMITED, edgeproto.joins_too_fast(1.0, 3.0))]
+    other = EdgeSession(edge, "198.51.100.1")  # another address has its own allowance
+    assert EnterChannel(KEY) in other.data_received(line(edgeproto.join(token(), "c1")), T0)
+    later = EdgeSession(edge, "192.0.2.7")
+    assert EnterChannel(KEY) in later.data_received(line(edgeproto.join(token(), "c1")),
+                                                    T0 + 1)
+
+
+def test_sessions_per_address_are_counted_open_and_released():
+    sources = SourceLimits(EdgeLimits(sessions_per_source=2))
+    assert sources.session_opened("a") and sources.session_opened("a")
+    assert not sources.session_opened("a")
+    assert sources.session_opened("b")
+    sources.session_closed("a")
+    assert sources.session_opened("a")
+    for _ in range(5):
+        sources.session_closed("b")
+    assert "b" not in sources.open and sources.session_opened("b")
+
+
+def test_the_join_buckets_kept_are_bounded():
+    sources = SourceLimits(EdgeLimits(sources_tracked=100))
+    for i in range(1000):
+        assert sources.join_allowed(f"10.0.{i // 256}.{i % 256}", T0)
+    assert len(sources.joins) == 100
+
+
+def test_limits_are_read_from_name_value_text_with_clear_errors():
+    from relay.edgesession import parse_limits
+
+    lim = parse_limits("joins-per-source-per-s=5, joins_per_source_burst=10,sessions-per-source=3")
+    assert (lim.joins_per_source_per_s, lim.joins_per_source_burst,
+            lim.sessions_per_source) == (5.0, 10.0, 3)
+    assert lim.messages_per_s == EdgeLimits().messages_per_s
+    assert parse_limits("") == EdgeLimits()
+    for text, problem in (("bogus=1", "NAME one of"), ("sessions-per-source=x", "not a number"),
+                          ("messages-per-s=0", "positive"), ("messages-burst=0.5", "at least 1"),
+                          ("messages-per-s", "NAME=VALUE")):
+        with pytest.raises(ValueError, match=problem):
+            parse_limits(text)

@@ -101,7 +101,7 @@ class Mesh:
             assert tables.apply(1, entries) is None
             f = Fabric(r, tables, self._sender(r), lambda: self.now, edge=FakeEdge(),
                        reliable=reliable or ReliableSettings())
-            f.configure(KEY, [], zones)
+            f.configure(KEY, {}, zones)
             self.fabrics[r] = f
 
     def _sender(self, src: str):
@@ -232,10 +232,10 @@ def test_no_members_or_no_key_sends_nothing():
     mesh.subscribe(CH, {"fra"})  # only the origin itself
     mesh.fabrics["fra"].media_published(CH, "pub", b"x")
     mesh.subscribe(CH, {"fra", "waw"})
-    mesh.fabrics["fra"].configure(b"", [], [ZONE])  # no key from the controller yet
+    mesh.fabrics["fra"].configure(b"", {}, [ZONE])  # no key from the controller yet
     mesh.fabrics["fra"].media_published(CH, "pub", b"x")
     assert not mesh.queue and not mesh.links
-    mesh.fabrics["fra"].configure(KEY, [], [ZONE])
+    mesh.fabrics["fra"].configure(KEY, {}, [ZONE])
     mesh.fabrics["fra"].media_published(CH, "pub", b"x")
     mesh.run()
     assert mesh.edge("waw").media == [(CH, b"x")]
@@ -483,13 +483,146 @@ def test_tick_survives_a_restarted_incoming_stream():
     assert [m[2] for m in mesh.edge("waw").messages] == [1]
 
 
+# --- replays --------------------------------------------------------------------------------
+
+
+def test_a_replayed_media_datagram_is_dropped_and_counted():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    mesh.fabrics["fra"].media_published(CH, "pub", b"frame-1")
+    ((_, _, captured),) = mesh.queue
+    mesh.run()
+    waw = mesh.fabrics["waw"]
+    assert mesh.edge("waw").media == [(CH, b"frame-1")]
+    for _ in range(3):  # an attacker on the path sends it again, as it was ...
+        waw.on_datagram(captured, 1.0)
+    hop_lowered = bytearray(captured)  # ... or with the routing state rewritten
+    hop_lowered[sealed_size(captured) + datagram.TAG_SIZE] -= 1
+    waw.on_datagram(bytes(hop_lowered), 1.0)
+    assert mesh.edge("waw").media == [(CH, b"frame-1")]
+    assert waw.counters["dropped.replay"] == 4
+    assert waw.counters[f"zone.{ZONE}.received"] == 1
+    mesh.fabrics["fra"].media_published(CH, "pub", b"frame-2")  # fresh traffic still flows
+    mesh.run()
+    assert [m for _, m in mesh.edge("waw").media] == [b"frame-1", b"frame-2"]
+
+
+def test_a_replay_through_a_transit_relay_is_dropped_where_it_would_be_delivered():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"ams", "waw"})
+    mesh.fabrics["ams"].media_published(CH, "pub", b"frame")
+    ((_, hop, captured),) = mesh.queue
+    assert hop == "fra"
+    mesh.run()
+    mesh.fabrics["fra"].on_datagram(captured, 1.0)  # transit checks the tag only: goes on
+    mesh.run(1.0)
+    assert mesh.edge("waw").media == [(CH, b"frame")]
+    assert mesh.fabrics["waw"].counters["dropped.replay"] == 1
+
+
+def test_a_replay_for_here_and_elsewhere_is_dropped_whole():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"ams", "fra", "waw"})
+    mesh.fabrics["ams"].media_published(CH, "pub", b"frame")
+    ((_, _, captured),) = mesh.queue
+    mesh.run()
+    fra = mesh.fabrics["fra"]
+    fra.on_datagram(captured, 1.0)
+    assert not mesh.queue and fra.counters["dropped.replay"] == 1
+    assert mesh.edge("fra").media == mesh.edge("waw").media == [(CH, b"frame")]
+
+
+def test_datagrams_reordered_within_the_window_are_all_delivered():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    for i in range(50):
+        mesh.fabrics["fra"].media_published(CH, "pub", b"%02d" % i)
+    batch = list(mesh.queue)
+    mesh.queue.clear()
+    random.Random(3).shuffle(batch)
+    for _, hop, data in batch:
+        mesh.fabrics[hop].on_datagram(data, 0.0)
+    assert sorted(m for _, m in mesh.edge("waw").media) == [b"%02d" % i for i in range(50)]
+    no_drops(mesh)
+
+
+def test_a_replayed_message_delivers_nothing_even_after_its_stream_is_forgotten():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra, waw = mesh.fabrics["fra"], mesh.fabrics["waw"]
+    fra.message_published(CH, "pub", "u", 1, "pay me once", 0.0)
+    ((_, _, captured),) = mesh.queue
+    mesh.run(0.0)
+    assert [m[3] for m in mesh.edge("waw").messages] == ["pay me once"]
+    waw.on_datagram(captured, 1.0)
+    assert waw.counters["dropped.replay"] == 1 and not mesh.queue  # no ack either
+    later = waw.in_stream_idle_s + 10
+    waw.tick(later)
+    assert waw.incoming == {}  # the message stream is forgotten, its sender's window is not
+    waw.on_datagram(captured, later)
+    mesh.run(later)
+    assert [m[3] for m in mesh.edge("waw").messages] == ["pay me once"]
+    assert waw.counters["dropped.replay"] == 2
+
+
+def test_a_retransmission_of_a_message_already_delivered_is_acknowledged_again():
+    """A retransmission is sealed afresh (a new nonce): it is no replay, and the receiver
+    acknowledges it, or its origin would retransmit until it gives up."""
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra, waw = mesh.fabrics["fra"], mesh.fabrics["waw"]
+    fra.message_published(CH, "pub", "u", 1, "x", 0.0)
+    mesh.run(0.0)  # delivered, the ack on its way back ...
+    (pending,) = [o.stream for o in fra.outgoing.values()]
+    mesh.queue.clear()
+    fra.message_published(CH, "pub", "u", 2, "y", 0.0)
+    ((_, _, first),) = mesh.queue
+    mesh.queue.clear()
+    waw.on_datagram(first, 0.0)
+    mesh.queue.clear()  # ... waw's ack for 2 is lost
+    fra.tick(1.0)  # the retransmission of 2
+    ((_, _, again),) = mesh.queue
+    assert datagram.replay_id(again) != datagram.replay_id(first)
+    mesh.run(1.0)
+    assert [m[2] for m in mesh.edge("waw").messages] == [1, 2]  # once each
+    assert pending.pending == {}  # acknowledged
+    assert waw.counters["dropped.replay"] == 0
+
+
+def test_a_replayed_ack_is_dropped():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra = mesh.fabrics["fra"]
+    fra.message_published(CH, "pub", "u", 1, "x", 0.0)
+    mesh.fabrics["waw"].on_datagram(mesh.queue.popleft()[2], 0.0)
+    ((_, _, ack),) = mesh.queue
+    mesh.run(0.0)
+    assert datagram.decode(ack, KEY).kind == ACK
+    fra.on_datagram(ack, 1.0)
+    assert fra.counters["dropped.replay"] == 1
+
+
+def test_replay_windows_go_with_their_key():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    waw = mesh.fabrics["waw"]
+    mesh.fabrics["fra"].media_published(CH, "pub", b"f")
+    mesh.run()
+    assert len(waw.replay) == 1
+    new = b"n" * 32
+    waw.configure(new, {0: KEY}, [ZONE], epoch=1)  # the next key arrives: windows kept
+    assert len(waw.replay) == 1
+    waw.configure(new, {}, [ZONE], epoch=1)  # epoch 0 retired: its datagrams no longer open
+    assert len(waw.replay) == 0
+
+
 # --- residency, keys, malformed input --------------------------------------------------------
 
 
 def test_foreign_zone_is_dropped_never_forwarded_or_delivered():
     mesh = Mesh(TREE, zones=(ZONE, "us"))
     fra = mesh.fabrics["fra"]
-    fra.configure(KEY, [], [ZONE])  # fra may carry eu only (though it has routes for us)
+    fra.configure(KEY, {}, [ZONE])  # fra may carry eu only (though it has routes for us)
     fra.edge.subscribed.add(("us", CHANNEL))
     dest_sets = [("fra",), ("waw",), ("fra", "waw"), ("vie", "waw")]
     for kind in KINDS:
@@ -510,7 +643,7 @@ def test_wrong_key_is_bad_tag_and_no_key_is_no_key():
     mesh.subscribe(CH, {"fra"})
     fra.on_datagram(signed(dg(), b"x" * 32), 0.0)
     assert fra.counters["dropped.bad-tag"] == 1
-    fra.configure(b"", [], [ZONE])
+    fra.configure(b"", {}, [ZONE])
     fra.on_datagram(signed(dg()), 0.0)
     assert fra.counters["dropped.no-key"] == 1
     assert fra.edge.media == [] and not mesh.queue
@@ -519,7 +652,7 @@ def test_wrong_key_is_bad_tag_and_no_key_is_no_key():
 def test_a_relay_without_a_key_forwards_nothing():
     mesh = Mesh(TREE)
     ams = mesh.fabrics["ams"]
-    ams.configure(b"", [], [ZONE])
+    ams.configure(b"", {}, [ZONE])
     ams.on_datagram(signed(dg(destinations=("waw",)), b""), 0.0)
     assert ams.counters["dropped.no-key"] == 1  # actual: received and forwarded to fra
     assert not mesh.queue
@@ -529,22 +662,29 @@ def test_previous_key_is_accepted_during_a_rotation():
     mesh = Mesh(TREE)
     fra = mesh.fabrics["fra"]
     mesh.subscribe(CH, {"fra"})
-    fra.configure(KEY, [OLD_KEY, KEY, b""], [ZONE])
-    assert fra.keys.current == KEY and fra.keys.accepted == (OLD_KEY,)
-    fra.on_datagram(signed(dg(payload=b"old")), 0.0)
-    fra.on_datagram(signed(dg(payload=b"older"), OLD_KEY), 0.0)
-    fra.on_datagram(signed(dg(payload=b"forged"), b"x" * 32), 0.0)
+    fra.configure(KEY, {1: OLD_KEY, 2: KEY, 3: b""}, [ZONE], epoch=2)
+    assert fra.keys.current == KEY and fra.keys.accepted == {1: OLD_KEY}
+    fra.on_datagram(signed(dg(payload=b"old", epoch=2)), 0.0)
+    fra.on_datagram(signed(dg(payload=b"older", epoch=1), OLD_KEY), 0.0)
+    fra.on_datagram(signed(dg(payload=b"forged", epoch=2), b"x" * 32), 0.0)
+    fra.on_datagram(signed(dg(payload=b"no such epoch", epoch=3), KEY), 0.0)
     assert [d for _, d in fra.edge.media] == [b"old", b"older"]
-    assert fra.counters["dropped.bad-tag"] == 1
-    fra.configure(b"n" * 32, [KEY], [ZONE])  # the rotation goes on: OLD_KEY is retired
-    fra.on_datagram(signed(dg(payload=b"older"), OLD_KEY), 0.0)
-    fra.on_datagram(signed(dg(payload=b"old")), 0.0)
+    assert fra.counters["dropped.bad-tag"] == 1 and fra.counters["dropped.epoch"] == 1
+    # the rotation goes on: OLD_KEY (epoch 1) is retired
+    fra.configure(b"n" * 32, {2: KEY}, [ZONE], epoch=3)
+    fra.on_datagram(signed(dg(payload=b"older", epoch=1), OLD_KEY), 0.0)
+    fra.on_datagram(signed(dg(payload=b"old", epoch=2)), 0.0)
     assert [d for _, d in fra.edge.media] == [b"old", b"older", b"old"]
-    assert fra.counters["dropped.bad-tag"] == 2
+    assert fra.counters["dropped.epoch"] == 2
+
+
+def sealed_size(raw: bytes) -> int:
+    """Where a datagram's payload ends (and its tag starts)."""
+    return datagram._HEAD.unpack_from(raw)[6]
 
 
 def sealed_part(raw: bytes) -> bytes:
-    size = datagram._HEAD.unpack_from(raw)[5]
+    size = datagram._HEAD.unpack_from(raw)[6]
     return raw[:size + datagram.TAG_SIZE]
 
 
@@ -571,8 +711,8 @@ def test_datagram_sealed_with_an_accepted_key_travels_on_under_that_seal(dests):
     mesh.subscribe(CH, {"fra", *dests})
     new = b"n" * 32
     for f in mesh.fabrics.values():
-        f.configure(new, [KEY], [ZONE])
-    raw = signed(dg(destinations=dests), KEY)
+        f.configure(new, {4: KEY}, [ZONE], epoch=5)
+    raw = signed(dg(destinations=dests, epoch=4), KEY)
     mesh.fabrics["ams"].on_datagram(raw, 0.0)
     assert sealed_part(mesh.queue[0][2]) == sealed_part(raw)
     mesh.run()
@@ -584,7 +724,7 @@ def test_datagram_sealed_with_an_accepted_key_travels_on_under_that_seal(dests):
 def test_tampered_sealed_part_is_bad_tag_and_not_forwarded(dests):
     mesh = Mesh(TREE)
     raw = bytearray(signed(dg(destinations=dests, payload=b"pay")))
-    raw[raw.index(b"pay")] ^= 1
+    raw[sealed_size(raw) - 1] ^= 1  # the payload's last byte, encrypted
     mesh.fabrics["ams"].on_datagram(bytes(raw), 0.0)
     assert mesh.fabrics["ams"].counters == Counter({"dropped.bad-tag": 1})
     assert not mesh.queue
@@ -623,7 +763,7 @@ def test_a_mixed_run_goes_on_one_by_one_and_leaves_the_rest_to_the_full_path():
     good_fra = signed(dg(destinations=("waw",), payload=b"aaaaaaaa"))
     good_lon = signed(dg(destinations=("nyc",), payload=b"bbbbbbbb"))
     tampered = bytearray(signed(dg(destinations=("waw",), payload=b"cccccccc")))
-    tampered[tampered.index(b"cccc")] ^= 1
+    tampered[sealed_size(tampered) - 4] ^= 1  # in the encrypted payload
     two_dests = signed(dg(destinations=("vie", "waw"), payload=b"dddd"))  # the full path splits
     size = len(good_fra)
     assert len(good_lon) == len(tampered) == len(two_dests) == size
@@ -651,7 +791,7 @@ def test_a_look_alike_after_a_good_datagram_is_judged_on_its_own_fields(change):
     as a copy of its neighbour."""
     mesh = Mesh(TREE, zones=(ZONE, "us"))
     ams = mesh.fabrics["ams"]
-    ams.configure(KEY, [], [ZONE])
+    ams.configure(KEY, {}, [ZONE])
     one, runs = _direct(ams)
     good = [signed(dg(destinations=("waw",), seq=i, payload=b"%04d" % i)) for i in range(2)]
     other = signed(dg(**{"destinations": ("waw",), "seq": 9, "payload": b"0009", **change}))
@@ -696,7 +836,7 @@ def test_garbage_is_counted_and_never_raises(data):
 
 
 def head(version=datagram.VERSION, kind=MEDIA, size=datagram._HEAD.size) -> bytes:
-    return datagram._HEAD.pack(version, kind, 0, 0, 0, size, 0, b"\0" * 12)
+    return datagram._HEAD.pack(version, kind, 0, 0, 0, 0, size, 0, b"\0" * 12)
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -733,8 +873,10 @@ def test_authenticated_but_nonsensical_datagrams_never_raise(kind, seq, hop, des
     except datagram.BadDatagram:
         return  # not encodable (e.g. a publisher too long in UTF-8)
     fra.on_datagram(raw, 0.0)
-    fra.on_datagram(raw, 0.1)  # and again
-    assert fra.counters[f"zone.{ZONE}.received"] == 2
+    fra.on_datagram(raw, 0.1)  # and again: a replay where it is delivered, else transit
+    replayed = "fra" in dests
+    assert fra.counters[f"zone.{ZONE}.received"] == 2 - replayed
+    assert fra.counters["dropped.replay"] == replayed
     mesh.run(0.2)
     for f in mesh.fabrics.values():
         f.tick(100.0)

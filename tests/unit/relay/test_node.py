@@ -38,8 +38,8 @@ class FakeEdge:
     def interest(self):
         return {("eu", "app/room"): (True, False), ("eu", "app/a"): (False, True)}
 
-    def configure(self, app_secrets, zones, drained) -> None:
-        self.configured = (app_secrets, zones, drained)
+    def configure(self, app_keys, zones, drained) -> None:
+        self.configured = (app_keys, zones, drained)
 
 
 def control(**kinds) -> relay_pb2.ControllerMessage:
@@ -67,7 +67,8 @@ def routes_message(version: int = 1) -> relay_pb2.ControllerMessage:
 def node(**settings) -> tuple[RelayNode, FakeSocket]:
     """A node whose transport and chaos sit on a fake socket, with a control session that
     is connected (its outbox a queue)."""
-    n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), settings=RelaySettings(**settings))
+    n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), settings=RelaySettings(**settings),
+                  tls=None)
     sock = FakeSocket()
     n.transport.socket = sock
     n.chaos.attach(sock, n.scheduler.peers)
@@ -83,12 +84,13 @@ def drain(n: RelayNode) -> list[relay_pb2.RelayMessage]:
 
 
 def test_the_constructor_keeps_its_signature_and_defaults():
-    n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0))
+    n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), tls=None)
     assert n.settings == DEFAULT_SETTINGS == RelaySettings()
     assert isinstance(n.transport, Direct) and n.udp is None
     assert n.tables is n.scheduler.tables is n.fabric.tables is n.control.tables
     assert n.counters is n.fabric.counters is n.scheduler.counters is n.control.counters
-    wan = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), wan={"ams": WanLink(5.0)})
+    wan = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), wan={"ams": WanLink(5.0)},
+                    tls=None)
     assert isinstance(wan.transport, EmulatedWan)
 
 
@@ -183,8 +185,9 @@ def test_the_edge_is_configured_and_its_interest_and_counters_reported():
     edge = FakeEdge()
     n.control.edge = edge
     n.on_control(control(config=relay_pb2.RelayConfig(
-        fabric_key=KEY, zones=["eu"], app_secrets={"app": b"s"}, drained=True)))
-    assert edge.configured == ({"app": b"s"}, {"eu"}, True)
+        fabric_key=KEY, zones=["eu"], drained=True,
+        app_keys={"app": relay_pb2.AppKeys(public_keys=[b"p" * 32, b"q" * 32])})))
+    assert edge.configured == ({"app": (b"p" * 32, b"q" * 32)}, {"eu"}, True)
     n.fabric.interest_changed()
     channels = drain(n)[0].channels.channels
     assert [(c.channel, c.subscribers, c.publishers) for c in channels] == [
@@ -192,6 +195,21 @@ def test_the_edge_is_configured_and_its_interest_and_counters_reported():
     n.counters["rerouted"] += 1
     counters = n.control.link_report().counters
     assert counters["edge.sessions"] == 2 and counters["rerouted"] == 1
+
+
+def test_fabric_keys_reach_the_fabric_by_epoch():
+    n, _ = node()
+    n.on_control(control(config=relay_pb2.RelayConfig(
+        fabric_key=KEY, fabric_epoch=7, zones=["eu"],
+        accepted_fabric_keys=[relay_pb2.FabricKey(epoch=6, key=b"o" * 32),
+                              relay_pb2.FabricKey(epoch=8, key=b"n" * 32)])))
+    keys = n.fabric.keys
+    assert (keys.current, keys.epoch) == (KEY, 7)
+    assert keys.by_epoch == {6: b"o" * 32, 7: KEY, 8: b"n" * 32}
+    assert sorted(n.fabric.seal_checks) == [6, 7, 8]
+    n.on_control(control(config=relay_pb2.RelayConfig(fabric_key=b"n" * 32, fabric_epoch=8,
+                                                      zones=["eu"])))
+    assert n.fabric.keys.by_epoch == {8: b"n" * 32} and list(n.fabric.seal_checks) == [8]
 
 
 def test_members_reach_the_fabric():
@@ -203,7 +221,7 @@ def test_members_reach_the_fabric():
 
 def test_the_socket_is_wired_to_the_fast_path_and_answers_probes():
     async def main():
-        n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0))
+        n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), tls=None)
         got: asyncio.Future = asyncio.get_running_loop().create_future()
         peer = await BatchedUDP.bind(
             ("127.0.0.1", 0), lambda data, addr: got.done() or got.set_result(data))
@@ -230,7 +248,8 @@ def test_the_socket_is_wired_to_the_fast_path_and_answers_probes():
 
 def test_with_an_emulated_wan_transit_goes_through_it():
     async def main():
-        n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), wan={"ams": WanLink(5.0)})
+        n = RelayNode("fra", "127.0.0.1:1", ("127.0.0.1", 0), wan={"ams": WanLink(5.0)},
+                    tls=None)
         try:
             await n.start_udp()
             assert n.fabric.direct_send is None and n.fabric.direct_send_run is None

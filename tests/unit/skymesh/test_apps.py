@@ -1,5 +1,6 @@
-"""The controller's secrets (skymesh/apps.py): app secrets and fabric keys, loaded with errors
-that name the file and the field, and created once with owner-only permissions."""
+"""The controller's keys (skymesh/apps.py): the apps' public token keys and fabric keys, loaded
+with errors that name the file and the field; private keys created once with owner-only
+permissions."""
 
 from __future__ import annotations
 
@@ -11,16 +12,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skymesh import token
 from skymesh.apps import (
-    MIN_SECRET_CHARS,
     AppsError,
+    add_public_key,
     ensure_apps_file,
     ensure_fabric_key_file,
     load_apps,
     load_fabric_keys,
+    private_key_file,
+    read_private_key,
+    write_private_key,
 )
 
-SECRET = "s" * MIN_SECRET_CHARS
+PRIV = token.load_private_key(token._b64encode(bytes(range(32))))
+RAW = token.public_key_of(PRIV)
+SECRET = token.encode_public_key(RAW)  # what an apps file lists: a public key
+RAW2 = token.public_key_of(token.load_private_key(token._b64encode(bytes(range(1, 33)))))
+KEY2 = token.encode_public_key(RAW2)
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -47,39 +56,56 @@ def mode(path: Path) -> int:
 
 
 def test_load_apps_reads_a_yaml_mapping(tmp_path):
-    path = write(tmp_path / "apps.yaml", f"demo: {SECRET}\nshop.eu_1-x: 'another-long-secret'\n")
-    assert load_apps(path) == {"demo": SECRET.encode(), "shop.eu_1-x": b"another-long-secret"}
+    path = write(tmp_path / "apps.yaml", f"demo: {SECRET}\nshop.eu_1-x: '{KEY2}='\n")
+    assert load_apps(path) == {"demo": (RAW,), "shop.eu_1-x": (RAW2,)}
 
 
 def test_load_apps_reads_json_and_accepts_a_string_path(tmp_path):
-    path = write(tmp_path / "apps.json", f'{{"demo": "{SECRET}", "b": "{"é" * 16}"}}')
-    assert load_apps(str(path)) == {"demo": SECRET.encode(), "b": ("é" * 16).encode()}
+    path = write(tmp_path / "apps.json", f'{{"demo": "{SECRET}", "b": ["{KEY2}", "{SECRET}"]}}')
+    assert load_apps(str(path)) == {"demo": (RAW,), "b": (RAW2, RAW)}
+
+
+def test_load_apps_reads_lists_and_pem(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    pem = PRIV.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    body = "".join(f"    {line}\n" for line in pem.decode().splitlines())
+    path = write(tmp_path / "apps.yaml", f"demo:\n  - {KEY2}\n  - |\n{body}")
+    assert load_apps(path) == {"demo": (RAW2, RAW)}
 
 
 def test_apps_error_is_a_value_error():
     assert issubclass(AppsError, ValueError)
 
 
-def test_secret_length_boundary(tmp_path):
-    ok = write(tmp_path / "ok.yaml", f"demo: {'x' * MIN_SECRET_CHARS}\n")
-    assert load_apps(ok) == {"demo": b"x" * MIN_SECRET_CHARS}
-    short = write(tmp_path / "short.yaml", f"demo: {'x' * (MIN_SECRET_CHARS - 1)}\n")
-    message = error_of(load_apps, short)
-    assert "demo" in message and "secret" in message and str(MIN_SECRET_CHARS) in message
-
-
-@pytest.mark.parametrize("value", ["12345678901234567", "null", "[a, b]", "{a: b}", "true",
-                                   "''"])
-def test_a_secret_that_is_not_a_long_string_names_the_app(tmp_path, value):
-    # 12345678901234567 is a YAML int, not a string, however long
-    path = write(tmp_path / "apps.yaml", f"good: {SECRET}\nbadone: {value}\n")
+def test_an_old_app_secret_is_refused_with_a_hint(tmp_path):
+    path = write(tmp_path / "apps.yaml", "demo: a-long-random-app-secret-of-old\n")
     message = error_of(load_apps, path)
-    assert "badone" in message and "secret" in message
+    assert "demo" in message and "keygen" in message and "no longer" in message
+
+
+def test_a_private_key_in_the_apps_file_is_refused(tmp_path):
+    pem = token.private_key_pem(PRIV).decode()
+    body = "".join(f"  {line}\n" for line in pem.splitlines())
+    message = error_of(load_apps, write(tmp_path / "apps.yaml", f"demo: |\n{body}"))
+    assert "PRIVATE" in message and "demo" in message
+
+
+@pytest.mark.parametrize("value, words", [
+    ("12345678901234567", "string"), ("null", "string"), ("[a, b]", "demo[1]"),
+    ("{a: b}", "string"), ("true", "string"), ("''", "32 bytes"), ("[]", "no public key"),
+    (f"[{SECRET}, {SECRET}]", "twice"), (f"'{SECRET[:-3]}'", "32 bytes"),
+    ("[" + ", ".join([SECRET] * 17) + "]", "at most 16"),
+])
+def test_a_value_that_is_not_a_public_key_names_the_app(tmp_path, value, words):
+    path = write(tmp_path / "apps.yaml", f"good: {SECRET}\ndemo: {value}\n")
+    message = error_of(load_apps, path)
+    assert "demo" in message and words in message
     assert "good" not in message
 
 
 @pytest.mark.parametrize("key", ["'bad id'", "'a/b'", "''", "'" + "a" * 65 + "'", "123",
-                                 "1.5", "~", "yes", "'ünï'", '"demo\\n"'])
+                                 "1.5", "~", "true", "'ünï'", '"demo\\n"'])
 def test_bad_app_ids_are_named(tmp_path, key):
     path = write(tmp_path / "apps.yaml", f"good: {SECRET}\n{key}: {SECRET}\n")
     message = error_of(load_apps, path)
@@ -157,26 +183,47 @@ def test_any_text_loads_or_raises_apps_error(tmp_path_factory, text):
     except AppsError as e:
         assert str(path) in str(e)
         return
-    assert apps and all(isinstance(k, str) and isinstance(v, bytes) for k, v in apps.items())
-    assert all(len(v.decode()) >= MIN_SECRET_CHARS for v in apps.values())
+    assert apps and all(isinstance(k, str) and isinstance(v, tuple) for k, v in apps.items())
+    assert all(len(key) == 32 for keys in apps.values() for key in keys)
 
 
 # --- ensure_apps_file ------------------------------------------------------------------------
 
 
-def test_ensure_apps_file_creates_a_private_loadable_file(tmp_path):
+def test_ensure_apps_file_creates_a_loadable_file_and_a_private_key(tmp_path):
     path = tmp_path / "deep" / "er" / "apps.yaml"
     assert ensure_apps_file(path) == path
-    assert mode(path) == 0o600
     apps = load_apps(path)
     assert list(apps) == ["demo"]
-    assert len(apps["demo"]) >= MIN_SECRET_CHARS
+    key_file = private_key_file(path, "demo")
+    assert key_file == path.parent / "demo.key" and mode(key_file) == 0o600
+    key = read_private_key(key_file)
+    assert apps["demo"] == (token.public_key_of(key),)
+    # the apps file holds the public key only
+    assert token.private_key_pem(key).decode().splitlines()[1] not in path.read_text()
+    tok = token.issue("demo", key, "c", "u", "eu", ["join"], 60)
+    assert token.verify(tok, apps).app == "demo"
 
 
-def test_ensure_apps_file_names_the_app_and_makes_a_new_secret_each_time(tmp_path):
-    a = load_apps(ensure_apps_file(tmp_path / "a.yaml", app="shop"))
-    b = load_apps(ensure_apps_file(tmp_path / "b.yaml", app="shop"))
+def test_ensure_apps_file_names_the_app_and_makes_a_new_key_each_time(tmp_path):
+    a = load_apps(ensure_apps_file(tmp_path / "a" / "apps.yaml", app="shop"))
+    b = load_apps(ensure_apps_file(tmp_path / "b" / "apps.yaml", app="shop"))
     assert list(a) == ["shop"] and a["shop"] != b["shop"]
+
+
+def test_ensure_apps_file_replaces_the_secret_file_an_older_skymesh_up_made(tmp_path):
+    path = write(tmp_path / "apps.yaml", "# app id: secret (made by `skymesh up` for the "
+                 "local mesh)\ndemo: an-old-random-secret-of-32-chars\n")
+    ensure_apps_file(path)
+    key = read_private_key(private_key_file(path, "demo"))
+    assert load_apps(path) == {"demo": (token.public_key_of(key),)}
+
+
+def test_ensure_apps_file_reuses_an_existing_private_key(tmp_path):
+    key_file = write_private_key(tmp_path / "demo.key", PRIV)
+    path = ensure_apps_file(tmp_path / "apps.yaml")
+    assert load_apps(path) == {"demo": (RAW,)}
+    assert read_private_key(key_file).private_bytes_raw() == PRIV.private_bytes_raw()
 
 
 def test_ensure_apps_file_creates_once(tmp_path):
@@ -199,6 +246,43 @@ def test_ensure_apps_file_keeps_even_a_broken_file(tmp_path):
     path = write(tmp_path / "apps.yaml", "demo: [\n")
     ensure_apps_file(path)
     assert path.read_text() == "demo: [\n"
+
+
+# --- private keys and keygen's apps file -----------------------------------------------------
+
+
+def test_write_private_key_is_owner_only_and_never_overwrites(tmp_path):
+    path = write_private_key(tmp_path / "k" / "app.key", PRIV)
+    assert mode(path) == 0o600
+    assert read_private_key(path).private_bytes_raw() == PRIV.private_bytes_raw()
+    first = path.read_bytes()
+    with pytest.raises(AppsError, match="exists already"):
+        write_private_key(path, token.generate_key())
+    assert path.read_bytes() == first
+
+
+def test_read_private_key_names_the_file(tmp_path):
+    assert "cannot read" in error_of(read_private_key, tmp_path / "none.key")
+    bad = write(tmp_path / "bad.key",
+                "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n")
+    assert "PEM" in error_of(read_private_key, bad)
+
+
+def test_add_public_key_creates_then_puts_the_newest_first(tmp_path):
+    path = tmp_path / "apps.yaml"
+    add_public_key(path, "demo", RAW)
+    assert load_apps(path) == {"demo": (RAW,)}
+    write(path, path.read_text() + f"shop: {SECRET}\n")
+    add_public_key(path, "demo", RAW2)
+    add_public_key(path, "demo", RAW2)  # already listed: unchanged
+    assert load_apps(path) == {"demo": (RAW2, RAW), "shop": (RAW,)}
+
+
+def test_add_public_key_refuses_a_broken_file_or_a_bad_app(tmp_path):
+    path = write(tmp_path / "apps.yaml", "demo: not-a-key\n")
+    error_of(lambda p: add_public_key(p, "demo", RAW), path)
+    assert path.read_text() == "demo: not-a-key\n"
+    assert "app id" in error_of(lambda p: add_public_key(p, "a/b", RAW), tmp_path / "new.yaml")
 
 
 # --- fabric keys -----------------------------------------------------------------------------

@@ -235,6 +235,15 @@ def test_directory_with_only_a_policy_has_no_regions(regions_dir):
         ({"country": "de"}, "country: 'de' is not an ISO 3166-1 alpha-2 code"),
         ({"country": "DEU"}, "country: 'DEU' is not an ISO 3166-1 alpha-2 code"),
         ({"country": "49"}, "country: 49 is not an ISO 3166-1 alpha-2 code"),
+        ({"country": "UK"}, "country: 'UK' is not an ISO 3166-1 alpha-2 code (use GB)"),
+        ({"country": "ON"}, "country: 'ON' is not an ISO 3166-1 alpha-2 code"),
+        ({"country": "false"}, "country: False is not an ISO 3166-1 alpha-2 code"),
+        ({"country": "!!bool maybe"}, "yaml: line 3, column 10: 'maybe' is not a valid boolean"),
+        ({"lat": "2024-02-30"}, "lat: must be a number between -90 and 90, got '2024-02-30'"),
+        ({"lat": "0x_"}, "yaml: line 4, column 6: '0x_' is not a valid integer"),
+        ({"name": "!!binary aGk="},
+         "yaml: line 2, column 7: could not determine a constructor for the tag "
+         "'tag:yaml.org,2002:binary'"),
         ({"name": "''"}, "name: must be a non-empty string, got ''"),
         ({"name": "42"}, "name: must be a non-empty string, got 42"),
         ({"name": "{a: 1}"}, "name: must be a non-empty string, got {'a': 1}"),
@@ -251,6 +260,29 @@ def test_directory_with_only_a_policy_has_no_regions(regions_dir):
 )
 def test_field_problems(regions_dir, changes, message):
     assert one_problem(regions_dir, good_with(**changes)) == f"regions/xx.yaml: {message}"
+
+
+@pytest.mark.parametrize(
+    ("written", "country"),
+    [("NO", "NO"), ("'NO'", "NO"), ("XK", "XK"), ("GB", "GB")],
+)
+def test_country_codes_as_written(regions_dir, written, country):
+    # YAML 1.1 reads an unquoted NO (Norway) as false; XK (Kosovo) is user-assigned but is
+    # what MaxMind, the EU and WonderNetwork call Kosovo
+    write(regions_dir, "xx.yaml", good_with(country=written))
+    assert load_catalogue("regions")["xx"].country == country
+
+
+def test_hostile_yaml_is_refused(regions_dir):
+    levels = zip("abcdefgh", "bcdefghi", strict=True)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in levels)
+    assert one_problem(regions_dir, good_with() + bomb) == (
+        "regions/xx.yaml: yaml: aliases expand to more than 100000 values")
+    assert one_problem(regions_dir, good_with() + "extra: &e [*e]\n") == (
+        "regions/xx.yaml: yaml: a value contains itself (a recursive alias)")
+    assert one_problem(regions_dir, good_with() + "extra: " + "[" * 5000) == (
+        "regions/xx.yaml: yaml: nested too deeply")
 
 
 @pytest.mark.parametrize(

@@ -235,6 +235,16 @@ def test_all_false_and_empty_lists(here):
     assert members(policy) == {"eu": ["aa"]}
 
 
+def test_unquoted_country_codes_are_codes(here):
+    # YAML 1.1 reads NO (Norway) and ON as booleans; the policy reads them as written
+    catalogue = {**SMALL, "oslo": region("oslo", "NO"), "pristina": region("pristina", "XK")}
+    assert one_problem("zones:\n  north:\n    countries: [NO, ON, XK]\n", catalogue) == (
+        "policy.yaml: zones.north.countries[1]: 'ON' is not an ISO 3166-1 alpha-2 code")
+    policy = load_text("zones:\n  north:\n    countries: [NO, XK]\n    all: false\n",
+                       catalogue)
+    assert members(policy) == {"north": ["oslo", "pristina"]}
+
+
 def test_duplicates_are_fine(here):
     policy = load_text(
         "zones:\n  x:\n    countries: [DE, DE, FR]\n    regions: [aa, aa]\n"
@@ -276,7 +286,7 @@ def test_load_policy_accepts_a_path(here):
         ),
         (
             "zones:\n  eu:\n    countries: [UK, DE]\n",
-            "zones.eu.countries[0]: 'UK' is not an ISO 3166-1 alpha-2 code",
+            "zones.eu.countries[0]: 'UK' is not an ISO 3166-1 alpha-2 code (use GB)",
         ),
         (
             "zones:\n  us:\n    regions: [atlantis]\n",
@@ -349,9 +359,12 @@ def test_load_policy_accepts_a_path(here):
             "zones.eu.countries[1]: must be a non-empty string, got None",
         ),
         (
-            "zones:\n  eu:\n    countries: [DE, NO]\n",
-            "zones.eu.countries[1]: must be a non-empty string, got False "
-            "(YAML reads an unquoted NO as false: write 'NO' in quotes)",
+            "zones:\n  eu:\n    countries: [DE, false]\n",
+            "zones.eu.countries[1]: must be a non-empty string, got False",
+        ),
+        (
+            "zones:\n  eu:\n    countries: [DE, XX]\n",
+            "zones.eu.countries[1]: 'XX' is not an ISO 3166-1 alpha-2 code",
         ),
         (
             "zones:\n  eu:\n    description: [a]\n    countries: [DE]\n",

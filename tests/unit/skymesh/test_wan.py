@@ -16,6 +16,7 @@ from skymesh.wan import (
     INFLATION_RANGE,
     JITTER_FRACTION,
     MAX_JITTER_MS,
+    MAX_RTT_MS,
     MatrixError,
     WanLink,
     dump_model,
@@ -351,3 +352,33 @@ def test_dump_of_loaded_matrix_round_trips(matrix, tmp_path):
     rebuilt = {(src, dst): link for src in IDS
                for dst, link in load_model_row(tmp_path / "m.json", src).items()}
     assert rebuilt == model
+
+
+def test_an_rtt_beyond_a_minute_is_refused(matrix):
+    # (found by tests/unit/fuzz) 1e308 both ways averaged to an infinite delay
+    path = matrix("src,dst,rtt_ms\nams,fra,1e308\nfra,ams,1e308\n")
+    assert error(path).startswith(f"{path}: line 2: rtt_ms: must be at most 60000 (a minute)")
+    assert load_matrix(matrix(f"src,dst,rtt_ms\nams,fra,{MAX_RTT_MS}\n"), IDS)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("not json", "not a WAN model (JSON)"),
+    ("[1, 2]", "links: missing, or not a mapping of regions"),
+    ('{"links": []}', "links: missing, or not a mapping of regions"),
+    ('{"links": {"ams": [1]}}', "links.ams: not a mapping of regions to links"),
+    ('{"links": {"ams": {"fra": 3}}}', "links.ams.fra: not a mapping of delay_ms, jitter_ms"),
+    ('{"links": {"ams": {"fra": {"delay": 3}}}}', "links.ams.fra: unknown field(s) delay"),
+    ('{"links": {"ams": {"fra": {}}}}', "links.ams.fra: delay_ms: must be a non-negative"),
+    ('{"links": {"ams": {"fra": {"delay_ms": NaN}}}}', "delay_ms: must be a non-negative"),
+    ('{"links": {"ams": {"fra": {"delay_ms": 1' + "0" * 400 + '}}}}', "delay_ms: must be"),
+    ('{"links": {"ams": {"fra": {"delay_ms": 1, "loss": 1}}}}', "loss: must be a number in"),
+    ('{"links": {"ams": {"fra": {"delay_ms": true}}}}', "delay_ms: must be a non-negative"),
+    ("[" * 100_000, "not a WAN model (JSON)"),
+])
+def test_a_bad_model_file_says_what_is_wrong(tmp_path, text, says):
+    # (found by tests/unit/fuzz) KeyError, AttributeError, TypeError, RecursionError before
+    path = tmp_path / "wan.json"
+    path.write_text(text)
+    with pytest.raises(MatrixError) as info:
+        load_model_row(path, "ams")
+    assert str(info.value).startswith(f"{path}: ") and says in str(info.value)
