@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets as _secrets
 import socket
 import time
@@ -49,6 +48,7 @@ from relay.edgesession import (
 )
 from relay.fabric import ChannelKey
 from skymesh import edgeproto
+from skymesh.certs import files_stamp
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_BYTES
 from skymesh.net import quic
 from skymesh.ratelimit import TokenBucket
@@ -349,17 +349,6 @@ async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
     return server, edge
 
 
-def _stamp(*paths: Path | str) -> tuple:
-    out = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
 async def watch_certificate(server: QuicServer, cert: Path | str, key: Path | str,
                             interval_s: float = CERT_CHECK_S) -> None:
     """Serve a reissued certificate from the next connection on, without a restart: the files
@@ -367,10 +356,10 @@ async def watch_certificate(server: QuicServer, cert: Path | str, key: Path | st
     (aioquic has no setting for it; QuicServer makes each connection from `_configuration`).
     Sessions already open keep their handshake; a pair that does not load is logged and the
     old one kept."""
-    stamp = _stamp(cert, key)
+    stamp = files_stamp(cert, key)
     while True:
         await asyncio.sleep(interval_s)
-        now = _stamp(cert, key)
+        now = files_stamp(cert, key)
         if now == stamp:
             continue
         try:

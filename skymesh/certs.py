@@ -65,6 +65,19 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
         raise
 
 
+def files_stamp(*paths: Path | str) -> tuple:
+    """What changes when any of these files is replaced (a reissued certificate or key):
+    for processes that pick up new files without restarting."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())

@@ -9,7 +9,6 @@ it connects. Sessions already open keep the handshake they made.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -66,14 +65,7 @@ class TlsFiles:
 
     def stamp(self) -> tuple:
         """What changes when any of the files is replaced."""
-        out = []
-        for path in (self.ca, self.cert, self.key):
-            try:
-                st = os.stat(path)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append(None)
-        return tuple(out)
+        return certs.files_stamp(self.ca, self.cert, self.key)
 
     def identity(self) -> Identity:
         """The identity this process's own certificate names."""
