@@ -94,9 +94,11 @@ class ControlSession:
         if kind == "config":
             cfg = msg.config
             zones = set(cfg.zones)
-            self.fabric.configure(cfg.fabric_key,
-                                  {k.epoch: k.key for k in cfg.accepted_fabric_keys}, zones,
-                                  cfg.fabric_epoch)
+            accepted = {k.epoch: k.key for k in cfg.accepted_fabric_keys}
+            self.fabric.configure(cfg.fabric_key, accepted, zones, cfg.fabric_epoch)
+            # probes are authenticated with keys derived from the same fabric keys
+            self.scheduler.configure_keys(cfg.fabric_epoch, {
+                **accepted, **({cfg.fabric_epoch: cfg.fabric_key} if cfg.fabric_key else {})})
             if self.edge is not None:
                 app_keys = {app: tuple(keys.public_keys)
                             for app, keys in cfg.app_keys.items()}

@@ -8,6 +8,12 @@ uses (the next hops it went to lately and their routes' backups) are also watche
 neighbour interval, and after a miss on one of them rechecked at once, so that a dead next
 hop is found in a few timeouts and its routes move to their precomputed backups (fast
 reroute) before the controller knows of the failure.
+
+Probes and replies are authenticated (relay/packets.py) with keys derived from the fabric
+keys the controller hands out (`configure_keys`): until it has one a relay sends no probes and
+drops every probe it receives, and a reply that fails its tag is dropped and counted, never an
+RTT sample. Replies go under the responder's current epoch; every epoch the controller lists
+is accepted, which keeps links up through a key rotation.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from relay import packets
@@ -101,6 +107,7 @@ class ProbeScheduler:
         self.link_states: dict[str, str] = {}  # as last acted upon
         self.down_links: set[str] = set()  # down until measured up again
         self.unlisted: dict[str, float] = {}  # peers the controller stopped listing, since
+        self.keys: packets.ProbeKeys = packets.NO_KEYS  # until the controller configures some
         self.on_forwarding_changed: Callable[[], None] = lambda: None
         self.on_links_changed: Callable[[list[RelayEvent]], None] = lambda events: None
 
@@ -124,6 +131,11 @@ class ProbeScheduler:
         self.peers.clear()
         self.peers.update(merged)
         self.apply_link_states(now)
+
+    def configure_keys(self, epoch: int, fabric_keys: Mapping[int, bytes]) -> None:
+        """The fabric keys by epoch, as the fabric gets them (the one of `epoch` seals, so
+        probes and replies go under it): their probe keys are derived from them."""
+        self.keys = packets.ProbeKeys.derive(epoch, fabric_keys)
 
     def set_probe_settings(self, **changes: float) -> None:
         """New thresholds (down_after, degraded_loss, degraded_jitter_ms) for every link,
@@ -193,12 +205,15 @@ class ProbeScheduler:
             if missed and suspect:
                 self.next_probe[region] = now  # a miss: check again at once
             if soon >= self.next_probe[region]:
-                self.seq += 1
                 # RTT samples at the measuring cadence; probes in between only watch the link
                 sample = soon >= self.next_sample.get(region, 0.0)
-                stats.sent(self.seq, now, sample)
-                self.send(packets.encode_probe(packets.PROBE, self.seq, self.region), addr,
-                          region)
+                if self.keys.can_send:
+                    self.seq += 1
+                    stats.sent(self.seq, now, sample)
+                    self.send(packets.encode_probe(packets.PROBE, self.seq, self.region,
+                                                   self.keys), addr, region)
+                else:  # no key yet: nothing sent, nothing to miss; the cadence goes on
+                    self.counters["probe.no-key"] += 1
                 if stats.samples < self.settings.probe.min_samples and not stats.measured:
                     interval = fast_interval
                     sample_interval = fast_interval
@@ -223,15 +238,25 @@ class ProbeScheduler:
         return wake
 
     def on_probe_packet(self, data: bytes, addr: Addr, now: float) -> None:
-        """A peer's probe (answered at once, to where it came from) or a reply to ours."""
+        """A peer's probe (answered at once, to where it came from, under this relay's
+        current epoch) or a reply to ours. Nothing unauthenticated is trusted: a datagram
+        that fails decoding is dropped and counted by reason (`malformed`, `probe.epoch`: no
+        key of its epoch, `probe.bad-tag`: forged or tampered with), as is everything that
+        arrives before the relay has a key (`probe.no-key-dropped`)."""
+        if not self.keys.by_epoch:
+            self.counters["probe.no-key-dropped"] += 1
+            return
         try:
-            pkt = packets.decode(data)
+            pkt = packets.decode(data, self.keys)
         except packets.MalformedPacket as e:
-            self.counters["malformed"] += 1
-            log.debug("malformed datagram from %s: %s", addr, e)
+            self.counters["malformed" if e.reason == "malformed" else f"probe.{e.reason}"] += 1
+            log.debug("probe datagram from %s dropped: %s", addr, e)
             return
         if pkt.kind == packets.PROBE:
-            reply = packets.encode_probe(packets.PROBE_REPLY, pkt.seq, self.region)
+            if not self.keys.can_send:  # accepted keys but none to answer under
+                self.counters["probe.no-key"] += 1
+                return
+            reply = packets.encode_probe(packets.PROBE_REPLY, pkt.seq, self.region, self.keys)
             self.send(reply, addr, pkt.region)
         elif (stats := self.stats.get(pkt.region)) is not None:
             if stats.received(pkt.seq, now) is None:

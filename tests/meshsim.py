@@ -792,9 +792,11 @@ class Mesh:
 
     def check_counters(self, allow: Iterable[str] = ()) -> None:
         """No relay dropped a datagram for its hop limit, nor (unless `allow`ed, after an
-        injection) one of a foreign zone."""
+        injection) one of a foreign zone, nor a probe that failed to decode or authenticate
+        (relays share the controller's keys, through key rotations too)."""
         for region, relay in self.relays.items():
-            for name in ("dropped.hop-limit", "dropped.foreign-zone"):
+            for name in ("dropped.hop-limit", "dropped.foreign-zone", "malformed",
+                         "probe.epoch", "probe.bad-tag"):
                 if name not in allow and relay.counters[name]:
                     raise self.violation(f"{region}: {name} = {relay.counters[name]}")
 

@@ -189,6 +189,30 @@ def test_a_region_outside_the_zone_is_refused_its_traffic():
     assert mesh.finish(allow=["dropped.foreign-zone"]) == {s.uid: {BER: 60, LHR: 0}}
 
 
+def test_a_fabric_key_rotation_keeps_every_link_up():
+    """Probes are authenticated under keys derived from the fabric keys: through the three
+    phases of a rotation (controller/fabrickeys.py), each pushed to the relays one after
+    another, every probe and reply is accepted and no link looks down."""
+    mesh = Mesh(SIX, seed=2)
+    mesh.converge()
+    since = mesh.unix
+    samples = {r: sum(s.samples for s in relay.scheduler.stats.values())
+               for r, relay in mesh.relays.items()}
+    overlap = mesh.controller.settings.fabric_key_overlap_s
+    change = mesh.controller.rotate_fabric_key(mesh.clock.now, mesh.unix)
+    mesh.run(2 * overlap + 3.0)
+    assert mesh.controller.keyring.phase == "steady"
+    for region, relay in mesh.relays.items():
+        keys = relay.scheduler.keys
+        assert (keys.epoch, keys.epochs) == (change.epoch, (change.epoch,)), region
+        assert all(s.state == "up" for s in relay.scheduler.stats.values()), region
+        assert sum(s.samples for s in relay.scheduler.stats.values()) > samples[region]
+        assert relay.counters["probe.no-key"] == relay.counters["probe.no-key-dropped"] == 0
+    kinds = {e.event.kind for e in mesh.controller.events_since(since)}
+    assert not kinds & {"link-down", "link-degraded", "reroute"}, kinds
+    mesh.check_counters()
+
+
 # -- the checks themselves fire -----------------------------------------------------------------
 
 

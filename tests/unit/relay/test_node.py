@@ -16,6 +16,7 @@ from skymesh.v1 import relay_pb2
 from skymesh.wan import WanLink
 
 KEY = b"k" * 32
+PROBE_KEYS = packets.ProbeKeys.derive(0, {0: KEY})  # a config of KEY at epoch 0
 
 
 class FakeSocket:
@@ -136,12 +137,14 @@ def test_a_dead_next_hop_reroutes_the_fast_path_and_tells_the_controller():
         n.scheduler.probe_due(t)
         for data, addr in sock.sent[seen:]:
             if addr == par:
-                reply = packets.encode_probe(packets.PROBE_REPLY, packets.decode(data).seq,
-                                             "par")
+                reply = packets.encode_probe(
+                    packets.PROBE_REPLY, packets.decode(data, PROBE_KEYS).seq, "par",
+                    PROBE_KEYS)
                 n.scheduler.on_probe_packet(reply, par, t + 0.01)
         assert t < start + 30
     assert n.scheduler.stats["par"].state == "up"
-    assert sock.sent and all(packets.decode(d).kind == packets.PROBE for d, _ in sock.sent)
+    assert sock.sent and all(packets.decode(d, PROBE_KEYS).kind == packets.PROBE
+                             for d, _ in sock.sent)
     assert n.fabric.transit_index[(b"global", b"lhr")][0] == "par"
     out = drain(n)
     assert [m.WhichOneof("msg") for m in out] == ["report", "events"]
@@ -207,9 +210,27 @@ def test_fabric_keys_reach_the_fabric_by_epoch():
     assert (keys.current, keys.epoch) == (KEY, 7)
     assert keys.by_epoch == {6: b"o" * 32, 7: KEY, 8: b"n" * 32}
     assert sorted(n.fabric.seal_checks) == [6, 7, 8]
+    # and the scheduler the probe keys derived from them, sending under the fabric's epoch
+    assert n.scheduler.keys == packets.ProbeKeys.derive(7, keys.by_epoch)
+    assert n.scheduler.keys.epochs == (6, 7, 8) and n.scheduler.keys.can_send
     n.on_control(control(config=relay_pb2.RelayConfig(fabric_key=b"n" * 32, fabric_epoch=8,
                                                       zones=["eu"])))
     assert n.fabric.keys.by_epoch == {8: b"n" * 32} and list(n.fabric.seal_checks) == [8]
+    assert n.scheduler.keys == packets.ProbeKeys.derive(8, {8: b"n" * 32})
+
+
+def test_a_node_probes_only_once_configured_with_a_key():
+    n, sock = node()
+    n.on_control(peers_message())
+    n.scheduler.probe_due(time.monotonic() + 1.0)
+    assert sock.sent == [] and n.counters["probe.no-key"] == 2
+    n.scheduler.on_probe_packet(packets.encode_probe(packets.PROBE, 1, "ams", PROBE_KEYS),
+                                ("127.0.0.1", 9001), time.monotonic())
+    assert sock.sent == [] and n.counters["probe.no-key-dropped"] == 1
+    n.on_control(control(config=relay_pb2.RelayConfig(fabric_key=KEY, zones=["global"])))
+    n.scheduler.probe_due(time.monotonic() + 2.0)
+    assert sorted(addr for _, addr in sock.sent) == [("127.0.0.1", 9001), ("::1", 9002)]
+    assert all(packets.decode(d, PROBE_KEYS).epoch == 0 for d, _ in sock.sent)
 
 
 def test_members_reach_the_fabric():
@@ -235,8 +256,10 @@ def test_the_socket_is_wired_to_the_fast_path_and_answers_probes():
             n.on_control(control(peers=relay_pb2.PeerList(peers=[relay_pb2.Peer(
                 region="ams", probe_addr="{}:{}".format(*peer.sockname()))])))
             assert n.fabric.peer_addr("ams") == peer.sockname()
-            peer.send(packets.encode_probe(packets.PROBE, 41, "ams"), (host, port))
-            reply = packets.decode(await asyncio.wait_for(got, 5.0))
+            n.on_control(control(config=relay_pb2.RelayConfig(fabric_key=KEY,
+                                                              zones=["global"])))
+            peer.send(packets.encode_probe(packets.PROBE, 41, "ams", PROBE_KEYS), (host, port))
+            reply = packets.decode(await asyncio.wait_for(got, 5.0), PROBE_KEYS)
             assert (reply.kind, reply.seq, reply.region) == (packets.PROBE_REPLY, 41, "fra")
         finally:
             peer.close()

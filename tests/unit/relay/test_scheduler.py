@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import struct
 from collections import Counter
 from collections.abc import Callable
 from itertools import pairwise
@@ -25,6 +26,8 @@ TABLE = [Entry("ams", "ams", ("fra", "ams"), 5.0, backup_next_hop="par"),
          Entry("sin", "sin", ("fra", "sin"), 80.0)]
 RTT = 0.03
 DEFAULTS = RelaySettings()
+FABRIC_KEY = b"f" * 32  # epoch 1's, as every relay of the mesh holds it
+KEYS = packets.ProbeKeys.derive(1, {1: FABRIC_KEY})  # the peers'
 
 Answer = Callable[[str, int, float], float | None]  # (region, seq, sent at) -> RTT or lost
 
@@ -37,10 +40,11 @@ class Sim:
     """A scheduler of region fra, its peers behind a fake network, and the node's loop."""
 
     def __init__(self, relay: RelaySettings = DEFAULTS, answer: Answer = always,
-                 peers: dict | None = None, seed: int = 1) -> None:
+                 peers: dict | None = None, seed: int = 1, keys: bool = True) -> None:
         self.now = 0.0
         self.answer = answer
         self.sent: list[tuple[float, str, int]] = []  # probes: (time, region, seq)
+        self.sent_epochs: list[int] = []  # the key epoch of each probe sent
         self.inflight: list[tuple[float, str, int]] = []  # replies: (arrival, region, seq)
         self.events: list[RelayEvent] = []
         self.forwarding_changes = 0
@@ -53,17 +57,21 @@ class Sim:
                                 self.counters)
         self.s.on_links_changed = self.events.extend
         self.s.on_forwarding_changed = self.forwarding_changed
+        if keys:
+            self.s.configure_keys(1, {1: FABRIC_KEY})
         self.s.tables_replaced(0.0)
         self.s.set_peers(dict(PEERS if peers is None else peers), 0.0)
+        self.peer_keys = KEYS  # what the peers answer under
 
     def forwarding_changed(self) -> None:
         self.forwarding_changes += 1
 
     def send(self, data: bytes, addr: tuple[str, int], region: str) -> None:
-        pkt = packets.decode(data)
+        pkt = packets.decode(data, self.peer_keys)
         assert pkt.kind == packets.PROBE and pkt.region == "fra"
         assert addr == self.s.peers[region]
         self.sent.append((self.now, region, pkt.seq))
+        self.sent_epochs.append(pkt.epoch)
         rtt = self.answer(region, pkt.seq, self.now)
         if rtt is not None:
             heapq.heappush(self.inflight, (self.now + rtt, region, pkt.seq))
@@ -71,7 +79,7 @@ class Sim:
     def deliver(self) -> None:
         while self.inflight and self.inflight[0][0] <= self.now:
             at, region, seq = heapq.heappop(self.inflight)
-            reply = packets.encode_probe(packets.PROBE_REPLY, seq, region)
+            reply = packets.encode_probe(packets.PROBE_REPLY, seq, region, self.peer_keys)
             self.s.on_probe_packet(reply, PEERS[region], at)
 
     def run(self, until: float, late: Callable[[], float] = lambda: 0.0,
@@ -282,6 +290,141 @@ def test_a_peer_without_an_entry_in_the_peer_list_is_down_for_the_routes():
     # routes through par (a backup only) are fine; they go nowhere once ams is down too
     assert sim.tables.next_hop("lhr") == "ams"
     assert "par" in sim.tables.down
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+def never(region: str, seq: int, at: float) -> float | None:
+    return None
+
+
+def test_a_forged_reply_is_dropped_counted_and_not_an_rtt_sample():
+    """Replies with the right sequence and region but under a wrong key, an unknown epoch or
+    no key at all (the old unauthenticated format) are dropped, each counted, and leave the
+    probe outstanding; the genuine reply still counts."""
+    sim = Sim(answer=never)
+    sim.run(0.05)
+    (t, region, seq), *_ = sim.sent
+    assert region in PEERS
+    stats = sim.s.stats[region]
+    assert seq in stats.outstanding
+    head = struct.pack("!2sBBIB", packets.MAGIC, packets.VERSION, packets.PROBE_REPLY, seq,
+                       len(region)) + region.encode()
+    forged = [
+        packets.encode_probe(packets.PROBE_REPLY, seq, region,
+                             packets.ProbeKeys.derive(1, {1: b"x" * 32})),  # wrong key
+        packets.encode_probe(packets.PROBE_REPLY, seq, region,
+                             packets.ProbeKeys.derive(9, {9: FABRIC_KEY})),  # unknown epoch
+        packets.encode_probe(packets.PROBE_REPLY, seq, region,
+                             packets.ProbeKeys(1, {1: FABRIC_KEY})),  # the fabric key raw
+        head + b"\x01" + bytes(16),  # a zero tag
+        struct.pack("!2sBBIB", packets.MAGIC, 1, packets.PROBE_REPLY, seq,  # version 1
+                    len(region)) + region.encode(),
+    ]
+    for data in forged:
+        sim.s.on_probe_packet(data, PEERS[region], t + 0.01)
+    assert sim.counters["probe.bad-tag"] == 3
+    assert sim.counters["probe.epoch"] == 1
+    assert sim.counters["malformed"] == 1
+    assert stats.samples == 0 and stats.last_rtt is None and stats.last_reply is None
+    assert seq in stats.outstanding and sim.counters["late_replies"] == 0
+    genuine = packets.encode_probe(packets.PROBE_REPLY, seq, region, KEYS)
+    sim.s.on_probe_packet(genuine, PEERS[region], t + 0.02)
+    assert stats.samples == 1 and seq not in stats.outstanding
+    assert abs(stats.last_rtt - 20.0) < 1e-6  # ms
+
+
+def test_forged_replies_do_not_keep_a_dead_link_up():
+    """A peer that stopped answering goes down although forged replies for its outstanding
+    probes keep coming."""
+    sim = Sim(answer=dies("ams", 1.0))
+    sim.traffic = {"ams"}
+    forger = packets.ProbeKeys.derive(1, {1: b"x" * 32})
+
+    def forge() -> None:
+        for seq in list(sim.s.stats["ams"].outstanding):
+            sim.s.on_probe_packet(
+                packets.encode_probe(packets.PROBE_REPLY, seq, "ams", forger), PEERS["ams"],
+                sim.now)
+
+    sim.run(3.0, each=forge)
+    assert sim.s.stats["ams"].is_down and "link-down" in sim.kinds("ams")
+    assert sim.counters["probe.bad-tag"] > 0
+
+
+def test_replies_under_the_old_epoch_are_accepted_during_a_rotation():
+    """controller/fabrickeys.py's three phases, the relay and its peers a push apart: no link
+    looks down at any point, and the relay probes under the new epoch once it seals."""
+    new_key = b"n" * 32
+    both = {1: FABRIC_KEY, 2: new_key}
+    sim = Sim()
+    sim.run(2.0)
+    assert all(s.state == UP for s in sim.s.stats.values())
+    samples = sum(s.samples for s in sim.s.stats.values())
+    # (a) announced: the relay accepts epoch 2 before its peers do; all under 1 still
+    sim.s.configure_keys(1, both)
+    sim.run(3.0)
+    # (b) sealing: the relay probes under 2, its peers (not yet told) answer under 1
+    sim.peer_keys = packets.ProbeKeys.derive(1, both)
+    sim.s.configure_keys(2, both)
+    mark = len(sim.sent)
+    sim.run(4.0)
+    assert set(sim.sent_epochs[mark:]) == {2}
+    # the peers switch too; replies of either epoch may be in flight
+    sim.peer_keys = packets.ProbeKeys.derive(2, both)
+    sim.run(5.0)
+    # (c) steady: epoch 1 dropped everywhere
+    sim.s.configure_keys(2, {2: new_key})
+    sim.peer_keys = packets.ProbeKeys.derive(2, {2: new_key})
+    sim.run(7.0)
+    assert sim.events == [] and all(s.state == UP for s in sim.s.stats.values())
+    assert sum(s.samples for s in sim.s.stats.values()) > samples + 3 * len(PEERS)
+    assert sim.counters["probe.bad-tag"] == sim.counters["probe.epoch"] == 0
+    assert sim.counters["malformed"] == 0
+
+
+def responder(epoch: int) -> tuple[ProbeScheduler, list, Counter[str]]:
+    """A relay sealing under `epoch` (1 or 2, both accepted), its sends recorded."""
+    sent: list = []
+    counters: Counter[str] = Counter()
+    s = ProbeScheduler("fra", DEFAULTS, RouteTables("fra"),
+                       lambda data, addr, region: sent.append((data, addr, region)),
+                       random.Random(1), counters)
+    s.configure_keys(epoch, {1: FABRIC_KEY, 2: b"n" * 32})
+    return s, sent, counters
+
+
+def test_probes_are_answered_under_the_responders_current_epoch():
+    s, sent, counters = responder(2)
+    both = packets.ProbeKeys.derive(1, {1: FABRIC_KEY, 2: b"n" * 32})
+    s.on_probe_packet(packets.encode_probe(packets.PROBE, 41, "ams", both), PEERS["ams"], 0.0)
+    (data, addr, region), = sent
+    assert (addr, region) == (PEERS["ams"], "ams")
+    assert packets.decode(data, both) == packets.Probe(packets.PROBE_REPLY, 41, "fra", 2)
+    # a forged probe is not answered (no reflection off the relay)
+    forged = packets.encode_probe(packets.PROBE, 42, "ams",
+                                  packets.ProbeKeys.derive(1, {1: b"x" * 32}))
+    s.on_probe_packet(forged, PEERS["ams"], 0.0)
+    assert len(sent) == 1 and counters["probe.bad-tag"] == 1
+
+
+def test_a_relay_without_a_key_sends_no_probes_and_drops_what_it_receives():
+    sim = Sim(keys=False)
+    sim.run(1.0)
+    assert sim.sent == [] and sim.s.seq == 0
+    assert sim.counters["probe.no-key"] >= len(PEERS)
+    assert sim.events == []  # nothing sent, nothing missed: no link looks down
+    assert not any(s.is_down for s in sim.s.stats.values())
+    sim.s.on_probe_packet(packets.encode_probe(packets.PROBE, 1, "ams", KEYS), PEERS["ams"],
+                          sim.now)
+    sim.s.on_probe_packet(packets.encode_probe(packets.PROBE_REPLY, 1, "ams", KEYS),
+                          PEERS["ams"], sim.now)
+    assert sim.counters["probe.no-key-dropped"] == 2 and sim.sent == []
+    # keys from the controller: probing starts and the links come up
+    sim.s.configure_keys(1, {1: FABRIC_KEY})
+    sim.run(2.0)
+    assert sim.sent and all(s.state == UP for s in sim.s.stats.values())
 
 
 # -- properties --------------------------------------------------------------------------------
