@@ -246,14 +246,13 @@ class Controller:
         self.catalogue = dict(catalogue)
         # what the operator changed (drains), kept across restarts
         self.store: Store = store if store is not None else MemoryStore()
-        self.drained: set[str] = set(self.store.load(self.catalogue).drained)
+        state = self.store.load(self.catalogue)
+        self.drained: set[str] = set(state.drained)
         self.apps = {app: tuple(keys) for app, keys in (apps or {}).items()}
         if not all(isinstance(k, bytes) for keys in self.apps.values() for k in keys):
             raise TypeError("apps maps an app id to a sequence of raw public keys (bytes)")
         # the first key seals; the others are still accepted; rotated on schedule
-        self.keyring = KeyRing(list(fabric_keys or [os.urandom(32)]), now=now,
-                               rotation_s=settings.fabric_key_rotation_s,
-                               overlap_s=settings.fabric_key_overlap_s)
+        self.keyring = self._keyring(state.fabric_keys, fabric_keys, settings, now)
         self.settings = settings
         self.wake = wake  # asks the shell to recompute now rather than at the next interval
         self.started = now
@@ -595,7 +594,29 @@ class Controller:
         self.fabric_keys_changed(change, unix)
         return change
 
+    def _keyring(self, kept: tuple[tuple[int, bytes], ...], given: list[bytes] | None,
+                 settings: Settings, now: float) -> KeyRing:
+        """The keys kept in the store win over those given (a --fabric-keys file, or none:
+        a random one), which only seed the first start: after a rotation, a restart must hand
+        relays the keys their peers hold, not go back to epoch 1. What a start seeds is kept
+        at once (OSError if it cannot be)."""
+        timing = {"rotation_s": settings.fabric_key_rotation_s,
+                  "overlap_s": settings.fabric_key_overlap_s}
+        if kept:
+            if given and set(given) != {k for _, k in kept}:
+                log.warning("fabric keys: using the ones kept in %s (epochs %s), not those "
+                            "given", self.store.where, ", ".join(str(e) for e, _ in kept))
+            return KeyRing([k for _, k in kept], now=now, epochs=[e for e, _ in kept],
+                           **timing)
+        ring = KeyRing(list(given or [os.urandom(32)]), now=now, **timing)
+        self.store.save_fabric_keys(ring.kept)
+        return ring
+
     def fabric_keys_changed(self, change: Change, unix: float) -> None:
+        try:
+            self.store.save_fabric_keys(self.keyring.kept)
+        except OSError as e:  # relays still get them; a restart would go back a rotation
+            log.error("fabric keys could not be kept in %s: %s", self.store.where, e)
         self.push_config()
         self.record("fabric-key", change.phase, change.detail, unix=unix)
         log.info("fabric key: %s", change.detail)

@@ -53,18 +53,22 @@ class KeyRing:
     """The sealing key, the others accepted, and the rotation in progress if any."""
 
     def __init__(self, keys: Sequence[bytes], *, now: float, rotation_s: float,
-                 overlap_s: float, new_key: Callable[[], bytes] = lambda: os.urandom(32)
-                 ) -> None:
+                 overlap_s: float, new_key: Callable[[], bytes] = lambda: os.urandom(32),
+                 epochs: Sequence[int] | None = None) -> None:
         """`keys`: the first seals, the others are accepted (as a --fabric-keys file lists
-        them), of epochs 1, 2, 3, ... in that order."""
+        them), of epochs 1, 2, 3, ... in that order unless `epochs` says (kept keys)."""
         if not keys or len(keys) >= MAX_EPOCH:
             raise ValueError(f"1..{MAX_EPOCH - 1} fabric keys, not {len(keys)}")
         if not all(isinstance(k, bytes) and k for k in keys):
             raise ValueError("fabric keys are non-empty bytes")
+        epochs = list(epochs) if epochs is not None else list(range(1, len(keys) + 1))
+        if len(epochs) != len(keys) or len(set(epochs)) != len(epochs) \
+                or not all(1 <= e <= MAX_EPOCH for e in epochs):
+            raise ValueError("one distinct epoch in 1..255 per fabric key")
         if rotation_s < 0 or overlap_s < 0 or (rotation_s and rotation_s < 2 * overlap_s):
             raise ValueError("the rotation interval must be 0 (off) or at least two overlaps")
-        self.sealing = FabricKey(1, keys[0])
-        self.others = [FabricKey(i, k) for i, k in enumerate(keys[1:], 2)]
+        self.sealing = FabricKey(epochs[0], keys[0])
+        self.others = [FabricKey(e, k) for e, k in zip(epochs[1:], keys[1:], strict=True)]
         self.rotation_s = rotation_s
         self.overlap_s = overlap_s
         self.new_key = new_key
@@ -77,6 +81,12 @@ class KeyRing:
     def accepted(self) -> tuple[FabricKey, ...]:
         """The keys relays accept other than the sealing one."""
         return (*self.others, *([self.incoming] if self.incoming else []))
+
+    @property
+    def kept(self) -> tuple[tuple[int, bytes], ...]:
+        """Every key relays hold, (epoch, key), the sealing one first: what a restart must
+        come back to (the rotation in progress ends there as if it were done)."""
+        return tuple((k.epoch, k.key) for k in (self.sealing, *self.accepted))
 
     @property
     def epochs(self) -> tuple[int, ...]:

@@ -4,9 +4,10 @@ run without --state.
 
 What an operator changed must survive a controller restart, and a change is acknowledged
 only once it is kept: `save_drained` raises OSError when it cannot keep it, and the caller
-rolls the change back. Kept today: the drained regions, and the audit log of every change an
-operator made or was refused (who, what, when); policy and key epochs will follow as more
-methods of the same interface.
+rolls the change back. Kept today: the drained regions, the fabric keys with their epochs (so
+that a restart does not hand relays keys their peers do not hold), and the audit log of every
+change an operator made or was refused (who, what, when); policy will follow as more methods
+of the same interface.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -63,6 +64,27 @@ class ControllerState:
     """What the controller keeps across restarts."""
 
     drained: frozenset[str] = frozenset()
+    # (epoch, key), the sealing key first; empty: none kept yet
+    fabric_keys: tuple[tuple[int, bytes], ...] = ()
+
+
+def check_fabric_keys(keys: object) -> tuple[tuple[int, bytes], ...]:
+    """Kept fabric keys as JSON has them ([{"epoch": E, "key": HEX}, ...]); ValueError."""
+    if not isinstance(keys, list):
+        raise ValueError("field 'fabric_keys' must be a list")
+    out = []
+    for i, k in enumerate(keys):
+        try:
+            epoch, key = k["epoch"], bytes.fromhex(k["key"])
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"fabric_keys[{i}]: expected {{epoch, key (hex)}}") from None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= 255 \
+                or not key:
+            raise ValueError(f"fabric_keys[{i}]: epoch 1..255 and a non-empty key")
+        out.append((epoch, key))
+    if len({e for e, _ in out}) != len(out):
+        raise ValueError("fabric_keys: an epoch is listed twice")
+    return tuple(out)
 
 
 class Store(Protocol):
@@ -83,6 +105,11 @@ class Store(Protocol):
         """Keep the drained regions; raises OSError if they could not be kept."""
         ...
 
+    def save_fabric_keys(self, keys: Sequence[tuple[int, bytes]]) -> None:
+        """Keep the fabric keys, (epoch, key) with the sealing one first; OSError if not.
+        They are secrets: where they are kept is readable by the controller only."""
+        ...
+
     def append_audit(self, entry: AuditEntry) -> None:
         """Keep one audit entry after those before it; raises OSError if it could not be
         kept (the change it records is then refused)."""
@@ -93,7 +120,8 @@ class Store(Protocol):
         ...
 
 
-def only_known(drained: Iterable[str], known: Collection[str], where: str) -> ControllerState:
+def only_known(drained: Iterable[str], known: Collection[str], where: str,
+               fabric_keys: tuple[tuple[int, bytes], ...] = ()) -> ControllerState:
     """Drop (with a warning) the regions no longer in the catalogue: a region removed from
     the catalogue while drained must not stop the controller from starting."""
     drained = list(drained)
@@ -101,18 +129,21 @@ def only_known(drained: Iterable[str], known: Collection[str], where: str) -> Co
     if unknown:
         log.warning("%s: drained regions not in the catalogue ignored: %s",
                     where, ", ".join(unknown))
-    return ControllerState(drained=frozenset(r for r in drained if r in known))
+    return ControllerState(drained=frozenset(r for r in drained if r in known),
+                           fabric_keys=fabric_keys)
 
 
 class FileStore:
-    """The state as a small JSON file, `{"drained": [...]}`, replaced atomically (written to a
-    .tmp beside it, then renamed over it), so a crash mid-write leaves the old state whole.
+    """The state as a small JSON file, `{"drained": [...], "fabric_keys": [...]}`, mode 0600
+    (it holds the fabric keys), replaced atomically (written to a .tmp beside it, then
+    renamed over it), so a crash mid-write leaves the old state whole.
     The audit log is a JSON-lines file beside it (<state>.audit.jsonl), appended and synced
     entry by entry; a torn last line (a crash mid-append) is skipped when read."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.audit_path = self.path.with_name(self.path.name + ".audit.jsonl")
+        self.kept: dict = {}  # the document as last read or written
 
     @property
     def where(self) -> str:
@@ -126,14 +157,27 @@ class FileStore:
             drained = data.get("drained", []) if isinstance(data, dict) else None
             if not isinstance(drained, list) or not all(isinstance(r, str) for r in drained):
                 raise ValueError("field 'drained' must be a list of region ids")
+            keys = check_fabric_keys(data.get("fabric_keys", []))
         except (OSError, ValueError) as e:
             raise ValueError(f"{self.path}: {e}") from None
-        return only_known(drained, known, self.where)
+        self.kept = data
+        return only_known(drained, known, self.where, keys)
 
     def save_drained(self, drained: Iterable[str]) -> None:
+        self._write({**self.kept, "drained": sorted(drained)})
+
+    def save_fabric_keys(self, keys: Sequence[tuple[int, bytes]]) -> None:
+        self._write({**self.kept, "fabric_keys": [{"epoch": e, "key": k.hex()}
+                                                  for e, k in keys]})
+
+    def _write(self, data: dict) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"drained": sorted(drained)}, indent=1))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=1))
+        os.chmod(tmp, 0o600)  # a file left by an older version had the umask's mode
         tmp.replace(self.path)  # the change is acknowledged only once it is kept
+        self.kept = data
 
     def append_audit(self, entry: AuditEntry) -> None:
         line = json.dumps(entry.to_json(), separators=(",", ":")) + "\n"
@@ -169,10 +213,15 @@ class MemoryStore:
         return "memory"
 
     def load(self, known: Collection[str]) -> ControllerState:
-        return only_known(sorted(self.state.drained), known, self.where)
+        return only_known(sorted(self.state.drained), known, self.where,
+                          self.state.fabric_keys)
 
     def save_drained(self, drained: Iterable[str]) -> None:
-        self.state = ControllerState(drained=frozenset(drained))
+        self.state = ControllerState(drained=frozenset(drained),
+                                     fabric_keys=self.state.fabric_keys)
+
+    def save_fabric_keys(self, keys: Sequence[tuple[int, bytes]]) -> None:
+        self.state = ControllerState(drained=self.state.drained, fabric_keys=tuple(keys))
 
     def append_audit(self, entry: AuditEntry) -> None:
         self.entries.append(entry)

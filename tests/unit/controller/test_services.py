@@ -5,6 +5,7 @@ server calls them, without a server: status codes and reasons, a relay session's
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import grpc
@@ -66,8 +67,10 @@ def test_admin_refusals_keep_their_status_codes_and_reasons(tmp_path: Path):
 
 
 def test_a_drain_that_cannot_be_kept_is_unavailable_and_names_the_file(tmp_path: Path):
-    path = tmp_path / "missing-dir" / "state.json"
-    ctl = core(FileStore(path))
+    path = tmp_path / "gone" / "state.json"
+    path.parent.mkdir()
+    ctl = core(FileStore(path))  # it keeps its fabric keys there at the start
+    shutil.rmtree(path.parent)  # then the disk goes away
     code, details = refused(AdminService(ctl, None).Drain,
                             admin_pb2.DrainRequest(region="aa", drained=True))
     assert code == grpc.StatusCode.UNAVAILABLE

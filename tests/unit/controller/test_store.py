@@ -95,3 +95,48 @@ def test_the_memory_store_keeps_what_it_was_given_for_the_process():
     assert store.state.drained == {"bb", "zz"}
     assert store.load(KNOWN).drained == {"bb"}
     assert MemoryStore(ControllerState(frozenset({"cc"}))).load(KNOWN).drained == {"cc"}
+
+
+def test_fabric_keys_are_kept_with_their_epochs_beside_the_drains_in_a_private_file(tmp_path):
+    path = tmp_path / "state.json"
+    store = FileStore(path)
+    store.save_drained(["aa"])
+    store.save_fabric_keys([(7, b"\x01" * 32), (6, b"\x02" * 32)])
+    store.save_drained(["aa", "cc"])  # one save keeps what the other wrote
+    again = FileStore(path).load(KNOWN)
+    assert again.drained == {"aa", "cc"}
+    assert again.fabric_keys == ((7, b"\x01" * 32), (6, b"\x02" * 32))
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("keys, problem", [
+    ({"epoch": 1}, "must be a list"),
+    ([{"epoch": 1}], "fabric_keys\\[0\\]"),
+    ([{"epoch": 0, "key": "aa"}], "epoch 1..255"),
+    ([{"epoch": 1, "key": "zz"}], "fabric_keys\\[0\\]"),
+    ([{"epoch": 1, "key": "aa"}, {"epoch": 1, "key": "bb"}], "twice"),
+])
+def test_kept_fabric_keys_that_make_no_sense_stop_the_start(tmp_path, keys, problem):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"drained": [], "fabric_keys": keys}))
+    with pytest.raises(ValueError, match=problem):
+        FileStore(path).load(KNOWN)
+
+
+def test_a_restarted_controller_comes_back_to_the_rotated_keys(tmp_path):
+    from controller.core import Controller
+    from skymesh.catalogue import Region
+    from skymesh.policy import Policy, Zone
+
+    catalogue = {r: Region(id=r, name=r, country="DE", lat=0.0, lon=0.0) for r in KNOWN}
+    policy = Policy({"global": Zone("global", frozenset(KNOWN))})
+    store = FileStore(tmp_path / "state.json")
+    first = Controller(catalogue, policy, fabric_keys=[b"k" * 32], store=store, now=0.0)
+    first.rotate_fabric_key(1.0, 1.0)
+    for t in (100.0, 200.0):
+        first.tick(t, t)
+    assert first.keyring.sealing.epoch == 2
+    again = Controller(catalogue, policy, fabric_keys=[b"k" * 32],
+                       store=FileStore(tmp_path / "state.json"), now=300.0)
+    assert again.keyring.kept == first.keyring.kept
+    assert again.config_for("aa").fabric_epoch == 2
