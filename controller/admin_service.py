@@ -10,6 +10,7 @@ import grpc
 
 from controller import translate
 from controller.core import BadRequest, Controller, NotFound, NotReady, Refused
+from skymesh.identity import stranger
 from skymesh.linkstate import TO_WIRE
 from skymesh.net.tls import peer_identity
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
@@ -49,13 +50,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             return "insecure"
         action = ACTIONS[rpc]
         who = peer_identity(context)
-        if who is None:
-            reason = "the client certificate names no identity of the mesh"
-        elif who.mesh != self.mesh:
-            reason = f"certificate of mesh {who.mesh!r}, not {self.mesh!r}"
-        elif who.may(action):
+        if why := stranger(who, self.mesh):  # also when there is no identity at all
+            reason = why
+        elif who is not None and who.may(action):
             return str(who)
-        elif who.kind != "admin":
+        elif who is not None and who.kind != "admin":
             reason = f"{who} is a {who.kind}: only admin certificates call the admin service"
         else:
             reason = f"{who} may not call {rpc}: it takes an operator certificate"

@@ -16,7 +16,7 @@ from controller import translate
 from controller.core import Controller, Message, Session
 from controller.distribution import MAX_HELD_VERSION
 from skymesh.catalogue import Region
-from skymesh.identity import Identity
+from skymesh.identity import Identity, stranger
 from skymesh.net.tls import peer_identity
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 
@@ -99,10 +99,9 @@ def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now
 def check_relay_identity(who: Identity | None, hello: relay_pb2.Hello, mesh: str) -> str:
     """Why a relay whose certificate names `who` may not open the session its hello asks
     for ("" when it may): it speaks only for the region and node its certificate names."""
-    if who is None:
-        return "the client certificate names no identity of the mesh"
-    if who.mesh != mesh:
-        return f"certificate of mesh {who.mesh!r}, not {mesh!r}"
+    if why := stranger(who, mesh):  # also when there is no identity at all
+        return why
+    assert who is not None
     if who.kind != "relay":
         return f"{who} is not a relay: only relay certificates open relay sessions"
     if hello.region != who.region:

@@ -11,6 +11,7 @@ here (`datagram_received`) to be dropped or refused.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,8 +97,6 @@ class EdgeLimits:
 def parse_limits(text: str, base: EdgeLimits | None = None) -> EdgeLimits:
     """EdgeLimits from "name=value,..." (names as the fields of EdgeLimits), over `base`;
     ValueError names what is wrong."""
-    import dataclasses
-
     fields = {f.name: f.type for f in dataclasses.fields(EdgeLimits)}
     changes: dict[str, float | int] = {}
     for item in (x.strip() for x in text.split(",")):

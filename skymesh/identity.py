@@ -63,6 +63,15 @@ class Identity:
         return self.role == "operator"
 
 
+def stranger(who: Identity | None, mesh: str) -> str:
+    """Why a verified peer is no identity of `mesh` ("" when it is one)."""
+    if who is None:
+        return "the client certificate names no identity of the mesh"
+    if who.mesh != mesh:
+        return f"certificate of mesh {who.mesh!r}, not {mesh!r}"
+    return ""
+
+
 def check_mesh(mesh: str) -> str:
     if not _MESH.match(mesh) or mesh.strip(".") != mesh:
         raise IdentityError(f"mesh name {mesh!r}: use lowercase letters, digits, '.', '-' "
