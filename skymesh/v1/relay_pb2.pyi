@@ -53,18 +53,20 @@ class RelayEvent(_message.Message):
     def __init__(self, at_unix_s: _Optional[float] = ..., kind: _Optional[str] = ..., peer: _Optional[str] = ..., routes: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr")
+    __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr", "protocol")
     REGION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     region: str
     node_id: str
     probe_addr: str
     route_version: int
     edge_addr: str
-    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., edge_addr: _Optional[str] = ...) -> None: ...
+    protocol: int
+    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., edge_addr: _Optional[str] = ..., protocol: _Optional[int] = ...) -> None: ...
 
 class Channels(_message.Message):
     __slots__ = ("channels",)
@@ -109,7 +111,7 @@ class LinkSample(_message.Message):
     def __init__(self, dst: _Optional[str] = ..., rtt_ms: _Optional[float] = ..., jitter_ms: _Optional[float] = ..., loss: _Optional[float] = ..., samples: _Optional[int] = ..., lost: _Optional[int] = ..., age_s: _Optional[float] = ..., state: _Optional[_Union[LinkState, str]] = ..., min_rtt_ms: _Optional[float] = ..., window: _Optional[int] = ...) -> None: ...
 
 class LinkReport(_message.Message):
-    __slots__ = ("links", "counters")
+    __slots__ = ("links", "counters", "sent_unix_s", "full")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,9 +121,13 @@ class LinkReport(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     LINKS_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
     links: _containers.RepeatedCompositeFieldContainer[LinkSample]
     counters: _containers.ScalarMap[str, int]
-    def __init__(self, links: _Optional[_Iterable[_Union[LinkSample, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    sent_unix_s: float
+    full: bool
+    def __init__(self, links: _Optional[_Iterable[_Union[LinkSample, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., sent_unix_s: _Optional[float] = ..., full: _Optional[bool] = ...) -> None: ...
 
 class RouteAck(_message.Message):
     __slots__ = ("version", "nonce", "accepted", "reason")
@@ -207,15 +213,17 @@ class ChannelMembers(_message.Message):
     def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("region", "probe_addr")
+    __slots__ = ("region", "probe_addr", "near")
     REGION_FIELD_NUMBER: _ClassVar[int]
     PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    NEAR_FIELD_NUMBER: _ClassVar[int]
     region: str
     probe_addr: str
-    def __init__(self, region: _Optional[str] = ..., probe_addr: _Optional[str] = ...) -> None: ...
+    near: bool
+    def __init__(self, region: _Optional[str] = ..., probe_addr: _Optional[str] = ..., near: _Optional[bool] = ...) -> None: ...
 
 class PeerList(_message.Message):
-    __slots__ = ("peers", "probe_interval_s", "report_interval_s", "neighbour_probe_interval_s", "down_after", "degraded_loss", "degraded_jitter_ms")
+    __slots__ = ("peers", "probe_interval_s", "report_interval_s", "neighbour_probe_interval_s", "down_after", "degraded_loss", "degraded_jitter_ms", "incremental", "removed", "full_report_interval_s", "report_rtt_fraction", "report_rtt_ms", "report_loss", "partial_mesh_above", "sample_every_s")
     PEERS_FIELD_NUMBER: _ClassVar[int]
     PROBE_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     REPORT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +231,14 @@ class PeerList(_message.Message):
     DOWN_AFTER_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_LOSS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_JITTER_MS_FIELD_NUMBER: _ClassVar[int]
+    INCREMENTAL_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FULL_REPORT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    REPORT_RTT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    REPORT_RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_MESH_ABOVE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_EVERY_S_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     probe_interval_s: float
     report_interval_s: float
@@ -230,7 +246,15 @@ class PeerList(_message.Message):
     down_after: int
     degraded_loss: float
     degraded_jitter_ms: float
-    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., probe_interval_s: _Optional[float] = ..., report_interval_s: _Optional[float] = ..., neighbour_probe_interval_s: _Optional[float] = ..., down_after: _Optional[int] = ..., degraded_loss: _Optional[float] = ..., degraded_jitter_ms: _Optional[float] = ...) -> None: ...
+    incremental: bool
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    full_report_interval_s: float
+    report_rtt_fraction: float
+    report_rtt_ms: float
+    report_loss: float
+    partial_mesh_above: int
+    sample_every_s: float
+    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., probe_interval_s: _Optional[float] = ..., report_interval_s: _Optional[float] = ..., neighbour_probe_interval_s: _Optional[float] = ..., down_after: _Optional[int] = ..., degraded_loss: _Optional[float] = ..., degraded_jitter_ms: _Optional[float] = ..., incremental: _Optional[bool] = ..., removed: _Optional[_Iterable[str]] = ..., full_report_interval_s: _Optional[float] = ..., report_rtt_fraction: _Optional[float] = ..., report_rtt_ms: _Optional[float] = ..., report_loss: _Optional[float] = ..., partial_mesh_above: _Optional[int] = ..., sample_every_s: _Optional[float] = ...) -> None: ...
 
 class RouteEntry(_message.Message):
     __slots__ = ("dst", "next_hop", "path", "cost_ms", "zone", "backup_next_hop", "backup_kind", "backup_cost_ms")
