@@ -79,6 +79,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             rejected_samples=s.rejected_samples,
             rejected_tables=s.rejected_tables,
             refused=s.refused,
+            reports=s.reports,
+            samples=s.samples,
+            reports_coalesced=s.reports_coalesced,
+            report_delay_p50_ms=s.report_delay_p50_ms,
+            report_delay_p99_ms=s.report_delay_p99_ms,
+            report_delay_max_ms=s.report_delay_max_ms,
+            recomputes=s.recomputes,
+            recompute_ms=s.recompute_ms,
+            partial_mesh=s.partial_mesh,
         )
 
     async def Regions(self, request, context) -> admin_pb2.RegionsReply:

@@ -16,7 +16,10 @@ import math
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import networkx as nx
+import numpy as np
 
 from controller import engine, routing
 from controller.distribution import Distribution, Push, RelayRoutes
@@ -28,7 +31,8 @@ from controller.store import AuditEntry, MemoryStore, Store
 from controller.topology import LinkRecord, Relay, Topology
 from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
-from skymesh.linkstate import LINK
+from skymesh.geo import nearest_regions
+from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE
 from skymesh.policy import Policy
 from skymesh.ratelimit import TokenBucket
 
@@ -46,7 +50,20 @@ class Settings:
     report_interval_s: float = 1.0
     recompute_interval_s: float = 0.5
     stale_after_s: float = 5.0
-    settle_samples: int = 8  # replies before a link counts as measured
+    settle_samples: int = LINK.settle_samples  # replies before a link counts as measured
+    # relays of protocol 2 report links by change, with a full report this often (and the
+    # thresholds, skymesh/linkstate.py); their links stay this long and stale_after_s more
+    # without a report
+    full_report_interval_s: float = LINK.full_report_interval_s
+    report_rtt_fraction: float = LINK.report_rtt_fraction
+    report_rtt_ms: float = LINK.report_rtt_ms
+    report_loss: float = LINK.report_loss
+    # beyond this many relays, each measures its `nearest` regions continuously, the others
+    # its routes use, and the rest by a rotating sample (every sample_every_s)
+    partial_mesh_above: int = LINK.partial_mesh_above
+    nearest: int = LINK.nearest
+    sample_every_s: float = LINK.sample_every_s
+    report_delays_kept: int = 4096  # recent reports' delays, for status
     # link cost changes below this fraction, or below dead_band_ms, do not recompute routes:
     # a short link's cost moves by more than 2% with scheduling noise alone, and a mesh of
     # 45 relays always had some link that did (a full recompute every interval)
@@ -85,6 +102,7 @@ class Hello:
     probe_addr: str
     route_version: int = 0  # version of the tables the relay holds (0: none)
     edge_addr: str = ""
+    protocol: int = 0  # PROTOCOL_BY_CHANGE: peer lists and reports by change
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,17 @@ class Peers:
     down_after: int
     degraded_loss: float
     degraded_jitter_ms: float
+    # protocol 2 only (for older relays these stay empty: they would take a change for the
+    # whole list)
+    near: frozenset[str] = frozenset()  # of `peers`, the relay's nearest regions
+    incremental: bool = False  # `peers` are changes to the list, `removed` left it
+    removed: tuple[str, ...] = ()
+    full_report_interval_s: float = 0.0
+    report_rtt_fraction: float = 0.0
+    report_rtt_ms: float = 0.0
+    report_loss: float = 0.0
+    partial_mesh_above: int = 0
+    sample_every_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,72 @@ class Chaos:
     drop_peers: tuple[str, ...] = ()
     drop_all: bool = False
     until_unix_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a route computation gives (controller.begin_recompute's job)."""
+
+    routes: engine.RouteSet
+    patches: dict[str, dict[tuple[str, str], Route]]  # the relays whose rows changed: all
+
+
+def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
+                 rows: Mapping[str, Mapping[tuple[str, str], Route]],
+                 regions: Iterable[str]) -> dict[str, dict[tuple[str, str], Route]]:
+    """The rows of each of `regions` after `old` became `new`, for the regions whose paths
+    or backups changed only. Only the destinations whose column of next hops or backups
+    differs are materialised again (a row's path follows its destination's column), so a
+    round that moves a few trees costs a few rows per relay, not every row of every relay.
+    A region whose rows appear or disappear, or whose zone's regions changed, is built whole
+    (rows keep the order of a fresh `table`). Costs of rows whose path did not change are
+    left as they were computed: they drift with every sample."""
+    columns = {name: engine.changed_destinations(old.zones.get(name), z)
+               for name, z in new.zones.items()}
+    gone = [name for name in old.zones if name not in new.zones]
+    out: dict[str, dict[tuple[str, str], Route]] = {}
+    for region in regions:
+        current = rows.get(region)
+        whole = current is None or bool(gone) or any(
+            cols is None and (region in new.zones[name].index
+                              or region in getattr(old.zones.get(name), "index", {}))
+            for name, cols in columns.items())
+        patched: dict[tuple[str, str], Route] | None = None
+        if not whole:
+            assert current is not None
+            for name, cols in columns.items():
+                z = new.zones[name]
+                if region not in z.index or cols is None or not len(cols):
+                    continue
+                for d in cols:
+                    r = z.route(region, z.nodes[d])
+                    key = (name, z.nodes[d])
+                    was = current.get(key)
+                    if (r is None) != (was is None):
+                        whole = True
+                        break
+                    if r is not None and (r.path != was.path
+                                          or r.backup_next_hop != was.backup_next_hop):
+                        if patched is None:
+                            patched = dict(current)
+                        patched[key] = r
+                if whole:
+                    break
+        if whole:
+            out[region] = {(r.zone, r.dst): r for r in new.table(region)}
+        elif patched is not None:
+            out[region] = patched
+    return out
+
+
+def same_within(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float = 0.0) -> bool:
+    """Same links (finite costs in the same places), every cost within `fraction` of the
+    old (`b`) or `floor_ms`, whichever is larger: a dead band for noise."""
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    if not np.array_equal(fa, fb):
+        return False
+    old = b[fb]
+    return bool((np.abs(a[fa] - old) <= np.maximum(fraction * old, floor_ms)).all())
 
 
 MAX_EVENT_TEXT = 256  # characters of a relay event's kind and peer kept; its detail: 4x
@@ -166,6 +261,7 @@ class Session:
     edge_addr: str = ""
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
     bucket: TokenBucket | None = None  # its messages' flood limit
+    protocol: int = 0
 
 
 # -- what admin queries get -----------------------------------------------------------------
@@ -203,6 +299,17 @@ class Status:
     rejected_samples: int
     rejected_tables: int
     refused: Mapping[str, int]  # sessions and calls refused, by kind
+    reports: int = 0  # link reports taken in since the start
+    samples: int = 0  # link samples in them
+    reports_coalesced: int = 0  # reports merged into a newer one before they were taken in
+    # how late reports are taken in (their send time to now, on the relays' clocks), over
+    # the recent ones: a backlog shows here
+    report_delay_p50_ms: float = 0.0
+    report_delay_p99_ms: float = 0.0
+    report_delay_max_ms: float = 0.0
+    recomputes: int = 0  # route computations since the start
+    recompute_ms: float = 0.0  # the last one's duration
+    partial_mesh: bool = False  # relays measure their nearest regions and a sample
 
 
 @dataclass(frozen=True)
@@ -258,14 +365,32 @@ class Controller:
         self.started = now
         self.topology = Topology(self.catalogue, settings.stale_after_s,
                                  settings.settle_samples)
+        # each region's nearest others, which its relay measures at all times
+        self.near = nearest_regions(self.catalogue, settings.nearest)
         self.sessions: dict[str, Session] = {}
         self.distribution = Distribution(settings.order_hold_s)
         self.membership = Membership(len(self.catalogue), settings.members_hold_s, now)
         self.policy = policy.restrict(self.catalogue)
-        self.graph = routing.build_graph([], [])
-        self.links_up: Callable[[str, str], bool] = self.graph.has_edge  # as last measured
-        self.routes = engine.compute(self.graph, self.policy)
+        # the link costs the routes in force were computed from (over the catalogue's
+        # regions, inf: no usable link): what a report is compared with for the dead band
+        n = len(self.topology.names)
+        self.computed = np.full((n, n), np.inf)
+        self.computed_nodes: list[str] = []
+        self.routes = engine.compute_costs([], np.zeros((0, 0)), self.policy)
         self.tables: dict[str, list[Route]] = {}  # each relay's rows
+        # the same rows by (zone, destination), patched where the routes changed
+        self.rows: dict[str, dict[tuple[str, str], Route]] = {}
+        self.changed: set[str] | None = set()  # relays whose rows changed (None: all)
+        self.latest = self.computed  # the link costs as last measured
+        self.suppressed: frozenset[tuple[str, str]] = frozenset()  # links being damped
+        self.pushed = False  # whether the last round pushed anything
+        self.computing = False  # a route computation is under way (off the shell's loop)
+        self.recomputes = 0
+        self.recompute_ms = 0.0
+        self.reports = 0
+        self.samples_taken = 0
+        self.reports_coalesced = 0
+        self.report_delays: deque[float] = deque(maxlen=settings.report_delays_kept)
         self.routes_complete = False  # computed when every relay had measured all its links
         self.dirty = True
         self.converged_since: float | None = None
@@ -290,18 +415,22 @@ class Controller:
         if old:
             log.info("%s: node %s replaces %s", relay.region, relay.node_id, old.relay.node_id)
             old.send(None)
-        self.topology.add_relay(relay)
+        by_change = hello.protocol >= PROTOCOL_BY_CHANGE
+        # an unchanged link of a relay reporting by change is refreshed by its full reports
+        self.topology.add_relay(relay, self.settings.stale_after_s + (
+            2 * self.settings.full_report_interval_s if by_change else 0.0))
         # versions only grow, across controller restarts too
         session = Session(relay, send, self.distribution.attach(relay.region,
                                                                  hello.route_version),
                           edge_addr=hello.edge_addr,
                           bucket=TokenBucket(self.settings.relay_messages_per_s,
-                                             self.settings.relay_messages_burst, now))
+                                             self.settings.relay_messages_burst, now),
+                          protocol=hello.protocol)
         self.sessions[relay.region] = session
         self.membership.connect(relay.region)
         if hello.route_version and not self.tables:
             self.warm = True  # relays run on tables from before this controller started
-        self.broadcast_peers()
+        self.send_peers(added=relay.region)
         session.send(self.config_for(relay.region))
         self.dirty = True
         self.record("relay-connected", relay.region,
@@ -321,7 +450,7 @@ class Controller:
             del self.sessions[region]
             self.distribution.detach(session.routes)
             self.topology.remove_relay(region)
-            self.broadcast_peers()
+            self.send_peers(removed=region)
             self.send_members(self.membership.disconnect(region, now))
             self.dirty = True
             self.wake()
@@ -332,19 +461,49 @@ class Controller:
         """Whether `session` is still its region's (a newer relay may have replaced it)."""
         return self.sessions.get(session.relay.region) is session
 
-    def broadcast_peers(self) -> None:
+    def send_peers(self, added: str = "", removed: str = "") -> None:
+        """Tell relays who their peers are: the relay that connected (`added`) gets the whole
+        list, and so does every relay of protocol 1; the others of protocol 2 only the
+        change, so that a connect costs the mesh N entries rather than N squared."""
         relays = sorted(self.topology.relays.values(), key=lambda r: r.region)
         for session in self.sessions.values():
-            session.send(Peers(
-                peers=tuple((r.region, r.probe_addr) for r in relays
-                            if r.region != session.relay.region),
-                probe_interval_s=self.settings.probe_interval_s,
-                report_interval_s=self.settings.report_interval_s,
-                neighbour_probe_interval_s=self.settings.neighbour_probe_interval_s,
-                down_after=self.settings.down_after,
-                degraded_loss=self.settings.degraded_loss,
-                degraded_jitter_ms=self.settings.degraded_jitter_ms,
-            ))
+            region = session.relay.region
+            if session.protocol < PROTOCOL_BY_CHANGE:
+                session.send(self.peers_message(
+                    tuple((r.region, r.probe_addr) for r in relays if r.region != region)))
+            elif region == added or not (added or removed):
+                session.send(self.peers_message(
+                    tuple((r.region, r.probe_addr) for r in relays if r.region != region),
+                    near=self.near.get(region, ())))
+            elif removed:
+                session.send(self.peers_message((), incremental=True, removed=(removed,)))
+            else:
+                new = self.topology.relays[added]
+                session.send(self.peers_message(((added, new.probe_addr),), incremental=True,
+                                                near=self.near.get(region, ())))
+
+    def broadcast_peers(self) -> None:
+        """Every relay's whole peer list."""
+        self.send_peers()
+
+    def peers_message(self, peers: tuple[tuple[str, str], ...], *, near: Iterable[str] = (),
+                      incremental: bool = False, removed: tuple[str, ...] = (),
+                      ) -> Peers:
+        s = self.settings
+        base = Peers(peers=peers, probe_interval_s=s.probe_interval_s,
+                     report_interval_s=s.report_interval_s,
+                     neighbour_probe_interval_s=s.neighbour_probe_interval_s,
+                     down_after=s.down_after, degraded_loss=s.degraded_loss,
+                     degraded_jitter_ms=s.degraded_jitter_ms)
+        if not (near or incremental or removed):
+            return base
+        listed = {region for region, _ in peers}
+        return replace(base, near=frozenset(listed & set(near)), incremental=incremental,
+                       removed=removed, full_report_interval_s=s.full_report_interval_s,
+                       report_rtt_fraction=s.report_rtt_fraction,
+                       report_rtt_ms=s.report_rtt_ms, report_loss=s.report_loss,
+                       partial_mesh_above=s.partial_mesh_above,
+                       sample_every_s=s.sample_every_s)
 
     def config_for(self, region: str) -> RelayConfig:
         zones = tuple(z.name for z in self.policy.zones.values() if region in z.regions)
@@ -375,14 +534,54 @@ class Controller:
         return False
 
     def on_report(self, session: Session, samples: list[Mapping], counters: Mapping[str, int],
-                  now: float) -> None:
-        """A relay's link samples (dicts as controller/topology.py checks them)."""
+                  now: float, *, full: bool = True, sent_unix_s: float = 0.0,
+                  unix: float | None = None, coalesced: int = 0) -> None:
+        """A relay's link samples (dicts as controller/topology.py checks them): `full`, every
+        link it measures, else only those that moved (protocol 2); sent at `sent_unix_s` on
+        its clock (0: not said), and merged from `coalesced` more reports that came while
+        the shell was busy. Routes are recomputed only when some link moved beyond the dead
+        band (or came or went)."""
         session.counters = dict(counters)
-        problems = self.topology.report(session.relay.region, samples, now)
+        self.reports += 1
+        self.samples_taken += len(samples)
+        self.reports_coalesced += coalesced
+        if sent_unix_s > 0 and unix is not None and math.isfinite(sent_unix_s):
+            self.report_delays.append(max(0.0, unix - sent_unix_s))
+        problems = self.topology.report(session.relay.region, samples, now, full)
         if problems:  # one line per report: a relay that sends thousands does not flood the log
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             log.warning("%s: rejected sample: %s%s", session.relay.region, problems[0], more)
-        self.dirty = True
+        self.note_moved(now)
+
+    def note_moved(self, now: float) -> None:
+        """Mark the routes dirty if a link written, removed or expired since the last look
+        moved beyond the dead band from the cost the routes in force were computed with, or
+        became usable or unusable."""
+        touched = self.topology.take_touched()
+        if not touched or self.dirty:
+            return
+        rows, cols = (np.array(x, dtype=np.intp) for x in zip(*touched, strict=True))
+        new = self.link_costs(now, rows, cols)
+        old = self.computed[rows, cols]
+        with np.errstate(invalid="ignore"):  # inf - inf: a link unusable before and after
+            moved = np.isfinite(new) != np.isfinite(old)
+            both = np.isfinite(new) & np.isfinite(old)
+            moved |= both & (np.abs(new - old) > np.maximum(self.settings.dead_band * old,
+                                                            self.settings.dead_band_ms))
+        if moved.any():
+            self.dirty = True
+
+    def link_costs(self, now: float, rows: np.ndarray | None = None,
+                   cols: np.ndarray | None = None) -> np.ndarray:
+        """Each link's cost (routing.link_cost), inf where it is not usable: every link's,
+        or those at (rows, cols)."""
+        t, model = self.topology, self.settings.cost
+        usable = t.usable(now)
+        latency, bound = t.latency(), t.bound
+        if rows is not None:
+            usable, latency, bound = usable[rows, cols], latency[rows, cols], bound[rows, cols]
+        cost = latency / 2 + bound * model.loss_penalty_ms + model.hop_cost_ms
+        return np.where(usable, cost, np.inf)
 
     def on_ack(self, session: Session, version: int, accepted: bool, reason: str = "") -> None:
         if accepted:
@@ -446,11 +645,15 @@ class Controller:
     def tick(self, now: float, unix: float) -> None:
         """One round of the shell's loop: fabric keys' rotation, members after their hold,
         routes, convergence."""
+        self.pre_tick(now, unix)
+        self.recompute(now, unix)
+        self.converged(now)
+
+    def pre_tick(self, now: float, unix: float) -> None:
+        """What a round does before routes: fabric keys' rotation, members after their hold."""
         if (change := self.keyring.tick(now)) is not None:
             self.fabric_keys_changed(change, unix)
         self.send_members(self.membership.release_due(now))
-        self.recompute(now, unix)
-        self.converged(now)
 
     def resyncing(self, now: float) -> bool:
         """After a restart among relays that forward on earlier tables: hold new tables until
@@ -466,21 +669,43 @@ class Controller:
         return not done
 
     def recompute(self, now: float, unix: float) -> bool:
-        """Expire stale links, recompute routes, push changed rows. True if anything moved."""
-        if self.topology.expire(now):
+        """Expire stale links, recompute routes if a link moved beyond the dead band, push
+        changed rows. True if anything was pushed. (The shell runs the computation itself
+        off its event loop: `begin_recompute`, the job, `finish_recompute`.)"""
+        job = self.begin_recompute(now, unix)
+        if job is None:
+            return self.pushed
+        return self.finish_recompute(job(), now, unix)
+
+    def begin_recompute(self, now: float, unix: float) -> Callable[[], Computed] | None:
+        """The first half of a round: expire stale links, decide whether routes must be
+        computed and, if so, return the computation as a job (a pure function of copies of
+        the state: it may run on another thread while the core takes reports and ACKs);
+        otherwise push what is staged and return None."""
+        self.pushed = False
+        if self.computing:  # the shell's job is under way: its result comes first
+            return None
+        self.topology.expire(now)
+        suppressed = frozenset(self.topology.suppressed_links(now))
+        if suppressed != self.suppressed:  # a damped link's penalty decayed, or a new one
+            self.suppressed = suppressed
             self.dirty = True
+        self.note_moved(now)
+        if not self.routes_complete and self.sessions and self.all_measured():
+            self.dirty = True  # the routes of a partial measurement are not held on to
         # held rows go out when their next hop acknowledges, or after order_hold_s
         waiting = bool(self.distribution.awaited)
         if not (self.dirty or waiting) or self.resyncing(now):
-            return False
+            return None
         if not self.dirty:
-            return self.push_staged(now)
+            self.pushed = self.push_staged(now)
+            return None
         self.dirty = False
         # routes from a partial measurement are no reason to hold on to a path
         previous = self.routes if self.routes_complete else None
         self.routes_complete = self.all_measured()
-        graph = routing.build_graph(self.sessions, self.topology.usable_links(now),
-                                    self.settings.cost)
+        latest = self.link_costs(now)
+        self.latest = latest
         unreachable = self.topology.unreachable() & set(self.sessions)
         if unreachable != self.unreachable:
             for region in sorted(unreachable - self.unreachable):
@@ -493,21 +718,74 @@ class Controller:
                 log.info("%s: reachable again", region)
             self.unreachable = unreachable
             self.avoid_changed = True
+        nodes = sorted(self.sessions)
+        idx = np.array([self.topology.index[n] for n in nodes], dtype=np.intp)
+        cost = latest[np.ix_(idx, idx)]
         # nothing to compute while no link moved beyond measurement noise
-        if previous is None or self.avoid_changed or not routing.same_within(
-                graph, self.graph, self.settings.dead_band, self.settings.dead_band_ms):
-            self.graph = graph
-            self.avoid_changed = False
-            self.routes = engine.compute(graph, self.policy, previous, self.settings.hysteresis,
-                                         self.drained | self.unreachable)
-            self.tables = {region: self.routes.table(region) for region in self.sessions}
-        self.links_up = graph.has_edge
-        return self.push_staged(now)
+        if previous is not None and not self.avoid_changed and nodes == self.computed_nodes \
+                and same_within(cost, self.computed[np.ix_(idx, idx)], self.settings.dead_band,
+                                self.settings.dead_band_ms):
+            self.pushed = self.push_staged(now)
+            return None
+        self.computed, self.computed_nodes = latest, nodes
+        self.avoid_changed = False
+        self.computing = True
+        old, rows, policy = self.routes, dict(self.rows), self.policy
+        hysteresis, avoid = self.settings.hysteresis, frozenset(self.drained | self.unreachable)
+        regions = tuple(nodes)
+
+        def job() -> Computed:
+            routes = engine.compute_costs(nodes, cost, policy, previous, hysteresis, avoid)
+            return Computed(routes, changed_rows(old, routes, rows, regions))
+        return job
+
+    def finish_recompute(self, done: Computed, now: float, unix: float,
+                         took_s: float = 0.0) -> bool:
+        """The second half of a round: the routes computed by the job (in `took_s`, as the
+        shell measured it) are in force; the relays whose rows changed (or that connected
+        meanwhile) are pushed."""
+        self.computing = False
+        self.routes = done.routes
+        self.recomputes += 1
+        self.recompute_ms = took_s * 1000
+        for region, rows in done.patches.items():
+            self.rows[region] = rows
+            self.tables[region] = list(rows.values())
+        changed = set(done.patches)
+        for region in list(self.rows):
+            if region not in self.sessions:
+                del self.rows[region], self.tables[region]
+        for region in self.sessions.keys() - self.rows.keys():  # connected meanwhile
+            self.rows[region] = {(r.zone, r.dst): r for r in self.routes.table(region)}
+            self.tables[region] = list(self.rows[region].values())
+            changed.add(region)
+        self.changed = (self.changed or set()) | changed if self.changed is not None else None
+        self.pushed = self.push_staged(now)
+        return self.pushed
+
+    def links_up(self, src: str, dst: str) -> bool:
+        """Whether the link was usable as last measured (by the latest round)."""
+        i, j = self.topology.index.get(src), self.topology.index.get(dst)
+        return i is not None and j is not None and bool(np.isfinite(self.latest[i, j]))
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The links the routes in force were computed from, as a networkx graph (for
+        failover plans; built when asked)."""
+        nodes = self.computed_nodes
+        idx = np.array([self.topology.index[n] for n in nodes], dtype=np.intp)
+        cost = self.computed[np.ix_(idx, idx)]
+        graph = nx.DiGraph()
+        graph.add_nodes_from(nodes)
+        for i, j in zip(*np.nonzero(np.isfinite(cost)), strict=True):
+            graph.add_edge(nodes[i], nodes[j], cost=float(cost[i, j]))
+        return graph
 
     def push_staged(self, now: float) -> bool:
         """Push each relay whose staged rows changed; True if any did."""
         pushes = self.distribution.push_staged(self.tables, self.links_up, self.unreachable,
-                                               now)
+                                               now, self.changed)
+        self.changed = set()
         for push in pushes:
             self.sessions[push.region].send(push)
         return bool(pushes)
@@ -525,7 +803,15 @@ class Controller:
             self.converged_since = now
         return ok
 
+    @property
+    def partial_mesh(self) -> bool:
+        """Whether relays measure only their nearest regions continuously (and the rest
+        by sample): then a relay has measured its links once its nearest are."""
+        return len(self.sessions) > self.settings.partial_mesh_above
+
     def all_measured(self) -> bool:
+        if self.partial_mesh:
+            return all(self.topology.measured(r, self.near.get(r, ())) for r in self.sessions)
         return all(self.topology.measured(r) for r in self.sessions)
 
     # -- operator requests -----------------------------------------------------------------
@@ -564,6 +850,7 @@ class Controller:
             if (session := self.sessions.get(region)) is not None:
                 session.send(self.config_for(region))
             self.recompute(now, unix)
+            self.wake()
 
     def chaos(self, region: str, chaos: Chaos, unix: float, actor: str = "insecure") -> None:
         """Hand a relay a fault to inject (drills); `actor` (who asked) goes to the audit log
@@ -648,7 +935,15 @@ class Controller:
 
     def status(self, now: float) -> Status:
         up, measured, expected = self.topology.counts()
+        if self.partial_mesh:
+            expected = sum(len(set(self.near.get(r, ())) & self.sessions.keys())
+                           for r in self.sessions)
         converged = self.converged(now)
+        delays = sorted(self.report_delays)
+
+        def delay(q: float) -> float:
+            return round(delays[min(len(delays) - 1, int(q * len(delays)))] * 1000, 3) \
+                if delays else 0.0
         return Status(
             relays=len(self.sessions),
             regions=len(self.catalogue),
@@ -663,6 +958,15 @@ class Controller:
             rejected_samples=self.topology.rejected_samples,
             rejected_tables=self.rejected_tables,
             refused=dict(self.refused),
+            reports=self.reports,
+            samples=self.samples_taken,
+            reports_coalesced=self.reports_coalesced,
+            report_delay_p50_ms=delay(0.5),
+            report_delay_p99_ms=delay(0.99),
+            report_delay_max_ms=delay(1.0),
+            recomputes=self.recomputes,
+            recompute_ms=round(self.recompute_ms, 3),
+            partial_mesh=self.partial_mesh,
         )
 
     def links(self, now: float) -> list[LinkView]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from controller import ordering
@@ -112,13 +112,19 @@ class Distribution:
             del self.relays[relay.region]
 
     def stage(self, tables: Mapping[str, list[Route]], links_up: Callable[[str, str], bool],
-              gone: frozenset[str], now: float) -> dict[str, list[Route]]:
+              gone: frozenset[str], now: float,
+              regions: Collection[str] | None = None) -> dict[str, list[Route]]:
         """Each relay's rows to push now: the target tables, less the changed rows whose new
-        next hop is not ready (controller/ordering.py), unless they waited order_hold_s."""
+        next hop is not ready (controller/ordering.py), unless they waited order_hold_s.
+        Only the relays in `regions` (None: all) are staged, and those that hold rows back
+        or have been pushed nothing on this session: the others' tables did not change."""
         installed = {region: r.installed for region, r in self.relays.items()}
         staged = {}
         self.awaited = set()
         for region, relay in self.relays.items():
+            if regions is not None and region not in regions and not relay.held \
+                    and relay.pushed is not None:
+                continue
             target = tables.get(region, [])
             rows, held = ordering.stage(region, target, installed, links_up, gone, relay.sent)
             if held and relay.held_since is None:
@@ -139,11 +145,13 @@ class Distribution:
 
     def push_staged(self, tables: Mapping[str, list[Route]],
                     links_up: Callable[[str, str], bool], gone: frozenset[str],
-                    now: float) -> list[Push]:
-        """The pushes for every relay whose staged rows changed, all at one new version."""
-        staged = self.stage(tables, links_up, gone, now)
+                    now: float, regions: Collection[str] | None = None) -> list[Push]:
+        """The pushes for every relay whose staged rows changed, all at one new version
+        (of `regions` only, and those `stage` always looks at, when given)."""
+        staged = self.stage(tables, links_up, gone, now, regions)
         # a new version when some relay's paths change; costs alone drift with every sample
-        changed = [r for r in self.relays.values() if r.pushed != paths_of(staged[r.region])]
+        changed = [r for r in self.relays.values()
+                   if r.region in staged and r.pushed != paths_of(staged[r.region])]
         if not changed:
             return []
         self.version += 1

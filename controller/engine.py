@@ -129,6 +129,17 @@ class RouteSet:
         return [r for z in self.zones.values() if region in z.index for r in z.rows(region)]
 
 
+def changed_destinations(old: ZoneRoutes | None, new: ZoneRoutes) -> np.ndarray | None:
+    """The destinations (column indices of `new`) whose next hops or backups differ from
+    `old`'s anywhere: every row towards another destination has the same path and backup in
+    both. None when the zone's regions differ (everything may have changed)."""
+    if old is None or old.nodes != new.nodes:
+        return None
+    diff = (old.next_hop != new.next_hop) | (old.backup != new.backup) \
+        | (old.backup_kind != new.backup_kind)
+    return np.flatnonzero(diff.any(axis=0))
+
+
 # -- computation ---------------------------------------------------------------------------
 
 
@@ -140,7 +151,16 @@ def compute(graph: nx.DiGraph, policy: Policy, previous: RouteSet | None = None,
     AVOID_MS more, which changes no route from or to them, only routes through them."""
     nodes = sorted(graph.nodes)
     index = {n: i for i, n in enumerate(nodes)}
-    full = cost_matrix(graph, index)
+    return compute_costs(nodes, cost_matrix(graph, index), policy, previous, hysteresis,
+                         avoid)
+
+
+def compute_costs(nodes: list[str], full: np.ndarray, policy: Policy,
+                  previous: RouteSet | None = None, hysteresis: Hysteresis = NO_HYSTERESIS,
+                  avoid: frozenset[str] | set[str] = frozenset()) -> RouteSet:
+    """`compute` on the link costs as a matrix over `nodes` (sorted; inf where there is no
+    link, and on the diagonal): what the controller holds its links in."""
+    index = {n: i for i, n in enumerate(nodes)}
     penalty = None
     if any(n in avoid for n in nodes):
         penalty = np.array([AVOID_MS if n in avoid else 0.0 for n in nodes])

@@ -25,6 +25,36 @@ log = logging.getLogger("skymesh.controller")
 _ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
 
 
+# link reports are taken in by batch this often: reports of one relay that arrive within it
+# are merged (the newest value of each link wins), so a controller that falls behind takes in
+# one report per relay, not a queue of them
+REPORT_BATCH_S = 0.05
+
+
+class PendingReport:
+    """A relay's reports not taken in yet, merged."""
+
+    def __init__(self, report: relay_pb2.LinkReport) -> None:
+        # as sent while alone (its bad samples are each counted), by peer once merged
+        self.links: list | dict = list(report.links)
+        self.counters = dict(report.counters)
+        self.full = report.full
+        self.sent = report.sent_unix_s  # the oldest's: how late the backlog is
+        self.merged = 0
+
+    def add(self, report: relay_pb2.LinkReport) -> None:
+        if report.full:  # every link the relay measures: those it left out are not
+            self.links = {}
+            self.full = True
+        elif isinstance(self.links, list):
+            self.links = {s.dst: s for s in self.links}
+        self.links.update((s.dst, s) for s in report.links)
+        self.counters = dict(report.counters)
+        if report.sent_unix_s and (not self.sent or report.sent_unix_s < self.sent):
+            self.sent = report.sent_unix_s
+        self.merged += 1
+
+
 class RelayControlService(relay_pb2_grpc.RelayControlServicer):
     """`mesh`: the mesh whose relay certificates are accepted; None only for a controller run
     with --insecure, where any peer may say it is any relay."""
@@ -32,6 +62,32 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
     def __init__(self, controller: Controller, mesh: str | None) -> None:
         self.controller = controller
         self.mesh = mesh
+        self.pending: dict[Session, PendingReport] = {}
+        self.flush_at: asyncio.TimerHandle | None = None
+
+    def take_reports(self) -> None:
+        """Take every relay's pending reports in, as one batch."""
+        self.flush_at = None
+        pending, self.pending = self.pending, {}
+        for session, p in pending.items():
+            self.take(session, p)
+
+    def take(self, session: Session, p: PendingReport) -> None:
+        links = p.links.values() if isinstance(p.links, dict) else p.links
+        self.controller.on_report(session, translate.samples_of(links), p.counters,
+                                  time.monotonic(), full=p.full, sent_unix_s=p.sent,
+                                  unix=time.time(), coalesced=p.merged)
+
+    def queue_report(self, session: Session, report: relay_pb2.LinkReport) -> None:
+        if not self.controller.admit(session, time.monotonic()):
+            return
+        if (p := self.pending.get(session)) is None:
+            self.pending[session] = PendingReport(report)
+        else:
+            p.add(report)
+        if self.flush_at is None:
+            self.flush_at = asyncio.get_running_loop().call_later(REPORT_BATCH_S,
+                                                                  self.take_reports)
 
     async def Session(
         self,
@@ -70,10 +126,16 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
         ctl = self.controller
         try:
             async for msg in requests:
-                dispatch(ctl, session, msg, time.monotonic(), time.time())
+                if msg.WhichOneof("msg") == "report":
+                    self.queue_report(session, msg.report)
+                else:
+                    dispatch(ctl, session, msg, time.monotonic(), time.time())
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
+            # what the relay sent before it left is taken in, not dropped with the session
+            if (p := self.pending.pop(session, None)) is not None:
+                self.take(session, p)
             queue.put_nowait(None)
 
 
@@ -85,7 +147,8 @@ def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now
         return
     kind = msg.WhichOneof("msg")
     if kind == "report":
-        ctl.on_report(session, translate.samples(msg.report), msg.report.counters, now)
+        ctl.on_report(session, translate.samples(msg.report), msg.report.counters, now,
+                      full=msg.report.full, sent_unix_s=msg.report.sent_unix_s, unix=unix)
     elif kind == "ack":
         ctl.on_ack(session, msg.ack.version, msg.ack.accepted, msg.ack.reason)
     elif kind == "channels":

@@ -50,13 +50,34 @@ class RecomputeLoop:
     async def run(self) -> None:
         while True:
             try:
-                self.core.tick(time.monotonic(), time.time())
+                await self.round()
             except Exception:  # the loop must survive any one bad round
                 log.exception("route computation failed")
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(),
                                        self.core.settings.recompute_interval_s)
+
+
+    async def round(self) -> None:
+        """One round of the core's (`Controller.tick`), with the route computation on a
+        worker thread: the event loop keeps serving relays' reports and ACKs and admin reads
+        while hundreds of regions' routes are computed (numpy and scipy release the GIL for
+        most of it)."""
+        core = self.core
+        core.pre_tick(time.monotonic(), time.time())
+        job = core.begin_recompute(time.monotonic(), time.time())
+        if job is not None:
+            start = time.perf_counter()
+            try:
+                done = await asyncio.to_thread(job)
+            except BaseException:
+                core.computing = False
+                core.dirty = True  # try again next round
+                raise
+            core.finish_recompute(done, time.monotonic(), time.time(),
+                                  time.perf_counter() - start)
+        core.converged(time.monotonic())
 
 
 async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,

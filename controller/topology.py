@@ -8,6 +8,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from controller.damping import FlapDamper
 from controller.routing import Link, loss_bound
 from skymesh.linkstate import DEGRADED, DOWN, STATES, UNKNOWN, UP
@@ -47,88 +49,203 @@ class LinkRecord:
         return loss_bound(self.loss, self.window)
 
 
+STATE_CODES = {UNKNOWN: 1, UP: 2, DEGRADED: 3, DOWN: 4}  # 0: no record
+CODE_STATES = {code: state for state, code in STATE_CODES.items()}
+_UP, _DEGRADED, _DOWN = STATE_CODES[UP], STATE_CODES[DEGRADED], STATE_CODES[DOWN]
+
+
 class Topology:
+    """Links live in arrays over the catalogue's regions (sorted), one cell per directed
+    pair, so that what the controller asks of hundreds of relays' links (which are usable,
+    their costs, which moved, which went stale) is a few vectorised operations rather than a
+    walk over records; `links` gives the records for the few who read them one by one."""
+
     def __init__(self, regions: Iterable[str], stale_after_s: float = 5.0,
                  settle_samples: int = 8) -> None:
         self.regions = frozenset(regions)
+        self.names = sorted(self.regions)
+        self.index = {name: i for i, name in enumerate(self.names)}
         self.stale_after_s = stale_after_s
         self.settle_samples = settle_samples
         self.damper = FlapDamper()
         self.relays: dict[str, Relay] = {}
-        self.links: dict[tuple[str, str], LinkRecord] = {}
         self.rejected_samples = 0
+        n = len(self.names)
+        self.rtt = np.zeros((n, n))
+        self.min_rtt = np.zeros((n, n))
+        self.jitter = np.zeros((n, n))
+        self.loss = np.zeros((n, n))
+        self.bound = np.zeros((n, n))  # the loss routing pays for (loss_bound)
+        self.samples = np.zeros((n, n), dtype=np.int64)
+        self.lost = np.zeros((n, n), dtype=np.int64)
+        self.window = np.zeros((n, n), dtype=np.int64)
+        self.state = np.zeros((n, n), dtype=np.int8)  # STATE_CODES; 0: no record
+        self.received = np.zeros((n, n))  # when the record was last reported
+        # per source: how long its links stay without being reported (a relay reporting by
+        # change reports an unchanged link only in its periodic full reports)
+        self.stale_for = np.full(n, stale_after_s)
+        # links written, removed or expired since the owner last took them (`take_touched`)
+        self.touched: set[tuple[int, int]] = set()
 
-    def add_relay(self, relay: Relay) -> None:
+    def add_relay(self, relay: Relay, stale_for_s: float | None = None) -> None:
         self.remove_relay(relay.region)
         self.relays[relay.region] = relay
+        if relay.region in self.index:
+            self.stale_for[self.index[relay.region]] = (
+                self.stale_after_s if stale_for_s is None else stale_for_s)
 
     def remove_relay(self, region: str) -> None:
         self.relays.pop(region, None)
         self.damper.forget(region)
-        for key in [k for k in self.links if region in k]:
-            del self.links[key]
+        i = self.index.get(region)
+        if i is not None:
+            for j in np.flatnonzero(self.state[i]):
+                self.touched.add((i, int(j)))
+            for j in np.flatnonzero(self.state[:, i]):
+                self.touched.add((int(j), i))
+            self.state[i, :] = 0
+            self.state[:, i] = 0
 
-    def report(self, src: str, samples: Iterable[Mapping], now: float) -> list[str]:
-        """Take a relay's link samples; returns the problems of those rejected."""
+    def report(self, src: str, samples: Iterable[Mapping], now: float,
+               full: bool = False) -> list[str]:
+        """Take a relay's link samples; returns the problems of those rejected. A `full`
+        report holds every link the relay measures: its links left out are let go."""
         problems = []
         if src not in self.relays:
             return problems  # a late report from a relay that has left
+        i = self.index[src]
+        seen = []
         for s in samples:
             problem = check_sample(src, s, self.regions)
             if problem:
                 problems.append(problem)
                 self.rejected_samples += 1
                 continue
-            if s["dst"] not in self.relays:
+            dst = s["dst"]
+            if dst not in self.relays:
                 continue  # a peer that left since the relay probed it
-            if s["state"] != UNKNOWN:  # a link not yet measured has not flapped by coming up
-                self.damper.observe((src, s["dst"]), s["state"] in (UP, DEGRADED), now)
-            self.links[(src, s["dst"])] = LinkRecord(
-                src, s["dst"], float(s["rtt_ms"]), float(s.get("min_rtt_ms") or 0.0),
-                float(s["jitter_ms"]), float(s["loss"]),
-                int(s["samples"]), int(s["lost"]), s["state"], now, int(s.get("window", 0)))
+            state = s["state"]
+            if state != UNKNOWN:  # a link not yet measured has not flapped by coming up
+                self.damper.observe((src, dst), state in (UP, DEGRADED), now)
+            j = self.index[dst]
+            seen.append(j)
+            loss, window = float(s["loss"]), int(s.get("window", 0))
+            self.rtt[i, j] = float(s["rtt_ms"])
+            self.min_rtt[i, j] = float(s.get("min_rtt_ms") or 0.0)
+            self.jitter[i, j] = float(s["jitter_ms"])
+            self.loss[i, j] = loss
+            self.bound[i, j] = loss_bound(loss, window) if loss > 0 else 0.0
+            self.samples[i, j] = int(s["samples"])
+            self.lost[i, j] = int(s["lost"])
+            self.window[i, j] = window
+            self.state[i, j] = STATE_CODES[state]
+            self.received[i, j] = now
+            self.touched.add((i, j))
+        if full:
+            kept = np.zeros(len(self.names), dtype=bool)
+            kept[seen] = True
+            for j in np.flatnonzero((self.state[i] > 0) & ~kept):
+                self.state[i, j] = 0
+                self.touched.add((i, int(j)))
         return problems
+
+    def take_touched(self) -> set[tuple[int, int]]:
+        touched, self.touched = self.touched, set()
+        return touched
 
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop links with no report for a while."""
-        stale = [k for k, r in self.links.items() if now - r.received_at > self.stale_after_s]
-        for key in stale:
-            del self.links[key]
-        return stale
+        with np.errstate(invalid="ignore"):
+            stale = (self.state > 0) & (now - self.received > self.stale_for[:, None])
+        rows, cols = np.nonzero(stale)
+        self.state[rows, cols] = 0
+        keys = []
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+            self.touched.add((i, j))
+            keys.append((self.names[i], self.names[j]))
+        return keys
+
+    def record(self, i: int, j: int) -> LinkRecord | None:
+        code = int(self.state[i, j])
+        if not code:
+            return None
+        return LinkRecord(self.names[i], self.names[j], float(self.rtt[i, j]),
+                          float(self.min_rtt[i, j]), float(self.jitter[i, j]),
+                          float(self.loss[i, j]), int(self.samples[i, j]),
+                          int(self.lost[i, j]), CODE_STATES[code], float(self.received[i, j]),
+                          int(self.window[i, j]))
+
+    @property
+    def links(self) -> dict[tuple[str, str], LinkRecord]:
+        """Every link's record, by (src, dst): for views and tests, not for the hot path."""
+        out = {}
+        for i, j in zip(*np.nonzero(self.state), strict=True):
+            rec = self.record(int(i), int(j))
+            assert rec is not None
+            out[(rec.src, rec.dst)] = rec
+        return out
+
+    def latency(self) -> np.ndarray:
+        """The RTT routing uses, per link: the recent minimum where the relay reports one."""
+        return np.where(self.min_rtt > 0, self.min_rtt, self.rtt)
+
+    def usable(self, now: float) -> np.ndarray:
+        """Links up or degraded, less those whose flapping is being damped."""
+        mask = (self.state == _UP) | (self.state == _DEGRADED)
+        for (src, dst), entry in self.damper.entries.items():
+            if entry.suppressed and self.damper.suppressed((src, dst), now):
+                mask[self.index[src], self.index[dst]] = False
+        return mask
 
     def usable_links(self, now: float) -> list[Link]:
         """Links up or degraded, less those whose flapping is being damped."""
-        return [Link(r.src, r.dst, r.latency_ms, r.routing_loss) for r in self.links.values()
-                if r.state in (UP, DEGRADED) and not self.damper.suppressed((r.src, r.dst), now)]
+        latency = self.latency()
+        return [Link(self.names[i], self.names[j], float(latency[i, j]),
+                     float(self.bound[i, j]))
+                for i, j in zip(*np.nonzero(self.usable(now)), strict=True)]
 
     def unreachable(self, quorum: int = 2) -> frozenset[str]:
         """Regions that at least `quorum` other relays report their link to as down: the
         region is more likely gone than any one of those links (a single cut link is
         reported by its two ends only, each about the other)."""
-        reporters: dict[str, set[str]] = {}
-        for (src, dst), rec in self.links.items():
-            if rec.state == DOWN:
-                reporters.setdefault(dst, set()).add(src)
-        return frozenset(r for r, srcs in reporters.items() if len(srcs) >= quorum)
+        counts = (self.state == _DOWN).sum(axis=0)
+        return frozenset(self.names[j] for j in np.flatnonzero(counts >= quorum))
 
     def suppressed_links(self, now: float) -> list[tuple[str, str]]:
-        return [k for k in self.links if self.damper.suppressed(k, now)]
+        return [k for k, e in self.damper.entries.items()
+                if e.suppressed and self.damper.suppressed(k, now)]
 
     def settled(self, rec: LinkRecord | None) -> bool:
         """Down, or up with enough replies that early outliers no longer count."""
         return rec is not None and (rec.state == DOWN or (
             rec.state != UNKNOWN and rec.samples >= self.settle_samples))
 
-    def measured(self, region: str) -> bool:
-        """Whether the relay has measured its link to every other connected relay."""
-        return all(self.settled(self.links.get((region, peer)))
-                   for peer in self.relays if peer != region)
+    def settled_mask(self) -> np.ndarray:
+        return (self.state == _DOWN) | (((self.state == _UP) | (self.state == _DEGRADED))
+                                        & (self.samples >= self.settle_samples))
+
+    def connected_mask(self) -> np.ndarray:
+        mask = np.zeros(len(self.names), dtype=bool)
+        mask[[self.index[r] for r in self.relays if r in self.index]] = True
+        return mask
+
+    def measured(self, region: str, peers: Iterable[str] | None = None) -> bool:
+        """Whether the relay has measured its link to every other connected relay (or to
+        each of `peers` that is connected)."""
+        i = self.index[region]
+        if peers is None:
+            want = self.connected_mask()
+        else:
+            want = np.zeros(len(self.names), dtype=bool)
+            want[[self.index[p] for p in peers if p in self.relays]] = True
+        want[i] = False
+        return bool(self.settled_mask()[i][want].all())
 
     def counts(self) -> tuple[int, int, int]:
         """(links up or degraded, links measured, links expected)."""
         n = len(self.relays)
-        up = sum(r.state in (UP, DEGRADED) for r in self.links.values())
-        measured = sum(self.settled(r) for r in self.links.values())
+        up = int(((self.state == _UP) | (self.state == _DEGRADED)).sum())
+        measured = int(self.settled_mask().sum())
         return up, measured, n * (n - 1)
 
 

@@ -3,6 +3,8 @@ apart so that the core never sees protobuf and the gRPC services only call these
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from controller.core import (
     Chaos,
     Event,
@@ -23,11 +25,16 @@ from skymesh.v1 import admin_pb2, relay_pb2
 
 def hello(msg: relay_pb2.Hello) -> Hello:
     return Hello(region=msg.region, node_id=msg.node_id, probe_addr=msg.probe_addr,
-                 route_version=msg.route_version, edge_addr=msg.edge_addr)
+                 route_version=msg.route_version, edge_addr=msg.edge_addr,
+                 protocol=msg.protocol)
 
 
 def samples(report: relay_pb2.LinkReport) -> list[dict]:
     """Link samples as controller/topology.py checks them (the state by name)."""
+    return samples_of(report.links)
+
+
+def samples_of(links: Iterable[relay_pb2.LinkSample]) -> list[dict]:
     return [
         {
             "dst": s.dst,
@@ -40,7 +47,7 @@ def samples(report: relay_pb2.LinkReport) -> list[dict]:
             "lost": s.lost,
             "state": FROM_WIRE.get(s.state, "?"),
         }
-        for s in report.links
+        for s in links
     ]
 
 
@@ -77,13 +84,22 @@ def controller_message(msg: Message) -> relay_pb2.ControllerMessage:
             zone=msg.zone, channel=msg.channel, regions=msg.regions))
     if isinstance(msg, Peers):
         return relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
-            peers=[relay_pb2.Peer(region=region, probe_addr=addr) for region, addr in msg.peers],
+            peers=[relay_pb2.Peer(region=region, probe_addr=addr, near=region in msg.near)
+                   for region, addr in msg.peers],
             probe_interval_s=msg.probe_interval_s,
             report_interval_s=msg.report_interval_s,
             neighbour_probe_interval_s=msg.neighbour_probe_interval_s,
             down_after=msg.down_after,
             degraded_loss=msg.degraded_loss,
             degraded_jitter_ms=msg.degraded_jitter_ms,
+            incremental=msg.incremental,
+            removed=msg.removed,
+            full_report_interval_s=msg.full_report_interval_s,
+            report_rtt_fraction=msg.report_rtt_fraction,
+            report_rtt_ms=msg.report_rtt_ms,
+            report_loss=msg.report_loss,
+            partial_mesh_above=msg.partial_mesh_above,
+            sample_every_s=msg.sample_every_s,
         ))
     if isinstance(msg, RelayConfig):
         return relay_pb2.ControllerMessage(config=relay_pb2.RelayConfig(

@@ -110,7 +110,12 @@ def status(address: str) -> dict:
             "links_up": r.links_up, "links_measured": r.links_measured,
             "links_expected": r.links_expected, "rejected_samples": r.rejected_samples,
             "rejected_tables": r.rejected_tables, "refused": dict(sorted(r.refused.items())),
-            "uptime_s": round(r.uptime_s, 1)}
+            "uptime_s": round(r.uptime_s, 1), "partial_mesh": r.partial_mesh,
+            "reports": r.reports, "samples": r.samples,
+            "reports_coalesced": r.reports_coalesced,
+            "report_delay_ms": {"p50": r.report_delay_p50_ms, "p99": r.report_delay_p99_ms,
+                                "max": r.report_delay_max_ms},
+            "recomputes": r.recomputes, "recompute_ms": r.recompute_ms}
 
 
 def regions(address: str) -> list[dict]:

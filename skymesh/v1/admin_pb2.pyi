@@ -12,7 +12,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused")
+    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused", "reports", "samples", "reports_coalesced", "report_delay_p50_ms", "report_delay_p99_ms", "report_delay_max_ms", "recomputes", "recompute_ms", "partial_mesh")
     class RefusedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,15 @@ class StatusReply(_message.Message):
     REJECTED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     REJECTED_TABLES_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_COALESCED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_DELAY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_DELAY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_DELAY_MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTES_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_MESH_FIELD_NUMBER: _ClassVar[int]
     relays: int
     regions: int
     route_version: int
@@ -46,7 +55,16 @@ class StatusReply(_message.Message):
     rejected_samples: int
     rejected_tables: int
     refused: _containers.ScalarMap[str, int]
-    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    reports: int
+    samples: int
+    reports_coalesced: int
+    report_delay_p50_ms: float
+    report_delay_p99_ms: float
+    report_delay_max_ms: float
+    recomputes: int
+    recompute_ms: float
+    partial_mesh: bool
+    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ..., reports: _Optional[int] = ..., samples: _Optional[int] = ..., reports_coalesced: _Optional[int] = ..., report_delay_p50_ms: _Optional[float] = ..., report_delay_p99_ms: _Optional[float] = ..., report_delay_max_ms: _Optional[float] = ..., recomputes: _Optional[int] = ..., recompute_ms: _Optional[float] = ..., partial_mesh: _Optional[bool] = ...) -> None: ...
 
 class RegionsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,239 @@
+"""The controller's work in proportion to change (issue 14): link state in arrays agrees with
+the records and the graph built from them; the changed-rows diff agrees with a full
+recompute; nothing is recomputed or pushed while no link moves beyond the dead band; peers
+hear of connects and disconnects as changes (protocol 2); report delays and coalescing
+show in the status."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller import engine, routing
+from controller.core import Hello, Peers, Settings, changed_rows, same_within
+from controller.distribution import Push, paths_of
+from controller.routing import CostModel, Hysteresis
+from controller.topology import Topology
+from skymesh.linkstate import DEGRADED, DOWN, PROTOCOL_BY_CHANGE, UNKNOWN, UP
+from skymesh.policy import Policy, Zone
+from test_controller import REGIONS, Rig, report, tables
+
+NAMES = [f"r{i:02d}" for i in range(12)]
+
+
+def sample(dst: str, rtt: float, state: str = UP, loss: float = 0.0, window: int = 50,
+           samples: int = 10) -> dict:
+    return {"dst": dst, "rtt_ms": rtt, "min_rtt_ms": rtt, "jitter_ms": 0.0, "loss": loss,
+            "window": window, "samples": samples, "lost": 0, "state": state}
+
+
+links = st.dictionaries(
+    st.tuples(st.sampled_from(NAMES[:8]), st.sampled_from(NAMES[:8])).filter(
+        lambda k: k[0] != k[1]),
+    st.tuples(st.floats(1.0, 300.0), st.sampled_from([UP, UP, UP, DEGRADED, DOWN, UNKNOWN]),
+              st.sampled_from([0.0, 0.02, 0.1])),
+    max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(links)
+def test_array_link_costs_agree_with_the_graph_of_the_records(found):
+    from controller.core import Controller
+    from skymesh.catalogue import Region
+
+    catalogue = {n: Region(id=n, name=n, country="DE", lat=0.0, lon=0.0) for n in NAMES[:8]}
+    ctl = Controller(catalogue, Policy({"global": Zone("global", frozenset(catalogue))}),
+                     now=0.0)
+    for n in NAMES[:8]:
+        ctl.connect(Hello(n, n, "127.0.0.1:1"), lambda m: None, 0.0, 0.0)
+    for (src, dst), (rtt, state, loss) in found.items():
+        ctl.on_report(ctl.sessions[src], [sample(dst, rtt, state, loss)], {}, 1.0)
+    graph = routing.build_graph(ctl.sessions, ctl.topology.usable_links(1.0), CostModel())
+    costs = ctl.link_costs(1.0)
+    index = ctl.topology.index
+    for src in NAMES[:8]:
+        for dst in NAMES[:8]:
+            c = costs[index[src], index[dst]]
+            if graph.has_edge(src, dst):
+                assert c == pytest.approx(graph.edges[src, dst]["cost"])
+            else:
+                assert not np.isfinite(c)
+
+
+def _graph(n: int, costs: dict) -> object:
+    nodes = NAMES[:n]
+    return routing.build_graph(nodes, [routing.Link(a, b, 2 * (c - 0.5))
+                                       for (a, b), c in costs.items()
+                                       if a in nodes and b in nodes])
+
+
+pair_costs = st.dictionaries(
+    st.tuples(st.sampled_from(NAMES[:7]), st.sampled_from(NAMES[:7])).filter(
+        lambda k: k[0] != k[1]),
+    st.floats(1.0, 200.0), min_size=4, max_size=42)
+
+
+@settings(max_examples=120, deadline=None)
+@given(pair_costs, pair_costs, st.integers(4, 7), st.integers(4, 7), st.booleans())
+def test_changed_rows_agree_with_a_full_recompute(before, after, n1, n2, hysteresis):
+    """Patching the previous tables with the changed rows gives every relay the paths and
+    backups (in the order) that building its table afresh gives."""
+    policy = Policy({"global": Zone("global", frozenset(NAMES[:7])),
+                     "half": Zone("half", frozenset(NAMES[:4]))})
+    old = engine.compute(_graph(n1, before), policy)
+    h = Hysteresis() if hysteresis else engine.NO_HYSTERESIS
+    new = engine.compute(_graph(n2, {**before, **after}), policy, old, h)
+    regions = NAMES[:n2]
+    rows = {r: {(x.zone, x.dst): x for x in old.table(r)} for r in NAMES[:n1]}
+    patches = changed_rows(old, new, rows, regions)
+    for region in regions:
+        got = patches.get(region, rows.get(region))
+        assert got is not None, f"{region} has no rows"
+        assert paths_of(list(got.values())) == paths_of(new.table(region))
+
+
+def test_same_within_is_the_graphs_dead_band():
+    a = np.array([[np.inf, 10.0], [20.0, np.inf]])
+    assert same_within(a, a.copy(), 0.02, 1.0)
+    assert same_within(a + 0.9, a, 0.02, 1.0)  # under 1 ms
+    assert not same_within(a * 1.5, a, 0.02, 1.0)
+    b = a.copy()
+    b[0, 1] = np.inf
+    assert not same_within(a, b, 0.02, 1.0)  # a link came
+
+
+def converged_rig(**settings_kw) -> Rig:
+    r = Rig(Settings(**settings_kw))
+    for region in REGIONS:
+        r.connect(region)
+    for region in REGIONS:
+        report(r, region)
+    r.recompute()
+    for region, push in tables(r).items():
+        r.c.on_ack(r.c.sessions[region], push.version, True)
+    r.recompute()
+    tables(r)
+    return r
+
+
+def test_nothing_is_recomputed_or_pushed_while_no_link_moves_beyond_the_dead_band():
+    r = converged_rig()
+    done = r.c.recomputes
+    for _ in range(5):
+        r.advance(1.0)
+        for region in REGIONS:
+            report(r, region)  # the same values again
+        assert not r.c.dirty
+        assert not r.recompute()
+    assert r.c.recomputes == done and tables(r) == {}
+
+
+def test_a_link_moving_beyond_the_dead_band_recomputes_and_pushes_only_the_changed():
+    r = converged_rig()
+    done = r.c.recomputes
+    before = {region: paths_of(r.c.routes.table(region)) for region in REGIONS}
+    # a-x triples: a goes to b (60) directly now; d's rows stay as they were
+    links = [sample("x", 60.0), sample("b", 60.0), sample("d", 200.0)]
+    r.c.on_report(r.c.sessions["a"], links, {}, r.now)
+    assert r.c.dirty
+    assert r.recompute()
+    assert r.c.recomputes == done + 1
+    pushed = tables(r)
+    moved = {region for region in REGIONS
+             if paths_of(r.c.routes.table(region)) != before[region]}
+    assert set(pushed) == moved and "a" in moved and "d" not in moved
+    rows = {row.dst: row.path for row in pushed["a"].rows}
+    assert rows["b"] == ("a", "b")
+
+
+def test_a_relay_of_protocol_2_hears_of_peers_by_change():
+    r = Rig()
+    boxes = {}
+    for region in REGIONS:
+        box = boxes[region] = r.outbox[region] = []
+        r.c.connect(Hello(region, region, f"127.0.0.1:{len(boxes)}",
+                          protocol=PROTOCOL_BY_CHANGE), box.append, r.now, r.unix)
+    first = [m for m in boxes["a"] if isinstance(m, Peers)]
+    assert not first[0].incremental and first[0].peers == ()  # alone at first: everything
+    later = first[1:]
+    assert all(m.incremental for m in later)
+    assert [m.peers for m in later] == [(("b", "127.0.0.1:2"),), (("d", "127.0.0.1:3"),),
+                                        (("x", "127.0.0.1:4"),)]
+    assert all(m.full_report_interval_s > 0 for m in first)
+    last = [m for m in boxes["x"] if isinstance(m, Peers)]
+    assert len(last) == 1 and not last[0].incremental
+    assert [p for p, _ in last[0].peers] == ["a", "b", "d"]
+    assert last[0].near == frozenset({"a", "b", "d"})  # a mesh of four: all are near
+    for box in boxes.values():
+        box.clear()
+    r.c.disconnect(r.c.sessions["d"], r.now, r.unix)
+    gone = [m for m in boxes["a"] if isinstance(m, Peers)]
+    assert len(gone) == 1 and gone[0].incremental and gone[0].removed == ("d",)
+    assert gone[0].peers == ()
+
+
+def test_a_relay_of_protocol_1_gets_whole_lists():
+    r = Rig()
+    for region in REGIONS:
+        r.connect(region)
+    peers = [m for m in r.take("a") if isinstance(m, Peers)]
+    assert all(not m.incremental and not m.near and m.full_report_interval_s == 0
+               for m in peers)
+    assert [p for p, _ in peers[-1].peers] == ["b", "d", "x"]
+
+
+def test_a_full_report_lets_go_of_the_links_it_leaves_out():
+    t = Topology(["a", "b", "c"])
+    from controller.topology import Relay
+    for n in "abc":
+        t.add_relay(Relay(n, n, "h:1", 0.0))
+    t.report("a", [sample("b", 10.0), sample("c", 20.0)], 0.0)
+    t.report("a", [sample("b", 11.0)], 1.0)  # by change: c is as it was
+    assert set(t.links) == {("a", "b"), ("a", "c")}
+    t.report("a", [sample("b", 11.0)], 2.0, full=True)
+    assert set(t.links) == {("a", "b")}
+
+
+def test_links_of_a_relay_reporting_by_change_stay_until_its_full_reports_lapse():
+    s = Settings()
+    r = Rig(s)
+    for region in REGIONS:
+        r.outbox[region] = []
+        r.c.connect(Hello(region, region, "127.0.0.1:1", protocol=PROTOCOL_BY_CHANGE),
+                    r.outbox[region].append, r.now, r.unix)
+    report(r, "a")
+    r.advance(s.stale_after_s + s.full_report_interval_s)
+    r.recompute()
+    assert ("a", "b") in r.c.topology.links  # an unchanged link is not reported each second
+    r.advance(s.full_report_interval_s + 0.1)
+    r.recompute()
+    assert ("a", "b") not in r.c.topology.links
+
+
+def test_report_delays_and_coalescing_show_in_the_status():
+    r = converged_rig()
+    session = r.c.sessions["a"]
+    for delay in (0.010, 0.020, 0.030, 2.0):
+        r.c.on_report(session, [], {}, r.now, full=False, sent_unix_s=r.unix - delay,
+                      unix=r.unix, coalesced=1)
+    st_ = r.c.status(r.now)
+    assert st_.reports_coalesced == 4
+    assert st_.report_delay_max_ms == pytest.approx(2000.0)
+    assert 10.0 <= st_.report_delay_p50_ms <= 30.0
+    assert st_.reports >= 4
+
+
+def test_a_push_goes_to_a_relay_that_connects_while_nothing_changes():
+    r = converged_rig()
+    r.c.disconnect(r.c.sessions["d"], r.now, r.unix)
+    r.recompute()
+    tables(r)
+    r.connect("d")
+    report(r, "d")
+    for region in "abx":
+        report(r, region)
+    r.recompute()
+    pushed = tables(r)
+    assert "d" in pushed and isinstance(pushed["d"], Push)
