@@ -185,20 +185,26 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
     or backups changed only. Only the destinations whose column of next hops or backups
     differs are materialised again (a row's path follows its destination's column), so a
     round that moves a few trees costs a few rows per relay, not every row of every relay.
-    A region whose rows appear or disappear, or whose zone's regions changed, is built whole
-    (rows keep the order of a fresh `table`). Costs of rows whose path did not change are
-    left as they were computed: they drift with every sample."""
+    A region new to a zone is built whole; rows to regions that left go, rows that appear
+    go at the end (the order a relay's rows are pushed in means nothing). Costs of rows whose
+    path did not change are left as they were computed: they drift with every sample."""
     columns = {name: engine.changed_destinations(old.zones.get(name), z)
                for name, z in new.zones.items()}
     gone = [name for name in old.zones if name not in new.zones]
+    left = {(name, n) for name, z in new.zones.items() if name in old.zones
+            for n in old.zones[name].nodes if n not in z.index}
     out: dict[str, dict[tuple[str, str], Route]] = {}
     for region in regions:
         current = rows.get(region)
         whole = current is None or bool(gone) or any(
-            cols is None and (region in new.zones[name].index
-                              or region in getattr(old.zones.get(name), "index", {}))
+            cols is None and region in new.zones[name].index
+            or region in new.zones[name].index and region not in old.zones[name].index
             for name, cols in columns.items())
         patched: dict[tuple[str, str], Route] | None = None
+        if not whole and left:
+            assert current is not None
+            if any(key in current for key in left):
+                patched = {k: r for k, r in current.items() if k not in left}
         if not whole:
             assert current is not None
             for name, cols in columns.items():
@@ -209,16 +215,16 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
                     r = z.route(region, z.nodes[d])
                     key = (name, z.nodes[d])
                     was = current.get(key)
-                    if (r is None) != (was is None):
-                        whole = True
-                        break
-                    if r is not None and (r.path != was.path
-                                          or r.backup_next_hop != was.backup_next_hop):
+                    if r is None and was is None:
+                        continue
+                    if r is None or was is None or r.path != was.path \
+                            or r.backup_next_hop != was.backup_next_hop:
                         if patched is None:
                             patched = dict(current)
-                        patched[key] = r
-                if whole:
-                    break
+                        if r is None:
+                            del patched[key]
+                        else:
+                            patched[key] = r
         if whole:
             out[region] = {(r.zone, r.dst): r for r in new.table(region)}
         elif patched is not None:

@@ -131,13 +131,25 @@ class RouteSet:
 
 def changed_destinations(old: ZoneRoutes | None, new: ZoneRoutes) -> np.ndarray | None:
     """The destinations (column indices of `new`) whose next hops or backups differ from
-    `old`'s anywhere: every row towards another destination has the same path and backup in
-    both. None when the zone's regions differ (everything may have changed)."""
-    if old is None or old.nodes != new.nodes:
+    `old`'s anywhere, and those new to the zone: every row towards another destination has
+    the same path and backup in both. None without an `old`."""
+    if old is None:
         return None
-    diff = (old.next_hop != new.next_hop) | (old.backup != new.backup) \
-        | (old.backup_kind != new.backup_kind)
-    return np.flatnonzero(diff.any(axis=0))
+    if old.nodes == new.nodes:
+        hops, backup, kind = old.next_hop, old.backup, old.backup_kind
+    else:  # regions came or went: the old arrays at the new indices
+        hops = _carry(new.nodes, old, old.next_hop, -1)
+        backup = _carry(new.nodes, old, old.backup, -1)
+        kind = _carry(new.nodes, old, old.backup_kind, NO_BACKUP, hops=False)
+    diff = (hops != new.next_hop) | (backup != new.backup) | (kind != new.backup_kind)
+    changed = diff.any(axis=0)
+    changed[[i for i, n in enumerate(new.nodes) if n not in old.index]] = True
+    left = [old.index[n] for n in old.nodes if n not in new.index]
+    if left:  # a hop to a region that left reads -1 above, as "no route" does
+        via = (np.isin(old.next_hop, left) | np.isin(old.backup, left)).any(axis=0)
+        changed[[new.index[old.nodes[d]] for d in np.flatnonzero(via)
+                 if old.nodes[d] in new.index]] = True
+    return np.flatnonzero(changed)
 
 
 # -- computation ---------------------------------------------------------------------------
