@@ -194,6 +194,8 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
     left = {(name, n) for name, z in new.zones.items() if name in old.zones
             for n in old.zones[name].nodes if n not in z.index}
     out: dict[str, dict[tuple[str, str], Route]] = {}
+    built: dict[tuple[str, int], list[Route | None]] = {}  # each changed column, once
+    whole_regions = []
     for region in regions:
         current = rows.get(region)
         whole = current is None or bool(gone) or any(
@@ -211,8 +213,11 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
                 z = new.zones[name]
                 if region not in z.index or cols is None or not len(cols):
                     continue
+                u = z.index[region]
                 for d in cols:
-                    r = z.route(region, z.nodes[d])
+                    if (name, d) not in built:
+                        built[(name, d)] = z.column(d)
+                    r = built[(name, d)][u]
                     key = (name, z.nodes[d])
                     was = current.get(key)
                     if r is None and was is None:
@@ -226,9 +231,11 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
                         else:
                             patched[key] = r
         if whole:
-            out[region] = {(r.zone, r.dst): r for r in new.table(region)}
+            whole_regions.append(region)
         elif patched is not None:
             out[region] = patched
+    for region, table in new.tables(whole_regions).items():
+        out[region] = {(r.zone, r.dst): r for r in table}
     return out
 
 
@@ -582,10 +589,11 @@ class Controller:
         """Each link's cost (routing.link_cost), inf where it is not usable: every link's,
         or those at (rows, cols)."""
         t, model = self.topology, self.settings.cost
-        usable = t.usable(now)
-        latency, bound = t.latency(), t.bound
-        if rows is not None:
-            usable, latency, bound = usable[rows, cols], latency[rows, cols], bound[rows, cols]
+        if rows is None:
+            usable, latency, bound = t.usable(now), t.latency(), t.bound
+        else:
+            usable, latency, bound = t.usable(now, rows, cols), t.latency(rows, cols), \
+                t.bound[rows, cols]
         cost = latency / 2 + bound * model.loss_penalty_ms + model.hop_cost_ms
         return np.where(usable, cost, np.inf)
 

@@ -29,6 +29,8 @@ class _Entry:
 class FlapDamper:
     settings: DampingSettings = field(default_factory=DampingSettings)
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    # the links suppressed as last seen: what a caller over many links looks at
+    damped: set[tuple[str, str]] = field(default_factory=set)
 
     def _decay(self, e: _Entry, now: float) -> None:
         if now > e.at:
@@ -42,6 +44,7 @@ class FlapDamper:
             e.penalty += self.settings.penalty
             if e.penalty >= self.settings.suppress:
                 e.suppressed = True
+                self.damped.add(link)
         e.usable = usable
 
     def suppressed(self, link: tuple[str, str], now: float) -> bool:
@@ -51,8 +54,10 @@ class FlapDamper:
         self._decay(e, now)
         if e.penalty < self.settings.reuse:
             e.suppressed = False
+            self.damped.discard(link)
         return e.suppressed
 
     def forget(self, region: str) -> None:
         for link in [k for k in self.entries if region in k]:
             del self.entries[link]
+            self.damped.discard(link)

@@ -99,6 +99,43 @@ class ZoneRoutes:
         """The routes of one source, by destination."""
         return [r for dst in self.nodes if (r := self.route(src, dst)) is not None]
 
+    def column(self, d: int) -> list[Route | None]:
+        """Every region's route to destination `d` (by index; None where there is none), as
+        `route` gives them but walking d's tree of next hops once for all of them: a path
+        is the next hop's path with one region in front."""
+        n = len(self.nodes)
+        hops = self.next_hop[:, d].tolist()
+        dst = self.nodes[d]
+        paths: list[tuple[str, ...] | None] = [None] * n
+        costs = [0.0] * n
+        paths[d] = (dst,)
+        for u in range(n):
+            if paths[u] is not None or hops[u] < 0:
+                continue
+            chain = []
+            at = u
+            while paths[at] is None and hops[at] >= 0:
+                chain.append(at)
+                at = hops[at]
+            if paths[at] is None:  # the chain ends where there is no route
+                continue
+            for v in reversed(chain):
+                h = hops[v]
+                paths[v] = (self.nodes[v], *paths[h])
+                costs[v] = self.latency(v, h) + costs[h]
+        backup, kind = self.backup[:, d].tolist(), self.backup_kind[:, d].tolist()
+        out: list[Route | None] = []
+        for u in range(n):
+            path = paths[u]
+            if u == d or path is None:
+                out.append(None)
+                continue
+            b = backup[u]
+            out.append(Route(self.zone, path[0], dst, path, costs[u],
+                             self.nodes[b] if b >= 0 else None, BACKUP_KINDS[kind[u]],
+                             self.latency(u, b) + costs[b] if b >= 0 else None))
+        return out
+
     def unreachable_reason(self, src: str, dst: str) -> str | None:
         for rid in (src, dst):
             if rid not in self.members:
@@ -127,6 +164,20 @@ class RouteSet:
     def table(self, region: str) -> list[Route]:
         """A relay's own rows: every zone it belongs to, every destination."""
         return [r for z in self.zones.values() if region in z.index for r in z.rows(region)]
+
+    def tables(self, regions: Iterable[str]) -> dict[str, list[Route]]:
+        """`table` of each of `regions`, built a destination at a time (`column`): for many
+        relays at once, far cheaper."""
+        regions = list(regions)
+        out: dict[str, list[Route]] = {r: [] for r in regions}
+        for z in self.zones.values():
+            rows = [(r, z.index[r]) for r in regions if r in z.index]
+            if not rows:
+                continue
+            columns = [z.column(d) for d in range(len(z.nodes))]
+            for region, u in rows:
+                out[region].extend(c[u] for c in columns if c[u] is not None)
+        return out
 
 
 def changed_destinations(old: ZoneRoutes | None, new: ZoneRoutes) -> np.ndarray | None:

@@ -125,9 +125,9 @@ class Topology:
             if dst not in self.relays:
                 continue  # a peer that left since the relay probed it
             state = s["state"]
-            if state != UNKNOWN:  # a link not yet measured has not flapped by coming up
-                self.damper.observe((src, dst), state in (UP, DEGRADED), now)
             j = self.index[dst]
+            if state != UNKNOWN:  # a link not yet measured has not flapped by coming up
+                self.observe_flaps((src, dst), self.state[i, j], state in (UP, DEGRADED), now)
             seen.append(j)
             loss, window = float(s["loss"]), int(s.get("window", 0))
             self.rtt[i, j] = float(s["rtt_ms"])
@@ -148,6 +148,18 @@ class Topology:
                 self.state[i, j] = 0
                 self.touched.add((i, int(j)))
         return problems
+
+    def observe_flaps(self, link: tuple[str, str], before: int, usable: bool,
+                      now: float) -> None:
+        """Tell the damper of a link's state; it keeps an entry only for links that changed
+        (a mesh of 1000 relays has a million links, nearly all of them steady). A link
+        without an entry whose usability changes from what it was is given the state it had,
+        as the damper would have seen it, and then the new one."""
+        if link in self.damper.entries:
+            self.damper.observe(link, usable, now)
+        elif before in (_UP, _DEGRADED, _DOWN) and (before != _DOWN) != usable:
+            self.damper.observe(link, not usable, now)
+            self.damper.observe(link, usable, now)
 
     def take_touched(self) -> set[tuple[int, int]]:
         touched, self.touched = self.touched, set()
@@ -185,16 +197,32 @@ class Topology:
             out[(rec.src, rec.dst)] = rec
         return out
 
-    def latency(self) -> np.ndarray:
-        """The RTT routing uses, per link: the recent minimum where the relay reports one."""
-        return np.where(self.min_rtt > 0, self.min_rtt, self.rtt)
+    def latency(self, rows: np.ndarray | None = None,
+                cols: np.ndarray | None = None) -> np.ndarray:
+        """The RTT routing uses, per link (or of the links at rows, cols): the recent minimum
+        where the relay reports one."""
+        if rows is None:
+            return np.where(self.min_rtt > 0, self.min_rtt, self.rtt)
+        low = self.min_rtt[rows, cols]
+        return np.where(low > 0, low, self.rtt[rows, cols])
 
-    def usable(self, now: float) -> np.ndarray:
-        """Links up or degraded, less those whose flapping is being damped."""
-        mask = (self.state == _UP) | (self.state == _DEGRADED)
-        for (src, dst), entry in self.damper.entries.items():
-            if entry.suppressed and self.damper.suppressed((src, dst), now):
-                mask[self.index[src], self.index[dst]] = False
+    def usable(self, now: float, rows: np.ndarray | None = None,
+               cols: np.ndarray | None = None) -> np.ndarray:
+        """Links up or degraded, less those whose flapping is being damped (every link, or
+        those at rows, cols)."""
+        state = self.state if rows is None else self.state[rows, cols]
+        mask = (state == _UP) | (state == _DEGRADED)
+        damped = [(self.index[src], self.index[dst]) for src, dst in list(self.damper.damped)
+                  if self.damper.suppressed((src, dst), now)]
+        if rows is None:
+            for i, j in damped:
+                mask[i, j] = False
+        elif damped:
+            where = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(rows, cols,
+                                                                         strict=True))}
+            for key in damped:
+                if key in where:
+                    mask[where[key]] = False
         return mask
 
     def usable_links(self, now: float) -> list[Link]:
@@ -212,8 +240,7 @@ class Topology:
         return frozenset(self.names[j] for j in np.flatnonzero(counts >= quorum))
 
     def suppressed_links(self, now: float) -> list[tuple[str, str]]:
-        return [k for k, e in self.damper.entries.items()
-                if e.suppressed and self.damper.suppressed(k, now)]
+        return [k for k in sorted(self.damper.damped) if self.damper.suppressed(k, now)]
 
     def settled(self, rec: LinkRecord | None) -> bool:
         """Down, or up with enough replies that early outliers no longer count."""

@@ -237,3 +237,21 @@ def test_a_push_goes_to_a_relay_that_connects_while_nothing_changes():
     r.recompute()
     pushed = tables(r)
     assert "d" in pushed and isinstance(pushed["d"], Push)
+
+
+@settings(max_examples=80, deadline=None)
+@given(pair_costs, st.integers(3, 7), st.sampled_from(["", "r01", "r02"]))
+def test_tables_by_column_are_the_tables_by_route(costs, n, drained):
+    policy = Policy({"global": Zone("global", frozenset(NAMES[:7])),
+                     "half": Zone("half", frozenset(NAMES[:4]))})
+    routes = engine.compute(_graph(n, costs), policy, avoid={drained} - {""})
+    fast = routes.tables(NAMES[:n])
+    for region in NAMES[:n]:
+        slow = routes.table(region)
+        assert [(r.zone, r.dst, r.path, r.backup_next_hop, r.backup_kind) for r in fast[region]] \
+            == [(r.zone, r.dst, r.path, r.backup_next_hop, r.backup_kind) for r in slow]
+        for a, b in zip(fast[region], slow, strict=True):
+            assert a.cost_ms == pytest.approx(b.cost_ms)
+            assert (a.backup_cost_ms is None) == (b.backup_cost_ms is None)
+            if a.backup_cost_ms is not None:
+                assert a.backup_cost_ms == pytest.approx(b.backup_cost_ms)
