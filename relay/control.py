@@ -4,6 +4,10 @@ probe settings, configuration, channel members, route tables and chaos come in (
 are acknowledged or rejected with a reason); link reports, channel interest and what the
 relay noticed or did on its own go out. The scheduler, tables, fabric and edge know nothing
 of protobuf.
+
+The relay speaks protocol 2 (PROTOCOL_BY_CHANGE): a peer list may be changes to the list it
+holds (`incremental`), and a link report holds every link it measures only every
+full_report_interval_s (`full`); the others hold the links that moved (relay/reporting.py).
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 import grpc
 
+from relay import reporting
 from relay.fabric import ChannelKey, Fabric
-from relay.scheduler import ProbeScheduler, RelayEvent, RelaySettings
+from relay.probe import LinkStats
+from relay.scheduler import Addr, ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import Entry
 from relay.transport import Chaos, ChaosPlan
-from skymesh.linkstate import TO_WIRE
+from skymesh.linkstate import PROTOCOL_BY_CHANGE, TO_WIRE
 from skymesh.net.tls import TlsError, TlsFiles
 from skymesh.net.tls import channel as tls_channel
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
@@ -82,6 +89,11 @@ class ControlSession:
         self.report_interval_s = 1.0
         self.outbox: Outbox | None = None  # messages to the controller while connected
         self.events: list[relay_pb2.RelayEvent] = []  # not yet sent to the controller
+        # the controller's peer list (valid addresses, not this relay), which increments
+        # change, and the regions it marks nearest
+        self.listed: dict[str, Addr] = {}
+        self.near: set[str] = set()
+        self.reports = reporting.ReportFilter()
 
     # -- from the controller ---------------------------------------------------------------
 
@@ -117,8 +129,13 @@ class ControlSession:
         return None
 
     def set_peers(self, peers: relay_pb2.PeerList) -> None:
-        """The peer list and, with it, the probe settings (zero on the wire: unchanged)."""
+        """The peer list and, with it, the probe, report and sampling settings (zero on the
+        wire: unchanged; until set, skymesh/linkstate.py's defaults). An incremental list
+        changes the list held: its peers are added or take their new address (and nearness),
+        its `removed` regions leave it (the scheduler keeps them a while as unlisted); any
+        other replaces it. A peer without a valid address is not listed."""
         scheduler = self.scheduler
+        now = self.clock()
         if peers.probe_interval_s > 0:
             scheduler.probe_interval_s = peers.probe_interval_s
         if peers.report_interval_s > 0:
@@ -128,12 +145,35 @@ class ControlSession:
         scheduler.set_probe_settings(**{name: value for name, value in (
             ("down_after", peers.down_after), ("degraded_loss", peers.degraded_loss),
             ("degraded_jitter_ms", peers.degraded_jitter_ms)) if value > 0})
-        addrs = {}
+        report_changes = {name: value for name, value in (
+            ("full_report_interval_s", peers.full_report_interval_s),
+            ("rtt_fraction", peers.report_rtt_fraction), ("rtt_ms", peers.report_rtt_ms),
+            ("loss", peers.report_loss)) if value > 0}
+        if report_changes:
+            self.reports.settings = replace(self.reports.settings, **report_changes)
+        # the peers are set next, and the mode is decided with them
+        if peers.partial_mesh_above > 0:
+            scheduler.partial_mesh_above = peers.partial_mesh_above
+        if peers.sample_every_s > 0:
+            scheduler.sample_every_s = peers.sample_every_s
+        if not peers.incremental:
+            self.listed, self.near = {}, set()
+        for region in peers.removed:
+            self.listed.pop(region, None)
+            self.near.discard(region)
         for p in peers.peers:
+            if p.region == self.region:
+                continue
             host, _, port = p.probe_addr.rpartition(":")
-            if host and port.isdigit() and p.region != self.region:
-                addrs[p.region] = (host.strip("[]"), int(port))
-        scheduler.set_peers(addrs, self.clock())
+            if host and port.isdigit():
+                self.listed[p.region] = (host.strip("[]"), int(port))
+            else:
+                self.listed.pop(p.region, None)
+            if p.near and p.region in self.listed:
+                self.near.add(p.region)
+            else:
+                self.near.discard(p.region)
+        scheduler.set_peers(dict(self.listed), now, frozenset(self.near))
         self.chaos.apply(scheduler.peers)
 
     def apply_routes(self, table: relay_pb2.RouteTable) -> relay_pb2.RelayMessage:
@@ -170,9 +210,12 @@ class ControlSession:
     # -- to the controller -----------------------------------------------------------------
 
     def links_changed(self, events: list[RelayEvent]) -> None:
-        """Links changed state or routes moved: the controller hears of it at once."""
+        """Links changed state or routes moved: the controller hears of it at once (a report
+        by change, full if it would be the session's first)."""
         self.record(events)
-        self.send_now(relay_pb2.RelayMessage(report=self.link_report()))
+        if self.outbox is not None:
+            self.outbox.put_nowait(relay_pb2.RelayMessage(
+                report=self.link_report(full=self.reports.last_full is None)))
         self.flush_events()
 
     def record(self, events: list[RelayEvent]) -> None:
@@ -195,26 +238,48 @@ class ControlSession:
         if self.outbox is not None:
             self.outbox.put_nowait(msg)
 
-    def link_report(self) -> relay_pb2.LinkReport:
+    def link_report(self, full: bool = True) -> relay_pb2.LinkReport:
+        """The next link report, taken as sent: `full`, every link the relay measures (in a
+        partial mesh, those probed all the time and those sampled since the last full
+        report); else the links that moved since they were last reported, or whose state
+        is newly known to have changed. Its time is the wall clock's."""
         now = self.clock()
+        stats = self.scheduler.stats
+        measured = self.scheduler.measured_links(
+            self.reports.since(now, self.scheduler.sample_every_s))
+        if not full:  # a link last reported may have changed since its turn ended
+            measured |= self.reports.reported.keys() & stats.keys()
+        chosen = self.reports.select({r: reporting.view(stats[r]) for r in measured}, now,
+                                     full)
         return relay_pb2.LinkReport(
-            links=[
-                relay_pb2.LinkSample(
-                    dst=region,
-                    rtt_ms=s.srtt or 0.0,
-                    min_rtt_ms=s.min_rtt or 0.0,
-                    jitter_ms=s.jitter,
-                    loss=s.loss,
-                    window=len(s.outcomes),
-                    samples=s.samples,
-                    lost=s.lost,
-                    age_s=s.age(now),
-                    state=TO_WIRE[s.state],
-                )
-                for region, s in sorted(self.scheduler.stats.items())
-            ],
+            links=[self.link_sample(region, stats[region], now) for region in chosen],
             counters=self.all_counters(),
+            sent_unix_s=self.wall(),
+            full=full,
         )
+
+    @staticmethod
+    def link_sample(region: str, s: LinkStats, now: float) -> relay_pb2.LinkSample:
+        return relay_pb2.LinkSample(
+            dst=region,
+            rtt_ms=s.srtt or 0.0,
+            min_rtt_ms=s.min_rtt or 0.0,
+            jitter_ms=s.jitter,
+            loss=s.loss,
+            window=len(s.outcomes),
+            samples=s.samples,
+            lost=s.lost,
+            age_s=s.age(now),
+            state=TO_WIRE[s.state],
+        )
+
+    def report_round(self) -> None:
+        """One round of the report loop: a full report when due (at the round nearest the
+        full interval), else one by change; it goes out even with no links, as the
+        controller's heartbeat and for the counters."""
+        if self.outbox is not None:
+            full = self.reports.full_due(self.clock(), within=self.report_interval_s / 2)
+            self.outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report(full)))
 
     def all_counters(self) -> dict[str, int]:
         counters = dict(self.counters)
@@ -239,12 +304,15 @@ class ControlSession:
         """The first message of a session: who this relay is and the tables it holds."""
         return relay_pb2.RelayMessage(hello=relay_pb2.Hello(
             region=self.region, node_id=self.node_id, probe_addr=probe_addr,
-            route_version=self.tables.version, edge_addr=self.edge_addr))
+            route_version=self.tables.version, edge_addr=self.edge_addr,
+            protocol=PROTOCOL_BY_CHANGE))
 
     def started(self, outbox: Outbox) -> None:
         """The controller answered: from now on messages go to `outbox`, starting with the
-        relay's channels, its links and the events kept while it was away."""
+        relay's channels, a full report of its links (this controller may know nothing of
+        them) and the events kept while it was away."""
         self.outbox = outbox
+        self.reports.start()
         outbox.put_nowait(self.channels_message())
         outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
         self.flush_events()
@@ -252,8 +320,7 @@ class ControlSession:
     async def report_loop(self) -> None:
         while True:
             await asyncio.sleep(self.report_interval_s)
-            if self.outbox is not None:
-                self.outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report()))
+            self.report_round()
 
     async def control_loop(self, probe_addr: str) -> None:
         backoff = self.settings.backoff_min_s

@@ -9,6 +9,15 @@ neighbour interval, and after a miss on one of them rechecked at once, so that a
 hop is found in a few timeouts and its routes move to their precomputed backups (fast
 reroute) before the controller knows of the failure.
 
+In a large mesh (more regions than partial_mesh_above) a relay probes all the time only what
+it needs: its `near` peers, the next hops and backups of its routes and the links it watches
+(the continuous set). The others take turns (relay/sampling.py), one every sample_every_s
+each, the turns spread evenly over that period: a turn is a short burst at the fast cadence
+until min_samples fresh replies (or down_after misses, or two timeouts). Between turns such a
+peer gets no probes, so it misses none and its link keeps its state and what it measured.
+A peer that joins the continuous set (a new route table, a near peer, traffic) is probed at
+once. At or below the threshold every peer is measured as above.
+
 Probes and replies are authenticated (relay/packets.py) with keys derived from the fabric
 keys the controller hands out (`configure_keys`): until it has one a relay sends no probes and
 drops every probe it receives, and a reply that fails its tag is dropped and counted, never an
@@ -19,13 +28,15 @@ is accepted, which keeps links up through a key rotation.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from relay import packets
 from relay.probe import LinkStats, ProbeSettings
+from relay.sampling import Rotation
 from relay.tables import RouteTables
 from skymesh.linkstate import DEGRADED, DOWN, LINK, UP
 
@@ -73,6 +84,16 @@ class RelayEvent:
     detail: str = ""
 
 
+@dataclass
+class Burst:
+    """A sampled peer's turn: probed at the fast cadence until it has min_samples replies more
+    than at the start, or down_after misses, or two probe timeouts have passed."""
+
+    started: float
+    samples: int  # the link's replies at the start
+    missed: int = 0
+
+
 class ProbeScheduler:
     """Peers, their links' statistics and the decisions that follow from them.
 
@@ -108,29 +129,52 @@ class ProbeScheduler:
         self.down_links: set[str] = set()  # down until measured up again
         self.unlisted: dict[str, float] = {}  # peers the controller stopped listing, since
         self.keys: packets.ProbeKeys = packets.NO_KEYS  # until the controller configures some
+        # partial-mesh measurement (the controller may set these)
+        self.partial_mesh_above = LINK.partial_mesh_above
+        self.sample_every_s = LINK.sample_every_s
+        self.near: frozenset[str] = frozenset()  # the controller's nearest regions
+        self.rotation: Rotation | None = None  # the sampled peers' turns; None: full mesh
+        self.continuous: frozenset[str] = frozenset()  # probed all the time (partial mesh)
+        self.bursts: dict[str, Burst] = {}  # sampled peers in their turn
+        self.measured_at: dict[str, float] = {}  # sampled peers: when last measured
         self.on_forwarding_changed: Callable[[], None] = lambda: None
         self.on_links_changed: Callable[[list[RelayEvent]], None] = lambda events: None
 
     # -- the controller's word -------------------------------------------------------------
 
-    def set_peers(self, peers: dict[str, Addr], now: float) -> None:
-        """The controller's list of relays. A peer missing from it may only have lost its
+    def set_peers(self, peers: dict[str, Addr], now: float,
+                  near: Iterable[str] = ()) -> None:
+        """The controller's list of relays, and those of them it marks nearest (`near`:
+        probed all the time in a partial mesh). A peer missing from it may only have lost its
         control session (or the controller restarted and it has not reconnected yet), so it
         stays, probed and forwarded to while it answers, until it has been down and unlisted
         for forget_after_s. A new address for a region starts its link afresh."""
+        fresh = []
         for region, addr in peers.items():
             if addr != self.peers.get(region):
                 self.stats[region] = LinkStats(self.settings.probe)
                 self.next_probe[region] = now + self.rng.uniform(0, self.settings.tick_s * 2)
                 self.next_sample.pop(region, None)
                 self.link_states.pop(region, None)
+                fresh.append(region)
             self.unlisted.pop(region, None)
         for region in sorted(self.peers.keys() - peers.keys()):  # not in hash order
             self.unlisted.setdefault(region, now)
         merged = {**{r: self.peers[r] for r in self.unlisted}, **peers}
         self.peers.clear()
         self.peers.update(merged)
+        self.near = frozenset(near)
+        self.resample(now, fresh)
         self.apply_link_states(now)
+
+    def set_sampling(self, now: float, partial_mesh_above: int | None = None,
+                     sample_every_s: float | None = None) -> None:
+        """The controller's partial-mesh settings (None: unchanged)."""
+        if partial_mesh_above is not None:
+            self.partial_mesh_above = partial_mesh_above
+        if sample_every_s is not None:
+            self.sample_every_s = sample_every_s
+        self.resample(now)
 
     def configure_keys(self, epoch: int, fabric_keys: Mapping[int, bytes]) -> None:
         """The fabric keys by epoch, as the fabric gets them (the one of `epoch` seals, so
@@ -165,9 +209,12 @@ class ProbeScheduler:
             del self.next_probe[region]
             self.next_sample.pop(region, None)
             self.link_states.pop(region, None)
+            self.bursts.pop(region, None)
+            self.measured_at.pop(region, None)
         if gone:
             log.info("forgot %s: down and unlisted for %.0f s", ", ".join(gone),
                      self.settings.forget_after_s)
+            self.resample(now)
             self.apply_link_states(now)
 
     # -- probing ---------------------------------------------------------------------------
@@ -175,19 +222,24 @@ class ProbeScheduler:
     def step(self, now: float, sent_to: Counter[str]) -> float:
         """One wakeup of the probe loop. Every full_pass_s a pass over everyone, which also
         takes note of the traffic the fabric sent (`sent_to`, emptied) and forgets peers long
-        gone; in between, only the links due sooner. Returns when to wake next."""
+        gone; in between, only the links due sooner. In a partial mesh, the sampled peers
+        whose turn has come start their bursts. Returns when to wake next."""
         everyone = now >= self.next_pass
         if everyone:
             self.note_traffic(now, sent_to)
             self.forget_unlisted(now)
             self.next_pass = now + self.settings.full_pass_s
-        return min(self.probe_due(now, everyone), self.next_pass)
+        if self.rotation is None:
+            return min(self.probe_due(now, everyone), self.next_pass)
+        for region in self.rotation.due(now):
+            self.start_burst(region, now)
+        return min(self.probe_due(now, everyone), self.next_pass, self.rotation.wake())
 
     def probe_due(self, now: float, everyone: bool = True) -> float:
         """Send the probes that are due and count the missed ones, to every peer or (between
         the passes over everyone) to those due before the next such pass: watched links,
-        links down and links being measured. Act on links whose state changed. Returns when
-        one of those is next due."""
+        links down, links being measured and sampled peers in their turn (whose turn ends
+        here). Act on links whose state changed. Returns when one of those is next due."""
         horizon = now + self.settings.full_pass_s
         wake = horizon
         fast_interval = self.settings.fast_probe_interval_s
@@ -200,6 +252,14 @@ class ProbeScheduler:
         for region, addr in peers.items():
             stats = self.stats[region]
             missed = stats.expire(now)
+            burst = self.bursts.get(region)
+            if burst is not None:
+                burst.missed += missed
+                if self.burst_done(burst, stats, now):
+                    del self.bursts[region]
+                    self.measured_at[region] = now
+                    self.next_probe[region] = math.inf  # until its next turn
+                    burst = None
             suspect = bool(stats.consecutive_lost) and not stats.is_down \
                 and region in self.watched
             if missed and suspect:
@@ -214,7 +274,8 @@ class ProbeScheduler:
                                                    self.keys), addr, region)
                 else:  # no key yet: nothing sent, nothing to miss; the cadence goes on
                     self.counters["probe.no-key"] += 1
-                if stats.samples < self.settings.probe.min_samples and not stats.measured:
+                if burst is not None or (stats.samples < self.settings.probe.min_samples
+                                         and not stats.measured):
                     interval = fast_interval
                     sample_interval = fast_interval
                 else:
@@ -287,6 +348,81 @@ class ProbeScheduler:
                 self.next_probe[region] = min(self.next_probe[region], soon)
                 self.fast.add(region)
         self.watched = watched
+        self.resample(now)
+
+    # -- partial mesh ------------------------------------------------------------------------
+
+    def resample(self, now: float, fresh: Iterable[str] = ()) -> None:
+        """Which peers are probed all the time and which take turns, after a change of the
+        peers, the near ones, the routes, the watched links or the settings. `fresh`: peers
+        whose links start afresh (a new address), whose turn comes first."""
+        partial = len(self.peers) + 1 > self.partial_mesh_above
+        rotation = self.rotation
+        if not partial:
+            if rotation is None:
+                return
+            # back to the full mesh: the peers that took turns at the measuring cadence again
+            for region in rotation.members:
+                if region in self.next_probe:
+                    self.next_probe[region] = min(self.next_probe[region], now)
+                    self.fast.add(region)
+            self.rotation = None
+            self.continuous = frozenset()
+            self.bursts.clear()
+            self.measured_at.clear()
+            return
+        continuous = (self.near | self.routed_to | self.watched) & self.peers.keys()
+        if rotation is None:
+            rotation = self.rotation = Rotation(self.sample_every_s, self.rng)
+            before = frozenset(self.peers)  # every peer was probed until now
+        else:
+            before = self.continuous
+        rotation.period_s = self.sample_every_s
+        for region in continuous - before:  # probed from now on, not at its next turn
+            if region in rotation:
+                self.bursts.pop(region, None)
+                self.measured_at.pop(region, None)
+                self.next_probe[region] = now
+                self.fast.add(region)
+        fresh = set(fresh)
+        for region in fresh:  # what it measured before is gone
+            self.bursts.pop(region, None)
+            self.measured_at.pop(region, None)
+        rotation.remove(continuous | fresh | (rotation.members - self.peers.keys()))
+        joining = sorted(r for r in self.peers.keys() - continuous if r not in rotation)
+        measured = [r for r in joining
+                    if r in before and r not in fresh and self.stats[r].samples > 0]
+        rotation.add(measured, now, measured=True)
+        rotation.add(joining, now, measured=False)  # the rest: never measured, first
+        for region in measured:
+            self.measured_at[region] = now
+        for region in joining:
+            if region not in self.bursts:
+                self.next_probe[region] = math.inf  # until its turn
+        self.continuous = continuous
+
+    def start_burst(self, region: str, now: float) -> None:
+        """A sampled peer's turn: probes at the fast cadence from now, each an RTT sample."""
+        if region not in self.peers:
+            return
+        self.bursts[region] = Burst(now, self.stats[region].samples)
+        self.next_probe[region] = now
+        self.next_sample.pop(region, None)
+        self.fast.add(region)
+
+    def burst_done(self, burst: Burst, stats: LinkStats, now: float) -> bool:
+        p = self.settings.probe
+        return (stats.samples - burst.samples >= p.min_samples or burst.missed >= p.down_after
+                or now - burst.started >= 2 * p.timeout_s)
+
+    def measured_links(self, since: float) -> set[str]:
+        """The links measured now: every peer's in a full mesh; in a partial one, those
+        probed all the time, those in their turn and those sampled since `since`."""
+        if self.rotation is None:
+            return set(self.stats)
+        return {r for r in self.stats
+                if r in self.continuous or r in self.bursts
+                or self.measured_at.get(r, -math.inf) >= since}
 
     # -- link state -> forwarding ----------------------------------------------------------
 
