@@ -51,6 +51,7 @@ bench: install-test
 	$(PY) bench/relay.py
 	$(PY) bench/failover.py
 	$(PY) bench/token_verify.py
+	$(PY) bench/control_plane.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

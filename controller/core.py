@@ -275,6 +275,7 @@ class Session:
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
     bucket: TokenBucket | None = None  # its messages' flood limit
     protocol: int = 0
+    peers_known: int = 0  # the peer changes its whole list held (Controller.send_peers)
 
 
 # -- what admin queries get -----------------------------------------------------------------
@@ -397,6 +398,11 @@ class Controller:
         self.latest = self.computed  # the link costs as last measured
         self.suppressed: frozenset[tuple[str, str]] = frozenset()  # links being damped
         self.pushed = False  # whether the last round pushed anything
+        # connects and disconnects not yet told to relays of protocol 2 (flush_peers)
+        self.peers_added: dict[str, int] = {}  # region -> the change's number
+        self.peers_removed: dict[str, int] = {}
+        self.peer_changes = 0
+        self.was_partial = False
         self.computing = False  # a route computation is under way (off the shell's loop)
         self.recomputes = 0
         self.recompute_ms = 0.0
@@ -428,10 +434,7 @@ class Controller:
         if old:
             log.info("%s: node %s replaces %s", relay.region, relay.node_id, old.relay.node_id)
             old.send(None)
-        by_change = hello.protocol >= PROTOCOL_BY_CHANGE
-        # an unchanged link of a relay reporting by change is refreshed by its full reports
-        self.topology.add_relay(relay, self.settings.stale_after_s + (
-            2 * self.settings.full_report_interval_s if by_change else 0.0))
+        self.topology.add_relay(relay, self.stale_for(hello.protocol, len(self.sessions) + 1))
         # versions only grow, across controller restarts too
         session = Session(relay, send, self.distribution.attach(relay.region,
                                                                  hello.route_version),
@@ -474,11 +477,31 @@ class Controller:
         """Whether `session` is still its region's (a newer relay may have replaced it)."""
         return self.sessions.get(session.relay.region) is session
 
+    def stale_for(self, protocol: int, relays: int) -> float:
+        """How long a relay's link stays without being reported: an unchanged link of a relay
+        reporting by change is refreshed only by its full reports, and beyond
+        partial_mesh_above relays a link measured by sample only at its next turn."""
+        s = self.settings
+        if protocol < PROTOCOL_BY_CHANGE:
+            return s.stale_after_s
+        if relays > s.partial_mesh_above:
+            return s.stale_after_s + s.full_report_interval_s + 1.5 * s.sample_every_s
+        return s.stale_after_s + 2 * s.full_report_interval_s
+
     def send_peers(self, added: str = "", removed: str = "") -> None:
         """Tell relays who their peers are: the relay that connected (`added`) gets the whole
-        list, and so does every relay of protocol 1; the others of protocol 2 only the
-        change, so that a connect costs the mesh N entries rather than N squared."""
+        list at once, and so does every relay of protocol 1; the others of protocol 2 hear
+        of connects and disconnects as changes, gathered over a round (`flush_peers`), so
+        that a thousand relays connecting cost each a message a round, not a message each."""
         relays = sorted(self.topology.relays.values(), key=lambda r: r.region)
+        self.peer_changes += 1
+        if added:
+            self.peers_removed.pop(added, None)
+            self.peers_added[added] = self.peer_changes
+            self.sessions[added].peers_known = self.peer_changes  # its whole list
+        if removed:
+            self.peers_added.pop(removed, None)
+            self.peers_removed[removed] = self.peer_changes
         for session in self.sessions.values():
             region = session.relay.region
             if session.protocol < PROTOCOL_BY_CHANGE:
@@ -488,11 +511,24 @@ class Controller:
                 session.send(self.peers_message(
                     tuple((r.region, r.probe_addr) for r in relays if r.region != region),
                     near=self.near.get(region, ())))
-            elif removed:
-                session.send(self.peers_message((), incremental=True, removed=(removed,)))
-            else:
-                new = self.topology.relays[added]
-                session.send(self.peers_message(((added, new.probe_addr),), incremental=True,
+
+    def flush_peers(self) -> None:
+        """The connects and disconnects of the round, to every relay of protocol 2 as one
+        change to its list."""
+        if not (self.peers_added or self.peers_removed):
+            return
+        added = sorted((r, self.topology.relays[r].probe_addr, n)
+                       for r, n in self.peers_added.items() if r in self.topology.relays)
+        removed = sorted(self.peers_removed.items())
+        self.peers_added, self.peers_removed = {}, {}
+        for region, session in self.sessions.items():
+            if session.protocol < PROTOCOL_BY_CHANGE:
+                continue
+            # what came before a relay's whole list is in it
+            mine = tuple((r, a) for r, a, n in added if r != region and n > session.peers_known)
+            gone = tuple(r for r, n in removed if r != region and n > session.peers_known)
+            if mine or gone:
+                session.send(self.peers_message(mine, incremental=True, removed=gone,
                                                 near=self.near.get(region, ())))
 
     def broadcast_peers(self) -> None:
@@ -560,7 +596,10 @@ class Controller:
         self.reports_coalesced += coalesced
         if sent_unix_s > 0 and unix is not None and math.isfinite(sent_unix_s):
             self.report_delays.append(max(0.0, unix - sent_unix_s))
-        problems = self.topology.report(session.relay.region, samples, now, full)
+        # beyond partial_mesh_above, a full report leaves out the links sampled in earlier
+        # turns: they stay until their next turn is overdue (stale_for)
+        problems = self.topology.report(session.relay.region, samples, now,
+                                        full and not self.partial_mesh)
         if problems:  # one line per report: a relay that sends thousands does not flood the log
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             log.warning("%s: rejected sample: %s%s", session.relay.region, problems[0], more)
@@ -668,6 +707,12 @@ class Controller:
         if (change := self.keyring.tick(now)) is not None:
             self.fabric_keys_changed(change, unix)
         self.send_members(self.membership.release_due(now))
+        self.flush_peers()
+        if self.partial_mesh != self.was_partial:
+            self.was_partial = self.partial_mesh
+            for region, session in self.sessions.items():
+                self.topology.stale_for[self.topology.index[region]] = self.stale_for(
+                    session.protocol, len(self.sessions))
 
     def resyncing(self, now: float) -> bool:
         """After a restart among relays that forward on earlier tables: hold new tables until

@@ -149,19 +149,27 @@ def test_a_link_moving_beyond_the_dead_band_recomputes_and_pushes_only_the_chang
 
 
 def test_a_relay_of_protocol_2_hears_of_peers_by_change():
+    """The relay that connects gets the whole list at once; the others hear of connects and
+    disconnects as one change a round."""
     r = Rig()
     boxes = {}
-    for region in REGIONS:
+    for i, region in enumerate(REGIONS):
         box = boxes[region] = r.outbox[region] = []
-        r.c.connect(Hello(region, region, f"127.0.0.1:{len(boxes)}",
-                          protocol=PROTOCOL_BY_CHANGE), box.append, r.now, r.unix)
+        r.c.connect(Hello(region, region, f"127.0.0.1:{i + 1}", protocol=PROTOCOL_BY_CHANGE),
+                    box.append, r.now, r.unix)
+        if region == "b":
+            r.c.tick(r.now, r.unix)  # a round between b and d
     first = [m for m in boxes["a"] if isinstance(m, Peers)]
     assert not first[0].incremental and first[0].peers == ()  # alone at first: everything
     later = first[1:]
+    assert [m.peers for m in later] == [(("b", "127.0.0.1:2"),)]  # d and x: next round
     assert all(m.incremental for m in later)
-    assert [m.peers for m in later] == [(("b", "127.0.0.1:2"),), (("d", "127.0.0.1:3"),),
-                                        (("x", "127.0.0.1:4"),)]
     assert all(m.full_report_interval_s > 0 for m in first)
+    r.c.tick(r.now, r.unix)
+    later = [m for m in boxes["a"] if isinstance(m, Peers)][2:]
+    assert [m.peers for m in later] == [(("d", "127.0.0.1:3"), ("x", "127.0.0.1:4"))]
+    assert [m.peers for m in boxes["d"] if isinstance(m, Peers)][1:] == [
+        (("x", "127.0.0.1:4"),)]  # d's own list had a and b; x came after
     last = [m for m in boxes["x"] if isinstance(m, Peers)]
     assert len(last) == 1 and not last[0].incremental
     assert [p for p, _ in last[0].peers] == ["a", "b", "d"]
@@ -169,6 +177,8 @@ def test_a_relay_of_protocol_2_hears_of_peers_by_change():
     for box in boxes.values():
         box.clear()
     r.c.disconnect(r.c.sessions["d"], r.now, r.unix)
+    assert not [m for m in boxes["a"] if isinstance(m, Peers)]
+    r.c.tick(r.now, r.unix)
     gone = [m for m in boxes["a"] if isinstance(m, Peers)]
     assert len(gone) == 1 and gone[0].incremental and gone[0].removed == ("d",)
     assert gone[0].peers == ()
@@ -255,3 +265,23 @@ def test_tables_by_column_are_the_tables_by_route(costs, n, drained):
             assert (a.backup_cost_ms is None) == (b.backup_cost_ms is None)
             if a.backup_cost_ms is not None:
                 assert a.backup_cost_ms == pytest.approx(b.backup_cost_ms)
+
+
+def test_beyond_partial_mesh_above_a_full_report_keeps_the_links_sampled_before():
+    s = Settings(partial_mesh_above=2)
+    r = Rig(s)
+    for i, region in enumerate(REGIONS):
+        r.outbox[region] = []
+        r.c.connect(Hello(region, region, f"127.0.0.1:{i + 1}", protocol=PROTOCOL_BY_CHANGE),
+                    r.outbox[region].append, r.now, r.unix)
+    r.c.tick(r.now, r.unix)
+    assert r.c.partial_mesh
+    session = r.c.sessions["a"]
+    r.c.on_report(session, [sample("b", 20.0), sample("x", 30.0)], {}, r.now, full=True)
+    r.advance(10.0)
+    r.c.on_report(session, [sample("x", 30.0)], {}, r.now, full=True)  # b between turns
+    r.c.tick(r.now, r.unix)
+    assert ("a", "b") in r.c.topology.links
+    r.advance(1.5 * s.sample_every_s + s.full_report_interval_s + s.stale_after_s)
+    r.c.tick(r.now, r.unix)
+    assert ("a", "b") not in r.c.topology.links  # its turn is long overdue
