@@ -381,6 +381,10 @@ class Controller:
                                  settings.settle_samples)
         # each region's nearest others, which its relay measures at all times
         self.near = nearest_regions(self.catalogue, settings.nearest)
+        index = self.topology.index
+        self.near_mask = np.zeros((len(index), len(index)), dtype=bool)
+        for region, near in self.near.items():
+            self.near_mask[index[region], [index[n] for n in near]] = True
         self.sessions: dict[str, Session] = {}
         self.distribution = Distribution(settings.order_hold_s)
         self.membership = Membership(len(self.catalogue), settings.members_hold_s, now)
@@ -869,9 +873,7 @@ class Controller:
         return len(self.sessions) > self.settings.partial_mesh_above
 
     def all_measured(self) -> bool:
-        if self.partial_mesh:
-            return all(self.topology.measured(r, self.near.get(r, ())) for r in self.sessions)
-        return all(self.topology.measured(r) for r in self.sessions)
+        return self.topology.all_measured(self.near_mask if self.partial_mesh else None)
 
     # -- operator requests -----------------------------------------------------------------
 

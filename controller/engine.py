@@ -104,8 +104,15 @@ class ZoneRoutes:
         `route` gives them but walking d's tree of next hops once for all of them: a path
         is the next hop's path with one region in front."""
         n = len(self.nodes)
-        hops = self.next_hop[:, d].tolist()
+        column = self.next_hop[:, d]
+        hops = column.tolist()
         dst = self.nodes[d]
+        rows = np.arange(n)
+        # each region's link to its next hop and to its backup, as `latency` gives them
+        extra = 0.0 if self.penalty is None else self.penalty
+        edge = (self.cost[rows, np.maximum(column, 0)] - extra).tolist()
+        backup_col = self.backup[:, d]
+        to_backup = (self.cost[rows, np.maximum(backup_col, 0)] - extra).tolist()
         paths: list[tuple[str, ...] | None] = [None] * n
         costs = [0.0] * n
         paths[d] = (dst,)
@@ -122,8 +129,8 @@ class ZoneRoutes:
             for v in reversed(chain):
                 h = hops[v]
                 paths[v] = (self.nodes[v], *paths[h])
-                costs[v] = self.latency(v, h) + costs[h]
-        backup, kind = self.backup[:, d].tolist(), self.backup_kind[:, d].tolist()
+                costs[v] = edge[v] + costs[h]
+        backup, kind = backup_col.tolist(), self.backup_kind[:, d].tolist()
         out: list[Route | None] = []
         for u in range(n):
             path = paths[u]
@@ -133,7 +140,7 @@ class ZoneRoutes:
             b = backup[u]
             out.append(Route(self.zone, path[0], dst, path, costs[u],
                              self.nodes[b] if b >= 0 else None, BACKUP_KINDS[kind[u]],
-                             self.latency(u, b) + costs[b] if b >= 0 else None))
+                             to_backup[u] + costs[b] if b >= 0 else None))
         return out
 
     def unreachable_reason(self, src: str, dst: str) -> str | None:

@@ -268,6 +268,16 @@ class Topology:
         want[i] = False
         return bool(self.settled_mask()[i][want].all())
 
+    def all_measured(self, near: np.ndarray | None = None) -> bool:
+        """`measured` for every connected relay at once (to each of its `near` peers, a
+        boolean matrix over the catalogue, where given)."""
+        connected = self.connected_mask()
+        want = np.outer(connected, connected)
+        np.fill_diagonal(want, False)
+        if near is not None:
+            want &= near
+        return bool(self.settled_mask()[want].all())
+
     def counts(self) -> tuple[int, int, int]:
         """(links up or degraded, links measured, links expected)."""
         n = len(self.relays)
