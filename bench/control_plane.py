@@ -25,7 +25,8 @@ Measured, per size and code:
                time to the last route table (acknowledged on arrival) of every relay that
                got a new one, until none came for 2 s; then the link is restored and
                settles. p50/p99 over those relays' times, and how many there were
-  admin_p50_ms `admin status` latency while steady, one call every 0.5 s
+  admin_p50_ms `admin status` latency while steady, one call every 0.5 s; and (busy)
+               every 0.25 s while the link changes are computed and pushed
 
 The same for the code before the change (--baseline: a directory, or a revision checked out
 with `git worktree add --detach`; default 7c715a2), whose relays speak protocol 1, up to
@@ -499,6 +500,9 @@ class Result:
     bytes_per_s: float | None = None
     admin_p50_ms: float | None = None
     admin_p99_ms: float | None = None
+    # `admin status` while routes are computed and pushed after the link changes
+    admin_busy_p50_ms: float | None = None
+    admin_busy_p99_ms: float | None = None
     admin_failed: int = 0
     push_p50_ms: float | None = None
     push_p99_ms: float | None = None
@@ -542,7 +546,7 @@ def run_one(n: int, code: Code, catalogue: tuple[Path, Path], tls: Certificates 
             result.converged_s = round(converged_at - first, 2)
         steady(ctl, admin, gens, s, result)
         if converged_at is not None and s.changes:
-            push_latency(gens, s.changes, result)
+            push_latency(gens, s.changes, result, admin)
         result.rss_peak_mb = round(memory_mb(ctl.pid).get("VmHWM", 0.0), 1)
         ctl.check()
     except (RuntimeError, OSError, ValueError) as e:
@@ -646,12 +650,21 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def wait_quiet(gens: Generators, since: float, first_s: float = FIRST_TABLE_S
+def wait_quiet(gens: Generators, since: float, first_s: float = FIRST_TABLE_S,
+               admin: Admin | None = None, latencies: list[float] | None = None,
                ) -> tuple[dict[str, list[list[float]]], bool]:
     """The tables that arrived from `since` until none came for QUIET_S (`first_s` when none
-    came at all), and whether that quiet came within MAX_PUSH_S."""
+    came at all), and whether that quiet came within MAX_PUSH_S. With `admin`, an `admin
+    status` call every 0.25 s meanwhile, its latency added to `latencies`."""
     while True:
-        time.sleep(0.25)
+        if admin is not None and latencies is not None:
+            start = time.monotonic()
+            reply, took = admin.status(timeout=5.0)
+            if reply is not None:
+                latencies.append(took)
+            time.sleep(max(0.0, 0.25 - (time.monotonic() - start)))
+        else:
+            time.sleep(0.25)
         got = gens.arrivals(since)
         latest = max((t for rows in got.values() for t, _ in rows), default=None)
         now = time.time()
@@ -663,9 +676,11 @@ def wait_quiet(gens: Generators, since: float, first_s: float = FIRST_TABLE_S
             return got, False
 
 
-def push_latency(gens: Generators, changes: int, result: Result) -> None:
+def push_latency(gens: Generators, changes: int, result: Result,
+                 admin: Admin | None = None) -> None:
     used: set[tuple[str, str]] = set()
     samples: list[float] = []
+    busy: list[float] = []  # admin status latencies while the changes are computed
     affected = 0
     for i in range(changes):
         candidates = [r for r in gens.busiest_links() if (r[0], r[1]) not in used
@@ -677,7 +692,7 @@ def push_latency(gens: Generators, changes: int, result: Result) -> None:
         # from a calm mesh, so that the tables counted are the change's
         _, calm = wait_quiet(gens, time.time() - QUIET_S, first_s=QUIET_S)
         sent = gens.change(src, dst, CHANGE_FACTOR)
-        got, quiet = wait_quiet(gens, sent)
+        got, quiet = wait_quiet(gens, sent, admin=admin, latencies=busy)
         times = sorted(max(t for t, _ in rows_) - sent for rows_ in got.values())
         samples += times
         affected += len(times)
@@ -694,6 +709,8 @@ def push_latency(gens: Generators, changes: int, result: Result) -> None:
     result.push_p50_ms = _ms(percentile(samples, 50))
     result.push_p99_ms = _ms(percentile(samples, 99))
     result.push_relays = affected
+    result.admin_busy_p50_ms = _ms(percentile(busy, 50))
+    result.admin_busy_p99_ms = _ms(percentile(busy, 99))
 
 
 def judge(result: Result) -> None:
@@ -716,7 +733,8 @@ def _f(value: Any, digits: int = 0) -> str:
 
 def table(results: list[Result], settings: dict[str, Any]) -> str:
     head = ["N", "links", "code", "proto", "converged_s", "cpu_%", "rss_mb", "reports/s",
-            "samples/s", "push_p50/p99_ms (relays)", "admin_p50_ms", "aims"]
+            "samples/s", "push_p50/p99_ms (relays)", "admin_p50_ms", "admin_busy_p50/p99_ms",
+            "aims"]
     rows = []
     for r in results:
         if r.converged_s is not None:
@@ -737,7 +755,9 @@ def table(results: list[Result], settings: dict[str, Any]) -> str:
         if "samples_per_s" in counts:
             samples += f" ({counts['samples_per_s']:.0f})"
         rows.append([str(r.n), str(r.links_measured), r.code, str(r.protocol), converged,
-                     _f(r.cpu_pct), rss, reports, samples, push, _f(r.admin_p50_ms, 1), aims])
+                     _f(r.cpu_pct), rss, reports, samples, push, _f(r.admin_p50_ms, 1),
+                     "-" if r.admin_busy_p50_ms is None else
+                     f"{r.admin_busy_p50_ms:.0f}/{r.admin_busy_p99_ms:.0f}", aims])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
              for line in [head, *rows]]
@@ -747,7 +767,8 @@ def table(results: list[Result], settings: dict[str, Any]) -> str:
         "steady; rss_mb: now (peak); reports/s, samples/s: sent by the relays (taken in, by "
         "the controller's count); push: 3x RTT on the busiest next-hop link, report to the "
         f"last table of every relay that got one, {settings['changes']} changes; admin: "
-        "`admin status` latency while steady",
+        "`admin status` latency while steady, and (busy) while the changes are computed "
+        "and pushed",
         "aims: " + "; ".join(
             f"N={n}: " + ", ".join(f"{k} < {v:g}" for k, v in a.items()) for n, a in AIMS.items()),
         f"controller on CPU {sorted(settings['cpus']['controller'])}, load generators on CPU "

@@ -75,6 +75,7 @@ from pathlib import Path
 
 import grpc
 
+from relay.sampling import FIRST_PASS_S
 from skymesh.geo import fiber_one_way_ms, haversine_km
 from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_FULL
 from skymesh.v1 import relay_pb2
@@ -100,6 +101,8 @@ CHANNEL_OPTIONS = [
 ]
 
 # -- protobuf wire format by hand ------------------------------------------------------------
+# the report intervals (1 s) of the first pass over never-measured peers
+FIRST_PASS_INTERVALS = round(FIRST_PASS_S)
 
 
 def _varint(n: int) -> bytes:
@@ -316,6 +319,8 @@ class Relay:
         self.connected_once = False
         self.sample_period = 1
         self.buckets: dict[int, list[Link]] = {}
+        # links never sampled, by the interval of the first pass they take their turn in
+        self.buckets_first: dict[int, list[Link]] = {}
         self.tls: grpc.ChannelCredentials | None = None
 
     # -- the session -----------------------------------------------------------------------
@@ -425,6 +430,9 @@ class Relay:
                     i = bisect.bisect_left(self.dsts, rid)
                     del self.dsts[i], self.order[i]
                     self.buckets[link.phase % self.sample_period].remove(link)
+                    first = self.buckets_first.get(link.phase % FIRST_PASS_INTERVALS, [])
+                    if link in first:
+                        first.remove(link)
             for rid in listed:
                 if rid not in self.links and rid in regions:
                     phase = zlib.crc32(f"{self.region}>{rid}".encode()) & 0xFFFF
@@ -439,6 +447,8 @@ class Relay:
                     self.dsts.insert(i, rid)
                     self.order.insert(i, link)
                     self.buckets.setdefault(link.phase % self.sample_period, []).append(link)
+                    self.buckets_first.setdefault(link.phase % FIRST_PASS_INTERVALS,
+                                                  []).append(link)
         self.pending = []
         period = max(1, round(self.settings.sample_every_s / self.settings.report_interval_s))
         if period != self.sample_period:
@@ -505,8 +515,19 @@ class Relay:
             link.advance(now)
         sampled: list[Link] = []
         if self.partial:
+            half = self.settings.sample_every_s / 2
             for link in self.buckets.get(self.k % self.sample_period, ()):
-                if not link.continuous:
+                # a link of the first pass waits for its phase's turn a period on (the
+                # relay's rotation puts it at the back of the queue)
+                if not link.continuous and now - link.sampled_at >= half:
+                    link.samples += FIRST_REPLIES
+                    link.sampled_at = now
+                    sampled.append(link)
+            # peers never measured take their first turns within FIRST_PASS_S, as the
+            # relay's rotation (relay/sampling.py) gives them
+            bucket = self.buckets_first.pop(self.k % FIRST_PASS_INTERVALS, ())
+            for link in bucket:
+                if not link.continuous and link.sampled_at == -math.inf:
                     link.samples += FIRST_REPLIES
                     link.sampled_at = now
                     sampled.append(link)

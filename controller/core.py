@@ -996,9 +996,11 @@ class Controller:
 
     def status(self, now: float) -> Status:
         up, measured, expected = self.topology.counts()
-        if self.partial_mesh:
-            expected = sum(len(set(self.near.get(r, ())) & self.sessions.keys())
-                           for r in self.sessions)
+        if self.partial_mesh:  # what convergence waits for: each relay's nearest links
+            connected = self.topology.connected_mask()
+            want = self.near_mask & np.outer(connected, connected)
+            expected = int(want.sum())
+            measured = int((self.topology.settled_mask() & want).sum())
         converged = self.converged(now)
         delays = sorted(self.report_delays)
 

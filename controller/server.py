@@ -49,10 +49,16 @@ class RecomputeLoop:
 
     async def run(self) -> None:
         while True:
+            start = time.monotonic()
             try:
                 await self.round()
             except Exception:  # the loop must survive any one bad round
                 log.exception("route computation failed")
+            # after a long round (a thousand relays' first tables), as long again before the
+            # next: the loop's other work (reports, ACKs, admin reads) keeps half the CPU
+            took = time.monotonic() - start
+            if took > self.core.settings.recompute_interval_s:
+                await asyncio.sleep(took)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(),

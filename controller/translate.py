@@ -3,6 +3,7 @@ apart so that the core never sees protobuf and the gRPC services only call these
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 from controller.core import (
@@ -68,7 +69,19 @@ def chaos(msg: relay_pb2.Chaos) -> Chaos:
 # -- controller -> relay --------------------------------------------------------------------
 
 
+# rows of a relay that did not change are the same Route objects push after push (the core
+# patches only what changed): each is translated once
+_entries: weakref.WeakKeyDictionary[Route, relay_pb2.RouteEntry] = weakref.WeakKeyDictionary()
+
+
 def route_entry(r: Route) -> relay_pb2.RouteEntry:
+    entry = _entries.get(r)
+    if entry is None:
+        entry = _entries[r] = _route_entry(r)
+    return entry
+
+
+def _route_entry(r: Route) -> relay_pb2.RouteEntry:
     return relay_pb2.RouteEntry(
         dst=r.dst, next_hop=r.next_hop, path=list(r.path), cost_ms=round(r.cost_ms, 3),
         zone=r.zone, backup_next_hop=r.backup_next_hop or "", backup_kind=r.backup_kind,

@@ -12,6 +12,12 @@ import random
 from collections import deque
 from collections.abc import Iterable
 
+# members never measured take their first turns this fast, all of them within this long: a
+# relay that joins a large mesh learns where its shortcuts are in seconds, not a period, and
+# the controller's routes settle as soon (a turn is a burst of three probes: a thousand peers
+# in 10 s is 300 probes a second)
+FIRST_PASS_S = 10.0
+
 
 class Rotation:
     """The members in the order of their last turns (oldest first) and when the next turn
@@ -23,6 +29,7 @@ class Rotation:
         self.rng = rng
         self.queue: deque[str] = deque()  # oldest turn first
         self.members: set[str] = set()
+        self.fresh: set[str] = set()  # members never measured: their turns come fast
         self.next_at: float | None = None  # when the next turn starts (None: no members)
 
     def __contains__(self, region: object) -> bool:
@@ -43,6 +50,7 @@ class Rotation:
             self.queue.extend(new)
         else:
             self.queue.extendleft(new)
+            self.fresh.update(new)
         if self.next_at is None:
             self.next_at = now
 
@@ -51,6 +59,7 @@ class Rotation:
         if not gone:
             return
         self.members -= gone
+        self.fresh -= gone
         self.queue = deque(r for r in self.queue if r not in gone)
         if not self.members:
             self.next_at = None
@@ -65,7 +74,9 @@ class Rotation:
             region = self.queue.popleft()
             self.queue.append(region)
             turns.append(region)
-            self.next_at += spacing
+            self.fresh.discard(region)
+            fast = self.queue[0] in self.fresh
+            self.next_at += min(spacing, FIRST_PASS_S / len(self.queue)) if fast else spacing
         if self.next_at <= now:  # a long stall: every member had its turn, start afresh
             self.next_at = now + spacing
         return turns

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from relay import packets
 from relay.control import ControlSession
 from relay.fabric import Fabric
-from relay.sampling import Rotation
+from relay.sampling import FIRST_PASS_S, Rotation
 from relay.scheduler import ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import Entry, RouteTables
 from relay.transport import Chaos
@@ -252,11 +252,12 @@ def test_full_reports_hold_the_links_probed_all_the_time_and_those_sampled_since
 def test_turns_come_a_period_apart_spread_evenly(n, period, steps, seed):
     """However the caller's wakeups fall, with steady members every member gets a turn
     within the first period and then every period (give or take one wakeup), and the turns
-    are spaced period / n apart (a late wakeup starts those it missed)."""
+    are spaced period / n apart (a late wakeup starts those it missed). (Members measured
+    before: the first pass of never-measured ones is the test below.)"""
     members = [f"r{i}" for i in range(n)]
     rotation = Rotation(period, random.Random(seed))
     now = 0.0
-    rotation.add(members, now, measured=False)
+    rotation.add(members, now, measured=True)
     seen: dict[str, list[float]] = {m: [] for m in members}
     starts: list[float] = []
     scale = period / n
@@ -276,6 +277,27 @@ def test_turns_come_a_period_apart_spread_evenly(n, period, steps, seed):
     window = 5 * scale
     for i, t in enumerate(starts):
         assert sum(t <= u < t + window for u in starts[i:]) <= window / scale + 1 + late / scale
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 300), period=st.floats(20.0, 120.0), seed=st.integers(0, 10))
+def test_never_measured_members_all_take_a_turn_within_the_first_pass(n, period, seed):
+    """A relay that joins a large mesh measures every peer within FIRST_PASS_S (or a period,
+    if that is shorter), then falls into the period's pace."""
+    rotation = Rotation(period, random.Random(seed))
+    rotation.add([f"r{i}" for i in range(n)], 0.0, measured=False)
+    seen: dict[str, list[float]] = {}
+    now = 0.0
+    while now < 3 * period:
+        for region in rotation.due(now):
+            seen.setdefault(region, []).append(now)
+        now += 0.01
+    first = max(times[0] for times in seen.values())
+    assert len(seen) == n and first <= min(FIRST_PASS_S, period) + 0.02
+    # later turns a period apart, give or take the first pass's head start
+    for times in seen.values():
+        assert all(b - a <= period + 0.02 for a, b in pairwise(times))
+        assert all(b - a >= period - FIRST_PASS_S - 0.02 for a, b in pairwise(times[1:]))
 
 
 def test_the_rotation_puts_never_measured_members_first_and_measured_ones_last():
