@@ -561,10 +561,9 @@ class Relay:
                               or recent[0].continuous or recent[0].dst not in self.links):
                 recent.popleft()
             if full:
-                # sampled since the last full report, or over the period before a session's
-                # first (relay/reporting.py `since`)
-                since = now - s.sample_every_s if self.last_full == -math.inf else \
-                    min(self.last_full, now - interval)
+                # over the period before a session's first; later ones, those in their turn
+                # (relay/control.py `link_report`)
+                since = now - s.sample_every_s if self.last_full == -math.inf else now
                 self.last_full = now
                 links = self.cont + list({link.dst: link for link in recent
                                           if not link.continuous and link.sampled_at >= since

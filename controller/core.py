@@ -28,7 +28,7 @@ from controller.fabrickeys import Change, KeyRing
 from controller.membership import Channel, Interest, Members, Membership
 from controller.routing import CostModel, Hysteresis
 from controller.store import AuditEntry, MemoryStore, Store
-from controller.topology import LinkRecord, Relay, Topology
+from controller.topology import LinkRecord, Relay, SampleBatch, Topology
 from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
 from skymesh.geo import nearest_regions
@@ -586,7 +586,8 @@ class Controller:
         self.refused["relay-rate"] += 1
         return False
 
-    def on_report(self, session: Session, samples: list[Mapping], counters: Mapping[str, int],
+    def on_report(self, session: Session, samples: list[Mapping] | SampleBatch,
+                  counters: Mapping[str, int],
                   now: float, *, full: bool = True, sent_unix_s: float = 0.0,
                   unix: float | None = None, coalesced: int = 0) -> None:
         """A relay's link samples (dicts as controller/topology.py checks them): `full`, every
@@ -602,8 +603,11 @@ class Controller:
             self.report_delays.append(max(0.0, unix - sent_unix_s))
         # beyond partial_mesh_above, a full report leaves out the links sampled in earlier
         # turns: they stay until their next turn is overdue (stale_for)
-        problems = self.topology.report(session.relay.region, samples, now,
-                                        full and not self.partial_mesh)
+        full = full and not self.partial_mesh
+        if isinstance(samples, SampleBatch):
+            problems = self.topology.report_batch(session.relay.region, samples, now, full)
+        else:
+            problems = self.topology.report(session.relay.region, samples, now, full)
         if problems:  # one line per report: a relay that sends thousands does not flood the log
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             log.warning("%s: rejected sample: %s%s", session.relay.region, problems[0], more)
@@ -613,10 +617,9 @@ class Controller:
         """Mark the routes dirty if a link written, removed or expired since the last look
         moved beyond the dead band from the cost the routes in force were computed with, or
         became usable or unusable."""
-        touched = self.topology.take_touched()
-        if not touched or self.dirty:
+        rows, cols = self.topology.take_touched()
+        if not len(rows) or self.dirty:
             return
-        rows, cols = (np.array(x, dtype=np.intp) for x in zip(*touched, strict=True))
         new = self.link_costs(now, rows, cols)
         old = self.computed[rows, cols]
         with np.errstate(invalid="ignore"):  # inf - inf: a link unusable before and after

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import grpc
 
@@ -35,24 +35,31 @@ class PendingReport:
     """A relay's reports not taken in yet, merged."""
 
     def __init__(self, report: relay_pb2.LinkReport) -> None:
-        # as sent while alone (its bad samples are each counted), by peer once merged
-        self.links: list | dict = list(report.links)
-        self.counters = dict(report.counters)
+        self.reports = [report]  # as they came: read once, when taken in
         self.full = report.full
         self.sent = report.sent_unix_s  # the oldest's: how late the backlog is
-        self.merged = 0
 
     def add(self, report: relay_pb2.LinkReport) -> None:
-        if report.full:  # every link the relay measures: those it left out are not
-            self.links = {}
+        if report.full:  # every link the relay measures: the earlier ones are superseded
+            self.reports = []
             self.full = True
-        elif isinstance(self.links, list):
-            self.links = {s.dst: s for s in self.links}
-        self.links.update((s.dst, s) for s in report.links)
-        self.counters = dict(report.counters)
+        self.reports.append(report)
         if report.sent_unix_s and (not self.sent or report.sent_unix_s < self.sent):
             self.sent = report.sent_unix_s
-        self.merged += 1
+
+    @property
+    def merged(self) -> int:
+        return len(self.reports) - 1
+
+    def links(self) -> Iterable[relay_pb2.LinkSample]:
+        """A lone report's samples as sent (each bad one counted); merged, the newest of
+        each peer's."""
+        if len(self.reports) == 1:
+            return self.reports[0].links
+        newest = {}
+        for report in self.reports:
+            newest.update((s.dst, s) for s in report.links)
+        return newest.values()
 
 
 class RelayControlService(relay_pb2_grpc.RelayControlServicer):
@@ -73,10 +80,9 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
             self.take(session, p)
 
     def take(self, session: Session, p: PendingReport) -> None:
-        links = p.links.values() if isinstance(p.links, dict) else p.links
-        self.controller.on_report(session, translate.samples_of(links), p.counters,
-                                  time.monotonic(), full=p.full, sent_unix_s=p.sent,
-                                  unix=time.time(), coalesced=p.merged)
+        self.controller.on_report(session, translate.sample_batch(p.links()),
+                                  p.reports[-1].counters, time.monotonic(), full=p.full,
+                                  sent_unix_s=p.sent, unix=time.time(), coalesced=p.merged)
 
     def queue_report(self, session: Session, report: relay_pb2.LinkReport) -> None:
         if not self.controller.admit(session, time.monotonic()):

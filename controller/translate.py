@@ -18,6 +18,7 @@ from controller.core import (
 from controller.distribution import Push
 from controller.engine import Route
 from controller.membership import Interest, Members
+from controller.topology import SampleBatch
 from skymesh.linkstate import FROM_WIRE
 from skymesh.v1 import admin_pb2, relay_pb2
 
@@ -33,6 +34,22 @@ def hello(msg: relay_pb2.Hello) -> Hello:
 def samples(report: relay_pb2.LinkReport) -> list[dict]:
     """Link samples as controller/topology.py checks them (the state by name)."""
     return samples_of(report.links)
+
+
+def sample_batch(links: Iterable[relay_pb2.LinkSample]) -> SampleBatch:
+    """Link samples as columns (controller/topology.py's report_batch)."""
+    b = SampleBatch()
+    for s in links:
+        b.dst.append(s.dst)
+        b.rtt_ms.append(s.rtt_ms)
+        b.min_rtt_ms.append(s.min_rtt_ms)
+        b.jitter_ms.append(s.jitter_ms)
+        b.loss.append(s.loss)
+        b.window.append(s.window)
+        b.samples.append(s.samples)
+        b.lost.append(s.lost)
+        b.state.append(s.state)
+    return b
 
 
 def samples_of(links: Iterable[relay_pb2.LinkSample]) -> list[dict]:

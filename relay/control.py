@@ -240,13 +240,20 @@ class ControlSession:
 
     def link_report(self, full: bool = True) -> relay_pb2.LinkReport:
         """The next link report, taken as sent: `full`, every link the relay measures (in a
-        partial mesh, those probed all the time and those sampled since the last full
-        report); else the links that moved since they were last reported, or whose state
-        is newly known to have changed. Its time is the wall clock's."""
+        partial mesh, those probed all the time and those in their turn; the session's
+        first also those sampled over the last period); else the links that moved since
+        they were last reported, or whose state is newly known to have changed. Its time is
+        the wall clock's."""
         now = self.clock()
         stats = self.scheduler.stats
-        measured = self.scheduler.measured_links(
-            self.reports.since(now, self.scheduler.sample_every_s))
+        since = self.reports.since(now, self.scheduler.sample_every_s)
+        if full and self.reports.last_full is not None:
+            # beyond the first, a full report of a partial mesh holds the links measured
+            # all the time and those in their turn: one sampled earlier was reported after
+            # its turn, and the controller keeps it until the next (a thousand relays'
+            # samples would otherwise come twice)
+            since = now
+        measured = self.scheduler.measured_links(since)
         if not full:  # a link last reported may have changed since its turn ended
             measured |= self.reports.reported.keys() & stats.keys()
         chosen = self.reports.select({r: reporting.view(stats[r]) for r in measured}, now,

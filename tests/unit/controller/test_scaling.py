@@ -285,3 +285,49 @@ def test_beyond_partial_mesh_above_a_full_report_keeps_the_links_sampled_before(
     r.advance(1.5 * s.sample_every_s + s.full_report_interval_s + s.stale_after_s)
     r.c.tick(r.now, r.unix)
     assert ("a", "b") not in r.c.topology.links  # its turn is long overdue
+
+
+wire_samples = st.lists(st.tuples(
+    st.sampled_from(["a", "b", "c", "d", "zz", "a"]),
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0.5, 300.0)),
+    st.floats(-1.0, 300.0), st.floats(-1.0, 50.0), st.floats(-0.5, 1.5),
+    st.integers(0, 60), st.integers(0, 100), st.integers(0, 10), st.integers(-1, 5)),
+    max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(wire_samples, min_size=1, max_size=4), st.booleans())
+def test_samples_by_column_are_taken_as_samples_one_by_one(reports, full):
+    """The relay service's columns (report_batch) and the dicts (report) give the same
+    records, the same problems in the same order, and the same flap damping."""
+    from controller.topology import Relay, SampleBatch
+    from skymesh.linkstate import FROM_WIRE
+
+    def topology() -> Topology:
+        t = Topology(["a", "b", "c", "d"])
+        for n in "abcd":
+            t.add_relay(Relay(n, n, "h:1", 0.0))
+        return t
+
+    one, cols = topology(), topology()
+    for step, report in enumerate(reports):
+        batch = SampleBatch()
+        dicts = []
+        for dst, rtt, min_rtt, jitter, loss, window, n, lost, state in report:
+            for column, value in zip(
+                    (batch.dst, batch.rtt_ms, batch.min_rtt_ms, batch.jitter_ms, batch.loss,
+                     batch.window, batch.samples, batch.lost, batch.state),
+                    (dst, rtt, min_rtt, jitter, loss, window, n, lost, state), strict=True):
+                column.append(value)
+            dicts.append({"dst": dst, "rtt_ms": rtt, "min_rtt_ms": min_rtt,
+                          "jitter_ms": jitter, "loss": loss, "window": window, "samples": n,
+                          "lost": lost, "state": FROM_WIRE.get(state, "?")})
+        now = float(step)
+        if len({d["dst"] for d in dicts}) != len(dicts):
+            continue  # one peer twice in a report: the last wins one way, not the other
+        assert one.report("a", dicts, now, full) == cols.report_batch("a", batch, now, full)
+        assert one.links == cols.links
+        assert one.rejected_samples == cols.rejected_samples
+        assert {k: (e.penalty, e.usable) for k, e in one.damper.entries.items()} == \
+            {k: (e.penalty, e.usable) for k, e in cols.damper.entries.items()}
+    assert np.array_equal(one.bound, cols.bound)

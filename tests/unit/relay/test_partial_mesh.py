@@ -218,7 +218,7 @@ def test_back_to_the_full_mesh_every_peer_is_probed_at_once():
         assert max(b - a for a, b in pairwise(times)) <= PROBE_INTERVAL * 1.05 + 0.02
 
 
-def test_full_reports_hold_the_links_probed_all_the_time_and_those_sampled_since_the_last():
+def test_full_reports_hold_the_links_probed_all_the_time_and_those_in_their_turn():
     sim = Sim()
     counters: Counter[str] = Counter()
     fabric = Fabric("fra", sim.tables, lambda hop, data: True, lambda: sim.now, counters)
@@ -231,14 +231,13 @@ def test_full_reports_hold_the_links_probed_all_the_time_and_those_sampled_since
     # before the first full report: what was measured over the last sampling period
     sampled = {r for r, times in sim.fresh.items() if times}
     assert dsts == sampled == set(REGIONS)
-    previous = sim.now
     sim.run(40.0)
     report = session.link_report()
     dsts = {link.dst for link in report.links}
-    since = {r for r, times in sim.fresh.items() if any(t > previous for t in times)}
-    recent = {r for r, times in sim.fresh.items() if any(t > previous - 1.0 for t in times)}
-    assert sim.s.continuous | since <= dsts <= sim.s.continuous | recent
-    assert len(dsts) < len(REGIONS) - 10  # about half of the others: 10 s of 20
+    # later ones: the links probed all the time and those in their turn now (one sampled
+    # earlier was reported after its turn, and the controller keeps it until the next)
+    assert sim.s.continuous <= dsts <= sim.s.continuous | set(sim.s.bursts)
+    assert len(dsts) < len(sim.s.continuous) + 5
     assert report.full
 
 
