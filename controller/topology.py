@@ -101,6 +101,7 @@ class Topology:
         self.relays: dict[str, Relay] = {}
         self.rejected_samples = 0
         n = len(self.names)
+        self.connected = np.zeros(n, dtype=bool)  # regions with a relay
         self.rtt = np.zeros((n, n))
         self.min_rtt = np.zeros((n, n))
         self.jitter = np.zeros((n, n))
@@ -121,6 +122,7 @@ class Topology:
         self.remove_relay(relay.region)
         self.relays[relay.region] = relay
         if relay.region in self.index:
+            self.connected[self.index[relay.region]] = True
             self.stale_for[self.index[relay.region]] = (
                 self.stale_after_s if stale_for_s is None else stale_for_s)
 
@@ -129,6 +131,7 @@ class Topology:
         self.damper.forget(region)
         i = self.index.get(region)
         if i is not None:
+            self.connected[i] = False
             out, into = np.flatnonzero(self.state[i]), np.flatnonzero(self.state[:, i])
             self.touched.append((np.full(len(out), i), out))
             self.touched.append((into, np.full(len(into), i)))
@@ -221,7 +224,7 @@ class Topology:
                     self.rejected_samples += 1
                 else:
                     bad[k] = False
-            good = ~bad & self.connected_mask()[np.maximum(idx, 0)]
+            good = ~bad & self.connected[np.maximum(idx, 0)]
             js = idx[good]
             new = code[good]
             before = self.state[i, js]
@@ -348,9 +351,8 @@ class Topology:
                                         & (self.samples >= self.settle_samples))
 
     def connected_mask(self) -> np.ndarray:
-        mask = np.zeros(len(self.names), dtype=bool)
-        mask[[self.index[r] for r in self.relays if r in self.index]] = True
-        return mask
+        """Which of the catalogue's regions have a relay (a copy)."""
+        return self.connected.copy()
 
     def measured(self, region: str, peers: Iterable[str] | None = None) -> bool:
         """Whether the relay has measured its link to every other connected relay (or to
