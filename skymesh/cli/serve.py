@@ -42,6 +42,21 @@ def add_parsers(sub) -> None:
     ctl.add_argument("--degraded-jitter-ms", type=float,
                      default=LINK.degraded_jitter_ms, metavar="MS",
                      help="jitter above which a link is degraded (default: %(default)s)")
+    ctl.add_argument("--partial-mesh-above", type=int, default=LINK.partial_mesh_above,
+                     metavar="N",
+                     help="with more relays than this, each measures its --nearest regions, "
+                     "the next hops and backups of its routes, and the others by a rotating "
+                     "sample (default: %(default)s)")
+    ctl.add_argument("--nearest", type=int, default=LINK.nearest, metavar="K",
+                     help="regions (by great-circle distance) each relay of a partial mesh "
+                     "measures at all times (default: %(default)s)")
+    ctl.add_argument("--sample-every", type=float, default=LINK.sample_every_s, metavar="S",
+                     help="in a partial mesh, every other link is measured at least this "
+                     "often (default: %(default)s)")
+    ctl.add_argument("--full-report-interval", type=float,
+                     default=LINK.full_report_interval_s, metavar="S",
+                     help="relays report links by change, and every link they measure this "
+                     "often (default: %(default)s)")
     ctl.add_argument("--resync-hold", type=float, default=15.0, metavar="S",
                      help="after a restart among relays that hold tables, push none until "
                      "every region is back and measured or this long (default: %(default)s)")
@@ -134,7 +149,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
     problems = [f"--{name} must be positive" for name, value in (
         ("probe-interval", args.probe_interval),
         ("neighbour-probe-interval", args.neighbour_probe_interval),
-        ("down-after", args.down_after)) if not value > 0]
+        ("down-after", args.down_after), ("partial-mesh-above", args.partial_mesh_above),
+        ("nearest", args.nearest), ("sample-every", args.sample_every),
+        ("full-report-interval", args.full_report_interval)) if not value > 0]
     if not 0 < args.degraded_loss <= 1:
         problems.append("--degraded-loss must be in (0, 1]")
     if not args.fabric_key_overlap > 0:
@@ -148,6 +165,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
                         down_after=args.down_after, degraded_loss=args.degraded_loss,
                         degraded_jitter_ms=args.degraded_jitter_ms,
                         resync_hold_s=args.resync_hold,
+                        partial_mesh_above=args.partial_mesh_above, nearest=args.nearest,
+                        sample_every_s=args.sample_every,
+                        full_report_interval_s=args.full_report_interval,
                         hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms),
                         fabric_key_rotation_s=float(args.fabric_key_rotation),
                         fabric_key_overlap_s=args.fabric_key_overlap)
