@@ -310,10 +310,10 @@ def test_samples_by_column_are_taken_as_samples_one_by_one(reports, full):
         return t
 
     one, cols = topology(), topology()
-    for step, report in enumerate(reports):
+    for step, sent in enumerate(reports):
         batch = SampleBatch()
         dicts = []
-        for dst, rtt, min_rtt, jitter, loss, window, n, lost, state in report:
+        for dst, rtt, min_rtt, jitter, loss, window, n, lost, state in sent:
             for column, value in zip(
                     (batch.dst, batch.rtt_ms, batch.min_rtt_ms, batch.jitter_ms, batch.loss,
                      batch.window, batch.samples, batch.lost, batch.state),
