@@ -239,16 +239,6 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
     return out
 
 
-def same_within(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float = 0.0) -> bool:
-    """Same links (finite costs in the same places), every cost within `fraction` of the
-    old (`b`) or `floor_ms`, whichever is larger: a dead band for noise."""
-    fa, fb = np.isfinite(a), np.isfinite(b)
-    if not np.array_equal(fa, fb):
-        return False
-    old = b[fb]
-    return bool((np.abs(a[fa] - old) <= np.maximum(fraction * old, floor_ms)).all())
-
-
 MAX_EVENT_TEXT = 256  # characters of a relay event's kind and peer kept; its detail: 4x
 
 
@@ -535,10 +525,6 @@ class Controller:
                 session.send(self.peers_message(mine, incremental=True, removed=gone,
                                                 near=self.near.get(region, ())))
 
-    def broadcast_peers(self) -> None:
-        """Every relay's whole peer list."""
-        self.send_peers()
-
     def peers_message(self, peers: tuple[tuple[str, str], ...], *, near: Iterable[str] = (),
                       incremental: bool = False, removed: tuple[str, ...] = (),
                       ) -> Peers:
@@ -789,8 +775,8 @@ class Controller:
         cost = latest[np.ix_(idx, idx)]
         # nothing to compute while no link moved beyond measurement noise
         if previous is not None and not self.avoid_changed and nodes == self.computed_nodes \
-                and same_within(cost, self.computed[np.ix_(idx, idx)], self.settings.dead_band,
-                                self.settings.dead_band_ms):
+                and routing.costs_within(cost, self.computed[np.ix_(idx, idx)],
+                                         self.settings.dead_band, self.settings.dead_band_ms):
             self.pushed = self.push_staged(now)
             return None
         self.computed, self.computed_nodes = latest, nodes

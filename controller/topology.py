@@ -354,15 +354,10 @@ class Topology:
         """Which of the catalogue's regions have a relay (a copy)."""
         return self.connected.copy()
 
-    def measured(self, region: str, peers: Iterable[str] | None = None) -> bool:
-        """Whether the relay has measured its link to every other connected relay (or to
-        each of `peers` that is connected)."""
+    def measured(self, region: str) -> bool:
+        """Whether the relay has measured its link to every other connected relay."""
         i = self.index[region]
-        if peers is None:
-            want = self.connected_mask()
-        else:
-            want = np.zeros(len(self.names), dtype=bool)
-            want[[self.index[p] for p in peers if p in self.relays]] = True
+        want = self.connected_mask()
         want[i] = False
         return bool(self.settled_mask()[i][want].all())
 

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller import engine, routing
-from controller.core import Hello, Peers, Settings, changed_rows, same_within
+from controller.core import Hello, Peers, Settings, changed_rows
 from controller.distribution import Push, paths_of
 from controller.routing import CostModel, Hysteresis
+from controller.routing import costs_within as same_within
 from controller.topology import Topology
 from skymesh.linkstate import DEGRADED, DOWN, PROTOCOL_BY_CHANGE, UNKNOWN, UP
 from skymesh.policy import Policy, Zone
