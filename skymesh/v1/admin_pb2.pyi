@@ -71,7 +71,7 @@ class RegionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegionInfo(_message.Message):
-    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr", "drained")
+    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr", "drained", "nodes")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class RegionInfo(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
     DRAINED_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     country: str
@@ -105,7 +106,33 @@ class RegionInfo(_message.Message):
     counters: _containers.ScalarMap[str, int]
     edge_addr: str
     drained: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ...) -> None: ...
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "probe_addr", "edge_addr", "route_version", "lead", "sessions", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEAD_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    probe_addr: str
+    edge_addr: str
+    route_version: int
+    lead: bool
+    sessions: int
+    counters: _containers.ScalarMap[str, int]
+    def __init__(self, node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., edge_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., lead: _Optional[bool] = ..., sessions: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RegionsReply(_message.Message):
     __slots__ = ("regions",)
