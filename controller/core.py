@@ -33,6 +33,7 @@ from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
 from skymesh.geo import nearest_regions
 from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE
+from skymesh.nodes import address, region_of
 from skymesh.policy import Policy
 from skymesh.ratelimit import TokenBucket
 
@@ -132,7 +133,9 @@ class Event:
 class Peers:
     """The relays to probe, and how to probe and judge links."""
 
-    peers: tuple[tuple[str, str], ...]  # (region, probe address)
+    # (region, probe address, node id): every node of every region but the receiver (of its
+    # own region: its siblings); for relays of protocol < 2 one node per region, no node id
+    peers: tuple[tuple[str, str, str], ...]
     probe_interval_s: float
     report_interval_s: float
     neighbour_probe_interval_s: float
@@ -143,7 +146,7 @@ class Peers:
     # whole list)
     near: frozenset[str] = frozenset()  # of `peers`, the relay's nearest regions
     incremental: bool = False  # `peers` are changes to the list, `removed` left it
-    removed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()  # regions (every node) or nodes ("region/node")
     full_report_interval_s: float = 0.0
     report_rtt_fraction: float = 0.0
     report_rtt_ms: float = 0.0
@@ -267,6 +270,11 @@ class Session:
     protocol: int = 0
     peers_known: int = 0  # the peer changes its whole list held (Controller.send_peers)
 
+    @property
+    def node(self) -> str:
+        """The relay node's address, "region/node" (skymesh/nodes.py)."""
+        return address(self.relay.region, self.relay.node_id)
+
 
 # -- what admin queries get -----------------------------------------------------------------
 
@@ -375,7 +383,10 @@ class Controller:
         self.near_mask = np.zeros((len(index), len(index)), dtype=bool)
         for region, near in self.near.items():
             self.near_mask[index[region], [index[n] for n in near]] = True
+        # each region's lead node: the one whose link reports route the region
         self.sessions: dict[str, Session] = {}
+        # every connected node, by region and node id, in the order they connected
+        self.nodes: dict[str, dict[str, Session]] = {}
         self.distribution = Distribution(settings.order_hold_s)
         self.membership = Membership(len(self.catalogue), settings.members_hold_s, now)
         self.policy = policy.restrict(self.catalogue)
@@ -393,7 +404,7 @@ class Controller:
         self.suppressed: frozenset[tuple[str, str]] = frozenset()  # links being damped
         self.pushed = False  # whether the last round pushed anything
         # connects and disconnects not yet told to relays of protocol 2 (flush_peers)
-        self.peers_added: dict[str, int] = {}  # region -> the change's number
+        self.peers_added: dict[str, int] = {}  # node address -> the change's number
         self.peers_removed: dict[str, int] = {}
         self.peer_changes = 0
         self.was_partial = False
@@ -423,53 +434,115 @@ class Controller:
     # -- relay sessions --------------------------------------------------------------------
 
     def connect(self, hello: Hello, send: Send, now: float, unix: float) -> Session:
+        """A relay node's session begins. The first node of a region leads it (its reports
+        route the region); another node of the region follows, and takes over when the lead
+        leaves. A node that connects again replaces its earlier session."""
         relay = Relay(hello.region, hello.node_id, hello.probe_addr, now, hello.route_version)
-        old = self.sessions.pop(hello.region, None)
-        if old:
-            log.info("%s: node %s replaces %s", relay.region, relay.node_id, old.relay.node_id)
+        region = relay.region
+        here = self.nodes.setdefault(region, {})
+        old = here.pop(relay.node_id, None)
+        if old is not None:
+            log.info("%s: node %s connects again: its earlier session ends", region,
+                     relay.node_id)
             old.send(None)
-        self.topology.add_relay(relay, self.stale_for(hello.protocol, len(self.sessions) + 1))
-        # versions only grow, across controller restarts too
-        session = Session(relay, send, self.distribution.attach(relay.region,
-                                                                 hello.route_version),
-                          edge_addr=hello.edge_addr,
-                          bucket=TokenBucket(self.settings.relay_messages_per_s,
-                                             self.settings.relay_messages_burst, now),
+        bucket = TokenBucket(self.settings.relay_messages_per_s,
+                             self.settings.relay_messages_burst, now)
+        lead = self.sessions.get(region)
+        follows = lead is not None and lead is not old
+        if follows:
+            routes = RelayRoutes(region)
+        else:
+            # versions only grow, across controller restarts too
+            routes = self.distribution.attach(region, hello.route_version)
+        session = Session(relay, send, routes, edge_addr=hello.edge_addr, bucket=bucket,
                           protocol=hello.protocol)
-        self.sessions[relay.region] = session
-        self.membership.connect(relay.region)
-        if hello.route_version and not self.tables:
-            self.warm = True  # relays run on tables from before this controller started
-        self.send_peers(added=relay.region)
-        session.send(self.config_for(relay.region))
-        self.dirty = True
-        self.record("relay-connected", relay.region,
-                    f"{relay.node_id}, holding routes v{hello.route_version}", unix=unix)
-        log.info(
-            "%s: relay %s connected from %s (holds routes v%d)",
-            relay.region,
-            relay.node_id,
-            relay.probe_addr,
-            hello.route_version,
-        )
+        here[relay.node_id] = session
+        self.send_members(self.membership.connect(session.node, now))
+        if follows:
+            self.send_peers(added=session)
+            session.send(self.config_for(region))
+            self.send_table(session)
+        else:
+            self.topology.add_relay(relay, self.stale_for(hello.protocol,
+                                                          len(self.sessions) + 1))
+            self.sessions[region] = session
+            if hello.route_version and not self.tables:
+                self.warm = True  # relays run on tables from before this controller started
+            self.send_peers(added=session)
+            session.send(self.config_for(region))
+            self.dirty = True
+        role = f"follows {lead.relay.node_id}" if follows else "leads"
+        self.record("relay-connected", region,
+                    f"{relay.node_id}, holding routes v{hello.route_version}"
+                    + (f", {role}" if len(here) > 1 else ""), unix=unix)
+        log.info("%s: relay %s connected from %s (holds routes v%d)%s", region,
+                 relay.node_id, relay.probe_addr, hello.route_version,
+                 f", {role}" if len(here) > 1 else "")
         return session
 
     def disconnect(self, session: Session, now: float, unix: float) -> None:
-        region = session.relay.region
-        if self.sessions.get(region) is session:
+        """A relay node's session ended. The region's next node takes over from a lead that
+        leaves (its links stay until the new lead's reports replace them); the region leaves
+        the topology with its last node."""
+        region, node = session.relay.region, session.relay.node_id
+        here = self.nodes.get(region, {})
+        if here.get(node) is not session:
+            return  # replaced by a newer session of the same node
+        del here[node]
+        self.send_members(self.membership.disconnect(session.node, now))
+        self.record("relay-disconnected", region, node, unix=unix)
+        log.info("%s: relay %s disconnected", region, node)
+        if self.sessions.get(region) is not session:  # a follower
+            self.send_peers(removed=session)
+            return
+        self.distribution.detach(session.routes)
+        if here:
+            successor = next(iter(here.values()))
+            successor.routes = self.distribution.attach(region, successor.routes.acked_version)
+            self.sessions[region] = successor
+            self.topology.lead_changed(successor.relay)
+            self.send_peers(removed=session)
+            self.record("lead", region, f"{successor.relay.node_id} takes over from {node}",
+                        unix=unix)
+            log.info("%s: node %s leads the region now", region, successor.relay.node_id)
+        else:
+            del self.nodes[region]
             del self.sessions[region]
-            self.distribution.detach(session.routes)
             self.topology.remove_relay(region)
-            self.send_peers(removed=region)
-            self.send_members(self.membership.disconnect(region, now))
-            self.dirty = True
-            self.wake()
-            self.record("relay-disconnected", region, session.relay.node_id, unix=unix)
-            log.info("%s: relay %s disconnected", region, session.relay.node_id)
+            self.send_peers(removed=session)
+        self.dirty = True
+        self.wake()
 
     def current(self, session: Session) -> bool:
-        """Whether `session` is still its region's (a newer relay may have replaced it)."""
-        return self.sessions.get(session.relay.region) is session
+        """Whether `session` is still its node's (the node may have connected again)."""
+        return self.nodes.get(session.relay.region, {}).get(session.relay.node_id) is session
+
+    def region_sessions(self, region: str) -> list[Session]:
+        """Every node of `region` connected, the lead first."""
+        return list(self.nodes.get(region, {}).values())
+
+    def send_region(self, region: str, msg: Message) -> None:
+        """To every node of `region`."""
+        for session in self.region_sessions(region):
+            session.send(msg)
+
+    def send_table(self, session: Session) -> None:
+        """A follower gets the table last pushed to its region's lead (at its version)."""
+        lead = self.sessions.get(session.relay.region)
+        if lead is None or lead.routes.pushed is None:
+            return
+        rows = tuple(lead.routes.sent.values())
+        self.mirror(session, Push(lead.relay.region, lead.routes.pushed_version,
+                                  self.distribution.nonce(), rows))
+
+    def mirror(self, session: Session, push: Push) -> None:
+        """A push to a follower: what its lead was pushed; its ACKs are its own."""
+        routes = session.routes
+        routes.pushed, routes.pushed_version = [], push.version
+        routes.unacked[push.version] = list(push.rows)
+        for version in sorted(routes.unacked)[:-self.distribution.max_unacked]:
+            del routes.unacked[version]
+        session.send(push)
 
     def stale_for(self, protocol: int, relays: int) -> float:
         """How long a relay's link stays without being reported: an unchanged link of a relay
@@ -482,50 +555,67 @@ class Controller:
             return s.stale_after_s + s.full_report_interval_s + 1.5 * s.sample_every_s
         return s.stale_after_s + 2 * s.full_report_interval_s
 
-    def send_peers(self, added: str = "", removed: str = "") -> None:
-        """Tell relays who their peers are: the relay that connected (`added`) gets the whole
+    def peer_entries(self, to: Session) -> tuple[tuple[str, str, str], ...]:
+        """The peers `to` is told: every other node, its siblings included (for a relay of
+        protocol < 2, each other region's lead, without node ids)."""
+        if to.protocol < PROTOCOL_BY_CHANGE:
+            return tuple((r, s.relay.probe_addr, "") for r, s in sorted(self.sessions.items())
+                         if r != to.relay.region)
+        return tuple((r, s.relay.probe_addr, n) for r in sorted(self.nodes)
+                     for n, s in sorted(self.nodes[r].items()) if s is not to)
+
+    def send_peers(self, added: Session | None = None, removed: Session | None = None,
+                   ) -> None:
+        """Tell relays who their peers are: the node that connected (`added`) gets the whole
         list at once, and so does every relay of protocol 1; the others of protocol 2 hear
         of connects and disconnects as changes, gathered over a round (`flush_peers`), so
         that a thousand relays connecting cost each a message a round, not a message each."""
-        relays = sorted(self.topology.relays.values(), key=lambda r: r.region)
         self.peer_changes += 1
-        if added:
-            self.peers_removed.pop(added, None)
-            self.peers_added[added] = self.peer_changes
-            self.sessions[added].peers_known = self.peer_changes  # its whole list
-        if removed:
-            self.peers_added.pop(removed, None)
-            self.peers_removed[removed] = self.peer_changes
-        for session in self.sessions.values():
-            region = session.relay.region
-            if session.protocol < PROTOCOL_BY_CHANGE:
-                session.send(self.peers_message(
-                    tuple((r.region, r.probe_addr) for r in relays if r.region != region)))
-            elif region == added or not (added or removed):
-                session.send(self.peers_message(
-                    tuple((r.region, r.probe_addr) for r in relays if r.region != region),
-                    near=self.near.get(region, ())))
+        if added is not None:
+            self.peers_removed.pop(added.node, None)
+            self.peers_added[added.node] = self.peer_changes
+            added.peers_known = self.peer_changes  # its whole list
+        if removed is not None:
+            self.peers_added.pop(removed.node, None)
+            self.peers_removed[removed.node] = self.peer_changes
+        for region, here in self.nodes.items():
+            for session in here.values():
+                if session.protocol < PROTOCOL_BY_CHANGE:
+                    if session is self.sessions.get(region):
+                        session.send(self.peers_message(self.peer_entries(session)))
+                elif session is added or not (added or removed):
+                    session.send(self.peers_message(self.peer_entries(session),
+                                                    near=self.near.get(region, ())))
 
     def flush_peers(self) -> None:
         """The connects and disconnects of the round, to every relay of protocol 2 as one
         change to its list."""
         if not (self.peers_added or self.peers_removed):
             return
-        added = sorted((r, self.topology.relays[r].probe_addr, n)
-                       for r, n in self.peers_added.items() if r in self.topology.relays)
-        removed = sorted(self.peers_removed.items())
+        added = []
+        for node, n in self.peers_added.items():
+            region, node_id = node.split("/", 1)
+            if (s := self.nodes.get(region, {}).get(node_id)) is not None:
+                added.append((region, s.relay.probe_addr, node_id, n))
+        added.sort()
+        # a region none of whose nodes is left goes whole, as an older relay expects
+        removed = sorted({(node if region_of(node) in self.nodes else region_of(node), n)
+                          for node, n in self.peers_removed.items()})
         self.peers_added, self.peers_removed = {}, {}
-        for region, session in self.sessions.items():
-            if session.protocol < PROTOCOL_BY_CHANGE:
-                continue
-            # what came before a relay's whole list is in it
-            mine = tuple((r, a) for r, a, n in added if r != region and n > session.peers_known)
-            gone = tuple(r for r, n in removed if r != region and n > session.peers_known)
-            if mine or gone:
-                session.send(self.peers_message(mine, incremental=True, removed=gone,
-                                                near=self.near.get(region, ())))
+        for region, here in self.nodes.items():
+            for session in here.values():
+                if session.protocol < PROTOCOL_BY_CHANGE:
+                    continue
+                # what came before a relay's whole list is in it
+                known = session.peers_known
+                mine = tuple((r, a, i) for r, a, i, n in added
+                             if n > known and (r, i) != (region, session.relay.node_id))
+                gone = tuple(x for x, n in removed if n > known and x != session.node)
+                if mine or gone:
+                    session.send(self.peers_message(mine, incremental=True, removed=gone,
+                                                    near=self.near.get(region, ())))
 
-    def peers_message(self, peers: tuple[tuple[str, str], ...], *, near: Iterable[str] = (),
+    def peers_message(self, peers: tuple[tuple[str, str, str], ...], *, near: Iterable[str] = (),
                       incremental: bool = False, removed: tuple[str, ...] = (),
                       ) -> Peers:
         s = self.settings
@@ -536,7 +626,7 @@ class Controller:
                      degraded_jitter_ms=s.degraded_jitter_ms)
         if not (near or incremental or removed):
             return base
-        listed = {region for region, _ in peers}
+        listed = {region for region, _, _ in peers}
         return replace(base, near=frozenset(listed & set(near)), incremental=incremental,
                        removed=removed, full_report_interval_s=s.full_report_interval_s,
                        report_rtt_fraction=s.report_rtt_fraction,
@@ -554,8 +644,8 @@ class Controller:
 
     def push_config(self) -> None:
         """Every connected relay's configuration again (the fabric keys changed)."""
-        for region, session in self.sessions.items():
-            session.send(self.config_for(region))
+        for region in self.nodes:
+            self.send_region(region, self.config_for(region))
 
     def admit(self, session: Session, now: float) -> bool:
         """Whether a relay's next message is within its flood limit; one that is not is
@@ -583,6 +673,8 @@ class Controller:
         band (or came or went)."""
         session.counters = dict(counters)
         self.reports += 1
+        if self.sessions.get(session.relay.region) is not session:
+            return  # a follower's links: its region's lead speaks for the region
         self.samples_taken += len(samples)
         self.reports_coalesced += coalesced
         if sent_unix_s > 0 and unix is not None and math.isfinite(sent_unix_s):
@@ -630,6 +722,14 @@ class Controller:
         return np.where(usable, cost, np.inf)
 
     def on_ack(self, session: Session, version: int, accepted: bool, reason: str = "") -> None:
+        if self.sessions.get(session.relay.region) is not session:  # a follower
+            if accepted:
+                session.routes.acknowledge(version)
+            else:
+                self.rejected_tables += 1
+                log.warning("%s: node %s rejected routes v%d: %s", session.relay.region,
+                            session.relay.node_id, version, reason)
+            return
         if accepted:
             if self.distribution.on_ack(session.routes, version):
                 self.wake()  # rows held for this relay's may go now
@@ -660,7 +760,7 @@ class Controller:
         A session that a newer relay of its region replaced speaks for nobody."""
         if self.current(session):
             interest = self.channels_served(session.relay.region, interest)
-            self.send_members(self.membership.on_channels(session.relay.region, interest, now))
+            self.send_members(self.membership.on_channels(session.node, interest, now))
 
     def channels_served(self, region: str, interest: Interest) -> Interest:
         """The channels of `interest` that `region`'s edge can serve: of a zone the region is
@@ -684,7 +784,9 @@ class Controller:
 
     def send_members(self, updates: list[Members]) -> None:
         for update in updates:
-            self.sessions[update.region].send(update)
+            region, node = update.node.split("/", 1)
+            if (session := self.nodes.get(region, {}).get(node)) is not None:
+                session.send(update)
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -839,7 +941,11 @@ class Controller:
                                                now, self.changed)
         self.changed = set()
         for push in pushes:
-            self.sessions[push.region].send(push)
+            for session in self.region_sessions(push.region):
+                if session is self.sessions[push.region]:
+                    session.send(push)
+                else:
+                    self.mirror(session, push)
         return bool(pushes)
 
     def converged(self, now: float) -> bool:
@@ -897,8 +1003,7 @@ class Controller:
             log.info("%s: %s", region, "drained" if drained else "undrained")
             self.avoid_changed = True
             self.dirty = True
-            if (session := self.sessions.get(region)) is not None:
-                session.send(self.config_for(region))
+            self.send_region(region, self.config_for(region))
             self.recompute(now, unix)
             self.wake()
 
@@ -913,7 +1018,7 @@ class Controller:
         what = "every peer" if chaos.drop_all else ", ".join(chaos.drop_peers) or "nothing"
         until = f" until {chaos.until_unix_s:.0f}" if chaos.until_unix_s else ""
         self.audit(actor, "chaos", region, f"drop traffic with {what}{until}", unix=unix)
-        session.send(chaos)
+        self.send_region(region, chaos)
         self.record("chaos", region, f"dropping traffic with {what}", unix=unix)
 
     # -- fabric keys -----------------------------------------------------------------------

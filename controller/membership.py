@@ -1,19 +1,25 @@
 """Which regions have subscribers of each channel, told to the relays that publish to it.
 
-Each relay reports the channels its edge has sessions in (subscribers, publishers, or both).
-A channel's members are the regions with subscribers; a publisher's relay fans its packets
-out to them, so it is told the members whenever they change, and once when it starts to
-publish. After a controller start, members are held back for `hold_s` or until every
-region's relay is back: relays that reconnect first must not be told that the others'
-subscribers left.
+Each relay node reports the channels its edge has sessions in (subscribers, publishers, or
+both); nodes are named by their address ("region/node", skymesh/nodes.py; a bare region
+names a region's only node). A channel's members are the destinations with subscribers: a
+region, or, where a region has several nodes connected, each of its nodes with subscribers
+("region/node": the node that receives the region's share hands each sibling its part). A
+publisher's relay fans its packets out to them, so it is told the members whenever they
+change, and once when it starts to publish. After a controller start, members are held back
+for `hold_s` or until every region's relay is back: relays that reconnect first must not be
+told that the others' subscribers left.
 
 Plain state fed events with explicit times; the controller core sends what it returns.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from skymesh.nodes import region_of
 
 Channel = tuple[str, str]  # (zone, channel)
 Interest = Mapping[Channel, tuple[bool, bool]]  # channel -> (subscribers, publishers)
@@ -22,12 +28,12 @@ NONE = (False, False)
 
 @dataclass(frozen=True)
 class Members:
-    """The subscriber regions of a channel, for the relay of `region` (a publisher)."""
+    """The subscriber destinations of a channel, for the relay node `node` (a publisher)."""
 
-    region: str
+    node: str
     zone: str
     channel: str
-    regions: tuple[str, ...]
+    regions: tuple[str, ...]  # destinations: regions, or "region/node" (module docstring)
 
 
 class Membership:
@@ -35,35 +41,65 @@ class Membership:
         self.expected = expected  # regions in the catalogue: the hold ends when all are back
         self.hold_s = hold_s
         self.started = started
-        # the connected relays' channels, in the order they connected
+        # the connected relay nodes' channels, in the order they connected
         self.interest: dict[str, dict[Channel, tuple[bool, bool]]] = {}
+        self.nodes_in: Counter[str] = Counter()  # connected nodes per region
+        # the channels of a node's earlier session, until its new one reports
+        self.before: dict[str, set[Channel]] = {}
         self.members: dict[Channel, tuple[str, ...]] = {}  # as last pushed
         self.released = False
 
-    def connect(self, region: str) -> None:
-        """A relay connected (replacing any earlier one of its region): no channels yet."""
-        self.interest.pop(region, None)
-        self.interest[region] = {}
+    def connect(self, node: str, now: float = 0.0) -> list[Members]:
+        """A relay node connected (replacing any earlier session of it): no channels yet,
+        until it reports them (its members stay as they were meanwhile: a node that
+        reconnects reports the same). A region's second node makes the region's subscribers
+        be named by node."""
+        old = self.interest.pop(node, None)
+        self.interest[node] = {}
+        if old is not None:
+            self.before[node] = set(old)  # looked at again when it reports
+            return []
+        region = region_of(node)
+        self.nodes_in[region] += 1
+        return self.update(self.channels_of_region(region), now) \
+            if self.nodes_in[region] == 2 else []
 
-    def disconnect(self, region: str, now: float) -> list[Members]:
-        """Its subscribers leave every channel they were in."""
-        old = self.interest.pop(region, {})
-        return self.update(set(old), now)
+    def disconnect(self, node: str, now: float) -> list[Members]:
+        """Its subscribers leave every channel they were in (and a region left with one node
+        is named by region again)."""
+        if node not in self.interest:
+            return []
+        old = set(self.interest.pop(node)) | self.before.pop(node, set())
+        region = region_of(node)
+        self.nodes_in[region] -= 1
+        renamed = self.nodes_in[region] == 1
+        if not self.nodes_in[region]:
+            del self.nodes_in[region]
+        return self.update(old | (self.channels_of_region(region) if renamed else set()), now)
 
-    def on_channels(self, region: str, interest: Interest, now: float) -> list[Members]:
-        """A relay's channels, replacing the ones it reported before."""
-        if region not in self.interest:
+    def channels_of_region(self, region: str) -> set[Channel]:
+        return {k for n, i in self.interest.items() if region_of(n) == region for k in i}
+
+    def on_channels(self, node: str, interest: Interest, now: float) -> list[Members]:
+        """A relay node's channels, replacing the ones it reported before."""
+        if node not in self.interest:
             return []  # not connected
-        old = self.interest[region]
-        new = self.interest[region] = dict(interest)
+        old = self.interest[node]
+        new = self.interest[node] = dict(interest)
         new_publisher = {k for k, (_, pub) in new.items() if pub and not old.get(k, NONE)[1]}
-        return self.update(set(old) | set(new), now, also_to={k: region for k in new_publisher})
+        return self.update(set(old) | set(new) | self.before.pop(node, set()), now,
+                           also_to={k: node for k in new_publisher})
 
     def members_of(self, key: Channel) -> tuple[str, ...]:
-        return tuple(sorted(r for r, i in self.interest.items() if i.get(key, NONE)[0]))
+        """The destinations with subscribers of `key`: a region with one node connected by
+        its name, the nodes of one with several by theirs."""
+        return tuple(sorted(
+            n if self.nodes_in[region_of(n)] > 1 else region_of(n)
+            for n, i in self.interest.items() if i.get(key, NONE)[0]))
 
     def publishers_of(self, key: Channel) -> list[str]:
-        return sorted(r for r, i in self.interest.items() if i.get(key, NONE)[1])
+        """The regions with publishers of `key`."""
+        return sorted({region_of(n) for n, i in self.interest.items() if i.get(key, NONE)[1]})
 
     def channels(self) -> list[Channel]:
         """Every channel some connected relay has sessions in."""
@@ -72,7 +108,7 @@ class Membership:
     def holding(self, now: float) -> bool:
         # once released, never again: a relay that leaves within hold_s of the start (every
         # one came back, then one went) must not hold back what the others report
-        return (not self.released and len(self.interest) < self.expected
+        return (not self.released and len(self.nodes_in) < self.expected
                 and now - self.started < self.hold_s)
 
     def update(self, keys: Iterable[Channel], now: float,
@@ -90,16 +126,16 @@ class Membership:
                 self.members[key] = members
             else:
                 self.members.pop(key, None)
-            for region, interest in self.interest.items():
+            for node, interest in self.interest.items():
                 publishes = interest.get(key, NONE)[1]
-                if publishes and (changed or also_to.get(key) == region):
-                    out.append(Members(region, key[0], key[1], members))
+                if publishes and (changed or also_to.get(key) == node):
+                    out.append(Members(node, key[0], key[1], members))
         return out
 
     def release(self, now: float) -> list[Members]:
         """After the hold: every publisher gets the members of its channels."""
         keys = {k for i in self.interest.values() for k in i}
-        publishing = {k: region for region, i in self.interest.items()
+        publishing = {k: node for node, i in self.interest.items()
                       for k, (_, pub) in i.items() if pub}
         self.released = True
         for key in keys:

@@ -18,6 +18,7 @@ from controller.distribution import MAX_HELD_VERSION
 from skymesh.catalogue import Region
 from skymesh.identity import Identity, stranger
 from skymesh.net.tls import peer_identity
+from skymesh.nodes import BadNodeName, check_node_id
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
@@ -191,6 +192,10 @@ def check_hello(
     if hello.region not in catalogue:
         return (grpc.StatusCode.NOT_FOUND,
                 f"unknown region {hello.region[:64]!r}: not in the catalogue")
+    try:
+        check_node_id(hello.node_id)
+    except BadNodeName as e:
+        return grpc.StatusCode.INVALID_ARGUMENT, str(e)[:200]
     if not _host_port(hello.probe_addr):
         return (
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -126,6 +126,11 @@ class Topology:
             self.stale_for[self.index[relay.region]] = (
                 self.stale_after_s if stale_for_s is None else stale_for_s)
 
+    def lead_changed(self, relay: Relay) -> None:
+        """Another node of the region speaks for it: the links its lead measured stay (from
+        the same place) until the new lead's reports replace them."""
+        self.relays[relay.region] = relay
+
     def remove_relay(self, region: str) -> None:
         self.relays.pop(region, None)
         self.damper.forget(region)

@@ -114,8 +114,9 @@ def controller_message(msg: Message) -> relay_pb2.ControllerMessage:
             zone=msg.zone, channel=msg.channel, regions=msg.regions))
     if isinstance(msg, Peers):
         return relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
-            peers=[relay_pb2.Peer(region=region, probe_addr=addr, near=region in msg.near)
-                   for region, addr in msg.peers],
+            peers=[relay_pb2.Peer(region=region, probe_addr=addr, near=region in msg.near,
+                                  node_id=node)
+                   for region, addr, node in msg.peers],
             probe_interval_s=msg.probe_interval_s,
             report_interval_s=msg.report_interval_s,
             neighbour_probe_interval_s=msg.neighbour_probe_interval_s,

@@ -61,7 +61,9 @@ class Rig:
         self.now += seconds
 
     def connect(self, region: str, holds: int = 0, node: str = "1") -> Session:
-        box = self.outbox[region] = []
+        """Node `node` of `region` connects; its messages go to outbox[region] for node 1
+        and to outbox["region/node"] for the others."""
+        box = self.outbox[region if node == "1" else f"{region}/{node}"] = []
         return self.c.connect(Hello(region, f"{region}-{node}", "127.0.0.1:1", holds),
                               box.append, self.now, self.unix)
 
@@ -348,7 +350,7 @@ def test_whatever_happens_versions_only_grow_and_each_relay_gets_them_in_order(o
             c.drain(op[1], op[2], r.now, r.unix)
             collect()
         elif op[0] == "reconnect":
-            r.connect(op[1], holds=max(pushed[op[1]], default=0), node="2")
+            r.connect(op[1], holds=max(pushed[op[1]], default=0))
             report(r, op[1])
         else:
             r.advance(op[1])
@@ -369,7 +371,7 @@ def test_a_connecting_relay_gets_its_config_and_everyone_the_new_peer_list():
                          zones=("global",), drained=False, fabric_epoch=1)
 
     def peers(*regions: str) -> Peers:
-        return Peers(tuple((p, "127.0.0.1:1") for p in regions), s.probe_interval_s,
+        return Peers(tuple((p, "127.0.0.1:1", "") for p in regions), s.probe_interval_s,
                      s.report_interval_s, s.neighbour_probe_interval_s, s.down_after,
                      s.degraded_loss, s.degraded_jitter_ms)
 
@@ -381,13 +383,13 @@ def test_a_connecting_relay_gets_its_config_and_everyone_the_new_peer_list():
     assert r.c.events[0].event.detail == "a-1, holding routes v0"
 
 
-def test_a_new_relay_of_a_region_replaces_the_old_session():
+def test_a_node_connecting_again_replaces_its_old_session():
     r = rig()
     old = r.c.sessions["a"]
     old_box = r.outbox["a"]
-    new = r.connect("a", node="2")
+    new = r.connect("a")
     assert old_box[-1] is None  # the old session is ended
-    assert r.c.sessions["a"] is new and r.c.topology.relays["a"].node_id == "a-2"
+    assert r.c.sessions["a"] is new and r.c.topology.relays["a"].node_id == "a-1"
     r.wakes = 0
     r.c.disconnect(old, r.now, r.unix)  # the old stream closing later changes nothing
     assert r.c.sessions["a"] is new and r.wakes == 0
@@ -397,7 +399,7 @@ def test_a_new_relay_of_a_region_replaces_the_old_session():
 def test_channels_from_a_replaced_session_speak_for_nobody():
     r = rig()
     old = r.c.sessions["b"]
-    r.connect("b", node="2")
+    r.connect("b")
     r.c.on_channels(r.c.sessions["a"], {("global", "ch"): (False, True)}, r.now + 10)
     r.c.on_channels(old, {("global", "ch"): (True, False)}, r.now + 10)
     assert r.c.members_of(("global", "ch")) == ()
@@ -416,8 +418,8 @@ def test_a_disconnect_tells_the_others_and_asks_for_a_recompute():
     assert "d" not in c.distribution.relays
     got = r.take("a")
     assert [m.peers for m in got if isinstance(m, Peers)] == [
-        (("b", "127.0.0.1:1"), ("x", "127.0.0.1:1"))]
-    assert [m for m in got if isinstance(m, Members)] == [Members("a", "global", "ch", ())]
+        (("b", "127.0.0.1:1", ""), ("x", "127.0.0.1:1", ""))]
+    assert [m for m in got if isinstance(m, Members)] == [Members("a/a-1", "global", "ch", ())]
     assert r.wakes == 1 and c.dirty
     assert c.events[-1].event.kind == "relay-disconnected" and c.events[-1].event.peer == "d"
 
@@ -464,7 +466,7 @@ def test_members_are_held_after_a_start_then_released_to_the_publishers():
     r.advance(0.1)
     c.tick(r.now, r.unix)
     assert [m for m in r.take("a") if isinstance(m, Members)] == [
-        Members("a", "global", "ch", ("b",))]
+        Members("a/a-1", "global", "ch", ("b",))]
     assert not any(isinstance(m, Members) for m in r.take("b"))  # b does not publish
     c.tick(r.now + 1, r.unix + 1)
     assert r.take("a") == []  # released once
@@ -478,7 +480,7 @@ def test_members_go_out_at_once_when_every_region_is_back():
     c.on_channels(c.sessions["a"], {("global", "ch"): (False, True)}, r.now)
     c.on_channels(c.sessions["b"], {("global", "ch"): (True, False)}, r.now)
     assert [m for m in r.take("a") if isinstance(m, Members)] == [
-        Members("a", "global", "ch", ()), Members("a", "global", "ch", ("b",))]
+        Members("a/a-1", "global", "ch", ()), Members("a/a-1", "global", "ch", ("b",))]
     assert [(v.zone, v.channel, v.publisher_regions, v.subscriber_regions)
             for v in c.channels()] == [("global", "ch", ["a"], ["b"])]
 

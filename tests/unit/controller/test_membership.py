@@ -19,7 +19,7 @@ def membership(*connected: str, expected: int | None = None) -> Membership:
 
 
 def told(updates: list[Members]) -> dict[str, tuple[str, ...]]:
-    return {u.region: u.regions for u in updates}
+    return {u.node: u.regions for u in updates}
 
 
 def test_a_publisher_is_told_the_subscribers_when_it_starts_and_when_they_change():
@@ -109,7 +109,7 @@ def test_the_release_tells_every_publisher_even_of_an_empty_channel():
     m.on_channels("aa", {CH: PUB, other: PUB}, 1.0)
     m.on_channels("bb", {CH: SUB}, 1.0)
     updates = m.release(HOLD)
-    assert sorted((u.region, u.channel, u.regions) for u in updates) == [
+    assert sorted((u.node, u.channel, u.regions) for u in updates) == [
         ("aa", "demo/live", ("bb",)), ("aa", "demo/other", ())]
 
 
@@ -133,3 +133,32 @@ def test_once_released_a_relay_leaving_within_the_hold_time_holds_nothing_back()
     assert not m.holding(2.5)
     assert m.on_channels("dd", {CH: SUB}, 3.0) == []  # no publisher yet
     assert told(m.on_channels("aa", {CH: PUB}, 3.5)) == {"aa": ("dd",)}
+
+
+def test_a_region_with_several_nodes_names_its_subscribed_nodes():
+    """One node connected: the region is the destination; two: each node with subscribers
+    by its own name, told to publishers when the second connects and when it leaves."""
+    m = membership("aa/n1", "bb/n1", expected=2)
+    m.on_channels("aa/n1", {CH: PUB}, 1.0)
+    assert told(m.on_channels("bb/n1", {CH: SUB}, 1.0)) == {"aa/n1": ("bb",)}
+    assert told(m.connect("bb/n2", 2.0)) == {"aa/n1": ("bb/n1",)}
+    assert told(m.on_channels("bb/n2", {CH: SUB}, 2.0)) == {"aa/n1": ("bb/n1", "bb/n2")}
+    assert m.members_of(CH) == ("bb/n1", "bb/n2")
+    assert m.publishers_of(CH) == ["aa"]
+    assert told(m.disconnect("bb/n1", 3.0)) == {"aa/n1": ("bb",)}
+    assert m.members_of(CH) == ("bb",)
+
+
+def test_a_node_reconnecting_keeps_its_members_until_it_reports():
+    m = membership("aa/n1", "bb/n1", "bb/n2", expected=2)
+    m.on_channels("aa/n1", {CH: PUB}, 1.0)
+    m.on_channels("bb/n2", {CH: SUB}, 1.0)
+    assert m.connect("bb/n2", 2.0) == []  # the same node again: nothing told yet
+    assert told(m.on_channels("bb/n2", {}, 2.0)) == {"aa/n1": ()}
+
+
+def test_a_publisher_on_a_sibling_node_gets_its_sibling_as_a_member():
+    m = membership("aa/n1", "aa/n2", expected=1)
+    m.on_channels("aa/n2", {CH: SUB}, 1.0)
+    assert told(m.on_channels("aa/n1", {CH: (True, True)}, 1.0)) == {
+        "aa/n1": ("aa/n1", "aa/n2")}

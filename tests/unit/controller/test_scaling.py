@@ -163,17 +163,17 @@ def test_a_relay_of_protocol_2_hears_of_peers_by_change():
     first = [m for m in boxes["a"] if isinstance(m, Peers)]
     assert not first[0].incremental and first[0].peers == ()  # alone at first: everything
     later = first[1:]
-    assert [m.peers for m in later] == [(("b", "127.0.0.1:2"),)]  # d and x: next round
+    assert [m.peers for m in later] == [(("b", "127.0.0.1:2", "b"),)]  # d and x: next round
     assert all(m.incremental for m in later)
     assert all(m.full_report_interval_s > 0 for m in first)
     r.c.tick(r.now, r.unix)
     later = [m for m in boxes["a"] if isinstance(m, Peers)][2:]
-    assert [m.peers for m in later] == [(("d", "127.0.0.1:3"), ("x", "127.0.0.1:4"))]
+    assert [m.peers for m in later] == [(("d", "127.0.0.1:3", "d"), ("x", "127.0.0.1:4", "x"))]
     assert [m.peers for m in boxes["d"] if isinstance(m, Peers)][1:] == [
-        (("x", "127.0.0.1:4"),)]  # d's own list had a and b; x came after
+        (("x", "127.0.0.1:4", "x"),)]  # d's own list had a and b; x came after
     last = [m for m in boxes["x"] if isinstance(m, Peers)]
     assert len(last) == 1 and not last[0].incremental
-    assert [p for p, _ in last[0].peers] == ["a", "b", "d"]
+    assert [p for p, *_ in last[0].peers] == ["a", "b", "d"]
     assert last[0].near == frozenset({"a", "b", "d"})  # a mesh of four: all are near
     for box in boxes.values():
         box.clear()
@@ -192,7 +192,7 @@ def test_a_relay_of_protocol_1_gets_whole_lists():
     peers = [m for m in r.take("a") if isinstance(m, Peers)]
     assert all(not m.incremental and not m.near and m.full_report_interval_s == 0
                for m in peers)
-    assert [p for p, _ in peers[-1].peers] == ["b", "d", "x"]
+    assert [p for p, *_ in peers[-1].peers] == ["b", "d", "x"]
 
 
 def test_a_full_report_lets_go_of_the_links_it_leaves_out():

@@ -176,3 +176,12 @@ def test_a_relay_flooding_the_controller_has_its_excess_dropped_and_counted():
     dispatch(ctl, session, report, 1.0, 1.0)  # a second later: within its rate again
     assert session.counters == {"x": 5000}
     assert ctl.status(1.0).refused == {"relay-rate": 980}
+
+
+def test_a_hello_with_a_node_id_that_cannot_name_a_node_is_refused():
+    catalogue = dict.fromkeys(REGIONS)
+    for bad in ("", "a/b", "x" * 65, "n 1"):
+        msg = relay_pb2.RelayMessage(hello=relay_pb2.Hello(
+            region="aa", node_id=bad, probe_addr="127.0.0.1:9"))
+        code, why = check_hello(msg, catalogue)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "node id" in why

@@ -57,8 +57,10 @@ def test_a_push_becomes_a_route_table_with_costs_in_microseconds():
 
 
 def test_every_controller_message_has_its_wire_form():
-    peers = translate.controller_message(Peers((("bb", "h:1"),), 1.0, 2.0, 0.1, 3, 0.02, 30.0))
-    assert [(p.region, p.probe_addr) for p in peers.peers.peers] == [("bb", "h:1")]
+    peers = translate.controller_message(Peers((("bb", "h:1", "n1"),), 1.0, 2.0, 0.1, 3, 0.02,
+                                               30.0))
+    assert [(p.region, p.probe_addr, p.node_id) for p in peers.peers.peers] == [
+        ("bb", "h:1", "n1")]
     assert (peers.peers.probe_interval_s, peers.peers.report_interval_s,
             peers.peers.neighbour_probe_interval_s, peers.peers.down_after,
             peers.peers.degraded_jitter_ms) == (1.0, 2.0, 0.1, 3, 30.0)
