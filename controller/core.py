@@ -494,6 +494,7 @@ class Controller:
         log.info("%s: relay %s disconnected", region, node)
         if self.sessions.get(region) is not session:  # a follower
             self.send_peers(removed=session)
+            self.flush_peers()  # its region's siblings take its transit now, not next round
             return
         self.distribution.detach(session.routes)
         if here:
@@ -502,6 +503,7 @@ class Controller:
             self.sessions[region] = successor
             self.topology.lead_changed(successor.relay)
             self.send_peers(removed=session)
+            self.flush_peers()
             self.record("lead", region, f"{successor.relay.node_id} takes over from {node}",
                         unix=unix)
             log.info("%s: node %s leads the region now", region, successor.relay.node_id)

@@ -115,8 +115,7 @@ def test_peers_of_protocol_2_hear_of_a_node_coming_and_going():
     added = [m for m in r.take("b/1") if isinstance(m, Peers)]
     assert [m.peers for m in added] == [(("a", "127.0.0.2:2", "a-2"),)]
     assert added[0].incremental
-    r.c.disconnect(node, r.now, r.unix)
-    r.c.tick(r.now, r.unix)
+    r.c.disconnect(node, r.now, r.unix)  # told at once: transit into a moves to a-1 now
     gone = [m for m in r.take("b/1") if isinstance(m, Peers)]
     assert [m.removed for m in gone] == [("a/a-2",)]  # a node, not the region
 
