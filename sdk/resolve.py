@@ -1,6 +1,6 @@
-"""Finding a region's client edge: the controller's region list says where each region's edge
-listens and whether the region is drained. (Edge resolution by geography and a handshake race
-builds on this.)"""
+"""Finding a region's client edges: the controller's region list says where the edge of each
+of a region's relay nodes listens, how loaded it is, and whether the region is drained. (Edge
+resolution by geography and a handshake race builds on this.)"""
 
 from __future__ import annotations
 
@@ -20,14 +20,23 @@ class Edge:
     host: str
     port: int
     ca: str | None = None  # CA certificate the edge's certificate is checked against
+    node: str = ""  # the relay node whose edge it is ("": a controller that names none)
 
 
 def find_edge(controller: str, region: str, ca: str | None = None,
               timeout: float = 5.0, *, credentials: TlsFiles | None) -> Edge:
     """The client edge of `region` as the controller at `controller` knows it, asked with
-    the mesh certificate `credentials` (None: plaintext, a controller run --insecure). Raises
+    the mesh certificate `credentials` (None: plaintext, a controller run --insecure): of a
+    region of several relay nodes, the least loaded node's (`find_edges`). Raises
     EdgeUnavailable (unknown region, no edge connected, region drained) or
     ControllerUnavailable."""
+    return find_edges(controller, region, ca, timeout, credentials=credentials)[0]
+
+
+def find_edges(controller: str, region: str, ca: str | None = None,
+               timeout: float = 5.0, *, credentials: TlsFiles | None) -> list[Edge]:
+    """The client edges of `region`'s connected relay nodes, the least loaded first (see
+    `edges_of`); never empty. Raises as `find_edge`."""
     try:
         channel = tls_channel(controller, credentials)
     except TlsError as e:
@@ -41,15 +50,35 @@ def find_edge(controller: str, region: str, ca: str | None = None,
                 raise ControllerUnavailable(f"controller {controller} is not answering "
                                             f"({e.code().name}: {e.details()})") from None
             raise ControllerUnavailable(f"{e.details()} ({e.code().name})") from None
+    return edges_of(reply, region, ca)
+
+
+def edges_of(reply: admin_pb2.RegionsReply, region: str, ca: str | None = None) -> list[Edge]:
+    """The client edges of `region` in a Regions reply, in the order a client tries them:
+    fewest client sessions first (as the nodes last reported them), then by node id, so that
+    new clients fill a region's nodes evenly and a node's clients, reconnecting when it dies,
+    land on its siblings. From a controller that lists no nodes, the region's one edge.
+    Raises EdgeUnavailable (unknown region, no edge, drained)."""
     by_id = {r.id: r for r in reply.regions}
     r = by_id.get(region)
     if r is None:
         raise EdgeUnavailable(f"unknown region {region!r}; regions: {', '.join(sorted(by_id))}")
-    if not r.edge_addr:
+    if r.nodes:
+        listed = sorted((n for n in r.nodes if n.edge_addr),
+                        key=lambda n: (n.sessions, n.node_id))
+        edges = [_edge(region, n.edge_addr, ca, n.node_id) for n in listed]
+    else:
+        edges = [_edge(region, r.edge_addr, ca)] if r.edge_addr else []
+    if not edges:
         raise EdgeUnavailable(f"region {region!r} has no relay with a client edge connected")
     if r.drained:
-        others = [x.id for x in by_id.values() if x.edge_addr and not x.drained]
+        others = [x.id for x in by_id.values()
+                  if (x.edge_addr or any(n.edge_addr for n in x.nodes)) and not x.drained]
         raise EdgeUnavailable(f"region {region!r} is drained; regions in service: "
                               f"{', '.join(sorted(others)) or 'none'}")
-    host, _, port = r.edge_addr.rpartition(":")
-    return Edge(region, host.strip("[]"), int(port), ca)
+    return edges
+
+
+def _edge(region: str, address: str, ca: str | None, node: str = "") -> Edge:
+    host, _, port = address.rpartition(":")
+    return Edge(region, host.strip("[]"), int(port), ca, node)

@@ -119,13 +119,23 @@ def status(address: str) -> dict:
 
 
 def regions(address: str) -> list[dict]:
+    """The catalogue's regions with their relays: `nodes` lists a region's connected relay
+    nodes, the lead first (empty from a controller that does not list nodes); the region's
+    own `probe_addr`, `edge_addr`, `route_version` and `counters` are the lead's."""
     r = call(address, "Regions", admin_pb2.RegionsRequest())
+    return regions_of(r)
+
+
+def regions_of(reply: admin_pb2.RegionsReply) -> list[dict]:
     return [{"id": x.id, "name": x.name, "country": x.country, "lat": x.lat, "lon": x.lon,
              "tags": list(x.tags), "connected": x.connected, "probe_addr": x.probe_addr,
              "edge_addr": x.edge_addr, "drained": x.drained,
              "route_version": x.route_version, "hello_version": x.hello_version,
-             "counters": dict(sorted(x.counters.items()))}
-            for x in r.regions]
+             "counters": dict(sorted(x.counters.items())),
+             "nodes": [{"node_id": n.node_id, "probe_addr": n.probe_addr,
+                        "edge_addr": n.edge_addr, "route_version": n.route_version,
+                        "lead": n.lead, "sessions": n.sessions} for n in x.nodes]}
+            for x in reply.regions]
 
 
 def links(address: str) -> list[dict]:
@@ -248,7 +258,8 @@ def add_parsers(sub) -> None:
                        help="controller address (default: the local mesh's)")
     asub = group.add_subparsers(title="admin commands", metavar="COMMAND")
     for name, help_ in (("status", "relays, route version, convergence"),
-                        ("regions", "the catalogue and which regions have a relay"),
+                        ("regions", "the catalogue, which regions have relays and their "
+                         "nodes"),
                         ("links", "measured links: RTT, jitter, loss, state")):
         a = asub.add_parser(name, help=help_)
         a.set_defaults(run=cmd_admin, what=name)

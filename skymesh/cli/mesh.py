@@ -1,4 +1,5 @@
-"""The local mesh: a controller and one relay process per region on loopback addresses."""
+"""The local mesh: a controller and one relay process per region on loopback addresses, or
+several (relay nodes n1..nN of each region, each a process on its own address)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from skymesh import nodes
 from skymesh.catalogue import Region
 from skymesh.net.tls import TlsFiles
 
@@ -105,13 +107,72 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
         log.close()
 
 
+LOCAL_NODE = "n1"
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    """One relay process of the local mesh: `key` names it in the state file and to `kill`
+    and `restart`."""
+
+    key: str
+    region: str
+    node: str
+    address: str  # its own loopback address: relay traffic and client edge
+
+
+def node_ids(per_region: int) -> list[str]:
+    """The node ids of a region's relays in the local mesh: n1, n2, ..."""
+    if per_region < 1:
+        raise ValueError(f"nodes per region must be 1 or more, got {per_region}")
+    return [nodes.check_node_id(f"n{i}") for i in range(1, per_region + 1)]
+
+
+def relay_key(region: str, node: str) -> str:
+    """How the state file names a relay node: node n1 by its region alone, as when a region
+    had one relay (drills and scripts kill and restart "fra"), the others "fra/n2"."""
+    return region if node == LOCAL_NODE else nodes.address(region, node)
+
+
+def relay_specs(regions: list[str], per_region: int = 1) -> list[RelaySpec]:
+    """The relays of a mesh of `regions` with `per_region` nodes each, in start order. Every
+    region's n1 comes first and keeps the address it has with one node per region, so a
+    mesh's first relays sit where they always did."""
+    out = []
+    for k, node in enumerate(node_ids(per_region)):
+        for i, rid in enumerate(regions):
+            out.append(RelaySpec(relay_key(rid, node), rid, node,
+                                 relay_address(k * len(regions) + i)))
+    return out
+
+
+def relay_argv(py: list[str], spec: RelaySpec, controller: str, wan_file: Path,
+               edge_cert: Path, edge_key: Path, log_level: str, tls: list[str],
+               relay_options: list[str] = (), name_node: bool = False) -> list[str]:
+    """The command line of one relay. `name_node` adds --node: with one node per region the
+    relay's certificate (or, --insecure, chance) names it, as it always did."""
+    argv = py + ["relay", "--region", spec.region, "--controller", controller,
+                 "--bind", f"{spec.address}:0", "--wan", str(wan_file),
+                 "--tls-cert", str(edge_cert), "--tls-key", str(edge_key),
+                 "--log-level", log_level, *tls, *relay_options]
+    if name_node:
+        argv += ["--node", spec.node]
+    return argv
+
+
+def log_file(logs: Path, key: str) -> Path:
+    """A relay's log: fra.log for node n1, fra.n2.log for the others (region ids have no dots)."""
+    return logs / (key.replace(nodes.SEPARATOR, ".") + ".log")
+
+
 def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | None,
           wan_file: Path, log_level: str = "info",
           controller_options: list[str] = (), insecure: bool = False,
-          relay_options: list[str] = ()) -> Mesh:
-    """Start the controller, wait until it listens, then one relay per region: over mutual
-    TLS with the mesh's certificates (made in its home when missing), or, `insecure`, in
-    plaintext."""
+          relay_options: list[str] = (), nodes_per_region: int = 1) -> Mesh:
+    """Start the controller, wait until it listens, then `nodes_per_region` relays per region:
+    over mutual TLS with the mesh's certificates (made in its home when missing), or,
+    `insecure`, in plaintext."""
+    specs = relay_specs(list(regions), nodes_per_region)
     base = home()
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -119,8 +180,8 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         old.unlink()
     port = free_port()
     controller = f"127.0.0.1:{port}"
-    secrets = local_secrets(len(regions))
-    identities = {} if insecure else mesh_identities(list(regions))
+    secrets = local_secrets(len(specs))
+    identities = {} if insecure else mesh_identities(list(regions), nodes_per_region)
     py = [sys.executable, "-m", "skymesh"]
 
     def tls_options(who: str) -> list[str]:
@@ -137,21 +198,23 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         ctl_argv += ["--only", ",".join(only)]
     processes = {"controller": spawn(ctl_argv, logs / "controller.log")}
     _wait_listening(processes["controller"], "127.0.0.1", port, logs / "controller.log")
-    relays, relay_argv = {}, {}
-    for i, rid in enumerate(regions):
-        argv = py + ["relay", "--region", rid, "--controller", controller,
-                     "--bind", f"{relay_address(i)}:0", "--wan", str(wan_file),
-                     "--tls-cert", str(secrets["cert"]), "--tls-key", str(secrets["key"]),
-                     "--log-level", log_level, *tls_options(rid), *relay_options]
-        processes[rid] = spawn(argv, logs / f"{rid}.log")
-        relays[rid] = processes[rid].pid
-        relay_argv[rid] = argv
+    relays, argvs = {}, {}
+    for spec in specs:
+        argv = relay_argv(py, spec, controller, wan_file, secrets["cert"], secrets["key"],
+                          log_level, tls_options(spec.key), relay_options,
+                          name_node=nodes_per_region > 1)
+        processes[spec.key] = spawn(argv, log_file(logs, spec.key))
+        relays[spec.key] = processes[spec.key].pid
+        argvs[spec.key] = argv
     state = {
         "controller": controller,
         "controller_argv": ctl_argv,
-        "relay_argv": relay_argv,
+        "relay_argv": argvs,
         "pids": {"controller": processes["controller"].pid, "relays": relays},
         "regions": list(regions),
+        "nodes_per_region": nodes_per_region,
+        "relay_nodes": {s.key: {"region": s.region, "node": s.node, "address": s.address}
+                        for s in specs},
         "wan": str(wan_file),
         "ca": str(secrets["ca"]),
         "insecure": insecure,
@@ -164,36 +227,61 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     return Mesh(controller, processes, state)
 
 
+def relay_keys(state: dict, which: str, known: Iterable[str] | None = None) -> list[str]:
+    """The relays of the mesh that `which` names: a region (every node of it) or one node,
+    "fra/n2" ("fra/n1" is "fra"). `known`: the relay keys to look in (default: those with a
+    pid in the state)."""
+    keys = list(state["pids"]["relays"] if known is None else known)
+    region, node = nodes.parse(which)
+    if node:
+        key = relay_key(region, node)
+        return [key] if key in keys else []
+    return [k for k in keys if nodes.region_of(k) == region]
+
+
 def kill(state: dict, which: str) -> bool:
-    """SIGKILL the controller (`which` = "controller") or a region's relay, as a crash or a
-    lost region would end it; False when it was not running."""
-    pid = state["pids"]["controller"] if which == "controller" else \
-        state["pids"]["relays"].get(which)
-    if pid is None or not alive(pid):
+    """SIGKILL the controller (`which` = "controller"), every relay node of a region ("fra")
+    or one node ("fra/n2"), as a crash or a lost region or host would end it; False when none
+    of them was running."""
+    if which == "controller":
+        pids = [state["pids"]["controller"]]
+    else:
+        pids = [state["pids"]["relays"][k] for k in relay_keys(state, which)]
+    running = [pid for pid in pids if pid is not None and alive(pid)]
+    if not running:
         return False
-    _signal(pid, signal.SIGKILL)
+    for pid in running:  # all at once: a region's nodes go down together
+        _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5.0
-    while alive(pid) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in running) and time.monotonic() < deadline:
         time.sleep(0.01)
     return True
 
 
 def restart(state: dict, which: str) -> int:
-    """Start the controller or a region's relay again as `start` did (its log goes on);
-    records the new pid in the state file and returns it."""
+    """Start the controller, a region's relay nodes or one node ("fra/n2") again as `start`
+    did (their logs go on); records the new pids in the state file and returns the first.
+    Of a region of several nodes, only those not running are started: after
+    `kill(state, "fra/n2")`, `restart(state, "fra")` brings back n2 and leaves n1 alone."""
     logs = Path(state["logs"])
     if which == "controller":
         proc = spawn(state["controller_argv"], logs / "controller.log")
         host, _, port = state["controller"].rpartition(":")
         _wait_listening(proc, host, int(port), logs / "controller.log")
         state["pids"]["controller"] = proc.pid
-    else:
-        if which not in state.get("relay_argv", {}):
-            raise KeyError(f"no relay of region {which!r} in this mesh")
-        proc = spawn(state["relay_argv"][which], logs / f"{which}.log")
-        state["pids"]["relays"][which] = proc.pid
+        state_file().write_text(json.dumps(state, indent=1))
+        return proc.pid
+    keys = relay_keys(state, which, state.get("relay_argv", {}))
+    if not keys:
+        raise KeyError(f"no relay {which!r} in this mesh")
+    pids = state["pids"]["relays"]
+    down = [k for k in keys if pids.get(k) is None or not alive(pids[k])]
+    if len(keys) == 1:
+        down = keys  # a lone relay is started even if it runs, as it was before nodes
+    for key in down:
+        pids[key] = spawn(state["relay_argv"][key], log_file(logs, key)).pid
     state_file().write_text(json.dumps(state, indent=1))
-    return proc.pid
+    return pids[(down or keys)[0]]
 
 
 def local_secrets(relays: int) -> dict[str, Path]:
@@ -219,13 +307,13 @@ def local_secrets(relays: int) -> dict[str, Path]:
 
 LOCAL_CONTROLLER = "local"
 LOCAL_ADMIN = "local"  # an operator
-LOCAL_NODE = "n1"
 
 
-def mesh_identities(regions: list[str]) -> dict[str, TlsFiles]:
+def mesh_identities(regions: list[str], nodes_per_region: int = 1) -> dict[str, TlsFiles]:
     """The mesh certificates of the local mesh, issued in its home when missing, expired or
     expiring within a day, or issued by a CA no longer current: "controller", "admin" (an
-    operator) and one per region, whose relay is node n1."""
+    operator) and one per relay node, keyed as `relay_key` names them: the region for node
+    n1, "region/nK" for the others."""
     from skymesh import certs, identity
 
     ca_dir = home() / "certs"
@@ -234,8 +322,9 @@ def mesh_identities(regions: list[str]) -> dict[str, TlsFiles]:
     wanted = {"controller": (identity.controller(mesh, LOCAL_CONTROLLER),
                              ["localhost", "127.0.0.1", "::1"]),
               "admin": (identity.admin(mesh, LOCAL_ADMIN, "operator"), [])}
-    for rid in regions:
-        wanted[rid] = (identity.relay(mesh, rid, LOCAL_NODE), [])
+    for node in node_ids(nodes_per_region):
+        for rid in regions:
+            wanted[relay_key(rid, node)] = (identity.relay(mesh, rid, node), [])
     out = {}
     for who, (ident, hosts) in wanted.items():
         files = TlsFiles.in_dir(ca_dir, certs.file_stem(ident))
@@ -295,7 +384,7 @@ def stop(state: dict, timeout: float = 5.0, progress: Callable[[str], None] = pr
     """Stop every process of the mesh: SIGTERM, then SIGKILL what is left. Returns how many
     were running."""
     names = {state["pids"]["controller"]: "controller",
-             **{pid: f"relay {region}" for region, pid in state["pids"]["relays"].items()}}
+             **{pid: f"relay {key}" for key, pid in state["pids"]["relays"].items()}}
     running = [p for p in names if alive(p)]
     for pid in running:
         _signal(pid, signal.SIGTERM)

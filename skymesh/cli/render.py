@@ -11,11 +11,14 @@ def render(what: str, data) -> str:
                                        if isinstance(v, dict) else str(v))
                          for k, v in data.items())
     if what == "regions":
-        return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY", "EDGE", "DRAINED"],
+        # RELAY and EDGE are the lead's, the addresses routing and clients see first;
+        # NODES names every node, so that a region's siblings show without a row each
+        return table(["ID", "NAME", "COUNTRY", "LAT", "LON", "TAGS", "RELAY", "EDGE", "NODES",
+                      "DRAINED"],
                      [[r["id"], r["name"], r["country"], f"{r['lat']:.2f}", f"{r['lon']:.2f}",
                        ",".join(r["tags"]), r["probe_addr"] or "-", r["edge_addr"] or "-",
-                       "yes" if r["drained"] else "-"]
-                      for r in data])
+                       node_list(r.get("nodes", [])), "yes" if r["drained"] else "-"]
+                      for r in data]) + (NODES_NOTE if any(r.get("nodes") for r in data) else "")
     if what == "events":
         if not data:
             return "no events"
@@ -74,6 +77,16 @@ def render(what: str, data) -> str:
     return (f"{' > '.join(data['path'])}\nzone {data['zone']}, one-way cost "
             f"{data['cost_ms']:.1f} ms, {len(data['path']) - 1} hop(s), {backup}, "
             f"routes v{data['version']}")
+
+
+NODES_NOTE = ("\nNODES: the region's connected relay nodes, * the lead (its RELAY and EDGE "
+              "above), (N) client sessions")
+
+
+def node_list(nodes: list[dict]) -> str:
+    """A region's nodes in a cell: "n1*(3), n2(1)", the lead starred; "-" for none."""
+    return ", ".join(f"{n['node_id']}{'*' if n['lead'] else ''}({n['sessions']})"
+                     for n in nodes) or "-"
 
 
 def render_plan(data: dict) -> str:

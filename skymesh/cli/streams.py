@@ -94,12 +94,13 @@ def _token(args: argparse.Namespace, channel: str, uid: str) -> str:
     return args.token or traffic.local_token(args.app, channel, uid, args.zone)
 
 
-def _endpoint(args: argparse.Namespace, role: str) -> tuple[traffic.Edge, str, str]:
-    """The edge of --region, the user id and the token of a pub or sub command."""
+def _endpoint(args: argparse.Namespace, role: str) -> tuple[list[traffic.Edge], str, str]:
+    """The edges of --region's nodes (least loaded first), the user id and the token of a
+    pub or sub command."""
     controller = admin.controller_address(args.controller)
-    edge = traffic.resolve_edge(controller, args.region, args.edge_ca)
+    edges = traffic.resolve_edges(controller, args.region, args.edge_ca)
     uid = args.uid or traffic.new_uid(role)
-    return edge, uid, _token(args, args.channel, uid)
+    return edges, uid, _token(args, args.channel, uid)
 
 
 def cmd_pub(args: argparse.Namespace) -> int:
@@ -109,12 +110,13 @@ def cmd_pub(args: argparse.Namespace) -> int:
         return _fail("--rate must be positive")
     say = _say(args)
     try:
-        edge, uid, tok = _endpoint(args, "pub")
+        edges, uid, tok = _endpoint(args, "pub")
     except admin.AdminError as e:
         return _fail(str(e))
 
     async def run() -> dict:
-        async with connect(edge.host, edge.port, tok, args.channel, edge.ca) as s:
+        async with AsyncExitStack() as stack:
+            s, edge = await traffic.connect_edges(stack, edges, tok, args.channel, say=say)
             joined = await asyncio.wait_for(s.join(), 10)
             say(f"publishing to {args.channel} as {uid} at {args.region} "
                 f"({edge.host}:{edge.port}), zone {joined['zone']}")
@@ -130,13 +132,14 @@ def cmd_pub(args: argparse.Namespace) -> int:
 def cmd_sub(args: argparse.Namespace) -> int:
     say = _say(args)
     try:
-        edge, uid, tok = _endpoint(args, "sub")
+        edges, uid, tok = _endpoint(args, "sub")
     except admin.AdminError as e:
         return _fail(str(e))
 
     async def run() -> dict:
         got = traffic.Received()
-        async with connect(edge.host, edge.port, tok, args.channel, edge.ca) as s:
+        async with AsyncExitStack() as stack:
+            s, _ = await traffic.connect_edges(stack, edges, tok, args.channel, say=say)
             await asyncio.wait_for(s.join(), 10)
             say(f"subscribed to {args.channel} as {uid} at {args.region}")
             end = time.monotonic() + args.duration

@@ -8,13 +8,14 @@ import asyncio
 import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sdk.client import Session
-from sdk.errors import ControllerUnavailable, EdgeUnavailable
-from sdk.resolve import Edge, find_edge
+from sdk.client import Session, connect
+from sdk.errors import ConnectionClosed, ControllerUnavailable, EdgeUnavailable
+from sdk.resolve import Edge, find_edges
 from skymesh import token
 from skymesh.apps import AppsError, private_key_file, read_private_key
 from skymesh.cli import admin, mesh
@@ -38,11 +39,18 @@ def parse_frame(data: bytes) -> tuple[int, int] | None:
     return seq, sent
 
 
-def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
-    """The client edge of `region`, as the controller knows it (sdk.resolve), with the local
-    mesh's CA when none is given; AdminError if there is no usable edge."""
+# A handshake on loopback or within a region takes milliseconds; a node that died answers
+# nothing (a QUIC client hears no refusal), so without a bound the client would wait out
+# aioquic's 60 s idle timeout before trying a sibling.
+HANDSHAKE_TIMEOUT_S = 3.0
+
+
+def resolve_edges(controller: str, region: str, ca: str | None = None) -> list[Edge]:
+    """The client edges of `region`'s relay nodes, least loaded first, as the controller
+    knows them (sdk.resolve), with the local mesh's CA when none is given; AdminError if
+    there is no usable edge."""
     try:
-        edge = find_edge(controller, region, credentials=admin.credentials_in_use())
+        edges = find_edges(controller, region, credentials=admin.credentials_in_use())
     except ControllerUnavailable as e:
         raise admin.NotAnswering(str(e)) from None
     except EdgeUnavailable as e:
@@ -53,7 +61,43 @@ def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
             raise admin.AdminError("no CA certificate of the edges: pass --edge-ca FILE (the "
                                    "local mesh's is used when one is running)")
         ca = state["ca"]
-    return replace(edge, ca=ca)
+    return [replace(e, ca=ca) for e in edges]
+
+
+def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
+    """The edge of `region` a client tries first (`resolve_edges`)."""
+    return resolve_edges(controller, region, ca)[0]
+
+
+async def connect_edges(stack: AsyncExitStack, edges: Sequence[Edge], token: str,
+                        channel: str, handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+                        say: Callable[[str], None] | None = None) -> tuple[Session, Edge]:
+    """A session (closed with `stack`) to the first of `edges` whose handshake completes
+    within `handshake_timeout`: a node that died since the controller listed it, or that
+    refuses the connection, is passed over for the next, its sibling. Joining is the
+    caller's: a refusal of the token is the same at every node and is not retried.
+    ConnectionClosed when none answers."""
+    failed = []
+    for e in edges:
+        try:
+            session = await asyncio.wait_for(
+                stack.enter_async_context(connect(e.host, e.port, token, channel, e.ca)),
+                handshake_timeout)
+        except (TimeoutError, ConnectionClosed, OSError) as err:
+            why = f"no handshake in {handshake_timeout:g} s" if isinstance(err, TimeoutError) \
+                else str(err)
+            failed.append(f"{_edge_name(e)}: {why}")
+            if say is not None and len(failed) < len(edges):
+                say(f"edge {_edge_name(e)} did not answer ({why}); trying the next node")
+            continue
+        return session, e
+    raise ConnectionClosed(0, "no edge answered: " + "; ".join(failed) if failed
+                           else "no edge to connect to")
+
+
+def _edge_name(e: Edge) -> str:
+    where = f"{e.host}:{e.port}"
+    return f"{e.region}/{e.node} ({where})" if e.node else f"{e.region} ({where})"
 
 
 def local_token(app: str, channel: str, uid: str, zone: str, ttl_s: int = 3600,

@@ -1,4 +1,4 @@
-"""`skymesh up` and `skymesh down`: the local mesh from the command line."""
+"""`skymesh up`, `skymesh down` and `skymesh mesh`: the local mesh from the command line."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from skymesh.linkstate import LINK
 
 def add_parsers(sub) -> None:
     up = sub.add_parser("up", help="start the local mesh: a controller and one relay per region",
-                        description="Start a controller and one relay per region on loopback "
-                        "addresses, with the wide-area network emulated in the relays' send "
-                        "path, and wait until routes have converged.")
+                        description="Start a controller and one relay per region (or "
+                        "--nodes-per-region of them) on loopback addresses, with the "
+                        "wide-area network emulated in the relays' send path, and wait until "
+                        "routes have converged.")
     up.add_argument("--regions", type=Path, help="region catalogue directory (default: regions/)")
     up.add_argument("--only", help="comma-separated region ids to start (default: all)")
     up.add_argument("--latency-matrix", type=Path, metavar="CSV",
@@ -30,6 +31,9 @@ def add_parsers(sub) -> None:
                     help="residency policy (default: policy.yaml beside the region files, "
                     "else one zone of every region)")
     up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
+    up.add_argument("--nodes-per-region", type=int, default=1, metavar="N",
+                    help="relay nodes per region, n1..nN, each a process on its own loopback "
+                    "address with its own client edge (default: %(default)s)")
     up.add_argument("--probe-interval", type=float, metavar="S",
                     help="seconds between the probes that measure every link (default: 1 "
                     "for up to 12 relays; more relays sharing one small machine get 2)")
@@ -61,6 +65,22 @@ def add_parsers(sub) -> None:
     down.add_argument("--json", action="store_true")
     down.set_defaults(run=cmd_down)
 
+    group = sub.add_parser("mesh", help="the local mesh's processes: list, kill or restart "
+                           "the controller, a region's relays or one relay node")
+    msub = group.add_subparsers(title="mesh commands", metavar="COMMAND")
+    ps = msub.add_parser("ps", help="the processes of the local mesh and whether they run")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.set_defaults(run=cmd_mesh, what="ps")
+    for name, help_ in (("kill", "SIGKILL, as a crash would end it"),
+                        ("restart", "start again as `up` did (a region: its nodes not "
+                         "running)")):
+        a = msub.add_parser(name, help=f"{help_}: the controller, a region's relay nodes or "
+                            "one node")
+        a.add_argument("which", metavar="WHICH",
+                       help="controller, a region (every node of it: fra) or a node (fra/n2)")
+        a.add_argument("--json", action="store_true", help="print JSON")
+        a.set_defaults(run=cmd_mesh, what=name)
+
 
 def cmd_up(args: argparse.Namespace) -> int:
     from skymesh import certs, wan
@@ -79,6 +99,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return fail(f"not starting the mesh:\n{e}")
     if len(regions) < 2:
         return fail("a mesh needs at least two regions")
+    per_region = args.nodes_per_region
+    if per_region < 1:
+        return fail("--nodes-per-region must be 1 or more")
     if args.edge_limits:
         from relay.edgesession import parse_limits
 
@@ -95,12 +118,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     wan.dump_model(model, wan_file)
     source = args.latency_matrix or "geography"
     say = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    say(f"starting a controller and {len(regions)} relays (latency from {source}; "
+    relays = len(regions) * per_region
+    nodes_said = f" ({per_region} nodes in each of {len(regions)} regions)" \
+        if per_region > 1 else ""
+    say(f"starting a controller and {relays} relays{nodes_said} (latency from {source}; "
         f"logs in {mesh.home() / 'logs'})")
     t0 = time.monotonic()
     only = list(regions) if args.only else None
     try:
-        measure = args.probe_interval or mesh.probe_interval(len(regions))
+        # every node is a process of this one machine: the load is theirs, not the regions'
+        measure = args.probe_interval or mesh.probe_interval(relays)
         m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
                        args.log_level, ["--probe-interval", str(measure),
                                         "--neighbour-probe-interval",
@@ -109,7 +136,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                        + (["--policy", str(args.policy.resolve())] if args.policy else []),
                        insecure=args.insecure,
                        relay_options=["--edge-limits", args.edge_limits]
-                       if args.edge_limits else [])
+                       if args.edge_limits else [], nodes_per_region=per_region)
     except (RuntimeError, OSError) as e:
         return fail(str(e))
     except certs.CertError as e:
@@ -120,7 +147,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         admin.use_credentials(mesh.mesh_identities([])["admin"])
     try:
-        status = wait_converged(m.controller, len(regions), args.timeout, say, m)
+        status = wait_converged(m.controller, len(regions), args.timeout, say, m,
+                                per_region)
     except KeyboardInterrupt:
         mesh.stop(m.state, progress=say)
         return 130
@@ -129,14 +157,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         mesh.stop(m.state, progress=say)
         return fail(f"routes did not converge in {args.timeout:.0f} s; see the logs in "
                     f"{mesh.home() / 'logs'}")
-    result = {**status, "converge_s": round(elapsed, 1), "state": str(mesh.state_file())}
+    result = {**status, "nodes_per_region": per_region, "converge_s": round(elapsed, 1),
+              "state": str(mesh.state_file())}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"converged in {elapsed:.1f} s: {status['relays']} relays, "
+        relays_said = (f"{len(regions)} regions of {per_region} relay nodes" if per_region > 1
+                       else f"{status['relays']} relays")
+        print(f"converged in {elapsed:.1f} s: {relays_said}, "
               f"{status['links_up']} links up, route version {status['route_version']}")
         print(f"controller at {m.controller}; try `skymesh admin status`, "
               "`skymesh admin path SRC DST`")
+        if per_region > 1:
+            print(f"nodes n1..n{per_region} of each region: `skymesh admin regions`; kill one "
+                  "with `skymesh mesh kill REGION/NODE`")
     if args.demo:
         demo_stream(m.controller, say)
     if args.detach:
@@ -157,22 +191,36 @@ def demo_stream(controller: str, say) -> None:
         say(f"the demo stream failed: {type(e).__name__}: {e}")
 
 
-def wait_converged(controller: str, relays: int, timeout: float, say, m) -> dict | None:
+def nodes_connected(regions: list[dict]) -> int:
+    """Relay nodes connected, from `admin.regions`: a region's listed nodes, or, from a
+    controller that lists none, one for a connected region."""
+    return sum(len(r.get("nodes") or ()) or int(r["connected"]) for r in regions)
+
+
+def wait_converged(controller: str, relays: int, timeout: float, say, m,
+                   nodes_per_region: int = 1) -> dict | None:
+    """The controller's status once every relay node is connected and routes have converged
+    (None: not within `timeout`). `relays`: regions, each of `nodes_per_region` nodes."""
     from skymesh.cli import admin
 
     deadline = time.monotonic() + timeout
     tty = sys.stdout.isatty() and say is print
     last = ""
+    expected = relays * nodes_per_region
     while time.monotonic() < deadline:
         dead = [n for n, p in m.processes.items() if p.poll() is not None]
         if "controller" in dead:
             raise RuntimeError("the controller exited; see its log")
         try:
             s = admin.status(controller)
+            # the status counts relays as the controller does (by region or by node); a
+            # region's nodes are what tells that every process of several per region is in
+            connected = nodes_connected(admin.regions(controller)) if nodes_per_region > 1 \
+                else s["relays"]
         except admin.AdminError:
             time.sleep(0.2)
             continue
-        line = (f"relays {s['relays']}/{relays} connected, links measured "
+        line = (f"relays {connected}/{expected} connected, links measured "
                 f"{s['links_measured']}/{relays * (relays - 1)}, routes v{s['route_version']} "
                 f"acked by {s['relays_acked']}/{s['relays']}")
         if dead:
@@ -182,7 +230,7 @@ def wait_converged(controller: str, relays: int, timeout: float, say, m) -> dict
         elif line != last:
             say(line)
         last = line
-        if s["converged"] and s["relays"] == relays:
+        if s["converged"] and connected == expected:
             if tty:
                 print()
             return s
@@ -223,3 +271,63 @@ def cmd_down(args: argparse.Namespace) -> int:
     n = mesh.stop(state, progress=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"stopped": n}) if args.json else f"stopped {n} processes")
     return 0
+
+
+def cmd_mesh(args: argparse.Namespace) -> int:
+    from skymesh.cli import mesh
+
+    # not only a running one: a mesh whose controller was killed is restarted from here
+    state = mesh.read_state()
+    if state is None:
+        return fail(f"no local mesh ({mesh.state_file()} not found); start one with "
+                    "`skymesh up`")
+    if args.what == "ps":
+        rows = mesh_processes(state)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            from skymesh.cli.render import table
+
+            print(table(["NAME", "REGION", "NODE", "ADDRESS", "PID", "RUNNING"],
+                        [[r["name"], r["region"] or "-", r["node"] or "-", r["address"],
+                          r["pid"], "yes" if r["running"] else "no"] for r in rows]))
+        return 0
+    which = args.which
+    if which != "controller" and not mesh.relay_keys(state, which):
+        return fail(f"no relay {which!r} in the local mesh; relays: "
+                    + ", ".join(state["pids"]["relays"]))
+    if args.what == "kill":
+        names = ["controller"] if which == "controller" else mesh.relay_keys(state, which)
+        killed = mesh.kill(state, which)
+        out = {"which": which, "killed": killed, "processes": names}
+        text = (f"killed {', '.join(names)}" if killed
+                else f"{', '.join(names)}: not running")
+    else:
+        try:
+            pid = mesh.restart(state, which)
+        except (RuntimeError, OSError) as e:
+            return fail(str(e))
+        out = {"which": which, "pid": pid}
+        text = f"restarted {which} (pid {pid})"
+    print(json.dumps(out) if args.json else text)
+    return 0
+
+
+def mesh_processes(state: dict) -> list[dict]:
+    """The controller and every relay node of a local mesh's state, and whether each runs."""
+    from skymesh import nodes
+    from skymesh.cli import mesh
+
+    pid = state["pids"]["controller"]
+    rows = [{"name": "controller", "region": "", "node": "", "address": state["controller"],
+             "pid": pid, "running": mesh.alive(pid)}]
+    known = state.get("relay_nodes", {})
+    for key, pid in state["pids"]["relays"].items():
+        region, node = nodes.parse(key)
+        info = known.get(key, {})
+        argv = state.get("relay_argv", {}).get(key, [])
+        bind = argv[argv.index("--bind") + 1] if "--bind" in argv[:-1] else ""
+        rows.append({"name": key, "region": region, "node": node or info.get("node", ""),
+                     "address": info.get("address") or bind.rpartition(":")[0], "pid": pid,
+                     "running": mesh.alive(pid)})
+    return rows
