@@ -25,6 +25,7 @@ import grpc
 
 from relay import reporting
 from relay.fabric import ChannelKey, Fabric
+from relay.peernodes import Listed, PeerNodes
 from relay.probe import LinkStats
 from relay.scheduler import Addr, ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import Entry
@@ -48,6 +49,8 @@ class ClientEdge(Protocol):
     counters: Mapping[str, int]
 
     def interest(self) -> Mapping[ChannelKey, tuple[bool, bool]]: ...
+
+    def joined(self) -> int: ...
 
     def configure(self, app_keys: dict[str, tuple[bytes, ...]], zones: set[str],
                   drained: bool) -> None: ...
@@ -89,11 +92,19 @@ class ControlSession:
         self.report_interval_s = 1.0
         self.outbox: Outbox | None = None  # messages to the controller while connected
         self.events: list[relay_pb2.RelayEvent] = []  # not yet sent to the controller
-        # the controller's peer list (valid addresses, not this relay), which increments
-        # change, and the regions it marks nearest
-        self.listed: dict[str, Addr] = {}
-        self.near: set[str] = set()
+        # the controller's peer list by node (valid addresses, not this relay), which
+        # increments change: the transit node of each region, the siblings
+        self.nodes = PeerNodes(region, node_id)
         self.reports = reporting.ReportFilter()
+
+    @property
+    def listed(self) -> dict[str, dict[str, Addr]]:
+        """The other regions listed: {region: {node id: address}}."""
+        return self.nodes.listed
+
+    @property
+    def near(self) -> frozenset[str]:
+        return self.nodes.near
 
     # -- from the controller ---------------------------------------------------------------
 
@@ -131,9 +142,12 @@ class ControlSession:
     def set_peers(self, peers: relay_pb2.PeerList) -> None:
         """The peer list and, with it, the probe, report and sampling settings (zero on the
         wire: unchanged; until set, skymesh/linkstate.py's defaults). An incremental list
-        changes the list held: its peers are added or take their new address (and nearness),
-        its `removed` regions leave it (the scheduler keeps them a while as unlisted); any
-        other replaces it. A peer without a valid address is not listed."""
+        changes the list held: its peers (relay nodes) are added or take their new address
+        (and nearness), its `removed` entries leave it, a region with every node of it or
+        "region/node" that node (the scheduler keeps a region that left a while as
+        unlisted); any other replaces it. A peer without a valid address is not listed. The
+        peers of this relay's own region are its siblings, never probed (relay/peernodes.py);
+        of every other region the scheduler probes and sends to one node, the transit node."""
         scheduler = self.scheduler
         now = self.clock()
         if peers.probe_interval_s > 0:
@@ -156,25 +170,25 @@ class ControlSession:
             scheduler.partial_mesh_above = peers.partial_mesh_above
         if peers.sample_every_s > 0:
             scheduler.sample_every_s = peers.sample_every_s
-        if not peers.incremental:
-            self.listed, self.near = {}, set()
-        for region in peers.removed:
-            self.listed.pop(region, None)
-            self.near.discard(region)
+        entries = []
         for p in peers.peers:
-            if p.region == self.region:
-                continue
             host, _, port = p.probe_addr.rpartition(":")
-            if host and port.isdigit():
-                self.listed[p.region] = (host.strip("[]"), int(port))
-            else:
-                self.listed.pop(p.region, None)
-            if p.near and p.region in self.listed:
-                self.near.add(p.region)
-            else:
-                self.near.discard(p.region)
-        scheduler.set_peers(dict(self.listed), now, frozenset(self.near))
-        self.chaos.apply(scheduler.peers)
+            addr = (host.strip("[]"), int(port)) if host and port.isdigit() else None
+            entries.append(Listed(p.region, p.node_id, addr, p.near))
+        self.nodes.update(entries, peers.removed, peers.incremental)
+        self.peers_changed(now)
+
+    def peers_changed(self, now: float) -> None:
+        """The nodes held changed, or a transit node failed: the scheduler takes each region's
+        transit node (a region whose transit node moved to another of its nodes keeps its
+        link's measurements), the fabric the siblings and the nodes' names, chaos every
+        node's address."""
+        addrs, moved = self.nodes.transit(now)
+        self.fabric.siblings = frozenset(self.nodes.siblings)
+        self.fabric.peer_nodes = self.nodes.node_ids()
+        self.scheduler.set_peers(addrs, now, self.nodes.near, moved)
+        self.fabric.tables_changed()  # the fast path sends to the transit nodes' addresses
+        self.chaos.apply(self.scheduler.peers, self.nodes.addresses())
 
     def apply_routes(self, table: relay_pb2.RouteTable) -> relay_pb2.RelayMessage:
         entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
@@ -211,8 +225,21 @@ class ControlSession:
 
     def links_changed(self, events: list[RelayEvent]) -> None:
         """Links changed state or routes moved: the controller hears of it at once (a report
-        by change, full if it would be the session's first)."""
+        by change, full if it would be the session's first). A link down to a region that
+        lists other nodes moves to the next of them (the link comes up when that one answers;
+        the routes stay on their backups until then)."""
         self.record(events)
+        now = self.clock()
+        failed = []
+        for e in events:
+            if e.kind == "link-down" and (node := self.nodes.failover(e.peer, now)) is not None:
+                failed.append(RelayEvent(e.at, "transit-node", e.peer, detail=(
+                    f"to node {node}: node {self.nodes.chosen[e.peer]} does not answer")))
+        if failed:
+            self.record(failed)
+            for e in failed:
+                log.warning("%s: transit %s", e.peer, e.detail)
+            self.peers_changed(now)
         if self.outbox is not None:
             self.outbox.put_nowait(relay_pb2.RelayMessage(
                 report=self.link_report(full=self.reports.last_full is None)))
@@ -292,6 +319,8 @@ class ControlSession:
         counters = dict(self.counters)
         if self.edge is not None:
             counters.update({f"edge.{k}": v for k, v in self.edge.counters.items()})
+            # a gauge beside the counters: clients pick a region's least loaded node by it
+            counters["edge.sessions"] = self.edge.joined()
         return counters
 
     def channels_message(self) -> relay_pb2.RelayMessage:

@@ -9,7 +9,7 @@ Pure functions, no I/O. Layout (network byte order):
       payload, encrypted (sealed_len is where it ends)
     tag[16]
     routing state, rewritten by each relay:
-      hop_limit u8 | region_count u8 | region_count x (len u8 | region id)
+      hop_limit u8 | count u8 | count x (len u8 | destination)
 
 The payload is the AEAD's plaintext and everything before it its associated data; being last,
 ciphertext and tag are contiguous. The hop limit and the destination set are routing state,
@@ -18,6 +18,11 @@ limit, and forwards the sealed part as it came, so a transit relay checks one ta
 and discards) and never seals; the delivering relay opens the payload. The zone, channel,
 publisher, sequence and payload are sealed; a relay checks the zone against its own before
 carrying anything, which is what residency rests on.
+
+A destination is a region id, or "region/node" for one relay node of a region that runs
+several (skymesh/nodes.py): routing is per region, so a node-qualified destination travels by
+its region's next hop, and the relay of that region that receives it hands it to the node it
+names (relay/fabric.py).
 
 The epoch says which fabric key sealed the datagram (the controller rotates keys with an
 overlap, so relays hold a few at once): the receiver picks the key by epoch, no trial
@@ -42,6 +47,8 @@ from functools import lru_cache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from skymesh import nodes
+
 VERSION = 3  # 3: the payload is encrypted, the header names the key epoch
 MEDIA, MESSAGE, ACK = 1, 2, 3
 KINDS = (MEDIA, MESSAGE, ACK)
@@ -58,6 +65,7 @@ MAX_EPOCH = 0xFF
 MIN_DATAGRAM = _HEAD.size + TAG_SIZE + 2
 _ZONE = re.compile(rb"[a-z0-9-]{1,32}\Z")
 _REGION = re.compile(rb"[a-z0-9-]{2,32}\Z")
+_SEPARATOR = nodes.SEPARATOR.encode()
 
 
 class BadDatagram(ValueError):
@@ -75,7 +83,8 @@ class Datagram:
     kind: int  # MEDIA, MESSAGE or ACK
     zone: str
     channel: str
-    destinations: tuple[str, ...]  # destination region ids, 1..64, no duplicates
+    # 1..64 distinct destinations: region ids, or "region/node" (skymesh/nodes.py)
+    destinations: tuple[str, ...]
     hop_limit: int  # u8: hops this datagram may still be forwarded
     seq: int  # u64
     publisher: str  # <= 64 bytes UTF-8
@@ -134,15 +143,37 @@ def _ids(value: str, pattern: re.Pattern[bytes], what: str) -> bytes:
     return raw
 
 
+def is_destination(raw: bytes) -> bool:
+    """Whether `raw` names a destination: a region id, or "region/node" with a node id as
+    skymesh/nodes.py defines it."""
+    region, sep, node = raw.partition(_SEPARATOR)
+    if not _REGION.match(region):
+        return False
+    if not sep:
+        return True
+    try:
+        nodes.check_node_id(node.decode("ascii"))
+    except (UnicodeDecodeError, nodes.BadNodeName):
+        return False
+    return True
+
+
+def _destination(value: str) -> bytes:
+    raw = value.encode("ascii", "replace") if isinstance(value, str) else b""
+    if not is_destination(raw):
+        raise BadDatagram("field", f"bad destination {value!r}")
+    return raw
+
+
 def routing_state(hop_limit: int, destinations: Iterable[str]) -> bytes:
     """The unsealed tail: hop limit and destination set."""
     dests = tuple(destinations)
     if not 0 <= hop_limit <= 0xFF:
         raise BadDatagram("field", "hop limit out of range")
     if not 1 <= len(dests) <= MAX_REGIONS or len(set(dests)) != len(dests):
-        raise BadDatagram("field", "destinations must be 1..64 distinct region ids")
-    regions = b"".join(bytes([len(r)]) + r for r in (_ids(x, _REGION, "region") for x in dests))
-    return bytes([hop_limit, len(dests)]) + regions
+        raise BadDatagram("field", "destinations must be 1..64 distinct names")
+    names = b"".join(bytes([len(r)]) + r for r in map(_destination, dests))
+    return bytes([hop_limit, len(dests)]) + names
 
 
 def seal(d: Datagram, key: bytes, nonce: bytes | None = None) -> bytes:
@@ -238,14 +269,14 @@ def decode(data: bytes, keys: bytes | Mapping[int, bytes]) -> Datagram:
     for _ in range(count):
         rlen = data[pos] if pos < n else 0
         rid = data[pos + 1:pos + 1 + rlen]
-        if len(rid) != rlen or not _REGION.match(rid):
-            raise BadDatagram("field", "bad region id")
+        if len(rid) != rlen or not is_destination(rid):
+            raise BadDatagram("field", "bad destination")
         dests.append(rid.decode())
         pos += 1 + rlen
     if pos != n:
         raise BadDatagram("field", "bytes after the destination set")
     if len(set(dests)) != len(dests):
-        raise BadDatagram("field", "duplicate destination region")
+        raise BadDatagram("field", "duplicate destination")
     return Datagram(kind, zone.decode(), channel, tuple(dests), hop_limit, seq, publisher,
                     payload, version, epoch, data[:end])
 
@@ -254,19 +285,22 @@ def split(
     dests: Iterable[str], next_hops: Mapping[str, str | None], here: str
 ) -> tuple[set[str], dict[str, frozenset[str]], set[str]]:
     """BIER-style fan-out of a destination set at region `here`, given the next hop per
-    destination for the packet's zone (None or missing: unroutable within the zone).
+    destination region for the packet's zone (None or missing: unroutable within the zone).
+    A node-qualified destination ("region/node") goes by its region's next hop.
 
-    Returns (destinations delivered locally, {next hop: the destinations routed through it},
-    unroutable destinations). Each next hop appears once, so each link carries one copy. A
-    next hop equal to `here` is treated as unroutable rather than looping back."""
+    Returns (destinations of region `here`, bare or naming any of its nodes, {next hop: the
+    destinations routed through it}, unroutable destinations). Each next hop appears once, so
+    each link carries one copy. A next hop equal to `here` is treated as unroutable rather
+    than looping back."""
     local: set[str] = set()
     groups: dict[str, set[str]] = {}
     unroutable: set[str] = set()
     for dst in dests:
-        if dst == here:
+        region = nodes.region_of(dst)
+        if region == here:
             local.add(dst)
             continue
-        hop = next_hops.get(dst)
+        hop = next_hops.get(region)
         if hop is None or hop == here:
             unroutable.add(dst)
         else:
@@ -277,12 +311,13 @@ def split(
 def forward(
     d: Datagram, next_hops: Mapping[str, str | None], here: str
 ) -> tuple[bool, dict[str, Datagram], set[str]]:
-    """Returns (deliver locally?, {next hop: copy with its destination subset and hop_limit - 1},
-    dropped destinations). With hop_limit 0 nothing is forwarded: every non-local destination is
+    """Returns (any destination of region `here`?, {next hop: copy with its destination subset
+    and hop_limit - 1}, dropped destinations), `next_hops` by destination region as for
+    `split`. With hop_limit 0 nothing is forwarded: every destination of another region is
     dropped."""
     local, groups, dropped = split(d.destinations, next_hops, here)
     if d.hop_limit <= 0:
-        return bool(local), {}, {x for x in d.destinations if x != here}
+        return bool(local), {}, {x for x in d.destinations if nodes.region_of(x) != here}
     copies = {
         hop: dataclasses.replace(d, destinations=tuple(sorted(sub)), hop_limit=d.hop_limit - 1,
                                  sealed=d.sealed)

@@ -117,6 +117,10 @@ class EdgeState:
     def members(self, key: ChannelKey) -> set[EdgeConnection]:
         return self.channels.get(key, set())
 
+    def joined(self) -> int:
+        """How many sessions are joined to a channel here."""
+        return sum(len(sessions) for sessions in self.channels.values())
+
     def interest(self) -> dict[ChannelKey, tuple[bool, bool]]:
         """(has subscribers, has publishers) for each channel with sessions here."""
         return {key: (True, any(s.publishes for s in sessions))

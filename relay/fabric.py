@@ -1,16 +1,28 @@
 """A relay's data plane between regions: channel datagrams in and out, fanned out along the
 route tables (one copy per next hop), delivered to the local edge, with end-to-end reliable
 messages. No sockets and no clock: the relay node hands it datagrams, its clock and its send
-functions (`send(region, bytes)`, and the socket's own for the transit fast path).
+functions (`send(region, bytes)`, `send_sibling(node, bytes)`, and the socket's own for the
+transit fast path).
 
 Datagrams are sealed under the current fabric key, named by its epoch, and opened under the
 key of the epoch they name (the controller hands the keys over and rotates them with an
-overlap). A datagram for this region that its sender's window (relay/replay.py) has seen, or
-has left behind, is a replay: dropped and counted `dropped.replay`, nothing delivered.
+overlap). A datagram for this relay that its sender's window (relay/replay.py) has seen, or
+has left behind, is a replay: dropped and counted `dropped.replay`, nothing delivered (one
+only for siblings is checked by each of them, in its own window).
+
+A region may run several relay nodes (skymesh/nodes.py). A destination is for here when it is
+the bare region or this relay's own "region/node"; one naming another node of this region (a
+sibling) goes to that sibling directly, one hop, in a copy that names only it, so that the
+sibling delivers it and never hands it on within the region. Destinations of other regions,
+bare or node-qualified, go by their region's route: a datagram for several nodes of a region
+crosses the wide area once, to the one node of it the previous hop sends to.
 
 Message payload: base u64 | message id u64 | origin len u8 | origin | uid len u8 | uid | body
-(the origin numbers the stream in the header's seq; see relay/reliable.py for base).
-Acknowledgement: kind ACK to the origin region, seq = cumulative, payload = the acking region.
+(the origin numbers the stream in the header's seq; see relay/reliable.py for base). The
+origin is the publishing relay's node-qualified name when it has a node id, so that the
+acknowledgements reach that node of its region and not only the region.
+Acknowledgement: kind ACK to the origin, seq = cumulative, payload = the name the acking relay
+was addressed as (its region or its node-qualified name, as the origin's members name it).
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from relay.datagram import (
 from relay.reliable import Copy, InStream, OutStream, ReliableSettings
 from relay.replay import ACCEPTED, ReplayGuard
 from relay.tables import RouteTables
+from skymesh import nodes
 
 HOP_LIMIT = 16
 _BASE = _MID = struct.Struct("!Q")
@@ -121,6 +134,13 @@ class Fabric:
     # the same for a run of equal-sized datagrams in one buffer: (buffer, size, address)
     direct_send_run: Callable[[bytearray, int, tuple[str, int]], None] | None = None
     peer_addr: Callable[[str], tuple[str, int] | None] = lambda region: None
+    # this relay's node id ("": the region's one relay, named by the region alone)
+    node: str = ""
+    # straight to a sibling (another node of this region): (node id, datagram) -> sent?
+    send_sibling: Callable[[str, bytes], bool] = lambda node, data: False
+    siblings: frozenset[str] = frozenset()  # their node ids, as the controller lists them
+    # the other regions' node ids, whose node-qualified names take the fast path too
+    peer_nodes: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     # -- configuration from the controller -------------------------------------------------
 
@@ -137,16 +157,31 @@ class Fabric:
         self.replay.retain(by_epoch)  # a retired key's datagrams no longer open at all
         self.tables_changed()
 
+    @property
+    def name(self) -> str:
+        """What this relay is called as a destination: its node-qualified name when it has a
+        node id, else its region."""
+        return nodes.address(self.region, self.node) if self.node else self.region
+
+    def is_here(self, destination: str) -> bool:
+        """Whether `destination` is for this relay: its region, or its own node's name."""
+        return destination == self.region or (bool(self.node) and destination == self.name)
+
     def tables_changed(self) -> None:
         """Rebuild the transit index: (zone, destination) as wire bytes -> (next hop, the
-        counters to bump), for this relay's zones only."""
+        counters to bump), for this relay's zones only; the node-qualified names of another
+        region's listed nodes take that region's route. Also after the peers' addresses
+        change: the index holds the address of each next hop's transit node."""
         self.transit_index = {}
         for (zone, dst), e in self.tables.entries.items():
             hop = self.tables.hop_of(e)
             if zone in self.zones and dst != self.region and hop is not None:
-                self.transit_index[(zone.encode(), dst.encode())] = (
-                    hop, f"zone.{zone}.received", f"zone.{zone}.forwarded",
-                    self.peer_addr(hop) if self.direct_send else None)
+                route = (hop, f"zone.{zone}.received", f"zone.{zone}.forwarded",
+                         self.peer_addr(hop) if self.direct_send else None)
+                z = zone.encode()
+                self.transit_index[(z, dst.encode())] = route
+                for node in self.peer_nodes.get(dst, ()):
+                    self.transit_index[(z, nodes.address(dst, node).encode())] = route
 
     def set_members(self, key: ChannelKey, regions: Iterable[str],
                     now: float | None = None) -> None:
@@ -158,12 +193,14 @@ class Fabric:
             self.members.pop(key, None)
         for (zone, channel, _), out in self.outgoing.items():
             if (zone, channel) == key:
-                out.stream.set_destinations(regions - {self.region})
+                out.stream.set_destinations(self.destinations(key))
         for args in self.held.pop(key, []):
             self.message_published(key, *args[:4], now=now)
 
     def destinations(self, key: ChannelKey) -> frozenset[str]:
-        return self.members.get(key, frozenset()) - {self.region}
+        """Where the channel's traffic from here goes: its members but this relay (its
+        siblings stay: they are reached one hop away)."""
+        return self.members.get(key, frozenset()) - {self.region, self.name}
 
     # -- from the local edge ---------------------------------------------------------------
 
@@ -191,7 +228,7 @@ class Fabric:
         if out is None:
             out = self.outgoing[(zone, channel, stream)] = _Out(OutStream(self.reliable), now)
         out.last_used = now
-        tail = encode_message_tail(mid, self.region, uid, body)
+        tail = encode_message_tail(mid, self.name, uid, body)
         self._send_copies(zone, channel, stream,
                           out.stream.send(tail, self.destinations(key), now, self.rto))
 
@@ -218,7 +255,7 @@ class Fabric:
             # never carry a zone's traffic through a region outside it
             self.counters["dropped.foreign-zone"] += 1
             return
-        if self.region in d.destinations:  # for here: its sender's window says if it is new
+        if any(map(self.is_here, d.destinations)):  # its sender's window says if it is new
             sender, seq = datagram.replay_id(d.sealed)
             if self.replay.accept(d.epoch, sender, seq) != ACCEPTED:
                 self.counters["dropped.replay"] += 1
@@ -346,15 +383,16 @@ class Fabric:
     # -- forwarding ------------------------------------------------------------------------
 
     def _route(self, d: Datagram, now: float = 0.0) -> None:
-        """Deliver what is for here, send one copy per next hop for the rest (sealed once, here
-        if this relay is where the datagram starts)."""
-        if not d.sealed and d.destinations != (self.region,):
+        """Deliver what is for here, send one copy per next hop for the rest and one to each
+        sibling named (sealed once, here if this relay is where the datagram starts)."""
+        here = [dst for dst in d.destinations if self.is_here(dst)]
+        if not d.sealed and len(here) != len(d.destinations):
             sealed = self._seal(d)
             if sealed is None:
                 return
             d = sealed
-        hops = {dst: self.tables.next_hop(dst, d.zone) for dst in d.destinations
-                if dst != self.region}
+        regions = {nodes.region_of(dst) for dst in d.destinations} - {self.region}
+        hops = {region: self.tables.next_hop(region, d.zone) for region in regions}
         local, copies, dropped = datagram.forward(d, hops, self.region)
         if dropped:
             reason = "hop-limit" if d.hop_limit <= 0 else "unroutable"
@@ -364,8 +402,28 @@ class Fabric:
             for raw in self._encode(copy):
                 if self.send(hop, raw):
                     self.counters[f"zone.{d.zone}.forwarded"] += 1
-        if local:
+        if local and len(here) != len(d.destinations):
+            self._to_siblings(d, here)
+        if here:
             self._deliver(d, now)
+
+    def _to_siblings(self, d: Datagram, here: list[str]) -> None:
+        """One copy to each sibling `d` names, naming only it: the sibling delivers it and,
+        seeing no other name of this region, hands nothing on."""
+        for dst in d.destinations:
+            region, node = nodes.parse(dst)
+            if region != self.region or dst in here:
+                continue
+            if node not in self.siblings:
+                self.counters["dropped.no-node"] += 1
+                continue
+            if d.hop_limit <= 0:
+                self.counters["dropped.hop-limit"] += 1
+                continue
+            copy = dataclasses.replace(d, destinations=(dst,), hop_limit=d.hop_limit - 1)
+            for raw in self._encode(copy):
+                if self.send_sibling(node, raw):
+                    self.counters[f"zone.{d.zone}.forwarded"] += 1
 
     def _encode(self, d: Datagram) -> list[bytes]:
         """One datagram; several (each for part of the destinations) only when the set is too
@@ -449,10 +507,13 @@ class Fabric:
         self.edge.deliver_message(key, uid, mid, body)
 
     def _ack(self, d: Datagram, origin: str, cumulative: int) -> None:
-        if cumulative <= 0 or origin == self.region:
+        if cumulative <= 0 or self.is_here(origin):
             return
+        # named as the message named this relay: that is the destination the origin's stream
+        # waits on (its node-qualified name where the region has several nodes)
+        me = self.name if self.node and self.name in d.destinations else self.region
         self._route(Datagram(ACK, d.zone, d.channel, (origin,), HOP_LIMIT + 1, cumulative,
-                             d.publisher, self.region.encode()))
+                             d.publisher, me.encode()))
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -473,8 +534,12 @@ class Fabric:
         return 2 * self.reliable.give_up_s
 
     def rto(self, dst: str) -> float:
-        """Retransmission timeout towards `dst`: three one-way route costs and 50 ms."""
-        costs = [e.cost_ms for (_, d), e in self.tables.entries.items() if d == dst]
+        """Retransmission timeout towards `dst`: three one-way route costs (none to a
+        sibling) and 50 ms."""
+        region = nodes.region_of(dst)
+        if region == self.region:
+            return 0.05
+        costs = [e.cost_ms for (_, d), e in self.tables.entries.items() if d == region]
         return (3 * max(costs, default=100.0) + 50) / 1000
 
     def tick(self, now: float) -> None:

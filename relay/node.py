@@ -23,6 +23,7 @@ from relay.fabric import Fabric
 from relay.scheduler import ProbeScheduler, RelaySettings
 from relay.tables import RouteTables
 from relay.transport import Chaos, Direct, EmulatedWan, peer_sender
+from skymesh import nodes
 from skymesh.net.tls import TlsFiles
 from skymesh.net.udpio import BatchedUDP
 from skymesh.v1 import relay_pb2
@@ -57,13 +58,15 @@ class RelayNode:
         node_id: str = "",
     ) -> None:
         """`tls`: the relay's mesh certificate, which names its region and node (None:
-        plaintext, --insecure, and a random node id unless `node_id` is given)."""
+        plaintext, --insecure, and a random node id unless `node_id` is given). The node id
+        names the relay in datagrams' destinations: one that cannot is refused here
+        (ValueError) rather than by every relay that would route to it."""
+        self.node_id = nodes.check_node_id(node_id or f"{region}-{uuid.uuid4().hex[:6]}")
         self.region = region
         self.controller = controller  # its address
         self.bind = bind
         self.wan = wan  # None: a real network, send at once
         self.settings = settings
-        self.node_id = node_id or f"{region}-{uuid.uuid4().hex[:6]}"
         self.rng = random.Random()
         self.counters: Counter[str] = Counter()
         self.tables = RouteTables(region)
@@ -75,7 +78,8 @@ class RelayNode:
                                         self.rng, self.counters)
         self.fabric = Fabric(region, self.tables,
                              peer_sender(self.transport, self.scheduler.peers, self.counters),
-                             time.monotonic, self.counters)
+                             time.monotonic, self.counters, node=self.node_id,
+                             send_sibling=self.send_sibling)
         self.control = ControlSession(region, self.node_id, controller, settings,
                                       self.scheduler, self.fabric, self.chaos, self.counters,
                                       self.rng, tls=tls)
@@ -95,6 +99,17 @@ class RelayNode:
             self.fabric.direct_send_run = self.udp.send_run
             self.fabric.peer_addr = self.scheduler.peers.get
         return self.udp.sockname()
+
+    def send_sibling(self, node: str, data: bytes) -> bool:
+        """The fabric's datagram for a sibling (another node of this region): straight to its
+        socket, never through the emulated WAN, which models the links between regions."""
+        addr = self.control.nodes.siblings.get(node)
+        if addr is None or self.udp is None:
+            self.counters["dropped.no-node"] += 1
+            return False
+        self.udp.send(data, addr)
+        self.counters["sibling.sent"] += 1
+        return True
 
     def _socket_error(self, error: OSError) -> None:
         self.counters["socket_errors"] += 1

@@ -76,6 +76,19 @@ class LinkStats:
         if not sample:
             self.liveness.add(seq)
 
+    def node_changed(self) -> None:
+        """The peer region's transit node changed (relay/peernodes.py) while the link was up:
+        the probes in flight to the node left count neither as answered nor as missed, and
+        the loss window starts again (its misses were that node's). The RTT measured stays:
+        the path to the region is much the same."""
+        self.outstanding.clear()
+        self.late.clear()
+        self.liveness.clear()
+        self.outcomes.clear()
+        self.consecutive_lost = 0
+        self.consecutive_ok = 0
+        self._judge()
+
     def received(self, seq: int, now: float) -> float | None:
         """Record a reply; returns the RTT in ms, or None for an unknown or repeated one."""
         sent_at = self.outstanding.pop(seq, None)

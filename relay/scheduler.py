@@ -78,7 +78,8 @@ class RelayEvent:
     """What a relay noticed or did on its own, for the controller's event log."""
 
     at: float  # on the clock the scheduler is fed (monotonic in a relay)
-    kind: str  # link-down, link-degraded, link-up, link-healthy, reroute, restore, chaos
+    # link-down, link-degraded, link-up, link-healthy, reroute, restore, chaos, transit-node
+    kind: str
     peer: str = ""
     routes: int = 0  # for reroute and restore: destinations switched
     detail: str = ""
@@ -143,19 +144,35 @@ class ProbeScheduler:
     # -- the controller's word -------------------------------------------------------------
 
     def set_peers(self, peers: dict[str, Addr], now: float,
-                  near: Iterable[str] = ()) -> None:
-        """The controller's list of relays, and those of them it marks nearest (`near`:
-        probed all the time in a partial mesh). A peer missing from it may only have lost its
-        control session (or the controller restarted and it has not reconnected yet), so it
-        stays, probed and forwarded to while it answers, until it has been down and unlisted
-        for forget_after_s. A new address for a region starts its link afresh."""
+                  near: Iterable[str] = (), moved: Iterable[str] = ()) -> None:
+        """The controller's list of relays (one address per region: the node of it this
+        relay sends to), and those of them it marks nearest (`near`: probed all the time in a
+        partial mesh). A peer missing from it may only have lost its control session (or the
+        controller restarted and it has not reconnected yet), so it stays, probed and
+        forwarded to while it answers, until it has been down and unlisted for
+        forget_after_s. A new address for a region starts its link afresh, unless the region
+        is in `moved` and its link is not down: the address is another node of the same
+        region, whose path is the region's as much as the last one's, so the link keeps its
+        RTT and state and forgets the probes in flight to the node left and its losses
+        (LinkStats.node_changed); the new node is probed at once. A link down (a failover
+        off a dead node) starts afresh: it has nothing worth keeping, and the routes stay on
+        their backups until the new node answers, or it goes down in turn."""
+        moved = set(moved)
         fresh = []
         for region, addr in peers.items():
-            if addr != self.peers.get(region):
+            before = self.peers.get(region)
+            if addr != before and before is not None and region in moved \
+                    and region in self.stats and not self.stats[region].is_down:
+                self.stats[region].node_changed()
+                if self.next_probe[region] != math.inf:  # not a sampled peer between turns
+                    self.next_probe[region] = now
+                    self.fast.add(region)
+            elif addr != before:
                 self.stats[region] = LinkStats(self.settings.probe)
                 self.next_probe[region] = now + self.rng.uniform(0, self.settings.tick_s * 2)
                 self.next_sample.pop(region, None)
                 self.link_states.pop(region, None)
+                self.fast.add(region)  # probed within the pass, not at the next one
                 fresh.append(region)
             self.unlisted.pop(region, None)
         for region in sorted(self.peers.keys() - peers.keys()):  # not in hash order

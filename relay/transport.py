@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -112,11 +112,15 @@ class ChaosPlan:
 class Chaos:
     """Chaos around the socket. The socket itself drops what goes to or comes from the
     blocked addresses, so that the fast path pays one check on an empty set rather than a
-    call; this keeps that set following the plan and the peers' addresses."""
+    call; this keeps that set following the plan and the peers' addresses. A region may run
+    several relay nodes: a region dropped is dropped with every node of it the relay knows
+    (`nodes`: their addresses by region, besides the one it sends to), since another relay
+    may send from any of them."""
 
     def __init__(self) -> None:
         self.plan: ChaosPlan | None = None
         self.socket: Socket | None = None  # none until the relay has bound it
+        self.nodes: Mapping[str, Collection[Addr]] = {}
 
     def attach(self, socket: Socket, peers: Mapping[str, Addr]) -> None:
         self.socket = socket
@@ -131,13 +135,19 @@ class Chaos:
         return (self.plan is not None and bool(self.plan.until_unix_s)
                 and now_unix_s >= self.plan.until_unix_s)
 
-    def apply(self, peers: Mapping[str, Addr]) -> None:
-        """Block the addresses the plan's peers have now."""
+    def apply(self, peers: Mapping[str, Addr],
+              nodes: Mapping[str, Collection[Addr]] | None = None) -> None:
+        """Block the addresses the plan's peers have now (`nodes`: every node's address by
+        region from now on; None: as before)."""
+        if nodes is not None:
+            self.nodes = nodes
         if self.socket is None:
             return
         plan = self.plan
         if plan is None:
             self.socket.blocked = frozenset()
         else:
-            regions = set(peers) if plan.drop_all else set(plan.drop_peers)
-            self.socket.blocked = frozenset(peers[r] for r in regions if r in peers)
+            regions = set(peers) | set(self.nodes) if plan.drop_all else set(plan.drop_peers)
+            blocked = {peers[r] for r in regions if r in peers}
+            blocked.update(a for r in regions for a in self.nodes.get(r, ()))
+            self.socket.blocked = frozenset(blocked)

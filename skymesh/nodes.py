@@ -54,8 +54,9 @@ def _weight(sender: str, candidate: str) -> bytes:
 
 
 def ranked(sender: str, candidates: Iterable[str]) -> list[str]:
-    """`candidates` (node ids of one region) in the order `sender` prefers them for its
-    transit: the first while it is there and healthy, then the next."""
+    """`candidates` (node ids of one region) in the order `sender` (the sending relay's
+    address, unique in the mesh) prefers them for its transit: the first while it is there
+    and healthy, then the next."""
     return sorted(candidates, key=lambda c: _weight(sender, c), reverse=True)
 
 

@@ -145,6 +145,9 @@ class RecordingEdge:
         self.check(self.region, key, "message", uid, mid)
         self.messages.setdefault(key, []).append((self.clock.now, uid, mid, body))
 
+    def joined(self) -> int:
+        return len(self.subscribed | self.publishing)
+
     def interest(self) -> dict[ChannelKey, tuple[bool, bool]]:
         return {k: (k in self.subscribed, k in self.publishing)
                 for k in sorted(self.subscribed | self.publishing)}

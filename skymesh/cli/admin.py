@@ -134,7 +134,8 @@ def regions_of(reply: admin_pb2.RegionsReply) -> list[dict]:
              "counters": dict(sorted(x.counters.items())),
              "nodes": [{"node_id": n.node_id, "probe_addr": n.probe_addr,
                         "edge_addr": n.edge_addr, "route_version": n.route_version,
-                        "lead": n.lead, "sessions": n.sessions} for n in x.nodes]}
+                        "lead": n.lead, "sessions": n.sessions,
+                        "counters": dict(sorted(n.counters.items()))} for n in x.nodes]}
             for x in reply.regions]
 
 

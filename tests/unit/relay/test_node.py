@@ -33,11 +33,14 @@ class FakeSocket:
 
 class FakeEdge:
     def __init__(self) -> None:
-        self.counters = {"sessions": 2}
+        self.counters = {"joined": 2}
         self.configured: tuple | None = None
 
     def interest(self):
         return {("eu", "app/room"): (True, False), ("eu", "app/a"): (False, True)}
+
+    def joined(self) -> int:
+        return 3
 
     def configure(self, app_keys, zones, drained) -> None:
         self.configured = (app_keys, zones, drained)
@@ -197,7 +200,8 @@ def test_the_edge_is_configured_and_its_interest_and_counters_reported():
         ("app/a", False, True), ("app/room", True, False)]
     n.counters["rerouted"] += 1
     counters = n.control.link_report().counters
-    assert counters["edge.sessions"] == 2 and counters["rerouted"] == 1
+    assert counters["edge.joined"] == 2 and counters["rerouted"] == 1
+    assert counters["edge.sessions"] == 3  # the sessions joined now, a gauge
 
 
 def test_fabric_keys_reach_the_fabric_by_epoch():
