@@ -192,7 +192,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ChannelsReply(channels=[
             admin_pb2.ChannelInfo(zone=c.zone, channel=c.channel,
                                   publisher_regions=c.publisher_regions,
-                                  subscriber_regions=c.subscriber_regions)
+                                  subscriber_regions=c.subscriber_regions,
+                                  subscriber_nodes=c.subscriber_nodes)
             for c in self.controller.channels()])
 
     async def Drain(self, request, context) -> admin_pb2.DrainReply:

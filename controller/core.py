@@ -352,6 +352,7 @@ class ChannelView:
     channel: str
     publisher_regions: list[str]
     subscriber_regions: list[str]
+    subscriber_nodes: list[str] = field(default_factory=list)  # by address, "region/node"
 
 
 class Controller:
@@ -457,7 +458,7 @@ class Controller:
         session = Session(relay, send, routes, edge_addr=hello.edge_addr, bucket=bucket,
                           protocol=hello.protocol)
         here[relay.node_id] = session
-        self.send_members(self.membership.connect(session.node, now))
+        self.membership.connect(session.node)
         if follows:
             self.send_peers(added=session)
             session.send(self.config_for(region))
@@ -1184,9 +1185,13 @@ class Controller:
         raise BadRequest("name a region, or both ends of a link")
 
     def channels(self) -> list[ChannelView]:
-        return [ChannelView(zone, channel, self.membership.publishers_of((zone, channel)),
-                            list(self.membership.members_of((zone, channel))))
-                for zone, channel in self.membership.channels()]
+        views = []
+        for zone, channel in self.membership.channels():
+            members = self.membership.members_of((zone, channel))
+            views.append(ChannelView(zone, channel,
+                                     self.membership.publishers_of((zone, channel)),
+                                     sorted({region_of(m) for m in members}), list(members)))
+        return views
 
     def members_of(self, key: Channel) -> tuple[str, ...]:
         return self.membership.members_of(key)

@@ -1,11 +1,12 @@
 """Which regions have subscribers of each channel, told to the relays that publish to it.
 
 Each relay node reports the channels its edge has sessions in (subscribers, publishers, or
-both); nodes are named by their address ("region/node", skymesh/nodes.py; a bare region
-names a region's only node). A channel's members are the destinations with subscribers: a
-region, or, where a region has several nodes connected, each of its nodes with subscribers
-("region/node": the node that receives the region's share hands each sibling its part). A
-publisher's relay fans its packets out to them, so it is told the members whenever they
+both); nodes are named by their address ("region/node", skymesh/nodes.py). A channel's
+members are the nodes with subscribers, by address: routing takes a datagram to their region
+and the node that receives the region's share hands each sibling its part. A node is always
+named by its address, whether its region has one node or several, so that a destination
+never changes its name (a reliable stream's state is kept per destination). A publisher's
+relay fans its packets out to them, so it is told the members whenever they
 change, and once when it starts to publish. After a controller start, members are held back
 for `hold_s` or until every region's relay is back: relays that reconnect first must not be
 told that the others' subscribers left.
@@ -28,12 +29,12 @@ NONE = (False, False)
 
 @dataclass(frozen=True)
 class Members:
-    """The subscriber destinations of a channel, for the relay node `node` (a publisher)."""
+    """The subscriber nodes of a channel, for the relay node `node` (a publisher)."""
 
     node: str
     zone: str
     channel: str
-    regions: tuple[str, ...]  # destinations: regions, or "region/node" (module docstring)
+    regions: tuple[str, ...]  # destinations: the subscribed nodes' addresses
 
 
 class Membership:
@@ -43,42 +44,33 @@ class Membership:
         self.started = started
         # the connected relay nodes' channels, in the order they connected
         self.interest: dict[str, dict[Channel, tuple[bool, bool]]] = {}
-        self.nodes_in: Counter[str] = Counter()  # connected nodes per region
+        self.nodes_in: Counter[str] = Counter()  # connected nodes per region: the hold's count
         # the channels of a node's earlier session, until its new one reports
         self.before: dict[str, set[Channel]] = {}
         self.members: dict[Channel, tuple[str, ...]] = {}  # as last pushed
         self.released = False
 
-    def connect(self, node: str, now: float = 0.0) -> list[Members]:
+    def connect(self, node: str) -> None:
         """A relay node connected (replacing any earlier session of it): no channels yet,
         until it reports them (its members stay as they were meanwhile: a node that
-        reconnects reports the same). A region's second node makes the region's subscribers
-        be named by node."""
+        reconnects reports the same)."""
         old = self.interest.pop(node, None)
         self.interest[node] = {}
         if old is not None:
             self.before[node] = set(old)  # looked at again when it reports
-            return []
-        region = region_of(node)
-        self.nodes_in[region] += 1
-        return self.update(self.channels_of_region(region), now) \
-            if self.nodes_in[region] == 2 else []
+        else:
+            self.nodes_in[region_of(node)] += 1
 
     def disconnect(self, node: str, now: float) -> list[Members]:
-        """Its subscribers leave every channel they were in (and a region left with one node
-        is named by region again)."""
+        """Its subscribers leave every channel they were in."""
         if node not in self.interest:
             return []
         old = set(self.interest.pop(node)) | self.before.pop(node, set())
         region = region_of(node)
         self.nodes_in[region] -= 1
-        renamed = self.nodes_in[region] == 1
         if not self.nodes_in[region]:
             del self.nodes_in[region]
-        return self.update(old | (self.channels_of_region(region) if renamed else set()), now)
-
-    def channels_of_region(self, region: str) -> set[Channel]:
-        return {k for n, i in self.interest.items() if region_of(n) == region for k in i}
+        return self.update(old, now)
 
     def on_channels(self, node: str, interest: Interest, now: float) -> list[Members]:
         """A relay node's channels, replacing the ones it reported before."""
@@ -91,11 +83,8 @@ class Membership:
                            also_to={k: node for k in new_publisher})
 
     def members_of(self, key: Channel) -> tuple[str, ...]:
-        """The destinations with subscribers of `key`: a region with one node connected by
-        its name, the nodes of one with several by theirs."""
-        return tuple(sorted(
-            n if self.nodes_in[region_of(n)] > 1 else region_of(n)
-            for n, i in self.interest.items() if i.get(key, NONE)[0]))
+        """The nodes with subscribers of `key`, by address."""
+        return tuple(sorted(n for n, i in self.interest.items() if i.get(key, NONE)[0]))
 
     def publishers_of(self, key: Channel) -> list[str]:
         """The regions with publishers of `key`."""

@@ -58,6 +58,7 @@ from relay.fabric import ChannelKey, Fabric
 from relay.scheduler import ProbeScheduler, RelaySettings
 from relay.tables import RouteTables
 from relay.transport import Chaos, peer_sender
+from skymesh import nodes
 from skymesh.catalogue import ID_PATTERN, Region
 from skymesh.policy import Policy, Zone
 from skymesh.v1 import relay_pb2
@@ -322,8 +323,8 @@ class SimRelay:
                                         self.rng, self.counters)
         self.fabric = Fabric(region, self.tables,
                              peer_sender(transport, self.scheduler.peers, self.counters),
-                             mesh.clock.time, self.counters)
-        self.control = ControlSession(region, f"{region}-1", "controller", settings,
+                             mesh.clock.time, self.counters, node=f"{region}-1")
+        self.control = ControlSession(region, self.fabric.node, "controller", settings,
                                       self.scheduler, self.fabric, Chaos(), self.counters,
                                       self.rng, clock=mesh.clock.time, wall=lambda: mesh.unix)
         self.edge = RecordingEdge(region, mesh.on_delivery, mesh.clock)
@@ -620,10 +621,12 @@ class Mesh:
             d = datagram.decode(data, FABRIC_KEY)
         except datagram.BadDatagram as e:
             raise self.violation(f"{src}->{dst}: undecodable channel datagram: {e}") from None
+        # the regions it is for: routing and the checks are per region, whichever node a
+        # destination names there
         rec = WireRecord(self.clock.now, src, dst, d.kind, d.zone, d.channel, d.publisher,
-                         d.destinations)
+                         tuple(dict.fromkeys(nodes.region_of(x) for x in d.destinations)))
         nonce = data[datagram.NONCE_AT:datagram.NONCE_AT + 12]
-        for dest in d.destinations:  # where this sealed datagram has been, towards each
+        for dest in rec.destinations:  # where this sealed datagram has been, towards each
             self._visited.setdefault((nonce, dest), set()).add(src)
         self.wire.append(rec)
         inside = self.zone_regions(d.zone)

@@ -193,7 +193,8 @@ def channels(address: str) -> list[dict]:
     r = call(address, "Channels", admin_pb2.ChannelsRequest())
     return [{"zone": c.zone, "channel": c.channel,
              "publisher_regions": list(c.publisher_regions),
-             "subscriber_regions": list(c.subscriber_regions)} for c in r.channels]
+             "subscriber_regions": list(c.subscriber_regions),
+             "subscriber_nodes": list(c.subscriber_nodes)} for c in r.channels]
 
 
 def events(address: str, since: float = 0.0) -> list[dict]:

@@ -291,16 +291,18 @@ class ChannelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ChannelInfo(_message.Message):
-    __slots__ = ("zone", "channel", "publisher_regions", "subscriber_regions")
+    __slots__ = ("zone", "channel", "publisher_regions", "subscriber_regions", "subscriber_nodes")
     ZONE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_REGIONS_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBER_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBER_NODES_FIELD_NUMBER: _ClassVar[int]
     zone: str
     channel: str
     publisher_regions: _containers.RepeatedScalarFieldContainer[str]
     subscriber_regions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., publisher_regions: _Optional[_Iterable[str]] = ..., subscriber_regions: _Optional[_Iterable[str]] = ...) -> None: ...
+    subscriber_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., publisher_regions: _Optional[_Iterable[str]] = ..., subscriber_regions: _Optional[_Iterable[str]] = ..., subscriber_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChannelsReply(_message.Message):
     __slots__ = ("channels",)

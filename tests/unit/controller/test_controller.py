@@ -466,7 +466,7 @@ def test_members_are_held_after_a_start_then_released_to_the_publishers():
     r.advance(0.1)
     c.tick(r.now, r.unix)
     assert [m for m in r.take("a") if isinstance(m, Members)] == [
-        Members("a/a-1", "global", "ch", ("b",))]
+        Members("a/a-1", "global", "ch", ("b/b-1",))]
     assert not any(isinstance(m, Members) for m in r.take("b"))  # b does not publish
     c.tick(r.now + 1, r.unix + 1)
     assert r.take("a") == []  # released once
@@ -480,7 +480,7 @@ def test_members_go_out_at_once_when_every_region_is_back():
     c.on_channels(c.sessions["a"], {("global", "ch"): (False, True)}, r.now)
     c.on_channels(c.sessions["b"], {("global", "ch"): (True, False)}, r.now)
     assert [m for m in r.take("a") if isinstance(m, Members)] == [
-        Members("a/a-1", "global", "ch", ()), Members("a/a-1", "global", "ch", ("b",))]
+        Members("a/a-1", "global", "ch", ()), Members("a/a-1", "global", "ch", ("b/b-1",))]
     assert [(v.zone, v.channel, v.publisher_regions, v.subscriber_regions)
             for v in c.channels()] == [("global", "ch", ["a"], ["b"])]
 
@@ -608,4 +608,4 @@ def test_channels_a_region_cannot_serve_are_ignored():
                                     ("global", "c" * 65): (True, True),
                                     ("global", "ch"): (True, False)}, r.now)
     assert c.membership.channels() == [("global", "ch")]
-    assert c.members_of(("global", "ch")) == ("a",)
+    assert c.members_of(("global", "ch")) == ("a/a-1",)

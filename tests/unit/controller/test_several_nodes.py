@@ -120,7 +120,7 @@ def test_peers_of_protocol_2_hear_of_a_node_coming_and_going():
     assert [m.removed for m in gone] == [("a/a-2",)]  # a node, not the region
 
 
-def test_members_name_the_nodes_of_a_region_with_several():
+def test_members_are_the_subscribed_nodes_of_every_region():
     r = converged_rig()
     sibling(r, "b")
     c = r.c
@@ -130,13 +130,15 @@ def test_members_name_the_nodes_of_a_region_with_several():
     told = [m for m in r.take("d") if isinstance(m, Members)]
     assert told[-1] == Members("d/d-1", "global", "ch", ("b/b-1", "b/b-2"))
     assert c.members_of(CH) == ("b/b-1", "b/b-2")
+    [view] = c.channels()
+    assert (view.subscriber_regions, view.subscriber_nodes) == (["b"], ["b/b-1", "b/b-2"])
     # a publisher on a follower is told as well
     c.on_channels(c.nodes["b"]["b-2"], {CH: (True, True)}, r.now + 100)
     assert [m.regions for m in r.take("b/2") if isinstance(m, Members)] == [
         ("b/b-1", "b/b-2")]
     c.disconnect(c.nodes["b"]["b-2"], r.now + 100, r.unix)
     told = [m for m in r.take("d") if isinstance(m, Members)]
-    assert told[-1].regions == ("b",)  # one node left: named by its region again
+    assert told[-1].regions == ("b/b-1",)  # the other node keeps its name
 
 
 def test_a_drain_and_chaos_reach_every_node_of_the_region():
