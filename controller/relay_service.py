@@ -8,13 +8,14 @@ import asyncio
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 import grpc
 
 from controller import translate
 from controller.core import Controller, Message, Session
-from controller.distribution import MAX_HELD_VERSION
+from controller.distribution import MAX_HELD_VERSION, Push
 from skymesh.catalogue import Region
 from skymesh.identity import Identity, stranger
 from skymesh.net.tls import peer_identity
@@ -61,6 +62,33 @@ class PendingReport:
         for report in self.reports:
             newest.update((s.dst, s) for s in report.links)
         return newest.values()
+
+
+class Outbox:
+    """A session's messages to its relay, not written yet. A route table replaces the one
+    before it, so a table still queued when a newer one comes is dropped unsent: a relay that
+    reads slowly, or a controller pushing a thousand relays' tables round after round while
+    routes settle, serialises each relay's latest table once, not every version (the
+    versions skipped are never acknowledged, which the distribution allows for)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[Message | None] = deque()
+        self.ready = asyncio.Event()
+        self.superseded = 0  # tables dropped unsent
+
+    def put(self, msg: Message | None) -> None:
+        if isinstance(msg, Push):
+            before = len(self.queue)
+            self.queue = deque(m for m in self.queue if not isinstance(m, Push))
+            self.superseded += before - len(self.queue)
+        self.queue.append(msg)
+        self.ready.set()
+
+    async def get(self) -> Message | None:
+        while not self.queue:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.queue.popleft()
 
 
 class RelayControlService(relay_pb2_grpc.RelayControlServicer):
@@ -117,8 +145,8 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
             if reason:
                 ctl.refuse("relay-identity", str(who or ""), reason, unix=time.time())
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
-        queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        session = ctl.connect(translate.hello(first.hello), queue.put_nowait, time.monotonic(),
+        queue = Outbox()
+        session = ctl.connect(translate.hello(first.hello), queue.put, time.monotonic(),
                               time.time())
         reader = asyncio.create_task(self._read(session, queue, request_iterator))
         try:
@@ -128,7 +156,7 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
             reader.cancel()
             ctl.disconnect(session, time.monotonic(), time.time())
 
-    async def _read(self, session: Session, queue: asyncio.Queue,
+    async def _read(self, session: Session, queue: Outbox,
                     requests: AsyncIterator[relay_pb2.RelayMessage]) -> None:
         ctl = self.controller
         try:
@@ -143,7 +171,7 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
             # what the relay sent before it left is taken in, not dropped with the session
             if (p := self.pending.pop(session, None)) is not None:
                 self.take(session, p)
-            queue.put_nowait(None)
+            queue.put(None)
 
 
 def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now: float,

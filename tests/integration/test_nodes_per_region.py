@@ -7,6 +7,7 @@ moves to the sibling), and the dead node's clients reconnect to the sibling."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import struct
 import time
@@ -38,6 +39,11 @@ def node_mesh(tmp_path_factory):
     (base / "policy.yaml").write_text(POLICY)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SKYMESH_HOME", str(base / "home"))
+        # in-process admin calls take this mesh's operator certificate, whatever an earlier
+        # test's in-process `up` left
+        mp.setattr(traffic.admin._Credentials, "set", False)
+        mp.setattr(traffic.admin._Credentials, "options", argparse.Namespace(
+            insecure=False, cert=None, ca=None, key=None, certs=None))
         proc = run_cli("up", "--detach", "--json", "--probe-interval", "0.3",
                        "--nodes-per-region", "2", "--regions", str(regions),
                        "--latency-matrix", str(matrix), "--policy", str(base / "policy.yaml"),

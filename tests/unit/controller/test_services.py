@@ -185,3 +185,22 @@ def test_a_hello_with_a_node_id_that_cannot_name_a_node_is_refused():
             region="aa", node_id=bad, probe_addr="127.0.0.1:9"))
         code, why = check_hello(msg, catalogue)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "node id" in why
+
+
+def test_a_table_still_queued_is_replaced_by_a_newer_one():
+    """A relay's outbox keeps one route table, the newest, and everything else in order."""
+    from controller.core import Members
+    from controller.distribution import Push
+    from controller.relay_service import Outbox
+
+    async def main() -> list:
+        box = Outbox()
+        first, second = Push("aa", 1, "n1", ()), Push("aa", 2, "n2", ())
+        members = Members("aa/n", "eu", "a/b", ())
+        for msg in (first, members, second, None):
+            box.put(msg)
+        assert box.superseded == 1
+        return [await box.get() for _ in range(3)]
+
+    assert asyncio.run(main()) == [Members("aa/n", "eu", "a/b", ()), Push("aa", 2, "n2", ()),
+                                   None]
