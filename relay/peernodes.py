@@ -3,13 +3,13 @@ node, the one node of each other region this relay sends to (its transit node th
 other nodes of its own region (its siblings). Pure: explicit time, no I/O.
 
 Routing and probing are per region, so a region is one peer to the scheduler: its transit
-node, chosen by rendezvous hashing of this relay's node id and the region's (skymesh/nodes.py),
-so that the relays of the mesh spread over a region's nodes and only those that chose a node
-move when it leaves. When the link to a region goes down while the region lists other nodes,
-the relay moves on to its next choice by itself and avoids the node it left for avoid_s (or
-until the controller lists that node anew): the controller may still list a node whose
-control session outlives its data path. Siblings are not links: they are one hop away, each
-reached directly for the share of the region's traffic that names it.
+node, chosen by rendezvous hashing of this relay's address and the region's node ids
+(skymesh/nodes.py), so that the relays of the mesh spread over a region's nodes and only
+those that chose a node move when it leaves. When the link to a region goes down while the
+region lists other nodes, the relay moves on to its next choice by itself and avoids the node
+it left for avoid_s (or until the controller lists that node anew): the controller may still
+list a node whose control session outlives its data path. Siblings are not links: they are
+one hop away, each reached directly for the share of the region's traffic that names it.
 """
 
 from __future__ import annotations
