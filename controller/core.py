@@ -710,6 +710,7 @@ class Controller:
                                                             self.settings.dead_band_ms))
         if moved.any():
             self.dirty = True
+            self.wake()  # a round now, not at the next interval: routes should move at once
 
     def link_costs(self, now: float, rows: np.ndarray | None = None,
                    cols: np.ndarray | None = None) -> np.ndarray:
