@@ -66,7 +66,11 @@ import grpc  # noqa: E402
 
 from skymesh import certs, identity  # noqa: E402
 from skymesh.countries import ISO_ALPHA2  # noqa: E402
-from skymesh.linkstate import PROTOCOL_BY_CHANGE, PROTOCOL_FULL  # noqa: E402
+from skymesh.linkstate import (  # noqa: E402
+    PROTOCOL_BY_CHANGE,
+    PROTOCOL_FULL,
+    PROTOCOL_TABLE_CHANGES,
+)
 from skymesh.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 
 SIZES = (50, 100, 200, 300, 1000)
@@ -170,10 +174,12 @@ class Code:
         return {**os.environ, "PYTHONPATH": str(self.root), "PYTHONUNBUFFERED": "1"}
 
 
-def speaks_by_change(root: Path) -> bool:
-    """Whether the controller of the code at `root` knows protocol 2 (reports by change)."""
-    return any("PROTOCOL_BY_CHANGE" in p.read_text(errors="replace")
-               for p in (root / "controller").glob("*.py"))
+def speaks(root: Path) -> int:
+    """The newest protocol the controller of the code at `root` knows: 3, route tables by
+    change; 2, reports by change; else 1."""
+    code = "".join(p.read_text(errors="replace") for p in (root / "controller").glob("*.py"))
+    return PROTOCOL_TABLE_CHANGES if "PROTOCOL_TABLE_CHANGES" in code else \
+        PROTOCOL_BY_CHANGE if "PROTOCOL_BY_CHANGE" in code else PROTOCOL_FULL
 
 
 def takes_tls(root: Path) -> bool:
@@ -811,9 +817,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"{','.join(map(str, SIZES))}; --quick: {','.join(map(str, QUICK_SIZES))})")
     p.add_argument("--quick", action="store_true", help="fewer sizes, shorter phases")
     p.add_argument("--json", action="store_true", help="results as JSON on stdout")
-    p.add_argument("--protocol", default="auto", choices=("auto", "1", "2"),
-                   help="what the relays speak to the code under test (auto: 2 when its "
-                   "controller knows it); the baseline's always speak 1")
+    p.add_argument("--protocol", default="auto", choices=("auto", "1", "2", "3"),
+                   help="what the relays speak to the code under test (auto: the newest its "
+                   "controller knows); the baseline's always speak 1")
     p.add_argument("--baseline", default=BASELINE_REV, metavar="REV_OR_DIR",
                    help="the code before the change: a source tree, or a revision to check "
                    "out as a git worktree (default: %(default)s)")
@@ -848,8 +854,8 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, cpus.generators)  # the driver's own work stays off the controller
     if cpus.shared:
         say("one CPU only: the controller and the load generators share it")
-    protocol = {"1": PROTOCOL_FULL, "2": PROTOCOL_BY_CHANGE}.get(args.protocol) or (
-        PROTOCOL_BY_CHANGE if speaks_by_change(ROOT) else PROTOCOL_FULL)
+    protocol = {"1": PROTOCOL_FULL, "2": PROTOCOL_BY_CHANGE,
+                "3": PROTOCOL_TABLE_CHANGES}.get(args.protocol) or speaks(ROOT)
     codes = {"ours": Code("ours", ROOT, protocol, True)}
     if not args.no_baseline:
         try:

@@ -77,7 +77,7 @@ import grpc
 
 from relay.sampling import FIRST_PASS_S
 from skymesh.geo import fiber_one_way_ms, haversine_km
-from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_FULL
+from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_FULL, PROTOCOL_TABLE_CHANGES
 from skymesh.v1 import relay_pb2
 from skymesh.wan import INFLATION_RANGE
 
@@ -384,7 +384,7 @@ class Relay:
 
     def on_message(self, raw: bytes) -> None:
         number, body = split_message(raw)
-        if number == 2:  # routes: acknowledged before anything else
+        if number == 2:  # routes (whole or, protocol 3, changes): acknowledged at once
             version, nonce = table_header(body)
             if self.outbox is not None:
                 self.outbox.put_nowait(ack_message(version, nonce))
@@ -733,8 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve", required=True, help="comma-separated region ids")
     p.add_argument("--certs", type=Path, metavar="DIR")
     p.add_argument("--insecure", action="store_true")
-    p.add_argument("--protocol", type=int, default=PROTOCOL_BY_CHANGE,
-                   choices=(PROTOCOL_FULL, PROTOCOL_BY_CHANGE))
+    p.add_argument("--protocol", type=int, default=PROTOCOL_TABLE_CHANGES,
+                   choices=(PROTOCOL_FULL, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES))
     p.add_argument("--seed", type=int, default=None, help="default: the regions file's")
     p.add_argument("--cpu", type=int, action="append", help="pin to these CPUs")
     p.add_argument("--ramp", type=float, default=1.0, metavar="S",

@@ -32,7 +32,7 @@ from controller.topology import LinkRecord, Relay, SampleBatch, Topology
 from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
 from skymesh.geo import nearest_regions
-from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE
+from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES
 from skymesh.nodes import address, region_of
 from skymesh.policy import Policy
 from skymesh.ratelimit import TokenBucket
@@ -454,7 +454,8 @@ class Controller:
             routes = RelayRoutes(region)
         else:
             # versions only grow, across controller restarts too
-            routes = self.distribution.attach(region, hello.route_version)
+            routes = self.distribution.attach(
+                region, hello.route_version, changes=hello.protocol >= PROTOCOL_TABLE_CHANGES)
         session = Session(relay, send, routes, edge_addr=hello.edge_addr, bucket=bucket,
                           protocol=hello.protocol)
         here[relay.node_id] = session
@@ -500,7 +501,9 @@ class Controller:
         self.distribution.detach(session.routes)
         if here:
             successor = next(iter(here.values()))
-            successor.routes = self.distribution.attach(region, successor.routes.acked_version)
+            successor.routes = self.distribution.attach(
+                region, successor.routes.acked_version,
+                changes=successor.protocol >= PROTOCOL_TABLE_CHANGES)
             self.sessions[region] = successor
             self.topology.lead_changed(successor.relay)
             self.send_peers(removed=session)
@@ -545,7 +548,7 @@ class Controller:
         routes.unacked[push.version] = list(push.rows)
         for version in sorted(routes.unacked)[:-self.distribution.max_unacked]:
             del routes.unacked[version]
-        session.send(push)
+        session.send(push.whole())  # the lead's changes are to the lead's table
 
     def stale_for(self, protocol: int, relays: int) -> float:
         """How long a relay's link stays without being reported: an unchanged link of a relay

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller import ordering
 from controller.engine import Route
@@ -43,12 +43,21 @@ def new_nonce() -> str:
 
 @dataclass(frozen=True)
 class Push:
-    """A route table for one relay, to send as it is."""
+    """A route table for one relay, to send as it is: whole, or (base_version) as the rows
+    that differ from the table of that version, which the relay acknowledged, and the keys
+    of those it no longer has (protocol 3)."""
 
     region: str
     version: int
     nonce: str
-    rows: tuple[Route, ...]
+    rows: tuple[Route, ...]  # the whole table, in either case
+    base_version: int = 0
+    changes: tuple[Route, ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()  # (zone, dst)
+
+    def whole(self) -> Push:
+        """The same table, whole (for a relay that holds no table of base_version)."""
+        return replace(self, base_version=0, changes=(), removed=())
 
 
 @dataclass(eq=False)
@@ -66,6 +75,10 @@ class RelayRoutes:
     sent: dict[ordering.Key, Route] = field(default_factory=dict)  # as last pushed
     held: int = 0  # target rows not pushed yet, waiting for their next hop
     held_since: float | None = None
+    # the relay takes tables as changes to one it acknowledged (protocol 3); whole_next: it
+    # rejected one, the next goes whole
+    changes: bool = False
+    whole_next: bool = False
 
     @property
     def in_sync(self) -> bool:
@@ -99,12 +112,13 @@ class Distribution:
         self.relays: dict[str, RelayRoutes] = {}
         self.awaited: set[str] = set()  # the next hops that held rows wait for
 
-    def attach(self, region: str, holds_version: int = 0) -> RelayRoutes:
+    def attach(self, region: str, holds_version: int = 0, changes: bool = False) -> RelayRoutes:
         """A relay connected (replacing any earlier one of its region): it has been pushed
-        nothing on this session, and the versions go on above what it holds."""
+        nothing on this session, and the versions go on above what it holds. `changes`: it
+        takes tables as changes to one it acknowledged."""
         self.version = max(self.version, holds_version)
         self.relays.pop(region, None)
-        relay = self.relays[region] = RelayRoutes(region)
+        relay = self.relays[region] = RelayRoutes(region, changes=changes)
         return relay
 
     def detach(self, relay: RelayRoutes) -> None:
@@ -167,14 +181,27 @@ class Distribution:
         relay.sent = {(r.zone, r.dst): r for r in rows}
         for version in sorted(relay.unacked)[:-self.max_unacked]:  # stopped acknowledging
             del relay.unacked[version]
-        return Push(relay.region, self.version, self.nonce(), tuple(rows))
+        push = Push(relay.region, self.version, self.nonce(), tuple(rows))
+        if relay.changes and relay.acked_version and relay.installed and not relay.whole_next:
+            # rows that did not change are the same objects as those acknowledged (the core
+            # patches only what changed): a thousand-row table that moved a few rows sends
+            # those few
+            installed = relay.installed
+            changes = tuple(r for r in rows if installed.get((r.zone, r.dst)) is not r)
+            kept = {(r.zone, r.dst) for r in rows}
+            removed = tuple(k for k in installed if k not in kept)
+            push = replace(push, base_version=relay.acked_version, changes=changes,
+                           removed=removed)
+        relay.whole_next = False
+        return push
 
     def on_ack(self, relay: RelayRoutes, version: int) -> bool:
         """Take an ACK; True if rows held for this relay's may go now (recompute soon)."""
         return relay.acknowledge(version) and relay.region in self.awaited
 
     def on_nack(self, relay: RelayRoutes) -> None:
-        relay.pushed = None  # push again at the next version
+        relay.pushed = None  # push again at the next version, whole
+        relay.whole_next = True
 
     def relays_in_sync(self) -> int:
         """How many relays have acknowledged all they were pushed, with nothing held."""

@@ -107,6 +107,11 @@ def _route_entry(r: Route) -> relay_pb2.RouteEntry:
 
 def controller_message(msg: Message) -> relay_pb2.ControllerMessage:
     if isinstance(msg, Push):
+        if msg.base_version:
+            return relay_pb2.ControllerMessage(routes=relay_pb2.RouteTable(
+                version=msg.version, nonce=msg.nonce, base_version=msg.base_version,
+                routes=[route_entry(r) for r in msg.changes],
+                removed=[relay_pb2.RouteKey(zone=z, dst=d) for z, d in msg.removed]))
         return relay_pb2.ControllerMessage(routes=relay_pb2.RouteTable(
             version=msg.version, nonce=msg.nonce, routes=[route_entry(r) for r in msg.rows]))
     if isinstance(msg, Members):

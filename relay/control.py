@@ -5,9 +5,10 @@ are acknowledged or rejected with a reason); link reports, channel interest and 
 relay noticed or did on its own go out. The scheduler, tables, fabric and edge know nothing
 of protobuf.
 
-The relay speaks protocol 2 (PROTOCOL_BY_CHANGE): a peer list may be changes to the list it
-holds (`incremental`), and a link report holds every link it measures only every
-full_report_interval_s (`full`); the others hold the links that moved (relay/reporting.py).
+The relay speaks protocol 3 (PROTOCOL_TABLE_CHANGES): a peer list may be changes to the list
+it holds (`incremental`); a link report holds every link it measures only every
+full_report_interval_s (`full`), the others the links that moved (relay/reporting.py); and a
+route table may be the changes to one it applied (`base_version`, relay/tables.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from relay.probe import LinkStats
 from relay.scheduler import Addr, ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import Entry
 from relay.transport import Chaos, ChaosPlan
-from skymesh.linkstate import PROTOCOL_BY_CHANGE, TO_WIRE
+from skymesh.linkstate import PROTOCOL_TABLE_CHANGES, TO_WIRE
 from skymesh.net.tls import TlsError, TlsFiles
 from skymesh.net.tls import channel as tls_channel
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
@@ -193,14 +194,22 @@ class ControlSession:
     def apply_routes(self, table: relay_pb2.RouteTable) -> relay_pb2.RelayMessage:
         entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
                          r.backup_next_hop or None) for r in table.routes]
-        reason = self.tables.apply(table.version, entries)
+        if table.base_version:  # changes to a table acknowledged earlier (protocol 3)
+            reason = self.tables.apply_changes(
+                table.version, table.base_version, entries,
+                [(k.zone or "global", k.dst) for k in table.removed])
+        else:
+            reason = self.tables.apply(table.version, entries)
         self.scheduler.tables_replaced(self.clock())
         self.fabric.tables_changed()
         if reason:
             self.counters["tables_rejected"] += 1
             log.warning("rejected routes v%d: %s", table.version, reason)
         else:
-            log.info("applied routes v%d (%d destinations)", table.version, len(entries))
+            log.info("applied routes v%d (%d destinations%s)", table.version,
+                     len(self.tables.entries),
+                     f", {len(entries)} changed from v{table.base_version}"
+                     if table.base_version else "")
         return relay_pb2.RelayMessage(
             ack=relay_pb2.RouteAck(
                 version=table.version,
@@ -341,7 +350,7 @@ class ControlSession:
         return relay_pb2.RelayMessage(hello=relay_pb2.Hello(
             region=self.region, node_id=self.node_id, probe_addr=probe_addr,
             route_version=self.tables.version, edge_addr=self.edge_addr,
-            protocol=PROTOCOL_BY_CHANGE))
+            protocol=PROTOCOL_TABLE_CHANGES))
 
     def started(self, outbox: Outbox) -> None:
         """The controller answered: from now on messages go to `outbox`, starting with the

@@ -17,12 +17,17 @@ class Entry:
     backup_next_hop: str | None = None
 
 
+KEPT_VERSIONS = 8  # tables kept that a table of changes may build on
+
+
 @dataclass
 class RouteTables:
     region: str
     version: int = 0
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)  # by (zone, dst)
     down: frozenset[str] = frozenset()  # peers whose links are down, as the relay sees them
+    # the tables last applied, by version: the controller sends the changes to one of them
+    kept: dict[int, dict[tuple[str, str], Entry]] = field(default_factory=dict)
 
     def apply(self, version: int, entries: list[Entry]) -> str | None:
         """Replace the table; returns None when applied, else the reason for the rejection
@@ -34,7 +39,29 @@ class RouteTables:
             return problem
         self.version = version
         self.entries = {(e.zone, e.dst): e for e in entries}
+        self.kept[version] = self.entries
+        for old in sorted(self.kept)[:-KEPT_VERSIONS]:
+            del self.kept[old]
         return None
+
+    def apply_changes(self, version: int, base: int, changed: list[Entry],
+                      removed: Iterable[tuple[str, str]]) -> str | None:
+        """The table of `version` as changes to the one of `base` (rows added or replaced,
+        rows removed by (zone, dst)); as `apply`, None or the reason for the rejection, which
+        also comes when the base table is no longer held."""
+        held = self.kept.get(base)
+        if held is None:
+            return f"changes to version {base}, which is not held (holding {self.version})"
+        table = dict(held)
+        for key in removed:
+            table.pop(key, None)
+        seen = set()
+        for e in changed:
+            if (e.zone, e.dst) in seen:
+                return f"duplicate destination {e.dst!r} in zone {e.zone!r}"
+            seen.add((e.zone, e.dst))
+            table[(e.zone, e.dst)] = e
+        return self.apply(version, list(table.values()))
 
     def check(self, entries: list[Entry]) -> str | None:
         seen = set()

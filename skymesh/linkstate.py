@@ -47,5 +47,6 @@ class LinkSettings:
 
 LINK = LinkSettings()  # the defaults
 
-# Hello.protocol: 2, peer lists by change and link reports by change (proto/skymesh/v1)
-PROTOCOL_FULL, PROTOCOL_BY_CHANGE = 1, 2
+# Hello.protocol: 2, peer lists by change and link reports by change; 3, also route tables
+# by change (proto/skymesh/v1)
+PROTOCOL_FULL, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES = 1, 2, 3

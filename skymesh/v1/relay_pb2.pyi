@@ -279,11 +279,23 @@ class RouteEntry(_message.Message):
     def __init__(self, dst: _Optional[str] = ..., next_hop: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., cost_ms: _Optional[float] = ..., zone: _Optional[str] = ..., backup_next_hop: _Optional[str] = ..., backup_kind: _Optional[str] = ..., backup_cost_ms: _Optional[float] = ...) -> None: ...
 
 class RouteTable(_message.Message):
-    __slots__ = ("version", "nonce", "routes")
+    __slots__ = ("version", "nonce", "routes", "base_version", "removed")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     version: int
     nonce: str
     routes: _containers.RepeatedCompositeFieldContainer[RouteEntry]
-    def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteEntry, _Mapping]]] = ...) -> None: ...
+    base_version: int
+    removed: _containers.RepeatedCompositeFieldContainer[RouteKey]
+    def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteEntry, _Mapping]]] = ..., base_version: _Optional[int] = ..., removed: _Optional[_Iterable[_Union[RouteKey, _Mapping]]] = ...) -> None: ...
+
+class RouteKey(_message.Message):
+    __slots__ = ("zone", "dst")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    dst: str
+    def __init__(self, zone: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...

@@ -11,15 +11,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller import engine, routing
+from controller import engine, routing, translate
 from controller.core import Hello, Peers, Settings, changed_rows
 from controller.distribution import Push, paths_of
 from controller.routing import CostModel, Hysteresis
 from controller.routing import costs_within as same_within
 from controller.topology import Topology
-from skymesh.linkstate import DEGRADED, DOWN, PROTOCOL_BY_CHANGE, UNKNOWN, UP
+from skymesh.linkstate import (
+    DEGRADED,
+    DOWN,
+    PROTOCOL_BY_CHANGE,
+    PROTOCOL_TABLE_CHANGES,
+    UNKNOWN,
+    UP,
+)
 from skymesh.policy import Policy, Zone
-from tests.unit.controller.test_controller import REGIONS, Rig, report, tables
+from tests.unit.controller.test_controller import REGIONS, Rig, ack_all, report, tables
 
 NAMES = [f"r{i:02d}" for i in range(12)]
 
@@ -332,3 +339,65 @@ def test_samples_by_column_are_taken_as_samples_one_by_one(reports, full):
         assert {k: (e.penalty, e.usable) for k, e in one.damper.entries.items()} == \
             {k: (e.penalty, e.usable) for k, e in cols.damper.entries.items()}
     assert np.array_equal(one.bound, cols.bound)
+
+
+# -- route tables by change (protocol 3) ------------------------------------------------------
+
+
+def changes_rig():
+    """Every region's relay speaks protocol 3, has measured its links and acknowledged its
+    first (whole) table."""
+    r = Rig()
+    for i, region in enumerate(REGIONS):
+        box = r.outbox[region] = []
+        r.c.connect(Hello(region, f"{region}-1", f"127.0.0.1:{i + 1}",
+                          protocol=PROTOCOL_TABLE_CHANGES), box.append, r.now, r.unix)
+    for region in REGIONS:
+        report(r, region)
+    assert r.recompute()
+    first = tables(r)
+    assert all(not p.base_version for p in first.values())  # nothing acknowledged yet
+    ack_all(r, first)
+    return r, first
+
+
+def test_a_relay_of_protocol_3_is_pushed_the_rows_that_changed():
+    r, first = changes_rig()
+    r.c.drain("x", True, r.now, r.unix)  # routes through x move
+    pushed = tables(r)
+    assert pushed
+    for region, push in pushed.items():
+        before = {(row.zone, row.dst): row for row in first[region].rows}
+        assert push.base_version == first[region].version
+        now = {(row.zone, row.dst): row for row in push.rows}
+        assert {(row.zone, row.dst) for row in push.changes} == {
+            k for k, row in now.items() if before.get(k) != row}
+        assert len(push.changes) < len(push.rows) or region == "x"
+        assert set(push.removed) == set(before) - set(now)
+        # on the wire: the changes only, with the version they apply to
+        wire = translate.controller_message(push).routes
+        assert wire.base_version == push.base_version and len(wire.routes) == len(push.changes)
+
+
+def test_after_a_rejected_table_the_next_goes_whole():
+    r, first = changes_rig()
+    a = r.c.sessions["a"]
+    r.c.on_ack(a, first["a"].version, accepted=False, reason="changes to a table not held")
+    r.advance(1.0)
+    r.recompute()
+    push = tables(r)["a"]
+    assert push.base_version == 0 and push.changes == ()
+    assert translate.controller_message(push).routes.base_version == 0
+
+
+def test_a_follower_node_is_mirrored_whole_tables():
+    """The lead's changes are to the lead's own table: a follower gets the table whole."""
+    r, _ = changes_rig()
+    box = r.outbox["a/2"] = []
+    r.c.connect(Hello("a", "a-2", "127.0.0.9:1", protocol=PROTOCOL_TABLE_CHANGES), box.append,
+                r.now, r.unix)
+    r.c.drain("x", True, r.now, r.unix)
+    lead = tables(r)["a"]
+    follower = [m for m in box if isinstance(m, Push)]
+    assert lead.base_version and follower[-1].version == lead.version
+    assert not follower[-1].base_version and follower[-1].rows == lead.rows

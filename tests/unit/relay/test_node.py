@@ -289,3 +289,20 @@ def test_with_an_emulated_wan_transit_goes_through_it():
             n.udp.close()
 
     asyncio.run(main())
+
+
+def test_a_table_of_changes_applies_to_the_version_it_names():
+    n, _ = node()
+    assert n.on_control(routes_message(1)).ack.accepted
+    changes = control(routes=relay_pb2.RouteTable(
+        version=2, nonce="n2", base_version=1,
+        routes=[relay_pb2.RouteEntry(dst="par", next_hop="par", path=["fra", "par"],
+                                     cost_ms=4.0)],
+        removed=[relay_pb2.RouteKey(zone="global", dst="lhr")]))
+    ack = n.on_control(changes).ack
+    assert ack.accepted and ack.version == 2
+    assert set(n.tables.entries) == {("global", "ams"), ("global", "par")}
+    # changes to a version the relay does not hold: rejected with the reason, table kept
+    stale = control(routes=relay_pb2.RouteTable(version=3, nonce="n3", base_version=9))
+    ack = n.on_control(stale).ack
+    assert not ack.accepted and "not held" in ack.reason and n.tables.version == 2

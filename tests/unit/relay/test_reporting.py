@@ -18,7 +18,7 @@ from relay.reporting import LinkView, ReportFilter, ReportSettings, view
 from relay.scheduler import ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import RouteTables
 from relay.transport import Chaos
-from skymesh.linkstate import DOWN, LINK, PROTOCOL_BY_CHANGE, UNKNOWN, UP
+from skymesh.linkstate import DOWN, LINK, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES, UNKNOWN, UP
 from skymesh.v1 import relay_pb2
 
 SETTLED = LINK.settle_samples + 2
@@ -212,10 +212,10 @@ def dsts(report: relay_pb2.LinkReport) -> list[str]:
     return [link.dst for link in report.links]
 
 
-def test_the_hello_says_protocol_2():
+def test_the_hello_says_protocol_3():
     rig = Rig()
     hello = rig.session.hello("10.0.0.9:9000").hello
-    assert hello.protocol == PROTOCOL_BY_CHANGE == 2
+    assert hello.protocol == PROTOCOL_TABLE_CHANGES == 3 > PROTOCOL_BY_CHANGE
 
 
 def test_reports_go_by_change_between_full_ones_each_with_its_send_time():

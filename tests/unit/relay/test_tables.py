@@ -190,3 +190,42 @@ def test_watched_are_the_hops_traffic_went_to_and_their_routes_backups(protected
     assert protected.watch_list({"ams"}) == {"ams", "par"}
     assert protected.watch_list({"sin"}) == {"sin"}  # no backup
     assert protected.watch_list({"par", "sin"}) == {"par", "ams", "sin"}
+
+
+# -- tables of changes (protocol 3) -----------------------------------------------------------
+
+
+def test_changes_to_a_table_held_make_the_new_table(held):
+    new_lhr = entry("fra", "sin", "lhr", cost=30.0)
+    assert held.apply_changes(6, 5, [new_lhr, entry("fra", "par")], [("global", "sin")]) \
+        is None
+    assert held.version == 6
+    assert held.entries == {("global", "ams"): GOOD[0], ("global", "lhr"): new_lhr,
+                            ("global", "par"): entry("fra", "par")}
+    # version 5 is still held: changes to it give another table of its own
+    assert held.apply_changes(7, 5, [], []) is None
+    assert set(held.entries) == {("global", "ams"), ("global", "lhr"), ("global", "sin")}
+
+
+def test_changes_to_a_table_not_held_are_rejected_and_change_nothing(held):
+    before = snapshot(held)
+    why = held.apply_changes(6, 4, [entry("fra", "par")], [])
+    assert why is not None and "version 4" in why and "not held" in why
+    assert snapshot(held) == before
+
+
+def test_changes_are_checked_as_a_whole_table(held):
+    before = snapshot(held)
+    assert "loops" in held.apply_changes(6, 5, [entry("fra", "ams", "fra", "lhr")], [])
+    assert "duplicate" in held.apply_changes(6, 5, [entry("fra", "par"), entry("fra", "par")],
+                                             [])
+    assert snapshot(held) == before
+
+
+def test_only_the_last_tables_are_kept_to_build_on():
+    from relay.tables import KEPT_VERSIONS
+    t = RouteTables("fra")
+    for v in range(1, KEPT_VERSIONS + 3):
+        assert t.apply(v, GOOD) is None
+    assert sorted(t.kept) == list(range(3, KEPT_VERSIONS + 3))
+    assert t.apply_changes(KEPT_VERSIONS + 3, 2, [], []) is not None
