@@ -79,6 +79,11 @@ class Settings:
     # tables until every region's relay is back and measured, or this long: tables computed
     # from half the mesh would take routes away that still work
     resync_hold_s: float = 15.0
+    # after a cold start (no relay holds tables), the first routes wait until every
+    # connected relay has measured its links, or this long: routes of a partial measurement
+    # change every round, and at a thousand relays each round's tables cost the controller
+    # the seconds its measurement waits for (the reports it takes in late)
+    first_routes_hold_s: float = 30.0
     # a changed row waits for its new next hop to have installed a working row of its own
     # (controller/ordering.py), at most this long
     order_hold_s: float = 1.0
@@ -421,6 +426,7 @@ class Controller:
         self.converged_since: float | None = None
         self.rejected_tables = 0
         self.warm = False  # some relay held tables when it connected: resynchronising
+        self.first_routes_done = False  # the first routes are no longer held back
         self.avoid_changed = False
         # regions that several relays report down: carry no transit until they are back
         self.unreachable: frozenset[str] = frozenset()
@@ -829,6 +835,19 @@ class Controller:
                      now - self.started)
         return not done
 
+    def holding_first_routes(self, now: float) -> bool:
+        """After a cold start, until every connected relay has measured its links or for
+        first_routes_hold_s: no routes yet (see Settings)."""
+        if self.first_routes_done:
+            return False
+        if not self.sessions:
+            return True  # nothing to route yet, and nothing measured
+        if self.warm or self.all_measured() or \
+                now - self.started >= self.settings.first_routes_hold_s:
+            self.first_routes_done = True
+            return False
+        return True
+
     def recompute(self, now: float, unix: float) -> bool:
         """Expire stale links, recompute routes if a link moved beyond the dead band, push
         changed rows. True if anything was pushed. (The shell runs the computation itself
@@ -847,6 +866,8 @@ class Controller:
         if self.computing:  # the shell's job is under way: its result comes first
             return None
         self.topology.expire(now)
+        if self.holding_first_routes(now):
+            return None
         suppressed = frozenset(self.topology.suppressed_links(now))
         if suppressed != self.suppressed:  # a damped link's penalty decayed, or a new one
             self.suppressed = suppressed

@@ -401,3 +401,24 @@ def test_a_follower_node_is_mirrored_whole_tables():
     follower = [m for m in box if isinstance(m, Push)]
     assert lead.base_version and follower[-1].version == lead.version
     assert not follower[-1].base_version and follower[-1].rows == lead.rows
+
+
+def test_after_a_cold_start_the_first_routes_wait_for_the_measurement():
+    """No tables while some connected relay has not measured its links (for at most
+    first_routes_hold_s): routes of a partial measurement would change every round."""
+    r = Rig()
+    for region in REGIONS:
+        r.connect(region)
+    for region in REGIONS[:-1]:
+        report(r, region)
+    assert not r.recompute() and not tables(r)
+    report(r, REGIONS[-1])  # every relay has measured its links: routes go out
+    assert r.recompute() and set(tables(r)) == set(REGIONS)
+    # held at most first_routes_hold_s
+    late = Rig()
+    for region in REGIONS:
+        late.connect(region)
+    report(late, REGIONS[0])
+    assert not late.recompute()
+    late.advance(late.c.settings.first_routes_hold_s)
+    assert late.recompute() and tables(late)
