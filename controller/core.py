@@ -83,7 +83,7 @@ class Settings:
     # connected relay has measured its links, or this long: routes of a partial measurement
     # change every round, and at a thousand relays each round's tables cost the controller
     # the seconds its measurement waits for (the reports it takes in late)
-    first_routes_hold_s: float = 30.0
+    first_routes_hold_s: float = 60.0
     # a changed row waits for its new next hop to have installed a working row of its own
     # (controller/ordering.py), at most this long
     order_hold_s: float = 1.0
