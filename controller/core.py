@@ -33,7 +33,7 @@ from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
 from skymesh.geo import nearest_regions
 from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES
-from skymesh.nodes import address, region_of
+from skymesh.nodes import address, parse, region_of
 from skymesh.policy import Policy
 from skymesh.ratelimit import TokenBucket
 
@@ -529,6 +529,11 @@ class Controller:
         """Whether `session` is still its node's (the node may have connected again)."""
         return self.nodes.get(session.relay.region, {}).get(session.relay.node_id) is session
 
+    def node_session(self, node: str) -> Session | None:
+        """The session of the node at address `node` ("region/node"), if connected."""
+        region, node_id = parse(node)
+        return self.nodes.get(region, {}).get(node_id)
+
     def region_sessions(self, region: str) -> list[Session]:
         """Every node of `region` connected, the lead first."""
         return list(self.nodes.get(region, {}).values())
@@ -548,13 +553,8 @@ class Controller:
                                   self.distribution.nonce(), rows))
 
     def mirror(self, session: Session, push: Push) -> None:
-        """A push to a follower: what its lead was pushed; its ACKs are its own."""
-        routes = session.routes
-        routes.pushed, routes.pushed_version = [], push.version
-        routes.unacked[push.version] = list(push.rows)
-        for version in sorted(routes.unacked)[:-self.distribution.max_unacked]:
-            del routes.unacked[version]
-        session.send(push.whole())  # the lead's changes are to the lead's table
+        """A push to a follower: what its lead was pushed."""
+        session.send(self.distribution.follow(session.routes, push))
 
     def stale_for(self, protocol: int, relays: int) -> float:
         """How long a relay's link stays without being reported: an unchanged link of a relay
@@ -604,12 +604,9 @@ class Controller:
         change to its list."""
         if not (self.peers_added or self.peers_removed):
             return
-        added = []
-        for node, n in self.peers_added.items():
-            region, node_id = node.split("/", 1)
-            if (s := self.nodes.get(region, {}).get(node_id)) is not None:
-                added.append((region, s.relay.probe_addr, node_id, n))
-        added.sort()
+        added = sorted((s.relay.region, s.relay.probe_addr, s.relay.node_id, n)
+                       for node, n in self.peers_added.items()
+                       if (s := self.node_session(node)) is not None)
         # a region none of whose nodes is left goes whole, as an older relay expects
         removed = sorted({(node if region_of(node) in self.nodes else region_of(node), n)
                           for node, n in self.peers_removed.items()})
@@ -797,8 +794,7 @@ class Controller:
 
     def send_members(self, updates: list[Members]) -> None:
         for update in updates:
-            region, node = update.node.split("/", 1)
-            if (session := self.nodes.get(region, {}).get(node)) is not None:
+            if (session := self.node_session(update.node)) is not None:
                 session.send(update)
 
     # -- routing ---------------------------------------------------------------------------

@@ -179,8 +179,7 @@ class Distribution:
         relay.pushed, relay.pushed_version = paths_of(rows), self.version
         relay.unacked[self.version] = rows
         relay.sent = {(r.zone, r.dst): r for r in rows}
-        for version in sorted(relay.unacked)[:-self.max_unacked]:  # stopped acknowledging
-            del relay.unacked[version]
+        self.cap(relay)
         push = Push(relay.region, self.version, self.nonce(), tuple(rows))
         if relay.changes and relay.acked_version and relay.installed and not relay.whole_next:
             # rows that did not change are the same objects as those acknowledged (the core
@@ -194,6 +193,21 @@ class Distribution:
                            removed=removed)
         relay.whole_next = False
         return push
+
+    def follow(self, relay: RelayRoutes, push: Push) -> Push:
+        """What a follower node of `push`'s region is sent: the lead's table, whole (the
+        lead's changes are to the lead's own table), recorded as pushed to `relay`, whose
+        ACKs are its own."""
+        relay.pushed, relay.pushed_version = paths_of(list(push.rows)), push.version
+        relay.unacked[push.version] = list(push.rows)
+        self.cap(relay)
+        return push.whole()
+
+    def cap(self, relay: RelayRoutes) -> None:
+        """Keep the rows of the last max_unacked versions of a relay that stopped
+        acknowledging."""
+        for version in sorted(relay.unacked)[:-self.max_unacked]:
+            del relay.unacked[version]
 
     def on_ack(self, relay: RelayRoutes, version: int) -> bool:
         """Take an ACK; True if rows held for this relay's may go now (recompute soon)."""
