@@ -308,9 +308,11 @@ class Relay:
         # peer lists not applied yet, in order (protocol 1: the last, not decoded yet)
         self.pending: list[relay_pb2.PeerList | bytes] = []
         self.pending_at = 0.0
-        self.table: bytes | None = None  # the last RouteTable, undecoded
+        self.tables: list[bytes] = []  # RouteTables received, not applied yet (undecoded)
+        # the table as the relay holds it: (zone, dst) -> (next hop, backup); protocol 3's
+        # tables by change applied in order, as relay/tables.py does
+        self.rows: dict[tuple[str, str], tuple[str, str]] | None = None
         self.table_version = 0
-        self.table_new = False
         self.top_cache: tuple[int, list] | None = None
         self.arrivals: deque[tuple[float, int]] = deque(maxlen=ARRIVALS_KEPT)
         self.outbox: asyncio.Queue[bytes | None] | None = None
@@ -389,7 +391,8 @@ class Relay:
             if self.outbox is not None:
                 self.outbox.put_nowait(ack_message(version, nonce))
             self.arrivals.append((time.time(), version))
-            self.table, self.table_version, self.table_new = body, version, True
+            self.tables.append(body)
+            self.table_version = version
             self.emu.tables += 1
         elif number == 1:  # peers: applied at the next report, protocol 1's coalesced
             if self.protocol >= PROTOCOL_BY_CHANGE:
@@ -502,12 +505,11 @@ class Relay:
         partial = (self.protocol >= PROTOCOL_BY_CHANGE
                    and len(self.links) + 1 > self.settings.partial_mesh_above)
         flipped, self.partial = partial != self.partial, partial
-        if self.partial and (self.table_new or flipped) and self.table is not None:
-            rows = relay_pb2.RouteTable.FromString(self.table).routes
-            self.hops = {r.next_hop for r in rows} | {r.backup_next_hop for r in rows}
+        table_new = self.apply_tables()
+        if self.partial and (table_new or flipped) and self.rows is not None:
+            self.hops = {hop for pair in self.rows.values() for hop in pair}
             self.hops.discard("")
             changed = True
-        self.table_new = False
         if changed or flipped:
             self.measure(now, flipped)
         self.k += 1
@@ -601,13 +603,27 @@ class Relay:
 
     def top(self, k: int) -> list[list]:
         """The next hops most rows of the relay's table use, as [src, next_hop, rows]."""
-        if self.table is None:
+        self.apply_tables()
+        if self.rows is None:
             return []
         if self.top_cache is None or self.top_cache[0] != self.table_version:
-            rows = relay_pb2.RouteTable.FromString(self.table).routes
-            counts = Counter(r.next_hop for r in rows if r.next_hop and r.next_hop != self.region)
+            counts = Counter(hop for hop, _ in self.rows.values()
+                             if hop and hop != self.region)
             self.top_cache = (self.table_version, counts.most_common(8))
         return [[self.region, hop, n] for hop, n in self.top_cache[1][:k]]
+
+    def apply_tables(self) -> bool:
+        """Apply the tables received since the last call, in order; True if there were any."""
+        tables, self.tables = self.tables, []
+        for body in tables:
+            table = relay_pb2.RouteTable.FromString(body)
+            if not table.base_version or self.rows is None:
+                self.rows = {}
+            for key in table.removed:
+                self.rows.pop((key.zone, key.dst), None)
+            for r in table.routes:
+                self.rows[(r.zone, r.dst)] = (r.next_hop, r.backup_next_hop)
+        return bool(tables)
 
     def change(self, dst: str, factor: float) -> float:
         link = self.links[dst]

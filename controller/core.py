@@ -188,59 +188,66 @@ class Computed:
 
 def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
                  rows: Mapping[str, Mapping[tuple[str, str], Route]],
-                 regions: Iterable[str]) -> dict[str, dict[tuple[str, str], Route]]:
+                 regions: Iterable[str], bulk_column: int = 8
+                 ) -> dict[str, dict[tuple[str, str], Route]]:
     """The rows of each of `regions` after `old` became `new`, for the regions whose paths
-    or backups changed only. Only the destinations whose column of next hops or backups
-    differs are materialised again (a row's path follows its destination's column), so a
-    round that moves a few trees costs a few rows per relay, not every row of every relay.
-    A region new to a zone is built whole; rows to regions that left go, rows that appear
-    go at the end (the order a relay's rows are pushed in means nothing). Costs of rows whose
-    path did not change are left as they were computed: they drift with every sample."""
-    columns = {name: engine.changed_destinations(old.zones.get(name), z)
+    or backups changed only. Only the rows whose path or backup may have changed
+    (`engine.changed_pairs`) are materialised again, so a round that moves a few trees costs
+    the rows along them, not every row of every relay; a destination more than
+    1/`bulk_column` of whose rows may have changed is built as a column (one walk of its
+    tree of next hops). A region new to a zone is built
+    whole; rows to regions that left go, rows that appear go at the end (the order a relay's
+    rows are pushed in means nothing). Costs of rows whose path did not change are left as
+    they were computed: they drift with every sample."""
+    changed = {name: engine.changed_pairs(old.zones.get(name), z)
                for name, z in new.zones.items()}
     gone = [name for name in old.zones if name not in new.zones]
     left = {(name, n) for name, z in new.zones.items() if name in old.zones
             for n in old.zones[name].nodes if n not in z.index}
+    bulk = {name: set(c.columns[c.rows.sum(axis=0) * bulk_column > len(new.zones[name].nodes)]
+                      .tolist()) for name, c in changed.items() if c is not None}
     out: dict[str, dict[tuple[str, str], Route]] = {}
-    built: dict[tuple[str, int], list[Route | None]] = {}  # each changed column, once
+    built: dict[tuple[str, int], list[Route | None]] = {}  # each bulk column, once
     whole_regions = []
     for region in regions:
         current = rows.get(region)
         whole = current is None or bool(gone) or any(
-            cols is None and region in new.zones[name].index
+            c is None and region in new.zones[name].index
             or region in new.zones[name].index and region not in old.zones[name].index
-            for name, cols in columns.items())
+            for name, c in changed.items())
+        if whole:
+            whole_regions.append(region)
+            continue
+        assert current is not None
         patched: dict[tuple[str, str], Route] | None = None
-        if not whole and left:
-            assert current is not None
-            if any(key in current for key in left):
-                patched = {k: r for k, r in current.items() if k not in left}
-        if not whole:
-            assert current is not None
-            for name, cols in columns.items():
-                z = new.zones[name]
-                if region not in z.index or cols is None or not len(cols):
-                    continue
-                u = z.index[region]
-                for d in cols:
+        if left and any(key in current for key in left):
+            patched = {k: r for k, r in current.items() if k not in left}
+        for name, c in changed.items():
+            z = new.zones[name]
+            if c is None or region not in z.index or not len(c.columns):
+                continue
+            u = z.index[region]
+            for k in np.flatnonzero(c.rows[u]).tolist():
+                d = int(c.columns[k])
+                if d in bulk[name]:
                     if (name, d) not in built:
                         built[(name, d)] = z.column(d)
                     r = built[(name, d)][u]
-                    key = (name, z.nodes[d])
-                    was = current.get(key)
-                    if r is None and was is None:
-                        continue
-                    if r is None or was is None or r.path != was.path \
-                            or r.backup_next_hop != was.backup_next_hop:
-                        if patched is None:
-                            patched = dict(current)
-                        if r is None:
-                            del patched[key]
-                        else:
-                            patched[key] = r
-        if whole:
-            whole_regions.append(region)
-        elif patched is not None:
+                else:
+                    r = z.route(region, z.nodes[d])
+                key = (name, z.nodes[d])
+                was = current.get(key)
+                if r is None and was is None:
+                    continue
+                if r is None or was is None or r.path != was.path \
+                        or r.backup_next_hop != was.backup_next_hop:
+                    if patched is None:
+                        patched = dict(current)
+                    if r is None:
+                        del patched[key]
+                    else:
+                        patched[key] = r
+        if patched is not None:
             out[region] = patched
     for region, table in new.tables(whole_regions).items():
         out[region] = {(r.zone, r.dst): r for r in table}

@@ -164,19 +164,24 @@ class Distribution:
         (of `regions` only, and those `stage` always looks at, when given)."""
         staged = self.stage(tables, links_up, gone, now, regions)
         # a new version when some relay's paths change; costs alone drift with every sample
-        changed = [r for r in self.relays.values()
-                   if r.region in staged and r.pushed != paths_of(staged[r.region])]
+        changed = []
+        for relay in self.relays.values():
+            if relay.region in staged and relay.pushed != (
+                    paths := paths_of(staged[relay.region])):
+                changed.append((relay, paths))
         if not changed:
             return []
         self.version += 1
         held = sum(r.held for r in self.relays.values())
         log.info("routes v%d: %d relays' tables changed%s", self.version, len(changed),
                  f", {held} rows wait for their next hop" if held else "")
-        return [self.push(relay, staged[relay.region]) for relay in changed]
+        return [self.push(relay, staged[relay.region], paths) for relay, paths in changed]
 
-    def push(self, relay: RelayRoutes, rows: list[Route]) -> Push:
-        """Record `rows` as pushed to `relay` at the current version."""
-        relay.pushed, relay.pushed_version = paths_of(rows), self.version
+    def push(self, relay: RelayRoutes, rows: list[Route], paths: Paths | None = None) -> Push:
+        """Record `rows` (whose `paths_of`, if the caller has them, are `paths`) as pushed
+        to `relay` at the current version."""
+        relay.pushed = paths_of(rows) if paths is None else paths
+        relay.pushed_version = self.version
         relay.unacked[self.version] = rows
         relay.sent = {(r.zone, r.dst): r for r in rows}
         self.cap(relay)

@@ -29,7 +29,10 @@ BACKUP_KINDS = {NO_BACKUP: "none", LINK_PROTECTING: "link", NODE_PROTECTING: "no
 AVOID_MS = 10_000.0  # added to each link out of a drained region: transit there is a last resort
 
 
-@dataclass(frozen=True)
+# Not frozen, though nothing changes a Route once made (but its `encoded` cache): a frozen
+# dataclass is five times as dear to construct, and a thousand relays' tables are a million
+# rows. Hashable by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Route:
     zone: str
     src: str
@@ -39,6 +42,10 @@ class Route:
     backup_next_hop: str | None = None
     backup_kind: str = "none"  # "node" (avoids the primary next hop's region), "link", "none"
     backup_cost_ms: float | None = None
+    # the row as the relay protocol frames it, once a shell has encoded it: a row that does
+    # not change is the same object round after round, and goes out in many tables (whole
+    # ones to new and follower nodes, after a rejection)
+    encoded: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def next_hop(self) -> str:
@@ -187,10 +194,21 @@ class RouteSet:
         return out
 
 
-def changed_destinations(old: ZoneRoutes | None, new: ZoneRoutes) -> np.ndarray | None:
-    """The destinations (column indices of `new`) whose next hops or backups differ from
-    `old`'s anywhere, and those new to the zone: every row towards another destination has
-    the same path and backup in both. None without an `old`."""
+@dataclass(frozen=True)
+class Changed:
+    """The rows of a zone that may differ from an earlier computation's, by destination:
+    `rows[:, k]` marks the sources whose route to destination `columns[k]` (an index of the
+    new zone) may differ; every other row has the same path and backup as before."""
+
+    columns: np.ndarray
+    rows: np.ndarray  # bool, (len(nodes), len(columns))
+
+
+def changed_pairs(old: ZoneRoutes | None, new: ZoneRoutes) -> Changed | None:
+    """Which rows of `new` may differ from `old`'s: those whose next hop or backup differs,
+    and those whose path runs through one that does (a path is its next hops, followed), or
+    towards a destination new to the zone or whose rows led through a region that left.
+    None without an `old`."""
     if old is None:
         return None
     if old.nodes == new.nodes:
@@ -200,14 +218,25 @@ def changed_destinations(old: ZoneRoutes | None, new: ZoneRoutes) -> np.ndarray 
         backup = _carry(new.nodes, old, old.backup, -1)
         kind = _carry(new.nodes, old, old.backup_kind, NO_BACKUP, hops=False)
     diff = (hops != new.next_hop) | (backup != new.backup) | (kind != new.backup_kind)
-    changed = diff.any(axis=0)
-    changed[[i for i, n in enumerate(new.nodes) if n not in old.index]] = True
+    whole = np.zeros(len(new.nodes), dtype=bool)
+    whole[[i for i, n in enumerate(new.nodes) if n not in old.index]] = True
     left = [old.index[n] for n in old.nodes if n not in new.index]
     if left:  # a hop to a region that left reads -1 above, as "no route" does
         via = (np.isin(old.next_hop, left) | np.isin(old.backup, left)).any(axis=0)
-        changed[[new.index[old.nodes[d]] for d in np.flatnonzero(via)
-                 if old.nodes[d] in new.index]] = True
-    return np.flatnonzero(changed)
+        whole[[new.index[old.nodes[d]] for d in np.flatnonzero(via)
+               if old.nodes[d] in new.index]] = True
+    columns = np.flatnonzero(diff.any(axis=0) | whole)
+    rows = diff[:, columns] | whole[columns]
+    # a row differs where its path meets one that does: spread the marks from each next
+    # hop back to the rows that lead to it, as often as the longest path is long
+    next_hop = new.next_hop[:, columns]
+    leads = next_hop >= 0
+    at = np.maximum(next_hop, 0)
+    while True:
+        spread = rows | (np.take_along_axis(rows, at, axis=0) & leads)
+        if np.array_equal(spread, rows):
+            return Changed(columns, rows)
+        rows = spread
 
 
 # -- computation ---------------------------------------------------------------------------

@@ -151,7 +151,7 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
         reader = asyncio.create_task(self._read(session, queue, request_iterator))
         try:
             while (msg := await queue.get()) is not None:
-                yield translate.controller_message(msg)
+                yield translate.encoded_message(msg)
         finally:
             reader.cancel()
             ctl.disconnect(session, time.monotonic(), time.time())
@@ -172,6 +172,19 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
             if (p := self.pending.pop(session, None)) is not None:
                 self.take(session, p)
             queue.put(None)
+
+
+def add_to_server(service: RelayControlService, server: grpc.aio.Server) -> None:
+    """Serve `service` as relay.proto's RelayControl, as the generated
+    `add_RelayControlServicer_to_server` would, except that the service sends messages
+    already encoded (translate.encoded_message: route tables are encoded by hand, a row
+    once for every table it is in)."""
+    name = relay_pb2.DESCRIPTOR.services_by_name["RelayControl"].full_name
+    handlers = {"Session": grpc.stream_stream_rpc_method_handler(
+        service.Session, request_deserializer=relay_pb2.RelayMessage.FromString,
+        response_serializer=bytes)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now: float,

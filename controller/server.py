@@ -7,19 +7,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import grpc
 
+from controller import relay_service, translate
 from controller.admin_service import AdminService
-from controller.core import Controller, Settings
+from controller.core import Computed, Controller, Settings
 from controller.relay_service import RelayControlService
 from controller.store import FileStore, MemoryStore, Store
 from skymesh.catalogue import Region
 from skymesh.net.tls import INSECURE_WARNING, TlsError, TlsFiles, server_credentials
 from skymesh.policy import Policy
-from skymesh.v1 import admin_pb2_grpc, relay_pb2_grpc
+from skymesh.v1 import admin_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
 DEFAULTS = Settings()
@@ -76,7 +77,7 @@ class RecomputeLoop:
         if job is not None:
             start = time.perf_counter()
             try:
-                done = await asyncio.to_thread(job)
+                done = await asyncio.to_thread(encoded, job)
             except BaseException:
                 core.computing = False
                 core.dirty = True  # try again next round
@@ -84,6 +85,14 @@ class RecomputeLoop:
             core.finish_recompute(done, time.monotonic(), time.time(),
                                   time.perf_counter() - start)
         core.converged(time.monotonic())
+
+
+def encoded(job: Callable[[], Computed]) -> Computed:
+    """Run the core's route computation and encode the rows it changed for the wire, off the
+    event loop (a thousand relays' first tables are a million rows)."""
+    done = job()
+    translate.encode_rows(done.patches)
+    return done
 
 
 async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
@@ -108,8 +117,7 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     store = FileStore(state_file) if state_file is not None else MemoryStore()
     loop = RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
-    relay_pb2_grpc.add_RelayControlServicer_to_server(RelayControlService(loop.core, mesh),
-                                                      server)
+    relay_service.add_to_server(RelayControlService(loop.core, mesh), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(loop.core, mesh), server)
     if tls is None:
         log.warning(INSECURE_WARNING.format(what=listen))

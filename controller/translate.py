@@ -3,8 +3,8 @@ apart so that the core never sees protobuf and the gRPC services only call these
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Mapping
 
 from controller.core import (
     Chaos,
@@ -86,34 +86,125 @@ def chaos(msg: relay_pb2.Chaos) -> Chaos:
 # -- controller -> relay --------------------------------------------------------------------
 
 
-# rows of a relay that did not change are the same Route objects push after push (the core
-# patches only what changed): each is translated once
-_entries: weakref.WeakKeyDictionary[Route, relay_pb2.RouteEntry] = weakref.WeakKeyDictionary()
-
-
 def route_entry(r: Route) -> relay_pb2.RouteEntry:
-    entry = _entries.get(r)
-    if entry is None:
-        entry = _entries[r] = _route_entry(r)
-    return entry
+    row = encoded_row(r)
+    return relay_pb2.RouteEntry.FromString(row[_entry_start(row):])
 
 
-def _route_entry(r: Route) -> relay_pb2.RouteEntry:
-    return relay_pb2.RouteEntry(
-        dst=r.dst, next_hop=r.next_hop, path=list(r.path), cost_ms=round(r.cost_ms, 3),
-        zone=r.zone, backup_next_hop=r.backup_next_hop or "", backup_kind=r.backup_kind,
-        backup_cost_ms=round(r.backup_cost_ms or 0.0, 3))
+def _entry_start(row: bytes) -> int:
+    """Where the RouteEntry begins in an encoded row (after its tag and length)."""
+    return 1 + next(i for i in range(1, 11) if row[i] < 0x80)
+
+
+# Route tables are most of what the controller sends (a thousand relays' first tables are a
+# million rows), so they are encoded here by hand, in protobuf's encoding of RouteTable and
+# RouteEntry (proto/skymesh/v1/relay.proto; the tests check the bytes parse to the message
+# the generated code builds): a row is encoded once, kept on its Route, and a table is a
+# join of its rows. Building RouteEntry messages and copying them into each table cost
+# about four times as much.
+_LEN, _FIXED64, _VARINT = 2, 1, 0
+# field numbers in relay.proto
+_MESSAGE_ROUTES = 2  # ControllerMessage.routes
+_TABLE_VERSION, _TABLE_NONCE, _TABLE_ROUTES, _TABLE_BASE, _TABLE_REMOVED = 1, 2, 3, 4, 5
+_ENTRY_DST, _ENTRY_NEXT_HOP, _ENTRY_PATH, _ENTRY_COST, _ENTRY_ZONE = 1, 2, 3, 4, 5
+_ENTRY_BACKUP, _ENTRY_BACKUP_KIND, _ENTRY_BACKUP_COST = 6, 7, 8
+_KEY_ZONE, _KEY_DST = 1, 2
+_double = struct.Struct("<d").pack
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tag(field_number: int, wire_type: int) -> bytes:
+    return _varint(field_number << 3 | wire_type)
+
+
+def _framed(field_number: int, body: bytes) -> bytes:
+    return _tag(field_number, _LEN) + _varint(len(body)) + body
+
+
+class _Texts(dict[str | None, bytes]):
+    """A string field of one field number, by value, encoded when first asked for (region
+    names and zones: a few thousand at most, each in a million rows); None and "" are left
+    out, as protobuf leaves out empty strings."""
+
+    def __init__(self, field_number: int) -> None:
+        super().__init__({None: b"", "": b""})
+        self.tag = _tag(field_number, _LEN)
+
+    def __missing__(self, text: str) -> bytes:
+        raw = text.encode()
+        encoded = self[text] = self.tag + _varint(len(raw)) + raw
+        return encoded
+
+
+_DST, _NEXT_HOP, _PATH = _Texts(_ENTRY_DST), _Texts(_ENTRY_NEXT_HOP), _Texts(_ENTRY_PATH)
+_ZONE, _BACKUP, _BACKUP_KIND = (_Texts(_ENTRY_ZONE), _Texts(_ENTRY_BACKUP),
+                                _Texts(_ENTRY_BACKUP_KIND))
+_KEY_ZONE_TEXT, _KEY_DST_TEXT = _Texts(_KEY_ZONE), _Texts(_KEY_DST)
+_COST_TAG, _BACKUP_COST_TAG = _tag(_ENTRY_COST, _FIXED64), _tag(_ENTRY_BACKUP_COST, _FIXED64)
+_ROW_TAG = _tag(_TABLE_ROUTES, _LEN)
+
+
+def encoded_row(r: Route) -> bytes:
+    """`r` as a RouteTable's `routes` field (a RouteEntry), encoded once and kept."""
+    if r.encoded:
+        return r.encoded
+    # to the microsecond; + 0.0: no -0.0, which protobuf would write and compare as set
+    cost, backup_cost = round(r.cost_ms, 3) + 0.0, round(r.backup_cost_ms or 0.0, 3) + 0.0
+    body = b"".join((
+        _DST[r.dst], _NEXT_HOP[r.path[1]], b"".join(map(_PATH.__getitem__, r.path)),
+        _COST_TAG + _double(cost) if cost else b"", _ZONE[r.zone],
+        _BACKUP[r.backup_next_hop], _BACKUP_KIND[r.backup_kind],
+        _BACKUP_COST_TAG + _double(backup_cost) if backup_cost else b""))
+    encoded = _ROW_TAG + _varint(len(body)) + body
+    r.encoded = encoded
+    return encoded
+
+
+def encode_rows(tables: Mapping[str, Mapping[object, Route]]) -> None:
+    """Encode the rows of `tables` not encoded yet (a shell does it beside its event loop,
+    before the tables are pushed)."""
+    for rows in tables.values():
+        for r in rows.values():
+            if not r.encoded:
+                encoded_row(r)
+
+
+def route_table(push: Push) -> bytes:
+    """`push` as a ControllerMessage carrying its RouteTable, encoded."""
+    head = _tag(_TABLE_VERSION, _VARINT) + _varint(push.version)
+    if push.nonce:
+        head += _framed(_TABLE_NONCE, push.nonce.encode())
+    if push.base_version:
+        table = b"".join((
+            head, *map(encoded_row, push.changes),
+            _tag(_TABLE_BASE, _VARINT), _varint(push.base_version),
+            *[_framed(_TABLE_REMOVED, _KEY_ZONE_TEXT[z] + _KEY_DST_TEXT[d])
+              for z, d in push.removed]))
+    else:
+        table = b"".join((head, *map(encoded_row, push.rows)))
+    return _framed(_MESSAGE_ROUTES, table)
+
+
+def encoded_message(msg: Message) -> bytes:
+    """`msg` as the bytes of a ControllerMessage (what the RelayControl service sends)."""
+    if isinstance(msg, Push):
+        return route_table(msg)
+    return controller_message(msg).SerializeToString()
 
 
 def controller_message(msg: Message) -> relay_pb2.ControllerMessage:
     if isinstance(msg, Push):
-        if msg.base_version:
-            return relay_pb2.ControllerMessage(routes=relay_pb2.RouteTable(
-                version=msg.version, nonce=msg.nonce, base_version=msg.base_version,
-                routes=[route_entry(r) for r in msg.changes],
-                removed=[relay_pb2.RouteKey(zone=z, dst=d) for z, d in msg.removed]))
-        return relay_pb2.ControllerMessage(routes=relay_pb2.RouteTable(
-            version=msg.version, nonce=msg.nonce, routes=[route_entry(r) for r in msg.rows]))
+        return relay_pb2.ControllerMessage.FromString(route_table(msg))
     if isinstance(msg, Members):
         return relay_pb2.ControllerMessage(members=relay_pb2.ChannelMembers(
             zone=msg.zone, channel=msg.channel, regions=msg.regions))

@@ -83,9 +83,11 @@ pair_costs = st.dictionaries(
     st.floats(1.0, 200.0), min_size=4, max_size=42)
 
 
+@pytest.mark.parametrize("bulk_column", [1, 10**9])  # rows by route, or by column
 @settings(max_examples=120, deadline=None)
 @given(pair_costs, pair_costs, st.integers(4, 7), st.integers(4, 7), st.booleans())
-def test_changed_rows_agree_with_a_full_recompute(before, after, n1, n2, hysteresis):
+def test_changed_rows_agree_with_a_full_recompute(bulk_column, before, after, n1, n2,
+                                                  hysteresis):
     """Patching the previous tables with the changed rows gives every relay the paths and
     backups that building its table afresh gives (regions coming and going too)."""
     policy = Policy({"global": Zone("global", frozenset(NAMES[:7])),
@@ -95,11 +97,50 @@ def test_changed_rows_agree_with_a_full_recompute(before, after, n1, n2, hystere
     new = engine.compute(_graph(n2, {**before, **after}), policy, old, h)
     regions = NAMES[:n2]
     rows = {r: {(x.zone, x.dst): x for x in old.table(r)} for r in NAMES[:n1]}
-    patches = changed_rows(old, new, rows, regions)
+    patches = changed_rows(old, new, rows, regions, bulk_column)
     for region in regions:
         got = patches.get(region, rows.get(region))
         assert got is not None, f"{region} has no rows"
         assert sorted(paths_of(list(got.values()))) == sorted(paths_of(new.table(region)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 12), st.booleans())
+def test_rows_not_marked_changed_keep_their_paths_and_backups(seed, moves, hysteresis):
+    """On sparse meshes of 40 regions (paths many hops long), every row `changed_pairs`
+    leaves unmarked has the path and backup it had."""
+    import random
+
+    rng = random.Random(seed)
+    names = [f"n{i:02d}" for i in range(40)]
+    policy = Policy({"global": Zone("global", frozenset(names))})
+    costs = {}
+    for i, a in enumerate(names):  # a ring, so that everything is reachable, and chords
+        costs[(a, names[(i + 1) % 40])] = costs[(names[(i + 1) % 40], a)] = rng.uniform(5, 50)
+        for b in rng.sample(names, 2):
+            if b != a:
+                costs[(a, b)] = rng.uniform(5, 200)
+
+    def graph(c: dict) -> object:
+        return routing.build_graph(names, [routing.Link(a, b, v) for (a, b), v in c.items()])
+
+    old = engine.compute(graph(costs), policy)
+    for key in rng.sample(sorted(costs), moves):
+        costs[key] *= rng.choice([0.2, 3.0])
+    new = engine.compute(graph(costs), policy, old,
+                         Hysteresis() if hysteresis else engine.NO_HYSTERESIS)
+    z_old, z_new = old.zones["global"], new.zones["global"]
+    marked = engine.changed_pairs(z_old, z_new)
+    assert marked is not None
+    may = np.zeros((40, 40), dtype=bool)
+    may[:, marked.columns] = marked.rows
+    for u, src in enumerate(names):
+        for d, dst in enumerate(names):
+            if not may[u, d]:
+                a, b = z_old.route(src, dst), z_new.route(src, dst)
+                assert (a is None) == (b is None)
+                if a is not None and b is not None:
+                    assert (a.path, a.backup_next_hop) == (b.path, b.backup_next_hop)
 
 
 def test_same_within_is_the_graphs_dead_band():

@@ -135,7 +135,8 @@ def test_a_relay_session_streams_the_cores_messages_and_ends_with_the_relays_str
 
     async def session() -> list[relay_pb2.ControllerMessage]:
         stream = RelayControlService(ctl, None).Session(requests(), Context())
-        return [msg async for msg in stream]
+        # the service sends messages encoded (controller/relay_service.py add_to_server)
+        return [relay_pb2.ControllerMessage.FromString(msg) async for msg in stream]
 
     got = asyncio.run(session())
     assert [m.WhichOneof("msg") for m in got] == ["peers", "config"]

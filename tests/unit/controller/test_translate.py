@@ -4,6 +4,8 @@ crosses, rounding as the relays and the admin client have always seen it."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import translate
 from controller.core import Chaos, Event, Peers, RelayConfig, RelayEvent
@@ -54,6 +56,55 @@ def test_a_push_becomes_a_route_table_with_costs_in_microseconds():
         "cc", "bb", ["aa", "bb", "cc"], 12.346, "eu", "cc", "node", 20.0)
     assert (second.backup_next_hop, second.backup_kind, second.backup_cost_ms) == (
         "", "none", 0.0)
+
+
+names = st.text(min_size=1, max_size=70)  # any UTF-8, past one byte of length
+costs = st.one_of(st.floats(allow_nan=False), st.sampled_from([0.0, -0.0, 0.0004, 1e300]))
+routes = st.builds(
+    lambda zone, path, cost, backup, kind, backup_cost: Route(
+        zone, path[0], path[-1], tuple(path), cost, backup, kind, backup_cost),
+    names, st.lists(names, min_size=2, max_size=6), costs, st.none() | names,
+    st.sampled_from(["none", "link", "node", ""]), st.none() | costs)
+
+
+def generated(push: Push) -> relay_pb2.ControllerMessage:
+    """`push` as the generated protobuf code builds it (what the hand encoding must be)."""
+    def entry(r: Route) -> relay_pb2.RouteEntry:
+        return relay_pb2.RouteEntry(
+            dst=r.dst, next_hop=r.next_hop, path=list(r.path),
+            cost_ms=round(r.cost_ms, 3) + 0.0, zone=r.zone,  # + 0.0: -0.0 is sent as 0.0
+            backup_next_hop=r.backup_next_hop or "", backup_kind=r.backup_kind,
+            backup_cost_ms=round(r.backup_cost_ms or 0.0, 3) + 0.0)
+    rows = push.changes if push.base_version else push.rows
+    return relay_pb2.ControllerMessage(routes=relay_pb2.RouteTable(
+        version=push.version, nonce=push.nonce, base_version=push.base_version,
+        routes=[entry(r) for r in rows],
+        removed=[relay_pb2.RouteKey(zone=z, dst=d) for z, d in push.removed]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(routes, max_size=8), st.integers(1, 2**64 - 1), st.integers(0, 2**64 - 1),
+       st.text(max_size=20), st.lists(st.tuples(names, names), max_size=3))
+def test_route_tables_encoded_by_hand_are_those_of_the_generated_code(
+        rows, version, base, nonce, removed):
+    push = Push("aa", version, nonce, tuple(rows))
+    if base:
+        push = Push("aa", version, nonce, tuple(rows), base, tuple(rows[:3]), tuple(removed))
+    wire = translate.encoded_message(push)
+    want = generated(push)
+    assert relay_pb2.ControllerMessage.FromString(wire) == want
+    assert wire == want.SerializeToString()
+    assert [translate.route_entry(r) for r in (push.changes if base else rows)] == list(
+        want.routes.routes)  # as admin reads them
+    assert translate.encoded_message(push) == wire  # and again, from the rows' own encoding
+
+
+def test_a_row_is_encoded_once_and_a_changed_row_is_a_new_object():
+    row = Route("eu", "aa", "bb", ("aa", "bb"), 5.0)
+    first = translate.encoded_row(row)
+    assert row.encoded is first and translate.encoded_row(row) is first
+    assert row == Route("eu", "aa", "bb", ("aa", "bb"), 5.0)  # the encoding is no part of it
+    assert translate.encoded_row(Route("eu", "aa", "bb", ("aa", "bb"), 6.0)) != first
 
 
 def test_every_controller_message_has_its_wire_form():
