@@ -37,6 +37,20 @@ def paths_of(rows: list[Route]) -> Paths:
     return [(r.zone, r.dst, r.path, r.backup_next_hop) for r in rows]
 
 
+def differs(sent: Mapping[tuple[str, str], Route], rows: list[Route]) -> bool:
+    """Whether `rows` differ from the rows `sent` in a path or a backup (costs alone drift
+    with every sample). Rows that did not change are the very objects sent (the core
+    patches only what changed), so a table is compared a lookup a row."""
+    if len(sent) != len(rows):
+        return True
+    for r in rows:
+        was = sent.get((r.zone, r.dst))
+        if was is not r and (was is None or was.path != r.path
+                             or was.backup_next_hop != r.backup_next_hop):
+            return True
+    return False
+
+
 def new_nonce() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -65,12 +79,12 @@ class RelayRoutes:
     """One relay's tables as the controller pushed them and the relay acknowledged them."""
 
     region: str
-    pushed: Paths | None = None  # paths of the rows last pushed; None: push again
+    pushed: list[Route] | None = None  # the rows last pushed; None: push again
     pushed_version: int = 0
     acked_version: int = 0
-    # rows of the versions pushed and not acknowledged yet: an ack may come for one that a
-    # newer push has already followed
-    unacked: dict[int, list[Route]] = field(default_factory=dict)
+    # rows of the versions pushed and not acknowledged yet, by key: an ack may come for one
+    # that a newer push has already followed
+    unacked: dict[int, dict[ordering.Key, Route]] = field(default_factory=dict)
     installed: dict[ordering.Key, Route] = field(default_factory=dict)  # as last acked
     sent: dict[ordering.Key, Route] = field(default_factory=dict)  # as last pushed
     held: int = 0  # target rows not pushed yet, waiting for their next hop
@@ -95,7 +109,7 @@ class RelayRoutes:
         rows = self.unacked.get(version)
         if rows is None:
             return False
-        self.installed = {(r.zone, r.dst): r for r in rows}
+        self.installed = rows
         self.unacked = {v: r for v, r in self.unacked.items() if v > version}
         return True
 
@@ -164,26 +178,20 @@ class Distribution:
         (of `regions` only, and those `stage` always looks at, when given)."""
         staged = self.stage(tables, links_up, gone, now, regions)
         # a new version when some relay's paths change; costs alone drift with every sample
-        changed = []
-        for relay in self.relays.values():
-            if relay.region in staged and relay.pushed != (
-                    paths := paths_of(staged[relay.region])):
-                changed.append((relay, paths))
+        changed = [r for r in self.relays.values() if r.region in staged
+                   and (r.pushed is None or differs(r.sent, staged[r.region]))]
         if not changed:
             return []
         self.version += 1
         held = sum(r.held for r in self.relays.values())
         log.info("routes v%d: %d relays' tables changed%s", self.version, len(changed),
                  f", {held} rows wait for their next hop" if held else "")
-        return [self.push(relay, staged[relay.region], paths) for relay, paths in changed]
+        return [self.push(relay, staged[relay.region]) for relay in changed]
 
-    def push(self, relay: RelayRoutes, rows: list[Route], paths: Paths | None = None) -> Push:
-        """Record `rows` (whose `paths_of`, if the caller has them, are `paths`) as pushed
-        to `relay` at the current version."""
-        relay.pushed = paths_of(rows) if paths is None else paths
-        relay.pushed_version = self.version
-        relay.unacked[self.version] = rows
-        relay.sent = {(r.zone, r.dst): r for r in rows}
+    def push(self, relay: RelayRoutes, rows: list[Route]) -> Push:
+        """Record `rows` as pushed to `relay` at the current version."""
+        relay.pushed, relay.pushed_version = rows, self.version
+        relay.sent = relay.unacked[self.version] = {(r.zone, r.dst): r for r in rows}
         self.cap(relay)
         push = Push(relay.region, self.version, self.nonce(), tuple(rows))
         if relay.changes and relay.acked_version and relay.installed and not relay.whole_next:
@@ -203,8 +211,8 @@ class Distribution:
         """What a follower node of `push`'s region is sent: the lead's table, whole (the
         lead's changes are to the lead's own table), recorded as pushed to `relay`, whose
         ACKs are its own."""
-        relay.pushed, relay.pushed_version = paths_of(list(push.rows)), push.version
-        relay.unacked[push.version] = list(push.rows)
+        relay.pushed, relay.pushed_version = list(push.rows), push.version
+        relay.unacked[push.version] = {(r.zone, r.dst): r for r in push.rows}
         self.cap(relay)
         return push.whole()
 

@@ -51,7 +51,7 @@ def stage(region: str, target: list[Route], installed: Installed,
     for row in target:
         key = (row.zone, row.dst)
         old = own.get(key)
-        if (old is None or old.next_hop == row.next_hop
+        if (old is row or old is None or old.path[1] == row.path[1]
                 or reaches(row.next_hop, key, installed, link_up, gone)):
             rows.append(row)
         else:

@@ -45,8 +45,8 @@ def test_a_push_records_what_went_out_at_one_new_version_for_every_changed_relay
     assert pushes[0].nonce != pushes[1].nonce
     assert d.version == 1
     a = d.relays["a"]
-    assert a.pushed == paths_of(tables["a"]) and a.pushed_version == 1
-    assert a.unacked == {1: tables["a"]} and not a.in_sync
+    assert paths_of(a.pushed) == paths_of(tables["a"]) and a.pushed_version == 1
+    assert a.unacked == {1: {("global", "b"): tables["a"][0]}} and not a.in_sync
     # nothing changed: no push, no new version
     assert d.push_staged(tables, always_up, frozenset(), now=1.0) == []
     assert d.version == 1
