@@ -67,6 +67,7 @@ import grpc  # noqa: E402
 from skymesh import certs, identity  # noqa: E402
 from skymesh.countries import ISO_ALPHA2  # noqa: E402
 from skymesh.linkstate import (  # noqa: E402
+    LINK,
     PROTOCOL_BY_CHANGE,
     PROTOCOL_FULL,
     PROTOCOL_TABLE_CHANGES,
@@ -86,6 +87,9 @@ QUIET_S = 2.0  # a push is over when no relay got a table for this long
 FIRST_TABLE_S = 10.0  # ... or, when none came at all, after this long
 MAX_PUSH_S = 30.0  # pushes that go on longer are the background's (churn), not the change's
 STATUS_EVERY_S = 0.5
+SETTLED_QUIET_S = 5.0
+SETTLE_S = 240.0
+PARTIAL_MESH_ABOVE = LINK.partial_mesh_above
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -485,6 +489,7 @@ class Settings:
     ramp_s: float
     cpus: Cpus
     logs: Path
+    settle_s: float = SETTLE_S
 
 
 @dataclass
@@ -495,6 +500,9 @@ class Result:
     tls: bool
     converged_s: float | None = None
     waited_s: float = 0.0
+    # a partial mesh's first samples of every other pair come in for a while after it
+    # converged (on its nearest regions): how long until routes stopped moving, if they did
+    settled_s: float | None = None
     links_measured: int = 0
     links_expected: int = 0
     cpu_pct: float | None = None
@@ -550,6 +558,8 @@ def run_one(n: int, code: Code, catalogue: tuple[Path, Path], tls: Certificates 
             result.waited_s = round(time.time() - first, 1)
         else:
             result.converged_s = round(converged_at - first, 2)
+        if converged_at is not None and n > PARTIAL_MESH_ABOVE:
+            settle(gens, converged_at, s.settle_s, result)
         steady(ctl, admin, gens, s, result)
         if converged_at is not None and s.changes:
             push_latency(gens, s.changes, result, admin)
@@ -592,6 +602,22 @@ def wait_converged(ctl: ControllerProcess, admin: Admin, gens: Generators, start
                    f"v{reply.route_version} acked by {reply.relays_acked}/{reply.relays} "
                    f"({now - (first or started):.0f} s)")
         time.sleep(STATUS_EVERY_S)
+
+
+def settle(gens: Generators, converged_at: float, timeout: float, result: Result) -> None:
+    """Wait, up to `timeout` s, for the routes to stop moving (no relay got a table for
+    SETTLED_QUIET_S): beyond the partial-mesh size relays sample every other region over
+    their first period, and the routes take in what they find for a while after the mesh
+    converged on its nearest regions. The link changes are measured from a settled mesh."""
+    start = time.time()
+    while time.time() - start < timeout:
+        got, _ = wait_quiet(gens, time.time(), first_s=SETTLED_QUIET_S)
+        if not got:  # nothing came in SETTLED_QUIET_S
+            result.settled_s = round(time.time() - SETTLED_QUIET_S - converged_at, 1)
+            say(f"  {result.n} {result.code}: routes settled {result.settled_s} s after "
+                "converging")
+            return
+    say(f"  {result.n} {result.code}: routes still moving {timeout:.0f} s after converging")
 
 
 def steady(ctl: ControllerProcess, admin: Admin, gens: Generators, s: Settings,

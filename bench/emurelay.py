@@ -571,9 +571,12 @@ class Relay:
                                           if not link.continuous and link.sampled_at >= since
                                           and self.links.get(link.dst) is link}.values())
             else:
+                # a link sampled in its turn is reported after it, moved or not: a relay's
+                # full report forgets the links not in their turn (relay/reporting.py
+                # `select`), so each turn's is news to it, and refreshes the controller's
+                # record before it goes stale
                 links = [link for link in self.unsettled if link.continuous
-                         and self.moved(link)] + [link for link in sampled or ()
-                                                  if self.moved(link)]
+                         and self.moved(link)] + list(sampled or ())
             for link in links:
                 link.rep_state, link.rep_samples, link.rep_min = \
                     link.state, link.samples, link.min_rtt

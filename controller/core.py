@@ -906,13 +906,23 @@ class Controller:
         nodes = sorted(self.sessions)
         idx = np.array([self.topology.index[n] for n in nodes], dtype=np.intp)
         cost = latest[np.ix_(idx, idx)]
-        # nothing to compute while no link moved beyond measurement noise
-        if previous is not None and not self.avoid_changed and nodes == self.computed_nodes \
-                and routing.costs_within(cost, self.computed[np.ix_(idx, idx)],
-                                         self.settings.dead_band, self.settings.dead_band_ms):
-            self.pushed = self.push_staged(now)
-            return None
-        self.computed, self.computed_nodes = latest, nodes
+        moved = None
+        if previous is not None and not self.avoid_changed and nodes == self.computed_nodes:
+            # the routes in force move where links moved beyond measurement noise, and only
+            # there: the others keep the costs they were computed with
+            computed = self.computed[np.ix_(idx, idx)]
+            moved = routing.moved_links(cost, computed, self.settings.dead_band,
+                                        self.settings.dead_band_ms)
+            if not moved.any():
+                self.pushed = self.push_staged(now)
+                return None
+            cost = np.where(moved, cost, computed)
+            at = np.nonzero(moved)
+            self.computed = self.computed.copy()
+            self.computed[idx[at[0]], idx[at[1]]] = cost[at]
+        else:
+            self.computed = latest
+        self.computed_nodes = nodes
         self.avoid_changed = False
         self.computing = True
         old, rows, policy = self.routes, dict(self.rows), self.policy
@@ -920,7 +930,8 @@ class Controller:
         regions = tuple(nodes)
 
         def job() -> Computed:
-            routes = engine.compute_costs(nodes, cost, policy, previous, hysteresis, avoid)
+            routes = engine.compute_costs(nodes, cost, policy, previous, hysteresis, avoid,
+                                          moved)
             return Computed(routes, changed_rows(old, routes, rows, regions))
         return job
 

@@ -256,9 +256,13 @@ def compute(graph: nx.DiGraph, policy: Policy, previous: RouteSet | None = None,
 
 def compute_costs(nodes: list[str], full: np.ndarray, policy: Policy,
                   previous: RouteSet | None = None, hysteresis: Hysteresis = NO_HYSTERESIS,
-                  avoid: frozenset[str] | set[str] = frozenset()) -> RouteSet:
+                  avoid: frozenset[str] | set[str] = frozenset(),
+                  moved: np.ndarray | None = None) -> RouteSet:
     """`compute` on the link costs as a matrix over `nodes` (sorted; inf where there is no
-    link, and on the diagonal): what the controller holds its links in."""
+    link, and on the diagonal): what the controller holds its links in. With `moved` (a
+    mask over `full`), `previous` was computed on these same costs but at the links it
+    marks: a zone whose regions did not change is then updated where those links matter
+    (`update_zone`), with the result a whole computation would give."""
     index = {n: i for i, n in enumerate(nodes)}
     penalty = None
     if any(n in avoid for n in nodes):
@@ -274,9 +278,79 @@ def compute_costs(nodes: list[str], full: np.ndarray, policy: Policy,
             cost = full[np.ix_(idx, idx)]
             pen = None if penalty is None else penalty[idx]
         old = previous.zones.get(name) if previous else None
-        zones[name] = compute_zone(name, frozenset(zone.regions), members, cost, old,
-                                   hysteresis, pen)
+        if moved is not None and old is not None and old.nodes == members \
+                and _same_penalty(old.penalty, pen):
+            sub = moved if cost is full else moved[np.ix_(idx, idx)]
+            zones[name] = update_zone(old, cost, sub, hysteresis)
+        else:
+            zones[name] = compute_zone(name, frozenset(zone.regions), members, cost, old,
+                                       hysteresis, pen)
     return RouteSet(zones)
+
+
+def _same_penalty(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None
+                                         and np.array_equal(a, b))
+
+
+# beyond this share of a zone's links moved at once, or of its destinations' trees touched
+# by them, it is computed whole (trees one by one cost more than all at once: on a dense
+# mesh twice as much)
+UPDATE_AT_MOST = 0.05
+UPDATE_TREES_AT_MOST = 0.5
+
+
+def update_zone(old: ZoneRoutes, cost: np.ndarray, moved: np.ndarray,
+                hysteresis: Hysteresis = NO_HYSTERESIS, at_most: float = UPDATE_AT_MOST,
+                at_most_trees: float = UPDATE_TREES_AT_MOST) -> ZoneRoutes:
+    """What `compute_zone` gives on `cost` with `old` as the previous routes, where `old`
+    was computed on the same costs but at the links `moved` marks, computing again only the
+    destinations whose shortest distances or paths in force those links touch, and the
+    backups that read them. A thousand regions' routes cost a second whole; one relay's
+    report moving a few links costs a few of its thousand trees. Beyond `at_most` of the
+    links moved, or `at_most_trees` of the destinations touched, the zone is computed
+    whole."""
+    us, vs = np.nonzero(moved)
+    if not len(us):
+        return old
+    if len(us) > at_most * max(1, np.isfinite(cost).sum()):
+        return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
+                            old.penalty)
+    before, after = old.cost[us, vs], cost[us, vs]
+    dist = old.dist
+    with np.errstate(invalid="ignore"):  # inf - inf, inf <= inf: no link before or after
+        # a destination whose shortest paths used a link (before), or that a link now
+        # shortens, or whose paths in force use one
+        tight = np.isfinite(before)[:, None] & (before[:, None] + dist[vs] <= dist[us] + EPSILON)
+        shorter = after[:, None] + dist[vs] < dist[us] - EPSILON
+    in_force = old.next_hop[us] == vs[:, None]
+    affected = np.flatnonzero((tight | shorter | in_force).any(axis=0))
+    if len(affected) > at_most_trees * len(old.nodes):  # as dear as the whole, or dearer
+        return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
+                            old.penalty)
+    dist, next_hop = old.dist.copy(), old.next_hop.copy()
+    if len(affected):
+        d_a, nh_a = shortest(cost, destinations=affected)
+        dist[:, affected], next_hop[:, affected] = d_a, nh_a
+        keep_previous(old.nodes, cost, dist, next_hop, old, hysteresis)
+    actual = old.actual.copy()
+    if len(affected):
+        actual[:, affected] = actual_dist(cost, dist[:, affected], next_hop[:, affected])
+    # backups read the rows of the regions whose links moved, the rows and columns of the
+    # changed distances, and (for node protection) the columns of the primaries through
+    # an affected region
+    backup, kind = old.backup.copy(), old.backup_kind.copy()
+    rows = np.union1d(affected, us)
+    depends = np.flatnonzero(np.isin(next_hop, affected).any(axis=0)) if len(affected) \
+        else np.zeros(0, dtype=np.intp)
+    cols = np.union1d(affected, depends)
+    slack = hysteresis.backup_slack_ms
+    backups(cost, dist, actual, next_hop, slack, rows=rows, into=(backup, kind))
+    backups(cost, dist, actual, next_hop, slack, cols=cols, into=(backup, kind))
+    keep_previous_backups(old.nodes, cost, dist, actual, next_hop, backup, kind, old,
+                          hysteresis)
+    return ZoneRoutes(old.zone, old.members, old.nodes, cost, dist, actual, next_hop, backup,
+                      kind, False, old.penalty)
 
 
 def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.ndarray,
@@ -297,7 +371,8 @@ def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.
 
 def actual_dist(cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray) -> np.ndarray:
     """Distances along the next hops in force (which hysteresis may have kept off the
-    shortest paths): actual[u, d] = cost[u, h] + actual[h, d] with h = next_hop[u, d]."""
+    shortest paths): actual[u, d] = cost[u, h] + actual[h, d] with h = next_hop[u, d].
+    `dist` and `next_hop` may be some destinations' columns only."""
     n = len(cost)
     actual = dist.copy()
     u, d = np.nonzero(next_hop >= 0)

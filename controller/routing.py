@@ -85,11 +85,17 @@ def same_within(a: nx.DiGraph, b: nx.DiGraph, fraction: float, floor_ms: float =
                           for g in (a, b)), fraction, floor_ms)
 
 
+def moved_links(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float = 0.0
+                ) -> np.ndarray:
+    """Where cost matrix `a` differs from the old `b` beyond `fraction` of the old cost and
+    `floor_ms` (inf: no link), or has a link where `b` has none or none where it has one."""
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    with np.errstate(invalid="ignore"):  # inf - inf where neither has a link
+        far = np.abs(a - b) > np.maximum(fraction * b, floor_ms)
+    return (fa != fb) | (fa & fb & far)
+
+
 def costs_within(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float = 0.0) -> bool:
     """`same_within` on cost matrices over the same regions (inf: no link): links in the
     same places, every cost within `fraction` of the old (`b`) or `floor_ms`."""
-    fa, fb = np.isfinite(a), np.isfinite(b)
-    if not np.array_equal(fa, fb):
-        return False
-    old = b[fb]
-    return bool((np.abs(a[fa] - old) <= np.maximum(fraction * old, floor_ms)).all())
+    return not moved_links(a, b, fraction, floor_ms).any()

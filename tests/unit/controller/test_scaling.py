@@ -463,3 +463,51 @@ def test_after_a_cold_start_the_first_routes_wait_for_the_measurement():
     assert not late.recompute()
     late.advance(late.c.settings.first_routes_hold_s)
     assert late.recompute() and tables(late)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32), st.integers(8, 30), st.integers(1, 6), st.booleans(),
+       st.booleans())
+def test_a_zone_updated_where_links_moved_is_the_zone_computed_whole(seed, n, moves,
+                                                                     hysteresis, drained):
+    """update_zone on the links that moved gives what compute_zone gives on all of them,
+    with the same previous routes (next hops kept by hysteresis, backups kept, links
+    coming, going, dearer and cheaper, drained regions)."""
+    import random
+
+    rng = random.Random(seed)
+    names = [f"n{i:02d}" for i in range(n)]
+    h = Hysteresis() if hysteresis else engine.NO_HYSTERESIS
+    cost = np.full((n, n), np.inf)
+    for i in range(n):
+        for j in rng.sample(range(n), min(n - 1, 4)):
+            if i != j:
+                cost[i, j] = rng.uniform(5, 200)
+    penalty = None
+    if drained:
+        penalty = np.array([engine.AVOID_MS if rng.random() < 0.2 else 0.0 for _ in names])
+    members = frozenset(names)
+
+    def whole(c: np.ndarray, previous: engine.ZoneRoutes | None) -> engine.ZoneRoutes:
+        c = c if penalty is None else c + penalty[:, None]
+        return engine.compute_zone("z", members, names, c, previous, h, penalty)
+
+    first = whole(cost, None)
+    cost2 = cost.copy()  # a round of small moves, so that hysteresis keeps some hops
+    cost2[np.isfinite(cost2)] *= np.array([rng.uniform(0.85, 1.15)
+                                           for _ in range(int(np.isfinite(cost2).sum()))])
+    old = whole(cost2, first)
+    cost3 = cost2.copy()
+    for _ in range(moves):
+        i, j = rng.sample(range(n), 2)
+        cost3[i, j] = rng.choice([np.inf, rng.uniform(1, 300), cost3[i, j] * 3,
+                                  cost3[i, j] / 3])
+    moved = (np.isfinite(cost3) != np.isfinite(cost2)) | (
+        np.isfinite(cost3) & np.isfinite(cost2) & (cost3 != cost2))
+    want = whole(cost3, old)
+    c3 = cost3 if penalty is None else cost3 + penalty[:, None]
+    got = engine.update_zone(old, c3, moved, h, at_most=1.0, at_most_trees=1.0)
+    assert np.array_equal(got.next_hop, want.next_hop)
+    assert np.allclose(got.dist, want.dist) and np.allclose(got.actual, want.actual)
+    assert np.array_equal(got.backup, want.backup)
+    assert np.array_equal(got.backup_kind, want.backup_kind)
