@@ -31,6 +31,10 @@ _ADDR = re.compile(r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")
 # are merged (the newest value of each link wins), so a controller that falls behind takes in
 # one report per relay, not a queue of them
 REPORT_BATCH_S = 0.05
+# while routes are computed beside the event loop, reports wait (merged, as above) for the
+# result, up to this long: on one core the computation would share the CPU with them, and it
+# is what a changed link waits for (the next round starts after it)
+REPORT_DEFER_S = 2.0
 
 
 class PendingReport:
@@ -95,15 +99,32 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
     """`mesh`: the mesh whose relay certificates are accepted; None only for a controller run
     with --insecure, where any peer may say it is any relay."""
 
-    def __init__(self, controller: Controller, mesh: str | None) -> None:
+    def __init__(self, controller: Controller, mesh: str | None,
+                 defer_s: float = REPORT_DEFER_S) -> None:
         self.controller = controller
+        self.defer_s = defer_s
         self.mesh = mesh
         self.pending: dict[Session, PendingReport] = {}
         self.flush_at: asyncio.TimerHandle | None = None
+        self.deferred_since: float | None = None  # reports held for a computation since
 
     def take_reports(self) -> None:
-        """Take every relay's pending reports in, as one batch."""
+        """Take every relay's pending reports in, as one batch (after the route computation
+        under way, if there is one and they have not waited REPORT_DEFER_S for it)."""
+        if self.flush_at is not None:  # called before its time: once the computation ended
+            self.flush_at.cancel()
         self.flush_at = None
+        if not self.pending:
+            return
+        now = time.monotonic()
+        if self.controller.computing:
+            if self.deferred_since is None:
+                self.deferred_since = now
+            if now - self.deferred_since < self.defer_s:
+                self.flush_at = asyncio.get_running_loop().call_later(REPORT_BATCH_S,
+                                                                      self.take_reports)
+                return
+        self.deferred_since = None
         pending, self.pending = self.pending, {}
         for session, p in pending.items():
             self.take(session, p)

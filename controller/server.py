@@ -47,6 +47,7 @@ class RecomputeLoop:
         self.wake = asyncio.Event()
         self.core = Controller(catalogue, policy, settings, apps, fabric_keys, store,
                                now=time.monotonic(), wake=self.wake.set)
+        self.computed: Callable[[], None] = lambda: None  # called once a computation ended
 
     async def run(self) -> None:
         while True:
@@ -83,9 +84,11 @@ class RecomputeLoop:
             except BaseException:
                 core.computing = False
                 core.dirty = True  # try again next round
+                self.computed()
                 raise
             finish = time.perf_counter()
             core.finish_recompute(done, time.monotonic(), time.time(), finish - start)
+            self.computed()  # the reports that waited for it, before the next round
             held += time.perf_counter() - finish
         start = time.perf_counter()
         core.converged(time.monotonic())
@@ -122,7 +125,9 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     store = FileStore(state_file) if state_file is not None else MemoryStore()
     loop = RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
-    relay_service.add_to_server(RelayControlService(loop.core, mesh), server)
+    relays = RelayControlService(loop.core, mesh)
+    loop.computed = relays.take_reports
+    relay_service.add_to_server(relays, server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(loop.core, mesh), server)
     if tls is None:
         log.warning(INSECURE_WARNING.format(what=listen))

@@ -205,3 +205,40 @@ def test_a_table_still_queued_is_replaced_by_a_newer_one():
 
     assert asyncio.run(main()) == [Members("aa/n", "eu", "a/b", ()), Push("aa", 2, "n2", ()),
                                    None]
+
+
+def test_reports_wait_for_a_route_computation_under_way_at_most_defer_s():
+    """A relay's reports are taken in after REPORT_BATCH_S, but not while routes are
+    computed beside the event loop: then when the computation ends (the shell calls
+    take_reports), or after defer_s at the latest. Nothing is lost meanwhile."""
+    from controller.core import Hello
+    from controller.relay_service import REPORT_BATCH_S
+
+    ctl = core()
+    session = ctl.connect(Hello("aa", "n1", "127.0.0.1:9"), lambda m: None, 0.0, 0.0)
+    report = relay_pb2.LinkReport(links=[relay_pb2.LinkSample(
+        dst="bb", rtt_ms=10.0, min_rtt_ms=10.0, samples=5, window=5,
+        state=relay_pb2.LINK_STATE_UP)])
+
+    async def scenario(defer_s: float, end_computation: bool) -> list[int]:
+        service = RelayControlService(ctl, None, defer_s=defer_s)
+        taken = [ctl.reports]
+        ctl.computing = True
+        service.queue_report(session, report)
+        await asyncio.sleep(REPORT_BATCH_S * 4)
+        taken.append(ctl.reports)  # held for the computation
+        if end_computation:
+            ctl.computing = False
+            service.take_reports()
+        else:
+            deadline = asyncio.get_running_loop().time() + 10 * defer_s
+            while ctl.reports == taken[-1] and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+        taken.append(ctl.reports)
+        ctl.computing = False
+        return taken
+
+    before, held, after = asyncio.run(scenario(defer_s=60.0, end_computation=True))
+    assert held == before and after == before + 1
+    before, held, after = asyncio.run(scenario(defer_s=2.0, end_computation=False))
+    assert held == before and after == before + 1  # taken in, computation or not
