@@ -200,8 +200,7 @@ class Distribution:
             # those few
             installed = relay.installed
             changes = tuple(r for r in rows if installed.get((r.zone, r.dst)) is not r)
-            kept = {(r.zone, r.dst) for r in rows}
-            removed = tuple(k for k in installed if k not in kept)
+            removed = tuple(k for k in installed if k not in relay.sent)
             push = replace(push, base_version=relay.acked_version, changes=changes,
                            removed=removed)
         relay.whole_next = False

@@ -316,18 +316,21 @@ def update_zone(old: ZoneRoutes, cost: np.ndarray, moved: np.ndarray,
     if len(us) > at_most * max(1, np.isfinite(cost).sum()):
         return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
                             old.penalty)
-    before, after = old.cost[us, vs], cost[us, vs]
+    touched = np.zeros(len(old.nodes), dtype=bool)
     dist = old.dist
-    with np.errstate(invalid="ignore"):  # inf - inf, inf <= inf: no link before or after
-        # a destination whose shortest paths used a link (before), or that a link now
-        # shortens, or whose paths in force use one
-        tight = np.isfinite(before)[:, None] & (before[:, None] + dist[vs] <= dist[us] + EPSILON)
-        shorter = after[:, None] + dist[vs] < dist[us] - EPSILON
-    in_force = old.next_hop[us] == vs[:, None]
-    affected = np.flatnonzero((tight | shorter | in_force).any(axis=0))
-    if len(affected) > at_most_trees * len(old.nodes):  # as dear as the whole, or dearer
-        return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
-                            old.penalty)
+    for at in range(0, len(us), 256):  # a few links at a time: thousands may have moved
+        u, v = us[at:at + 256], vs[at:at + 256]
+        before, after = old.cost[u, v], cost[u, v]
+        with np.errstate(invalid="ignore"):  # inf - inf, inf <= inf: no link before or after
+            # a destination whose shortest paths used a link (before), or that a link now
+            # shortens, or whose paths in force use one
+            tight = np.isfinite(before)[:, None] & (before[:, None] + dist[v] <= dist[u] + EPSILON)
+            shorter = after[:, None] + dist[v] < dist[u] - EPSILON
+        touched |= (tight | shorter | (old.next_hop[u] == v[:, None])).any(axis=0)
+        if touched.sum() > at_most_trees * len(old.nodes):  # as dear as the whole, or dearer
+            return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
+                                old.penalty)
+    affected = np.flatnonzero(touched)
     dist, next_hop = old.dist.copy(), old.next_hop.copy()
     if len(affected):
         d_a, nh_a = shortest(cost, destinations=affected)
