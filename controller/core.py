@@ -195,10 +195,10 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
     (`engine.changed_pairs`) are materialised again, so a round that moves a few trees costs
     the rows along them, not every row of every relay; a destination more than
     1/`bulk_column` of whose rows may have changed is built as a column (one walk of its
-    tree of next hops). A region new to a zone is built
-    whole; rows to regions that left go, rows that appear go at the end (the order a relay's
-    rows are pushed in means nothing). Costs of rows whose path did not change are left as
-    they were computed: they drift with every sample."""
+    tree of next hops). A region new to a zone is built whole; rows to regions that left go,
+    rows that appear go at the end (the order a relay's rows are pushed in means nothing).
+    Costs of rows whose path did not change are left as they were computed: they drift with
+    every sample."""
     changed = {name: engine.changed_pairs(old.zones.get(name), z)
                for name, z in new.zones.items()}
     gone = [name for name in old.zones if name not in new.zones]

@@ -29,14 +29,6 @@ MAX_UNACKED = 16  # versions kept for a relay that does not acknowledge
 # the highest version a relay's hello may say it holds: versions go on above it, and a uint64
 # on the wire must not run out (relay_service.check_hello refuses more)
 MAX_HELD_VERSION = 2**63
-Paths = list[tuple[str, str, tuple[str, ...], str | None]]
-
-
-def paths_of(rows: list[Route]) -> Paths:
-    """What makes a table different for a relay: paths and backups, not drifting costs."""
-    return [(r.zone, r.dst, r.path, r.backup_next_hop) for r in rows]
-
-
 def differs(sent: Mapping[tuple[str, str], Route], rows: list[Route]) -> bool:
     """Whether `rows` differ from the rows `sent` in a path or a backup (costs alone drift
     with every sample). Rows that did not change are the very objects sent (the core

@@ -331,21 +331,18 @@ def update_zone(old: ZoneRoutes, cost: np.ndarray, moved: np.ndarray,
             return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
                                 old.penalty)
     affected = np.flatnonzero(touched)
-    dist, next_hop = old.dist.copy(), old.next_hop.copy()
+    dist, next_hop, actual = old.dist.copy(), old.next_hop.copy(), old.actual.copy()
     if len(affected):
         d_a, nh_a = shortest(cost, destinations=affected)
         dist[:, affected], next_hop[:, affected] = d_a, nh_a
         keep_previous(old.nodes, cost, dist, next_hop, old, hysteresis)
-    actual = old.actual.copy()
-    if len(affected):
         actual[:, affected] = actual_dist(cost, dist[:, affected], next_hop[:, affected])
     # backups read the rows of the regions whose links moved, the rows and columns of the
     # changed distances, and (for node protection) the columns of the primaries through
     # an affected region
     backup, kind = old.backup.copy(), old.backup_kind.copy()
     rows = np.union1d(affected, us)
-    depends = np.flatnonzero(np.isin(next_hop, affected).any(axis=0)) if len(affected) \
-        else np.zeros(0, dtype=np.intp)
+    depends = np.flatnonzero(np.isin(next_hop, affected).any(axis=0))
     cols = np.union1d(affected, depends)
     slack = hysteresis.backup_slack_ms
     backups(cost, dist, actual, next_hop, slack, rows=rows, into=(backup, kind))

@@ -87,13 +87,8 @@ def chaos(msg: relay_pb2.Chaos) -> Chaos:
 
 
 def route_entry(r: Route) -> relay_pb2.RouteEntry:
-    row = encoded_row(r)
-    return relay_pb2.RouteEntry.FromString(row[_entry_start(row):])
-
-
-def _entry_start(row: bytes) -> int:
-    """Where the RouteEntry begins in an encoded row (after its tag and length)."""
-    return 1 + next(i for i in range(1, 11) if row[i] < 0x80)
+    # an encoded row is a RouteTable's `routes` field: a table of that one row
+    return relay_pb2.RouteTable.FromString(encoded_row(r)).routes[0]
 
 
 # Route tables are most of what the controller sends (a thousand relays' first tables are a

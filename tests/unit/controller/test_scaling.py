@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from controller import engine, routing, translate
 from controller.core import Hello, Peers, Settings, changed_rows
-from controller.distribution import Push, paths_of
+from controller.distribution import Push
 from controller.routing import CostModel, Hysteresis
 from controller.routing import costs_within as same_within
 from controller.topology import Topology
@@ -27,6 +27,7 @@ from skymesh.linkstate import (
 )
 from skymesh.policy import Policy, Zone
 from tests.unit.controller.test_controller import REGIONS, Rig, ack_all, report, tables
+from tests.unit.controller.test_distribution import paths_of
 
 NAMES = [f"r{i:02d}" for i in range(12)]
 
