@@ -302,21 +302,25 @@ UPDATE_TREES_AT_MOST = 0.5
 
 def update_zone(old: ZoneRoutes, cost: np.ndarray, moved: np.ndarray,
                 hysteresis: Hysteresis = NO_HYSTERESIS, at_most: float = UPDATE_AT_MOST,
-                at_most_trees: float = UPDATE_TREES_AT_MOST) -> ZoneRoutes:
-    """What `compute_zone` gives on `cost` with `old` as the previous routes, where `old`
-    was computed on the same costs but at the links `moved` marks, computing again only the
-    destinations whose shortest distances or paths in force those links touch, and the
-    backups that read them. A thousand regions' routes cost a second whole; one relay's
-    report moving a few links costs a few of its thousand trees. Beyond `at_most` of the
+                at_most_trees: float = UPDATE_TREES_AT_MOST, fresh: bool = False) -> ZoneRoutes:
+    """What `compute_zone` gives on `cost` with `old` as the previous routes (or, `fresh`,
+    with none: nothing kept by hysteresis), where `old`
+    was computed on the same costs but at the links `moved` marks. Only the destinations
+    whose shortest distances or paths in force those links touch are looked at again, and
+    in their trees only the regions whose distance can change (`repair`); backups only
+    where what they read changed. A thousand regions' routes cost a second whole; one
+    relay's report moving a few links costs a few milliseconds. Beyond `at_most` of the
     links moved, or `at_most_trees` of the destinations touched, the zone is computed
     whole."""
     us, vs = np.nonzero(moved)
     if not len(us):
         return old
+    previous = None if fresh else old
     if len(us) > at_most * max(1, np.isfinite(cost).sum()):
-        return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
+        return compute_zone(old.zone, old.members, old.nodes, cost, previous, hysteresis,
                             old.penalty)
-    touched = np.zeros(len(old.nodes), dtype=bool)
+    n = len(old.nodes)
+    touched = np.zeros(n, dtype=bool)
     dist = old.dist
     for at in range(0, len(us), 256):  # a few links at a time: thousands may have moved
         u, v = us[at:at + 256], vs[at:at + 256]
@@ -327,30 +331,123 @@ def update_zone(old: ZoneRoutes, cost: np.ndarray, moved: np.ndarray,
             tight = np.isfinite(before)[:, None] & (before[:, None] + dist[v] <= dist[u] + EPSILON)
             shorter = after[:, None] + dist[v] < dist[u] - EPSILON
         touched |= (tight | shorter | (old.next_hop[u] == v[:, None])).any(axis=0)
-        if touched.sum() > at_most_trees * len(old.nodes):  # as dear as the whole, or dearer
-            return compute_zone(old.zone, old.members, old.nodes, cost, old, hysteresis,
+        if touched.sum() > at_most_trees * n:  # as dear as the whole, or dearer
+            return compute_zone(old.zone, old.members, old.nodes, cost, previous, hysteresis,
                                 old.penalty)
-    affected = np.flatnonzero(touched)
+    cols = np.flatnonzero(touched)
     dist, next_hop, actual = old.dist.copy(), old.next_hop.copy(), old.actual.copy()
-    if len(affected):
-        d_a, nh_a = shortest(cost, destinations=affected)
-        dist[:, affected], next_hop[:, affected] = d_a, nh_a
-        keep_previous(old.nodes, cost, dist, next_hop, old, hysteresis)
-        actual[:, affected] = actual_dist(cost, dist[:, affected], next_hop[:, affected])
-    # backups read the rows of the regions whose links moved, the rows and columns of the
-    # changed distances, and (for node protection) the columns of the primaries through
-    # an affected region
+    # what backups read: columns of distances (`dist[v, u]`, `dist[v, p]`), and whole
+    # columns of distances in force and next hops
+    dist_moved = np.zeros(n, dtype=bool)
+    path_moved = np.zeros(n, dtype=bool)
+    if len(cols):
+        d_new, again, hops = repair(old.cost, cost, old.dist, old.next_hop, us, vs, cols)
+        dist[:, cols] = d_new
+        r, k = np.nonzero(again)
+        next_hop[r, cols[k]] = hops
+        if previous is not None:
+            keep_previous(old.nodes, cost, dist, next_hop, old, hysteresis, at=(r, cols[k]))
+        actual[:, cols] = actual_dist(cost, d_new, next_hop[:, cols])
+        dist_moved[cols] = (d_new != old.dist[:, cols]).any(axis=0)
+        path_moved[cols] = ((next_hop[:, cols] != old.next_hop[:, cols])
+                            | (actual[:, cols] != old.actual[:, cols])).any(axis=0)
+    # the backup of (u, d) reads u's links, the columns u and d, and the column of its
+    # primary next hop
+    again = np.zeros((n, n), dtype=bool)
+    again[:, path_moved | dist_moved] = True
+    again[us] = True
+    again[dist_moved] = True
+    again |= np.append(dist_moved, False)[next_hop]  # -1 (no next hop) reads False
     backup, kind = old.backup.copy(), old.backup_kind.copy()
-    rows = np.union1d(affected, us)
-    depends = np.flatnonzero(np.isin(next_hop, affected).any(axis=0))
-    cols = np.union1d(affected, depends)
-    slack = hysteresis.backup_slack_ms
-    backups(cost, dist, actual, next_hop, slack, rows=rows, into=(backup, kind))
-    backups(cost, dist, actual, next_hop, slack, cols=cols, into=(backup, kind))
-    keep_previous_backups(old.nodes, cost, dist, actual, next_hop, backup, kind, old,
-                          hysteresis)
+    backups(cost, dist, actual, next_hop, hysteresis.backup_slack_ms, pairs=again,
+            into=(backup, kind))
+    if previous is not None:
+        keep_previous_backups(old.nodes, cost, dist, actual, next_hop, backup, kind, old,
+                              hysteresis, at=again)
     return ZoneRoutes(old.zone, old.members, old.nodes, cost, dist, actual, next_hop, backup,
-                      kind, False, old.penalty)
+                      kind, fresh and hysteresis.backup_slack_ms == 0, old.penalty)
+
+
+def repair(old_cost: np.ndarray, cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray,
+           us: np.ndarray, vs: np.ndarray, cols: np.ndarray,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shortest distances to the destinations `cols` on `cost`, from `dist` on `old_cost`,
+    which differs only at the links (us, vs), looking again only at the regions whose
+    distance can change (dynamic shortest paths, in the manner of Ramalingam and Reps, on
+    many destinations at once): those whose shortest paths may run over a link that became
+    dearer or went are set from their other neighbours; then every fall in a distance is
+    carried to the regions with a link to it, a step at a time (Bellman-Ford), until none is
+    left. Returns the new columns; which regions' next hops must be chosen again (`again`,
+    over the columns: those whose distance changed or could have, those whose links moved,
+    those whose next hop in force, `next_hop`, changed distance); and, in the order of
+    np.nonzero(again), those next hops on the shortest paths (-1: no route)."""
+    n, t = len(cost), len(cols)
+    d = np.ascontiguousarray(dist[:, cols])
+    width = np.arange(t)
+    before, after = old_cost[us, vs], cost[us, vs]
+    with np.errstate(invalid="ignore"):  # inf - inf, inf <= inf: no link before or after
+        dearer, cheaper = after > before, after < before
+        ui, vi, bi = us[dearer], vs[dearer], before[dearer]
+        seeds = np.isfinite(bi)[:, None] & (bi[:, None] + d[vi] <= d[ui] + EPSILON)
+    # the regions whose shortest paths may use a dearer link: the links' sources where it
+    # was tight, and every region with a tight link to one of those
+    stale = np.zeros((n, t), dtype=bool)
+    r, c = np.nonzero(seeds)
+    stale[ui[r], c] = True
+    ys, ks = np.nonzero(stale)
+    while len(ys):
+        found = []
+        for at in range(0, len(ys), 512):
+            y, k = ys[at:at + 512], ks[at:at + 512]
+            edge = old_cost[:, y]
+            with np.errstate(invalid="ignore"):
+                tight = np.isfinite(edge) & (edge + d[y, k] <= d[:, k] + EPSILON)
+            x, j = np.nonzero(tight & ~stale[:, k])
+            found.append(x * t + k[j])
+        ys, ks = np.divmod(np.unique(np.concatenate(found)), t)
+        stale[ys, ks] = True
+    stale[cols, width] = False  # a destination stays where it is
+    d[stale] = np.inf
+    xs, ks = np.nonzero(stale)
+    for at in range(0, len(xs), 512):  # from their neighbours (whose distances hold)
+        x, k = xs[at:at + 512], ks[at:at + 512]
+        d[x, k] = (cost[x] + d[:, k].T).min(axis=1)
+    fell = np.zeros((n, t), dtype=bool)
+    if cheaper.any():  # a link cheaper now: its source's distance may fall
+        ud, vd = us[cheaper], vs[cheaper]
+        cand = after[cheaper][:, None] + d[vd]
+        r, c = np.nonzero(cand < d[ud])
+        np.minimum.at(d, (ud[r], c), cand[r, c])
+        fell[ud[r], c] = True
+    frontier = np.flatnonzero((stale | fell).ravel() & np.isfinite(d).ravel())
+    while len(frontier):
+        found = []
+        for at in range(0, len(frontier), 512):
+            x, k = np.divmod(frontier[at:at + 512], t)  # sorted by x, not by k
+            order = np.argsort(k, kind="stable")
+            x, k = x[order], k[order]
+            starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+            ks = k[starts]
+            cand = np.minimum.reduceat(cost[:, x] + d[x, k], starts, axis=1)
+            w, j = np.nonzero(cand < d[:, ks])
+            d[w, ks[j]] = cand[w, j]
+            fell[w, ks[j]] = True
+            found.append(w * t + ks[j])
+        frontier = np.unique(np.concatenate(found))
+    moved = d != dist[:, cols]
+    again = stale | fell | moved
+    again[us] = True
+    hops = next_hop[:, cols]
+    again |= (hops >= 0) & moved[np.maximum(hops, 0), width]
+    again[cols, width] = False
+    xs, ks = np.nonzero(again)
+    best = np.empty(len(xs), dtype=next_hop.dtype)
+    for at in range(0, len(xs), 512):
+        x, k = xs[at:at + 512], ks[at:at + 512]
+        via = cost[x] + d[:, k].T
+        pick = via.argmin(axis=1)
+        best[at:at + 512] = np.where(np.isfinite(via[np.arange(len(x)), pick]), pick, -1)
+    return d, again, best
 
 
 def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.ndarray,
@@ -461,23 +558,30 @@ def protection(u: np.ndarray, d: np.ndarray, b: np.ndarray, p: np.ndarray, cost:
 
 def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
                           actual: np.ndarray, next_hop: np.ndarray, backup: np.ndarray,
-                          kind: np.ndarray, previous: ZoneRoutes, hysteresis: Hysteresis) -> int:
+                          kind: np.ndarray, previous: ZoneRoutes, hysteresis: Hysteresis,
+                          at: np.ndarray | None = None) -> int:
     """Keep a previous backup while it is still a loop-free alternate, unless the new one
     protects more (node rather than link) or is clearly cheaper at the same protection: so
-    that backups do not flap either."""
+    that backups do not flap either. Only at the pairs the mask `at` marks when given
+    (`previous` then has these same nodes)."""
     if not len(nodes) or not len(previous.nodes):
         return 0
-    old = _translate(nodes, previous, previous.backup)
+    if at is None:
+        old = _translate(nodes, previous, previous.backup)
+        old_kind = _carry(nodes, previous, previous.backup_kind, NO_BACKUP, hops=False)
+    else:
+        old, old_kind = previous.backup, previous.backup_kind
     # pairs that chose the same backup again are looked at too: its protection label is
     # decided with the tolerance of a chosen backup, not the slack of a new one
-    u, d = np.nonzero((old >= 0) & (next_hop >= 0))
+    look = (old >= 0) & (next_hop >= 0)
+    u, d = np.nonzero(look if at is None else look & at)
     if not len(u):
         return 0
     b, p, new = old[u, d], next_hop[u, d], backup[u, d]
     via_old = cost[u, b] + actual[b, d]
     # a chosen backup keeps its label while it still gives that protection: it is not
     # promoted by the tolerance it is kept with (only a fresh choice, clearing the slack, is)
-    was = _carry(nodes, previous, previous.backup_kind, NO_BACKUP, hops=False)[u, d]
+    was = old_kind[u, d]
     old_kind = np.minimum(protection(u, d, b, p, cost, dist, actual), was)
     new_kind = kind[u, d]
     via_new = np.where(new >= 0, cost[u, np.maximum(new, 0)] + actual[np.maximum(new, 0), d],
@@ -492,16 +596,24 @@ def keep_previous_backups(nodes: list[str], cost: np.ndarray, dist: np.ndarray,
 
 
 def keep_previous(nodes: list[str], cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray,
-                  previous: ZoneRoutes, hysteresis: Hysteresis) -> int:
+                  previous: ZoneRoutes, hysteresis: Hysteresis,
+                  at: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """Put back previous next hops where the new path is not clearly better and the old hop
-    is strictly downstream. Returns how many were kept."""
+    is strictly downstream; only at the pairs (rows, columns) `at` when given (`previous`
+    then has these same nodes). Returns how many were kept."""
     if not len(nodes) or not len(previous.nodes):
         return 0
-    old = _translate(nodes, previous, previous.next_hop)
-    u, d = np.nonzero((old >= 0) & (next_hop >= 0) & (old != next_hop))
+    if at is None:
+        old = _translate(nodes, previous, previous.next_hop)
+        u, d = np.nonzero((old >= 0) & (next_hop >= 0) & (old != next_hop))
+        h = old[u, d]
+    else:
+        u, d = at
+        h, now = previous.next_hop[u, d], next_hop[u, d]
+        differ = (h >= 0) & (now >= 0) & (h != now)
+        u, d, h = u[differ], d[differ], h[differ]
     if not len(u):
         return 0
-    h = old[u, d]
     edge = cost[u, h]
     via_old = edge + dist[h, d]
     with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: such hops are not kept
@@ -513,111 +625,107 @@ def keep_previous(nodes: list[str], cost: np.ndarray, dist: np.ndarray, next_hop
 
 
 def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
-            slack: float = 0.0, rows: np.ndarray | None = None, cols: np.ndarray | None = None,
+            slack: float = 0.0, pairs: np.ndarray | None = None,
             into: tuple[np.ndarray, np.ndarray] | None = None,
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Loop-free alternates (RFC 5286) for every (u, d), or for rows x cols only (written
-    into `into`). A neighbour v of u is loop-free towards d when its forwarding path cannot
-    come back through u: actual[v,d] < dist[v,u] + actual[u,d] (a path through u would cost
-    at least that); it is node-protecting when that path also avoids the primary next hop p:
-    actual[v,d] < dist[v,p] + actual[p,d]. The cheapest node-protecting alternate wins, else
-    the cheapest link-protecting one. Inequalities must hold by `slack` ms (at least EPSILON)
-    so that measurement noise does not flip a choice at once. Candidates are each node's
-    cheapest links first, then all its links for the pairs where those gave none."""
+    """Loop-free alternates (RFC 5286) for every (u, d), or for the pairs the mask `pairs`
+    marks only (written into `into`). A neighbour v of u is loop-free towards d when its
+    forwarding path cannot come back through u: actual[v,d] < dist[v,u] + actual[u,d] (a
+    path through u would cost at least that); it is node-protecting when that path also
+    avoids the primary next hop p: actual[v,d] < dist[v,p] + actual[p,d]. The cheapest
+    node-protecting alternate wins, else the cheapest link-protecting one. Inequalities
+    must hold by `slack` ms (at least EPSILON) so that measurement noise does not flip a
+    choice at once. Candidates are each node's cheapest links first, then all its links
+    for the pairs where those gave none."""
     n = len(cost)
     backup, kind = into if into is not None else (np.full((n, n), -1, dtype=np.intp),
                                                   np.zeros((n, n), dtype=np.int8))
-    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.intp)
-    all_cols = cols is None
-    cols = np.arange(n) if cols is None else np.asarray(cols, dtype=np.intp)
-    if n < 2 or not len(rows) or not len(cols):
+    rows = np.arange(n) if pairs is None else np.flatnonzero(pairs.any(axis=1))
+    if n < 2 or not len(rows):
         return backup, kind
     k = min(BACKUP_CANDIDATES, n - 1)
     margin = max(EPSILON, slack)
     order = np.argsort(cost[rows], axis=1, kind="stable")  # rows' links, cheapest first
     degree = np.isfinite(cost[rows]).sum(axis=1)
-    actual_cols = actual if all_cols else np.ascontiguousarray(actual[:, cols])
-    for start in range(0, len(rows), 32):
-        us = rows[start:start + 32]
-        b, t = _alternates(us, order[start:start + 32, :k], cols, cost, dist, actual,
-                           actual_cols, next_hop, margin)
-        missing = (b < 0) & ((next_hop[us] if all_cols else next_hop[np.ix_(us, cols)]) >= 0)
-        for i in np.flatnonzero(missing.any(axis=1)):
-            # where the cheapest links gave nothing, all of this region's links
-            gap = cols[missing[i]]
-            more, more_t = _alternates(us[[i]], order[[start + i], :degree[start + i]], gap,
-                                       cost, dist, actual, actual_cols[:, missing[i]],
-                                       next_hop, margin)
-            b[i, missing[i]], t[i, missing[i]] = more[0], more_t[0]
-        if all_cols:
-            backup[us], kind[us] = b, t
+    step = max(1, 32_768 // n)  # rows at a time: a few tens of thousands of pairs
+    for start in range(0, len(rows), step):
+        if pairs is None:
+            at, d = np.divmod(np.arange(min(step, len(rows) - start) * n), n)
         else:
-            backup[np.ix_(us, cols)], kind[np.ix_(us, cols)] = b, t
-        _direct_where_unprotected(us, cols, cost, dist, actual, next_hop, backup, kind, margin)
+            at, d = np.nonzero(pairs[rows[start:start + step]])
+        at += start
+        u = rows[at]
+        b, t = _alternates(u, d, order[at, :k], cost, dist, actual, next_hop, margin)
+        missing = (b < 0) & (next_hop[u, d] >= 0)
+        for i in np.unique(at[missing]).tolist():
+            # where the cheapest links gave nothing, all of this region's links
+            gap = np.flatnonzero(missing & (at == i))
+            cands = np.broadcast_to(order[i, :degree[i]], (len(gap), degree[i]))
+            b[gap], t[gap] = _alternates(u[gap], d[gap], cands, cost, dist, actual, next_hop,
+                                         margin)
+        backup[u, d], kind[u, d] = b, t
+        _direct_where_unprotected(u, d, cost, dist, actual, next_hop, backup, kind, margin)
     return backup, kind
 
 
-def _direct_where_unprotected(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray,
+def _direct_where_unprotected(u: np.ndarray, d: np.ndarray, cost: np.ndarray,
                               dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
                               backup: np.ndarray, kind: np.ndarray, margin: float) -> None:
     """Where the candidates gave no node-protecting alternate, the direct link to the
     destination is one whenever it exists (nothing lies between): a link-protecting backup
     often runs through the very node that failed, and only a relay beyond it could see
-    that."""
-    block = np.ix_(rows, cols)
-    p = next_hop[block]
-    i, j = np.nonzero((p >= 0) & (p != cols) & (kind[block] != NODE_PROTECTING)
-                      & np.isfinite(cost[block]))
-    u, d, p = rows[i], cols[j], p[i, j]
+    that. At the pairs (u, d)."""
+    p = next_hop[u, d]
+    at = (p >= 0) & (p != d) & (kind[u, d] != NODE_PROTECTING) & np.isfinite(cost[u, d])
+    u, d, p = u[at], d[at], p[at]
     with np.errstate(invalid="ignore"):
         ok = (margin < dist[d, u] + actual[u, d]) & (margin < dist[d, p] + actual[p, d])
     backup[u[ok], d[ok]] = d[ok]
     kind[u[ok], d[ok]] = NODE_PROTECTING
 
 
-def _alternates(us: np.ndarray, cands: np.ndarray, cols: np.ndarray, cost: np.ndarray,
-                dist: np.ndarray, actual: np.ndarray, actual_cols: np.ndarray,
-                next_hop: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Best backups of rows `us` towards `cols` among candidates `cands` (rows x k)."""
-    p = next_hop[us] if len(cols) == len(next_hop) else next_hop[np.ix_(us, cols)]
+def _alternates(u: np.ndarray, d: np.ndarray, cands: np.ndarray, cost: np.ndarray,
+                dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
+                margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Best backups of the pairs (u, d) among their candidates `cands` (pairs x k)."""
+    m = np.arange(len(u))
+    p = next_hop[u, d]
     safe_p = np.maximum(p, 0)
-    a_ud = actual_cols[us]  # (m, c)
-    a_vd = actual_cols[cands]  # (m, k, c)
-    d_vu = dist[cands, us[:, None]]  # (m, k)
-    loop_free = a_vd < d_vu[:, :, None] + a_ud[:, None, :] - margin
-    loop_free &= cands[:, :, None] != p[:, None, :]
-    loop_free &= p[:, None, :] >= 0
+    a_ud = actual[u, d]
+    col = d[:, None]
+    a_vd = actual[cands, col]  # (pairs, k)
+    loop_free = a_vd < dist[cands, u[:, None]] + a_ud[:, None] - margin
+    loop_free &= cands != p[:, None]
+    loop_free &= (p >= 0)[:, None]
+    edge = cost[u[:, None], cands]
     via = a_vd
-    via += cost[us[:, None], cands][:, :, None]  # a_vd is a fresh gather: reuse it
+    via += edge  # a_vd is a fresh gather: reuse it
     via[~loop_free] = np.inf  # the score: inf where not loop-free
     best = via.argmin(axis=1)
-    best_via = np.take_along_axis(via, best[:, None, :], axis=1)[:, 0, :]
+    best_via = via[m, best]
     found = np.isfinite(best_via)
-    backup = np.where(found, np.take_along_axis(cands, best, axis=1), -1)
+    backup = np.where(found, cands[m, best], -1)
     kind = found.astype(np.int8) * LINK_PROTECTING
     # node-protecting: already so for most pairs; search again only where it is not. The
     # distances from p and from the backup follow from u's own row (p is u's next hop:
     # actual[u,d] = cost[u,p] + actual[p,d]), which is far cheaper than gathering them.
-    rows = us[:, None]
     with np.errstate(invalid="ignore"):  # inf - inf where there is no route
-        a_pd = a_ud - cost[rows, safe_p]
-        a_bd = best_via - cost[rows, np.maximum(backup, 0)]
-    safe_b = np.maximum(backup, 0)
-    transit = found & (p != cols[None, :])
-    node = transit & (a_bd < dist[safe_b, safe_p] + a_pd - margin)
+        a_pd = a_ud - cost[u, safe_p]
+        a_bd = best_via - cost[u, np.maximum(backup, 0)]
+    transit = found & (p != d)
+    node = transit & (a_bd < dist[np.maximum(backup, 0), safe_p] + a_pd - margin)
     kind[node] = NODE_PROTECTING
-    r, c = np.nonzero(transit & ~node)
+    r = np.flatnonzero(transit & ~node)
     if len(r):
         v = cands[r]  # (q, k)
-        edge = cost[us[r][:, None], v]
-        sc = via[r, :, c]  # inf where not loop-free
+        sc = via[r]  # inf where not loop-free
         with np.errstate(invalid="ignore"):  # inf - inf: no link, stays excluded
-            a_v = sc - edge
-        sc[~(a_v < dist[v, safe_p[r, c][:, None]] + a_pd[r, c][:, None] - margin)] = np.inf
+            a_v = sc - edge[r]
+        sc[~(a_v < dist[v, safe_p[r][:, None]] + a_pd[r][:, None] - margin)] = np.inf
         bb = sc.argmin(axis=1)
         hit = np.isfinite(sc[np.arange(len(r)), bb])
-        backup[r[hit], c[hit]] = v[hit, bb[hit]]
-        kind[r[hit], c[hit]] = NODE_PROTECTING
+        backup[r[hit]] = v[hit, bb[hit]]
+        kind[r[hit]] = NODE_PROTECTING
     return backup, kind
 
 
@@ -651,23 +759,9 @@ def update_link(previous: RouteSet, graph: nx.DiGraph, src: str, dst: str) -> Ro
 
 
 def _update_zone(z: ZoneRoutes, cost: np.ndarray, u: int, v: int) -> ZoneRoutes:
-    old, new = z.cost[u, v], cost[u, v]
-    uses = z.next_hop[u] == v
-    if new < old:
-        uses |= new + z.dist[v] < z.dist[u] - EPSILON
-    affected = np.flatnonzero(uses)
-    dist, next_hop = z.dist.copy(), z.next_hop.copy()
-    if len(affected):
-        d_a, nh_a = shortest(cost, destinations=affected)
-        dist[:, affected], next_hop[:, affected] = d_a, nh_a
-    into = (z.backup.copy(), z.backup_kind.copy())
-    # backups read the rows and columns of the changed distances, the changed link's row,
-    # and (for node protection) the columns of the primaries whose distances changed
-    rows = np.union1d(affected, [u])
-    depends = np.flatnonzero(np.isin(next_hop, affected).any(axis=0))
-    backups(cost, dist, dist, next_hop, rows=rows, into=into)
-    backups(cost, dist, dist, next_hop, cols=np.union1d(affected, depends), into=into)
-    return ZoneRoutes(z.zone, z.members, z.nodes, cost, dist, dist, next_hop, *into, True)
+    moved = np.zeros(cost.shape, dtype=bool)
+    moved[u, v] = True
+    return update_zone(z, cost, moved, at_most=1.0, at_most_trees=1.0, fresh=True)
 
 
 # -- failover plans ------------------------------------------------------------------------
