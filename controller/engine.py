@@ -624,6 +624,21 @@ def keep_previous(nodes: list[str], cost: np.ndarray, dist: np.ndarray, next_hop
     return int(keep.sum())
 
 
+def cheapest(links: np.ndarray, k: int) -> np.ndarray:
+    """The column indices of each row's k cheapest links, cheapest first (ties in index
+    order): np.argsort(links, kind="stable")[:, :k], without sorting whole rows where they
+    are mostly links (rows mostly of inf sort fast)."""
+    n = links.shape[1]
+    if k >= n or np.isfinite(links).sum() < links.size / 4:
+        return np.argsort(links, axis=1, kind="stable")[:, :k]
+    kth = np.partition(links, k - 1, axis=1)[:, k - 1]
+    r, c = np.nonzero(links <= kth[:, None])  # k or more a row (ties at the kth)
+    ranked = np.lexsort((c, links[r, c], r))
+    r, c = r[ranked], c[ranked]
+    first = np.searchsorted(r, np.arange(len(links)))
+    return c[first[:, None] + np.arange(k)]
+
+
 def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
             slack: float = 0.0, pairs: np.ndarray | None = None,
             into: tuple[np.ndarray, np.ndarray] | None = None,
@@ -645,26 +660,51 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
         return backup, kind
     k = min(BACKUP_CANDIDATES, n - 1)
     margin = max(EPSILON, slack)
-    order = np.argsort(cost[rows], axis=1, kind="stable")  # rows' links, cheapest first
-    degree = np.isfinite(cost[rows]).sum(axis=1)
-    step = max(1, 32_768 // n)  # rows at a time: a few tens of thousands of pairs
+    links = cost[rows]
+    order = cheapest(links, k)  # rows' links, cheapest first
+    degree = np.isfinite(links).sum(axis=1)
+    step = 32 if pairs is None else max(1, 32_768 // n)  # a few tens of thousands of pairs
+    everywhere = np.arange(n)
+
+    def all_links(r: np.ndarray, u: np.ndarray, d: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Where the cheapest links gave nothing: all of the region's links (pairs (u, d) of
+        rows r of `order`)."""
+        b, t = np.full(len(u), -1, dtype=np.intp), np.zeros(len(u), dtype=np.int8)
+        for i in np.unique(r).tolist():
+            gap = np.flatnonzero(r == i)
+            c = np.argsort(links[i], kind="stable")[:degree[i], None]
+            b[gap], t[gap] = _alternates(u[gap], d[gap], c, actual[c, d[gap]], cost, dist,
+                                         actual, next_hop, margin)
+        return b, t
+
     for start in range(0, len(rows), step):
-        if pairs is None:
-            at, d = np.divmod(np.arange(min(step, len(rows) - start) * n), n)
+        us = rows[start:start + step]
+        cands = order[start:start + step, :k]
+        if pairs is None:  # every column: the candidates' rows are gathered whole
+            b, t = _alternates(us[:, None], everywhere[None, :], cands.T[:, :, None],
+                               actual[cands].transpose(1, 0, 2), cost, dist, actual,
+                               next_hop, margin)
+            r, d = np.nonzero((b < 0) & (next_hop[us] >= 0))
+            if len(r):
+                b[r, d], t[r, d] = all_links(start + r, us[r], d)
+            backup[us], kind[us] = b, t
+            p = next_hop[us]
+            r, d = np.nonzero((p >= 0) & (p != everywhere) & (t != NODE_PROTECTING)
+                              & np.isfinite(cost[us]))
+            _direct_where_unprotected(us[r], d, cost, dist, actual, next_hop, backup, kind,
+                                      margin)
         else:
-            at, d = np.nonzero(pairs[rows[start:start + step]])
-        at += start
-        u = rows[at]
-        b, t = _alternates(u, d, order[at, :k], cost, dist, actual, next_hop, margin)
-        missing = (b < 0) & (next_hop[u, d] >= 0)
-        for i in np.unique(at[missing]).tolist():
-            # where the cheapest links gave nothing, all of this region's links
-            gap = np.flatnonzero(missing & (at == i))
-            cands = np.broadcast_to(order[i, :degree[i]], (len(gap), degree[i]))
-            b[gap], t[gap] = _alternates(u[gap], d[gap], cands, cost, dist, actual, next_hop,
-                                         margin)
-        backup[u, d], kind[u, d] = b, t
-        _direct_where_unprotected(u, d, cost, dist, actual, next_hop, backup, kind, margin)
+            r, d = np.nonzero(pairs[us])
+            u = us[r]
+            c = cands[r].T
+            b, t = _alternates(u, d, c, actual[c, d], cost, dist, actual, next_hop, margin)
+            gap = np.flatnonzero((b < 0) & (next_hop[u, d] >= 0))
+            if len(gap):
+                b[gap], t[gap] = all_links(start + r[gap], u[gap], d[gap])
+            backup[u, d], kind[u, d] = b, t
+            _direct_where_unprotected(u, d, cost, dist, actual, next_hop, backup, kind,
+                                      margin)
     return backup, kind
 
 
@@ -684,27 +724,27 @@ def _direct_where_unprotected(u: np.ndarray, d: np.ndarray, cost: np.ndarray,
     kind[u[ok], d[ok]] = NODE_PROTECTING
 
 
-def _alternates(u: np.ndarray, d: np.ndarray, cands: np.ndarray, cost: np.ndarray,
-                dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
+def _alternates(u: np.ndarray, d: np.ndarray, cands: np.ndarray, a_vd: np.ndarray,
+                cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
                 margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Best backups of the pairs (u, d) among their candidates `cands` (pairs x k)."""
-    m = np.arange(len(u))
+    """Best backups of the pairs (u, d) among their candidates `cands`, whose distances in
+    force to d are `a_vd`: u and d broadcast to the pairs' shape (rows x columns, or pairs),
+    the candidates put an axis in front of it (k x the pairs' shape: the reductions over the
+    candidates are then elementwise)."""
     p = next_hop[u, d]
     safe_p = np.maximum(p, 0)
     a_ud = actual[u, d]
-    col = d[:, None]
-    a_vd = actual[cands, col]  # (pairs, k)
-    loop_free = a_vd < dist[cands, u[:, None]] + a_ud[:, None] - margin
-    loop_free &= cands != p[:, None]
-    loop_free &= (p >= 0)[:, None]
-    edge = cost[u[:, None], cands]
-    via = a_vd
-    via += edge  # a_vd is a fresh gather: reuse it
+    loop_free = a_vd < dist[cands, u] + a_ud - margin
+    loop_free &= cands != p
+    loop_free &= p >= 0
+    edge = cost[u, cands]
+    via = a_vd + edge
     via[~loop_free] = np.inf  # the score: inf where not loop-free
-    best = via.argmin(axis=1)
-    best_via = via[m, best]
+    best = via.argmin(axis=0)[None]
+    best_via = np.take_along_axis(via, best, axis=0)[0]
     found = np.isfinite(best_via)
-    backup = np.where(found, cands[m, best], -1)
+    cands = np.broadcast_to(cands, via.shape)
+    backup = np.where(found, np.take_along_axis(cands, best, axis=0)[0], -1)
     kind = found.astype(np.int8) * LINK_PROTECTING
     # node-protecting: already so for most pairs; search again only where it is not. The
     # distances from p and from the backup follow from u's own row (p is u's next hop:
@@ -715,17 +755,20 @@ def _alternates(u: np.ndarray, d: np.ndarray, cands: np.ndarray, cost: np.ndarra
     transit = found & (p != d)
     node = transit & (a_bd < dist[np.maximum(backup, 0), safe_p] + a_pd - margin)
     kind[node] = NODE_PROTECTING
-    r = np.flatnonzero(transit & ~node)
-    if len(r):
-        v = cands[r]  # (q, k)
-        sc = via[r]  # inf where not loop-free
+    where = np.nonzero(transit & ~node)
+    if len(where[0]):
+        at = (slice(None), *where)
+        v = cands[at]  # (k, q)
+        sc = via[at]  # inf where not loop-free
         with np.errstate(invalid="ignore"):  # inf - inf: no link, stays excluded
-            a_v = sc - edge[r]
-        sc[~(a_v < dist[v, safe_p[r][:, None]] + a_pd[r][:, None] - margin)] = np.inf
-        bb = sc.argmin(axis=1)
-        hit = np.isfinite(sc[np.arange(len(r)), bb])
-        backup[r[hit]] = v[hit, bb[hit]]
-        kind[r[hit]] = NODE_PROTECTING
+            a_v = sc - np.broadcast_to(edge, via.shape)[at]
+        sc[~(a_v < dist[v, safe_p[where]] + a_pd[where] - margin)] = np.inf
+        bb = sc.argmin(axis=0)
+        q = np.arange(len(bb))
+        hit = np.isfinite(sc[bb, q])
+        hit_at = tuple(a[hit] for a in where)
+        backup[hit_at] = v[bb[hit], q[hit]]
+        kind[hit_at] = NODE_PROTECTING
     return backup, kind
 
 

@@ -513,3 +513,16 @@ def test_a_zone_updated_where_links_moved_is_the_zone_computed_whole(seed, n, mo
     assert np.allclose(got.dist, want.dist) and np.allclose(got.actual, want.actual)
     assert np.array_equal(got.backup, want.backup)
     assert np.array_equal(got.backup_kind, want.backup_kind)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32), st.integers(2, 40), st.integers(1, 30), st.integers(1, 40))
+def test_the_cheapest_links_are_a_stable_sort_cut_short(seed, n, rows, k):
+    """engine.cheapest picks what a stable sort of each row would put first, ties (costs
+    drawn from five values) and missing links (inf) included."""
+    rng = np.random.default_rng(seed)
+    k = min(k, n)
+    links = rng.integers(0, 5, (rows, n)).astype(float)
+    links[rng.random((rows, n)) < 0.3] = np.inf
+    want = np.argsort(links, axis=1, kind="stable")[:, :k]
+    assert np.array_equal(engine.cheapest(links, k), want)
