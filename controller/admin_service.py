@@ -115,7 +115,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                         node_id=n.relay.node_id, probe_addr=n.relay.probe_addr,
                         edge_addr=n.edge_addr, route_version=n.routes.acked_version,
                         lead=n is session, sessions=n.counters.get("edge.sessions", 0),
-                        counters=n.counters) for n in ctl.region_sessions(rid)],
+                        counters=n.counters, transit_weight=ctl.transit_weight(n))
+                        for n in ctl.region_sessions(rid)],
                 )
             )
         return admin_pb2.RegionsReply(regions=infos)

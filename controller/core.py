@@ -33,7 +33,7 @@ from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
 from skymesh.geo import nearest_regions
 from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES
-from skymesh.nodes import address, parse, region_of
+from skymesh.nodes import address, parse, region_of, transit_weights
 from skymesh.policy import Policy
 from skymesh.ratelimit import TokenBucket
 
@@ -96,6 +96,9 @@ class Settings:
     # operator asks); each phase lasts fabric_key_overlap_s, long beside a push's latency
     fabric_key_rotation_s: float = 24 * 3600.0
     fabric_key_overlap_s: float = 5.0
+    # how often the nodes of a region are weighted again for the transit they take, by the
+    # client sessions they hold (skymesh/nodes.py); a weight that moved is sent to every relay
+    transit_weights_every_s: float = 10.0
 
 
 # -- what relays send (as the relay service translates it from the wire) --------------------
@@ -158,6 +161,9 @@ class Peers:
     report_loss: float = 0.0
     partial_mesh_above: int = 0
     sample_every_s: float = 0.0
+    # of `peers`, the nodes whose share of their region's transit is not 1, by address
+    # ("region/node")
+    weights: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -420,6 +426,10 @@ class Controller:
         self.peers_added: dict[str, int] = {}  # node address -> the change's number
         self.peers_removed: dict[str, int] = {}
         self.peer_changes = 0
+        # each node's share of its region's transit, where it is not 1, by address; and
+        # when the nodes are weighted next
+        self.transit_weights: dict[str, float] = {}
+        self.weights_due = now
         self.was_partial = False
         self.computing = False  # a route computation is under way (off the shell's loop)
         self.recomputes = 0
@@ -631,6 +641,42 @@ class Controller:
                     session.send(self.peers_message(mine, incremental=True, removed=gone,
                                                     near=self.near.get(region, ())))
 
+    def transit_weight(self, session: Session) -> float:
+        """A node's share of its region's transit, as relays were last told."""
+        return self.transit_weights.get(session.node, 1.0)
+
+    def weigh_transit(self, now: float) -> None:
+        """Every transit_weights_every_s: weigh the nodes of each region that has several by
+        the client sessions they hold, so that the relays sending the region's transit
+        spread over them by load (weighted rendezvous, skymesh/nodes.py); the nodes whose
+        weight moved are listed again, with it, to every relay of protocol 2."""
+        if now < self.weights_due:
+            return
+        self.weights_due = now + self.settings.transit_weights_every_s
+        weights: dict[str, float] = {}
+        for region, here in self.nodes.items():
+            if len(here) > 1:
+                load = {n: s.counters.get("edge.sessions", 0) for n, s in here.items()}
+                weights.update((address(region, n), w)
+                               for n, w in transit_weights(load).items() if w != 1.0)
+        moved = {a for a in weights.keys() | self.transit_weights.keys()
+                 if weights.get(a, 1.0) != self.transit_weights.get(a, 1.0)}
+        self.transit_weights = weights
+        entries = sorted((s.relay.region, s.relay.probe_addr, s.relay.node_id)
+                         for a in moved if (s := self.node_session(a)) is not None)
+        if not entries:
+            return
+        log.info("transit weights moved: %s", ", ".join(
+            f"{address(r, n)} {weights.get(address(r, n), 1.0):g}" for r, _, n in entries))
+        for region, here in self.nodes.items():
+            mine = tuple(e for e in entries if e[0] != region)  # siblings take no transit
+            if not mine:
+                continue
+            for session in here.values():
+                if session.protocol >= PROTOCOL_BY_CHANGE:
+                    session.send(self.peers_message(mine, incremental=True,
+                                                    near=self.near.get(region, ())))
+
     def peers_message(self, peers: tuple[tuple[str, str, str], ...], *, near: Iterable[str] = (),
                       incremental: bool = False, removed: tuple[str, ...] = (),
                       ) -> Peers:
@@ -643,7 +689,10 @@ class Controller:
         if not (near or incremental or removed):
             return base
         listed = {region for region, _, _ in peers}
+        weights = {a: w for r, _, n in peers
+                   if (w := self.transit_weights.get(a := address(r, n))) is not None}
         return replace(base, near=frozenset(listed & set(near)), incremental=incremental,
+                       weights=weights,
                        removed=removed, full_report_interval_s=s.full_report_interval_s,
                        report_rtt_fraction=s.report_rtt_fraction,
                        report_rtt_ms=s.report_rtt_ms, report_loss=s.report_loss,
@@ -819,6 +868,7 @@ class Controller:
             self.fabric_keys_changed(change, unix)
         self.send_members(self.membership.release_due(now))
         self.flush_peers()
+        self.weigh_transit(now)
         if self.partial_mesh != self.was_partial:
             self.was_partial = self.partial_mesh
             for region, session in self.sessions.items():

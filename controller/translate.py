@@ -20,6 +20,7 @@ from controller.engine import Route
 from controller.membership import Interest, Members
 from controller.topology import SampleBatch
 from skymesh.linkstate import FROM_WIRE
+from skymesh.nodes import address
 from skymesh.v1 import admin_pb2, relay_pb2
 
 # -- relay -> controller --------------------------------------------------------------------
@@ -206,7 +207,8 @@ def controller_message(msg: Message) -> relay_pb2.ControllerMessage:
     if isinstance(msg, Peers):
         return relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
             peers=[relay_pb2.Peer(region=region, probe_addr=addr, near=region in msg.near,
-                                  node_id=node)
+                                  node_id=node,
+                                  weight=msg.weights.get(address(region, node), 0.0))
                    for region, addr, node in msg.peers],
             probe_interval_s=msg.probe_interval_s,
             report_interval_s=msg.report_interval_s,

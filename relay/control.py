@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -175,7 +176,8 @@ class ControlSession:
         for p in peers.peers:
             host, _, port = p.probe_addr.rpartition(":")
             addr = (host.strip("[]"), int(port)) if host and port.isdigit() else None
-            entries.append(Listed(p.region, p.node_id, addr, p.near))
+            weight = p.weight if math.isfinite(p.weight) and p.weight > 0 else 1.0
+            entries.append(Listed(p.region, p.node_id, addr, p.near, weight))
         self.nodes.update(entries, peers.removed, peers.incremental)
         self.peers_changed(now)
 

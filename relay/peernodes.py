@@ -8,8 +8,10 @@ node, chosen by rendezvous hashing of this relay's address and the region's node
 those that chose a node move when it leaves. When the link to a region goes down while the
 region lists other nodes, the relay moves on to its next choice by itself and avoids the node
 it left for avoid_s (or until the controller lists that node anew): the controller may still
-list a node whose control session outlives its data path. Siblings are not links: they are
-one hop away, each reached directly for the share of the region's traffic that names it.
+list a node whose control session outlives its data path. The controller weighs a region's
+nodes by load; the choice follows the weights (weighted rendezvous). Siblings are not links:
+they are one hop away, each reached directly for the share of the region's traffic that
+names it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Listed:
     node: str  # "": an older controller's one node per region
     addr: Addr | None
     near: bool = False
+    weight: float = 1.0  # its share of its region's transit (skymesh/nodes.py)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class PeerNodes:
     siblings: dict[str, Addr] = field(default_factory=dict)  # this region's other nodes
     avoided: dict[tuple[str, str], float] = field(default_factory=dict)  # (region, node): until
     chosen: dict[str, str] = field(default_factory=dict)  # region -> its transit node
+    # (region, node) -> its share of the region's transit, where the controller said
+    weights: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def sender(self) -> str:
@@ -79,6 +84,7 @@ class PeerNodes:
                 self._unlist(e.region, e.node)
                 continue
             self.listed.setdefault(e.region, {})[e.node] = e.addr
+            self.weights[key] = e.weight
             if e.near:
                 self.near_nodes.add(key)
             else:
@@ -89,6 +95,8 @@ class PeerNodes:
         self.near_nodes &= listed
         for key in [k for k in self.avoided if k not in listed]:
             del self.avoided[key]
+        for key in [k for k in self.weights if k not in listed]:
+            del self.weights[key]
         for region in [r for r in self.chosen if r not in self.listed]:
             del self.chosen[region]
 
@@ -131,7 +139,7 @@ class PeerNodes:
         moved: set[str] = set()
         for region, held in self.listed.items():
             avoid = [n for n in held if (region, n) in self.avoided]
-            node = nodes.choose(self.sender, held, avoid)
+            node = nodes.choose(self.sender, held, avoid, self.weights_of(region))
             before = self.chosen.get(region)
             if before is not None and before != node:
                 moved.add(region)
@@ -150,7 +158,11 @@ class PeerNodes:
         avoid = [n for n in held if self.avoided.get((region, n), now) > now]
         if len(avoid) == len(held):  # every node failed lately: no better one to go to
             return None
-        return nodes.choose(self.sender, held, avoid)
+        return nodes.choose(self.sender, held, avoid, self.weights_of(region))
+
+    def weights_of(self, region: str) -> dict[str, float]:
+        """The listed nodes of `region` by id, with their share of its transit."""
+        return {n: self.weights.get((region, n), 1.0) for n in self.listed.get(region, {})}
 
     def addresses(self) -> dict[str, set[Addr]]:
         """Every listed node's address by region, this region's siblings included (chaos

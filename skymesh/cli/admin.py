@@ -120,8 +120,10 @@ def status(address: str) -> dict:
 
 def regions(address: str) -> list[dict]:
     """The catalogue's regions with their relays: `nodes` lists a region's connected relay
-    nodes, the lead first (empty from a controller that does not list nodes); the region's
-    own `probe_addr`, `edge_addr`, `route_version` and `counters` are the lead's."""
+    nodes, the lead first (empty from a controller that does not list nodes), each with its
+    `transit_weight` (its share of the region's transit beside its siblings', by the client
+    sessions they hold); the region's own `probe_addr`, `edge_addr`, `route_version` and
+    `counters` are the lead's."""
     r = call(address, "Regions", admin_pb2.RegionsRequest())
     return regions_of(r)
 
@@ -135,6 +137,7 @@ def regions_of(reply: admin_pb2.RegionsReply) -> list[dict]:
              "nodes": [{"node_id": n.node_id, "probe_addr": n.probe_addr,
                         "edge_addr": n.edge_addr, "route_version": n.route_version,
                         "lead": n.lead, "sessions": n.sessions,
+                        "transit_weight": n.transit_weight or 1.0,
                         "counters": dict(sorted(n.counters.items()))} for n in x.nodes]}
             for x in reply.regions]
 

@@ -80,13 +80,17 @@ def render(what: str, data) -> str:
 
 
 NODES_NOTE = ("\nNODES: the region's connected relay nodes, * the lead (its RELAY and EDGE "
-              "above), (N) client sessions")
+              "above), (N) client sessions, xW its share of the region's transit where "
+              "load makes it less than 1")
 
 
 def node_list(nodes: list[dict]) -> str:
-    """A region's nodes in a cell: "n1*(3), n2(1)", the lead starred; "-" for none."""
-    return ", ".join(f"{n['node_id']}{'*' if n['lead'] else ''}({n['sessions']})"
-                     for n in nodes) or "-"
+    """A region's nodes in a cell: "n1*(3), n2(900 x0.25)", the lead starred; "-" for
+    none."""
+    return ", ".join(
+        f"{n['node_id']}{'*' if n['lead'] else ''}({n['sessions']}"
+        + (f" x{w:g})" if (w := n.get("transit_weight", 1.0)) != 1.0 else ")")
+        for n in nodes) or "-"
 
 
 def render_plan(data: dict) -> str:

@@ -213,16 +213,18 @@ class ChannelMembers(_message.Message):
     def __init__(self, zone: _Optional[str] = ..., channel: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("region", "probe_addr", "near", "node_id")
+    __slots__ = ("region", "probe_addr", "near", "node_id", "weight")
     REGION_FIELD_NUMBER: _ClassVar[int]
     PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
     NEAR_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     region: str
     probe_addr: str
     near: bool
     node_id: str
-    def __init__(self, region: _Optional[str] = ..., probe_addr: _Optional[str] = ..., near: _Optional[bool] = ..., node_id: _Optional[str] = ...) -> None: ...
+    weight: float
+    def __init__(self, region: _Optional[str] = ..., probe_addr: _Optional[str] = ..., near: _Optional[bool] = ..., node_id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class PeerList(_message.Message):
     __slots__ = ("peers", "probe_interval_s", "report_interval_s", "neighbour_probe_interval_s", "down_after", "degraded_loss", "degraded_jitter_ms", "incremental", "removed", "full_report_interval_s", "report_rtt_fraction", "report_rtt_ms", "report_loss", "partial_mesh_above", "sample_every_s")

@@ -31,7 +31,7 @@ def reply(**regions: dict) -> admin_pb2.RegionsReply:
 
 THREE = reply(fra={"edge_addr": "127.1.0.1:4001", "probe_addr": "127.1.0.1:5001", "nodes": [
     {"node_id": "n1", "edge_addr": "127.1.0.1:4001", "probe_addr": "127.1.0.1:5001",
-     "lead": True, "sessions": 7, "route_version": 3},
+     "lead": True, "sessions": 7, "route_version": 3, "transit_weight": 0.25},
     {"node_id": "n3", "edge_addr": "127.1.0.3:4003", "sessions": 2, "route_version": 3},
     {"node_id": "n2", "edge_addr": "127.1.0.2:4002", "sessions": 2, "route_version": 2}]},
     lon={"edge_addr": "127.1.0.9:4009"})
@@ -163,7 +163,10 @@ def test_admin_regions_lists_nodes_lead_first():
     assert [n["node_id"] for n in fra["nodes"]] == ["n1", "n3", "n2"]
     assert fra["nodes"][0] == {"node_id": "n1", "probe_addr": "127.1.0.1:5001",
                                "edge_addr": "127.1.0.1:4001", "route_version": 3,
-                               "lead": True, "sessions": 7, "counters": {}}
+                               "lead": True, "sessions": 7, "transit_weight": 0.25,
+                               "counters": {}}
+    # from an older controller (0 on the wire): the whole share
+    assert fra["nodes"][1]["transit_weight"] == 1.0
     assert data[1]["nodes"] == []
 
 
@@ -171,7 +174,7 @@ def test_regions_table_shows_nodes_with_the_lead_starred():
     text = render("regions", admin.regions_of(THREE))
     head, fra, lon, note = text.splitlines()
     assert "NODES" in head.split()
-    assert "n1*(7), n3(2), n2(2)" in fra
+    assert "n1*(7 x0.25), n3(2), n2(2)" in fra
     assert lon.split()[-2:] == ["-", "-"]  # no nodes listed, not drained
     assert note.startswith("NODES:")
 

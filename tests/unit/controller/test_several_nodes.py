@@ -150,3 +150,43 @@ def test_a_drain_and_chaos_reach_every_node_of_the_region():
     ack_all(r, tables(r))
     r.c.chaos("a", Chaos(drop_peers=("b",)), r.unix)
     assert Chaos(drop_peers=("b",)) in r.take("a/2")
+
+
+def test_a_regions_nodes_are_weighted_for_transit_by_the_sessions_they_hold():
+    """Every transit_weights_every_s the nodes of a region are weighed by their client
+    sessions; peers of protocol 2 hear of the nodes whose weight moved, with it, and a new
+    node's whole list carries the weights; nothing is sent while no weight moves."""
+    r = converged_rig()
+    others = {region: sibling(r, region, "1") for region in REGIONS if region != "a"}
+    follower = sibling(r)
+    r.c.tick(r.now, r.unix)
+    for box in r.outbox.values():
+        box.clear()
+    lead = r.c.sessions["a"]
+
+    def weights_heard(box: str) -> list[Peers]:
+        return [m for m in r.take(box) if isinstance(m, Peers) and m.weights]
+
+    r.c.on_report(lead, [], {"edge.sessions": 400}, r.now)
+    r.c.on_report(follower, [], {"edge.sessions": 100}, r.now)
+    r.advance(r.c.settings.transit_weights_every_s)
+    r.c.tick(r.now, r.unix)
+    [heard] = weights_heard("b/1")
+    assert heard.incremental and heard.peers == (("a", "127.0.0.1:1", "a-1"),)
+    assert heard.weights == {"a/a-1": 0.25}
+    assert not weights_heard("a/2")  # siblings take no transit from each other
+    # the same load again: nothing moved, nothing sent
+    r.advance(r.c.settings.transit_weights_every_s)
+    r.c.tick(r.now, r.unix)
+    assert not [m for m in r.take("b/1") if isinstance(m, Peers)]
+    # a relay connecting anew gets the weights in its whole list
+    newcomer = sibling(r, "d", "2")
+    [whole] = [m for m in r.take("d/2") if isinstance(m, Peers)]
+    assert not whole.incremental and whole.weights == {"a/a-1": 0.25}
+    # the load evens out: a-1 is listed again at weight 1 (no weight: the relay's default)
+    r.c.on_report(lead, [], {"edge.sessions": 100}, r.now)
+    r.advance(r.c.settings.transit_weights_every_s)
+    r.c.tick(r.now, r.unix)
+    back = [m for m in r.take("b/1") if isinstance(m, Peers) and m.peers[0][0] == "a"]
+    assert [(m.peers, m.weights) for m in back] == [((("a", "127.0.0.1:1", "a-1"),), {})]
+    assert others and newcomer

@@ -116,6 +116,10 @@ def test_every_controller_message_has_its_wire_form():
             peers.peers.neighbour_probe_interval_s, peers.peers.down_after,
             peers.peers.degraded_jitter_ms) == (1.0, 2.0, 0.1, 3, 30.0)
     assert peers.peers.degraded_loss == pytest.approx(0.02)
+    weighted = translate.controller_message(Peers(
+        (("bb", "h:1", "n1"), ("bb", "h:2", "n2")), 1.0, 2.0, 0.1, 3, 0.02, 30.0,
+        incremental=True, weights={"bb/n1": 0.25})).peers
+    assert [p.weight for p in weighted.peers] == [0.25, 0.0]  # 0: the relay's default, 1
     config = translate.controller_message(RelayConfig({"app": (b"p" * 32, b"q" * 32)}, b"k1",
                                                       ((3, b"k0"), (5, b"k2")),
                                                       ("eu", "global"), True, 4)).config

@@ -652,3 +652,37 @@ def test_a_link_that_changes_node_keeps_its_rtt_and_forgets_the_old_nodes_losses
     stats.node_changed()
     assert stats.outstanding == {} and stats.late == {} and stats.loss == 0.0
     assert (stats.srtt, stats.min_rtt) == (srtt, min_rtt) and stats.state == UP
+
+
+def test_the_transit_nodes_follow_the_weights_the_controller_gives():
+    """Relays choose a region's nodes in proportion to their weights (from the wire:
+    PeerList.peers[].weight, 0 or missing meaning 1); a weight re-listed at the same address
+    moves only the senders it decides and keeps what a relay avoids."""
+    weight = {"a1": 0.25, "a2": 1.0, "a3": 1.0}
+    held = {}
+    for i in range(900):
+        rig = PeerNodes("fra", f"fra-{i}")
+        rig.update([Listed("ams", n, ams_addr(n), weight=weight[n]) for n in AMS])
+        rig.transit(0.0)
+        held[i] = rig
+    spread = Counter(me.chosen["ams"] for me in held.values())
+    assert 0.07 < spread["a1"] / 900 < 0.15, spread  # 1/9 of the senders
+    for me in held.values():  # a1 back to weight 1 (listed again without one)
+        before = me.chosen["ams"]
+        me.update([Listed("ams", "a1", ams_addr("a1"))], incremental=True)
+        _, moved = me.transit(1.0)
+        assert me.chosen["ams"] in (before, "a1") and (moved == {"ams"}) == (
+            me.chosen["ams"] != before)
+    spread = Counter(me.chosen["ams"] for me in held.values())
+    assert all(240 <= c <= 360 for c in spread.values()), spread
+    # on the wire
+    rig = Rig()
+    rig.peers(*[relay_pb2.Peer(region="ams", node_id=n, probe_addr=f"10.0.1.{i}:9000",
+                               weight=0.125 if n != "a3" else 0.0)
+                for i, n in enumerate(AMS, 1)])
+    assert rig.session.nodes.weights_of("ams") == {"a1": 0.125, "a2": 0.125, "a3": 1.0}
+    rig.peers(relay_pb2.Peer(region="ams", node_id="a1", probe_addr="10.0.1.1:9000",
+                             weight=float("nan")), incremental=True)
+    assert rig.session.nodes.weights_of("ams")["a1"] == 1.0  # no number: no weight
+    rig.peers(removed=["ams/a1"], incremental=True)
+    assert ("ams", "a1") not in rig.session.nodes.weights
