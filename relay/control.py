@@ -321,7 +321,10 @@ class ControlSession:
     def report_round(self) -> None:
         """One round of the report loop: a full report when due (at the round nearest the
         full interval), else one by change; it goes out even with no links, as the
-        controller's heartbeat and for the counters."""
+        controller's heartbeat and for the counters. A transit node avoided for long enough
+        is tried again (with the controller away too: relays forward on what they hold)."""
+        if self.nodes.avoidance_over(self.clock()):
+            self.peers_changed(self.clock())
         if self.outbox is not None:
             full = self.reports.full_due(self.clock(), within=self.report_interval_s / 2)
             self.outbox.put_nowait(relay_pb2.RelayMessage(report=self.link_report(full)))

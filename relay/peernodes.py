@@ -160,6 +160,11 @@ class PeerNodes:
             return None
         return nodes.choose(self.sender, held, avoid, self.weights_of(region))
 
+    def avoidance_over(self, now: float) -> bool:
+        """Whether a node avoided is due to be tried again (`transit` then goes back to it
+        where it is the first choice)."""
+        return any(until <= now for until in self.avoided.values())
+
     def weights_of(self, region: str) -> dict[str, float]:
         """The listed nodes of `region` by id, with their share of its transit."""
         return {n: self.weights.get((region, n), 1.0) for n in self.listed.get(region, {})}

@@ -506,6 +506,22 @@ def test_a_dead_transit_node_fails_over_to_the_next_and_is_avoided_for_a_while()
     assert rig.scheduler.stats["ams"] is stats and stats.state == UP
 
 
+def test_the_first_choice_is_tried_again_once_its_avoidance_is_over_without_a_peer_list():
+    rig = Rig()
+    rig.full_list()
+    first, second, _ = nodes.ranked("fra/fra-1", AMS)
+    alive = {ams_addr(n) for n in AMS if n != first} | {("10.0.2.1", 9000)}
+    rig.probe(2.0, answer=alive | {ams_addr(first)})
+    rig.probe(10.0, answer=alive)
+    assert rig.scheduler.peers["ams"] == ams_addr(second)
+    rig.session.report_round()  # within the avoidance: stays
+    assert rig.scheduler.peers["ams"] == ams_addr(second)
+    rig.now += rig.session.nodes.avoid_s
+    rig.session.report_round()  # no controller session: on its own
+    assert rig.scheduler.peers["ams"] == ams_addr(first)
+    assert rig.session.nodes.avoided == {}
+
+
 def test_failover_goes_on_while_the_next_node_is_dead_too():
     rig = Rig()
     rig.full_list()
