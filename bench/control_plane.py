@@ -16,7 +16,9 @@ Measured, per size and code:
 
   converged_s  from the first relay's session until `admin status` says converged (every
                relay measured its links and holds the current routes)
-  cpu_pct      the controller's CPU over --steady seconds once converged, % of one core
+  cpu_pct      the controller's CPU over --steady seconds once converged (beyond the
+               partial-mesh size, once steady: the links the controller holds stopped
+               growing, every pair sampled, and no table came for 5 s), % of one core
                (/proc/PID/stat), and its RSS: now and peak (VmRSS, VmHWM)
   reports/s, samples/s  what the relays sent over that time (link reports and the link
                samples in them), and the controller's own counters where status has them
@@ -88,6 +90,7 @@ FIRST_TABLE_S = 10.0  # ... or, when none came at all, after this long
 MAX_PUSH_S = 30.0  # pushes that go on longer are the background's (churn), not the change's
 STATUS_EVERY_S = 0.5
 SETTLED_QUIET_S = 5.0
+SETTLED_GROWTH = 0.001  # of the links the controller holds, over SETTLED_QUIET_S
 SETTLE_S = 240.0
 PARTIAL_MESH_ABOVE = LINK.partial_mesh_above
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -559,7 +562,7 @@ def run_one(n: int, code: Code, catalogue: tuple[Path, Path], tls: Certificates 
         else:
             result.converged_s = round(converged_at - first, 2)
         if converged_at is not None and n > PARTIAL_MESH_ABOVE:
-            settle(gens, converged_at, s.settle_s, result)
+            settle(gens, admin, converged_at, s.settle_s, result)
         steady(ctl, admin, gens, s, result)
         if converged_at is not None and s.changes:
             push_latency(gens, s.changes, result, admin)
@@ -604,18 +607,27 @@ def wait_converged(ctl: ControllerProcess, admin: Admin, gens: Generators, start
         time.sleep(STATUS_EVERY_S)
 
 
-def settle(gens: Generators, converged_at: float, timeout: float, result: Result) -> None:
-    """Wait, up to `timeout` s, for the routes to stop moving (no relay got a table for
-    SETTLED_QUIET_S): beyond the partial-mesh size relays sample every other region over
-    their first period, and the routes take in what they find for a while after the mesh
-    converged on its nearest regions. The link changes are measured from a settled mesh."""
+def settle(gens: Generators, admin: Admin, converged_at: float, timeout: float,
+           result: Result) -> None:
+    """Wait, up to `timeout` s, for the mesh to be steady: beyond the partial-mesh size relays
+    sample every other region over their first period, and the routes take in what they
+    find for a while after the mesh converged on its nearest regions. Steady: the links the
+    controller holds grew by at most SETTLED_GROWTH over SETTLED_QUIET_S (every pair has
+    been sampled) and no relay got a table meanwhile. The link changes are measured from a
+    steady mesh."""
     start = time.time()
+
+    def links() -> int:
+        reply, _ = admin.status(timeout=5.0)
+        return reply.links_up if reply is not None else 0
+
     while time.time() - start < timeout:
+        before = links()
         got, _ = wait_quiet(gens, time.time(), first_s=SETTLED_QUIET_S)
-        if not got:  # nothing came in SETTLED_QUIET_S
+        if not got and links() <= before * (1 + SETTLED_GROWTH):
             result.settled_s = round(time.time() - SETTLED_QUIET_S - converged_at, 1)
             say(f"  {result.n} {result.code}: routes settled {result.settled_s} s after "
-                "converging")
+                f"converging ({before} links held)")
             return
     say(f"  {result.n} {result.code}: routes still moving {timeout:.0f} s after converging")
 
