@@ -68,6 +68,9 @@ class ZoneRoutes:
     exact: bool = True  # a fresh computation: no hysteresis state carried in
     # per region, what `cost` adds to each of its links (drained regions), None: nothing
     penalty: np.ndarray | None = None
+    # wide[u, d]: u's backup towards d was searched among all its links (its cheapest gave
+    # none), so it reads every neighbour; None: not known (all are taken to)
+    wide: np.ndarray | None = None
     index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -336,10 +339,6 @@ def update_zone(old: ZoneRoutes, cost: np.ndarray, moved: np.ndarray,
                                 old.penalty)
     cols = np.flatnonzero(touched)
     dist, next_hop, actual = old.dist.copy(), old.next_hop.copy(), old.actual.copy()
-    # what backups read: columns of distances (`dist[v, u]`, `dist[v, p]`), and whole
-    # columns of distances in force and next hops
-    dist_moved = np.zeros(n, dtype=bool)
-    path_moved = np.zeros(n, dtype=bool)
     if len(cols):
         d_new, again, hops = repair(old.cost, cost, old.dist, old.next_hop, us, vs, cols)
         dist[:, cols] = d_new
@@ -348,24 +347,63 @@ def update_zone(old: ZoneRoutes, cost: np.ndarray, moved: np.ndarray,
         if previous is not None:
             keep_previous(old.nodes, cost, dist, next_hop, old, hysteresis, at=(r, cols[k]))
         actual[:, cols] = actual_dist(cost, d_new, next_hop[:, cols])
-        dist_moved[cols] = (d_new != old.dist[:, cols]).any(axis=0)
-        path_moved[cols] = ((next_hop[:, cols] != old.next_hop[:, cols])
-                            | (actual[:, cols] != old.actual[:, cols])).any(axis=0)
-    # the backup of (u, d) reads u's links, the columns u and d, and the column of its
-    # primary next hop
-    again = np.zeros((n, n), dtype=bool)
-    again[:, path_moved | dist_moved] = True
-    again[us] = True
-    again[dist_moved] = True
-    again |= np.append(dist_moved, False)[next_hop]  # -1 (no next hop) reads False
+    redo = backups_to_redo(old, cost, dist, actual, next_hop, us, cols)
     backup, kind = old.backup.copy(), old.backup_kind.copy()
-    backups(cost, dist, actual, next_hop, hysteresis.backup_slack_ms, pairs=again,
-            into=(backup, kind))
+    wide = old.wide.copy() if old.wide is not None else np.ones((n, n), dtype=bool)
+    backups(cost, dist, actual, next_hop, hysteresis.backup_slack_ms, pairs=redo,
+            into=(backup, kind), wide=wide)
     if previous is not None:
         keep_previous_backups(old.nodes, cost, dist, actual, next_hop, backup, kind, old,
-                              hysteresis, at=again)
+                              hysteresis, at=redo)
     return ZoneRoutes(old.zone, old.members, old.nodes, cost, dist, actual, next_hop, backup,
-                      kind, fresh and hysteresis.backup_slack_ms == 0, old.penalty)
+                      kind, fresh and hysteresis.backup_slack_ms == 0, old.penalty, wide)
+
+
+def backups_to_redo(old: ZoneRoutes, cost: np.ndarray, dist: np.ndarray, actual: np.ndarray,
+                    next_hop: np.ndarray, us: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The pairs whose backup may differ from `old`'s, now that distances, distances in
+    force and next hops changed (in the columns `cols` only) and the links of the regions
+    `us` moved. The backup of (u, x), primary next hop p, reads (`backups`,
+    `keep_previous_backups`): u's links; its next hop; the distances in force to x of u, p,
+    u's candidates (its BACKUP_CANDIDATES cheapest links, or all of them where those gave
+    none: `wide`) and its backup; the distances to u and to p of the candidates, the backup
+    and x."""
+    n = len(dist)
+    redo = np.zeros((n, n), dtype=bool)
+    redo[us] = True
+    if not len(cols) or n < 2:
+        return redo
+    path = (actual[:, cols] != old.actual[:, cols]) | (next_hop[:, cols] != old.next_hop[:, cols])
+    moved = dist[:, cols] != old.dist[:, cols]
+    cands = cheapest(cost, min(BACKUP_CANDIDATES, n - 1))
+    wide = old.wide if old.wide is not None else np.ones((n, n), dtype=bool)
+    b0, p = np.maximum(old.backup, 0), np.maximum(next_hop, 0)  # -1: any row, a spare look
+    # the distances in force to x
+    at = np.flatnonzero(path.any(axis=0))
+    if len(at):
+        changed, x, w = path[:, at], cols[at], np.arange(len(at))
+        hit = changed | changed[p[:, x], w] | changed[b0[:, x], w]
+        for j in range(cands.shape[1]):
+            hit |= changed[cands[:, j]]
+        hit |= wide[:, x] & changed.any(axis=0)
+        redo[:, x] |= hit
+    # the distances to u and to p
+    at = np.flatnonzero(moved.any(axis=0))
+    if len(at):
+        changed, y, w = moved[:, at], cols[at], np.arange(len(at))
+        anywhere = changed.any(axis=0)
+        by_cand = changed[cands[y], w[:, None]].any(axis=1)
+        redo[y] |= changed.T | changed.T[w[:, None], b0[y]] | by_cand[:, None] | \
+            (wide[y] & anywhere[:, None])
+        index = np.full(n + 1, -1)
+        index[y] = w
+        column = index[next_hop]  # -1 (no next hop) reads index[n]: -1
+        u, x = np.nonzero(column >= 0)
+        j = column[u, x]
+        hit = changed[cands[u], j[:, None]].any(axis=1) | changed[b0[u, x], j] | \
+            changed[x, j] | (wide[u, x] & anywhere[j])
+        redo[u[hit], x[hit]] = True
+    return redo
 
 
 def repair(old_cost: np.ndarray, cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray,
@@ -457,13 +495,14 @@ def compute_zone(zone: str, members: frozenset[str], nodes: list[str], cost: np.
     dist, next_hop = shortest(cost)
     kept = keep_previous(nodes, cost, dist, next_hop, previous, hysteresis) if previous else 0
     actual = actual_dist(cost, dist, next_hop) if kept else dist
-    backup, kind = backups(cost, dist, actual, next_hop, hysteresis.backup_slack_ms)
+    wide = np.zeros(dist.shape, dtype=bool)
+    backup, kind = backups(cost, dist, actual, next_hop, hysteresis.backup_slack_ms, wide=wide)
     if previous is not None:
         keep_previous_backups(nodes, cost, dist, actual, next_hop, backup, kind, previous,
                               hysteresis)
     exact = previous is None and hysteresis.backup_slack_ms == 0
     return ZoneRoutes(zone, members, nodes, cost, dist, actual, next_hop, backup, kind, exact,
-                      penalty)
+                      penalty, wide)
 
 
 def actual_dist(cost: np.ndarray, dist: np.ndarray, next_hop: np.ndarray) -> np.ndarray:
@@ -642,7 +681,7 @@ def cheapest(links: np.ndarray, k: int) -> np.ndarray:
 def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np.ndarray,
             slack: float = 0.0, pairs: np.ndarray | None = None,
             into: tuple[np.ndarray, np.ndarray] | None = None,
-            ) -> tuple[np.ndarray, np.ndarray]:
+            wide: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Loop-free alternates (RFC 5286) for every (u, d), or for the pairs the mask `pairs`
     marks only (written into `into`). A neighbour v of u is loop-free towards d when its
     forwarding path cannot come back through u: actual[v,d] < dist[v,u] + actual[u,d] (a
@@ -651,7 +690,8 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
     node-protecting alternate wins, else the cheapest link-protecting one. Inequalities
     must hold by `slack` ms (at least EPSILON) so that measurement noise does not flip a
     choice at once. Candidates are each node's cheapest links first, then all its links
-    for the pairs where those gave none."""
+    for the pairs where those gave none (marked in `wide`, when given, the others
+    cleared)."""
     n = len(cost)
     backup, kind = into if into is not None else (np.full((n, n), -1, dtype=np.intp),
                                                   np.zeros((n, n), dtype=np.int8))
@@ -688,6 +728,9 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
             r, d = np.nonzero((b < 0) & (next_hop[us] >= 0))
             if len(r):
                 b[r, d], t[r, d] = all_links(start + r, us[r], d)
+            if wide is not None:
+                wide[us] = False
+                wide[us[r], d] = True
             backup[us], kind[us] = b, t
             p = next_hop[us]
             r, d = np.nonzero((p >= 0) & (p != everywhere) & (t != NODE_PROTECTING)
@@ -702,6 +745,9 @@ def backups(cost: np.ndarray, dist: np.ndarray, actual: np.ndarray, next_hop: np
             gap = np.flatnonzero((b < 0) & (next_hop[u, d] >= 0))
             if len(gap):
                 b[gap], t[gap] = all_links(start + r[gap], u[gap], d[gap])
+            if wide is not None:
+                wide[u, d] = False
+                wide[u[gap], d[gap]] = True
             backup[u, d], kind[u, d] = b, t
             _direct_where_unprotected(u, d, cost, dist, actual, next_hop, backup, kind,
                                       margin)
