@@ -1,0 +1,123 @@
+"""The controller's state as etcd holds it: the keys under one prefix per mesh, and their
+values (JSON with a schema version), written and read without I/O.
+
+    /skymesh/<mesh>/election/<replica>         the replica's address; bound to its lease
+    /skymesh/<mesh>/relays/<region>/<node>     which replica holds the relay's session
+    /skymesh/<mesh>/state/drained              {"schema": 1, "regions": [...]}
+    /skymesh/<mesh>/state/fabric_keys          {"schema": 1, "keys": [{"epoch", "key"}]}
+    /skymesh/<mesh>/routes/version             {"schema": 1, "version": N}
+    /skymesh/<mesh>/audit/<ns>-<replica>       {"schema": 1, "entry": {...}}: an audit entry
+
+A value that cannot be read is a ValueError naming its key and what is wrong: a replica must
+not serve state it cannot trust.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from controller.store import AuditEntry, check_fabric_keys
+from skymesh import identity
+
+SCHEMA = 1
+ROOT = "/skymesh/"
+
+
+class Keys:
+    """The keys of one mesh."""
+
+    def __init__(self, mesh: str) -> None:
+        self.mesh = identity.check_mesh(mesh)
+        self.prefix = f"{ROOT}{self.mesh}/".encode()
+        self.election = self.prefix + b"election/"
+        self.relays = self.prefix + b"relays/"
+        self.audit = self.prefix + b"audit/"
+        self.drained = self.prefix + b"state/drained"
+        self.fabric_keys = self.prefix + b"state/fabric_keys"
+        self.route_version = self.prefix + b"routes/version"
+
+    def candidate(self, replica: str) -> bytes:
+        return self.election + replica.encode()
+
+    def relay(self, region: str, node: str) -> bytes:
+        return self.relays + f"{region}/{node}".encode()
+
+    def audit_entry(self, at_unix_s: float, replica: str) -> bytes:
+        """Audit keys sort by time (nanoseconds, 20 digits), then by replica."""
+        return self.audit + f"{int(at_unix_s * 1e9):020d}-{replica}".encode()
+
+    def name(self, key: bytes) -> str:
+        """A key as errors name it."""
+        return key.decode(errors="replace")
+
+
+def _encode(**fields: object) -> bytes:
+    return json.dumps({"schema": SCHEMA, **fields}, separators=(",", ":"),
+                      sort_keys=True).encode()
+
+
+def _decode(key: bytes, value: bytes, field: str) -> object:
+    where = key.decode(errors="replace")
+    try:
+        data = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"etcd {where}: not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"etcd {where}: expected an object")
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"etcd {where}: schema {data.get('schema')!r}, this controller "
+                         f"reads {SCHEMA}")
+    if field not in data:
+        raise ValueError(f"etcd {where}: no field {field!r}")
+    return data[field]
+
+
+def encode_drained(regions: Iterable[str]) -> bytes:
+    return _encode(regions=sorted(set(regions)))
+
+
+def decode_drained(key: bytes, value: bytes) -> frozenset[str]:
+    regions = _decode(key, value, "regions")
+    if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
+        raise ValueError(f"etcd {key.decode(errors='replace')}: 'regions' must be a list of "
+                         "region ids")
+    return frozenset(regions)
+
+
+def encode_fabric_keys(keys: Sequence[tuple[int, bytes]]) -> bytes:
+    return _encode(keys=[{"epoch": e, "key": k.hex()} for e, k in keys])
+
+
+def decode_fabric_keys(key: bytes, value: bytes) -> tuple[tuple[int, bytes], ...]:
+    try:
+        return check_fabric_keys(_decode(key, value, "keys"))
+    except ValueError as e:
+        where = key.decode(errors="replace")
+        raise ValueError(str(e) if str(e).startswith("etcd ") else f"etcd {where}: {e}") \
+            from None
+
+
+def encode_version(version: int) -> bytes:
+    return _encode(version=int(version))
+
+
+def decode_version(key: bytes, value: bytes) -> int:
+    version = _decode(key, value, "version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ValueError(f"etcd {key.decode(errors='replace')}: 'version' must be a "
+                         "non-negative integer")
+    return version
+
+
+def encode_audit(entry: AuditEntry) -> bytes:
+    return _encode(entry=entry.to_json())
+
+
+def decode_audit(key: bytes, value: bytes) -> AuditEntry:
+    try:
+        return AuditEntry.from_json(_decode(key, value, "entry"))
+    except ValueError as e:
+        where = key.decode(errors="replace")
+        raise ValueError(str(e) if str(e).startswith("etcd ") else f"etcd {where}: {e}") \
+            from None

@@ -1,0 +1,72 @@
+"""The controller's state as etcd holds it (controller/etcdstate.py): keys per mesh, values
+that read back as written, and values that cannot be trusted refused with their key named."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller import etcdstate
+from controller.store import AuditEntry
+
+KEYS = etcdstate.Keys("prod")
+
+
+def test_keys_live_under_one_prefix_per_mesh():
+    assert KEYS.drained == b"/skymesh/prod/state/drained"
+    assert KEYS.candidate("c1") == b"/skymesh/prod/election/c1"
+    assert KEYS.relay("fra", "n2") == b"/skymesh/prod/relays/fra/n2"
+    assert all(k.startswith(KEYS.prefix) for k in (
+        KEYS.election, KEYS.relays, KEYS.audit, KEYS.fabric_keys, KEYS.route_version))
+    assert not etcdstate.Keys("prod-eu").drained.startswith(KEYS.prefix)
+    with pytest.raises(ValueError):
+        etcdstate.Keys("no/slashes")
+
+
+def test_audit_keys_sort_by_time():
+    early, late = KEYS.audit_entry(999.5, "c2"), KEYS.audit_entry(1000.25, "c1")
+    assert early < late and early.startswith(KEYS.audit)
+
+
+@given(st.sets(st.text("abcdefgh-", min_size=1, max_size=8), max_size=6))
+def test_drains_read_back_as_written(regions):
+    assert etcdstate.decode_drained(KEYS.drained, etcdstate.encode_drained(regions)) == \
+        frozenset(regions)
+
+
+@given(st.lists(st.tuples(st.integers(1, 255), st.binary(min_size=1, max_size=32)),
+                max_size=3, unique_by=lambda k: k[0]))
+def test_fabric_keys_read_back_as_written(keys):
+    value = etcdstate.encode_fabric_keys(keys)
+    assert etcdstate.decode_fabric_keys(KEYS.fabric_keys, value) == tuple(keys)
+
+
+def test_versions_and_audit_entries_read_back():
+    assert etcdstate.decode_version(KEYS.route_version, etcdstate.encode_version(42)) == 42
+    entry = AuditEntry(1.5, "admin/operator/alice", "drain", "fra", "maintenance")
+    key = KEYS.audit_entry(1.5, "c1")
+    assert etcdstate.decode_audit(key, etcdstate.encode_audit(entry)) == entry
+
+
+@pytest.mark.parametrize("value,why", [
+    (b"not json", "not JSON"),
+    (b"[]", "expected an object"),
+    (b'{"schema": 2, "regions": []}', "schema 2"),
+    (b'{"schema": 1}', "no field 'regions'"),
+    (b'{"schema": 1, "regions": [1]}', "list of region ids"),
+])
+def test_a_drain_value_that_cannot_be_trusted_is_refused_naming_its_key(value, why):
+    with pytest.raises(ValueError, match=why) as e:
+        etcdstate.decode_drained(KEYS.drained, value)
+    assert "/skymesh/prod/state/drained" in str(e.value)
+
+
+def test_bad_keys_versions_and_entries_are_refused_naming_their_key():
+    with pytest.raises(ValueError, match="fabric_keys.*epoch"):
+        etcdstate.decode_fabric_keys(KEYS.fabric_keys, b'{"schema": 1, "keys": [{"epoch": 0, '
+                                                       b'"key": "aa"}]}')
+    with pytest.raises(ValueError, match="routes/version.*non-negative"):
+        etcdstate.decode_version(KEYS.route_version, b'{"schema": 1, "version": -1}')
+    with pytest.raises(ValueError, match="audit.*actor"):
+        etcdstate.decode_audit(KEYS.audit_entry(1, "c1"), b'{"schema": 1, "entry": {}}')
