@@ -70,11 +70,6 @@ class Settings:
     # 45 relays always had some link that did (a full recompute every interval)
     dead_band: float = 0.02
     dead_band_ms: float = 1.0
-    # a round takes in at most this many moved links, those that came or went and those that
-    # moved the most first; the others wait for the next round, which follows at once: a
-    # round's computation stays short (a few hundred links cost a thousand regions' routes
-    # a few tenths of a second), so a link that moves far waits for little
-    max_moved_per_round: int = 256
     cost: CostModel = CostModel()
     hysteresis: Hysteresis = Hysteresis()
     # channel members are held back this long after a start, or until every region's relay
@@ -971,11 +966,6 @@ class Controller:
             if not moved.any():
                 self.pushed = self.push_staged(now)
                 return None
-            taken = routing.most_moved(moved, cost, computed, self.settings.max_moved_per_round)
-            if taken is not moved:  # the others next round
-                moved = taken
-                self.dirty = True
-                self.wake()
             cost = np.where(moved, cost, computed)
             at = np.nonzero(moved)
             self.computed = self.computed.copy()

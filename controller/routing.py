@@ -95,22 +95,6 @@ def moved_links(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float =
     return (fa != fb) | (fa & fb & far)
 
 
-def most_moved(moved: np.ndarray, a: np.ndarray, b: np.ndarray, limit: int) -> np.ndarray:
-    """Of the links `moved` marks (cost matrix `a` against the old `b`), at most `limit`:
-    those that came or went, then those whose cost moved the most, relatively."""
-    at = np.nonzero(moved)
-    if len(at[0]) <= limit:
-        return moved
-    new, old = a[at], b[at]
-    both = np.isfinite(new) & np.isfinite(old)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        change = np.where(both, np.abs(new - old) / old, np.inf)
-    keep = np.argsort(-change, kind="stable")[:limit]
-    out = np.zeros_like(moved)
-    out[at[0][keep], at[1][keep]] = True
-    return out
-
-
 def costs_within(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float = 0.0) -> bool:
     """`same_within` on cost matrices over the same regions (inf: no link): links in the
     same places, every cost within `fraction` of the old (`b`) or `floor_ms`."""

@@ -27,7 +27,6 @@ from skymesh.linkstate import (
 )
 from skymesh.policy import Policy, Zone
 from tests.unit.controller.test_controller import REGIONS, Rig, ack_all, report, tables
-from tests.unit.controller.test_controller import rtt as rtt_of
 from tests.unit.controller.test_distribution import paths_of
 
 NAMES = [f"r{i:02d}" for i in range(12)]
@@ -197,46 +196,6 @@ def test_a_link_moving_beyond_the_dead_band_recomputes_and_pushes_only_the_chang
     assert set(pushed) == moved and "a" in moved and "d" not in moved
     rows = {row.dst: row.path for row in pushed["a"].rows}
     assert rows["b"] == ("a", "b")
-
-
-def test_a_round_takes_the_links_that_moved_most_and_leaves_the_rest_to_the_next():
-    """With max_moved_per_round links a round, the links that moved the most (relatively)
-    go first; the others make the next round come at once, and once every one is taken the
-    routes are those of a whole computation on the latest costs."""
-    r = converged_rig(max_moved_per_round=1)
-    idx = r.c.topology.index
-    a, b, d, x = (idx[n] for n in "abdx")
-    before = r.c.computed.copy()
-    wakes = r.wakes
-    # a-x x3 moves the most, then a-d x1.5, then a-b x1.2
-    links = [sample("x", 3 * rtt_of("a", "x")), sample("d", 1.5 * rtt_of("a", "d")),
-             sample("b", 1.2 * rtt_of("a", "b"))]
-    r.c.on_report(r.c.sessions["a"], links, {}, r.now)
-    assert r.recompute()
-    taken = np.argwhere(r.c.computed != before)
-    assert taken.tolist() == [[a, x]] and r.c.dirty and r.wakes > wakes
-    r.recompute()
-    assert {tuple(t) for t in np.argwhere(r.c.computed != before)} == {(a, x), (a, d)}
-    r.recompute()
-    assert not r.c.dirty and np.array_equal(r.c.computed, r.c.latest)
-    whole = engine.compute_costs(r.c.computed_nodes, r.c.latest[np.ix_(
-        [idx[n] for n in r.c.computed_nodes], [idx[n] for n in r.c.computed_nodes])],
-        r.c.policy)
-    for name, z in whole.zones.items():
-        assert np.allclose(r.c.routes.zones[name].dist, z.dist)
-
-
-def test_most_moved_keeps_links_that_came_or_went_first():
-    old = np.array([[np.inf, 10.0, 10.0, 10.0], [10.0, np.inf, np.inf, 10.0],
-                    [10.0, 10.0, np.inf, 10.0], [10.0, 10.0, 10.0, np.inf]])
-    new = old.copy()
-    new[0, 1], new[0, 2], new[1, 2], new[2, 3] = 11.0, 30.0, 5.0, np.inf
-    moved = routing.moved_links(new, old, 0.02)
-    assert routing.most_moved(moved, new, old, 10) is moved  # under the limit: as it was
-    two = routing.most_moved(moved, new, old, 2)
-    assert {tuple(t) for t in np.argwhere(two)} == {(1, 2), (2, 3)}  # came, went
-    three = routing.most_moved(moved, new, old, 3)
-    assert {tuple(t) for t in np.argwhere(three)} == {(1, 2), (2, 3), (0, 2)}
 
 
 def test_a_relay_of_protocol_2_hears_of_peers_by_change():
