@@ -260,6 +260,7 @@ def changed_rows(old: engine.RouteSet, new: engine.RouteSet,
     return out
 
 
+SLOW_ROUND_S = 0.5  # a route computation this long is logged
 MAX_EVENT_TEXT = 256  # characters of a relay event's kind and peer kept; its detail: 4x
 
 
@@ -434,6 +435,7 @@ class Controller:
         self.computing = False  # a route computation is under way (off the shell's loop)
         self.recomputes = 0
         self.recompute_ms = 0.0
+        self.round_moved = -1  # links the round under way took in (-1: computed whole)
         self.reports = 0
         self.samples_taken = 0
         self.reports_coalesced = 0
@@ -975,6 +977,7 @@ class Controller:
         self.computed_nodes = nodes
         self.avoid_changed = False
         self.computing = True
+        self.round_moved = -1 if moved is None else int(moved.sum())
         old, rows, policy = self.routes, dict(self.rows), self.policy
         hysteresis, avoid = self.settings.hysteresis, frozenset(self.drained | self.unreachable)
         regions = tuple(nodes)
@@ -994,6 +997,10 @@ class Controller:
         self.routes = done.routes
         self.recomputes += 1
         self.recompute_ms = took_s * 1000
+        if took_s > SLOW_ROUND_S:  # what a push waits for shows in the log
+            log.info("routes computed in %.2f s (%s): %d relays' rows changed", took_s,
+                     "all links" if self.round_moved < 0 else
+                     f"{self.round_moved} links moved", len(done.patches))
         for region, rows in done.patches.items():
             self.rows[region] = rows
             self.tables[region] = list(rows.values())
