@@ -70,6 +70,11 @@ class Settings:
     # 45 relays always had some link that did (a full recompute every interval)
     dead_band: float = 0.02
     dead_band_ms: float = 1.0
+    # when some links came, went or moved by more than this fraction, a round takes in those
+    # alone and the others (measurement noise beyond the dead band, thousands of links a
+    # round at a thousand relays) the round after: a link that moves far is not computed
+    # with a whole round of noise, which can cost the zone computed whole
+    far_move: float = 0.25
     cost: CostModel = CostModel()
     hysteresis: Hysteresis = Hysteresis()
     # channel members are held back this long after a start, or until every region's relay
@@ -968,6 +973,11 @@ class Controller:
             if not moved.any():
                 self.pushed = self.push_staged(now)
                 return None
+            far = routing.far_moved(moved, cost, computed, self.settings.far_move)
+            if far.any() and far.sum() < moved.sum():  # the noise next round, at once
+                moved = far
+                self.dirty = True
+                self.wake()
             cost = np.where(moved, cost, computed)
             at = np.nonzero(moved)
             self.computed = self.computed.copy()

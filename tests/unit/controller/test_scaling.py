@@ -27,6 +27,7 @@ from skymesh.linkstate import (
 )
 from skymesh.policy import Policy, Zone
 from tests.unit.controller.test_controller import REGIONS, Rig, ack_all, report, tables
+from tests.unit.controller.test_controller import rtt as rtt_of
 from tests.unit.controller.test_distribution import paths_of
 
 NAMES = [f"r{i:02d}" for i in range(12)]
@@ -196,6 +197,34 @@ def test_a_link_moving_beyond_the_dead_band_recomputes_and_pushes_only_the_chang
     assert set(pushed) == moved and "a" in moved and "d" not in moved
     rows = {row.dst: row.path for row in pushed["a"].rows}
     assert rows["b"] == ("a", "b")
+
+
+def test_links_that_moved_far_are_computed_before_the_noise():
+    """When some links came, went or moved by more than far_move, a round takes those
+    alone; the links that moved a little beyond the dead band go in the next round, which
+    comes at once; then the routes are those of the latest costs."""
+    r = converged_rig()
+    idx = r.c.topology.index
+    a, b, x = idx["a"], idx["b"], idx["x"]
+    before = r.c.computed.copy()
+    wakes = r.wakes
+    links = [sample("x", 3 * rtt_of("a", "x")), sample("b", 1.1 * rtt_of("a", "b"))]
+    r.c.on_report(r.c.sessions["a"], links, {}, r.now, full=False)
+    assert r.recompute()
+    assert np.argwhere(r.c.computed != before).tolist() == [[a, x]]
+    assert r.c.dirty and r.wakes > wakes
+    r.recompute()
+    assert {tuple(t) for t in np.argwhere(r.c.computed != before)} == {(a, x), (a, b)}
+    assert not r.c.dirty and np.array_equal(r.c.computed, r.c.latest)
+
+
+def test_far_moved_is_links_that_came_went_or_moved_past_the_fraction():
+    old = np.array([[np.inf, 10.0, 10.0], [10.0, np.inf, np.inf], [10.0, 10.0, np.inf]])
+    new = old.copy()
+    new[0, 1], new[0, 2], new[1, 2], new[2, 0] = 10.5, 30.0, 5.0, np.inf
+    moved = routing.moved_links(new, old, 0.02)
+    assert {tuple(t) for t in np.argwhere(routing.far_moved(moved, new, old, 0.25))} == {
+        (0, 2), (1, 2), (2, 0)}
 
 
 def test_a_relay_of_protocol_2_hears_of_peers_by_change():
