@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -189,12 +189,17 @@ class Etcd:
     async def _call(self, stub: type, method: str, request: object, *,
                     timeout_s: float | None = None) -> object:
         """One unary call, on each endpoint in turn until one answers."""
+        return await self._on_each(method, lambda channel: getattr(stub(channel), method)(
+            request, timeout=timeout_s or self.timeout_s))
+
+    async def _on_each(self, method: str,
+                       attempt: Callable[[grpc.aio.Channel], Awaitable[object]]) -> object:
+        """`attempt` on each endpoint's channel in turn until one answers."""
         failures = []
         for _ in range(len(self.endpoints)):
             where = self.endpoints[self.at]
             try:
-                return await getattr(stub(self._channel()), method)(
-                    request, timeout=timeout_s or self.timeout_s)
+                return await attempt(self._channel())
             except grpc.aio.AioRpcError as e:
                 if e.code() not in RETRYABLE:
                     raise EtcdError(f"etcd {where}: {method}: {e.code().name}: "
@@ -257,24 +262,16 @@ class Etcd:
     async def keep_alive(self, lease: int) -> int:
         """Renew a lease once; the TTL it has again (0: it has expired, and its keys are
         gone)."""
-        failures = []
-        for _ in range(len(self.endpoints)):
-            where = self.endpoints[self.at]
-            call = etcdrpc.LeaseStub(self._channel()).LeaseKeepAlive(
+        async def once(channel: grpc.aio.Channel) -> int:
+            call = etcdrpc.LeaseStub(channel).LeaseKeepAlive(
                 iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]), timeout=self.timeout_s)
             try:
                 async for r in call:
                     return r.TTL
                 return 0
-            except grpc.aio.AioRpcError as e:
-                if e.code() not in RETRYABLE:
-                    raise EtcdError(f"etcd {where}: LeaseKeepAlive: {e.code().name}: "
-                                    f"{e.details()}") from None
-                failures.append(f"{where}: {e.code().name} ({e.details()})")
-                await self._next_endpoint()
             finally:
                 call.cancel()
-        raise EtcdUnavailable("etcd unavailable: " + "; ".join(failures))
+        return await self._on_each("LeaseKeepAlive", once)
 
     async def revoke(self, lease: int) -> None:
         """End a lease now (its keys go with it); one already gone is no error."""

@@ -98,10 +98,7 @@ def moved_links(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float =
 def far_moved(moved: np.ndarray, a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
     """Of the links `moved` marks (cost matrix `a` against the old `b`), those that came or
     went or whose cost moved by more than `fraction` of the old."""
-    fa, fb = np.isfinite(a), np.isfinite(b)
-    with np.errstate(invalid="ignore"):  # inf - inf where neither has a link
-        far = np.abs(a - b) > fraction * b
-    return moved & ((fa != fb) | (fa & fb & far))
+    return moved & moved_links(a, b, fraction)
 
 
 def costs_within(a: np.ndarray, b: np.ndarray, fraction: float, floor_ms: float = 0.0) -> bool:
