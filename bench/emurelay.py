@@ -18,6 +18,12 @@ Commands on stdin, one JSON object a line, each answered by one JSON line on std
                                          unix time T: [[arrival unix time, version], ...]
   {"cmd": "top", "k": K}                 per relay, the K next hops most rows of its table
                                          use: [[src, next_hop, rows], ...]
+  {"cmd": "watch", "src": A, "dst": B, "since": T}
+                                         from now on, note per relay the arrival of its first
+                                         table at or after unix time T that changes the path
+                                         or backup of a row whose path took link A->B (or
+                                         removes it); answers how many relays had such rows
+  {"cmd": "moved"}                       those arrivals: {relay: arrival unix time}
   {"cmd": "change", "src": A, "dst": B, "factor": F}
                                          link A->B's RTT becomes F times its built value
                                          (1: restored); A reports it at once; answers that
@@ -61,6 +67,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import itertools
 import json
 import logging
 import math
@@ -308,10 +315,14 @@ class Relay:
         # peer lists not applied yet, in order (protocol 1: the last, not decoded yet)
         self.pending: list[relay_pb2.PeerList | bytes] = []
         self.pending_at = 0.0
-        self.tables: list[bytes] = []  # RouteTables received, not applied yet (undecoded)
-        # the table as the relay holds it: (zone, dst) -> (next hop, backup); protocol 3's
-        # tables by change applied in order, as relay/tables.py does
-        self.rows: dict[tuple[str, str], tuple[str, str]] | None = None
+        # RouteTables received, not applied yet (undecoded), with their arrival (unix)
+        self.tables: list[tuple[float, bytes]] = []
+        # the table as the relay holds it: (zone, dst) -> (next hop, backup, path); protocol
+        # 3's tables by change applied in order, as relay/tables.py does
+        self.rows: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] | None = None
+        # Emulator.watch: the rows that took the watched link then, and when one moved
+        self.watched: frozenset[tuple[str, str]] = frozenset()
+        self.moved_at: float | None = None
         self.table_version = 0
         self.top_cache: tuple[int, list] | None = None
         self.arrivals: deque[tuple[float, int]] = deque(maxlen=ARRIVALS_KEPT)
@@ -390,8 +401,9 @@ class Relay:
             version, nonce = table_header(body)
             if self.outbox is not None:
                 self.outbox.put_nowait(ack_message(version, nonce))
-            self.arrivals.append((time.time(), version))
-            self.tables.append(body)
+            now = time.time()
+            self.arrivals.append((now, version))
+            self.tables.append((now, body))
             self.table_version = version
             self.emu.tables += 1
         elif number == 1:  # peers: applied at the next report, protocol 1's coalesced
@@ -507,7 +519,7 @@ class Relay:
         flipped, self.partial = partial != self.partial, partial
         table_new = self.apply_tables()
         if self.partial and (table_new or flipped) and self.rows is not None:
-            self.hops = {hop for pair in self.rows.values() for hop in pair}
+            self.hops = {hop for row in self.rows.values() for hop in row[:2]}
             self.hops.discard("")
             changed = True
         if changed or flipped:
@@ -610,23 +622,53 @@ class Relay:
         if self.rows is None:
             return []
         if self.top_cache is None or self.top_cache[0] != self.table_version:
-            counts = Counter(hop for hop, _ in self.rows.values()
-                             if hop and hop != self.region)
+            counts = Counter(row[0] for row in self.rows.values()
+                             if row[0] and row[0] != self.region)
             self.top_cache = (self.table_version, counts.most_common(8))
         return [[self.region, hop, n] for hop, n in self.top_cache[1][:k]]
 
     def apply_tables(self) -> bool:
         """Apply the tables received since the last call, in order; True if there were any."""
         tables, self.tables = self.tables, []
-        for body in tables:
+        names = self.emu.names
+        for t, body in tables:
             table = relay_pb2.RouteTable.FromString(body)
+            if self.watched and self.moved_at is None and self.emu.watch is not None \
+                    and t >= self.emu.watch[2] and self.rows is not None \
+                    and self.moves_watched(table):
+                self.moved_at = t
             if not table.base_version or self.rows is None:
                 self.rows = {}
             for key in table.removed:
                 self.rows.pop((key.zone, key.dst), None)
             for r in table.routes:
-                self.rows[(r.zone, r.dst)] = (r.next_hop, r.backup_next_hop)
+                self.rows[(r.zone, r.dst)] = (
+                    names.get(r.next_hop, r.next_hop), names.get(r.backup_next_hop, ""),
+                    tuple(names.get(n, n) for n in r.path))
         return bool(tables)
+
+    def traversing(self) -> set[tuple[str, str]]:
+        """The keys of the rows whose path takes the watched link."""
+        assert self.emu.watch is not None
+        src, dst = self.emu.watch[:2]
+        return {key for key, (_, _, path) in (self.rows or {}).items()
+                if any(a == src and b == dst for a, b in itertools.pairwise(path))}
+
+    def moves_watched(self, table: relay_pb2.RouteTable) -> bool:
+        """Whether `table` changes the path or backup of a row that takes the watched link."""
+        assert self.rows is not None
+        keys = self.watched
+        new = {(r.zone, r.dst): r for r in table.routes}
+        gone = {(k.zone, k.dst) for k in table.removed}
+        for k in keys:
+            r, was = new.get(k), self.rows.get(k)
+            if r is None:
+                # a whole table leaves out the rows that went
+                if k in gone or not table.base_version:
+                    return True
+            elif was is None or tuple(r.path) != was[2] or r.backup_next_hop != was[1]:
+                return True
+        return False
 
     def change(self, dst: str, factor: float) -> float:
         link = self.links[dst]
@@ -674,6 +716,8 @@ class Emulator:
         self.samples = 0
         self.bytes_sent = 0
         self.tables = 0
+        self.names = {rid: rid for rid in regions}  # one string per region name
+        self.watch: tuple[str, str, float] | None = None  # ("watch" command) src, dst, since
         self.peer_lists = 0
         self.late: list[float] = []
 
@@ -708,6 +752,21 @@ class Emulator:
         if what == "top":
             k = int(cmd.get("k", 3))
             return {"top": [row for relay in self.relays.values() for row in relay.top(k)]}
+        if what == "watch":
+            self.watch = (str(cmd["src"]), str(cmd["dst"]), float(cmd["since"]))
+            traversing = 0
+            for relay in self.relays.values():
+                relay.moved_at, relay.watched = None, frozenset()
+                relay.apply_tables()
+                relay.watched = frozenset(relay.traversing())
+                traversing += bool(relay.watched)
+            return {"traversing": traversing}
+        if what == "moved":
+            for relay in self.relays.values():
+                relay.apply_tables()
+            out = {rid: relay.moved_at for rid, relay in self.relays.items()
+                   if relay.moved_at is not None}
+            return {"moved": out}
         if what == "change":
             relay = self.relays[cmd["src"]]
             return {"sent": relay.change(cmd["dst"], float(cmd["factor"]))}

@@ -51,6 +51,9 @@ class RecomputeLoop:
 
     async def run(self) -> None:
         while True:
+            # cleared before the round, not after: a wake during it (a link that moved while
+            # routes were computed, reports released at its end) is a reason for the next
+            self.wake.clear()
             try:
                 held = await self.round()
             except Exception:  # the loop must survive any one bad round
@@ -61,7 +64,6 @@ class RecomputeLoop:
             # reads) keeps half the CPU. The computation itself runs beside the loop.
             if held > self.core.settings.recompute_interval_s:
                 await asyncio.sleep(held)
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(),
                                        self.core.settings.recompute_interval_s)

@@ -483,13 +483,13 @@ class Mesh:
             self.clock.call_later(0.0, self._tick, self._tick_gen)
 
     def _tick(self, gen: int) -> None:
-        """controller/server.py's RecomputeLoop, one round: wakes during the round are lost
-        there too (the event is cleared after it)."""
+        """controller/server.py's RecomputeLoop, one round: a wake during the round asks for
+        the next at once there too (the event is cleared before it)."""
         if gen != self._tick_gen:
             return
         self._tick_gen += 1
-        self.controller.tick(self.clock.now, self.unix)
         self._woken = False
+        self.controller.tick(self.clock.now, self.unix)
         self.clock.call_later(self.controller.settings.recompute_interval_s, self._tick,
                               self._tick_gen)
 
