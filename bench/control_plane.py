@@ -25,11 +25,13 @@ Measured, per size and code:
   push         --changes times: the link that the most rows use as their next hop gets 3x
                its RTT at its source relay, which reports it at once; from that report's send
                time to the route table (acknowledged on arrival) that moved the routes of
-               every affected relay: a relay with rows whose path took the link, the first
-               table that changed one of those rows' path or backup, until no table came for
-               2 s; then the link is restored and settles. p50/p99 over those relays' times,
-               and how many there were. Each change's line also shows the last table of any
-               relay until quiet (rounds on measurement noise after the change's included)
+               every affected relay, until no table came for 2 s: a relay with rows whose
+               path took the link, the first table that changed one of those rows' path or
+               backup; and every relay that got a table of the round that took the change in
+               (the lowest version among those tables), whose backups moved. Then the link
+               is restored and settles. p50/p99 over those relays' times, and how many there
+               were. Each change's line also shows the last table of any relay until quiet
+               (rounds on measurement noise after the change's included)
   admin_p50_ms `admin status` latency while steady, one call every 0.5 s; and (busy)
                every 0.25 s while the link changes are computed and pushed
 
@@ -439,11 +441,11 @@ class Generators:
         return sum(reply["traversing"] for reply in self.ask_all(
             {"cmd": "watch", "src": src, "dst": dst, "since": since}, timeout=120.0))
 
-    def moved(self) -> dict[str, float]:
-        """What `watch` noted: {relay: arrival unix time of that table}."""
-        out: dict[str, float] = {}
+    def moved(self) -> dict[str, tuple[float, int]]:
+        """What `watch` noted: {relay: (arrival unix time, version) of that table}."""
+        out: dict[str, tuple[float, int]] = {}
         for reply in self.ask_all({"cmd": "moved"}, timeout=120.0):
-            out.update(reply["moved"])
+            out.update({rid: (t, v) for rid, (t, v) in reply["moved"].items()})
         return out
 
     def change(self, src: str, dst: str, factor: float) -> float:
@@ -755,9 +757,19 @@ def push_latency(gens: Generators, changes: int, result: Result,
         sent = gens.change(src, dst, CHANGE_FACTOR)
         got, quiet = wait_quiet(gens, sent, admin=admin, latencies=busy)
         # the relays the change moved: a row of theirs that took the link got a new path or
-        # backup, and when. Any table until quiet (the rounds after, on measurement noise
-        # too) is shown beside it.
-        times = sorted(max(0.0, t - sent) for t in gens.moved().values())
+        # backup, and when; and every relay the round that took the change in pushed (the
+        # lowest version that moved such a row: one version a round), whose backups moved
+        # too. Any table until quiet (the rounds after, on measurement noise too) is shown
+        # beside it.
+        moved = gens.moved()
+        reached = {rid: t for rid, (t, _) in moved.items()}
+        if moved:
+            round_version = min(v for _, v in moved.values())
+            for rid, rows_ in got.items():
+                for t, v in rows_:
+                    if v == round_version:
+                        reached[rid] = max(reached.get(rid, t), t)
+        times = sorted(max(0.0, t - sent) for t in reached.values())
         any_table = sorted(max(t for t, _ in rows_) - sent for rows_ in got.values())
         samples += times
         affected += len(times)
@@ -769,8 +781,9 @@ def push_latency(gens: Generators, changes: int, result: Result,
                               "tables_max_ms": _ms(any_table[-1] if any_table else None),
                               "calm_before": calm, "quiet_after": quiet})
         say(f"  {result.n} {result.code}: change {i + 1}: {src}->{dst} (next hop of {rows} "
-            f"rows, {traversing} relays' paths take it) x{CHANGE_FACTOR:g}: {len(times)} "
-            f"relays' routes moved, the last after {_ms(times[-1]) if times else '-'} ms; "
+            f"rows, {traversing} relays' paths take it) x{CHANGE_FACTOR:g}: {len(moved)} "
+            f"relays' paths moved, {len(times)} relays' routes in all, the last after "
+            f"{_ms(times[-1]) if times else '-'} ms; "
             f"{len(any_table)} relays got tables until quiet, the last after "
             f"{_ms(any_table[-1]) if any_table else '-'} ms"
             + ("" if calm and quiet else " (tables kept coming: background pushes)"))
@@ -836,7 +849,8 @@ def table(results: list[Result], settings: dict[str, Any]) -> str:
         "links: measured links the controller holds; cpu_%: controller, of one core, while "
         "steady; rss_mb: now (peak); reports/s, samples/s: sent by the relays (taken in, by "
         "the controller's count); push: 3x RTT on the busiest next-hop link, report to the "
-        "table that moved the routes of every relay whose paths took it, "
+        "table that moved the routes of every relay whose paths took it, and of every "
+        "relay the change's round pushed, "
         f"{settings['changes']} changes; admin: "
         "`admin status` latency while steady, and (busy) while the changes are computed "
         "and pushed",

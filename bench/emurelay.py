@@ -23,7 +23,7 @@ Commands on stdin, one JSON object a line, each answered by one JSON line on std
                                          table at or after unix time T that changes the path
                                          or backup of a row whose path took link A->B (or
                                          removes it); answers how many relays had such rows
-  {"cmd": "moved"}                       those arrivals: {relay: arrival unix time}
+  {"cmd": "moved"}                       those tables: {relay: [arrival unix time, version]}
   {"cmd": "change", "src": A, "dst": B, "factor": F}
                                          link A->B's RTT becomes F times its built value
                                          (1: restored); A reports it at once; answers that
@@ -322,7 +322,7 @@ class Relay:
         self.rows: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] | None = None
         # Emulator.watch: the rows that took the watched link then, and when one moved
         self.watched: frozenset[tuple[str, str]] = frozenset()
-        self.moved_at: float | None = None
+        self.moved_at: tuple[float, int] | None = None  # arrival, version
         self.table_version = 0
         self.top_cache: tuple[int, list] | None = None
         self.arrivals: deque[tuple[float, int]] = deque(maxlen=ARRIVALS_KEPT)
@@ -636,7 +636,7 @@ class Relay:
             if self.watched and self.moved_at is None and self.emu.watch is not None \
                     and t >= self.emu.watch[2] and self.rows is not None \
                     and self.moves_watched(table):
-                self.moved_at = t
+                self.moved_at = (t, table.version)
             if not table.base_version or self.rows is None:
                 self.rows = {}
             for key in table.removed:
