@@ -27,7 +27,7 @@ from controller.engine import FailoverPlan, Route
 from controller.fabrickeys import Change, KeyRing
 from controller.membership import Channel, Interest, Members, Membership
 from controller.routing import CostModel, Hysteresis
-from controller.store import AuditEntry, MemoryStore, Store
+from controller.store import AuditEntry, ControllerState, MemoryStore, Store
 from controller.topology import LinkRecord, Relay, SampleBatch, Topology
 from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
@@ -936,7 +936,8 @@ class Controller:
         if not self.routes_complete and self.sessions and self.all_measured():
             self.dirty = True  # the routes of a partial measurement are not held on to
         # held rows go out when their next hop acknowledges, or after order_hold_s
-        waiting = bool(self.distribution.awaited)
+        # and rows staged while no version could be pushed (Distribution.limit)
+        waiting = bool(self.distribution.awaited) or self.changed is None or bool(self.changed)
         if not (self.dirty or waiting) or self.resyncing(now):
             return None
         if not self.dirty:
@@ -1045,7 +1046,11 @@ class Controller:
         return graph
 
     def push_staged(self, now: float) -> bool:
-        """Push each relay whose staged rows changed; True if any did."""
+        """Push each relay whose staged rows changed; True if any did. Nothing goes while no
+        version may be pushed (the store has not reserved more, or this replica does not
+        lead): what changed waits for it."""
+        if self.distribution.blocked():
+            return False
         pushes = self.distribution.push_staged(self.tables, self.links_up, self.unreachable,
                                                now, self.changed)
         self.changed = set()
@@ -1098,10 +1103,10 @@ class Controller:
         transit off it, make-before-break (it keeps forwarding what still comes its way).
         `actor` (who asked) goes to the audit log first. Raises OSError, with nothing
         changed, if the store could not keep the audit entry or the change."""
-        self.known(region)
-        self.audit(actor, "drain" if drained else "undrain", region, unix=unix)
+        after, entry = self.drain_change(region, drained, unix, actor)
+        self.keep_audit(entry)
         before = set(self.drained)
-        (self.drained.add if drained else self.drained.discard)(region)
+        self.drained = set(after)
         try:
             self.store.save_drained(self.drained)
         except OSError:
@@ -1116,9 +1121,43 @@ class Controller:
             self.recompute(now, unix)
             self.wake()
 
+    def restore(self, state: ControllerState, now: float, unix: float) -> None:
+        """Take up the state as the store holds it now (a replica that leads again: another
+        may have led meanwhile): drains made or undone since move routes, as a drain does."""
+        drained = set(state.drained)
+        if drained == self.drained:
+            return
+        moved, self.drained = drained ^ self.drained, drained
+        for region in sorted(moved):
+            self.record("drain" if region in drained else "undrain", region, unix=unix)
+            log.info("%s: %s (as the store holds it)", region,
+                     "drained" if region in drained else "undrained")
+            self.send_region(region, self.config_for(region))
+        self.avoid_changed = True
+        self.dirty = True
+        self.wake()
+
+    def drain_change(self, region: str, drained: bool, unix: float,
+                     actor: str = "insecure") -> tuple[frozenset[str], AuditEntry]:
+        """What draining (or undraining) `region` keeps: the drained regions after it and
+        its audit entry (Refused for a region not in the catalogue). A store that cannot
+        keep them as the core writes them (etcd) keeps them first (Store.keep_first)."""
+        self.known(region)
+        after = self.drained | {region} if drained else self.drained - {region}
+        return frozenset(after), AuditEntry(unix, actor, "drain" if drained else "undrain",
+                                            region)
+
     def chaos(self, region: str, chaos: Chaos, unix: float, actor: str = "insecure") -> None:
         """Hand a relay a fault to inject (drills); `actor` (who asked) goes to the audit log
         first (OSError, nothing done, if it could not be kept)."""
+        self.keep_audit(self.chaos_entry(region, chaos, unix, actor))
+        self.send_region(region, chaos)
+        what = "every peer" if chaos.drop_all else ", ".join(chaos.drop_peers) or "nothing"
+        self.record("chaos", region, f"dropping traffic with {what}", unix=unix)
+
+    def chaos_entry(self, region: str, chaos: Chaos, unix: float,
+                    actor: str = "insecure") -> AuditEntry:
+        """The audit entry of a fault handed to a relay (Refused when it cannot be)."""
         self.known(region)
         session = self.sessions.get(region)
         if session is None:
@@ -1126,9 +1165,7 @@ class Controller:
         self.known(*chaos.drop_peers)
         what = "every peer" if chaos.drop_all else ", ".join(chaos.drop_peers) or "nothing"
         until = f" until {chaos.until_unix_s:.0f}" if chaos.until_unix_s else ""
-        self.audit(actor, "chaos", region, f"drop traffic with {what}{until}", unix=unix)
-        self.send_region(region, chaos)
-        self.record("chaos", region, f"dropping traffic with {what}", unix=unix)
+        return AuditEntry(unix, actor, "chaos", region, f"drop traffic with {what}{until}")
 
     # -- fabric keys -----------------------------------------------------------------------
 
@@ -1136,14 +1173,19 @@ class Controller:
         """Start a rotation of the fabric key now (phase a; controller/fabrickeys.py). NotReady
         while one is under way; `actor` goes to the audit log first (OSError, nothing done,
         if it could not be kept)."""
+        self.keep_audit(self.rotation_entry(now, unix, actor))
+        change = self.keyring.rotate(now)
+        self.fabric_keys_changed(change, unix)
+        return change
+
+    def rotation_entry(self, now: float, unix: float, actor: str = "insecure") -> AuditEntry:
+        """The audit entry of a fabric key rotation started now (NotReady while one is under
+        way)."""
         ring = self.keyring
         if busy := ring.busy(now):
             raise NotReady(busy)
-        self.audit(actor, "rotate-fabric-key", "fabric", f"epoch {ring.next_epoch()}",
-                   unix=unix)
-        change = ring.rotate(now)
-        self.fabric_keys_changed(change, unix)
-        return change
+        return AuditEntry(unix, actor, "rotate-fabric-key", "fabric",
+                          f"epoch {ring.next_epoch()}")
 
     def _keyring(self, kept: tuple[tuple[int, bytes], ...], given: list[bytes] | None,
                  settings: Settings, now: float) -> KeyRing:
@@ -1177,9 +1219,11 @@ class Controller:
     def audit(self, actor: str, action: str, target: str, detail: str = "", *,
               unix: float) -> None:
         """Append to the audit log through the store (OSError if it could not be kept)."""
-        entry = AuditEntry(unix, actor, action, target, detail)
+        self.keep_audit(AuditEntry(unix, actor, action, target, detail))
+
+    def keep_audit(self, entry: AuditEntry) -> None:
         self.store.append_audit(entry)
-        log.info("audit: %s %s %s %s", actor, action, target, detail)
+        log.info("audit: %s %s %s %s", entry.actor, entry.action, entry.target, entry.detail)
 
     def audit_log(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
         return self.store.audit(since_unix_s, limit)

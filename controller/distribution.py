@@ -115,6 +115,9 @@ class Distribution:
         self.max_unacked = max_unacked
         self.nonce = nonce
         self.version = 0
+        # the highest version that may be pushed (None: any): replicas on etcd reserve
+        # versions ahead, so that a next leader goes on above every version pushed
+        self.limit: int | None = None
         self.relays: dict[str, RelayRoutes] = {}
         self.awaited: set[str] = set()  # the next hops that held rows wait for
 
@@ -126,6 +129,10 @@ class Distribution:
         self.relays.pop(region, None)
         relay = self.relays[region] = RelayRoutes(region, changes=changes)
         return relay
+
+    def blocked(self) -> bool:
+        """Whether no new version may be pushed until more are reserved (`limit`)."""
+        return self.limit is not None and self.version >= self.limit
 
     def detach(self, relay: RelayRoutes) -> None:
         if self.relays.get(relay.region) is relay:

@@ -527,6 +527,53 @@ def test_drains_kept_before_a_restart_are_in_force_at_start():
     assert [m.drained for m in r.take("x") if isinstance(m, RelayConfig)] == [True]
 
 
+def test_nothing_is_pushed_beyond_the_reserved_versions_and_what_waited_goes_once_reserved():
+    r = converged_rig()
+    c = r.c
+    pushed = c.version
+    c.distribution.limit = pushed  # replicas on etcd: no version reserved beyond this
+    x_goes_dark(r)
+    r.recompute()
+    assert tables(r) == {} and c.version == pushed
+    c.distribution.limit = pushed + 10
+    r.recompute()  # nothing moved since: what changed while blocked still goes
+    got = tables(r)
+    assert got and {t.version for t in got.values()} == {pushed + 1}
+    unblocked = converged_rig()  # what a controller never blocked pushes
+    x_goes_dark(unblocked)
+    unblocked.recompute()
+    assert {region: t.rows for region, t in got.items()} == \
+        {region: t.rows for region, t in tables(unblocked).items()}
+
+
+def test_restoring_the_state_the_store_holds_applies_drains_made_meanwhile():
+    r = converged_rig()
+    c = r.c
+    for region in REGIONS:
+        r.take(region)
+    c.restore(ControllerState(frozenset({"x"})), r.now, r.unix)
+    assert c.drained == {"x"}
+    assert [m.drained for m in r.take("x") if isinstance(m, RelayConfig)] == [True]
+    r.recompute()
+    assert hop(tables(r)["a"], "d") != "x"
+    assert c.events[-1].event.kind == "drain"
+    events = len(c.events)
+    c.restore(ControllerState(frozenset({"x"})), r.now, r.unix)  # the same: nothing
+    assert len(c.events) == events and r.take("x") == []
+
+
+def test_what_a_drain_keeps_is_known_before_it_is_made():
+    r = converged_rig()
+    c = r.c
+    after, entry = c.drain_change("x", True, r.unix, "admin/operator/olga")
+    assert after == {"x"} and c.drained == set()  # nothing changed yet
+    assert (entry.actor, entry.action, entry.target) == ("admin/operator/olga", "drain", "x")
+    c.drain("x", True, r.now, r.unix, "admin/operator/olga")
+    assert c.store.audit()[-1] == entry  # the core writes the same entry
+    with pytest.raises(NotFound):
+        c.drain_change("zz", True, r.unix)
+
+
 def test_requests_naming_what_does_not_exist_are_refused_with_the_reason():
     r = converged_rig()
     c = r.c
