@@ -4,12 +4,14 @@ replies, the core's refusals to status codes (the reason is the core's message).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 import grpc
 
 from controller import translate
 from controller.core import BadRequest, Controller, NotFound, NotReady, Refused
+from controller.leadership import ClusterView, lone
 from skymesh.identity import stranger
 from skymesh.linkstate import TO_WIRE
 from skymesh.net.tls import peer_identity
@@ -38,9 +40,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     """`mesh`: the mesh whose admin certificates are accepted; None only for a controller run
     with --insecure, where every caller is an operator (audited as "insecure")."""
 
-    def __init__(self, controller: Controller, mesh: str | None) -> None:
+    def __init__(self, controller: Controller, mesh: str | None,
+                 cluster: Callable[[], ClusterView] | None = None) -> None:
         self.controller = controller
         self.mesh = mesh
+        self.cluster = cluster or (lambda: lone("controller", "", controller.store))
 
     async def allow(self, context: grpc.aio.ServicerContext, rpc: str) -> str:
         """Who is calling `rpc`, if their certificate allows it; else the call is aborted
@@ -64,7 +68,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     async def Status(self, request, context) -> admin_pb2.StatusReply:
         await self.allow(context, "Status")
-        s = self.controller.status(time.monotonic())
+        s, c = self.controller.status(time.monotonic()), self.cluster()
         return admin_pb2.StatusReply(
             relays=s.relays,
             regions=s.regions,
@@ -88,6 +92,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             recomputes=s.recomputes,
             recompute_ms=s.recompute_ms,
             partial_mesh=s.partial_mesh,
+            replicas=[admin_pb2.ReplicaInfo(id=r.id, address=r.address, leader=r.leader,
+                                            healthy=r.healthy) for r in c.replicas],
+            leader=c.leader,
+            store=admin_pb2.StoreInfo(kind=c.store_kind, where=c.store_where,
+                                      healthy=c.store_healthy, error=c.store_error),
+            replica=c.replica,
         )
 
     async def Regions(self, request, context) -> admin_pb2.RegionsReply:
@@ -200,8 +210,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def Drain(self, request, context) -> admin_pb2.DrainReply:
         actor = await self.allow(context, "Drain")
         ctl = self.controller
+        unix = time.time()
         try:
-            ctl.drain(request.region, request.drained, time.monotonic(), time.time(), actor)
+            after, entry = ctl.drain_change(request.region, request.drained, unix, actor)
+            await ctl.store.keep_first(drained=after, audit=[entry])
+            ctl.drain(request.region, request.drained, time.monotonic(), unix, actor)
         except Refused as e:
             await refuse(context, e)
         except OSError as e:
@@ -217,9 +230,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     async def Chaos(self, request, context) -> admin_pb2.ChaosReply:
         actor = await self.allow(context, "Chaos")
+        ctl, chaos, unix = self.controller, translate.chaos(request.chaos), time.time()
         try:
-            self.controller.chaos(request.region, translate.chaos(request.chaos), time.time(),
-                                  actor)
+            await ctl.store.keep_first(audit=[ctl.chaos_entry(request.region, chaos, unix,
+                                                              actor)])
+            ctl.chaos(request.region, chaos, unix, actor)
         except Refused as e:
             await refuse(context, e)
         except OSError as e:
@@ -231,9 +246,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def RotateFabricKey(self, request, context) -> admin_pb2.RotateFabricKeyReply:
         actor = await self.allow(context, "RotateFabricKey")
         ctl = self.controller
-        now = time.monotonic()
+        now, unix = time.monotonic(), time.time()
         try:
-            change = ctl.rotate_fabric_key(now, time.time(), actor)
+            await ctl.store.keep_first(audit=[ctl.rotation_entry(now, unix, actor)])
+            change = ctl.rotate_fabric_key(now, unix, actor)
         except Refused as e:
             await refuse(context, e)
         except OSError as e:

@@ -5,8 +5,11 @@ values (JSON with a schema version), written and read without I/O.
     /skymesh/<mesh>/relays/<region>/<node>     which replica holds the relay's session
     /skymesh/<mesh>/state/drained              {"schema": 1, "regions": [...]}
     /skymesh/<mesh>/state/fabric_keys          {"schema": 1, "keys": [{"epoch", "key"}]}
-    /skymesh/<mesh>/routes/version             {"schema": 1, "version": N}
-    /skymesh/<mesh>/audit/<ns>-<replica>       {"schema": 1, "entry": {...}}: an audit entry
+    /skymesh/<mesh>/routes/version             {"schema": 1, "version": N}: route-set
+                                               versions up to N may have been pushed (a
+                                               leader reserves them ahead; the next
+                                               leader goes on above N)
+    /skymesh/<mesh>/audit/<ns>-<replica>-<n>   {"schema": 1, "entry": {...}}: an audit entry
 
 A value that cannot be read is a ValueError naming its key and what is wrong: a replica must
 not serve state it cannot trust.
@@ -43,9 +46,11 @@ class Keys:
     def relay(self, region: str, node: str) -> bytes:
         return self.relays + f"{region}/{node}".encode()
 
-    def audit_entry(self, at_unix_s: float, replica: str) -> bytes:
-        """Audit keys sort by time (nanoseconds, 20 digits), then by replica."""
-        return self.audit + f"{int(at_unix_s * 1e9):020d}-{replica}".encode()
+    def audit_entry(self, at_unix_s: float, replica: str, seq: int = 0) -> bytes:
+        """Audit keys sort by time (nanoseconds, 20 digits), then by replica and the
+        replica's count of entries (two entries of one instant do not overwrite each
+        other)."""
+        return self.audit + f"{int(at_unix_s * 1e9):020d}-{replica}-{seq:09d}".encode()
 
     def name(self, key: bytes) -> str:
         """A key as errors name it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +16,11 @@ import grpc
 from controller import relay_service, translate
 from controller.admin_service import AdminService
 from controller.core import Computed, Controller, Settings
+from controller.election import DEFAULT_TTL_S
+from controller.etcd import Etcd, endpoints_of
+from controller.etcdstate import Keys
+from controller.etcdstore import EtcdStore
+from controller.leadership import Leadership, lone
 from controller.relay_service import RelayControlService
 from controller.store import FileStore, MemoryStore, Store
 from skymesh.catalogue import Region
@@ -23,6 +29,7 @@ from skymesh.policy import Policy
 from skymesh.v1 import admin_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
+INSECURE_MESH = "insecure"  # the etcd prefix of a controller run with --insecure
 DEFAULTS = Settings()
 # Flood limits of the gRPC server. A relay's largest message is a link report (about 60 bytes a
 # peer) or its channel interest; 4 MiB holds either for thousands of peers or channels.
@@ -48,8 +55,27 @@ class RecomputeLoop:
         self.core = Controller(catalogue, policy, settings, apps, fabric_keys, store,
                                now=time.monotonic(), wake=self.wake.set)
         self.computed: Callable[[], None] = lambda: None  # called once a computation ended
+        self.leadership: Leadership | None = None  # a replica on etcd: its campaign
 
     async def run(self) -> None:
+        campaign = None
+        if self.leadership is not None:
+            campaign = asyncio.get_running_loop().create_task(self.leadership.run())
+        try:
+            await self._rounds()
+        finally:
+            if campaign is not None:
+                campaign.cancel()
+
+    async def close(self) -> None:
+        """Let go of what the loop holds outside the process: a replica's leadership (the
+        next replica leads at once, not after the lease's TTL) and its etcd connection."""
+        if self.leadership is not None:
+            await self.leadership.resign()
+            await self.leadership.store.close()
+            await self.leadership.etcd.close()
+
+    async def _rounds(self) -> None:
         while True:
             # cleared before the round, not after: a wake during it (a link that moved while
             # routes were computed, reports released at its end) is a reason for the next
@@ -108,12 +134,16 @@ def encoded(job: Callable[[], Computed]) -> Computed:
 async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                 settings: Settings = DEFAULTS, apps: Mapping[str, tuple[bytes, ...]] | None = None,
                 fabric_keys: list[bytes] | None = None, state_file: Path | None = None, *,
-                tls: TlsFiles | None) -> tuple[grpc.aio.Server, RecomputeLoop, int]:
+                tls: TlsFiles | None, store_url: str | None = None, replica: str = "c1",
+                election_ttl_s: float = DEFAULT_TTL_S, lead_timeout_s: float = 30.0,
+                ) -> tuple[grpc.aio.Server, RecomputeLoop, int]:
     """Start serving on `listen`, with mutual TLS on `tls` (the controller's certificate;
     clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
-    None (--insecure). The caller runs the loop (`.run()`) and stops the server. Raises
-    ValueError for an unreadable state file or unusable TLS files, OSError when it cannot
-    listen."""
+    None (--insecure). State is kept in `state_file`, or on etcd (`store_url`,
+    etcd://HOST:PORT[,...], with the same certificate) as `replica`, once it leads. The
+    caller runs the loop (`.run()`), stops the server and closes the loop. Raises ValueError
+    for an unreadable state file, store URL or unusable TLS files, OSError when it cannot
+    listen or reach etcd."""
     mesh = None
     if tls is not None:
         try:
@@ -124,13 +154,8 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         if me.kind != "controller":
             raise ValueError(f"{tls.cert} is the certificate of {me}, not of a controller")
         mesh = me.mesh
-    store = FileStore(state_file) if state_file is not None else MemoryStore()
-    loop = RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)
+    # bound first: a replica campaigns with the address its clients reach it at
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
-    relays = RelayControlService(loop.core, mesh)
-    loop.computed = relays.take_reports
-    relay_service.add_to_server(relays, server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(loop.core, mesh), server)
     if tls is None:
         log.warning(INSECURE_WARNING.format(what=listen))
         port = server.add_insecure_port(listen)
@@ -139,5 +164,68 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         log.info("mutual TLS as %s (mesh %s)", me, mesh)
     if not port:
         raise OSError(f"cannot listen on {listen}")
+    address = f"{listen.rpartition(':')[0]}:{port}"
+    leadership = None
+    if store_url is not None:
+        leadership = await lead(store_url, tls, mesh, replica, address, election_ttl_s,
+                                lead_timeout_s)
+        store: Store = leadership.store
+    else:
+        store = FileStore(state_file) if state_file is not None else MemoryStore()
+    loop = RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)
+    if leadership is not None:
+        follow(loop, leadership)
+        cluster = leadership.view
+    else:
+        cluster = functools.partial(lone, replica, address, store)
+    relays = RelayControlService(loop.core, mesh)
+    loop.computed = relays.take_reports
+    relay_service.add_to_server(relays, server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(loop.core, mesh, cluster), server)
     await server.start()
     return server, loop, port
+
+
+async def lead(store_url: str, tls: TlsFiles | None, mesh: str | None, replica: str,
+               address: str, ttl_s: float, timeout_s: float) -> Leadership:
+    """Campaign on etcd until this replica leads and has read the mesh's state; OSError
+    saying why when it does not within `timeout_s` (etcd unreachable, another leads)."""
+    try:
+        etcd = Etcd(endpoints_of(store_url), tls)
+        keys = Keys(mesh or INSECURE_MESH)
+    except ValueError as e:
+        raise ValueError(f"--store: {e}") from None
+    store = EtcdStore(etcd, keys, replica)
+    leadership = Leadership(etcd, keys, replica, address, store, ttl_s)
+    leadership.began = store.open
+    if not await leadership.wait_leading(timeout_s):
+        top = leadership.leader()
+        why = (f"replica {top.replica} ({top.address}) leads; a replica that does not lead "
+               "cannot serve yet" if top is not None and top.replica != replica
+               else leadership.etcd_error or "no answer")
+        await etcd.close()
+        raise OSError(f"{store.where}: not leading within {timeout_s:.0f} s: {why}")
+    return leadership
+
+
+def follow(loop: RecomputeLoop, leadership: Leadership) -> None:
+    """The core pushes route versions only within what the leadership reserved, above
+    every version an earlier leader may have pushed; a new term reads the state again."""
+    core = loop.core
+    dist = core.distribution
+
+    def limit(upto: int | None) -> None:
+        dist.limit = upto
+        core.wake()  # what waited for versions goes now
+
+    async def began() -> None:
+        await leadership.store.open()
+        core.restore(leadership.store.load(core.catalogue), time.monotonic(), time.time())
+        dist.version = max(dist.version, leadership.store.reserved)
+
+    dist.version = max(dist.version, leadership.floor)
+    dist.limit = leadership.store.reserved
+    leadership.pushed = lambda: dist.version
+    leadership.limit = limit
+    leadership.began = began
+    loop.leadership = leadership

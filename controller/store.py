@@ -1,6 +1,6 @@
 """The controller's durable state behind one interface (DESIGN.md, Store): a file for a single
-controller today, etcd for replicas later, an in-memory store for tests and for a controller
-run without --state.
+controller, etcd for replicas (controller/etcdstore.py), an in-memory store for tests and for
+a controller run without --state.
 
 What an operator changed must survive a controller restart, and a change is acknowledged
 only once it is kept: `save_drained` raises OSError when it cannot keep it, and the caller
@@ -101,6 +101,14 @@ class Store(Protocol):
         unreadable: a controller must not start on state it cannot trust."""
         ...
 
+    async def keep_first(self, *, drained: Iterable[str] | None = None,
+                         audit: Sequence[AuditEntry] = ()) -> None:
+        """Keep what a change is about to write before the core makes it, where the store
+        cannot keep it as the core writes it (etcd, a network away: the core's writes of
+        the same values then cost nothing); OSError, nothing kept, if it could not be. A
+        file or memory keeps it as the core writes it: nothing to do first."""
+        ...
+
     def save_drained(self, drained: Iterable[str]) -> None:
         """Keep the drained regions; raises OSError if they could not be kept."""
         ...
@@ -163,6 +171,10 @@ class FileStore:
         self.kept = data
         return only_known(drained, known, self.where, keys)
 
+    async def keep_first(self, *, drained: Iterable[str] | None = None,
+                         audit: Sequence[AuditEntry] = ()) -> None:
+        return  # kept as the core writes it
+
     def save_drained(self, drained: Iterable[str]) -> None:
         self._write({**self.kept, "drained": sorted(drained)})
 
@@ -215,6 +227,10 @@ class MemoryStore:
     def load(self, known: Collection[str]) -> ControllerState:
         return only_known(sorted(self.state.drained), known, self.where,
                           self.state.fabric_keys)
+
+    async def keep_first(self, *, drained: Iterable[str] | None = None,
+                         audit: Sequence[AuditEntry] = ()) -> None:
+        return  # kept as the core writes it
 
     def save_drained(self, drained: Iterable[str]) -> None:
         self.state = ControllerState(drained=frozenset(drained),

@@ -49,3 +49,19 @@ def _logs(home: Path) -> str:
     for log in sorted((home / "logs").glob("*.log")):
         out.append(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-10:]))
     return "\n".join(out)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """One etcd member (Debian's etcd-server on free loopback ports, mutual TLS), and a
+    controller's client TLS files; stopped at teardown."""
+    from support import controller_tls, mesh_ca
+
+    from skymesh import certs
+    from skymesh.cli import etcdserver
+
+    ca = mesh_ca(tmp_path / "ca")
+    c = etcdserver.start(tmp_path / "etcd", etcdserver.server_tls(tmp_path / "ca", ca,
+                                                                   ca / certs.BUNDLE))
+    yield c, controller_tls(ca)
+    c.stop_all()

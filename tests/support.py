@@ -85,3 +85,26 @@ def write_regions(directory: Path, regions: dict[str, tuple], country: str = "DE
 def write_matrix(path: Path, rtts: dict[tuple[str, str], float]) -> Path:
     path.write_text("src,dst,rtt_ms\n" + "".join(f"{a},{b},{r}\n" for (a, b), r in rtts.items()))
     return path
+
+
+# -- etcd --------------------------------------------------------------------------------
+
+ETCD_MESH = "test-mesh"
+
+
+def mesh_ca(directory: Path, mesh: str = ETCD_MESH) -> Path:
+    """A mesh CA in `directory` (created)."""
+    from skymesh import certs
+
+    directory.mkdir(parents=True, exist_ok=True)
+    certs.create_ca(directory, mesh=mesh)
+    return directory
+
+
+def controller_tls(ca_dir: Path, name: str = "c1", mesh: str = ETCD_MESH):
+    """A controller's TLS files issued by the CA in `ca_dir` (its etcd client identity)."""
+    from skymesh import certs, identity
+    from skymesh.net.tls import TlsFiles
+
+    cert, key = certs.issue_identity(ca_dir, ca_dir, identity.controller(mesh, name))
+    return TlsFiles(ca_dir / certs.BUNDLE, cert, key)

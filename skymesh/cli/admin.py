@@ -115,7 +115,12 @@ def status(address: str) -> dict:
             "reports_coalesced": r.reports_coalesced,
             "report_delay_ms": {"p50": r.report_delay_p50_ms, "p99": r.report_delay_p99_ms,
                                 "max": r.report_delay_max_ms},
-            "recomputes": r.recomputes, "recompute_ms": r.recompute_ms}
+            "recomputes": r.recomputes, "recompute_ms": r.recompute_ms,
+            "replica": r.replica, "leader": r.leader,
+            "replicas": [{"id": x.id, "address": x.address, "leader": x.leader,
+                          "healthy": x.healthy} for x in r.replicas],
+            "store": {"kind": r.store.kind, "where": r.store.where,
+                      "healthy": r.store.healthy, "error": r.store.error}}
 
 
 def regions(address: str) -> list[dict]:

@@ -7,9 +7,7 @@ import time
 
 def render(what: str, data) -> str:
     if what == "status":
-        return "\n".join(f"{k:16} " + (", ".join(f"{n} {c}" for n, c in v.items()) or "none"
-                                       if isinstance(v, dict) else str(v))
-                         for k, v in data.items())
+        return "\n".join(f"{k:16} " + status_value(k, v) for k, v in data.items())
     if what == "regions":
         # RELAY and EDGE are the lead's, the addresses routing and clients see first;
         # NODES names every node, so that a region's siblings show without a row each
@@ -82,6 +80,22 @@ def render(what: str, data) -> str:
 NODES_NOTE = ("\nNODES: the region's connected relay nodes, * the lead (its RELAY and EDGE "
               "above), (N) client sessions, xW its share of the region's transit where "
               "load makes it less than 1")
+
+
+def status_value(key: str, value) -> str:
+    if key == "replicas":
+        return ", ".join(f"{r['id']} {r['address'] or '-'}"
+                         + (" (leader)" if r["leader"] else "")
+                         + ("" if r["healthy"] else " (not answering etcd)")
+                         for r in value) or "none"
+    if key == "store":
+        return f"{value['kind']} {value['where']}" + (
+            "" if value["healthy"] else f": not answering ({value['error'] or 'no reason'})")
+    if key == "leader":
+        return value or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{n} {c}" for n, c in value.items()) or "none"
+    return str(value)
 
 
 def node_list(nodes: list[dict]) -> str:

@@ -19,6 +19,7 @@ from skymesh.linkstate import LINK
 
 
 def add_parsers(sub) -> None:
+    from controller.election import DEFAULT_TTL_S, MAX_TTL_S
     ctl = sub.add_parser("controller", help="run a controller")
     ctl.add_argument("--listen", default="127.0.0.1:7400", help="HOST:PORT (default: %(default)s)")
     ctl.add_argument("--regions", type=Path, help="region catalogue directory (default: regions/)")
@@ -81,16 +82,28 @@ def add_parsers(sub) -> None:
                      help="a rotation's overlap: the new key is accepted this long before it "
                      "seals, and the previous one accepted this long after; long beside the "
                      "time a push takes to reach every relay (default: %(default)s)")
-    ctl.add_argument("--state", type=Path, metavar="FILE",
-                     help="where operator changes (drains) are kept across restarts "
-                     "(default: not kept)")
+    kept = ctl.add_mutually_exclusive_group()
+    kept.add_argument("--state", type=Path, metavar="FILE",
+                      help="where operator changes (drains) are kept across restarts "
+                      "(default: not kept)")
+    kept.add_argument("--store", metavar="etcd://HOST:PORT[,HOST:PORT...]",
+                      help="keep the state on etcd, with this controller's certificate, and "
+                      "serve once this replica leads (the keys: README, Controller state on "
+                      "etcd)")
+    ctl.add_argument("--replica", default="c1", metavar="ID",
+                     help="this replica's id in the election on etcd (default: %(default)s)")
+    ctl.add_argument("--election-ttl", type=float, default=DEFAULT_TTL_S, metavar="S",
+                     help="lease of the leader's election key: a dead leader is replaced "
+                     f"within it (default: %(default)s; at most {MAX_TTL_S})")
     ctl.add_argument("--log-level", default="info")
     credentials.add_arguments(ctl, "the controller")
     ctl.set_defaults(run=cmd_controller)
 
     relay = sub.add_parser("relay", help="run a relay node for one region")
     relay.add_argument("--region", required=True, help="region id, as in the catalogue")
-    relay.add_argument("--controller", required=True, metavar="HOST:PORT")
+    relay.add_argument("--controller", required=True, metavar="HOST:PORT[,HOST:PORT...]",
+                       help="the controller, or its replicas: when a session ends or cannot "
+                       "begin, the next is tried")
     relay.add_argument("--bind", default="127.0.0.1:0", metavar="HOST:PORT",
                        help="UDP address for relay traffic (default: %(default)s)")
     relay.add_argument("--wan", type=Path, metavar="FILE",
@@ -124,6 +137,7 @@ def _duration(text: str) -> int:
 
 def cmd_controller(args: argparse.Namespace) -> int:
     from controller.core import Settings
+    from controller.election import MAX_TTL_S
     from controller.routing import Hysteresis
     from controller.server import serve
     from skymesh.catalogue import CatalogueError
@@ -154,6 +168,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
         ("full-report-interval", args.full_report_interval)) if not value > 0]
     if not 0 < args.degraded_loss <= 1:
         problems.append("--degraded-loss must be in (0, 1]")
+    if not 0 < args.election_ttl <= MAX_TTL_S:
+        problems.append(f"--election-ttl must be in (0, {MAX_TTL_S}]")
     if not args.fabric_key_overlap > 0:
         problems.append("--fabric-key-overlap must be positive")
     elif args.fabric_key_rotation and args.fabric_key_rotation < 2 * args.fabric_key_overlap:
@@ -173,19 +189,23 @@ def cmd_controller(args: argparse.Namespace) -> int:
                         fabric_key_overlap_s=args.fabric_key_overlap)
 
     async def run() -> None:
-        server, controller, port = await serve(regions, policy, args.listen, settings,
-                                               apps, keys, args.state, tls=tls)
+        server, controller, port = await serve(
+            regions, policy, args.listen, settings, apps, keys, args.state, tls=tls,
+            store_url=args.store, replica=args.replica, election_ttl_s=args.election_ttl)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)
-        await until_signalled(controller.run())
-        await server.stop(grace=0.5)
+        try:
+            await until_signalled(controller.run())
+        finally:
+            await server.stop(grace=0.5)
+            await controller.close()
 
     try:
         run_loop(run())
     except OSError as e:
         return fail(f"controller: {e}")
-    except ValueError as e:  # the --state file, the certificates
+    except ValueError as e:  # the --state file, --store, the certificates
         return fail(f"not starting the controller: {e}")
     return 0
 

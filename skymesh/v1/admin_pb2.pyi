@@ -12,7 +12,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused", "reports", "samples", "reports_coalesced", "report_delay_p50_ms", "report_delay_p99_ms", "report_delay_max_ms", "recomputes", "recompute_ms", "partial_mesh")
+    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused", "reports", "samples", "reports_coalesced", "report_delay_p50_ms", "report_delay_p99_ms", "report_delay_max_ms", "recomputes", "recompute_ms", "partial_mesh", "replicas", "leader", "store", "replica")
     class RefusedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,10 @@ class StatusReply(_message.Message):
     RECOMPUTES_FIELD_NUMBER: _ClassVar[int]
     RECOMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_MESH_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     relays: int
     regions: int
     route_version: int
@@ -64,7 +68,35 @@ class StatusReply(_message.Message):
     recomputes: int
     recompute_ms: float
     partial_mesh: bool
-    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ..., reports: _Optional[int] = ..., samples: _Optional[int] = ..., reports_coalesced: _Optional[int] = ..., report_delay_p50_ms: _Optional[float] = ..., report_delay_p99_ms: _Optional[float] = ..., report_delay_max_ms: _Optional[float] = ..., recomputes: _Optional[int] = ..., recompute_ms: _Optional[float] = ..., partial_mesh: _Optional[bool] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaInfo]
+    leader: str
+    store: StoreInfo
+    replica: str
+    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ..., reports: _Optional[int] = ..., samples: _Optional[int] = ..., reports_coalesced: _Optional[int] = ..., report_delay_p50_ms: _Optional[float] = ..., report_delay_p99_ms: _Optional[float] = ..., report_delay_max_ms: _Optional[float] = ..., recomputes: _Optional[int] = ..., recompute_ms: _Optional[float] = ..., partial_mesh: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ..., leader: _Optional[str] = ..., store: _Optional[_Union[StoreInfo, _Mapping]] = ..., replica: _Optional[str] = ...) -> None: ...
+
+class ReplicaInfo(_message.Message):
+    __slots__ = ("id", "address", "leader", "healthy")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    leader: bool
+    healthy: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., leader: _Optional[bool] = ..., healthy: _Optional[bool] = ...) -> None: ...
+
+class StoreInfo(_message.Message):
+    __slots__ = ("kind", "where", "healthy", "error")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    where: str
+    healthy: bool
+    error: str
+    def __init__(self, kind: _Optional[str] = ..., where: _Optional[str] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class RegionsRequest(_message.Message):
     __slots__ = ()

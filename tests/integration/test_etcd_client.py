@@ -10,34 +10,12 @@ import signal
 from pathlib import Path
 
 import pytest
+from support import controller_tls, mesh_ca
 
 from controller import etcd
 from skymesh import certs, identity
 from skymesh.cli import etcdserver
 from skymesh.net.tls import TlsFiles
-
-MESH = "test-mesh"
-
-
-def mesh_ca(directory: Path, mesh: str = MESH) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    certs.create_ca(directory, mesh=mesh)
-    return directory
-
-
-def controller_tls(ca_dir: Path, name: str = "c1") -> TlsFiles:
-    cert, key = certs.issue_identity(ca_dir, ca_dir, identity.controller(MESH, name))
-    return TlsFiles(ca_dir / certs.BUNDLE, cert, key)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    """One member, and a controller's client TLS files."""
-    ca = mesh_ca(tmp_path / "ca")
-    c = etcdserver.start(tmp_path / "etcd", etcdserver.server_tls(tmp_path / "ca", ca,
-                                                                   ca / certs.BUNDLE))
-    yield c, controller_tls(ca)
-    c.stop_all()
 
 
 def run(coro):

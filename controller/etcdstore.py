@@ -1,0 +1,218 @@
+"""The controller's Store on etcd (`--store etcd://...`): the keys controller/etcdstate.py lays
+out, read when the replica starts to lead and written in transactions fenced by its election
+key, so that a leader deposed without noticing cannot overwrite anything.
+
+The core writes through the Store's synchronous methods, but etcd is a network away. So a
+change an operator asks for is kept *first*: the admin shell hands `keep_first` what the
+change will write (the drained regions, the audit entry), awaits the fenced transaction, and
+only then lets the core make the change, whose synchronous writes of the same values cost
+nothing. Anything else the core writes (a fabric key rotation's keys, the audit entry of a
+refused call) is written behind, in order, retried while this replica leads.
+
+Route-set versions are reserved ahead (`reserve_versions`): `routes/version` holds the
+highest version a leader may have pushed, so the next leader goes on above every version any
+relay holds, and a reservation is one write per VERSION_BLOCK versions, not one a round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from controller import etcdstate
+from controller.etcd import Etcd, EtcdError, created_at, put_op
+from controller.etcdstate import Keys
+from controller.store import AuditEntry, ControllerState, only_known, recent
+
+log = logging.getLogger("skymesh.controller")
+
+VERSION_BLOCK = 256  # route-set versions reserved in one write
+RETRY_S = 1.0  # a write behind that failed is tried again this much later
+
+
+class StoreUnavailable(OSError):
+    """etcd could not keep a write: unreachable, or this replica no longer leads. The
+    message says which; the admin service answers UNAVAILABLE with it."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The leader's election key as it wrote it: every write is conditional on it."""
+
+    key: bytes
+    create_revision: int
+
+
+class EtcdStore:
+    """The Store of a controller replica on etcd (controller/store.py's protocol)."""
+
+    def __init__(self, etcd: Etcd, keys: Keys, replica: str) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.replica = replica
+        self.fence: Fence | None = None  # set by the election while this replica leads
+        self.deposed: Callable[[], None] = lambda: None  # a fenced write found it did not
+        self.drained: frozenset[str] = frozenset()
+        self.fabric_keys: tuple[tuple[int, bytes], ...] = ()
+        self.reserved = 0  # versions up to this may have been pushed (routes/version)
+        self.entries: list[AuditEntry] = []
+        self.kept_entries: set[AuditEntry] = set()  # kept first: not written again
+        self.revision = 0  # the revision the state was read at
+        self.seq = 0  # audit entries this replica wrote (their keys)
+        self.behind: asyncio.Queue[tuple[str, list]] | None = None
+        self.writer: asyncio.Task | None = None
+
+    @property
+    def where(self) -> str:
+        return f"etcd {','.join(self.etcd.endpoints)} ({self.keys.name(self.keys.prefix)})"
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Read the mesh's state (a replica that starts to lead reads it again: the last
+        leader may have written since). ValueError naming the key for a value that cannot
+        be trusted; StoreUnavailable when etcd does not answer."""
+        try:
+            kvs, revision = await self.etcd.get_prefix(self.keys.prefix)
+        except EtcdError as e:
+            raise StoreUnavailable(f"{self.where}: {e}") from None
+        drained, fabric_keys, reserved, entries = frozenset(), (), 0, []
+        for kv in kvs:
+            if kv.key == self.keys.drained:
+                drained = etcdstate.decode_drained(kv.key, kv.value)
+            elif kv.key == self.keys.fabric_keys:
+                fabric_keys = etcdstate.decode_fabric_keys(kv.key, kv.value)
+            elif kv.key == self.keys.route_version:
+                reserved = etcdstate.decode_version(kv.key, kv.value)
+            elif kv.key.startswith(self.keys.audit):
+                entries.append(etcdstate.decode_audit(kv.key, kv.value))
+        self.drained, self.fabric_keys, self.reserved = drained, fabric_keys, reserved
+        self.entries, self.revision = entries, revision  # by key: by time
+
+    def load(self, known: Collection[str]) -> ControllerState:
+        """The state `open` read."""
+        return only_known(sorted(self.drained), known, self.where, self.fabric_keys)
+
+    def audit(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
+        return recent(self.entries, since_unix_s, limit)
+
+    # -- fenced writes ----------------------------------------------------------------------
+
+    async def _write(self, ops: list, what: str) -> int:
+        """One transaction of `ops`, fenced; the revision it was written at."""
+        fence = self.fence
+        if fence is None:
+            raise StoreUnavailable(f"not kept ({what}): this replica does not "
+                                   "lead")
+        try:
+            result = await self.etcd.txn([created_at(fence.key, fence.create_revision)], ops)
+        except EtcdError as e:
+            raise StoreUnavailable(f"not kept ({what}): {e}") from None
+        if not result.succeeded:
+            if self.fence == fence:
+                self.fence = None
+                self.deposed()
+            raise StoreUnavailable(f"not kept ({what}): this replica's "
+                                   "election key is gone: it no longer leads")
+        return result.revision
+
+    def _audit_op(self, entry: AuditEntry) -> object:
+        self.seq += 1
+        return put_op(self.keys.audit_entry(entry.at_unix_s, self.replica, self.seq),
+                      etcdstate.encode_audit(entry))
+
+    async def keep_first(self, *, drained: Iterable[str] | None = None,
+                         audit: Sequence[AuditEntry] = ()) -> None:
+        """Keep what a change is about to write, in one fenced transaction, before the core
+        makes it; StoreUnavailable (nothing kept) if it could not be."""
+        ops, what = [], []
+        if drained is not None:
+            drained = frozenset(drained)
+            ops.append(put_op(self.keys.drained, etcdstate.encode_drained(drained)))
+            what.append("drained regions")
+        ops += [self._audit_op(e) for e in audit]
+        if audit:
+            what.append("audit entry")
+        if not ops:
+            return
+        await self._write(ops, " and ".join(what))
+        if drained is not None:
+            self.drained = drained
+        for entry in audit:
+            self.entries.append(entry)
+            self.kept_entries.add(entry)
+
+    async def reserve_versions(self, above: int) -> int:
+        """Reserve route-set versions up to `above` + VERSION_BLOCK (and at least above what
+        is reserved); the new reservation. StoreUnavailable if it could not be kept."""
+        upto = max(above, self.reserved) + VERSION_BLOCK
+        await self._write([put_op(self.keys.route_version, etcdstate.encode_version(upto))],
+                          f"route versions up to {upto}")
+        self.reserved = upto
+        return upto
+
+    # -- what the core writes ------------------------------------------------------------
+
+    def save_drained(self, drained: Iterable[str]) -> None:
+        drained = frozenset(drained)
+        if drained == self.drained:
+            return  # kept first
+        self.drained = drained
+        self._behind("drained regions",
+                     [put_op(self.keys.drained, etcdstate.encode_drained(drained))])
+
+    def save_fabric_keys(self, keys: Sequence[tuple[int, bytes]]) -> None:
+        keys = tuple(keys)
+        if keys == self.fabric_keys:
+            return
+        self.fabric_keys = keys
+        self._behind("fabric keys",
+                     [put_op(self.keys.fabric_keys, etcdstate.encode_fabric_keys(keys))])
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        if entry in self.kept_entries:
+            self.kept_entries.discard(entry)
+            return
+        self.entries.append(entry)
+        self._behind("audit entry", [self._audit_op(entry)])
+
+    def _behind(self, what: str, ops: list) -> None:
+        """Write `ops` after those before them, from a task of the running event loop."""
+        if self.behind is None:
+            self.behind = asyncio.Queue()
+            self.writer = asyncio.get_running_loop().create_task(self._write_behind())
+        self.behind.put_nowait((what, ops))
+
+    async def _write_behind(self) -> None:
+        assert self.behind is not None
+        while True:
+            what, ops = await self.behind.get()
+            fence = self.fence
+            while True:
+                try:
+                    await self._write(ops, what)
+                    break
+                except StoreUnavailable as e:
+                    # a write of a term that ended is the next leader's to make or not
+                    if self.fence is None or self.fence != fence:
+                        log.error("%s: %s; dropped", self.where, e)
+                        break
+                    log.warning("%s: %s; trying again in %.0f s", self.where, e, RETRY_S)
+                    await asyncio.sleep(RETRY_S)
+            self.behind.task_done()
+
+    async def settle(self) -> None:
+        """Wait until everything written behind so far was written (or dropped)."""
+        if self.behind is not None:
+            await self.behind.join()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
+        self.writer = self.behind = None
+
