@@ -79,7 +79,12 @@ class ControlSession:
         # then); None: plaintext (--insecure)
         self.tls = tls
         self.node_id = node_id
-        self.controller = controller  # its address
+        # the controller's address, or its replicas' ("A,B,C"): a session that ends or cannot
+        # begin is tried next on the next one
+        self.controllers = [a.strip() for a in controller.split(",") if a.strip()]
+        if not self.controllers:
+            raise ValueError("no controller address given")
+        self.at = 0
         self.settings = settings
         self.scheduler = scheduler
         self.tables = scheduler.tables
@@ -372,6 +377,11 @@ class ControlSession:
             await asyncio.sleep(self.report_interval_s)
             self.report_round()
 
+    @property
+    def controller(self) -> str:
+        """The replica this relay is connected to, or tries next."""
+        return self.controllers[self.at]
+
     async def control_loop(self, probe_addr: str) -> None:
         backoff = self.settings.backoff_min_s
         while True:
@@ -398,8 +408,10 @@ class ControlSession:
                 log.error("cannot connect to controller %s: %s", self.controller, e)
             finally:
                 self.outbox = None
+            self.at = (self.at + 1) % len(self.controllers)
             await asyncio.sleep(backoff * self.rng.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, self.settings.backoff_max_s)
+            if self.at == 0:  # every replica tried once more: wait longer
+                backoff = min(backoff * 2, self.settings.backoff_max_s)
 
 
 async def _drain(queue: asyncio.Queue):

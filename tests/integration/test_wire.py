@@ -154,3 +154,21 @@ def test_relay_drops_and_counts_garbage_datagrams(tmp_path, start_mesh):
     status = cli_json("admin", "status")
     assert status["relays"] == 2 and status["links_up"] == 2
     assert Path(mesh.state_file()).exists()
+
+
+def test_a_relay_given_several_controller_replicas_tries_the_next(controller, tmp_path):
+    address, channel, _ = controller
+    dead = f"127.0.0.1:{mesh.free_port()}"  # nothing listens there
+    log = open(tmp_path / "relay.log", "w")
+    relay = subprocess.Popen([sys.executable, "-m", "skymesh", "relay", "--region", "aa",
+                              "--controller", f"{dead},{address}", "--bind", "127.0.0.1:0",
+                              "--insecure"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: status(channel).relays == 1, 20, "the relay connected")
+    finally:
+        relay.terminate()
+        relay.wait(10)
+        log.close()
+    text = (tmp_path / "relay.log").read_text()
+    assert f"controller {dead}: UNAVAILABLE" in text and f"connected to controller {address}" \
+        in text
