@@ -10,11 +10,11 @@ from typing import NoReturn
 import grpc
 
 from controller import translate
+from controller.callers import caller
 from controller.core import BadRequest, Controller, NotFound, NotReady, Refused
 from controller.leadership import ClusterView, lone
 from skymesh.identity import stranger
 from skymesh.linkstate import TO_WIRE
-from skymesh.net.tls import peer_identity
 from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2
 
 CODES = {
@@ -53,7 +53,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if self.mesh is None:
             return "insecure"
         action = ACTIONS[rpc]
-        who = peer_identity(context)
+        who = caller(context, self.mesh)
         if why := stranger(who, self.mesh):  # also when there is no identity at all
             reason = why
         elif who is not None and who.may(action):

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 import grpc
 
 from controller import translate
+from controller.callers import caller
 from controller.core import Controller, Message, Session
 from controller.distribution import MAX_HELD_VERSION, Push
 from skymesh.catalogue import Region
 from skymesh.identity import Identity, stranger
-from skymesh.net.tls import peer_identity
 from skymesh.nodes import BadNodeName, check_node_id
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 
@@ -107,6 +107,8 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
         self.pending: dict[Session, PendingReport] = {}
         self.flush_at: asyncio.TimerHandle | None = None
         self.deferred_since: float | None = None  # reports held for a computation since
+        self.open: dict[Session, Outbox] = {}  # the sessions being served
+        self.ending = ""  # why sessions are being ended (end_all)
 
     def take_reports(self) -> None:
         """Take every relay's pending reports in, as one batch (after the route computation
@@ -150,32 +152,63 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
         request_iterator: AsyncIterator[relay_pb2.RelayMessage],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator:
-        ctl = self.controller
         try:
             first = await anext(request_iterator)
         except StopAsyncIteration:
             return
-        problem = check_hello(first, ctl.catalogue)
-        if problem:
-            code, reason = problem
-            log.warning("refused a relay session: %s", reason)
-            await context.abort(code, reason)
-        if self.mesh is not None:
-            who = peer_identity(context)
-            reason = check_relay_identity(who, first.hello, self.mesh)
-            if reason:
-                ctl.refuse("relay-identity", str(who or ""), reason, unix=time.time())
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        async for msg in self.serve(first, request_iterator, context):
+            yield msg
+
+    async def serve(self, first: relay_pb2.RelayMessage,
+                    request_iterator: AsyncIterator[relay_pb2.RelayMessage],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """A relay's session from its first message on (read already by whoever routed the
+        session here); the messages to send it, encoded."""
+        ctl = self.controller
+        if problem := self.refusal(first, context):
+            await context.abort(*problem)
         queue = Outbox()
         session = ctl.connect(translate.hello(first.hello), queue.put, time.monotonic(),
                               time.time())
+        self.open[session] = queue
         reader = asyncio.create_task(self._read(session, queue, request_iterator))
         try:
             while (msg := await queue.get()) is not None:
                 yield translate.encoded_message(msg)
         finally:
             reader.cancel()
+            self.open.pop(session, None)
             ctl.disconnect(session, time.monotonic(), time.time())
+        if self.ending:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.ending)
+
+    def refusal(self, first: relay_pb2.RelayMessage, context: grpc.aio.ServicerContext
+                ) -> tuple[grpc.StatusCode, str] | None:
+        """Why a session that begins with `first` is refused (logged, and counted when the
+        certificate does not allow it), or None."""
+        ctl = self.controller
+        problem = check_hello(first, ctl.catalogue)
+        if problem:
+            log.warning("refused a relay session: %s", problem[1])
+            return problem
+        if self.mesh is not None:
+            who = caller(context, self.mesh)
+            reason = check_relay_identity(who, first.hello, self.mesh)
+            if reason:
+                ctl.refuse("relay-identity", str(who or ""), reason, unix=time.time())
+                return grpc.StatusCode.PERMISSION_DENIED, reason
+        return None
+
+    def end_all(self, reason: str) -> None:
+        """End every relay session this service holds with UNAVAILABLE and `reason` (this
+        replica no longer leads: its relays go to one that can reach the leader)."""
+        self.ending = reason
+        for queue in list(self.open.values()):
+            queue.put(None)
+
+    def resume(self) -> None:
+        """Take sessions again (this replica leads again)."""
+        self.ending = ""
 
     async def _read(self, session: Session, queue: Outbox,
                     requests: AsyncIterator[relay_pb2.RelayMessage]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from controller import relay_service, translate
+from controller import gateway, relay_service, translate
 from controller.admin_service import AdminService
 from controller.core import Computed, Controller, Settings
 from controller.election import DEFAULT_TTL_S
@@ -22,6 +22,7 @@ from controller.etcdstate import Keys
 from controller.etcdstore import EtcdStore
 from controller.leadership import Leadership, lone
 from controller.relay_service import RelayControlService
+from controller.replica import Replica
 from controller.store import FileStore, MemoryStore, Store
 from skymesh.catalogue import Region
 from skymesh.net.tls import INSECURE_WARNING, TlsError, TlsFiles, server_credentials
@@ -55,27 +56,11 @@ class RecomputeLoop:
         self.core = Controller(catalogue, policy, settings, apps, fabric_keys, store,
                                now=time.monotonic(), wake=self.wake.set)
         self.computed: Callable[[], None] = lambda: None  # called once a computation ended
-        self.leadership: Leadership | None = None  # a replica on etcd: its campaign
-
-    async def run(self) -> None:
-        campaign = None
-        if self.leadership is not None:
-            campaign = asyncio.get_running_loop().create_task(self.leadership.run())
-        try:
-            await self._rounds()
-        finally:
-            if campaign is not None:
-                campaign.cancel()
 
     async def close(self) -> None:
-        """Let go of what the loop holds outside the process: a replica's leadership (the
-        next replica leads at once, not after the lease's TTL) and its etcd connection."""
-        if self.leadership is not None:
-            await self.leadership.resign()
-            await self.leadership.store.close()
-            await self.leadership.etcd.close()
+        """Nothing outside the process to let go of (a replica on etcd has its own)."""
 
-    async def _rounds(self) -> None:
+    async def run(self) -> None:
         while True:
             # cleared before the round, not after: a wake during it (a link that moved while
             # routes were computed, reports released at its end) is a reason for the next
@@ -136,7 +121,7 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                 fabric_keys: list[bytes] | None = None, state_file: Path | None = None, *,
                 tls: TlsFiles | None, store_url: str | None = None, replica: str = "c1",
                 election_ttl_s: float = DEFAULT_TTL_S, lead_timeout_s: float = 30.0,
-                ) -> tuple[grpc.aio.Server, RecomputeLoop, int]:
+                ) -> tuple[grpc.aio.Server, RecomputeLoop | Replica, int]:
     """Start serving on `listen`, with mutual TLS on `tls` (the controller's certificate;
     clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
     None (--insecure). State is kept in `state_file`, or on etcd (`store_url`,
@@ -165,31 +150,39 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     if not port:
         raise OSError(f"cannot listen on {listen}")
     address = f"{listen.rpartition(':')[0]}:{port}"
-    leadership = None
+
+    def make_loop(store: Store) -> RecomputeLoop:
+        return RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)
+
+    runner: RecomputeLoop | Replica
     if store_url is not None:
-        leadership = await lead(store_url, tls, mesh, replica, address, election_ttl_s,
-                                lead_timeout_s)
-        store: Store = leadership.store
-    else:
-        store = FileStore(state_file) if state_file is not None else MemoryStore()
-    loop = RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)
-    if leadership is not None:
-        follow(loop, leadership)
-        cluster = leadership.view
-    else:
-        cluster = functools.partial(lone, replica, address, store)
-    relays = RelayControlService(loop.core, mesh)
-    loop.computed = relays.take_reports
+        runner = replica_on(store_url, tls, mesh, replica, address, election_ttl_s,
+                            catalogue, make_loop)
+        gateway.add_to_server(runner.relay_gateway, runner.admin_gateway, server)
+        await server.start()
+        try:
+            await runner.wait_ready(lead_timeout_s)
+        except OSError:
+            await server.stop(None)
+            await runner.close()
+            raise
+        return server, runner, port
+    store = FileStore(state_file) if state_file is not None else MemoryStore()
+    runner = make_loop(store)
+    relays = RelayControlService(runner.core, mesh)
+    runner.computed = relays.take_reports
     relay_service.add_to_server(relays, server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(loop.core, mesh, cluster), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(
+        AdminService(runner.core, mesh, functools.partial(lone, replica, address, store)),
+        server)
     await server.start()
-    return server, loop, port
+    return server, runner, port
 
 
-async def lead(store_url: str, tls: TlsFiles | None, mesh: str | None, replica: str,
-               address: str, ttl_s: float, timeout_s: float) -> Leadership:
-    """Campaign on etcd until this replica leads and has read the mesh's state; OSError
-    saying why when it does not within `timeout_s` (etcd unreachable, another leads)."""
+def replica_on(store_url: str, tls: TlsFiles | None, mesh: str | None, replica: str,
+               address: str, ttl_s: float, catalogue: Mapping[str, Region],
+               make_loop: Callable[[Store], RecomputeLoop]) -> Replica:
+    """This process as replica `replica` of the controllers on etcd at `store_url`."""
     try:
         etcd = Etcd(endpoints_of(store_url), tls)
         keys = Keys(mesh or INSECURE_MESH)
@@ -197,35 +190,4 @@ async def lead(store_url: str, tls: TlsFiles | None, mesh: str | None, replica: 
         raise ValueError(f"--store: {e}") from None
     store = EtcdStore(etcd, keys, replica)
     leadership = Leadership(etcd, keys, replica, address, store, ttl_s)
-    leadership.began = store.open
-    if not await leadership.wait_leading(timeout_s):
-        top = leadership.leader()
-        why = (f"replica {top.replica} ({top.address}) leads; a replica that does not lead "
-               "cannot serve yet" if top is not None and top.replica != replica
-               else leadership.etcd_error or "no answer")
-        await etcd.close()
-        raise OSError(f"{store.where}: not leading within {timeout_s:.0f} s: {why}")
-    return leadership
-
-
-def follow(loop: RecomputeLoop, leadership: Leadership) -> None:
-    """The core pushes route versions only within what the leadership reserved, above
-    every version an earlier leader may have pushed; a new term reads the state again."""
-    core = loop.core
-    dist = core.distribution
-
-    def limit(upto: int | None) -> None:
-        dist.limit = upto
-        core.wake()  # what waited for versions goes now
-
-    async def began() -> None:
-        await leadership.store.open()
-        core.restore(leadership.store.load(core.catalogue), time.monotonic(), time.time())
-        dist.version = max(dist.version, leadership.store.reserved)
-
-    dist.version = max(dist.version, leadership.floor)
-    dist.limit = leadership.store.reserved
-    leadership.pushed = lambda: dist.version
-    leadership.limit = limit
-    leadership.began = began
-    loop.leadership = leadership
+    return Replica(leadership, lambda: make_loop(store), dict(catalogue), mesh, tls)

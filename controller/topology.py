@@ -119,7 +119,21 @@ class Topology:
         self.touched: list[tuple[np.ndarray | list[int], np.ndarray | list[int]]] = []
 
     def add_relay(self, relay: Relay, stale_for_s: float | None = None) -> None:
-        self.remove_relay(relay.region)
+        """A relay's session began: its own links come with its first (full) report. The
+        links other relays measured to it stay when it is the node they measured (they may
+        have come first: a controller that has just begun to lead hears relays in the order
+        they reconnect); another node of the region, at another address, starts afresh."""
+        before = self.relays.get(relay.region)
+        if before is not None and (before.node_id, before.probe_addr) != \
+                (relay.node_id, relay.probe_addr):
+            self.remove_relay(relay.region)
+        self.relays.pop(relay.region, None)
+        self.damper.forget(relay.region)
+        i = self.index.get(relay.region)
+        if i is not None:
+            out = np.flatnonzero(self.state[i])
+            self.touched.append((np.full(len(out), i), out))
+            self.state[i, :] = 0
         self.relays[relay.region] = relay
         if relay.region in self.index:
             self.connected[self.index[relay.region]] = True
@@ -158,9 +172,10 @@ class Topology:
                 problems.append(problem)
                 self.rejected_samples += 1
                 continue
+            # a peer without a session here is kept too: a controller that has just begun
+            # to lead hears a relay's links before their other ends reconnect (routes take
+            # only the links between connected relays)
             dst = s["dst"]
-            if dst not in self.relays:
-                continue  # a peer that left since the relay probed it
             state = s["state"]
             j = self.index[dst]
             if state != UNKNOWN:  # a link not yet measured has not flapped by coming up
@@ -229,7 +244,7 @@ class Topology:
                     self.rejected_samples += 1
                 else:
                     bad[k] = False
-            good = ~bad & self.connected[np.maximum(idx, 0)]
+            good = ~bad
             js = idx[good]
             new = code[good]
             before = self.state[i, js]
@@ -293,9 +308,11 @@ class Topology:
 
     @property
     def links(self) -> dict[tuple[str, str], LinkRecord]:
-        """Every link's record, by (src, dst): for views and tests, not for the hot path."""
+        """Every link between connected relays, its record by (src, dst): for views and
+        tests, not for the hot path."""
         out = {}
-        for i, j in zip(*np.nonzero(self.state), strict=True):
+        held = (self.state != 0) & np.outer(self.connected, self.connected)
+        for i, j in zip(*np.nonzero(held), strict=True):
             rec = self.record(int(i), int(j))
             assert rec is not None
             out[(rec.src, rec.dst)] = rec
@@ -379,8 +396,9 @@ class Topology:
     def counts(self) -> tuple[int, int, int]:
         """(links up or degraded, links measured, links expected)."""
         n = len(self.relays)
-        up = int(((self.state == _UP) | (self.state == _DEGRADED)).sum())
-        measured = int(self.settled_mask().sum())
+        want = np.outer(self.connected, self.connected)
+        up = int(((self.state == _UP) | (self.state == _DEGRADED))[want].sum())
+        measured = int(self.settled_mask()[want].sum())
         return up, measured, n * (n - 1)
 
 

@@ -414,6 +414,16 @@ class ControlSession:
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
 
 
-async def _drain(queue: asyncio.Queue):
-    while True:
-        yield await queue.get()
+class _drain:
+    """The session's outbox as the call's request iterator. Not an async generator: when a
+    session ends, gRPC closes its request iterator while it waits on the queue, which an
+    async generator refuses (and logs) while it is suspended there."""
+
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self.queue = queue
+
+    def __aiter__(self) -> _drain:
+        return self
+
+    async def __anext__(self) -> relay_pb2.RelayMessage:
+        return await self.queue.get()

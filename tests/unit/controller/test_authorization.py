@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from controller import callers
 from controller.admin_service import ACTIONS, AdminService
 from controller.core import Controller
 from controller.relay_service import RelayControlService
@@ -33,11 +34,15 @@ class Aborted(Exception):
 class Context:
     """What the services ask of a call's context: the verified peer certificate, abort."""
 
-    def __init__(self, pem: bytes | None) -> None:
+    def __init__(self, pem: bytes | None, metadata: tuple = ()) -> None:
         self.pem = pem
+        self.metadata = metadata
 
     def auth_context(self) -> dict:
         return {"x509_pem_cert": [self.pem]} if self.pem else {}
+
+    def invocation_metadata(self) -> tuple:
+        return self.metadata
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise Aborted(code, details)
@@ -111,6 +116,28 @@ def test_a_relay_speaks_only_for_the_region_and_node_its_certificate_names(pems)
         assert code == grpc.StatusCode.PERMISSION_DENIED, who
     assert ctl.refused["relay-identity"] == 5
     assert "bb" not in ctl.sessions
+
+
+def test_a_replica_relays_for_the_relay_it_checked_and_no_one_else_can_claim_to(pems):
+    ctl = core()
+    service = RelayControlService(ctl, MESH)
+    for_aa = ((callers.ON_BEHALF_OF, identity.relay(MESH, "aa", "n1").uri),)
+    # a follower replica (a controller certificate of the mesh) relaying relay aa/n1
+    assert outcome(open_session(service, hello("aa", "n1"),
+                                Context(pems["controller"], for_aa))) is None
+    code, reason = outcome(open_session(service, hello("bb", "n1"),
+                                        Context(pems["controller"], for_aa)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "claims 'bb'" in reason
+    # anyone else saying so is taken for who their certificate names
+    for who in ("operator", "relay-aa"):
+        claim = ((callers.ON_BEHALF_OF, identity.relay(MESH, "bb", "n1").uri),)
+        code, _ = outcome(open_session(service, hello("bb", "n1"), Context(pems[who], claim)))
+        assert code == grpc.StatusCode.PERMISSION_DENIED, who
+    # a replica relaying something that is not an identity relays no one
+    bogus = ((callers.ON_BEHALF_OF, "spiffe://test/nothing"),)
+    code, _ = outcome(open_session(service, hello("aa", "n1"),
+                                   Context(pems["controller"], bogus)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_without_a_mesh_the_relay_service_takes_any_hello(pems):

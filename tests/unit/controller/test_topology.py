@@ -159,12 +159,17 @@ def test_newer_report_replaces_the_record(topo):
     assert len(topo.links) == 1
 
 
-def test_samples_for_peers_not_connected_are_ignored(topo):
+def test_samples_for_peers_not_connected_are_held_until_they_connect(topo):
     topo.remove_relay("sin")
     problems = topo.report("ams", [sample("sin"), sample("fra")], now=1.0)
     assert problems == []
     assert topo.rejected_samples == 0
-    assert set(topo.links) == {("ams", "fra")}
+    assert set(topo.links) == {("ams", "fra")}  # only links between connected relays show
+    assert topo.counts()[1] == 1
+    # a controller that has just begun to lead hears ams before sin reconnects: the link
+    # is measured as soon as sin is back, not at ams's next full report
+    topo.add_relay(relay("sin"))
+    assert ("ams", "sin") in topo.links
 
 
 def test_empty_report(topo):

@@ -1,0 +1,278 @@
+"""What a controller replica that does not lead relays to the one that does: its relays'
+sessions and operators' admin calls, each checked here first and relayed as bytes.
+
+Every replica accepts relay sessions and admin calls. The one that leads serves them from its
+core; another relays each to the leader over a call of its own, saying whom it relays for
+(controller/callers.py), and ends the relay's session when the leader goes, so that the
+relay reconnects (to this replica or the next it knows) and says afresh which routes it
+holds. While no replica is known to lead, a session waits here for one, its relay forwarding
+on the tables it holds, and admin calls are answered by the replica that last held the state,
+read-only (a write needs the leader's fence on etcd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from controller.callers import caller, on_behalf_of
+from controller.relay_service import RelayControlService, check_hello, check_relay_identity
+from skymesh.catalogue import Region
+from skymesh.net.tls import TlsFiles, channel_credentials
+from skymesh.v1 import admin_pb2, relay_pb2
+
+log = logging.getLogger("skymesh.controller")
+
+RELAY_SESSION = "/skymesh.v1.RelayControl/Session"
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+SESSIONS_PER_CHANNEL = 48  # the leader's server takes 64 streams a connection
+WAIT_POLL_S = 0.1  # how often a session waiting for a leader looks again
+ADMIN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who serves a call now: this replica (`local`), or the leader at `address`."""
+
+    replica: str
+    address: str
+    local: bool
+
+
+class Upstreams:
+    """Channels to the leader, a new one for every SESSIONS_PER_CHANNEL sessions (each
+    channel its own connection)."""
+
+    def __init__(self, tls: TlsFiles | None) -> None:
+        self.tls = tls
+        self.channels: dict[str, list[list]] = {}  # address -> [[channel, sessions], ...]
+
+    def take(self, address: str) -> list:
+        pool = self.channels.setdefault(address, [])
+        for entry in pool:
+            if entry[1] < SESSIONS_PER_CHANNEL:
+                entry[1] += 1
+                return entry
+        options = [("skymesh.upstream", len(pool))]  # distinct args: its own connection
+        if self.tls is None:
+            channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            channel = grpc.aio.secure_channel(address, channel_credentials(self.tls), options)
+        entry = [channel, 1]
+        pool.append(entry)
+        return entry
+
+    def release(self, entry: list) -> None:
+        entry[1] -= 1
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """A channel for unary calls (admin)."""
+        entry = self.take(address)
+        self.release(entry)
+        return entry[0]
+
+    async def close(self) -> None:
+        for pool in self.channels.values():
+            for channel, _ in pool:
+                await channel.close()
+        self.channels = {}
+
+
+class RelayGateway:
+    """The RelayControl service of a replica on etcd, as raw bytes."""
+
+    def __init__(self, target: Callable[[], Target | None],
+                 local: Callable[[], RelayControlService | None],
+                 catalogue: Mapping[str, Region], mesh: str | None,
+                 upstreams: Upstreams) -> None:
+        self.target = target
+        self.local = local
+        self.catalogue = catalogue
+        self.mesh = mesh
+        self.upstreams = upstreams
+
+    async def Session(self, request_iterator: AsyncIterator[bytes],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        try:
+            raw = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        try:
+            first = relay_pb2.RelayMessage.FromString(raw)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a RelayMessage")
+        while (target := self.target()) is None:  # no leader yet: the relay waits
+            if context.done():
+                return
+            await asyncio.sleep(WAIT_POLL_S)
+        service = self.local() if target.local else None
+        if service is not None:
+            async for msg in service.serve(first, decoded(request_iterator), context):
+                yield msg
+            return
+        # checked here as the leader would: a relay this replica would refuse is not relayed
+        if problem := check_hello(first, self.catalogue):
+            await context.abort(*problem)
+        # a session another replica relays here (it took this one for the leader) is
+        # relayed on, for the relay it was relayed for
+        who = caller(context, self.mesh)
+        if self.mesh is not None and (why := check_relay_identity(who, first.hello,
+                                                                  self.mesh)):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+        pipe = Pipe(request_iterator)
+        pump = asyncio.get_running_loop().create_task(pipe.pump())
+        try:
+            while True:
+                answered, ended = False, ""
+                entry = self.upstreams.take(target.address)
+                call = entry[0].stream_stream(RELAY_SESSION, request_serializer=None,
+                                              response_deserializer=None)(
+                    pipe.attempt(raw), metadata=on_behalf_of(who))
+                try:
+                    async for msg in call:
+                        answered = True
+                        yield msg
+                    ended = f"the leader, replica {target.replica}, ended the session"
+                except grpc.aio.AioRpcError as e:
+                    if e.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.CANCELLED):
+                        await context.abort(e.code(), e.details())  # the leader refused it
+                    ended = (f"the leader, replica {target.replica} ({target.address}), "
+                             f"went away: {e.details()}")
+                finally:
+                    call.cancel()
+                    self.upstreams.release(entry)
+                if answered or pipe.closed:
+                    break
+                # the leader could not be reached (dead, its key not expired yet): the
+                # relay, which has sent only its hello, waits for the next one
+                await asyncio.sleep(WAIT_POLL_S)
+                while (target := self.target()) is None or target.local and \
+                        self.local() is None:
+                    if context.done():
+                        return
+                    await asyncio.sleep(WAIT_POLL_S)
+                if target.local:
+                    service = self.local()
+                    assert service is not None
+                    async for msg in service.serve(first, decoded(pipe.attempt(None)),
+                                                   context):
+                        yield msg
+                    return
+        finally:
+            pump.cancel()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, ended)
+
+
+class Pipe:
+    """A relay's messages, to the upstream call of the moment: a call to a leader that could
+    not be reached is followed by another, which must not lose or share what the relay
+    sends."""
+
+    def __init__(self, requests: AsyncIterator[bytes]) -> None:
+        self.requests = requests
+        self.current: asyncio.Queue | None = None
+        self.closed = False
+
+    def attempt(self, first: bytes | None) -> Drain:
+        self.current = asyncio.Queue()
+        if first is not None:
+            self.current.put_nowait(first)
+        if self.closed:
+            self.current.put_nowait(None)
+        return Drain(self.current)
+
+    async def pump(self) -> None:
+        try:
+            async for raw in self.requests:
+                if self.current is not None:
+                    self.current.put_nowait(raw)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            self.closed = True
+            if self.current is not None:
+                self.current.put_nowait(None)
+
+
+class Drain:
+    """A queue as an async iterator until None. Not an async generator: gRPC would close
+    a generator suspended in its await when the call ends, and fail doing it."""
+
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self.queue = queue
+
+    def __aiter__(self) -> Drain:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self.queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[relay_pb2.RelayMessage]:
+    async for raw in requests:
+        yield relay_pb2.RelayMessage.FromString(raw)
+
+
+class AdminGateway:
+    """The Admin service of a replica on etcd, as raw bytes: answered by this replica's
+    AdminService while it is the target, relayed to the leader otherwise."""
+
+    def __init__(self, target: Callable[[], Target | None],
+                 local: Callable[[], object | None], upstreams: Upstreams,
+                 unavailable: Callable[[], str], mesh: str | None) -> None:
+        self.mesh = mesh
+        self.target = target
+        self.local = local
+        self.upstreams = upstreams
+        self.unavailable = unavailable  # why no replica can answer now
+
+    def call(self, method: str) -> Callable[[bytes, grpc.aio.ServicerContext],
+                                            Awaitable[bytes]]:
+        request_type = getattr(admin_pb2, ADMIN.methods_by_name[method].input_type.name)
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            target = self.target()
+            service = self.local() if target is not None and target.local else None
+            if service is not None:
+                try:
+                    request = request_type.FromString(raw)
+                except DecodeError:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"not a {request_type.__name__}")
+                reply = await getattr(service, method)(request, context)
+                return reply.SerializeToString()
+            if target is None or target.local:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, self.unavailable())
+            channel = self.upstreams.channel(target.address)
+            try:
+                return await channel.unary_unary(
+                    f"/{ADMIN.full_name}/{method}", request_serializer=None,
+                    response_deserializer=None)(
+                    raw, metadata=on_behalf_of(caller(context, self.mesh)),
+                    timeout=ADMIN_TIMEOUT_S)
+            except grpc.aio.AioRpcError as e:
+                await context.abort(e.code(), f"{e.details()} (relayed to the leader, "
+                                    f"replica {target.replica} at {target.address})")
+        return handle
+
+
+def add_to_server(relays: RelayGateway, admin: AdminGateway, server: grpc.aio.Server) -> None:
+    """Serve RelayControl and Admin through the gateways (bytes in, bytes out)."""
+    relay_name = relay_pb2.DESCRIPTOR.services_by_name["RelayControl"].full_name
+    relay_handlers = {"Session": grpc.stream_stream_rpc_method_handler(
+        relays.Session, request_deserializer=None, response_serializer=None)}
+    admin_handlers = {m.name: grpc.unary_unary_rpc_method_handler(
+        admin.call(m.name), request_deserializer=None, response_serializer=None)
+        for m in ADMIN.methods}
+    for name, handlers in ((relay_name, relay_handlers), (ADMIN.full_name, admin_handlers)):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)

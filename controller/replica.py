@@ -1,0 +1,152 @@
+"""A controller replica on etcd (`--store etcd://...`): its campaign, its core while it leads,
+and the gateway to the leader while it does not.
+
+The core (controller/core.py and its recompute loop) is built when this replica first leads,
+from the state read from etcd, and kept: when the replica stops leading it keeps serving its
+relays and admin reads from what it holds (read-only: the store refuses every write without
+the fence, and no route version is reserved), until another replica is known to lead; then its
+relays' sessions are ended so that they come back through a replica that relays them to the
+leader. When it leads again, the state is read again and versions go on above every earlier
+term's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from controller.admin_service import AdminService
+from controller.etcd import EtcdError
+from controller.gateway import AdminGateway, RelayGateway, Target, Upstreams
+from controller.leadership import Leadership
+from controller.relay_service import RelayControlService
+
+log = logging.getLogger("skymesh.controller")
+
+CHECK_S = 0.25  # how often the replica looks at who leads
+
+
+class Replica:
+    def __init__(self, leadership: Leadership, make_loop: Callable[[], object],
+                 catalogue: dict, mesh: str | None, tls) -> None:
+        """`make_loop()` builds the recompute loop (controller/server.py) on the store's
+        state, once, when this replica first leads."""
+        self.leadership = leadership
+        self.make_loop = make_loop
+        self.mesh = mesh
+        self.loop = None  # RecomputeLoop, once this replica has led
+        self.relays: RelayControlService | None = None
+        self.admin: AdminService | None = None
+        self.rounds: asyncio.Task | None = None
+        self.upstreams = Upstreams(tls)
+        self.relay_gateway = RelayGateway(self.target, lambda: self.relays, catalogue, mesh,
+                                          self.upstreams)
+        self.admin_gateway = AdminGateway(self.target, lambda: self.admin, self.upstreams,
+                                          self.unavailable, mesh)
+        leadership.began = self._began
+
+    @property
+    def name(self) -> str:
+        return self.leadership.replica
+
+    def target(self) -> Target | None:
+        """Who serves relays and admin calls now: this replica while it leads (or, with no
+        other replica known to lead, while it holds a state); the leader otherwise."""
+        lead = self.leadership
+        if lead.leading:
+            return Target(self.name, lead.address, True)
+        top = lead.leader()
+        if top is not None and top.replica != self.name and top.address:
+            return Target(top.replica, top.address, False)
+        if self.loop is not None:
+            return Target(self.name, lead.address, True)
+        return None
+
+    def unavailable(self) -> str:
+        lead = self.leadership
+        why = lead.etcd_error or "no replica leads yet"
+        return f"replica {self.name} cannot answer: no replica leads ({why})"
+
+    async def _began(self) -> None:
+        """A term begins: the state as etcd holds it now."""
+        store = self.leadership.store
+        await store.open()
+        if self.loop is None:
+            self.loop = self.make_loop()
+            core = self.loop.core
+            self.relays = RelayControlService(core, self.mesh)
+            self.loop.computed = self.relays.take_reports
+            self.admin = AdminService(core, self.mesh, self.leadership.view)
+            follow(self.loop, self.leadership)
+            self.rounds = asyncio.get_running_loop().create_task(self.loop.run())
+        else:
+            core = self.loop.core
+            core.restore(store.load(core.catalogue), time.monotonic(), time.time())
+            core.distribution.version = max(core.distribution.version, store.reserved)
+            assert self.relays is not None
+            self.relays.resume()
+
+    async def run(self) -> None:
+        campaign = asyncio.get_running_loop().create_task(self.leadership.run())
+        try:
+            while True:
+                self.check()
+                await asyncio.sleep(CHECK_S)
+        finally:
+            campaign.cancel()
+            if self.rounds is not None:
+                self.rounds.cancel()
+
+    def check(self) -> None:
+        """Once another replica leads, this one's relays go to it."""
+        lead = self.leadership
+        if self.relays is None or lead.leading or self.relays.ending:
+            return
+        top = lead.leader()
+        if top is not None and top.replica != self.name:
+            log.info("replica %s leads: ending %d relay sessions held here (they come back "
+                     "through a replica that relays them)", top.replica, len(self.relays.open))
+            self.relays.end_all(f"replica {self.name} no longer leads; {top.replica} does")
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Until etcd has answered once and this replica leads or knows who does; OSError
+        saying why not within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        lead = self.leadership
+        while time.monotonic() < deadline:
+            with contextlib.suppress(EtcdError):
+                await lead.step()
+                lead.etcd_ok, lead.etcd_error = True, ""
+            await lead.check(time.monotonic())
+            if lead.etcd_ok and (lead.leading or lead.leader() is not None):
+                return
+            await asyncio.sleep(0.1)
+        raise OSError(f"{lead.store.where}: no answer within {timeout_s:.0f} s"
+                      + (f": {lead.etcd_error}" if lead.etcd_error else ""))
+
+    async def close(self) -> None:
+        """Resign (the next replica leads at once, not after the lease's TTL) and let go of
+        etcd and the leader's channels."""
+        await self.leadership.resign()
+        await self.leadership.store.close()
+        await self.leadership.etcd.close()
+        await self.upstreams.close()
+
+
+def follow(loop, leadership: Leadership) -> None:
+    """The core pushes route versions only within what the leadership reserved, above
+    every version an earlier leader may have pushed."""
+    core = loop.core
+    dist = core.distribution
+
+    def limit(upto: int | None) -> None:
+        dist.limit = upto
+        core.wake()  # what waited for versions goes now
+
+    dist.version = max(dist.version, leadership.store.reserved)
+    dist.limit = dist.version  # until this term's reservation, just after
+    leadership.pushed = lambda: dist.version
+    leadership.limit = limit
