@@ -36,7 +36,18 @@ def find_edge(controller: str, region: str, ca: str | None = None,
 def find_edges(controller: str, region: str, ca: str | None = None,
                timeout: float = 5.0, *, credentials: TlsFiles | None) -> list[Edge]:
     """The client edges of `region`'s connected relay nodes, the least loaded first (see
-    `edges_of`); never empty. Raises as `find_edge`."""
+    `edges_of`); never empty. `controller` may name several replicas ("A,B,C"): the first
+    that answers does. Raises as `find_edge`."""
+    if "," in controller:
+        errors = []
+        for one in controller.split(","):
+            try:
+                return find_edges(one, region, ca, timeout, credentials=credentials)
+            except ControllerUnavailable as e:
+                if "is not answering" not in str(e):
+                    raise
+                errors.append(str(e))
+        raise ControllerUnavailable("; ".join(errors))
     try:
         channel = tls_channel(controller, credentials)
     except TlsError as e:

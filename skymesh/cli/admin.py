@@ -85,6 +85,16 @@ def controller_address(given: str | None) -> str:
 
 
 def call(address: str, method: str, request, timeout: float = 5.0):
+    """One admin call; `address` may name several replicas ("A,B,C"): the first that
+    answers does (any replica serves; a write is relayed to the leader)."""
+    if "," in address:
+        errors = []
+        for one in address.split(","):
+            try:
+                return call(one, method, request, timeout)
+            except NotAnswering as e:
+                errors.append(str(e))
+        raise NotAnswering("; ".join(errors))
     try:
         channel = tls_channel(address, credentials_in_use())
     except TlsError as e:
@@ -94,7 +104,8 @@ def call(address: str, method: str, request, timeout: float = 5.0):
         try:
             return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+                    and not refused_by_peer(e):
                 hint = ("; a controller that speaks mutual TLS closes plaintext connections"
                         if credentials_in_use() is None else "")
                 raise NotAnswering(f"controller {address} is not answering "
@@ -102,8 +113,22 @@ def call(address: str, method: str, request, timeout: float = 5.0):
             raise AdminError(f"{e.details()} ({e.code().name})") from None
 
 
-def status(address: str) -> dict:
-    r = call(address, "Status", admin_pb2.StatusRequest())
+# how gRPC's own failures to reach a server begin (a controller's refusals say why in words
+# of its own)
+TRANSPORT_FAILURES = ("failed to connect", "Socket closed", "Connection reset", "Broken pipe",
+                      "Stream removed", "DNS resolution failed", "errors resolving",
+                      "Deadline Exceeded", "connections to all backends failing")
+
+
+def refused_by_peer(e: grpc.RpcError) -> bool:
+    """Whether the controller answered with this error (UNAVAILABLE: it cannot keep a
+    change now, with the reason), rather than not being reached."""
+    details = e.details() or ""
+    return bool(details) and not details.startswith(TRANSPORT_FAILURES)
+
+
+def status(address: str, timeout: float = 5.0) -> dict:
+    r = call(address, "Status", admin_pb2.StatusRequest(), timeout)
     return {"controller": address, "relays": r.relays, "regions": r.regions,
             "route_version": r.route_version, "converged": r.converged,
             "converged_for_s": round(r.converged_for_s, 1), "relays_acked": r.relays_acked,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import secrets
 import sys
@@ -31,7 +32,8 @@ from skymesh.cli.drillstats import (
     summarize,
 )
 
-KINDS = ("remove-region", "partition", "kill-controller")
+KINDS = ("remove-region", "partition", "kill-controller", "kill-store")
+STATE_KILLS = ("kill-controller", "kill-store")  # no routes move: no paths to come back
 
 
 class DrillError(Exception):
@@ -100,8 +102,21 @@ def fault_actions(address: str, o: DrillOptions, hold_until: float
     if o.kind == "kill-controller":
         if not local:
             raise DrillError("kill-controller needs the local mesh (its controller's process)")
+        if state.get("replicas"):  # the leading replica, as the worst case
+            leader = admin.status(address)["leader"]
+            if not leader:
+                raise DrillError("no controller replica leads: nothing to kill")
+            return (lambda: mesh.kill(state, leader) and f"killed the leading replica {leader}",
+                    lambda: f"restarted replica {leader} "
+                            f"(pid {mesh.restart(state, leader)})")
         return (lambda: mesh.kill(state, "controller") and "killed the controller",
                 lambda: f"restarted the controller (pid {mesh.restart(state, 'controller')})")
+    if o.kind == "kill-store":
+        if not local or not state["pids"].get("etcd"):
+            raise DrillError("kill-store needs the local mesh's own etcd (`skymesh up "
+                             "--controllers N`)")
+        return (lambda: mesh.kill(state, "etcd") and "killed the local etcd",
+                lambda: f"restarted the local etcd (pid {mesh.restart(state, 'etcd')})")
     if o.kind == "partition":
         a, b = o.targets
 
@@ -164,6 +179,67 @@ async def _converged(address: str, relays: int, timeout: float) -> float | None:
     return None
 
 
+async def _new_leader(address: str, killed: str, relays: int, above: int,
+                      timeout: float) -> float | None:
+    """Seconds until a replica other than `killed` leads and every one of `relays` relays has
+    acknowledged a route version above `above` (None: not within timeout)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            s = await asyncio.to_thread(admin.status, address, 1.0)
+            if s["leader"] and s["leader"] != killed and s["relays"] >= relays and \
+                    s["relays_acked"] >= relays and s["route_version"] > above:
+                return time.monotonic() - start
+        except admin.AdminError:
+            pass  # the replica asked was the one killed, or none leads yet
+        await asyncio.sleep(0.05)
+    return None
+
+
+def _versions(address: str) -> dict[str, int]:
+    """The route version each relay acknowledged last, by region."""
+    return {r["id"]: r["route_version"] for r in admin.regions(address) if r["connected"]}
+
+
+async def _store_away(address: str, region: str, timeout: float) -> dict:
+    """With etcd away: how soon the replicas see it, and whether a write is refused (it
+    must be, with UNAVAILABLE) while reads go on."""
+    start = time.monotonic()
+    seen = None
+    while time.monotonic() - start < timeout:
+        try:
+            s = await asyncio.to_thread(admin.status, address, 1.0)
+            if not s["store"]["healthy"]:
+                seen = time.monotonic() - start
+                break
+        except admin.AdminError:
+            pass
+        await asyncio.sleep(0.1)
+    refused = ""
+    if seen is not None:
+        try:  # ending a chaos that is not there: a write (audited), harmless
+            await asyncio.to_thread(functools.partial(admin.chaos, address, region,
+                                                      patience=0.0))
+        except admin.AdminError as e:
+            refused = str(e)
+    return {"store_away_seen_ms": None if seen is None else round(seen * 1000, 1),
+            "write_refused": refused}
+
+
+async def _store_back(address: str, timeout: float) -> float | None:
+    """Seconds until the store answers again and a replica leads (None: not in time)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            s = await asyncio.to_thread(admin.status, address, 1.0)
+            if s["store"]["healthy"] and s["leader"]:
+                return time.monotonic() - start
+        except admin.AdminError:
+            pass
+        await asyncio.sleep(0.1)
+    return None
+
+
 async def _paths_back(address: str, flows: list[Flow], timeout: float) -> float | None:
     """Seconds until every flow's route is its pre-drill path again (None: not in time)."""
     start = time.monotonic()
@@ -213,7 +289,9 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         await _subscribed(address, {(r.flow.zone, f"demo/drill-{tag}-{i}", r.flow.dst)
                                     for i, r in enumerate(records)}, 30)
         counters_before = await asyncio.to_thread(_counters, address)
-        relays = (await asyncio.to_thread(admin.status, address))["relays"]
+        before = await asyncio.to_thread(admin.status, address)
+        relays = before["relays"]
+        versions_before = await asyncio.to_thread(_versions, address)
         readers = []
         for r, (_, sub) in zip(records, pairs, strict=True):
             readers.append(asyncio.ensure_future(_read(sub, r)))
@@ -227,13 +305,25 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         fault_at = time.time()
         did = await asyncio.to_thread(inflict)
         say(f"{did}; holding {o.duration_s:g} s")
+        # replicas: the time until another leads and every relay holds its newer routes
+        new_leader = asyncio.ensure_future(
+            _new_leader(address, before["leader"], relays, before["route_version"],
+                        o.duration_s) if o.kind == "kill-controller" and len(
+                before["replicas"]) > 1 else asyncio.sleep(0))
+        store_away = asyncio.ensure_future(
+            _store_away(address, flows[0].src, o.duration_s) if o.kind == "kill-store"
+            else asyncio.sleep(0))
         await asyncio.sleep(o.duration_s)
         restored_at = time.time()
         undid = await asyncio.to_thread(restore)
         say(f"{undid}; watching for {o.after_s:g} s")
+        store_back = asyncio.ensure_future(
+            _store_back(address, o.after_s + 30) if o.kind == "kill-store"
+            else asyncio.sleep(0))
         recovery = asyncio.ensure_future(_converged(address, relays, o.after_s + 60))
         paths_back = asyncio.ensure_future(
-            _paths_back(address, flows, o.after_s + 60) if o.kind != "kill-controller"
+            _paths_back(address, flows, o.after_s + 60)
+            if o.kind not in ("kill-controller", "kill-store")
             else asyncio.sleep(0))
         await asyncio.sleep(o.after_s)
         end_at = time.time()
@@ -245,6 +335,9 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
                 sum(len(m) for m in r.messages_got.values()) < r.messages_sent for r in records):
             await asyncio.sleep(0.1)
         recovery_s, back_s = await recovery, await paths_back
+        new_leader_s = await new_leader
+        away, back_s_store = await store_away, await store_back
+        versions_after = await asyncio.to_thread(_versions, address)
         await asyncio.sleep(1.5)  # a report interval: the relays' counters catch up
         counters_after = await asyncio.to_thread(_counters, address)
         for t in readers:
@@ -265,6 +358,14 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
         "restored_at": restored_at,
         "end_at": end_at, "routes_carried": p["routes_carried"],
         "converged_after_s": None if recovery_s is None else round(recovery_s, 1),
+        # replicas: from the kill until a new leader's routes were acknowledged by every
+        # relay; and relays whose acknowledged version went down (must be 0)
+        "new_leader_ms": None if new_leader_s is None else round(new_leader_s * 1000, 1),
+        "version_regressions": sum(versions_after.get(r, v) < v
+                                   for r, v in versions_before.items()),
+        # etcd away: seen by the replicas after, a write refused (why), back and led after
+        **(away or {}),
+        "store_back_ms": None if back_s_store is None else round(back_s_store * 1000, 1),
         "recovery_s": None if back_s is None else round(back_s, 1),
         "residency_violations": len(residency_violations(counters_before, counters_after,
                                                          zones)),
@@ -313,7 +414,7 @@ async def _write(pub, r: FlowRecord, o: DrillOptions, stop: asyncio.Event) -> No
 def _event_times(events: list[dict], o: DrillOptions, fault_at: float) -> dict:
     """detect_ms: until the first relay declared a link to the failed region (or over the cut
     link) down; relay_reroute_ms: until the first relay moved routes to their backups."""
-    if o.kind == "kill-controller":
+    if o.kind in ("kill-controller", "kill-store"):
         return {"detect_ms": None, "relay_reroute_ms": None}
     if o.kind == "partition":
         a, b = o.targets
@@ -354,9 +455,17 @@ def render(result: dict) -> str:
            if result.get("media_skipped") else "") + "; messages lost "
         f"{result['messages_lost']} of {result['messages_sent']} (duplicated "
         f"{result['messages_duplicated']}, out of order {result['messages_out_of_order']})",
-        f"  residency violations: {result['residency_violations']}",
+        f"  residency violations: {result['residency_violations']}"
+        + (f"; new leader's routes at every relay after {_ms(result['new_leader_ms'])}, "
+           f"version regressions {result['version_regressions']}"
+           if result.get("new_leader_ms") is not None else "")
+        + (f"; etcd away seen after {_ms(result.get('store_away_seen_ms'))}, a write "
+           + ("refused: " + result["write_refused"] if result.get("write_refused")
+              else "NOT refused")
+           + f"; store back and led after {_ms(result['store_back_ms'])}"
+           if result["kind"] == "kill-store" else ""),
         f"  after the recovery: routes back on their earlier paths "
-        f"{_s(result['recovery_s']) if result['kind'] != 'kill-controller' else '-'}, "
+        f"{_s(result['recovery_s']) if result['kind'] not in STATE_KILLS else '-'}, "
         f"controller converged {_s(result['converged_after_s'])}",
         "",
         "  FLOW                          GAP_MS   SPAN SILENCE  LOST  LATENCY_MS before / during / "
@@ -462,9 +571,14 @@ def add_parsers(sub) -> None:
     d.add_argument("a")
     d.add_argument("b")
     d.set_defaults(run=cmd_drill, kind="partition")
-    d = dsub.add_parser("kill-controller", help="kill the controller, hold, start it again "
-                        "(relays must forward on without a gap)")
+    d = dsub.add_parser("kill-controller", help="kill the controller (of replicas, the "
+                        "leading one), hold, start it again (relays must forward on without a "
+                        "gap; replicas: another must lead, and no relay's version go back)")
     d.set_defaults(run=cmd_drill, kind="kill-controller")
+    d = dsub.add_parser("kill-store", help="kill the local mesh's etcd, hold, start it again "
+                        "(relays forward on, reads go on, writes are refused with "
+                        "UNAVAILABLE, then everything recovers by itself)")
+    d.set_defaults(run=cmd_drill, kind="kill-store")
     for d in dsub.choices.values():
         d.add_argument("--duration", default="30s",
                        help="how long the failure holds: 90s, 2m or seconds (default: "
@@ -500,7 +614,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     if problems:
         return fail("; ".join(problems))
     targets = {"remove-region": lambda: (args.region,), "partition": lambda: (args.a, args.b),
-               "kill-controller": tuple}[args.kind]()
+               "kill-controller": tuple, "kill-store": tuple}[args.kind]()
     if args.kind == "partition" and args.a == args.b:
         return fail("partition: name two different regions")
     options = DrillOptions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,11 +84,21 @@ def read_state() -> dict | None:
 
 
 def running_state() -> dict | None:
-    """The state of a local mesh whose controller still runs, else None."""
+    """The state of a local mesh whose controller (or one of its replicas) still runs, else
+    None."""
     state = read_state()
-    if state and alive(state["pids"]["controller"]):
+    if state and any(alive(pid) for pid in controller_pids(state).values()):
         return state
     return None
+
+
+def controller_pids(state: dict) -> dict[str, int]:
+    """The controller's pid, or each replica's by its id."""
+    return state["pids"].get("replicas") or {"controller": state["pids"]["controller"]}
+
+
+def controller_addresses(state: dict) -> list[str]:
+    return state["controller"].split(",")
 
 
 @dataclass
@@ -168,20 +179,26 @@ def log_file(logs: Path, key: str) -> Path:
 def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | None,
           wan_file: Path, log_level: str = "info",
           controller_options: list[str] = (), insecure: bool = False,
-          relay_options: list[str] = (), nodes_per_region: int = 1) -> Mesh:
+          relay_options: list[str] = (), nodes_per_region: int = 1, controllers: int = 1,
+          store: str | None = None) -> Mesh:
     """Start the controller, wait until it listens, then `nodes_per_region` relays per region:
     over mutual TLS with the mesh's certificates (made in its home when missing), or,
-    `insecure`, in plaintext."""
+    `insecure`, in plaintext. With `controllers` above 1 or a `store` (etcd://...), the
+    controller is that many replicas on etcd: the one at `store`, or a local etcd started
+    in the mesh's home; each relay is given every replica, starting with a different one."""
     specs = relay_specs(list(regions), nodes_per_region)
     base = home()
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for old in logs.glob("*.log"):
         old.unlink()
-    port = free_port()
-    controller = f"127.0.0.1:{port}"
+    replicated = controllers > 1 or store is not None
+    names = [f"c{i + 1}" for i in range(controllers)] if replicated else ["controller"]
+    ports = {name: free_port() for name in names}
+    controller = ",".join(f"127.0.0.1:{port}" for port in ports.values())
     secrets = local_secrets(len(specs))
-    identities = {} if insecure else mesh_identities(list(regions), nodes_per_region)
+    identities = {} if insecure else mesh_identities(
+        list(regions), nodes_per_region, names if replicated else ())
     py = [sys.executable, "-m", "skymesh"]
 
     def tls_options(who: str) -> list[str]:
@@ -190,27 +207,45 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         files = identities[who]
         return ["--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key)]
 
-    ctl_argv = py + ["controller", "--listen", controller, "--regions", str(regions_dir),
-                     "--apps", str(secrets["apps"]), "--fabric-keys", str(secrets["fabric"]),
-                     "--state", str(base / "controller-state.json"),
-                     "--log-level", log_level, *tls_options("controller"), *controller_options]
-    if only:
-        ctl_argv += ["--only", ",".join(only)]
-    processes = {"controller": spawn(ctl_argv, logs / "controller.log")}
-    _wait_listening(processes["controller"], "127.0.0.1", port, logs / "controller.log")
+    etcd_pids: list[int] = []
+    etcd_argvs: list[list[str]] = []
+    if replicated and store is None:
+        if insecure:
+            raise RuntimeError("a local etcd speaks mutual TLS: replicas with --insecure need "
+                               "--store etcd://... of an etcd of your own")
+        store, etcd_pids, etcd_argvs = local_etcd(base, identities[names[0]])
+    ctl_argvs = {}
+    for name, port in ports.items():
+        argv = py + ["controller", "--listen", f"127.0.0.1:{port}", "--regions",
+                     str(regions_dir), "--apps", str(secrets["apps"]), "--fabric-keys",
+                     str(secrets["fabric"]), "--log-level", log_level,
+                     *(["--store", store, "--replica", name] if replicated else
+                       ["--state", str(base / "controller-state.json")]),
+                     *tls_options(name), *controller_options]
+        if only:
+            argv += ["--only", ",".join(only)]
+        ctl_argvs[name] = argv
+    processes = {}
+    for name, argv in ctl_argvs.items():
+        processes[name] = spawn(argv, logs / f"{name}.log")
+    for name, port in ports.items():
+        _wait_listening(processes[name], "127.0.0.1", port, logs / f"{name}.log")
+    addresses = controller.split(",")
     relays, argvs = {}, {}
-    for spec in specs:
-        argv = relay_argv(py, spec, controller, wan_file, secrets["cert"], secrets["key"],
-                          log_level, tls_options(spec.key), relay_options,
+    for i, spec in enumerate(specs):
+        # the relays spread over the replicas: each starts with another
+        order = addresses[i % len(addresses):] + addresses[:i % len(addresses)]
+        argv = relay_argv(py, spec, ",".join(order), wan_file, secrets["cert"],
+                          secrets["key"], log_level, tls_options(spec.key), relay_options,
                           name_node=nodes_per_region > 1)
         processes[spec.key] = spawn(argv, log_file(logs, spec.key))
         relays[spec.key] = processes[spec.key].pid
         argvs[spec.key] = argv
     state = {
         "controller": controller,
-        "controller_argv": ctl_argv,
+        "controller_argv": ctl_argvs[names[0]],
         "relay_argv": argvs,
-        "pids": {"controller": processes["controller"].pid, "relays": relays},
+        "pids": {"controller": processes[names[0]].pid, "relays": relays},
         "regions": list(regions),
         "nodes_per_region": nodes_per_region,
         "relay_nodes": {s.key: {"region": s.region, "node": s.node, "address": s.address}
@@ -223,8 +258,38 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         "logs": str(logs),
         "started": time.time(),
     }
+    if replicated:
+        state["store"] = store
+        state["replicas"] = {name: {"address": f"127.0.0.1:{port}", "argv": ctl_argvs[name]}
+                             for name, port in ports.items()}
+        state["pids"]["replicas"] = {name: processes[name].pid for name in names}
+        state["pids"]["etcd"] = etcd_pids
+        state["etcd_argv"] = etcd_argvs
     state_file().write_text(json.dumps(state, indent=1))
     return Mesh(controller, processes, state)
+
+
+def local_etcd(base: Path, client: TlsFiles) -> tuple[str, list[int], list[list[str]]]:
+    """A one-member etcd for the local mesh's replicas: Debian's etcd-server on a free
+    loopback port, mutual TLS with a server certificate of the mesh's CA, data in the mesh's
+    home, afresh at every `up` (a member's data names the ports it had). Its URL, pids,
+    and the commands that start its members again on their data."""
+    from skymesh import certs
+    from skymesh.cli import etcdserver
+
+    ca_dir = base / "certs"
+    directory = base / "etcd"
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("etcd*"):  # a member's data names its old peer port
+        if old.is_dir():
+            shutil.rmtree(old)
+    try:
+        cluster = etcdserver.start(directory, etcdserver.server_tls(
+            directory, ca_dir, ca_dir / certs.BUNDLE), wait_tls=client)
+    except etcdserver.EtcdStartError as e:
+        raise RuntimeError(f"cannot start the local etcd: {e}") from None
+    return (cluster.url, [m.process.pid for m in cluster.members if m.process is not None],
+            [cluster.command(m, "existing") for m in cluster.members])
 
 
 def relay_keys(state: dict, which: str, known: Iterable[str] | None = None) -> list[str]:
@@ -240,11 +305,15 @@ def relay_keys(state: dict, which: str, known: Iterable[str] | None = None) -> l
 
 
 def kill(state: dict, which: str) -> bool:
-    """SIGKILL the controller (`which` = "controller"), every relay node of a region ("fra")
-    or one node ("fra/n2"), as a crash or a lost region or host would end it; False when none
-    of them was running."""
+    """SIGKILL the controller (`which` = "controller"; of replicas, every one), a replica
+    ("c2"), every relay node of a region ("fra") or one node ("fra/n2"), as a crash or a lost
+    region or host would end it; False when none of them was running."""
     if which == "controller":
-        pids = [state["pids"]["controller"]]
+        pids = list(controller_pids(state).values())
+    elif which == "etcd":
+        pids = list(state["pids"].get("etcd", []))
+    elif which in state["pids"].get("replicas", {}):
+        pids = [state["pids"]["replicas"][which]]
     else:
         pids = [state["pids"]["relays"][k] for k in relay_keys(state, which)]
     running = [pid for pid in pids if pid is not None and alive(pid)]
@@ -264,6 +333,14 @@ def restart(state: dict, which: str) -> int:
     Of a region of several nodes, only those not running are started: after
     `kill(state, "fra/n2")`, `restart(state, "fra")` brings back n2 and leaves n1 alone."""
     logs = Path(state["logs"])
+    replicas = state.get("replicas", {})
+    if which == "controller" and replicas:
+        down = [n for n, pid in state["pids"]["replicas"].items() if not alive(pid)]
+        return restart_replicas(state, down or list(replicas))
+    if which in replicas:
+        return restart_replicas(state, [which])
+    if which == "etcd":
+        return restart_etcd(state)
     if which == "controller":
         proc = spawn(state["controller_argv"], logs / "controller.log")
         host, _, port = state["controller"].rpartition(":")
@@ -282,6 +359,32 @@ def restart(state: dict, which: str) -> int:
         pids[key] = spawn(state["relay_argv"][key], log_file(logs, key)).pid
     state_file().write_text(json.dumps(state, indent=1))
     return pids[(down or keys)[0]]
+
+
+def restart_etcd(state: dict) -> int:
+    """Start the local etcd's members again on their data; the first one's pid."""
+    logs = Path(state["logs"])
+    pids = []
+    for argv in state.get("etcd_argv", []):
+        pids.append(spawn(argv, logs / "etcd.log").pid)
+    if not pids:
+        raise KeyError("this mesh has no local etcd")
+    state["pids"]["etcd"] = pids
+    state_file().write_text(json.dumps(state, indent=1))
+    return pids[0]
+
+
+def restart_replicas(state: dict, names: list[str]) -> int:
+    """Start controller replicas again as `start` did; the first one's pid."""
+    logs = Path(state["logs"])
+    for name in names:
+        info = state["replicas"][name]
+        proc = spawn(info["argv"], logs / f"{name}.log")
+        host, _, port = info["address"].rpartition(":")
+        _wait_listening(proc, host, int(port), logs / f"{name}.log")
+        state["pids"]["replicas"][name] = proc.pid
+    state_file().write_text(json.dumps(state, indent=1))
+    return state["pids"]["replicas"][names[0]]
 
 
 def local_secrets(relays: int) -> dict[str, Path]:
@@ -309,11 +412,12 @@ LOCAL_CONTROLLER = "local"
 LOCAL_ADMIN = "local"  # an operator
 
 
-def mesh_identities(regions: list[str], nodes_per_region: int = 1) -> dict[str, TlsFiles]:
+def mesh_identities(regions: list[str], nodes_per_region: int = 1,
+                    replicas: Iterable[str] = ()) -> dict[str, TlsFiles]:
     """The mesh certificates of the local mesh, issued in its home when missing, expired or
     expiring within a day, or issued by a CA no longer current: "controller", "admin" (an
-    operator) and one per relay node, keyed as `relay_key` names them: the region for node
-    n1, "region/nK" for the others."""
+    operator), one per controller replica (c1, ...) and one per relay node, keyed as
+    `relay_key` names them: the region for node n1, "region/nK" for the others."""
     from skymesh import certs, identity
 
     ca_dir = home() / "certs"
@@ -322,6 +426,8 @@ def mesh_identities(regions: list[str], nodes_per_region: int = 1) -> dict[str, 
     wanted = {"controller": (identity.controller(mesh, LOCAL_CONTROLLER),
                              ["localhost", "127.0.0.1", "::1"]),
               "admin": (identity.admin(mesh, LOCAL_ADMIN, "operator"), [])}
+    for name in replicas:
+        wanted[name] = (identity.controller(mesh, name), ["localhost", "127.0.0.1", "::1"])
     for node in node_ids(nodes_per_region):
         for rid in regions:
             wanted[relay_key(rid, node)] = (identity.relay(mesh, rid, node), [])
@@ -383,13 +489,23 @@ def _tail(path: Path, lines: int = 15) -> str:
 def stop(state: dict, timeout: float = 5.0, progress: Callable[[str], None] = print) -> int:
     """Stop every process of the mesh: SIGTERM, then SIGKILL what is left. Returns how many
     were running."""
-    names = {state["pids"]["controller"]: "controller",
+    names = {**{pid: ("controller" if name == "controller" else f"controller {name}")
+                for name, pid in controller_pids(state).items()},
              **{pid: f"relay {key}" for key, pid in state["pids"]["relays"].items()}}
+    etcd = {pid: "etcd" for pid in state["pids"].get("etcd", [])}
     running = [p for p in names if alive(p)]
     for pid in running:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(alive(p) for p in running):
+        time.sleep(0.05)
+    # etcd last: replicas stopping resign on it
+    names.update(etcd)
+    stopping = [p for p in etcd if alive(p)]
+    for pid in stopping:
+        _signal(pid, signal.SIGTERM)
+    running += stopping
+    while time.monotonic() < deadline + timeout and any(alive(p) for p in stopping):
         time.sleep(0.05)
     left = [p for p in running if alive(p)]
     for pid in left:

@@ -34,6 +34,13 @@ def add_parsers(sub) -> None:
     up.add_argument("--nodes-per-region", type=int, default=1, metavar="N",
                     help="relay nodes per region, n1..nN, each a process on its own loopback "
                     "address with its own client edge (default: %(default)s)")
+    up.add_argument("--controllers", type=int, default=1, metavar="N",
+                    help="controller replicas on etcd (one leads, every one serves; "
+                    "default: %(default)s, a controller with a state file); above 1, a local "
+                    "etcd is started in $SKYMESH_HOME/etcd unless --store is given")
+    up.add_argument("--store", metavar="etcd://HOST:PORT[,...]",
+                    help="the etcd the replicas keep their state on (default with "
+                    "--controllers: a local one)")
     up.add_argument("--probe-interval", type=float, metavar="S",
                     help="seconds between the probes that measure every link (default: 1 "
                     "for up to 12 relays; more relays sharing one small machine get 2)")
@@ -77,7 +84,9 @@ def add_parsers(sub) -> None:
         a = msub.add_parser(name, help=f"{help_}: the controller, a region's relay nodes or "
                             "one node")
         a.add_argument("which", metavar="WHICH",
-                       help="controller, a region (every node of it: fra) or a node (fra/n2)")
+                       help="controller (of replicas, every one), a replica (c2), etcd (the "
+                       "local one of replicas), a region (every node of it: fra) or a node "
+                       "(fra/n2)")
         a.add_argument("--json", action="store_true", help="print JSON")
         a.set_defaults(run=cmd_mesh, what=name)
 
@@ -102,6 +111,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     per_region = args.nodes_per_region
     if per_region < 1:
         return fail("--nodes-per-region must be 1 or more")
+    if args.controllers < 1:
+        return fail("--controllers must be 1 or more")
     if args.edge_limits:
         from relay.edgesession import parse_limits
 
@@ -121,8 +132,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     relays = len(regions) * per_region
     nodes_said = f" ({per_region} nodes in each of {len(regions)} regions)" \
         if per_region > 1 else ""
-    say(f"starting a controller and {relays} relays{nodes_said} (latency from {source}; "
-        f"logs in {mesh.home() / 'logs'})")
+    controllers_said = (f"{args.controllers} controller replicas on "
+                        f"{args.store or 'a local etcd'}" if args.controllers > 1 or args.store
+                        else "a controller")
+    say(f"starting {controllers_said} and {relays} relays{nodes_said} (latency from "
+        f"{source}; logs in {mesh.home() / 'logs'})")
     t0 = time.monotonic()
     only = list(regions) if args.only else None
     try:
@@ -136,7 +150,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                        + (["--policy", str(args.policy.resolve())] if args.policy else []),
                        insecure=args.insecure,
                        relay_options=["--edge-limits", args.edge_limits]
-                       if args.edge_limits else [], nodes_per_region=per_region)
+                       if args.edge_limits else [], nodes_per_region=per_region,
+                       controllers=args.controllers, store=args.store)
     except (RuntimeError, OSError) as e:
         return fail(str(e))
     except certs.CertError as e:
@@ -166,7 +181,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                        else f"{status['relays']} relays")
         print(f"converged in {elapsed:.1f} s: {relays_said}, "
               f"{status['links_up']} links up, route version {status['route_version']}")
-        print(f"controller at {m.controller}; try `skymesh admin status`, "
+        what = "controller replicas" if "," in m.controller else "controller"
+        print(f"{what} at {m.controller}; try `skymesh admin status`, "
               "`skymesh admin path SRC DST`")
         if per_region > 1:
             print(f"nodes n1..n{per_region} of each region: `skymesh admin regions`; kill one "
@@ -209,7 +225,7 @@ def wait_converged(controller: str, relays: int, timeout: float, say, m,
     expected = relays * nodes_per_region
     while time.monotonic() < deadline:
         dead = [n for n, p in m.processes.items() if p.poll() is not None]
-        if "controller" in dead:
+        if all(n in dead for n in mesh_controllers(m)):
             raise RuntimeError("the controller exited; see its log")
         try:
             s = admin.status(controller)
@@ -240,6 +256,13 @@ def wait_converged(controller: str, relays: int, timeout: float, say, m,
     return None
 
 
+def mesh_controllers(m) -> list[str]:
+    """The names of the mesh's controller processes: "controller", or its replicas."""
+    from skymesh.cli import mesh
+
+    return list(mesh.controller_pids(m.state))
+
+
 def hold(m) -> int:
     from skymesh.cli import mesh
 
@@ -247,7 +270,7 @@ def hold(m) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     try:
         while not stopping:
-            if m.processes["controller"].poll() is not None:
+            if all(m.processes[n].poll() is not None for n in mesh_controllers(m)):
                 print("the controller exited; stopping the mesh", file=sys.stderr)
                 break
             time.sleep(0.5)
@@ -293,11 +316,17 @@ def cmd_mesh(args: argparse.Namespace) -> int:
                           r["pid"], "yes" if r["running"] else "no"] for r in rows]))
         return 0
     which = args.which
-    if which != "controller" and not mesh.relay_keys(state, which):
+    replicas = state.get("replicas", {})
+    if which == "etcd" and not state["pids"].get("etcd"):
+        return fail("this mesh has no local etcd (`skymesh up --controllers N` starts one)")
+    if which not in ("controller", "etcd") and which not in replicas and \
+            not mesh.relay_keys(state, which):
         return fail(f"no relay {which!r} in the local mesh; relays: "
-                    + ", ".join(state["pids"]["relays"]))
+                    + ", ".join(state["pids"]["relays"])
+                    + (f"; controller replicas: {', '.join(replicas)}" if replicas else ""))
     if args.what == "kill":
-        names = ["controller"] if which == "controller" else mesh.relay_keys(state, which)
+        names = ([which] if which in replicas or which == "etcd" else list(replicas)
+                 or ["controller"] if which == "controller" else mesh.relay_keys(state, which))
         killed = mesh.kill(state, which)
         out = {"which": which, "killed": killed, "processes": names}
         text = (f"killed {', '.join(names)}" if killed
@@ -318,9 +347,13 @@ def mesh_processes(state: dict) -> list[dict]:
     from skymesh import nodes
     from skymesh.cli import mesh
 
-    pid = state["pids"]["controller"]
-    rows = [{"name": "controller", "region": "", "node": "", "address": state["controller"],
-             "pid": pid, "running": mesh.alive(pid)}]
+    replicas = state.get("replicas", {})
+    rows = [{"name": name, "region": "", "node": "",
+             "address": replicas[name]["address"] if replicas else state["controller"],
+             "pid": pid, "running": mesh.alive(pid)}
+            for name, pid in mesh.controller_pids(state).items()]
+    rows += [{"name": "etcd", "region": "", "node": "", "address": state.get("store", ""),
+              "pid": pid, "running": mesh.alive(pid)} for pid in state["pids"].get("etcd", [])]
     known = state.get("relay_nodes", {})
     for key, pid in state["pids"]["relays"].items():
         region, node = nodes.parse(key)
