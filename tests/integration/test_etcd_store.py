@@ -6,6 +6,7 @@ and leadership lost when etcd goes away and taken up again when it returns."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -166,3 +167,41 @@ def test_leading_lapses_while_etcd_is_away_and_comes_back_with_it(cluster):
             await a.etcd.close()
 
     run(main(), timeout=90)
+
+
+def test_losing_one_member_of_three_goes_unnoticed(tmp_path):
+    from support import controller_tls, mesh_ca
+
+    from skymesh import certs
+    from skymesh.cli import etcdserver
+
+    ca = mesh_ca(tmp_path / "ca")
+    c = etcdserver.start(tmp_path / "etcd", etcdserver.server_tls(tmp_path / "ca", ca,
+                                                                   ca / certs.BUNDLE),
+                         members=3)
+    tls = controller_tls(ca)
+
+    async def main():
+        a = replica(c, tls, "c1")
+        ended = []
+        a.ended = lambda: ended.append(1)
+        task = asyncio.get_running_loop().create_task(a.run())
+        try:
+            await until(lambda: a.leading, 10, "a leads")
+            # the member a's client speaks to goes, as a lost machine would
+            await asyncio.to_thread(c.stop, c.members[0], signal.SIGKILL)
+            for i in range(5):  # writes go on through the others; leading never lapses
+                await a.store.keep_first(drained={f"r{i}"})
+                await asyncio.sleep(TTL_S / 2)
+            assert a.leading and not ended
+            kv, _ = await a.etcd.get(a.keys.drained)
+            assert etcdstate.decode_drained(kv.key, kv.value) == {"r4"}
+        finally:
+            task.cancel()
+            await a.resign()
+            await a.etcd.close()
+
+    try:
+        run(main(), timeout=90)
+    finally:
+        c.stop_all()
