@@ -52,6 +52,7 @@ bench: install-test
 	$(PY) bench/failover.py
 	$(PY) bench/token_verify.py
 	$(PY) bench/control_plane.py
+	$(PY) bench/replicas.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -348,8 +348,12 @@ class Relay:
         await asyncio.sleep(delay)
         rng = random.Random(self.region)
         backoff = BACKOFF[0]
-        target = self.emu.controller
+        # controller replicas ("A,B,C"): the relays spread over them, and a session that
+        # ends or cannot begin is tried on the next, as relay/control.py does
+        targets = self.emu.controller.split(",")
+        at = self.index % len(targets)
         while True:
+            target = targets[at]
             try:
                 if self.tls is None:
                     channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
@@ -379,8 +383,10 @@ class Relay:
                 else:  # refused, or given up on before the controller took it
                     self.emu.failed_sessions += 1
                 self.outbox = None
+            at = (at + 1) % len(targets)
             await asyncio.sleep(backoff * rng.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, BACKOFF[1])
+            if at == self.index % len(targets):  # every replica tried once more
+                backoff = min(backoff * 2, BACKOFF[1])
 
     def started(self, outbox: asyncio.Queue[bytes | None]) -> None:
         """The controller answered (relay/control.py `started`)."""
@@ -434,6 +440,12 @@ class Relay:
             if self.protocol >= PROTOCOL_BY_CHANGE and msg.incremental:
                 gone = set(msg.removed) - listed
                 self.near -= gone
+            elif self.protocol >= PROTOCOL_BY_CHANGE:
+                # a whole list (a new session): a peer missing from it may only not have
+                # reconnected yet to this controller (one that has just begun to lead), so
+                # its link stays, measured, as relay/scheduler.py keeps an unlisted peer
+                gone = set()
+                self.near = set()
             else:
                 gone = set(self.links) - listed
                 self.near = set()
@@ -806,7 +818,7 @@ class Emulator:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--controller", required=True, metavar="HOST:PORT")
+    p.add_argument("--controller", required=True, metavar="HOST:PORT[,HOST:PORT...]")
     p.add_argument("--regions", required=True, type=Path, metavar="JSON")
     p.add_argument("--serve", required=True, help="comma-separated region ids")
     p.add_argument("--certs", type=Path, metavar="DIR")

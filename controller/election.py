@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-DEFAULT_TTL_S = 3  # a leader that dies is replaced within this (plus a round): under 5 s
+DEFAULT_TTL_S = 2  # a leader that dies is replaced within this (plus a round): under 5 s
 MAX_TTL_S = 5
 
 

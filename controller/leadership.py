@@ -27,7 +27,7 @@ from controller.store import FileStore, Store
 
 log = logging.getLogger("skymesh.controller")
 
-POLL_S = 0.25  # the election prefix is read this often
+POLL_S = 0.1  # the election prefix is read this often (reads, not writes)
 
 
 @dataclass(frozen=True)

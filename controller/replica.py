@@ -26,7 +26,7 @@ from controller.relay_service import RelayControlService
 
 log = logging.getLogger("skymesh.controller")
 
-CHECK_S = 0.25  # how often the replica looks at who leads
+CHECK_S = 0.1  # how often the replica looks at who leads
 
 
 class Replica:

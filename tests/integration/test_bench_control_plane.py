@@ -129,3 +129,20 @@ def test_tiny_run_converges_and_reports_sane_figures() -> None:
     # link, and the others of that round
     assert push["relays"] <= push["tables_relays"]
     assert push["max_ms"] <= push["tables_max_ms"]
+
+
+def test_the_replicas_bench_runs_tiny_and_reports_each_figure() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "replicas.py"), "--relays", "8", "--changes",
+         "1", "--steady", "3", "--election-ttl", "2", "--json"],
+        capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert "error" not in out, (out, done.stderr[-3000:])
+    assert out["relays"] == 8 and out["replicas"] == 3 and 0 < out["converged_s"] < 60
+    assert set(out["cpu_pct"]) == {"c1", "c2", "c3", "etcd"}
+    # a few writes a second at most, whatever the reports (8 a second here)
+    assert 0 <= out["etcd_writes_per_s"] < 5 and out["reports_per_s"] > 0
+    assert out["push_relays"] >= 1 and out["push_p99_ms"] > 0
+    assert out["new_leader"] != "" and 0 < out["failover_s"] < 30
+    assert set(out["aims"]) == {"push_p99_ms", "failover_s", "etcd_writes_bounded"}
