@@ -125,7 +125,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                         node_id=n.relay.node_id, probe_addr=n.relay.probe_addr,
                         edge_addr=n.edge_addr, route_version=n.routes.acked_version,
                         lead=n is session, sessions=n.counters.get("edge.sessions", 0),
-                        counters=n.counters, transit_weight=ctl.transit_weight(n))
+                        counters=n.counters, transit_weight=ctl.transit_weight(n),
+                        replica=n.replica)
                         for n in ctl.region_sessions(rid)],
                 )
             )

@@ -293,6 +293,7 @@ class Session:
     bucket: TokenBucket | None = None  # its messages' flood limit
     protocol: int = 0
     peers_known: int = 0  # the peer changes its whole list held (Controller.send_peers)
+    replica: str = ""  # the controller replica holding its session ("": no replicas)
 
     @property
     def node(self) -> str:

@@ -196,16 +196,25 @@ class Etcd:
                        attempt: Callable[[grpc.aio.Channel], Awaitable[object]]) -> object:
         """`attempt` on each endpoint's channel in turn until one answers."""
         failures = []
-        for _ in range(len(self.endpoints)):
+        for _ in range(len(self.endpoints) + 1):
             where = self.endpoints[self.at]
+            channel = self._channel()
             try:
-                return await attempt(self._channel())
+                return await attempt(channel)
             except grpc.aio.AioRpcError as e:
                 if e.code() not in RETRYABLE:
                     raise EtcdError(f"etcd {where}: {method}: {e.code().name}: "
                                     f"{e.details()}") from None
                 failures.append(f"{where}: {e.code().name} ({e.details()})")
-                await self._next_endpoint()
+                if self.channel is channel:  # not moved on already by another call
+                    await self._next_endpoint()
+            except asyncio.CancelledError:
+                # another call that failed on this endpoint closed its channel under this
+                # one: try again on the next (a cancellation of this task goes on up)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                failures.append(f"{where}: left for the next endpoint")
         raise EtcdUnavailable("etcd unavailable: " + "; ".join(failures))
 
     # -- keys -------------------------------------------------------------------------------

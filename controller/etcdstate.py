@@ -115,6 +115,21 @@ def decode_version(key: bytes, value: bytes) -> int:
     return version
 
 
+def encode_relay(replica: str, probe_addr: str, since_unix_s: float) -> bytes:
+    """A live relay's entry (bound to the leader's lease: it goes with the leader, and the
+    next one writes its own as the relays come back)."""
+    return _encode(replica=replica, probe_addr=probe_addr, since_unix_s=since_unix_s)
+
+
+def decode_relay(key: bytes, value: bytes) -> dict:
+    replica = _decode(key, value, "replica")
+    if not isinstance(replica, str):
+        raise ValueError(f"etcd {key.decode(errors='replace')}: 'replica' must be a string")
+    data = json.loads(value)
+    return {"replica": replica, "probe_addr": str(data.get("probe_addr", "")),
+            "since_unix_s": float(data.get("since_unix_s", 0.0))}
+
+
 def encode_audit(entry: AuditEntry) -> bytes:
     return _encode(entry=entry.to_json())
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from controller import etcdstate
-from controller.etcd import Etcd, EtcdError, created_at, put_op
+from controller.etcd import Etcd, EtcdError, created_at, delete_op, put_op
 from controller.etcdstate import Keys
 from controller.store import AuditEntry, ControllerState, only_known, recent
 
@@ -44,6 +44,7 @@ class Fence:
 
     key: bytes
     create_revision: int
+    lease: int = 0  # what the leader's own keys (the live relays) are bound to
 
 
 class EtcdStore:
@@ -153,6 +154,20 @@ class EtcdStore:
                           f"route versions up to {upto}")
         self.reserved = upto
         return upto
+
+    # -- live relays -------------------------------------------------------------------
+
+    def relay_up(self, region: str, node: str, replica: str, probe_addr: str,
+                 unix: float) -> None:
+        """A relay's session began (at the leader, held by `replica`): written behind,
+        bound to the leader's lease."""
+        lease = self.fence.lease if self.fence is not None else 0
+        self._behind("live relay", [put_op(self.keys.relay(region, node),
+                                           etcdstate.encode_relay(replica, probe_addr, unix),
+                                           lease)])
+
+    def relay_down(self, region: str, node: str) -> None:
+        self._behind("live relay", [delete_op(self.keys.relay(region, node))])
 
     # -- what the core writes ------------------------------------------------------------
 

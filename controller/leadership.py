@@ -128,7 +128,7 @@ class Leadership:
         c = self.campaign
         leads = c.leads(now)
         if leads and not self.leading:
-            self.store.fence = Fence(c.key, c.create_revision)
+            self.store.fence = Fence(c.key, c.create_revision, c.lease)
             try:
                 await self.began()
                 # versions up to this may have been pushed by the leaders before

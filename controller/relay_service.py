@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import grpc
 
@@ -19,6 +19,7 @@ from controller.core import Controller, Message, Session
 from controller.distribution import MAX_HELD_VERSION, Push
 from skymesh.catalogue import Region
 from skymesh.identity import Identity, stranger
+from skymesh.net.tls import peer_identity
 from skymesh.nodes import BadNodeName, check_node_id
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
 
@@ -108,6 +109,10 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
         self.flush_at: asyncio.TimerHandle | None = None
         self.deferred_since: float | None = None  # reports held for a computation since
         self.open: dict[Session, Outbox] = {}  # the sessions being served
+        self.replica = ""  # this replica's id, on etcd
+        # a session began or ended (a replica on etcd registers its relays there)
+        self.began: Callable[[Session], None] = lambda session: None
+        self.ended: Callable[[Session], None] = lambda session: None
         self.ending = ""  # why sessions are being ended (end_all)
 
     def take_reports(self) -> None:
@@ -170,7 +175,12 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
         queue = Outbox()
         session = ctl.connect(translate.hello(first.hello), queue.put, time.monotonic(),
                               time.time())
+        # relayed by another replica, or held here
+        via = peer_identity(context) if self.mesh is not None else None
+        session.replica = via.name if via is not None and via.kind == "controller" \
+            else self.replica
         self.open[session] = queue
+        self.began(session)
         reader = asyncio.create_task(self._read(session, queue, request_iterator))
         try:
             while (msg := await queue.get()) is not None:
@@ -179,6 +189,7 @@ class RelayControlService(relay_pb2_grpc.RelayControlServicer):
             reader.cancel()
             self.open.pop(session, None)
             ctl.disconnect(session, time.monotonic(), time.time())
+            self.ended(session)
         if self.ending:
             await context.abort(grpc.StatusCode.UNAVAILABLE, self.ending)
 

@@ -78,6 +78,12 @@ class Replica:
             self.loop = self.make_loop()
             core = self.loop.core
             self.relays = RelayControlService(core, self.mesh)
+            self.relays.replica = self.name
+            self.relays.began = lambda s: store.relay_up(
+                s.relay.region, s.relay.node_id, s.replica, s.relay.probe_addr, time.time())
+            # a node that came back on another session before this one ended stays listed
+            self.relays.ended = lambda s: core.node_session(s.node) is None and \
+                store.relay_down(s.relay.region, s.relay.node_id)
             self.loop.computed = self.relays.take_reports
             self.admin = AdminService(core, self.mesh, self.leadership.view)
             follow(self.loop, self.leadership)

@@ -168,6 +168,7 @@ def regions_of(reply: admin_pb2.RegionsReply) -> list[dict]:
                         "edge_addr": n.edge_addr, "route_version": n.route_version,
                         "lead": n.lead, "sessions": n.sessions,
                         "transit_weight": n.transit_weight or 1.0,
+                        "replica": n.replica,
                         "counters": dict(sorted(n.counters.items()))} for n in x.nodes]}
             for x in reply.regions]
 

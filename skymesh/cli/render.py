@@ -99,11 +99,12 @@ def status_value(key: str, value) -> str:
 
 
 def node_list(nodes: list[dict]) -> str:
-    """A region's nodes in a cell: "n1*(3), n2(900 x0.25)", the lead starred; "-" for
-    none."""
+    """A region's nodes in a cell: "n1*(3), n2(900 x0.25)", the lead starred, "@c2" the
+    controller replica holding its session (with replicas); "-" for none."""
     return ", ".join(
         f"{n['node_id']}{'*' if n['lead'] else ''}({n['sessions']}"
         + (f" x{w:g})" if (w := n.get("transit_weight", 1.0)) != 1.0 else ")")
+        + (f"@{n['replica']}" if n.get("replica") else "")
         for n in nodes) or "-"
 
 

@@ -142,7 +142,7 @@ class RegionInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "probe_addr", "edge_addr", "route_version", "lead", "sessions", "counters", "transit_weight")
+    __slots__ = ("node_id", "probe_addr", "edge_addr", "route_version", "lead", "sessions", "counters", "transit_weight", "replica")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,7 @@ class NodeInfo(_message.Message):
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     TRANSIT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     probe_addr: str
     edge_addr: str
@@ -166,7 +167,8 @@ class NodeInfo(_message.Message):
     sessions: int
     counters: _containers.ScalarMap[str, int]
     transit_weight: float
-    def __init__(self, node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., edge_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., lead: _Optional[bool] = ..., sessions: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., transit_weight: _Optional[float] = ...) -> None: ...
+    replica: str
+    def __init__(self, node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., edge_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., lead: _Optional[bool] = ..., sessions: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., transit_weight: _Optional[float] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class RegionsReply(_message.Message):
     __slots__ = ("regions",)

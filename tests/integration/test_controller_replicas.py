@@ -100,10 +100,28 @@ class Mesh:
                 proc.kill()
 
 
+def live_relays(m: Mesh) -> list[str]:
+    """The regions etcd lists live relays of."""
+    import asyncio
+
+    from controller.etcd import Etcd
+    from controller.etcdstate import Keys
+
+    async def read() -> list[str]:
+        e = Etcd(m.store.removeprefix("etcd://").split(","), m.etcd_client)
+        try:
+            kvs, _ = await e.get_prefix(Keys(ETCD_MESH).relays)
+            return [kv.key.decode().split("/")[-2] for kv in kvs]
+        finally:
+            await e.close()
+    return asyncio.run(read())
+
+
 @pytest.fixture
 def three(cluster, tmp_path: Path):
-    c, _ = cluster
+    c, client = cluster
     m = Mesh(tmp_path, c.url)
+    m.etcd_client = client
     try:
         for name in ("c1", "c2", "c3"):
             m.start_replica(name)
@@ -133,6 +151,12 @@ def test_followers_serve_and_a_killed_leader_is_replaced_without_going_back(thre
         m.start_relay(region, [first, *(n for n in ("c1", "c2", "c3") if n != first)])
     wait_for(lambda: converged_everywhere(m, ["c1", "c2", "c3"], 3), 60,
              "three relays converged, as every replica sees it")
+    # each relay's session is held by the replica it came to first (a follower), and etcd
+    # lists the live relays
+    regions = m.call(leader, "Regions", admin_pb2.RegionsRequest()).regions
+    assert {r.id: r.nodes[0].replica for r in regions} == dict(
+        zip(REGIONS, [followers[0], followers[1], followers[0]], strict=True))
+    wait_for(lambda: sorted(live_relays(m)) == sorted(REGIONS), 10, "etcd's live relays")
     # a write through a follower is kept (by the leader, on etcd) before it is acknowledged
     reply = m.call(followers[0], "Drain", admin_pb2.DrainRequest(region="cc", drained=True))
     assert list(reply.drained_regions) == ["cc"]
