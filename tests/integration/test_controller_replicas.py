@@ -191,3 +191,28 @@ def test_followers_serve_and_a_killed_leader_is_replaced_without_going_back(thre
     assert "stale version" not in m.relay_logs()
     print(f"new leader after {elected:.2f} s; a newer version at every relay after "
           f"{replaced:.2f} s")
+
+
+def test_every_replica_restarted_comes_back_with_the_state_etcd_holds(three):
+    m = three
+    wait_for(lambda: m.status("c1") is not None and m.status("c1").leader, 10, "a leader")
+    reply = m.call("c3", "Drain", admin_pb2.DrainRequest(region="bb", drained=True))
+    assert list(reply.drained_regions) == ["bb"]
+    version = m.status("c1").route_version
+    for _, proc in m.replicas.values():
+        proc.terminate()
+    for _, proc in m.replicas.values():
+        proc.wait(10)
+    for name in ("c1", "c2", "c3"):
+        m.start_replica(name)
+    wait_for(lambda: (s := m.status("c2")) is not None and s.leader != "", 10,
+             "a leader again")
+    regions = m.call("c2", "Regions", admin_pb2.RegionsRequest()).regions
+    assert {r.id: r.drained for r in regions} == {"aa": False, "bb": True, "cc": False}
+    audit = m.call("c1", "Audit", admin_pb2.AuditRequest()).entries
+    assert [(e.action, e.target) for e in audit] == [("drain", "bb")]
+    # a relay that comes now is pushed a version above any an earlier term could have
+    m.start_relay("aa", ["c1", "c2", "c3"])
+    wait_for(lambda: (s := m.status("c1")) is not None and s.relays_acked == 1, 30,
+             "the relay holding routes")
+    assert m.status("c1").route_version > version + 256
