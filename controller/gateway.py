@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from controller.callers import caller, on_behalf_of
 from controller.relay_service import RelayControlService, check_hello, check_relay_identity
 from skymesh.catalogue import Region
+from skymesh.identity import stranger
 from skymesh.net.tls import TlsFiles, channel_credentials
 from skymesh.v1 import admin_pb2, relay_pb2
 
@@ -228,7 +229,12 @@ class AdminGateway:
 
     def __init__(self, target: Callable[[], Target | None],
                  local: Callable[[], object | None], upstreams: Upstreams,
-                 unavailable: Callable[[], str], mesh: str | None) -> None:
+                 unavailable: Callable[[], str], mesh: str | None,
+                 fallback: Callable[[str, object], object | None] = lambda m, r: None,
+                 ) -> None:
+        """`fallback(method, request)`: the answer from what etcd holds, for a read that
+        neither this replica nor the leader can answer now (None: none)."""
+        self.fallback = fallback
         self.mesh = mesh
         self.target = target
         self.local = local
@@ -251,6 +257,8 @@ class AdminGateway:
                 reply = await getattr(service, method)(request, context)
                 return reply.SerializeToString()
             if target is None or target.local:
+                if (reply := await self.from_etcd(method, request_type, raw, context)):
+                    return reply
                 await context.abort(grpc.StatusCode.UNAVAILABLE, self.unavailable())
             channel = self.upstreams.channel(target.address)
             try:
@@ -260,9 +268,29 @@ class AdminGateway:
                     raw, metadata=on_behalf_of(caller(context, self.mesh)),
                     timeout=ADMIN_TIMEOUT_S)
             except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and \
+                        (reply := await self.from_etcd(method, request_type, raw, context)):
+                    return reply  # the leader is gone: what etcd holds
                 await context.abort(e.code(), f"{e.details()} (relayed to the leader, "
                                     f"replica {target.replica} at {target.address})")
         return handle
+
+
+    async def from_etcd(self, method: str, request_type, raw: bytes,
+                        context: grpc.aio.ServicerContext) -> bytes | None:
+        """A read answered from what etcd holds, for a caller allowed to read."""
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError:
+            return None
+        reply = self.fallback(method, request)
+        if reply is None:
+            return None
+        who = caller(context, self.mesh)
+        if self.mesh is not None and (stranger(who, self.mesh) or who is None
+                                      or not who.may("read")):
+            return None
+        return reply.SerializeToString()
 
 
 def add_to_server(relays: RelayGateway, admin: AdminGateway, server: grpc.aio.Server) -> None:

@@ -22,7 +22,9 @@ from controller.admin_service import AdminService
 from controller.etcd import EtcdError
 from controller.gateway import AdminGateway, RelayGateway, Target, Upstreams
 from controller.leadership import Leadership
+from controller.mirror import EtcdMirror
 from controller.relay_service import RelayControlService
+from skymesh.v1 import admin_pb2
 
 log = logging.getLogger("skymesh.controller")
 
@@ -42,10 +44,12 @@ class Replica:
         self.admin: AdminService | None = None
         self.rounds: asyncio.Task | None = None
         self.upstreams = Upstreams(tls)
+        self.catalogue = catalogue
+        self.mirror = EtcdMirror(leadership.etcd, leadership.keys)
         self.relay_gateway = RelayGateway(self.target, lambda: self.relays, catalogue, mesh,
                                           self.upstreams)
         self.admin_gateway = AdminGateway(self.target, lambda: self.admin, self.upstreams,
-                                          self.unavailable, mesh)
+                                          self.unavailable, mesh, self.from_etcd)
         leadership.began = self._began
 
     @property
@@ -69,6 +73,28 @@ class Replica:
         lead = self.leadership
         why = lead.etcd_error or "no replica leads yet"
         return f"replica {self.name} cannot answer: no replica leads ({why})"
+
+    def from_etcd(self, method: str, request) -> object | None:
+        """A read no core can answer now (no leader reachable, none held here), from what
+        etcd holds: status (replicas, store, live relays) and the audit log."""
+        m = self.mirror
+        if not m.ready.is_set():
+            return None
+        if method == "Audit":
+            return admin_pb2.AuditReply(entries=[
+                admin_pb2.AuditEntry(at_unix_s=e.at_unix_s, actor=e.actor, action=e.action,
+                                     target=e.target, detail=e.detail)
+                for e in m.audit(request.since_unix_s, request.limit)])
+        if method == "Status":
+            c = self.leadership.view()
+            return admin_pb2.StatusReply(
+                relays=len({region for region, _ in m.relays}), regions=len(self.catalogue),
+                route_version=0, converged=False, replica=c.replica, leader=c.leader,
+                replicas=[admin_pb2.ReplicaInfo(id=r.id, address=r.address, leader=r.leader,
+                                                healthy=r.healthy) for r in c.replicas],
+                store=admin_pb2.StoreInfo(kind=c.store_kind, where=c.store_where,
+                                          healthy=c.store_healthy, error=c.store_error))
+        return None
 
     async def _began(self) -> None:
         """A term begins: the state as etcd holds it now."""
@@ -96,13 +122,16 @@ class Replica:
             self.relays.resume()
 
     async def run(self) -> None:
-        campaign = asyncio.get_running_loop().create_task(self.leadership.run())
+        loop = asyncio.get_running_loop()
+        campaign = loop.create_task(self.leadership.run())
+        mirror = loop.create_task(self.mirror.run())
         try:
             while True:
                 self.check()
                 await asyncio.sleep(CHECK_S)
         finally:
             campaign.cancel()
+            mirror.cancel()
             if self.rounds is not None:
                 self.rounds.cancel()
 

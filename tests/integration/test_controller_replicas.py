@@ -169,6 +169,10 @@ def test_followers_serve_and_a_killed_leader_is_replaced_without_going_back(thre
     killed = time.monotonic()
     m.replicas[leader][1].send_signal(signal.SIGKILL)
     m.replicas[leader][1].wait(10)
+    # before another leads, a follower answers reads from what etcd holds
+    audit = m.call(followers[1], "Audit", admin_pb2.AuditRequest()).entries
+    assert [(e.action, e.target) for e in audit] == [("drain", "cc")]
+    assert {r.id for r in m.status(followers[1]).replicas} >= set(followers)
 
     def new_leader() -> str:
         s = m.status(followers[0])

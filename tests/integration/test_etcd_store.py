@@ -205,3 +205,41 @@ def test_losing_one_member_of_three_goes_unnoticed(tmp_path):
         run(main(), timeout=90)
     finally:
         c.stop_all()
+
+
+def test_the_mirror_follows_etcd_and_reads_it_again_after_etcd_comes_back(cluster):
+    from controller.mirror import EtcdMirror
+    from skymesh.cli import etcdserver
+
+    c, tls = cluster
+
+    async def main():
+        a = replica(c, tls, "c1")
+        assert await a.wait_leading(10)
+        mirror = EtcdMirror(Etcd(c.endpoints, tls), Keys(MESH))
+        task = asyncio.get_running_loop().create_task(mirror.run())
+        try:
+            entry = AuditEntry(5.0, "admin/operator/olga", "drain", "fra")
+            await a.store.keep_first(drained={"fra"}, audit=[entry])
+            a.store.relay_up("fra", "n1", "c1", "127.0.0.1:9", 5.0)
+            await a.store.settle()
+            await until(lambda: mirror.drained == {"fra"} and ("fra", "n1") in mirror.relays,
+                        5, "the mirror following")
+            assert mirror.audit() == [entry] and mirror.reserved == a.store.reserved
+            a.store.relay_down("fra", "n1")
+            await a.store.settle()
+            await until(lambda: not mirror.relays, 5, "a deletion followed")
+            # etcd goes and comes back: the mirror reads it again and follows on
+            await asyncio.to_thread(c.stop, c.members[0])
+            await asyncio.to_thread(c.restart, c.members[0])
+            await asyncio.to_thread(etcdserver.wait_ready, c, tls, 20)
+            keys = Keys(MESH)
+            await a.etcd.put(keys.drained, etcdstate.encode_drained({"ams"}))
+            await until(lambda: mirror.drained == {"ams"}, 10, "the mirror back")
+        finally:
+            task.cancel()
+            await a.resign()
+            await a.etcd.close()
+            await mirror.etcd.close()
+
+    run(main(), timeout=90)
