@@ -10,6 +10,10 @@ values (JSON with a schema version), written and read without I/O.
                                                leader reserves them ahead; the next
                                                leader goes on above N)
     /skymesh/<mesh>/audit/<ns>-<replica>-<n>   {"schema": 1, "entry": {...}}: an audit entry
+    /skymesh/<mesh>/relays/<region>/<node>     {"schema": 1, "replica", ...}: a live relay
+    /skymesh/<mesh>/config/regions/<id>        {"schema": 1, "region": {...}}: the catalogue
+    /skymesh/<mesh>/config/policy              {"schema": 1, "zones": {...}}
+    /skymesh/<mesh>/config/apps/<app>          {"schema": 1, "keys": [hex, ...]}
 
 A value that cannot be read is a ValueError naming its key and what is wrong: a replica must
 not serve state it cannot trust.
@@ -18,10 +22,12 @@ not serve state it cannot trust.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from controller.store import AuditEntry, check_fabric_keys
 from skymesh import identity
+from skymesh.catalogue import Region
+from skymesh.policy import Policy
 
 SCHEMA = 1
 ROOT = "/skymesh/"
@@ -39,6 +45,16 @@ class Keys:
         self.drained = self.prefix + b"state/drained"
         self.fabric_keys = self.prefix + b"state/fabric_keys"
         self.route_version = self.prefix + b"routes/version"
+        # what the leader serves, as its files gave it: the catalogue, the residency policy
+        # and the apps' public token keys
+        self.config = self.prefix + b"config/"
+        self.policy = self.config + b"policy"
+
+    def region(self, rid: str) -> bytes:
+        return self.config + f"regions/{rid}".encode()
+
+    def app(self, app_id: str) -> bytes:
+        return self.config + f"apps/{app_id}".encode()
 
     def candidate(self, replica: str) -> bytes:
         return self.election + replica.encode()
@@ -128,6 +144,29 @@ def decode_relay(key: bytes, value: bytes) -> dict:
     data = json.loads(value)
     return {"replica": replica, "probe_addr": str(data.get("probe_addr", "")),
             "since_unix_s": float(data.get("since_unix_s", 0.0))}
+
+
+def encode_region(region: Region) -> bytes:
+    return _encode(region=region.to_dict())
+
+
+def encode_policy(policy: Policy) -> bytes:
+    return _encode(zones={name: {"regions": sorted(z.regions), "description": z.description}
+                          for name, z in policy.zones.items()})
+
+
+def encode_app(keys: Iterable[bytes]) -> bytes:
+    """An app's Ed25519 public token keys (hex), the first the one it signs with now."""
+    return _encode(keys=[k.hex() for k in keys])
+
+
+def config_values(keys: Keys, catalogue: Mapping[str, Region], policy: Policy,
+                  apps: Mapping[str, Iterable[bytes]]) -> dict[bytes, bytes]:
+    """Every key under config/ and its value, as the leader serves them."""
+    out = {keys.region(rid): encode_region(r) for rid, r in catalogue.items()}
+    out[keys.policy] = encode_policy(policy)
+    out.update({keys.app(app): encode_app(k) for app, k in apps.items()})
+    return out
 
 
 def encode_audit(entry: AuditEntry) -> bytes:

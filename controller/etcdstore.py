@@ -31,6 +31,7 @@ log = logging.getLogger("skymesh.controller")
 
 VERSION_BLOCK = 256  # route-set versions reserved in one write
 RETRY_S = 1.0  # a write behind that failed is tried again this much later
+CONFIG_OPS = 100  # etcd takes at most 128 operations a transaction (--max-txn-ops)
 
 
 class StoreUnavailable(OSError):
@@ -62,6 +63,7 @@ class EtcdStore:
         self.entries: list[AuditEntry] = []
         self.kept_entries: set[AuditEntry] = set()  # kept first: not written again
         self.revision = 0  # the revision the state was read at
+        self.config: dict[bytes, bytes] = {}  # what config/ held when read, and since
         self.seq = 0  # audit entries this replica wrote (their keys)
         self.behind: asyncio.Queue[tuple[str, list]] | None = None
         self.writer: asyncio.Task | None = None
@@ -81,6 +83,7 @@ class EtcdStore:
         except EtcdError as e:
             raise StoreUnavailable(f"{self.where}: {e}") from None
         drained, fabric_keys, reserved, entries = frozenset(), (), 0, []
+        self.config = {kv.key: kv.value for kv in kvs if kv.key.startswith(self.keys.config)}
         for kv in kvs:
             if kv.key == self.keys.drained:
                 drained = etcdstate.decode_drained(kv.key, kv.value)
@@ -154,6 +157,18 @@ class EtcdStore:
                           f"route versions up to {upto}")
         self.reserved = upto
         return upto
+
+    # -- what the leader serves ----------------------------------------------------------
+
+    def publish_config(self, values: dict[bytes, bytes]) -> int:
+        """Make config/ hold `values` (etcdstate.config_values), written behind by what
+        differs, in transactions of at most CONFIG_OPS; how many keys changed."""
+        ops = [put_op(k, v) for k, v in sorted(values.items()) if self.config.get(k) != v]
+        ops += [delete_op(k) for k in sorted(self.config) if k not in values]
+        for i in range(0, len(ops), CONFIG_OPS):
+            self._behind("configuration", ops[i:i + CONFIG_OPS])
+        self.config = dict(values)
+        return len(ops)
 
     # -- live relays -------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from controller import etcdstate
 from controller.admin_service import AdminService
 from controller.etcd import EtcdError
 from controller.gateway import AdminGateway, RelayGateway, Target, Upstreams
@@ -74,6 +75,16 @@ class Replica:
         why = lead.etcd_error or "no replica leads yet"
         return f"replica {self.name} cannot answer: no replica leads ({why})"
 
+    def publish(self, store) -> None:
+        """What this replica serves (its files' catalogue, policy and apps), on etcd for
+        whoever reads the mesh there; written when it differs."""
+        assert self.loop is not None
+        core = self.loop.core
+        changed = store.publish_config(etcdstate.config_values(
+            self.leadership.keys, core.catalogue, core.policy, core.apps))
+        if changed:
+            log.info("configuration on etcd: %d keys written", changed)
+
     def from_etcd(self, method: str, request) -> object | None:
         """A read no core can answer now (no leader reachable, none held here), from what
         etcd holds: status (replicas, store, live relays) and the audit log."""
@@ -120,6 +131,7 @@ class Replica:
             core.distribution.version = max(core.distribution.version, store.reserved)
             assert self.relays is not None
             self.relays.resume()
+        self.publish(store)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -85,6 +85,23 @@ def controller(cluster, tmp_path: Path):
     ctl.stop()
 
 
+def config_keys(c, tls) -> list[str]:
+    """The keys under the mesh's config/ on etcd."""
+    import asyncio
+
+    from controller.etcd import Etcd
+
+    async def read():
+        e = Etcd(c.endpoints, tls)
+        try:
+            kvs, _ = await e.get_prefix(Keys(ETCD_MESH).config)
+            return [kv.key.decode().removeprefix(f"/skymesh/{ETCD_MESH}/config/")
+                    for kv in kvs]
+        finally:
+            await e.close()
+    return asyncio.run(read())
+
+
 def reserved(c, tls) -> int:
     import asyncio
 
@@ -110,6 +127,9 @@ def test_a_drain_kept_on_etcd_survives_a_restart_and_versions_go_on_above(cluste
         [("c1", controller.address, True)]
     first = reserved(c, tls)
     assert first >= VERSION_BLOCK
+    # what the leader serves is on etcd too: the catalogue and the residency policy
+    wait_for(lambda: config_keys(c, tls) == ["policy", "regions/aa", "regions/bb"], 10,
+             "the configuration published")
     reply = controller.drain("aa")
     assert list(reply.drained_regions) == ["aa"]
     controller.stop()

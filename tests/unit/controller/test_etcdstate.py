@@ -70,3 +70,21 @@ def test_bad_keys_versions_and_entries_are_refused_naming_their_key():
         etcdstate.decode_version(KEYS.route_version, b'{"schema": 1, "version": -1}')
     with pytest.raises(ValueError, match="audit.*actor"):
         etcdstate.decode_audit(KEYS.audit_entry(1, "c1"), b'{"schema": 1, "entry": {}}')
+
+
+def test_the_configuration_the_leader_serves_has_a_key_each():
+    import json
+
+    from skymesh.catalogue import Region
+    from skymesh.policy import Policy, Zone
+
+    catalogue = {"fra": Region("fra", "Frankfurt", "DE", 50.1, 8.7, ("eu",),
+                               {"capacity": {"relays": 2}})}
+    policy = Policy({"eu": Zone("eu", frozenset({"fra"}), "EU only")})
+    values = etcdstate.config_values(KEYS, catalogue, policy, {"demo": (b"\x01" * 32,)})
+    assert sorted(values) == [KEYS.app("demo"), KEYS.policy, KEYS.region("fra")]
+    region = json.loads(values[KEYS.region("fra")])
+    assert region["schema"] == 1 and region["region"]["capacity"] == {"relays": 2}
+    assert json.loads(values[KEYS.policy])["zones"] == {
+        "eu": {"regions": ["fra"], "description": "EU only"}}
+    assert json.loads(values[KEYS.app("demo")])["keys"] == ["01" * 32]
