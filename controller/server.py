@@ -121,11 +121,13 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                 fabric_keys: list[bytes] | None = None, state_file: Path | None = None, *,
                 tls: TlsFiles | None, store_url: str | None = None, replica: str = "c1",
                 election_ttl_s: float = DEFAULT_TTL_S, lead_timeout_s: float = 30.0,
+                advertise: str | None = None,
                 ) -> tuple[grpc.aio.Server, RecomputeLoop | Replica, int]:
     """Start serving on `listen`, with mutual TLS on `tls` (the controller's certificate;
     clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
     None (--insecure). State is kept in `state_file`, or on etcd (`store_url`,
-    etcd://HOST:PORT[,...], with the same certificate) as `replica`, once it leads. The
+    etcd://HOST:PORT[,...], with the same certificate) as `replica` (reached at `advertise`,
+    default the address listened on), once it leads. The
     caller runs the loop (`.run()`), stops the server and closes the loop. Raises ValueError
     for an unreadable state file, store URL or unusable TLS files, OSError when it cannot
     listen or reach etcd."""
@@ -149,7 +151,8 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         log.info("mutual TLS as %s (mesh %s)", me, mesh)
     if not port:
         raise OSError(f"cannot listen on {listen}")
-    address = f"{listen.rpartition(':')[0]}:{port}"
+    # where other replicas and relays reach this one: said, or the address listened on
+    address = advertise or f"{listen.rpartition(':')[0]}:{port}"
 
     def make_loop(store: Store) -> RecomputeLoop:
         return RecomputeLoop(catalogue, policy, settings, apps, fabric_keys, store)

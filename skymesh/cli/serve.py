@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 
 from skymesh.cli import credentials
@@ -90,6 +91,9 @@ def add_parsers(sub) -> None:
                       help="keep the state on etcd, with this controller's certificate, and "
                       "serve once this replica leads (the keys: README, Controller state on "
                       "etcd)")
+    ctl.add_argument("--advertise", metavar="HOST:PORT",
+                     help="where the other replicas reach this one (with --store; default: "
+                     "the --listen address, which 0.0.0.0 is not)")
     ctl.add_argument("--replica", default="c1", metavar="ID",
                      help="this replica's id in the election on etcd (default: %(default)s)")
     ctl.add_argument("--election-ttl", type=float, default=DEFAULT_TTL_S, metavar="S",
@@ -168,6 +172,12 @@ def cmd_controller(args: argparse.Namespace) -> int:
         ("full-report-interval", args.full_report_interval)) if not value > 0]
     if not 0 < args.degraded_loss <= 1:
         problems.append("--degraded-loss must be in (0, 1]")
+    if args.store and args.listen.rpartition(":")[0] in ("0.0.0.0", "[::]", "") \
+            and not args.advertise:
+        problems.append(f"--listen {args.listen}: other replicas cannot reach that address; "
+                        "say where they can with --advertise HOST:PORT")
+    if args.advertise and not re.fullmatch(r"[0-9A-Za-z.\-\[\]:]+:\d{1,5}", args.advertise):
+        problems.append(f"--advertise {args.advertise!r}: expected HOST:PORT")
     if not 0 < args.election_ttl <= MAX_TTL_S:
         problems.append(f"--election-ttl must be in (0, {MAX_TTL_S}]")
     if not args.fabric_key_overlap > 0:
@@ -191,7 +201,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
     async def run() -> None:
         server, controller, port = await serve(
             regions, policy, args.listen, settings, apps, keys, args.state, tls=tls,
-            store_url=args.store, replica=args.replica, election_ttl_s=args.election_ttl)
+            store_url=args.store, replica=args.replica, election_ttl_s=args.election_ttl,
+            advertise=args.advertise)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)

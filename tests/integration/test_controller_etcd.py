@@ -41,6 +41,7 @@ class Controller:
         self.log_path = tmp / "controller.log"
         self.proc: subprocess.Popen | None = None
         self.address = ""
+        self.extra: list[str] = []
 
     def start(self) -> None:
         port = mesh.free_port()
@@ -51,7 +52,8 @@ class Controller:
             [sys.executable, "-m", "skymesh", "controller", "--listen", self.address,
              "--regions", str(self.regions), "--store", self.store, "--replica", "c1",
              "--election-ttl", TTL, "--ca", str(files.ca), "--cert", str(files.cert),
-             "--key", str(files.key)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+             "--key", str(files.key), *self.extra], stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT)
         log.close()
         wait_for(lambda: self.status(timeout=1) is not None or self.proc.poll() is not None,
                  30, "the controller serving")
@@ -154,3 +156,16 @@ def test_with_etcd_away_reads_go_on_writes_are_refused_then_recover(cluster, con
     c.restart(c.members[0])
     wait_for(lambda: controller.status().leader == "c1", 30, "leading again")
     assert list(controller.drain("bb").drained_regions) == ["bb"]
+
+
+def test_a_replica_campaigns_with_the_address_it_is_told_to_advertise(cluster, tmp_path):
+    c, _ = cluster
+    ctl = Controller(tmp_path, c.url)
+    ctl.extra = ["--advertise", "relay-facing.example:7400"]
+    ctl.start()
+    try:
+        status = ctl.status()
+        assert [(r.id, r.address) for r in status.replicas] == \
+            [("c1", "relay-facing.example:7400")]
+    finally:
+        ctl.stop()
