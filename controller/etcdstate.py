@@ -21,14 +21,9 @@ not serve state it cannot trust.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-
-from controller.engine import ZoneRoutes
 from controller.store import AuditEntry, check_fabric_keys
 from skymesh import identity
 from skymesh.catalogue import Region
@@ -54,10 +49,6 @@ class Keys:
         # and the apps' public token keys
         self.config = self.prefix + b"config/"
         self.policy = self.config + b"policy"
-        self.route_sets = self.prefix + b"routes/set/"
-
-    def route_set(self, zone: str) -> bytes:
-        return self.route_sets + zone.encode()
 
     def region(self, rid: str) -> bytes:
         return self.config + f"regions/{rid}".encode()
@@ -176,41 +167,6 @@ def config_values(keys: Keys, catalogue: Mapping[str, Region], policy: Policy,
     out[keys.policy] = encode_policy(policy)
     out.update({keys.app(app): encode_app(k) for app, k in apps.items()})
     return out
-
-
-ROUTE_ARRAYS = {"cost": np.float32, "actual": np.float32, "next_hop": np.int16,
-                "backup": np.int16, "backup_kind": np.int8}
-
-
-def encode_route_set(version: int, z: ZoneRoutes) -> bytes:
-    """A zone's routes in force at `version`: its regions and its arrays (link costs,
-    distances along the next hops, next hops, backups), compressed (numpy's npz, base64)."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{name: getattr(z, name).astype(kind)
-                                for name, kind in ROUTE_ARRAYS.items()})
-    return _encode(version=int(version), zone=z.zone, nodes=list(z.nodes),
-                   members=sorted(z.members), arrays=base64.b64encode(buf.getvalue()).decode())
-
-
-def decode_route_set(key: bytes, value: bytes) -> tuple[int, ZoneRoutes]:
-    """(version, the zone's routes, to read rows from); ValueError naming the key."""
-    where = key.decode(errors="replace")
-    version = _decode(key, value, "version")
-    data = json.loads(value)
-    try:
-        with np.load(io.BytesIO(base64.b64decode(data["arrays"]))) as npz:
-            arrays = {name: npz[name] for name in ROUTE_ARRAYS}
-        nodes = [str(n) for n in data["nodes"]]
-        n = len(nodes)
-        if any(a.shape != (n, n) for a in arrays.values()):
-            raise ValueError("arrays of another size than its regions")
-        z = ZoneRoutes(str(data["zone"]), frozenset(data["members"]), nodes,
-                       arrays["cost"].astype(float), arrays["actual"].astype(float),
-                       arrays["actual"].astype(float), arrays["next_hop"].astype(np.intp),
-                       arrays["backup"].astype(np.intp), arrays["backup_kind"])
-    except (KeyError, TypeError, ValueError, OSError) as e:
-        raise ValueError(f"etcd {where}: not a route set: {e}") from None
-    return int(version), z
 
 
 def encode_audit(entry: AuditEntry) -> bytes:

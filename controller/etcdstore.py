@@ -31,7 +31,6 @@ log = logging.getLogger("skymesh.controller")
 
 VERSION_BLOCK = 256  # route-set versions reserved in one write
 RETRY_S = 1.0  # a write behind that failed is tried again this much later
-ROUTE_SET_MAX = 1_400_000  # bytes: etcd takes requests of at most 1.5 MiB by default
 CONFIG_OPS = 100  # etcd takes at most 128 operations a transaction (--max-txn-ops)
 
 
@@ -170,17 +169,6 @@ class EtcdStore:
             self._behind("configuration", ops[i:i + CONFIG_OPS])
         self.config = dict(values)
         return len(ops)
-
-    def save_route_sets(self, values: dict[str, bytes]) -> list[str]:
-        """The latest route set, a zone a key (etcdstate.encode_route_set), written behind;
-        a zone too large for one etcd request is not kept (its name is returned)."""
-        too_large = []
-        for zone, value in sorted(values.items()):
-            if len(value) > ROUTE_SET_MAX:
-                too_large.append(zone)
-                continue
-            self._behind("route set", [put_op(self.keys.route_set(zone), value)])
-        return too_large
 
     # -- live relays -------------------------------------------------------------------
 

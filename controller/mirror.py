@@ -27,19 +27,7 @@ class EtcdMirror:
         self.reserved = 0
         self.audit_entries: dict[bytes, AuditEntry] = {}
         self.relays: dict[tuple[str, str], dict] = {}  # (region, node) -> its entry
-        self.route_sets: dict[str, tuple[bytes, bytes]] = {}  # zone -> (key, value), undecoded
         self.ready = asyncio.Event()  # read at least once
-
-    def route_set(self, zone: str):
-        """(version, ZoneRoutes) of the zone's latest route set etcd holds, or None."""
-        held = self.route_sets.get(zone)
-        if held is None:
-            return None
-        try:
-            return etcdstate.decode_route_set(*held)
-        except ValueError as problem:
-            log.warning("mirror: %s", problem)
-            return None
 
     def audit(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
         return recent([self.audit_entries[k] for k in sorted(self.audit_entries)],
@@ -63,7 +51,7 @@ class EtcdMirror:
 
     def reset(self, kvs: list[KeyValue], revision: int) -> None:
         self.drained, self.reserved = frozenset(), 0
-        self.audit_entries, self.relays, self.route_sets = {}, {}, {}
+        self.audit_entries, self.relays = {}, {}
         for kv in kvs:
             self.apply(Event(False, kv))
         self.revision = revision
@@ -83,12 +71,6 @@ class EtcdMirror:
                     self.audit_entries.pop(key, None)
                 else:
                     self.audit_entries[key] = etcdstate.decode_audit(key, e.kv.value)
-            elif key.startswith(keys.route_sets):
-                zone = key[len(keys.route_sets):].decode(errors="replace")
-                if e.deleted:
-                    self.route_sets.pop(zone, None)
-                else:
-                    self.route_sets[zone] = (key, e.kv.value)
             elif key.startswith(keys.relays):
                 region, _, node = key[len(keys.relays):].decode(errors="replace").partition("/")
                 if e.deleted:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from controller import etcdstate, translate
+from controller import etcdstate
 from controller.admin_service import AdminService
 from controller.etcd import EtcdError
 from controller.gateway import AdminGateway, RelayGateway, Target, Upstreams
@@ -30,7 +30,6 @@ from skymesh.v1 import admin_pb2
 log = logging.getLogger("skymesh.controller")
 
 CHECK_S = 0.1  # how often the replica looks at who leads
-ROUTE_SET_EVERY_S = 10.0
 
 
 class Replica:
@@ -97,20 +96,6 @@ class Replica:
                 admin_pb2.AuditEntry(at_unix_s=e.at_unix_s, actor=e.actor, action=e.action,
                                      target=e.target, detail=e.detail)
                 for e in m.audit(request.since_unix_s, request.limit)])
-        if method == "Routes":
-            zones = [request.zone] if request.zone else sorted(m.route_sets)
-            version, rows = 0, []
-            for name in zones:
-                held = m.route_set(name)
-                if held is None or request.region not in held[1].index:
-                    continue
-                version = max(version, held[0])
-                z = held[1]
-                rows += [r for dst in z.nodes if (r := z.route(request.region, dst))]
-            if not rows:
-                return None
-            return admin_pb2.RoutesReply(region=request.region, version=version,
-                                         routes=[translate.route_entry(r) for r in rows])
         if method == "Status":
             c = self.leadership.view()
             return admin_pb2.StatusReply(
@@ -152,7 +137,6 @@ class Replica:
         loop = asyncio.get_running_loop()
         campaign = loop.create_task(self.leadership.run())
         mirror = loop.create_task(self.mirror.run())
-        routes = loop.create_task(self.keep_routes())
         try:
             while True:
                 self.check()
@@ -160,27 +144,6 @@ class Replica:
         finally:
             campaign.cancel()
             mirror.cancel()
-            routes.cancel()
-
-    async def keep_routes(self) -> None:
-        """While leading, the latest route set on etcd: when its version moved, at most
-        every ROUTE_SET_EVERY_S (a write a zone: bounded, whatever the rounds)."""
-        kept, warned = 0, set()
-        while True:
-            await asyncio.sleep(1.0)
-            core = self.loop.core if self.loop is not None else None
-            if core is None or not self.leadership.leading or not core.routes.zones \
-                    or core.version == kept:
-                continue
-            version, zones = core.version, dict(core.routes.zones)
-            values = await asyncio.to_thread(encoded_route_sets, version, zones)
-            for zone in self.leadership.store.save_route_sets(values):
-                if zone not in warned:
-                    warned.add(zone)
-                    log.warning("route set of zone %s too large for one etcd request: not "
-                                "kept", zone)
-            kept = version
-            await asyncio.sleep(ROUTE_SET_EVERY_S)
             if self.rounds is not None:
                 self.rounds.cancel()
 
@@ -218,10 +181,6 @@ class Replica:
         await self.leadership.store.close()
         await self.leadership.etcd.close()
         await self.upstreams.close()
-
-
-def encoded_route_sets(version: int, zones: dict) -> dict[str, bytes]:
-    return {name: etcdstate.encode_route_set(version, z) for name, z in zones.items()}
 
 
 def follow(loop, leadership: Leadership) -> None:

@@ -88,25 +88,3 @@ def test_the_configuration_the_leader_serves_has_a_key_each():
     assert json.loads(values[KEYS.policy])["zones"] == {
         "eu": {"regions": ["fra"], "description": "EU only"}}
     assert json.loads(values[KEYS.app("demo")])["keys"] == ["01" * 32]
-
-
-def test_a_route_set_reads_back_as_the_same_routes():
-    import numpy as np
-
-    from controller import engine
-    from skymesh.policy import Policy, Zone
-
-    nodes = ["a", "b", "c", "d"]
-    inf = np.inf
-    cost = np.array([[inf, 10, 3, inf], [10, inf, 3, 4], [3, 3, inf, 9], [inf, 4, 9, inf]])
-    policy = Policy({"global": Zone("global", frozenset(nodes))})
-    z = engine.compute_costs(nodes, cost, policy).zones["global"]
-    value = etcdstate.encode_route_set(7, z)
-    version, back = etcdstate.decode_route_set(KEYS.route_set("global"), value)
-    assert version == 7 and back.nodes == nodes
-    for src in nodes:
-        for dst in nodes:
-            assert back.route(src, dst) == z.route(src, dst), (src, dst)
-    with pytest.raises(ValueError, match="not a route set"):
-        etcdstate.decode_route_set(KEYS.route_set("global"),
-                                   value.replace(b'"arrays":"', b'"arrays":"x'))
