@@ -97,15 +97,20 @@ class Leadership:
 
     async def run(self) -> None:
         while True:
-            try:
-                await self.step()
-                self.etcd_ok, self.etcd_error = True, ""
-            except EtcdError as e:
-                if self.etcd_ok or self.etcd_error != str(e):
-                    log.warning("election: %s", e)
-                self.etcd_ok, self.etcd_error = False, str(e)
-            await self.check(time.monotonic())
+            await self.turn()
             await asyncio.sleep(POLL_S)
+
+    async def turn(self) -> None:
+        """One turn: `step`, whether etcd answered (a new reason logged once), then start or
+        stop leading as the campaign says."""
+        try:
+            await self.step()
+            self.etcd_ok, self.etcd_error = True, ""
+        except EtcdError as e:
+            if self.etcd_ok or self.etcd_error != str(e):
+                log.warning("election: %s", e)
+            self.etcd_ok, self.etcd_error = False, str(e)
+        await self.check(time.monotonic())
 
     async def step(self) -> None:
         """One turn: campaign if needed, renew if due, read who campaigns."""
@@ -187,12 +192,7 @@ class Leadership:
         """Run turns until this replica leads or `timeout_s` passed; whether it leads."""
         deadline = time.monotonic() + timeout_s
         while not self.leading and time.monotonic() < deadline:
-            try:
-                await self.step()
-                self.etcd_ok = True
-            except EtcdError as e:
-                self.etcd_ok, self.etcd_error = False, str(e)
-            await self.check(time.monotonic())
+            await self.turn()
             if not self.leading:
                 await asyncio.sleep(POLL_S)
         return self.leading

@@ -13,14 +13,12 @@ term's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from controller import etcdstate
 from controller.admin_service import AdminService
-from controller.etcd import EtcdError
 from controller.gateway import AdminGateway, RelayGateway, Target, Upstreams
 from controller.leadership import Leadership
 from controller.mirror import EtcdMirror
@@ -164,10 +162,7 @@ class Replica:
         deadline = time.monotonic() + timeout_s
         lead = self.leadership
         while time.monotonic() < deadline:
-            with contextlib.suppress(EtcdError):
-                await lead.step()
-                lead.etcd_ok, lead.etcd_error = True, ""
-            await lead.check(time.monotonic())
+            await lead.turn()
             if lead.etcd_ok and (lead.leading or lead.leader() is not None):
                 return
             await asyncio.sleep(0.1)
