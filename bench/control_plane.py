@@ -77,6 +77,7 @@ from skymesh.linkstate import (  # noqa: E402
     LINK,
     PROTOCOL_BY_CHANGE,
     PROTOCOL_FULL,
+    PROTOCOL_RESYNC,
     PROTOCOL_TABLE_CHANGES,
 )
 from skymesh.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
@@ -187,11 +188,15 @@ class Code:
 
 
 def speaks(root: Path) -> int:
-    """The newest protocol the controller of the code at `root` knows: 3, route tables by
-    change; 2, reports by change; else 1."""
+    """The newest protocol the controller of the code at `root` knows: 4, sessions carried
+    over to a new leader; 3, route tables by change; 2, reports by change; else 1."""
     code = "".join(p.read_text(errors="replace") for p in (root / "controller").glob("*.py"))
-    return PROTOCOL_TABLE_CHANGES if "PROTOCOL_TABLE_CHANGES" in code else \
-        PROTOCOL_BY_CHANGE if "PROTOCOL_BY_CHANGE" in code else PROTOCOL_FULL
+    for name, number in (("PROTOCOL_RESYNC", PROTOCOL_RESYNC),
+                         ("PROTOCOL_TABLE_CHANGES", PROTOCOL_TABLE_CHANGES),
+                         ("PROTOCOL_BY_CHANGE", PROTOCOL_BY_CHANGE)):
+        if name in code:
+            return number
+    return PROTOCOL_FULL
 
 
 def takes_tls(root: Path) -> bool:

@@ -4,7 +4,7 @@ and speaking the relay's side of proto/skymesh/v1/relay.proto as relay/control.p
 its links measured by arithmetic instead of probes.
 
     python -m bench.emurelay --controller HOST:PORT --regions FILE --serve ID,ID,...
-        [--certs DIR | --insecure] [--protocol 1|2] [--seed N] [--cpu N] [--ramp S]
+        [--certs DIR | --insecure] [--protocol 1|2|3|4] [--seed N] [--cpu N] [--ramp S]
 
 `--regions` is JSON: {"seed": N, "regions": [{"id", "lat", "lon"}, ...]}, every region of the
 catalogue (peers' coordinates give the links' RTTs). With --certs, relay R presents DIR/
@@ -33,7 +33,8 @@ Commands on stdin, one JSON object a line, each answered by one JSON line on std
 The relay of one region, like relay/control.py and relay/probe.py:
 
 - hello {region, node_id n1, probe_addr 127.0.0.1:<port of its own>, route_version, protocol};
-  after the controller's first message, its channels (none) and a link report.
+  after the controller's first message, its channels (none) and a link report; again after a
+  resync (protocol 4: the replica relaying the session carried it over to a new leader).
 - Peer lists: protocol 1, each replaces the list; protocol 2, `incremental` ones add and
   remove. A new link has no sample until 0.3 s have passed (the relay probes a new link every
   0.1 s until it has 3 replies: relay/scheduler.py), then 3, then one more a second; it is
@@ -84,7 +85,13 @@ import grpc
 
 from relay.sampling import FIRST_PASS_S
 from skymesh.geo import fiber_one_way_ms, haversine_km
-from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_FULL, PROTOCOL_TABLE_CHANGES
+from skymesh.linkstate import (
+    LINK,
+    PROTOCOL_BY_CHANGE,
+    PROTOCOL_FULL,
+    PROTOCOL_RESYNC,
+    PROTOCOL_TABLE_CHANGES,
+)
 from skymesh.v1 import relay_pb2
 from skymesh.wan import INFLATION_RANGE
 
@@ -397,12 +404,20 @@ class Relay:
             now = time.time()
             if self.emu.first_connect is None or now < self.emu.first_connect:
                 self.emu.first_connect = now
-        self.last_full = -math.inf  # a new session begins with everything
+        self.resend(outbox)
+
+    def resend(self, outbox: asyncio.Queue[bytes | None]) -> None:
+        """What a session begins with: the channels, every link."""
+        self.last_full = -math.inf
         outbox.put_nowait(CHANNELS_MESSAGE)
         self.send_report()
 
     def on_message(self, raw: bytes) -> None:
         number, body = split_message(raw)
+        if number == 6:  # resync (protocol 4): a new leader, through the same replica
+            if self.outbox is not None:
+                self.resend(self.outbox)
+            return
         if number == 2:  # routes (whole or, protocol 3, changes): acknowledged at once
             version, nonce = table_header(body)
             if self.outbox is not None:
@@ -823,8 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve", required=True, help="comma-separated region ids")
     p.add_argument("--certs", type=Path, metavar="DIR")
     p.add_argument("--insecure", action="store_true")
-    p.add_argument("--protocol", type=int, default=PROTOCOL_TABLE_CHANGES,
-                   choices=(PROTOCOL_FULL, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES))
+    p.add_argument("--protocol", type=int, default=PROTOCOL_RESYNC,
+                   choices=(PROTOCOL_FULL, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES,
+                            PROTOCOL_RESYNC))
     p.add_argument("--seed", type=int, default=None, help="default: the regions file's")
     p.add_argument("--cpu", type=int, action="append", help="pin to these CPUs")
     p.add_argument("--ramp", type=float, default=1.0, metavar="S",

@@ -763,6 +763,8 @@ class Controller:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             log.warning("%s: rejected sample: %s%s", session.relay.region, problems[0], more)
         self.note_moved(now)
+        if self.warm and len(self.sessions) == len(self.catalogue):
+            self.wake()  # every region is back: routes as soon as the last is measured
 
     def note_moved(self, now: float) -> None:
         """Mark the routes dirty if a link written, removed or expired since the last look

@@ -3,10 +3,11 @@ sessions and operators' admin calls, each checked here first and relayed as byte
 
 Every replica accepts relay sessions and admin calls. The one that leads serves them from its
 core; another relays each to the leader over a call of its own, saying whom it relays for
-(controller/callers.py), and ends the relay's session when the leader goes, so that the
-relay reconnects (to this replica or the next it knows) and says afresh which routes it
-holds. While no replica is known to lead, a session waits here for one, its relay forwarding
-on the tables it holds, and admin calls are answered by the replica that last held the state,
+(controller/callers.py). When the leader goes, the relay's session stays: it waits here for
+the next leader, its relay forwarding on the tables it holds, and is carried over to it with
+a hello saying which routes the relay holds and a resync telling the relay to send its state
+again (protocol 4; an older relay's session is ended instead, and it reconnects). While no
+replica is known to lead, admin calls are answered by the replica that last held the state,
 read-only (a write needs the leader's fence on etcd).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -24,6 +26,7 @@ from controller.callers import caller, on_behalf_of
 from controller.relay_service import RelayControlService, check_hello, check_relay_identity
 from skymesh.catalogue import Region
 from skymesh.identity import stranger
+from skymesh.linkstate import PROTOCOL_RESYNC
 from skymesh.net.tls import TlsFiles, channel_credentials
 from skymesh.v1 import admin_pb2, relay_pb2
 
@@ -33,6 +36,8 @@ RELAY_SESSION = "/skymesh.v1.RelayControl/Session"
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 SESSIONS_PER_CHANNEL = 48  # the leader's server takes 64 streams a connection
 WAIT_POLL_S = 0.1  # how often a session waiting for a leader looks again
+RETRY_SAME_S = 0.5  # a leader that could not be reached is tried again after this
+ACK_KEY = bytes([3 << 3 | 2])  # a RelayMessage's first byte when it is a RouteAck
 ADMIN_TIMEOUT_S = 10.0
 
 
@@ -107,13 +112,10 @@ class RelayGateway:
             first = relay_pb2.RelayMessage.FromString(raw)
         except DecodeError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a RelayMessage")
-        while (target := self.target()) is None:  # no leader yet: the relay waits
-            if context.done():
-                return
-            await asyncio.sleep(WAIT_POLL_S)
-        service = self.local() if target.local else None
-        if service is not None:
-            async for msg in service.serve(first, decoded(request_iterator), context):
+        if (target := await self.next_target(None, context)) is None:
+            return  # the relay left while no replica led
+        if target.local:
+            async for msg in self.local().serve(first, decoded(request_iterator), context):
                 yield msg
             return
         # checked here as the leader would: a relay this replica would refuse is not relayed
@@ -125,62 +127,98 @@ class RelayGateway:
         if self.mesh is not None and (why := check_relay_identity(who, first.hello,
                                                                   self.mesh)):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
-        pipe = Pipe(request_iterator)
+        carried = first.hello.protocol >= PROTOCOL_RESYNC  # may go on to a new leader
+        pipe = Pipe(request_iterator, first.hello.route_version)
         pump = asyncio.get_running_loop().create_task(pipe.pump())
+        started = False  # the relay has had an answer: it sends on as in a session
+        ended = ""
         try:
             while True:
-                answered, ended = False, ""
+                opening = relay_pb2.RelayMessage(hello=relay_pb2.Hello(
+                    **hello_fields(first.hello), route_version=pipe.held))
+                if target.local:  # this replica leads now
+                    requests = pipe.attempt(None)
+                    if started:
+                        yield resync(target)
+                    async for msg in self.local().serve(opening, decoded(requests), context):
+                        yield msg
+                    return
                 entry = self.upstreams.take(target.address)
                 call = entry[0].stream_stream(RELAY_SESSION, request_serializer=None,
                                               response_deserializer=None)(
-                    pipe.attempt(raw), metadata=on_behalf_of(who))
+                    pipe.attempt(opening.SerializeToString()), metadata=on_behalf_of(who))
+                if started:
+                    yield resync(target)
+                answered = gone = False
                 try:
                     async for msg in call:
-                        answered = True
+                        answered = started = True
                         yield msg
                     ended = f"the leader, replica {target.replica}, ended the session"
                 except grpc.aio.AioRpcError as e:
                     if e.code() not in (grpc.StatusCode.UNAVAILABLE,
                                         grpc.StatusCode.CANCELLED):
                         await context.abort(e.code(), e.details())  # the leader refused it
+                    gone = True
                     ended = (f"the leader, replica {target.replica} ({target.address}), "
                              f"went away: {e.details()}")
                 finally:
                     call.cancel()
                     self.upstreams.release(entry)
-                if answered or pipe.closed:
+                if pipe.closed or answered and not (carried and gone):
                     break
-                # the leader could not be reached (dead, its key not expired yet): the
-                # relay, which has sent only its hello, waits for the next one
-                await asyncio.sleep(WAIT_POLL_S)
-                while (target := self.target()) is None or target.local and \
-                        self.local() is None:
-                    if context.done():
-                        return
-                    await asyncio.sleep(WAIT_POLL_S)
-                if target.local:
-                    service = self.local()
-                    assert service is not None
-                    async for msg in service.serve(first, decoded(pipe.attempt(None)),
-                                                   context):
-                        yield msg
+                # the leader went away, or could not be reached (dead, its key not expired
+                # yet): the relay forwards on the tables it holds and waits for the next
+                if (target := await self.next_target(target, context)) is None:
                     return
         finally:
             pump.cancel()
         await context.abort(grpc.StatusCode.UNAVAILABLE, ended)
 
+    async def next_target(self, failed: Target | None, context: grpc.aio.ServicerContext,
+                          ) -> Target | None:
+        """The replica to serve the session now: once one is known to lead (or this one
+        holds a state) and can take it; `failed`, the leader that could not be reached,
+        only again after RETRY_SAME_S unless another leads first. None: the relay left."""
+        since = time.monotonic()
+        if failed is not None:
+            await asyncio.sleep(WAIT_POLL_S)
+        while True:
+            if context.done():
+                return None
+            t = self.target()
+            if t is not None and (not t.local or self.local() is not None) and (
+                    failed is None or t.replica != failed.replica
+                    or time.monotonic() - since >= RETRY_SAME_S):
+                return t
+            await asyncio.sleep(WAIT_POLL_S)
+
+
+def hello_fields(hello: relay_pb2.Hello) -> dict:
+    return {f.name: v for f, v in hello.ListFields() if f.name != "route_version"}
+
+
+def resync(target: Target) -> bytes:
+    """Tells a relay its session now reaches another leader (protocol 4)."""
+    return relay_pb2.ControllerMessage(resync=relay_pb2.Resync(
+        reason=f"replica {target.replica} leads")).SerializeToString()
+
 
 class Pipe:
     """A relay's messages, to the upstream call of the moment: a call to a leader that could
-    not be reached is followed by another, which must not lose or share what the relay
-    sends."""
+    not be reached, or went away, is followed by another, which must not share what the
+    relay sent to the one before. `held`: the newest route version the relay acknowledged,
+    for the hello that opens the next call."""
 
-    def __init__(self, requests: AsyncIterator[bytes]) -> None:
+    def __init__(self, requests: AsyncIterator[bytes], held: int) -> None:
         self.requests = requests
         self.current: asyncio.Queue | None = None
         self.closed = False
+        self.held = held
 
     def attempt(self, first: bytes | None) -> Drain:
+        if self.current is not None:
+            self.current.put_nowait(None)  # the call before ends its reading too
         self.current = asyncio.Queue()
         if first is not None:
             self.current.put_nowait(first)
@@ -191,6 +229,10 @@ class Pipe:
     async def pump(self) -> None:
         try:
             async for raw in self.requests:
+                if raw[:1] == ACK_KEY:
+                    ack = relay_pb2.RelayMessage.FromString(raw).ack
+                    if ack.accepted:
+                        self.held = max(self.held, ack.version)
                 if self.current is not None:
                     self.current.put_nowait(raw)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):

@@ -191,40 +191,76 @@ def route_table(push: Push) -> bytes:
     return _framed(_MESSAGE_ROUTES, table)
 
 
+# A peer list is what the controller sends most after route tables: every relay that connects
+# gets every other node (a leader taking over 300 relays at once, 90,000 entries), and every
+# round's connects go to every relay. An entry is encoded once and kept, by its values.
+_MESSAGE_PEERS, _LIST_PEERS = 1, 1  # ControllerMessage.peers, PeerList.peers
+_PEER_REGION, _PEER_ADDR, _PEER_NEAR, _PEER_NODE, _PEER_WEIGHT = 1, 2, 3, 4, 5
+_PEERS_KEPT = 100_000  # entries kept encoded (a few per node); beyond, the cache starts again
+_peer_entries: dict[tuple[str, str, str, bool, float], bytes] = {}
+
+
+def _peer_entry(region: str, addr: str, node: str, near: bool, weight: float) -> bytes:
+    key = (region, addr, node, near, weight)
+    if (encoded := _peer_entries.get(key)) is not None:
+        return encoded
+    if len(_peer_entries) >= _PEERS_KEPT:
+        _peer_entries.clear()
+    body = b"".join((
+        _text(_PEER_REGION, region), _text(_PEER_ADDR, addr),
+        _tag(_PEER_NEAR, _VARINT) + b"\x01" if near else b"", _text(_PEER_NODE, node),
+        _tag(_PEER_WEIGHT, _FIXED64) + _double(weight) if weight else b""))
+    encoded = _peer_entries[key] = _framed(_LIST_PEERS, body)
+    return encoded
+
+
+def _text(field_number: int, text: str) -> bytes:
+    return _framed(field_number, text.encode()) if text else b""
+
+
+def peer_list(msg: Peers) -> bytes:
+    """`msg` as a ControllerMessage carrying its PeerList, encoded: its peers by hand, the
+    rest by the generated code (a message's fields may come in any order)."""
+    near, weights = msg.near, msg.weights
+    peers = b"".join([_peer_entry(region, addr, node, region in near,
+                                  weights.get(address(region, node), 0.0) if weights else 0.0)
+                      for region, addr, node in msg.peers])
+    rest = relay_pb2.PeerList(
+        probe_interval_s=msg.probe_interval_s,
+        report_interval_s=msg.report_interval_s,
+        neighbour_probe_interval_s=msg.neighbour_probe_interval_s,
+        down_after=msg.down_after,
+        degraded_loss=msg.degraded_loss,
+        degraded_jitter_ms=msg.degraded_jitter_ms,
+        incremental=msg.incremental,
+        removed=msg.removed,
+        full_report_interval_s=msg.full_report_interval_s,
+        report_rtt_fraction=msg.report_rtt_fraction,
+        report_rtt_ms=msg.report_rtt_ms,
+        report_loss=msg.report_loss,
+        partial_mesh_above=msg.partial_mesh_above,
+        sample_every_s=msg.sample_every_s,
+    ).SerializeToString()
+    return _framed(_MESSAGE_PEERS, peers + rest)
+
+
 def encoded_message(msg: Message) -> bytes:
     """`msg` as the bytes of a ControllerMessage (what the RelayControl service sends)."""
     if isinstance(msg, Push):
         return route_table(msg)
+    if isinstance(msg, Peers):
+        return peer_list(msg)
     return controller_message(msg).SerializeToString()
 
 
 def controller_message(msg: Message) -> relay_pb2.ControllerMessage:
     if isinstance(msg, Push):
         return relay_pb2.ControllerMessage.FromString(route_table(msg))
+    if isinstance(msg, Peers):
+        return relay_pb2.ControllerMessage.FromString(peer_list(msg))
     if isinstance(msg, Members):
         return relay_pb2.ControllerMessage(members=relay_pb2.ChannelMembers(
             zone=msg.zone, channel=msg.channel, regions=msg.regions))
-    if isinstance(msg, Peers):
-        return relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
-            peers=[relay_pb2.Peer(region=region, probe_addr=addr, near=region in msg.near,
-                                  node_id=node,
-                                  weight=msg.weights.get(address(region, node), 0.0))
-                   for region, addr, node in msg.peers],
-            probe_interval_s=msg.probe_interval_s,
-            report_interval_s=msg.report_interval_s,
-            neighbour_probe_interval_s=msg.neighbour_probe_interval_s,
-            down_after=msg.down_after,
-            degraded_loss=msg.degraded_loss,
-            degraded_jitter_ms=msg.degraded_jitter_ms,
-            incremental=msg.incremental,
-            removed=msg.removed,
-            full_report_interval_s=msg.full_report_interval_s,
-            report_rtt_fraction=msg.report_rtt_fraction,
-            report_rtt_ms=msg.report_rtt_ms,
-            report_loss=msg.report_loss,
-            partial_mesh_above=msg.partial_mesh_above,
-            sample_every_s=msg.sample_every_s,
-        ))
     if isinstance(msg, RelayConfig):
         return relay_pb2.ControllerMessage(config=relay_pb2.RelayConfig(
             app_keys={app: relay_pb2.AppKeys(public_keys=keys)

@@ -5,10 +5,12 @@ are acknowledged or rejected with a reason); link reports, channel interest and 
 relay noticed or did on its own go out. The scheduler, tables, fabric and edge know nothing
 of protobuf.
 
-The relay speaks protocol 3 (PROTOCOL_TABLE_CHANGES): a peer list may be changes to the list
-it holds (`incremental`); a link report holds every link it measures only every
-full_report_interval_s (`full`), the others the links that moved (relay/reporting.py); and a
-route table may be the changes to one it applied (`base_version`, relay/tables.py).
+The relay speaks protocol 4 (PROTOCOL_RESYNC): a peer list may be changes to the list it
+holds (`incremental`); a link report holds every link it measures only every
+full_report_interval_s (`full`), the others the links that moved (relay/reporting.py); a
+route table may be the changes to one it applied (`base_version`, relay/tables.py); and the
+controller replica relaying the session may carry it over to a new leader (`resync`): the
+relay sends again what a session begins with, without reconnecting.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from relay.probe import LinkStats
 from relay.scheduler import Addr, ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import Entry
 from relay.transport import Chaos, ChaosPlan
-from skymesh.linkstate import PROTOCOL_TABLE_CHANGES, TO_WIRE
+from skymesh.linkstate import PROTOCOL_RESYNC, TO_WIRE
 from skymesh.net.tls import TlsError, TlsFiles
 from skymesh.net.tls import channel as tls_channel
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
@@ -144,6 +146,10 @@ class ControlSession:
             c = msg.chaos
             self.set_chaos(ChaosPlan(tuple(c.drop_peers), c.drop_all, c.until_unix_s))
             return None
+        if kind == "resync" and self.outbox is not None:
+            log.info("controller session carried over: %s; sending this relay's state again",
+                     msg.resync.reason or "another leader")
+            self.started(self.outbox)
         return None
 
     def set_peers(self, peers: relay_pb2.PeerList) -> None:
@@ -360,7 +366,7 @@ class ControlSession:
         return relay_pb2.RelayMessage(hello=relay_pb2.Hello(
             region=self.region, node_id=self.node_id, probe_addr=probe_addr,
             route_version=self.tables.version, edge_addr=self.edge_addr,
-            protocol=PROTOCOL_TABLE_CHANGES))
+            protocol=PROTOCOL_RESYNC))
 
     def started(self, outbox: Outbox) -> None:
         """The controller answered: from now on messages go to `outbox`, starting with the

@@ -48,5 +48,5 @@ class LinkSettings:
 LINK = LinkSettings()  # the defaults
 
 # Hello.protocol: 2, peer lists by change and link reports by change; 3, also route tables
-# by change (proto/skymesh/v1)
-PROTOCOL_FULL, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES = 1, 2, 3
+# by change; 4, also sessions carried over to a new leader (proto/skymesh/v1)
+PROTOCOL_FULL, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES, PROTOCOL_RESYNC = 1, 2, 3, 4

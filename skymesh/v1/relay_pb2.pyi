@@ -142,18 +142,26 @@ class RouteAck(_message.Message):
     def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("peers", "routes", "config", "members", "chaos")
+    __slots__ = ("peers", "routes", "config", "members", "chaos", "resync")
     PEERS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CHAOS_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
     peers: PeerList
     routes: RouteTable
     config: RelayConfig
     members: ChannelMembers
     chaos: Chaos
-    def __init__(self, peers: _Optional[_Union[PeerList, _Mapping]] = ..., routes: _Optional[_Union[RouteTable, _Mapping]] = ..., config: _Optional[_Union[RelayConfig, _Mapping]] = ..., members: _Optional[_Union[ChannelMembers, _Mapping]] = ..., chaos: _Optional[_Union[Chaos, _Mapping]] = ...) -> None: ...
+    resync: Resync
+    def __init__(self, peers: _Optional[_Union[PeerList, _Mapping]] = ..., routes: _Optional[_Union[RouteTable, _Mapping]] = ..., config: _Optional[_Union[RelayConfig, _Mapping]] = ..., members: _Optional[_Union[ChannelMembers, _Mapping]] = ..., chaos: _Optional[_Union[Chaos, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ...) -> None: ...
+
+class Resync(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Chaos(_message.Message):
     __slots__ = ("drop_peers", "drop_all", "until_unix_s")

@@ -1,8 +1,8 @@
 """Three controller replicas on a real etcd (Debian's etcd-server) with real relay processes,
 all with the mesh's mutual TLS: any replica takes relays and admin calls (the followers
 relay them to the leader), writes through a follower are kept, and when the leader is killed
-another leads within the lease's TTL, every relay is pushed a newer version and acknowledges
-it, no relay is ever offered a version older than one it holds, and no acknowledged drain is
+another leads within the lease's TTL, the followers carry their relays' sessions over to it,
+every relay is pushed a newer version and acknowledges it, no relay is ever offered a version older than one it holds, and no acknowledged drain is
 lost."""
 
 from __future__ import annotations
@@ -193,6 +193,12 @@ def test_followers_serve_and_a_killed_leader_is_replaced_without_going_back(thre
     regions = m.call(successor, "Regions", admin_pb2.RegionsRequest()).regions
     assert {r.id: r.drained for r in regions} == {"aa": False, "bb": False, "cc": True}
     assert "stale version" not in m.relay_logs()
+    # the followers kept their relays' sessions and carried them over to the new leader
+    # (protocol 4): no relay had to connect again
+    for region in REGIONS:
+        log = (m.tmp / f"relay-{region}.log").read_text()
+        assert log.count("connected to controller") == 1, log
+        assert "controller session carried over: replica " + successor in log, log
     print(f"new leader after {elected:.2f} s; a newer version at every relay after "
           f"{replaced:.2f} s")
 

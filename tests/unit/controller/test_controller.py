@@ -274,6 +274,19 @@ def test_after_a_restart_no_tables_until_every_relay_is_back_and_measured_or_res
     assert {p.version for p in tables(r).values()} == {6}
 
 
+def test_after_a_restart_the_report_that_completes_the_measurement_wakes_the_loop():
+    r = Rig(Settings(resync_hold_s=15.0))
+    for region in REGIONS:
+        r.connect(region, holds=5)
+    for region in REGIONS[:-1]:
+        report(r, region)
+    assert not r.recompute() and r.c.warm
+    woken = r.wakes
+    report(r, REGIONS[-1])  # the last region measured: the round need not wait its interval
+    assert r.wakes > woken
+    assert r.recompute() and not r.c.warm
+
+
 def test_a_relay_that_stops_acknowledging_keeps_only_the_last_versions():
     """Each drain and undrain of x moves a's route to d: a is pushed every time, never acks."""
     r = converged_rig(Settings(order_hold_s=0.0))

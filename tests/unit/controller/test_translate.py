@@ -3,6 +3,8 @@ crosses, rounding as the relays and the admin client have always seen it."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from controller.distribution import Push
 from controller.engine import Route
 from controller.membership import Members
 from skymesh.linkstate import DEGRADED, TO_WIRE
+from skymesh.nodes import address
 from skymesh.v1 import relay_pb2
 
 
@@ -136,3 +139,29 @@ def test_every_controller_message_has_its_wire_form():
     assert translate.chaos(wire) == Chaos(("bb",), True, 9.0)
     with pytest.raises(TypeError):
         translate.controller_message("hello")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_peer_lists_encoded_by_hand_are_those_of_the_generated_code(seed):
+    rng = random.Random(seed)
+    peers = tuple((f"r{rng.randrange(50)}", f"10.0.{rng.randrange(9)}.{i}:{rng.randrange(65536)}",
+                   rng.choice(["", "n1", "n2", "ñode"])) for i in range(rng.randrange(0, 30)))
+    near = frozenset(r for r, _, _ in peers if rng.random() < 0.3)
+    weights = {address(r, n): rng.choice([0.25, 1.5, 3.0]) for r, _, n in peers
+               if rng.random() < 0.3}
+    msg = Peers(peers, rng.random(), 1.0, 0.1, rng.randrange(0, 9), 0.02, 30.0, near=near,
+                incremental=rng.random() < 0.5, removed=tuple(rng.sample(["x", "y/n1"], 1)),
+                full_report_interval_s=30.0, report_rtt_fraction=0.05, report_rtt_ms=2.0,
+                report_loss=0.01, partial_mesh_above=250, sample_every_s=60.0,
+                weights=weights)
+    want = relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
+        peers=[relay_pb2.Peer(region=r, probe_addr=a, near=r in near, node_id=n,
+                              weight=weights.get(address(r, n), 0.0)) for r, a, n in peers],
+        probe_interval_s=msg.probe_interval_s, report_interval_s=1.0,
+        neighbour_probe_interval_s=0.1, down_after=msg.down_after, degraded_loss=0.02,
+        degraded_jitter_ms=30.0, incremental=msg.incremental, removed=msg.removed,
+        full_report_interval_s=30.0, report_rtt_fraction=0.05, report_rtt_ms=2.0,
+        report_loss=0.01, partial_mesh_above=250, sample_every_s=60.0))
+    got = translate.encoded_message(msg)
+    assert relay_pb2.ControllerMessage.FromString(got) == want
+    assert translate.encoded_message(msg) == got  # from the entries kept

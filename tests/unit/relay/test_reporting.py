@@ -18,7 +18,15 @@ from relay.reporting import LinkView, ReportFilter, ReportSettings, view
 from relay.scheduler import ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import RouteTables
 from relay.transport import Chaos
-from skymesh.linkstate import DOWN, LINK, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES, UNKNOWN, UP
+from skymesh.linkstate import (
+    DOWN,
+    LINK,
+    PROTOCOL_BY_CHANGE,
+    PROTOCOL_RESYNC,
+    PROTOCOL_TABLE_CHANGES,
+    UNKNOWN,
+    UP,
+)
 from skymesh.v1 import relay_pb2
 
 SETTLED = LINK.settle_samples + 2
@@ -212,10 +220,34 @@ def dsts(report: relay_pb2.LinkReport) -> list[str]:
     return [link.dst for link in report.links]
 
 
-def test_the_hello_says_protocol_3():
+def test_the_hello_says_protocol_4():
     rig = Rig()
     hello = rig.session.hello("10.0.0.9:9000").hello
-    assert hello.protocol == PROTOCOL_TABLE_CHANGES == 3 > PROTOCOL_BY_CHANGE
+    assert hello.protocol == PROTOCOL_RESYNC == 4 > PROTOCOL_TABLE_CHANGES > PROTOCOL_BY_CHANGE
+
+
+def test_a_session_carried_over_to_a_new_leader_sends_its_state_again():
+    rig = Rig()
+    rig.peers("ams", "par")
+    rig.feed("ams", 20.0, SETTLED)
+    rig.feed("par", 30.0, SETTLED)
+    rig.start()
+    rig.round()
+    rig.round()
+    assert not rig.outbox.reports()[-1].full  # by change, between full ones
+    del rig.outbox[:]
+    reply = rig.session.on_control(relay_pb2.ControllerMessage(
+        resync=relay_pb2.Resync(reason="replica c2 leads")))
+    assert reply is None
+    kinds = [m.WhichOneof("msg") for m in rig.outbox]
+    assert kinds == ["channels", "report"]
+    assert rig.outbox[1].report.full and dsts(rig.outbox[1].report) == ["ams", "par"]
+
+
+def test_a_resync_between_sessions_is_ignored():
+    rig = Rig()
+    rig.session.on_control(relay_pb2.ControllerMessage(resync=relay_pb2.Resync()))
+    assert rig.session.outbox is None and not rig.outbox
 
 
 def test_reports_go_by_change_between_full_ones_each_with_its_send_time():
