@@ -127,9 +127,11 @@ def put_op(key: bytes, value: bytes, lease: int = 0) -> etcdrpc.RequestOp:
     return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value, lease=lease))
 
 
-def delete_op(key: bytes, prefix: bool = False) -> etcdrpc.RequestOp:
+def delete_op(key: bytes, prefix: bool = False, until: bytes = b"") -> etcdrpc.RequestOp:
+    """Delete `key`; with `prefix` every key it begins; with `until` every key from `key`
+    up to `until` (not included)."""
     return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(
-        key=key, range_end=prefix_end(key) if prefix else b""))
+        key=key, range_end=prefix_end(key) if prefix else until))
 
 
 def range_op(key: bytes, prefix: bool = False) -> etcdrpc.RequestOp:

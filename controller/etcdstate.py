@@ -9,6 +9,11 @@ values (JSON with a schema version), written and read without I/O.
                                                versions up to N may have been pushed (a
                                                leader reserves them ahead; the next
                                                leader goes on above N)
+    /skymesh/<mesh>/routes/set/<zone>          {"schema": 1, "version", "zone", "nodes",
+                                               "members", "parts", "bytes", "sha256"}: the
+                                               zone's latest route set, its arrays in parts
+    /skymesh/<mesh>/routes/parts/<zone>/<version>/<i>  a part of those arrays (numpy's
+                                               compressed npz, split; binary)
     /skymesh/<mesh>/audit/<ns>-<replica>-<n>   {"schema": 1, "entry": {...}}: an audit entry
     /skymesh/<mesh>/relays/<region>/<node>     {"schema": 1, "replica", ...}: a live relay
     /skymesh/<mesh>/config/regions/<id>        {"schema": 1, "region": {...}}: the catalogue
@@ -21,9 +26,14 @@ not serve state it cannot trust.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
+from controller.engine import ZoneRoutes
 from controller.store import AuditEntry, check_fabric_keys
 from skymesh import identity
 from skymesh.catalogue import Region
@@ -31,6 +41,7 @@ from skymesh.policy import Policy
 
 SCHEMA = 1
 ROOT = "/skymesh/"
+ROUTE_PART_BYTES = 1_000_000  # etcd takes requests of at most 1.5 MiB by default
 
 
 class Keys:
@@ -45,6 +56,8 @@ class Keys:
         self.drained = self.prefix + b"state/drained"
         self.fabric_keys = self.prefix + b"state/fabric_keys"
         self.route_version = self.prefix + b"routes/version"
+        self.route_sets = self.prefix + b"routes/set/"
+        self.route_parts = self.prefix + b"routes/parts/"
         # what the leader serves, as its files gave it: the catalogue, the residency policy
         # and the apps' public token keys
         self.config = self.prefix + b"config/"
@@ -52,6 +65,17 @@ class Keys:
 
     def region(self, rid: str) -> bytes:
         return self.config + f"regions/{rid}".encode()
+
+    def route_set(self, zone: str) -> bytes:
+        return self.route_sets + zone.encode()
+
+    def zone_parts(self, zone: str) -> bytes:
+        """Where the parts of the zone's route sets live, every version's."""
+        return self.route_parts + f"{zone}/".encode()
+
+    def route_part(self, zone: str, version: int, i: int) -> bytes:
+        """Parts sort by version (20 digits), then by their order."""
+        return self.zone_parts(zone) + f"{version:020d}/{i:04d}".encode()
 
     def app(self, app_id: str) -> bytes:
         return self.config + f"apps/{app_id}".encode()
@@ -180,3 +204,72 @@ def decode_audit(key: bytes, value: bytes) -> AuditEntry:
         where = key.decode(errors="replace")
         raise ValueError(str(e) if str(e).startswith("etcd ") else f"etcd {where}: {e}") \
             from None
+
+
+# -- the latest route set -------------------------------------------------------------------
+
+# what rows are read from (ZoneRoutes.route): link costs (in microseconds, as the wire rounds
+# them; -1: no link), next hops, backups, the drained regions' penalty; distances are not kept
+_ROUTE_ARRAYS = ("cost_us", "next_hop", "backup", "backup_kind")
+
+
+def encode_route_set(version: int, z: ZoneRoutes) -> tuple[bytes, list[bytes]]:
+    """A zone's routes in force at `version`: (the value of routes/set/<zone>, the parts of
+    its arrays: numpy's compressed npz, split into ROUTE_PART_BYTES)."""
+    index = np.int16 if len(z.nodes) < 2 ** 15 else np.int32
+    cost_us = np.where(np.isfinite(z.cost), np.round(z.cost * 1000), -1).astype(np.int32)
+    arrays = {"cost_us": cost_us, "next_hop": z.next_hop.astype(index),
+              "backup": z.backup.astype(index), "backup_kind": z.backup_kind.astype(np.int8)}
+    if z.penalty is not None:
+        arrays["penalty"] = z.penalty
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    blob = buf.getvalue()
+    parts = [blob[i:i + ROUTE_PART_BYTES] for i in range(0, len(blob), ROUTE_PART_BYTES)]
+    return _encode(version=int(version), zone=z.zone, nodes=list(z.nodes),
+                   members=sorted(z.members), parts=len(parts), bytes=len(blob),
+                   sha256=hashlib.sha256(blob).hexdigest()), parts
+
+
+def route_set_version(key: bytes, value: bytes) -> tuple[int, int]:
+    """(version, number of parts) of a routes/set/<zone> value; ValueError naming the key."""
+    version, parts = _decode(key, value, "version"), _decode(key, value, "parts")
+    if not (isinstance(version, int) and isinstance(parts, int) and version >= 0
+            and parts >= 1):
+        raise ValueError(f"etcd {key.decode(errors='replace')}: version and parts: expected "
+                         "counts")
+    return version, parts
+
+
+def decode_route_set(key: bytes, value: bytes, parts: Sequence[bytes]
+                     ) -> tuple[int, ZoneRoutes]:
+    """(version, the zone's routes, to read rows from) from its routes/set value and its
+    parts in order; ValueError naming the key when they do not make that route set (a
+    part missing, or of another version being written)."""
+    where = key.decode(errors="replace")
+    version, count = route_set_version(key, value)
+    data = json.loads(value)
+    blob = b"".join(parts)
+    if len(parts) != count or len(blob) != data.get("bytes") or \
+            hashlib.sha256(blob).hexdigest() != data.get("sha256"):
+        raise ValueError(f"etcd {where}: its {count} parts of version {version} are not "
+                         "all there (being written?)")
+    try:
+        with np.load(io.BytesIO(blob)) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        nodes = [str(n) for n in data["nodes"]]
+        n = len(nodes)
+        if any(arrays[name].shape != (n, n) for name in _ROUTE_ARRAYS):
+            raise ValueError("arrays of another size than its regions")
+        penalty = arrays.get("penalty")
+        unknown = np.full((n, n), np.inf)  # distances are not kept
+        cost_us = arrays["cost_us"]
+        cost = np.where(cost_us >= 0, cost_us / 1000, np.inf)
+        z = ZoneRoutes(str(data["zone"]), frozenset(data["members"]), nodes, cost,
+                       unknown, unknown,
+                       arrays["next_hop"].astype(np.intp), arrays["backup"].astype(np.intp),
+                       arrays["backup_kind"].astype(np.intp),
+                       penalty=None if penalty is None else penalty.astype(float))
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise ValueError(f"etcd {where}: not a route set: {e}") from None
+    return version, z

@@ -12,6 +12,11 @@ refused call) is written behind, in order, retried while this replica leads.
 Route-set versions are reserved ahead (`reserve_versions`): `routes/version` holds the
 highest version a leader may have pushed, so the next leader goes on above every version any
 relay holds, and a reservation is one write per VERSION_BLOCK versions, not one a round.
+
+The latest route set (`save_route_set`) is written apart from the rest: only the newest
+matters, so a zone's set replaces the one waiting to be written, and a set that could not
+be written is not retried (the next one will be); its parts go first, each a transaction,
+and the value naming them last, with the parts of older versions deleted.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class EtcdStore:
         self.seq = 0  # audit entries this replica wrote (their keys)
         self.behind: asyncio.Queue[tuple[str, list]] | None = None
         self.writer: asyncio.Task | None = None
+        # zone -> (version, value, parts) waiting to be written, and the task writing them
+        self.route_sets: dict[str, tuple[int, bytes, list[bytes]]] = {}
+        self.route_writer: asyncio.Task | None = None
+        self.route_sets_kept = 0  # written, since this replica started
 
     @property
     def where(self) -> str:
@@ -170,6 +179,31 @@ class EtcdStore:
         self.config = dict(values)
         return len(ops)
 
+    def save_route_set(self, zone: str, version: int, value: bytes, parts: list[bytes]
+                       ) -> None:
+        """The zone's latest route set (etcdstate.encode_route_set), written apart."""
+        self.route_sets[zone] = (version, value, parts)
+        if self.route_writer is None or self.route_writer.done():
+            self.route_writer = asyncio.get_running_loop().create_task(self._write_routes())
+
+    async def _write_routes(self) -> None:
+        while self.route_sets:
+            zone = min(self.route_sets)
+            version, value, parts = self.route_sets.pop(zone)
+            what = f"route set v{version} of zone {zone}"
+            try:
+                for i, part in enumerate(parts):
+                    await self._write([put_op(self.keys.route_part(zone, version, i), part)],
+                                      f"{what}, part {i + 1} of {len(parts)}")
+                # the older versions' parts go with the value that stops naming them
+                await self._write([put_op(self.keys.route_set(zone), value),
+                                   delete_op(self.keys.zone_parts(zone),
+                                             until=self.keys.route_part(zone, version, 0))],
+                                  what)
+                self.route_sets_kept += 1
+            except StoreUnavailable as e:
+                log.warning("%s: %s; the next one will be", self.where, e)
+
     # -- live relays -------------------------------------------------------------------
 
     def relay_up(self, region: str, node: str, replica: str, probe_addr: str,
@@ -218,8 +252,22 @@ class EtcdStore:
 
     async def _write_behind(self) -> None:
         assert self.behind is not None
+        taken: list[tuple[str, list]] = []  # from the queue, not written yet
         while True:
-            what, ops = await self.behind.get()
+            if not taken:
+                taken.append(await self.behind.get())
+            while not self.behind.empty():
+                taken.append(self.behind.get_nowait())
+            # what queued meanwhile goes in the same transaction (a leader taking 300 relays
+            # over registers them in a few, not 300), in order, each key once
+            batch = [taken.pop(0)]
+            keys = set(op_keys(batch[0][1]))
+            while taken and sum(len(ops) for _, ops in batch) + len(taken[0][1]) \
+                    <= CONFIG_OPS and not keys & set(op_keys(taken[0][1])):
+                batch.append(taken.pop(0))
+                keys |= set(op_keys(batch[-1][1]))
+            what = ", ".join(dict.fromkeys(w for w, _ in batch))
+            ops = [op for _, part in batch for op in part]
             fence = self.fence
             while True:
                 try:
@@ -232,7 +280,8 @@ class EtcdStore:
                         break
                     log.warning("%s: %s; trying again in %.0f s", self.where, e, RETRY_S)
                     await asyncio.sleep(RETRY_S)
-            self.behind.task_done()
+            for _ in batch:
+                self.behind.task_done()
 
     async def settle(self) -> None:
         """Wait until everything written behind so far was written (or dropped)."""
@@ -240,9 +289,15 @@ class EtcdStore:
             await self.behind.join()
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.writer
-        self.writer = self.behind = None
+        for task in (self.writer, self.route_writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.writer = self.behind = self.route_writer = None
 
+
+def op_keys(ops: list) -> list[bytes]:
+    """The keys a transaction's operations write (etcd refuses one written twice)."""
+    return [op.request_put.key if op.HasField("request_put")
+            else op.request_delete_range.key for op in ops]

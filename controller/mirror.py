@@ -1,6 +1,7 @@
 """What etcd holds of the mesh, as every replica keeps it: read once, then watched, the watch
 resumed from the last revision seen after any error, and read again whole after a
-compaction. A replica that cannot reach the leader answers admin reads from it.
+compaction. A replica that cannot reach the leader answers admin reads from it. Route sets
+are kept as etcd holds them and read when asked for (the last one read is kept).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import logging
 
 from controller import etcdstate
+from controller.engine import ZoneRoutes
 from controller.etcd import Compacted, Etcd, EtcdError, Event, KeyValue
 from controller.etcdstate import Keys
 from controller.store import AuditEntry, recent
@@ -27,7 +29,30 @@ class EtcdMirror:
         self.reserved = 0
         self.audit_entries: dict[bytes, AuditEntry] = {}
         self.relays: dict[tuple[str, str], dict] = {}  # (region, node) -> its entry
+        self.route_sets: dict[str, bytes] = {}  # zone -> its routes/set value
+        self.route_parts: dict[bytes, bytes] = {}  # routes/parts/... -> the part
+        self.read: dict[str, tuple[bytes, int, ZoneRoutes]] = {}  # zone -> (value, ...)
         self.ready = asyncio.Event()  # read at least once
+
+    def route_set(self, zone: str) -> tuple[int, ZoneRoutes] | None:
+        """(version, routes) of the zone's latest route set etcd holds whole, or None."""
+        value = self.route_sets.get(zone)
+        if value is None:
+            return None
+        if (held := self.read.get(zone)) is not None and held[0] == value:
+            return held[1], held[2]
+        key = self.keys.route_set(zone)
+        try:
+            version, count = etcdstate.route_set_version(key, value)
+            parts = [self.route_parts.get(self.keys.route_part(zone, version, i))
+                     for i in range(count)]
+            version, routes = etcdstate.decode_route_set(
+                key, value, [p for p in parts if p is not None])
+        except ValueError as problem:
+            log.warning("mirror: %s", problem)
+            return None
+        self.read[zone] = (value, version, routes)
+        return version, routes
 
     def audit(self, since_unix_s: float = 0.0, limit: int = 0) -> list[AuditEntry]:
         return recent([self.audit_entries[k] for k in sorted(self.audit_entries)],
@@ -52,6 +77,7 @@ class EtcdMirror:
     def reset(self, kvs: list[KeyValue], revision: int) -> None:
         self.drained, self.reserved = frozenset(), 0
         self.audit_entries, self.relays = {}, {}
+        self.route_sets, self.route_parts = {}, {}
         for kv in kvs:
             self.apply(Event(False, kv))
         self.revision = revision
@@ -71,6 +97,17 @@ class EtcdMirror:
                     self.audit_entries.pop(key, None)
                 else:
                     self.audit_entries[key] = etcdstate.decode_audit(key, e.kv.value)
+            elif key.startswith(keys.route_sets):
+                zone = key[len(keys.route_sets):].decode(errors="replace")
+                if e.deleted:
+                    self.route_sets.pop(zone, None)
+                else:
+                    self.route_sets[zone] = e.kv.value
+            elif key.startswith(keys.route_parts):
+                if e.deleted:
+                    self.route_parts.pop(key, None)
+                else:
+                    self.route_parts[key] = e.kv.value
             elif key.startswith(keys.relays):
                 region, _, node = key[len(keys.relays):].decode(errors="replace").partition("/")
                 if e.deleted:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from controller import etcdstate
+from controller import etcdstate, translate
 from controller.admin_service import AdminService
 from controller.gateway import AdminGateway, RelayGateway, Target, Upstreams
 from controller.leadership import Leadership
@@ -28,6 +28,7 @@ from skymesh.v1 import admin_pb2
 log = logging.getLogger("skymesh.controller")
 
 CHECK_S = 0.1  # how often the replica looks at who leads
+ROUTE_SET_EVERY_S = 10.0  # the latest route set goes to etcd at most this often
 
 
 class Replica:
@@ -85,7 +86,8 @@ class Replica:
 
     def from_etcd(self, method: str, request) -> object | None:
         """A read no core can answer now (no leader reachable, none held here), from what
-        etcd holds: status (replicas, store, live relays) and the audit log."""
+        etcd holds: status (replicas, store, live relays), regions, the audit log, and
+        routes and paths from the latest route set (None: not from there)."""
         m = self.mirror
         if not m.ready.is_set():
             return None
@@ -96,14 +98,67 @@ class Replica:
                 for e in m.audit(request.since_unix_s, request.limit)])
         if method == "Status":
             c = self.leadership.view()
+            sets = [held[0] for zone in m.route_sets if (held := m.route_set(zone))]
             return admin_pb2.StatusReply(
                 relays=len({region for region, _ in m.relays}), regions=len(self.catalogue),
-                route_version=0, converged=False, replica=c.replica, leader=c.leader,
+                route_version=max(sets, default=0), converged=False, replica=c.replica,
+                leader=c.leader,
                 replicas=[admin_pb2.ReplicaInfo(id=r.id, address=r.address, leader=r.leader,
                                                 healthy=r.healthy) for r in c.replicas],
                 store=admin_pb2.StoreInfo(kind=c.store_kind, where=c.store_where,
                                           healthy=c.store_healthy, error=c.store_error))
+        if method == "Regions":
+            return admin_pb2.RegionsReply(regions=[self.region_from_etcd(rid, region)
+                                                   for rid, region in sorted(
+                                                       self.catalogue.items())])
+        if method == "Routes":
+            if request.region not in self.catalogue:
+                return None
+            version, rows = 0, []
+            for zone in [request.zone] if request.zone else sorted(m.route_sets):
+                if (held := m.route_set(zone)) is None:
+                    continue
+                version = max(version, held[0])
+                rows += held[1].rows(request.region) if request.region in held[1].index \
+                    else []
+            if not version:
+                return None
+            return admin_pb2.RoutesReply(region=request.region, version=version,
+                                         routes=[translate.route_entry(r) for r in rows])
+        if method == "Path":
+            zone = request.zone or "global"
+            if (held := m.route_set(zone)) is None or \
+                    not {request.src, request.dst} <= self.catalogue.keys():
+                return None
+            version, z = held
+            reply = admin_pb2.PathReply(src=request.src, dst=request.dst, version=version,
+                                        zone=zone)
+            if (route := z.route(request.src, request.dst)) is not None:
+                reply.path[:] = route.path
+                reply.cost_ms, reply.reachable = round(route.cost_ms, 3), True
+                reply.backup_next_hop = route.backup_next_hop or ""
+                reply.backup_kind = route.backup_kind
+            elif request.src == request.dst and request.src in z.index:
+                reply.path[:], reply.reachable = [request.src], True
+            else:
+                reply.reason = z.unreachable_reason(request.src, request.dst) or \
+                    f"no path from {request.src} to {request.dst}"
+            return reply
         return None
+
+    def region_from_etcd(self, rid: str, region) -> admin_pb2.RegionInfo:
+        """A region as etcd holds it: its catalogue entry, whether it is drained, and its
+        live relays (bound to the leader's lease: gone once a dead leader's lease is)."""
+        nodes = sorted((node, entry) for (r, node), entry in self.mirror.relays.items()
+                       if r == rid)
+        return admin_pb2.RegionInfo(
+            id=rid, name=region.name, country=region.country, lat=region.lat,
+            lon=region.lon, tags=list(region.tags), connected=bool(nodes),
+            probe_addr=nodes[0][1]["probe_addr"] if nodes else "",
+            drained=rid in self.mirror.drained,
+            nodes=[admin_pb2.NodeInfo(node_id=node, probe_addr=entry["probe_addr"],
+                                      replica=entry["replica"], lead=i == 0)
+                   for i, (node, entry) in enumerate(nodes)])
 
     async def _began(self) -> None:
         """A term begins: the state as etcd holds it now."""
@@ -135,6 +190,7 @@ class Replica:
         loop = asyncio.get_running_loop()
         campaign = loop.create_task(self.leadership.run())
         mirror = loop.create_task(self.mirror.run())
+        routes = loop.create_task(self.keep_routes())
         try:
             while True:
                 self.check()
@@ -142,8 +198,26 @@ class Replica:
         finally:
             campaign.cancel()
             mirror.cancel()
+            routes.cancel()
             if self.rounds is not None:
                 self.rounds.cancel()
+
+    async def keep_routes(self) -> None:
+        """While leading, the latest route set on etcd, a zone a key: when the version
+        moved, at most every ROUTE_SET_EVERY_S (bounded, however many rounds)."""
+        kept = 0
+        while True:
+            await asyncio.sleep(CHECK_S * 10)
+            core = self.loop.core if self.loop is not None else None
+            if core is None or not self.leadership.leading or not core.routes.zones \
+                    or core.version == kept:
+                continue
+            version, zones = core.version, dict(core.routes.zones)
+            sets = await asyncio.to_thread(encoded_route_sets, version, zones)
+            for zone, (value, parts) in sets.items():
+                self.leadership.store.save_route_set(zone, version, value, parts)
+            kept = version
+            await asyncio.sleep(ROUTE_SET_EVERY_S)
 
     def check(self) -> None:
         """Once another replica leads, this one's relays go to it."""
@@ -176,6 +250,10 @@ class Replica:
         await self.leadership.store.close()
         await self.leadership.etcd.close()
         await self.upstreams.close()
+
+
+def encoded_route_sets(version: int, zones: dict) -> dict[str, tuple[bytes, list[bytes]]]:
+    return {name: etcdstate.encode_route_set(version, z) for name, z in zones.items()}
 
 
 def follow(loop, leadership: Leadership) -> None:

@@ -2,8 +2,9 @@
 all with the mesh's mutual TLS: any replica takes relays and admin calls (the followers
 relay them to the leader), writes through a follower are kept, and when the leader is killed
 another leads within the lease's TTL, the followers carry their relays' sessions over to it,
-every relay is pushed a newer version and acknowledges it, no relay is ever offered a version older than one it holds, and no acknowledged drain is
-lost."""
+every relay is pushed a newer version and acknowledges it, no relay is ever offered a version
+older than one it holds, and no acknowledged drain is lost. Meanwhile the followers answer
+reads from what etcd holds, the latest route set included."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import grpc
 import pytest
 from support import ETCD_MESH, ROOT, wait_for, write_regions
 
+from controller.etcdstate import Keys
 from skymesh import certs, identity
 from skymesh.cli import mesh
 from skymesh.net.tls import TlsFiles, channel_credentials
@@ -100,21 +102,25 @@ class Mesh:
                 proc.kill()
 
 
-def live_relays(m: Mesh) -> list[str]:
-    """The regions etcd lists live relays of."""
+def under(m: Mesh, prefix: bytes) -> list[str]:
+    """The keys etcd holds under `prefix`, less it."""
     import asyncio
 
     from controller.etcd import Etcd
-    from controller.etcdstate import Keys
 
     async def read() -> list[str]:
         e = Etcd(m.store.removeprefix("etcd://").split(","), m.etcd_client)
         try:
-            kvs, _ = await e.get_prefix(Keys(ETCD_MESH).relays)
-            return [kv.key.decode().split("/")[-2] for kv in kvs]
+            kvs, _ = await e.get_prefix(prefix)
+            return [kv.key[len(prefix):].decode() for kv in kvs]
         finally:
             await e.close()
     return asyncio.run(read())
+
+
+def live_relays(m: Mesh) -> list[str]:
+    """The regions etcd lists live relays of."""
+    return [key.split("/")[0] for key in under(m, Keys(ETCD_MESH).relays)]
 
 
 @pytest.fixture
@@ -165,6 +171,10 @@ def test_followers_serve_and_a_killed_leader_is_replaced_without_going_back(thre
         [("admin/operator/olga", "drain", "cc")]
     wait_for(lambda: converged_everywhere(m, [leader], 3), 30, "the drain pushed")
     before = m.status(followers[0]).route_version
+    # the latest route set, on etcd: its value and its one part
+    wait_for(lambda: under(m, Keys(ETCD_MESH).route_sets) == ["global"]
+             and len(under(m, Keys(ETCD_MESH).route_parts)) == 1, 15,
+             "the latest route set on etcd")
 
     killed = time.monotonic()
     m.replicas[leader][1].send_signal(signal.SIGKILL)
@@ -173,6 +183,13 @@ def test_followers_serve_and_a_killed_leader_is_replaced_without_going_back(thre
     audit = m.call(followers[1], "Audit", admin_pb2.AuditRequest()).entries
     assert [(e.action, e.target) for e in audit] == [("drain", "cc")]
     assert {r.id for r in m.status(followers[1]).replicas} >= set(followers)
+    # and routes, paths and regions from the latest route set and the drains
+    routes = m.call(followers[1], "Routes", admin_pb2.RoutesRequest(region="aa"))
+    assert {r.dst for r in routes.routes} == {"bb", "cc"} and routes.version > 0
+    path = m.call(followers[1], "Path", admin_pb2.PathRequest(src="aa", dst="bb"))
+    assert path.reachable and path.path[0] == "aa" and path.path[-1] == "bb"
+    regions = m.call(followers[1], "Regions", admin_pb2.RegionsRequest()).regions
+    assert {r.id: r.drained for r in regions} == {"aa": False, "bb": False, "cc": True}
 
     def new_leader() -> str:
         s = m.status(followers[0])

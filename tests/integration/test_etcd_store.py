@@ -72,6 +72,28 @@ def test_state_kept_first_and_behind_reads_back_in_a_new_term(cluster):
     run(main())
 
 
+def test_writes_behind_go_in_few_transactions_in_order(cluster):
+    c, tls = cluster
+
+    async def main():
+        a = replica(c, tls, "c1")
+        assert await a.wait_leading(10)
+        _, before = await a.etcd.get_prefix(a.keys.prefix)
+        for i in range(250):  # a new leader taking 250 relays over
+            a.store.relay_up(f"r{i:03d}", "n1", "c1", f"127.0.0.1:{i + 1}", 5.0)
+        a.store.relay_down("r007", "n1")  # after its up: a transaction of its own
+        a.store.relay_up("r007", "n1", "c2", "127.0.0.1:8", 6.0)
+        await a.store.settle()
+        kvs, after = await a.etcd.get_prefix(a.keys.relays)
+        assert len(kvs) == 250
+        assert etcdstate.decode_relay(kvs[7].key, kvs[7].value)["replica"] == "c2"
+        assert after - before <= 6, after - before  # a revision a transaction
+        await a.resign()
+        await a.etcd.close()
+
+    run(main())
+
+
 def test_a_deposed_leader_cannot_write_and_versions_only_grow(cluster):
     c, tls = cluster
 

@@ -88,3 +88,65 @@ def test_the_configuration_the_leader_serves_has_a_key_each():
     assert json.loads(values[KEYS.policy])["zones"] == {
         "eu": {"regions": ["fra"], "description": "EU only"}}
     assert json.loads(values[KEYS.app("demo")])["keys"] == ["01" * 32]
+
+
+def route_set(n: int, seed: int = 1, drained: frozenset[str] = frozenset()):
+    import numpy as np
+
+    from controller import engine
+    from skymesh.policy import Policy, Zone
+
+    rng = np.random.default_rng(seed)
+    nodes = [f"r{i:03d}" for i in range(n)]
+    cost = rng.uniform(1, 200, (n, n))
+    cost[rng.random((n, n)) < 0.5] = np.inf  # half the links unmeasured
+    np.fill_diagonal(cost, np.inf)
+    policy = Policy({"global": Zone("global", frozenset(nodes))})
+    return nodes, engine.compute_costs(nodes, cost, policy, avoid=drained).zones["global"]
+
+
+def same_rows(got, want) -> bool:
+    """The same rows, their costs to the microsecond a link (as the wire rounds them)."""
+    from dataclasses import replace
+
+    assert [r.cost_ms for r in got] == pytest.approx([r.cost_ms for r in want], abs=0.01)
+    assert [r.backup_cost_ms for r in got] == pytest.approx(
+        [r.backup_cost_ms for r in want], abs=0.01)
+    return [replace(r, cost_ms=0, backup_cost_ms=0) for r in got] == \
+        [replace(r, cost_ms=0, backup_cost_ms=0) for r in want]
+
+
+@pytest.mark.parametrize("drained", [frozenset(), frozenset({"r001"})])
+def test_a_route_set_reads_back_as_the_same_routes(drained):
+    nodes, z = route_set(6, drained=drained)
+    value, parts = etcdstate.encode_route_set(7, z)
+    assert len(parts) == 1
+    assert etcdstate.route_set_version(KEYS.route_set("global"), value) == (7, 1)
+    version, back = etcdstate.decode_route_set(KEYS.route_set("global"), value, parts)
+    assert version == 7 and back.nodes == nodes and back.members == z.members
+    for src in nodes:
+        assert same_rows(back.rows(src), z.rows(src))
+    assert back.unreachable_reason("r000", "r999") == z.unreachable_reason("r000", "r999")
+
+
+def test_a_large_route_set_goes_in_parts_and_reads_back_only_whole(monkeypatch):
+    monkeypatch.setattr(etcdstate, "ROUTE_PART_BYTES", 2000)
+    nodes, z = route_set(40, seed=2)
+    value, parts = etcdstate.encode_route_set(9, z)
+    assert len(parts) > 2 and all(len(p) <= 2000 for p in parts)
+    key = KEYS.route_set("global")
+    assert same_rows(etcdstate.decode_route_set(key, value, parts)[1].rows("r003"),
+                     z.rows("r003"))
+    with pytest.raises(ValueError, match="parts of version 9 are not all there"):
+        etcdstate.decode_route_set(key, value, parts[:-1])
+    with pytest.raises(ValueError, match="not all there"):
+        etcdstate.decode_route_set(key, value, [parts[1], parts[0], *parts[2:]])
+    with pytest.raises(ValueError, match="schema"):
+        etcdstate.decode_route_set(key, value.replace(b'"schema":1', b'"schema":2'), parts)
+
+
+def test_route_set_parts_sort_by_version_under_their_zone():
+    assert KEYS.route_part("eu", 9, 1) < KEYS.route_part("eu", 10, 0) < \
+        KEYS.route_part("eu", 10, 1)
+    assert KEYS.route_part("eu", 10, 0).startswith(KEYS.zone_parts("eu"))
+    assert not KEYS.route_part("eu-west", 1, 0).startswith(KEYS.zone_parts("eu"))
