@@ -84,6 +84,10 @@ class Settings:
     # tables until every region's relay is back and measured, or this long: tables computed
     # from half the mesh would take routes away that still work
     resync_hold_s: float = 15.0
+    # ... or, every region back and each relay's first report in, this long after the last
+    # came back: a link a relay left out of its first report (not measured at the time)
+    # comes in its later ones, and is no reason to hold every table for them
+    resync_grace_s: float = 1.0
     # after a cold start (no relay holds tables), the first routes wait until every
     # connected relay has measured its links, or this long: routes of a partial measurement
     # change every round, and at a thousand relays each round's tables cost the controller
@@ -293,6 +297,11 @@ class Session:
     bucket: TokenBucket | None = None  # its messages' flood limit
     protocol: int = 0
     peers_known: int = 0  # the peer changes its whole list held (Controller.send_peers)
+    # it forwards on its peer list from before this controller (a restart, a new leader):
+    # it gets its whole list once every relay is back (Controller.resyncing), not one
+    # missing the relays not back yet (which would stop it measuring them) on connect
+    peers_deferred: bool = False
+    reported: bool = False  # a report of its links came in on this session
     replica: str = ""  # the controller replica holding its session ("": no replicas)
 
     @property
@@ -451,6 +460,8 @@ class Controller:
         self.converged_since: float | None = None
         self.rejected_tables = 0
         self.warm = False  # some relay held tables when it connected: resynchronising
+        self.peers_due = False  # resynchronised: the peer lists held back go next round
+        self.back_at: float | None = None  # every region was back (resynchronising)
         self.first_routes_done = False  # the first routes are no longer held back
         self.avoid_changed = False
         # regions that several relays report down: carry no transit until they are back
@@ -501,6 +512,8 @@ class Controller:
             self.sessions[region] = session
             if hello.route_version and not self.tables:
                 self.warm = True  # relays run on tables from before this controller started
+            session.peers_deferred = self.warm and hello.route_version > 0 and \
+                hello.protocol >= PROTOCOL_BY_CHANGE
             self.send_peers(added=session)
             session.send(self.config_for(region))
             self.dirty = True
@@ -620,7 +633,20 @@ class Controller:
                 if session.protocol < PROTOCOL_BY_CHANGE:
                     if session is self.sessions.get(region):
                         session.send(self.peers_message(self.peer_entries(session)))
-                elif session is added or not (added or removed):
+                elif (session is added or not (added or removed)) and \
+                        not session.peers_deferred:
+                    session.send(self.peers_message(self.peer_entries(session),
+                                                    near=self.near.get(region, ())))
+
+    def send_deferred_peers(self) -> None:
+        """Every relay whose peer list waited for the others to come back: its whole list."""
+        self.peers_due = False
+        self.flush_peers()
+        for region, here in self.nodes.items():
+            for session in here.values():
+                if session.peers_deferred:
+                    session.peers_deferred = False
+                    session.peers_known = self.peer_changes
                     session.send(self.peers_message(self.peer_entries(session),
                                                     near=self.near.get(region, ())))
 
@@ -638,7 +664,7 @@ class Controller:
         self.peers_added, self.peers_removed = {}, {}
         for region, here in self.nodes.items():
             for session in here.values():
-                if session.protocol < PROTOCOL_BY_CHANGE:
+                if session.protocol < PROTOCOL_BY_CHANGE or session.peers_deferred:
                     continue
                 # what came before a relay's whole list is in it
                 known = session.peers_known
@@ -745,6 +771,7 @@ class Controller:
         the shell was busy. Routes are recomputed only when some link moved beyond the dead
         band (or came or went)."""
         session.counters = dict(counters)
+        session.reported = True
         self.reports += 1
         if self.sessions.get(session.relay.region) is not session:
             return  # a follower's links: its region's lead speaks for the region
@@ -876,6 +903,8 @@ class Controller:
         """What a round does before routes: fabric keys' rotation, members after their hold."""
         if (change := self.keyring.tick(now)) is not None:
             self.fabric_keys_changed(change, unix)
+        if self.peers_due and not self.computing:
+            self.send_deferred_peers()
         self.send_members(self.membership.release_due(now))
         self.flush_peers()
         self.weigh_transit(now)
@@ -887,15 +916,23 @@ class Controller:
 
     def resyncing(self, now: float) -> bool:
         """After a restart among relays that forward on earlier tables: hold new tables until
-        every region is back and measured, or for resync_hold_s."""
+        every region is back and measured (or has reported, for resync_grace_s since the
+        last came back), or for resync_hold_s."""
         if not self.warm:
             return False
-        done = (len(self.sessions) == len(self.catalogue) and self.all_measured()) or \
-            now - self.started >= self.settings.resync_hold_s
+        s = self.settings
+        back = len(self.sessions) == len(self.catalogue)
+        if back and self.back_at is None:
+            self.back_at = now
+        done = back and (self.all_measured() or (
+            now - self.back_at >= s.resync_grace_s
+            and all(r.reported for r in self.sessions.values()))) or \
+            now - self.started >= s.resync_hold_s
         if done:
             self.warm = False
             log.info("resynchronised with %d relays after %.1f s", len(self.sessions),
                      now - self.started)
+            self.peers_due = True  # after the first routes, which go out first
         return not done
 
     def holding_first_routes(self, now: float) -> bool:

@@ -25,7 +25,7 @@ from controller.distribution import MAX_UNACKED, Push
 from controller.membership import Members
 from controller.store import ControllerState, MemoryStore
 from skymesh.catalogue import Region
-from skymesh.linkstate import DOWN, UP
+from skymesh.linkstate import DOWN, PROTOCOL_BY_CHANGE, UP
 from skymesh.policy import Policy, Zone
 
 # one-way costs are rtt/2 + 0.5: x is the cheap way between everyone
@@ -284,6 +284,54 @@ def test_after_a_restart_the_report_that_completes_the_measurement_wakes_the_loo
     woken = r.wakes
     report(r, REGIONS[-1])  # the last region measured: the round need not wait its interval
     assert r.wakes > woken
+    assert r.recompute() and not r.c.warm
+
+
+def test_after_a_restart_relays_on_earlier_tables_get_their_peer_lists_once_all_are_back():
+    """Not a whole list on connect, missing the relays not back yet (which would stop them
+    measuring those), and changes after it: they probe the peers they were told before
+    meanwhile (a new leader taking relays over, a controller restarted)."""
+    r = Rig(Settings(resync_hold_s=15.0))
+
+    def peer_lists(region: str) -> list[Peers]:
+        return [m for m in r.outbox[region] if isinstance(m, Peers)]
+
+    for region in REGIONS[:-1]:
+        box = r.outbox[region] = []
+        r.c.connect(Hello(region, f"{region}-1", f"127.0.0.1:{ord(region)}", 5,
+                          protocol=PROTOCOL_BY_CHANGE), box.append, r.now, r.unix)
+    r.connect(REGIONS[-1])  # holds nothing (and speaks protocol 0): told at once
+    assert peer_lists(REGIONS[-1])
+    for region in REGIONS:
+        report(r, region)
+    assert all(not peer_lists(region) for region in REGIONS[:-1])
+    r.c.tick(r.now, r.unix)  # every relay back and measured: the first routes
+    assert tables(r) and all(not peer_lists(region) for region in REGIONS[:-1])
+    r.c.tick(r.now, r.unix)  # then one whole list each
+    for region in REGIONS[:-1]:
+        (whole,) = peer_lists(region)
+        assert not whole.incremental
+        assert {p[0] for p in whole.peers} == set(REGIONS) - {region}
+    r.c.tick(r.now, r.unix)
+    assert all(len(peer_lists(region)) == 1 for region in REGIONS[:-1])  # and no changes
+
+
+def test_after_a_restart_a_link_left_out_of_the_first_reports_holds_tables_only_a_grace():
+    r = Rig(Settings(resync_hold_s=15.0, resync_grace_s=1.0))
+    for region in REGIONS:
+        r.connect(region, holds=5)
+    for region in REGIONS[1:]:
+        report(r, region)
+    # a's first report leaves its link to x out (not measured when it was sent)
+    r.c.on_report(r.c.sessions["a"], [
+        {"dst": p, "rtt_ms": rtt("a", p), "min_rtt_ms": rtt("a", p), "jitter_ms": 0.0,
+         "loss": 0.0, "window": 0, "samples": 10, "lost": 0, "state": UP}
+        for p in ("b", "d")], {}, r.now)
+    assert not r.c.all_measured()
+    assert not r.recompute() and r.c.warm
+    r.advance(0.5)
+    assert not r.recompute() and r.c.warm
+    r.advance(0.6)  # every relay reported, a grace after the last came back
     assert r.recompute() and not r.c.warm
 
 
