@@ -147,11 +147,13 @@ class RelayGateway:
                 call = entry[0].stream_stream(RELAY_SESSION, request_serializer=None,
                                               response_deserializer=None)(
                     pipe.attempt(opening.SerializeToString()), metadata=on_behalf_of(who))
-                if started:
-                    yield resync(target)
                 answered = gone = False
                 try:
                     async for msg in call:
+                        # once this leader answers, the relay's state goes to it (not to a
+                        # leader that could not be reached, its key not expired yet)
+                        if started and not answered:
+                            yield resync(target)
                         answered = started = True
                         yield msg
                     ended = f"the leader, replica {target.replica}, ended the session"

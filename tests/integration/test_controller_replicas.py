@@ -104,15 +104,20 @@ class Mesh:
 
 def under(m: Mesh, prefix: bytes) -> list[str]:
     """The keys etcd holds under `prefix`, less it."""
+    return sorted(values_under(m, prefix))
+
+
+def values_under(m: Mesh, prefix: bytes) -> dict[str, bytes]:
+    """The keys etcd holds under `prefix`, less it, and their values."""
     import asyncio
 
     from controller.etcd import Etcd
 
-    async def read() -> list[str]:
+    async def read() -> dict[str, bytes]:
         e = Etcd(m.store.removeprefix("etcd://").split(","), m.etcd_client)
         try:
             kvs, _ = await e.get_prefix(prefix)
-            return [kv.key[len(prefix):].decode() for kv in kvs]
+            return {kv.key[len(prefix):].decode(): kv.value for kv in kvs}
         finally:
             await e.close()
     return asyncio.run(read())
@@ -171,10 +176,16 @@ def test_followers_serve_and_a_killed_leader_is_replaced_without_going_back(thre
         [("admin/operator/olga", "drain", "cc")]
     wait_for(lambda: converged_everywhere(m, [leader], 3), 30, "the drain pushed")
     before = m.status(followers[0]).route_version
-    # the latest route set, on etcd: its value and its one part
-    wait_for(lambda: under(m, Keys(ETCD_MESH).route_sets) == ["global"]
-             and len(under(m, Keys(ETCD_MESH).route_parts)) == 1, 15,
-             "the latest route set on etcd")
+    # the latest route set, on etcd (written at most every 10 s): the version in force
+    def route_set_version() -> int:
+        from controller import etcdstate
+
+        keys = Keys(ETCD_MESH)
+        values = values_under(m, keys.route_sets)
+        return etcdstate.route_set_version(keys.route_set("global"),
+                                           values["global"])[0] if "global" in values else 0
+    wait_for(lambda: route_set_version() >= before, 25, "the latest route set on etcd")
+    assert len(under(m, Keys(ETCD_MESH).route_parts)) == 1
 
     killed = time.monotonic()
     m.replicas[leader][1].send_signal(signal.SIGKILL)
