@@ -20,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from skymesh.geo import FIBER_KM_PER_MS, haversine_km
+import numpy as np
+
+from skymesh.geo import EARTH_RADIUS_KM, FIBER_KM_PER_MS
 
 PATH_INFLATION = 2.0  # Internet RTT over the fiber great-circle RTT, typical
 LAST_MILE_MS = 5.0  # a client's own access network, both ways
@@ -66,55 +68,95 @@ class RankedEdge:
     load: int = field(default=0)  # the region's client sessions, all nodes
 
 
-def geo_rtt_ms(distance_km: float) -> float:
-    """A client's RTT over `distance_km` on the Internet, as estimated from geography."""
+def geo_rtt_ms(distance_km: float | np.ndarray) -> float | np.ndarray:
+    """A client's RTT over `distance_km` (a number or an array) on the Internet, as
+    estimated from geography."""
     return 2 * distance_km / FIBER_KM_PER_MS * PATH_INFLATION + LAST_MILE_MS
+
+
+class EdgeIndex:
+    """The regions as arrays, built once (when the mesh changes) and ranked against for each
+    client: a resolver sits in front of every join."""
+
+    def __init__(self, regions: Iterable[EdgeRegion],
+                 measured: Callable[[str, str], float | None] | None = None) -> None:
+        """`measured(a, b)`: the mesh's RTT between two regions' relays, None where not
+        measured (read once, here)."""
+        self.regions = list(regions)
+        n = len(self.regions)
+        self.lat = np.radians([r.lat for r in self.regions])
+        self.lon = np.radians([r.lon for r in self.regions])
+        self.usable = np.array([not r.unusable and bool(r.nodes) for r in self.regions],
+                               dtype=bool)
+        self.loads = np.array([region_load(r) for r in self.regions], dtype=float)
+        self.zones: dict[str, np.ndarray] = {}
+        for i, r in enumerate(self.regions):
+            for z in r.zones:
+                self.zones.setdefault(z, np.zeros(n, dtype=bool))[i] = True
+        self.measured: np.ndarray | None = None
+        if measured is not None:
+            m = np.full((n, n), np.nan)
+            for i, a in enumerate(self.regions):
+                for j, b in enumerate(self.regions):
+                    if i != j and (v := measured(a.id, b.id)) is not None:
+                        m[i, j] = v
+            self.measured = m
+
+    def distances_km(self, where: Location) -> np.ndarray:
+        lat, lon = np.radians(where.lat), np.radians(where.lon)
+        a = np.sin((self.lat - lat) / 2) ** 2 + \
+            np.cos(lat) * np.cos(self.lat) * np.sin((self.lon - lon) / 2) ** 2
+        return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+
+    def rank(self, where: Location | None, zone: str = "", count: int = 3
+             ) -> list[RankedEdge]:
+        """The best `count` edges for a client at `where` (None: not known), of regions
+        that take clients, have an edge, and belong to `zone` (empty: any)."""
+        ok = self.usable if not zone else self.usable & self.zones.get(
+            zone, np.zeros(len(self.regions), dtype=bool))
+        candidates = np.flatnonzero(ok)
+        if not len(candidates) or count <= 0:
+            return []
+        if where is None:
+            order = sorted(candidates, key=lambda i: (self.loads[i], self.regions[i].id))
+            return [RankedEdge(self.regions[i].id, by_load(self.regions[i].nodes), None, None,
+                               "no location for the client's address: usable, least loaded "
+                               "first", int(self.loads[i]))
+                    for i in order[:count]]
+        d = self.distances_km(where)
+        dc = d[candidates]
+        # the regions that could be the nearest, given how far off the location may be
+        short = candidates[dc <= dc.min() + 2 * where.accuracy_km]
+        keep = max(count, SHORTLIST_MIN)
+        if len(short) < keep:
+            short = candidates[np.argsort(dc, kind="stable")[:keep]]
+        rtt = geo_rtt_ms(d[short])
+        via = np.full(len(short), np.nan)
+        # the region nearest the client, usable or not (a drained region's relay measures)
+        anchor = int(np.argmin(d))
+        if self.measured is not None and d[anchor] <= max(ANCHOR_KM, where.accuracy_km):
+            via = self.measured[anchor, short]
+            rtt = np.where(np.isnan(via), rtt, geo_rtt_ms(d[anchor]) + via)
+        order = sorted(range(len(short)), key=lambda k: (
+            rtt[k], self.loads[short[k]], self.regions[short[k]].id))[:count]
+        place = where.city or where.country or f"{where.lat:.2f},{where.lon:.2f}"
+        out = []
+        for k in order:
+            i, r = int(short[k]), self.regions[int(short[k])]
+            how = "by distance" if np.isnan(via[k]) else \
+                f"as measured from {self.regions[anchor].id} ({via[k]:.0f} ms)"
+            out.append(RankedEdge(
+                r.id, by_load(r.nodes), round(float(d[i]), 1), round(float(rtt[k]), 1),
+                f"client near {place} (within {where.accuracy_km:.0f} km): {d[i]:.0f} km, "
+                f"about {rtt[k]:.0f} ms {how}", int(self.loads[i])))
+        return out
 
 
 def rank(regions: Iterable[EdgeRegion], where: Location | None, *, zone: str = "",
          count: int = 3, measured: Callable[[str, str], float | None] | None = None,
          ) -> list[RankedEdge]:
-    """The best `count` edges for a client at `where` (None: not known), of regions that
-    take clients, have an edge, and belong to `zone` (empty: any). `measured(a, b)`: the
-    mesh's RTT between two regions' relays, None where not measured."""
-    regions = list(regions)
-    usable = [r for r in regions
-              if not r.unusable and r.nodes and (not zone or zone in r.zones)]
-    if not usable or count <= 0:
-        return []
-    if where is None:
-        ranked = sorted(usable, key=lambda r: (region_load(r), r.id))
-        return [RankedEdge(r.id, by_load(r.nodes), None, None,
-                           "no location for the client's address: usable, least loaded "
-                           "first", region_load(r))
-                for r in ranked[:count]]
-    distance = {r.id: haversine_km(where.lat, where.lon, r.lat, r.lon) for r in regions}
-    nearest = min(distance[r.id] for r in usable)
-    # the regions that could be the nearest, given how far off the location may be
-    shortlist = sorted((r for r in usable
-                        if distance[r.id] <= nearest + 2 * where.accuracy_km),
-                       key=lambda r: distance[r.id])
-    if len(shortlist) < max(count, SHORTLIST_MIN):
-        shortlist = sorted(usable, key=lambda r: distance[r.id])[:max(count, SHORTLIST_MIN)]
-    # the region nearest the client, usable or not (a drained region's relay still measures)
-    anchor = min(regions, key=lambda r: distance[r.id])
-    anchored = measured is not None and distance[anchor.id] <= max(ANCHOR_KM,
-                                                                    where.accuracy_km)
-    place = where.city or where.country or f"{where.lat:.2f},{where.lon:.2f}"
-    out = []
-    for r in shortlist:
-        rtt, how = geo_rtt_ms(distance[r.id]), "by distance"
-        if anchored and r.id != anchor.id:
-            via = measured(anchor.id, r.id)
-            if via is not None:
-                rtt = geo_rtt_ms(distance[anchor.id]) + via
-                how = f"as measured from {anchor.id} ({via:.0f} ms)"
-        out.append(RankedEdge(
-            r.id, by_load(r.nodes), round(distance[r.id], 1), round(rtt, 1),
-            f"client near {place} (within {where.accuracy_km:.0f} km): "
-            f"{distance[r.id]:.0f} km, about {rtt:.0f} ms {how}", region_load(r)))
-    out.sort(key=lambda e: (e.rtt_ms, e.load, e.region))
-    return out[:count]
+    """`EdgeIndex(regions, measured).rank(where, zone, count)`, for one client."""
+    return EdgeIndex(regions, measured).rank(where, zone, count)
 
 
 def region_load(r: EdgeRegion) -> int:

@@ -114,3 +114,15 @@ def test_rankings_are_ordered_bounded_and_inside_the_zone(lat, lon, accuracy, co
     by_id = {r.id: r for r in REGIONS}
     assert all(not zone or zone in by_id[e.region].zones for e in edges)
     assert edges or zone == ""  # every zone named has regions
+
+
+def test_an_index_built_once_ranks_as_the_one_shot_function_does():
+    from skymesh.edgerank import EdgeIndex
+
+    rtts = {("lon", "fra"): 30.0, ("lon", "ams"): 9.0}
+    index = EdgeIndex(REGIONS, lambda a, b: rtts.get((a, b)))
+    for where in (LONDON, JAKARTA, Location(40.0, -70.0, 300), None):
+        for zone in ("", "eu", "apac"):
+            assert index.rank(where, zone, 4) == rank(
+                REGIONS, where, zone=zone, count=4, measured=lambda a, b: rtts.get((a, b)))
+    assert [e.region for e in index.rank(LONDON, "eu", 3)] == ["lon", "ams", "fra"]
