@@ -79,9 +79,11 @@ class EdgeIndex:
     client: a resolver sits in front of every join."""
 
     def __init__(self, regions: Iterable[EdgeRegion],
-                 measured: Callable[[str, str], float | None] | None = None) -> None:
+                 measured: Callable[[str, str], float | None] | np.ndarray | None = None,
+                 ) -> None:
         """`measured(a, b)`: the mesh's RTT between two regions' relays, None where not
-        measured (read once, here)."""
+        measured (read once, here); or those RTTs as a matrix over `regions`, NaN where
+        not measured."""
         self.regions = list(regions)
         n = len(self.regions)
         self.lat = np.radians([r.lat for r in self.regions])
@@ -94,7 +96,11 @@ class EdgeIndex:
             for z in r.zones:
                 self.zones.setdefault(z, np.zeros(n, dtype=bool))[i] = True
         self.measured: np.ndarray | None = None
-        if measured is not None:
+        if isinstance(measured, np.ndarray):
+            if measured.shape != (n, n):
+                raise ValueError(f"measured: a {n}x{n} matrix expected, not {measured.shape}")
+            self.measured = measured.astype(float)
+        elif measured is not None:
             m = np.full((n, n), np.nan)
             for i, a in enumerate(self.regions):
                 for j, b in enumerate(self.regions):
