@@ -40,6 +40,7 @@ class Replica:
         self.make_loop = make_loop
         self.mesh = mesh
         self.loop = None  # RecomputeLoop, once this replica has led
+        self.resolver_server = None  # --resolve-listen
         self.relays: RelayControlService | None = None
         self.admin: AdminService | None = None
         self.rounds: asyncio.Task | None = None
@@ -246,6 +247,8 @@ class Replica:
     async def close(self) -> None:
         """Resign (the next replica leads at once, not after the lease's TTL) and let go of
         etcd and the leader's channels."""
+        if self.resolver_server is not None:
+            await self.resolver_server.stop(0.5)
         await self.leadership.resign()
         await self.leadership.store.close()
         await self.leadership.etcd.close()

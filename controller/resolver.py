@@ -19,6 +19,7 @@ from skymesh.geoip import CityDatabase
 from skymesh.linkstate import DEGRADED, UP
 
 REINDEX_S = 1.0  # loads move with every report; the index follows at most this often
+GEOIP_CHECK_S = 30.0  # how often the GeoIP database's file is looked at for an update
 MAX_EDGES = 16
 DEFAULT_EDGES = 3
 _MEASURED = (STATE_CODES[UP], STATE_CODES[DEGRADED])
@@ -71,9 +72,13 @@ class Resolver:
         self.geoip = geoip
         self.reindex_s = reindex_s
         self.built_at = -np.inf
+        self.checked_at = 0.0
         self.edges = EdgeIndex([])
 
     def index(self, now: float) -> EdgeIndex:
+        if self.geoip is not None and now - self.checked_at >= GEOIP_CHECK_S:
+            self.checked_at = now
+            self.geoip.reload_if_changed()
         if now - self.built_at >= self.reindex_s:
             regions = edge_regions(self.core)
             self.edges = EdgeIndex(regions, measured_rtts(self.core, regions))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from controller import gateway, relay_service, translate
+from controller import gateway, relay_service, resolver_service, translate
 from controller.admin_service import AdminService
 from controller.core import Computed, Controller, Settings
 from controller.election import DEFAULT_TTL_S
@@ -23,8 +23,11 @@ from controller.etcdstore import EtcdStore
 from controller.leadership import Leadership, lone
 from controller.relay_service import RelayControlService
 from controller.replica import Replica
+from controller.resolver import Resolver
+from controller.resolver_service import EdgeResolverService
 from controller.store import FileStore, MemoryStore, Store
 from skymesh.catalogue import Region
+from skymesh.geoip import CityDatabase
 from skymesh.net.tls import INSECURE_WARNING, TlsError, TlsFiles, server_credentials
 from skymesh.policy import Policy
 from skymesh.v1 import admin_pb2_grpc
@@ -56,9 +59,12 @@ class RecomputeLoop:
         self.core = Controller(catalogue, policy, settings, apps, fabric_keys, store,
                                now=time.monotonic(), wake=self.wake.set)
         self.computed: Callable[[], None] = lambda: None  # called once a computation ended
+        self.resolver_server: grpc.aio.Server | None = None  # --resolve-listen
 
     async def close(self) -> None:
-        """Nothing outside the process to let go of (a replica on etcd has its own)."""
+        """The resolver's listener, if any (a replica on etcd has its own to let go of)."""
+        if self.resolver_server is not None:
+            await self.resolver_server.stop(0.5)
 
     async def run(self) -> None:
         while True:
@@ -121,7 +127,8 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                 fabric_keys: list[bytes] | None = None, state_file: Path | None = None, *,
                 tls: TlsFiles | None, store_url: str | None = None, replica: str = "c1",
                 election_ttl_s: float = DEFAULT_TTL_S, lead_timeout_s: float = 30.0,
-                advertise: str | None = None,
+                advertise: str | None = None, resolve_listen: str | None = None,
+                geoip: CityDatabase | None = None,
                 ) -> tuple[grpc.aio.Server, RecomputeLoop | Replica, int]:
     """Start serving on `listen`, with mutual TLS on `tls` (the controller's certificate;
     clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
@@ -162,6 +169,9 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         runner = replica_on(store_url, tls, mesh, replica, address, election_ttl_s,
                             catalogue, make_loop)
         gateway.add_to_server(runner.relay_gateway, runner.admin_gateway, server)
+        if resolve_listen is not None:
+            runner.resolver_server = await serve_resolver(
+                resolve_listen, tls, held_resolver(runner, geoip))
         await server.start()
         try:
             await runner.wait_ready(lead_timeout_s)
@@ -172,6 +182,10 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         return server, runner, port
     store = FileStore(state_file) if state_file is not None else MemoryStore()
     runner = make_loop(store)
+    if resolve_listen is not None:
+        resolver = Resolver(runner.core, geoip)
+        runner.resolver_server = await serve_resolver(resolve_listen, tls,
+                                                      lambda: resolver)
     relays = RelayControlService(runner.core, mesh)
     runner.computed = relays.take_reports
     relay_service.add_to_server(relays, server)
@@ -180,6 +194,39 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         server)
     await server.start()
     return server, runner, port
+
+
+def held_resolver(runner: Replica, geoip: CityDatabase | None
+                  ) -> Callable[[], Resolver | None]:
+    """A replica's resolver: over the core it holds, once it has led (None before)."""
+    held: list = [None, None]  # [core, its resolver]
+
+    def current() -> Resolver | None:
+        if runner.loop is None:
+            return None
+        if held[0] is not runner.loop.core:
+            held[:] = [runner.loop.core, Resolver(runner.loop.core, geoip)]
+        return held[1]
+    return current
+
+
+async def serve_resolver(listen: str, tls: TlsFiles | None,
+                         resolver: Callable[[], Resolver | None]) -> grpc.aio.Server:
+    """The EdgeResolver for clients on a listener of its own: TLS with the controller's
+    certificate but no client certificate (each call carries the client's token), or
+    plaintext with --insecure. OSError when it cannot listen."""
+    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
+    resolver_service.add_to_server(EdgeResolverService(resolver), server)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, server_credentials(
+            tls, clients_need_certificates=False))
+    if not port:
+        raise OSError(f"cannot listen on {listen} (--resolve-listen)")
+    await server.start()
+    log.info("edge resolver for clients on %s:%d", listen.rpartition(":")[0], port)
+    return server
 
 
 def replica_on(store_url: str, tls: TlsFiles | None, mesh: str | None, replica: str,

@@ -196,6 +196,8 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     names = [f"c{i + 1}" for i in range(controllers)] if replicated else ["controller"]
     ports = {name: free_port() for name in names}
     controller = ",".join(f"127.0.0.1:{port}" for port in ports.values())
+    # every replica serves the EdgeResolver to clients too, on a port of its own
+    resolve_ports = {name: free_port() for name in names}
     secrets = local_secrets(len(specs))
     identities = {} if insecure else mesh_identities(
         list(regions), nodes_per_region, names if replicated else ())
@@ -221,6 +223,7 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
                      str(secrets["fabric"]), "--log-level", log_level,
                      *(["--store", store, "--replica", name] if replicated else
                        ["--state", str(base / "controller-state.json")]),
+                     "--resolve-listen", f"127.0.0.1:{resolve_ports[name]}",
                      *tls_options(name), *controller_options]
         if only:
             argv += ["--only", ",".join(only)]
@@ -243,6 +246,9 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         argvs[spec.key] = argv
     state = {
         "controller": controller,
+        "resolvers": ",".join(f"127.0.0.1:{p}" for p in resolve_ports.values()),
+        # what a client trusts the resolvers' certificates with (the mesh's CAs)
+        "mesh_ca": "" if insecure else str(identities[names[0]].ca),
         "controller_argv": ctl_argvs[names[0]],
         "relay_argv": argvs,
         "pids": {"controller": processes[names[0]].pid, "relays": relays},

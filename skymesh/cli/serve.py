@@ -94,6 +94,14 @@ def add_parsers(sub) -> None:
     ctl.add_argument("--advertise", metavar="HOST:PORT",
                      help="where the other replicas reach this one (with --store; default: "
                      "the --listen address, which 0.0.0.0 is not)")
+    ctl.add_argument("--resolve-listen", metavar="HOST:PORT",
+                     help="serve the EdgeResolver to clients here: TLS with this "
+                     "controller's certificate, no client certificate, each call "
+                     "authenticated by the client's access token (default: not served)")
+    ctl.add_argument("--geoip-db", type=Path, metavar="FILE",
+                     help="a MaxMind-format City database (GeoLite2-City or GeoIP2-City) "
+                     "placing clients' addresses for the resolver; reloaded when the file "
+                     "changes (default: none, edges by load)")
     ctl.add_argument("--replica", default="c1", metavar="ID",
                      help="this replica's id in the election on etcd (default: %(default)s)")
     ctl.add_argument("--election-ttl", type=float, default=DEFAULT_TTL_S, metavar="S",
@@ -184,8 +192,18 @@ def cmd_controller(args: argparse.Namespace) -> int:
         problems.append("--fabric-key-overlap must be positive")
     elif args.fabric_key_rotation and args.fabric_key_rotation < 2 * args.fabric_key_overlap:
         problems.append("--fabric-key-rotation must be 0 (never) or at least two overlaps")
+    if args.geoip_db and not args.resolve_listen:
+        problems.append("--geoip-db is for the resolver: give --resolve-listen too")
     if problems:
         return fail("not starting the controller: " + "; ".join(problems))
+    geoip = None
+    if args.geoip_db:
+        from skymesh.geoip import CityDatabase, GeoIPError
+
+        try:
+            geoip = CityDatabase(args.geoip_db)
+        except GeoIPError as e:
+            return fail(f"not starting the controller: --geoip-db {e}")
     settings = Settings(probe_interval_s=args.probe_interval,
                         neighbour_probe_interval_s=args.neighbour_probe_interval,
                         down_after=args.down_after, degraded_loss=args.degraded_loss,
@@ -202,7 +220,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
         server, controller, port = await serve(
             regions, policy, args.listen, settings, apps, keys, args.state, tls=tls,
             store_url=args.store, replica=args.replica, election_ttl_s=args.election_ttl,
-            advertise=args.advertise)
+            advertise=args.advertise, resolve_listen=args.resolve_listen, geoip=geoip)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)

@@ -31,6 +31,9 @@ def add_parsers(sub) -> None:
                     help="residency policy (default: policy.yaml beside the region files, "
                     "else one zone of every region)")
     up.add_argument("--seed", type=int, default=0, help="seed of the geography model")
+    up.add_argument("--geoip-db", type=Path, metavar="FILE",
+                    help="a MaxMind-format City database the controllers' edge resolvers "
+                    "place clients with (`skymesh resolve`; default: none, edges by load)")
     up.add_argument("--nodes-per-region", type=int, default=1, metavar="N",
                     help="relay nodes per region, n1..nN, each a process on its own loopback "
                     "address with its own client edge (default: %(default)s)")
@@ -108,6 +111,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         return fail(f"not starting the mesh:\n{e}")
     if len(regions) < 2:
         return fail("a mesh needs at least two regions")
+    if args.geoip_db:
+        from skymesh.geoip import CityDatabase, GeoIPError
+
+        try:
+            CityDatabase(args.geoip_db).close()
+        except GeoIPError as e:
+            return fail(f"not starting the mesh: --geoip-db {e}")
     per_region = args.nodes_per_region
     if per_region < 1:
         return fail("--nodes-per-region must be 1 or more")
@@ -147,7 +157,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                                         "--neighbour-probe-interval",
                                         str(args.neighbour_probe_interval),
                                         "--down-after", str(args.down_after)]
-                       + (["--policy", str(args.policy.resolve())] if args.policy else []),
+                       + (["--policy", str(args.policy.resolve())] if args.policy else [])
+                       + (["--geoip-db", str(args.geoip_db.resolve())]
+                          if args.geoip_db else []),
                        insecure=args.insecure,
                        relay_options=["--edge-limits", args.edge_limits]
                        if args.edge_limits else [], nodes_per_region=per_region,

@@ -75,9 +75,12 @@ class TlsFiles:
             raise TlsError(f"{self.cert}: {e}") from None
 
 
-def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """Credentials of a server that requires a client certificate of the mesh, and picks up
-    new files at the next handshake. TlsError if the files cannot be used now."""
+def server_credentials(files: TlsFiles, clients_need_certificates: bool = True,
+                       ) -> grpc.ServerCredentials:
+    """Credentials of a server that requires a client certificate of the mesh (or, for a
+    service whose calls carry their own credentials, as the EdgeResolver's tokens, none),
+    and picks up new files at the next handshake. TlsError if the files cannot be used
+    now."""
     ca, chain, key = files.read()
     state = {"stamp": files.stamp()}
 
@@ -99,8 +102,8 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
         log.info("TLS credentials reloaded from %s", files.cert)
         return config(*new)
 
-    return grpc.dynamic_ssl_server_credentials(config(ca, chain, key), fetch,
-                                               require_client_authentication=True)
+    return grpc.dynamic_ssl_server_credentials(
+        config(ca, chain, key), fetch, require_client_authentication=clients_need_certificates)
 
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:

@@ -99,3 +99,26 @@ def test_a_token_the_apps_keys_do_not_verify_is_refused(geoip):
         resolver.resolve(token("eu"), LONDON_IP, 3, 0.0, UNIX + 7200)  # expired
     with pytest.raises(tokens.TokenError):
         resolver.resolve("not a token", LONDON_IP, 3, 0.0, UNIX)
+
+
+@pytest.mark.parametrize(("peer", "address"), [
+    ("ipv4:81.2.69.142:5678", "81.2.69.142"), ("ipv6:[2400:cb00::1]:443", "2400:cb00::1"),
+    ("ipv6:[::ffff:81.2.69.1]:1", "::ffff:5102:4501"), ("unix:/tmp/sock", ""),
+    ("ipv4:garbage:1", ""), ("", ""),
+])
+def test_the_callers_address_is_read_from_grpcs_peer(peer, address):
+    from controller.resolver_service import peer_address
+
+    assert peer_address(peer) == address
+
+
+def test_a_resolution_goes_on_the_wire_with_unknowns_as_minus_one(geoip):
+    from controller.resolver_service import reply
+
+    _, resolver = mesh(geoip)
+    placed = reply(resolver.resolve(token("eu"), LONDON_IP, 2, 0.0, UNIX))
+    assert placed.located and placed.city == "London" and placed.zone == "eu"
+    assert [e.region for e in placed.edges] == ["lon", "fra"]
+    assert placed.edges[0].nodes[0].address == "lon.example:4433"
+    blind = reply(resolver.resolve(token("eu"), PRIVATE_IP, 2, 0.0, UNIX))
+    assert not blind.located and {e.distance_km for e in blind.edges} == {-1.0}
