@@ -53,6 +53,7 @@ bench: install-test
 	$(PY) bench/token_verify.py
 	$(PY) bench/control_plane.py
 	$(PY) bench/replicas.py
+	$(PY) bench/resolver.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -20,6 +20,10 @@ from skymesh.linkstate import DEGRADED, UP
 
 REINDEX_S = 1.0  # loads move with every report; the index follows at most this often
 GEOIP_CHECK_S = 30.0  # how often the GeoIP database's file is looked at for an update
+# tokens verified, kept until they expire: a client resolving again (hysteresis, an edge
+# that died) costs a lookup, not an Ed25519 verification (~0.1 ms); forgotten all at once
+# beyond this many, and whenever the apps' keys change
+TOKENS_KEPT = 100_000
 MAX_EDGES = 16
 DEFAULT_EDGES = 3
 _MEASURED = (STATE_CODES[UP], STATE_CODES[DEGRADED])
@@ -74,6 +78,8 @@ class Resolver:
         self.built_at = -np.inf
         self.checked_at = 0.0
         self.edges = EdgeIndex([])
+        self.grants: dict[str, tokens.Grant] = {}
+        self.keys = dict(core.apps)  # what the grants kept were verified with
 
     def index(self, now: float) -> EdgeIndex:
         if self.geoip is not None and now - self.checked_at >= GEOIP_CHECK_S:
@@ -85,11 +91,25 @@ class Resolver:
             self.built_at = now
         return self.edges
 
+    def grant(self, token: str, unix: int) -> tokens.Grant:
+        """The token's grant, verified once and kept until it expires."""
+        if self.keys != self.core.apps:
+            self.grants, self.keys = {}, dict(self.core.apps)
+        grant = self.grants.get(token)
+        if grant is not None and grant.issued_at <= unix + tokens.CLOCK_SKEW_S \
+                and unix < grant.expires_at:
+            return grant
+        grant = tokens.verify(token, self.core.apps, now=unix)
+        if len(self.grants) >= TOKENS_KEPT:
+            self.grants = {}
+        self.grants[token] = grant
+        return grant
+
     def resolve(self, token: str, address: str, count: int, now: float, unix: int
                 ) -> Resolution:
         """The edges for the client holding `token` at `address`, best first. TokenError
         for a token its app's keys do not verify (or expired)."""
-        grant = tokens.verify(token, self.core.apps, now=unix)
+        grant = self.grant(token, unix)
         where = None
         if self.geoip is not None and (place := self.geoip.locate(address)) is not None:
             where = Location(place.lat, place.lon, place.accuracy_km, place.country,

@@ -170,7 +170,7 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                             catalogue, make_loop)
         gateway.add_to_server(runner.relay_gateway, runner.admin_gateway, server)
         if resolve_listen is not None:
-            runner.resolver_server = await serve_resolver(
+            runner.resolver_server, _ = await serve_resolver(
                 resolve_listen, tls, held_resolver(runner, geoip))
         await server.start()
         try:
@@ -184,8 +184,8 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     runner = make_loop(store)
     if resolve_listen is not None:
         resolver = Resolver(runner.core, geoip)
-        runner.resolver_server = await serve_resolver(resolve_listen, tls,
-                                                      lambda: resolver)
+        runner.resolver_server, _ = await serve_resolver(resolve_listen, tls,
+                                                         lambda: resolver)
     relays = RelayControlService(runner.core, mesh)
     runner.computed = relays.take_reports
     relay_service.add_to_server(relays, server)
@@ -211,7 +211,8 @@ def held_resolver(runner: Replica, geoip: CityDatabase | None
 
 
 async def serve_resolver(listen: str, tls: TlsFiles | None,
-                         resolver: Callable[[], Resolver | None]) -> grpc.aio.Server:
+                         resolver: Callable[[], Resolver | None]
+                         ) -> tuple[grpc.aio.Server, int]:
     """The EdgeResolver for clients on a listener of its own: TLS with the controller's
     certificate but no client certificate (each call carries the client's token), or
     plaintext with --insecure. OSError when it cannot listen."""
@@ -226,7 +227,7 @@ async def serve_resolver(listen: str, tls: TlsFiles | None,
         raise OSError(f"cannot listen on {listen} (--resolve-listen)")
     await server.start()
     log.info("edge resolver for clients on %s:%d", listen.rpartition(":")[0], port)
-    return server
+    return server, port
 
 
 def replica_on(store_url: str, tls: TlsFiles | None, mesh: str | None, replica: str,

@@ -17,6 +17,7 @@ decides.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -86,8 +87,11 @@ class EdgeIndex:
         not measured."""
         self.regions = list(regions)
         n = len(self.regions)
-        self.lat = np.radians([r.lat for r in self.regions])
-        self.lon = np.radians([r.lon for r in self.regions])
+        self.ids = [r.id for r in self.regions]
+        self.nodes = [by_load(r.nodes) for r in self.regions]
+        # each region as a unit vector: a client's distance to all of them is one product
+        self.xyz = unit_vectors(np.radians([r.lat for r in self.regions]),
+                                np.radians([r.lon for r in self.regions]))
         self.usable = np.array([not r.unusable and bool(r.nodes) for r in self.regions],
                                dtype=bool)
         self.loads = np.array([region_load(r) for r in self.regions], dtype=float)
@@ -95,6 +99,7 @@ class EdgeIndex:
         for i, r in enumerate(self.regions):
             for z in r.zones:
                 self.zones.setdefault(z, np.zeros(n, dtype=bool))[i] = True
+        self.candidates: dict[str, np.ndarray] = {}  # by zone, as first asked for
         self.measured: np.ndarray | None = None
         if isinstance(measured, np.ndarray):
             if measured.shape != (n, n):
@@ -109,23 +114,28 @@ class EdgeIndex:
             self.measured = m
 
     def distances_km(self, where: Location) -> np.ndarray:
-        lat, lon = np.radians(where.lat), np.radians(where.lon)
-        a = np.sin((self.lat - lat) / 2) ** 2 + \
-            np.cos(lat) * np.cos(self.lat) * np.sin((self.lon - lon) / 2) ** 2
-        return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+        """Great-circle distances from `where` to every region (from the chord between unit
+        vectors: as haversine, to well under a metre)."""
+        lat, lon = math.radians(where.lat), math.radians(where.lon)
+        v = np.array((math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon),
+                      math.sin(lat)))
+        chord = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (self.xyz @ v)))
+        return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, chord / 2))
 
     def rank(self, where: Location | None, zone: str = "", count: int = 3
              ) -> list[RankedEdge]:
         """The best `count` edges for a client at `where` (None: not known), of regions
         that take clients, have an edge, and belong to `zone` (empty: any)."""
-        ok = self.usable if not zone else self.usable & self.zones.get(
-            zone, np.zeros(len(self.regions), dtype=bool))
-        candidates = np.flatnonzero(ok)
+        candidates = self.candidates.get(zone)
+        if candidates is None:
+            ok = self.usable if not zone else self.usable & self.zones.get(
+                zone, np.zeros(len(self.regions), dtype=bool))
+            candidates = self.candidates[zone] = np.flatnonzero(ok)
         if not len(candidates) or count <= 0:
             return []
         if where is None:
-            order = sorted(candidates, key=lambda i: (self.loads[i], self.regions[i].id))
-            return [RankedEdge(self.regions[i].id, by_load(self.regions[i].nodes), None, None,
+            order = sorted(candidates, key=lambda i: (self.loads[i], self.ids[i]))
+            return [RankedEdge(self.ids[i], self.nodes[i], None, None,
                                "no location for the client's address: usable, least loaded "
                                "first", int(self.loads[i]))
                     for i in order[:count]]
@@ -135,7 +145,11 @@ class EdgeIndex:
         short = candidates[dc <= dc.min() + 2 * where.accuracy_km]
         keep = max(count, SHORTLIST_MIN)
         if len(short) < keep:
-            short = candidates[np.argsort(dc, kind="stable")[:keep]]
+            if keep < len(candidates):
+                near = np.argpartition(dc, keep - 1)[:keep]
+                short = candidates[near[np.argsort(dc[near], kind="stable")]]
+            else:
+                short = candidates[np.argsort(dc, kind="stable")]
         rtt = geo_rtt_ms(d[short])
         via = np.full(len(short), np.nan)
         # the region nearest the client, usable or not (a drained region's relay measures)
@@ -143,18 +157,20 @@ class EdgeIndex:
         if self.measured is not None and d[anchor] <= max(ANCHOR_KM, where.accuracy_km):
             via = self.measured[anchor, short]
             rtt = np.where(np.isnan(via), rtt, geo_rtt_ms(d[anchor]) + via)
-        order = sorted(range(len(short)), key=lambda k: (
-            rtt[k], self.loads[short[k]], self.regions[short[k]].id))[:count]
+        rtts, vias, loads = rtt.tolist(), via.tolist(), self.loads[short].tolist()
+        shorts, ds = short.tolist(), d[short].tolist()
+        order = sorted(range(len(shorts)), key=lambda k: (
+            rtts[k], loads[k], self.ids[shorts[k]]))[:count]
         place = where.city or where.country or f"{where.lat:.2f},{where.lon:.2f}"
+        near = f"client near {place} (within {where.accuracy_km:.0f} km): "
         out = []
         for k in order:
-            i, r = int(short[k]), self.regions[int(short[k])]
-            how = "by distance" if np.isnan(via[k]) else \
-                f"as measured from {self.regions[anchor].id} ({via[k]:.0f} ms)"
+            i = shorts[k]
+            how = "by distance" if vias[k] != vias[k] else \
+                f"as measured from {self.ids[anchor]} ({vias[k]:.0f} ms)"
             out.append(RankedEdge(
-                r.id, by_load(r.nodes), round(float(d[i]), 1), round(float(rtt[k]), 1),
-                f"client near {place} (within {where.accuracy_km:.0f} km): {d[i]:.0f} km, "
-                f"about {rtt[k]:.0f} ms {how}", int(self.loads[i])))
+                self.ids[i], self.nodes[i], round(ds[k], 1), round(rtts[k], 1),
+                f"{near}{ds[k]:.0f} km, about {rtts[k]:.0f} ms {how}", int(loads[k])))
         return out
 
 
@@ -163,6 +179,12 @@ def rank(regions: Iterable[EdgeRegion], where: Location | None, *, zone: str = "
          ) -> list[RankedEdge]:
     """`EdgeIndex(regions, measured).rank(where, zone, count)`, for one client."""
     return EdgeIndex(regions, measured).rank(where, zone, count)
+
+
+def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Points on the sphere (radians) as unit vectors, one a row."""
+    cos_lat = np.cos(lat)
+    return np.stack([cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)], axis=-1)
 
 
 def region_load(r: EdgeRegion) -> int:

@@ -122,3 +122,21 @@ def test_a_resolution_goes_on_the_wire_with_unknowns_as_minus_one(geoip):
     assert placed.edges[0].nodes[0].address == "lon.example:4433"
     blind = reply(resolver.resolve(token("eu"), PRIVATE_IP, 2, 0.0, UNIX))
     assert not blind.located and {e.distance_km for e in blind.edges} == {-1.0}
+
+
+def test_a_token_is_verified_once_kept_until_it_expires_and_forgotten_with_its_key(
+        geoip, monkeypatch):
+    core, resolver = mesh(geoip)
+    calls = []
+    verify = tokens.verify
+    monkeypatch.setattr(tokens, "verify", lambda *a, **k: calls.append(1) or verify(*a, **k))
+    t = token("eu")
+    for _ in range(3):
+        resolver.resolve(t, LONDON_IP, 1, 0.0, UNIX)
+    assert len(calls) == 1
+    with pytest.raises(tokens.TokenError, match="expired"):
+        resolver.resolve(t, LONDON_IP, 1, 0.0, UNIX + 3600)
+    resolver.resolve(t, LONDON_IP, 1, 0.0, UNIX + 10)
+    core.apps = {"demo": (tokens.public_key_of(tokens.generate_key()),)}  # the key replaced
+    with pytest.raises(tokens.TokenError):
+        resolver.resolve(t, LONDON_IP, 1, 0.0, UNIX + 10)

@@ -126,3 +126,14 @@ def test_an_index_built_once_ranks_as_the_one_shot_function_does():
             assert index.rank(where, zone, 4) == rank(
                 REGIONS, where, zone=zone, count=4, measured=lambda a, b: rtts.get((a, b)))
     assert [e.region for e in index.rank(LONDON, "eu", 3)] == ["lon", "ams", "fra"]
+
+
+@given(st.floats(-90, 90), st.floats(-180, 180))
+def test_distances_from_unit_vectors_are_the_great_circle_ones(lat, lon):
+    from skymesh.edgerank import EdgeIndex
+    from skymesh.geo import haversine_km
+
+    index = EdgeIndex(REGIONS)
+    got = index.distances_km(Location(lat, lon))
+    for r, d in zip(REGIONS, got, strict=True):
+        assert d == pytest.approx(haversine_km(lat, lon, r.lat, r.lon), abs=0.01)

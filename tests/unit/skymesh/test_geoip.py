@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from geoipdb import NETWORKS, build_city_db
+from hypothesis import given
+from hypothesis import strategies as st
 
 from skymesh.geoip import CityDatabase, GeoIPError, placeable
 
@@ -92,3 +94,13 @@ def test_maxminds_test_databases_give_their_known_answers(name):
     assert db.locate("8.8.8.8") is None
     with pytest.raises(GeoIPError, match="a City database"):
         CityDatabase(SHARED / "test-data" / "GeoIP2-Country-Test.mmdb")
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_ipv4_placeable_is_global_by_ipaddress_less_multicast_and_two_iana_blocks(n):
+    import ipaddress
+
+    ip = ipaddress.IPv4Address(n)
+    extra = any(ip in ipaddress.ip_network(net)
+                for net in ("192.0.0.0/24", "192.88.99.0/24", "224.0.0.0/4"))
+    assert (placeable(str(ip)) is not None) == (ip.is_global and not extra)
