@@ -89,3 +89,25 @@ def test_drained_and_dead_regions_are_not_offered(resolving_mesh):
         run_cli("mesh", "restart", "sin")
         wait_for(lambda: regions_for(JAKARTA, "--count", "2") == ["jkt", "sin"], 60,
                  "jkt undrained and sin back")
+
+
+def test_the_sdk_asks_the_first_resolver_that_answers_and_races_handshakes(resolving_mesh):
+    import asyncio
+    from pathlib import Path
+
+    from sdk import edges
+    from skymesh.cli import mesh, traffic
+
+    state = mesh.running_state()
+    dead = f"127.0.0.1:{mesh.free_port()}"
+    token = traffic.local_token("demo", "live", "viewer", "global", privileges=("join",))
+    found = edges.resolve([dead, *state["resolvers"].split(",")], token,
+                          Path(state["mesh_ca"]).read_bytes(), address=LONDON, count=3)
+    assert [c.region for c in found] == ["lon", "ams", "fra"]
+    raced = asyncio.run(edges.race(found, state["ca"]))
+    assert {c.region for c, _ in raced} == {"lon", "ams", "fra"}
+    assert all(0 < ms < 2000 for _, ms in raced)
+    # an edge that does not answer is left out of the race, not waited for past its timeout
+    ghost = edges.Candidate("xx", "n1", "127.0.0.1", mesh.free_port())
+    raced = asyncio.run(edges.race([ghost, found[0]], state["ca"], timeout=1.0))
+    assert [c for c, _ in raced] == [found[0]]
