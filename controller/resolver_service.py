@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -48,19 +48,36 @@ def reply(r: Resolution) -> resolver_pb2.ResolveReply:
     return out
 
 
+Relay = Callable[[resolver_pb2.ResolveRequest], Awaitable[resolver_pb2.ResolveReply | None]]
+
+
 class EdgeResolverService(resolver_pb2_grpc.EdgeResolverServicer):
     """`resolver()`: the Resolver of the moment (None: this controller holds no view of the
-    mesh yet, and answers UNAVAILABLE)."""
+    mesh yet). Without one, `relay(request)` asks the replica that leads (the request naming
+    the client's address; None: none could be asked), or the answer is UNAVAILABLE."""
 
-    def __init__(self, resolver: Callable[[], Resolver | None]) -> None:
+    def __init__(self, resolver: Callable[[], Resolver | None],
+                 relay: Relay | None = None) -> None:
         self.resolver = resolver
+        self.relay = relay
 
     async def Resolve(self, request: resolver_pb2.ResolveRequest,
                       context: grpc.aio.ServicerContext) -> resolver_pb2.ResolveReply:
         resolver = self.resolver()
         if resolver is None:
+            if self.relay is not None:
+                asked = resolver_pb2.ResolveRequest()
+                asked.CopyFrom(request)
+                asked.address = request.address or peer_address(context.peer())
+                try:
+                    if (answer := await self.relay(asked)) is not None:
+                        return answer
+                except grpc.aio.AioRpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE:
+                        await context.abort(e.code(), e.details())
             await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                "this controller holds no view of the mesh yet")
+                                "this controller holds no view of the mesh yet, and no "
+                                "replica that leads could be asked")
         address = request.address or peer_address(context.peer())
         if request.address:
             try:

@@ -30,7 +30,7 @@ from skymesh.catalogue import Region
 from skymesh.geoip import CityDatabase
 from skymesh.net.tls import INSECURE_WARNING, TlsError, TlsFiles, server_credentials
 from skymesh.policy import Policy
-from skymesh.v1 import admin_pb2_grpc
+from skymesh.v1 import admin_pb2_grpc, resolver_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
 INSECURE_MESH = "insecure"  # the etcd prefix of a controller run with --insecure
@@ -41,6 +41,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # every relay holds one long-lived session; beyond this many calls at once, new ones get
 # RESOURCE_EXHAUSTED
 MAX_RPCS = 4096
+RELAYED_RESOLVE_S = 2.0  # a follower asking the leader's resolver for a client
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),  # route tables of 1000 regions
@@ -170,8 +171,11 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                             catalogue, make_loop)
         gateway.add_to_server(runner.relay_gateway, runner.admin_gateway, server)
         if resolve_listen is not None:
+            # the replicas ask each other over the mesh's port, with their certificates
+            here = held_resolver(runner, geoip)
+            resolver_service.add_to_server(EdgeResolverService(here), server)
             runner.resolver_server, _ = await serve_resolver(
-                resolve_listen, tls, held_resolver(runner, geoip))
+                resolve_listen, tls, here, relay=leader_resolver(runner))
         await server.start()
         try:
             await runner.wait_ready(lead_timeout_s)
@@ -210,14 +214,26 @@ def held_resolver(runner: Replica, geoip: CityDatabase | None
     return current
 
 
+def leader_resolver(runner: Replica) -> resolver_service.Relay:
+    """Resolve requests, asked of the replica that leads (over the mesh's port)."""
+    async def relay(request):
+        target = runner.target()
+        if target is None or target.local:
+            return None
+        stub = resolver_pb2_grpc.EdgeResolverStub(runner.upstreams.channel(target.address))
+        return await stub.Resolve(request, timeout=RELAYED_RESOLVE_S)
+    return relay
+
+
 async def serve_resolver(listen: str, tls: TlsFiles | None,
-                         resolver: Callable[[], Resolver | None]
+                         resolver: Callable[[], Resolver | None],
+                         relay: resolver_service.Relay | None = None,
                          ) -> tuple[grpc.aio.Server, int]:
     """The EdgeResolver for clients on a listener of its own: TLS with the controller's
     certificate but no client certificate (each call carries the client's token), or
     plaintext with --insecure. OSError when it cannot listen."""
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
-    resolver_service.add_to_server(EdgeResolverService(resolver), server)
+    resolver_service.add_to_server(EdgeResolverService(resolver, relay), server)
     if tls is None:
         port = server.add_insecure_port(listen)
     else:

@@ -7,6 +7,7 @@ are refused with the reason and everything comes back by itself."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from support import cli_json, run_cli, write_matrix, write_regions
@@ -30,6 +31,11 @@ def test_three_replicas_survive_the_leader_and_the_store(start_mesh, tmp_path: P
     assert [r["id"] for r in status["replicas"] if r["leader"]] == [status["leader"]]
     ps = {row["name"]: row["running"] for row in cli_json("mesh", "ps", "--json")}
     assert ps["c1"] and ps["c2"] and ps["c3"] and ps["etcd"]
+    # every replica's resolver answers clients: a follower that never led asks the leader
+    state = json.loads((Path(os.environ["SKYMESH_HOME"]) / "mesh.json").read_text())
+    for resolver in state["resolvers"].split(","):
+        edges = cli_json("resolve", "--resolver", resolver, "--count", "4")["edges"]
+        assert {e["region"] for e in edges} == set(REGIONS), resolver
 
     drill = run_cli("drill", "kill-controller", "--duration", "8s", "--before", "3",
                     "--after", "5", "--flows", "4", "--json", timeout=150)
