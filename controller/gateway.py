@@ -134,8 +134,8 @@ class RelayGateway:
         ended = ""
         try:
             while True:
-                opening = relay_pb2.RelayMessage(hello=relay_pb2.Hello(
-                    **hello_fields(first.hello), route_version=pipe.held))
+                opening = relay_pb2.RelayMessage(hello=first.hello)
+                opening.hello.route_version = pipe.held
                 if target.local:  # this replica leads now
                     requests = pipe.attempt(None)
                     if started:
@@ -194,10 +194,6 @@ class RelayGateway:
                     or time.monotonic() - since >= RETRY_SAME_S):
                 return t
             await asyncio.sleep(WAIT_POLL_S)
-
-
-def hello_fields(hello: relay_pb2.Hello) -> dict:
-    return {f.name: v for f, v in hello.ListFields() if f.name != "route_version"}
 
 
 def resync(target: Target) -> bytes:

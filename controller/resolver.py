@@ -110,10 +110,7 @@ class Resolver:
         """The edges for the client holding `token` at `address`, best first. TokenError
         for a token its app's keys do not verify (or expired)."""
         grant = self.grant(token, unix)
-        where = None
-        if self.geoip is not None and (place := self.geoip.locate(address)) is not None:
-            where = Location(place.lat, place.lon, place.accuracy_km, place.country,
-                             place.city)
+        where = self.geoip.locate(address) if self.geoip is not None else None
         count = min(MAX_EDGES, count or DEFAULT_EDGES)
         return Resolution(address, where, grant.zone,
                           self.index(now).rank(where, grant.zone, count))

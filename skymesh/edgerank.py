@@ -50,12 +50,12 @@ class EdgeRegion:
 
 @dataclass(frozen=True)
 class Location:
-    """Where the client is: a GeoIP place (skymesh/geoip.py's Place has these fields)."""
+    """Where the client is, as GeoIP places it (skymesh/geoip.py)."""
 
     lat: float
     lon: float
-    accuracy_km: float = 0.0
-    country: str = ""
+    accuracy_km: float = 0.0  # the radius around (lat, lon) it is within, likely
+    country: str = ""  # ISO 3166-1 alpha-2
     city: str = ""
 
 

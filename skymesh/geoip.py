@@ -16,11 +16,12 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import geoip2.database
 import maxminddb
+
+from skymesh.edgerank import Location
 
 log = logging.getLogger("skymesh.geoip")
 
@@ -29,15 +30,6 @@ UNKNOWN_ACCURACY_KM = 1000.0  # a location the database gives without a radius
 
 class GeoIPError(Exception):
     """A database that cannot be used: the message names the file and what is wrong."""
-
-
-@dataclass(frozen=True)
-class Place:
-    lat: float
-    lon: float
-    accuracy_km: float  # the radius around (lat, lon) the address is within, likely
-    country: str = ""  # ISO 3166-1 alpha-2
-    city: str = ""
 
 
 # IPv4's special-purpose blocks (IANA's registry, as Python's ipaddress knows it), as sorted
@@ -110,7 +102,7 @@ class CityDatabase:
         self.reader, self.kind, self.built_unix_s = _open(self.path)
         self.stamp = _stamp(self.path)
 
-    def locate(self, address: str) -> Place | None:
+    def locate(self, address: str) -> Location | None:
         """Where `address` is, or None when this database cannot say."""
         if (ip := placeable(address)) is None:
             return None
@@ -130,7 +122,7 @@ class CityDatabase:
         radius = loc.get("accuracy_radius")
         country = (record.get("country") or {}).get("iso_code") or ""
         city = ((record.get("city") or {}).get("names") or {}).get("en") or ""
-        return Place(float(lat), float(lon),
+        return Location(float(lat), float(lon),
                      float(radius) if radius else UNKNOWN_ACCURACY_KM, country, city)
 
     def reload_if_changed(self) -> bool:
