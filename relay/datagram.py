@@ -51,7 +51,10 @@ from skymesh import nodes
 
 VERSION = 3  # 3: the payload is encrypted, the header names the key epoch
 MEDIA, MESSAGE, ACK = 1, 2, 3
-KINDS = (MEDIA, MESSAGE, ACK)
+# REPLAY asks a stream's origin again for its messages after seq (the payload names who
+# asks); REPLAYED is one of them, numbered as first sent, payload as a MESSAGE's
+REPLAY, REPLAYED = 4, 5
+KINDS = (MEDIA, MESSAGE, ACK, REPLAY, REPLAYED)
 MAX_DATAGRAM = 1400
 TAG_SIZE = 16
 MAX_ZONE, MAX_CHANNEL, MAX_PUBLISHER = 32, 64, 64
@@ -80,7 +83,7 @@ class BadDatagram(ValueError):
 
 @dataclass(frozen=True)
 class Datagram:
-    kind: int  # MEDIA, MESSAGE or ACK
+    kind: int  # one of KINDS
     zone: str
     channel: str
     # 1..64 distinct destinations: region ids, or "region/node" (skymesh/nodes.py)

@@ -42,6 +42,7 @@ from relay.edgesession import (
     LeaveChannel,
     PublishingChanged,
     PublishMessage,
+    Resume,
     Send,
     SetTimer,
     SourceLimits,
@@ -64,7 +65,7 @@ log = logging.getLogger("skymesh.relay")
 
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
             "media_expired", "messages", "refused_rate", "refused_sessions",
-            "media_rate_dropped")
+            "media_rate_dropped", "resumed", "replayed", "moving")
 # flow control: what a client may have in flight to the edge (bytes of its streams, all told)
 MAX_SESSION_DATA = 256 * 1024
 CERT_CHECK_S = 5.0  # how often the edge looks for a reissued certificate
@@ -77,7 +78,13 @@ class Uplink(Protocol):
     def media_published(self, key: ChannelKey, stream: str, data: bytes) -> None: ...
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int,
-                          body: str) -> None: ...
+                          body: str) -> tuple[str, int] | None:
+        """Returns the message's stream name and number in it (`edgeproto.stream_id`), None
+        while it is held unnumbered."""
+
+    def replay_requested(self, key: ChannelKey, stream: str, after: int) -> None:
+        """Ask for stream `stream`'s (a stream_id) messages after `after`: they come back
+        through `EdgeState.deliver_replayed`."""
 
     def interest_changed(self) -> None: ...
 
@@ -101,6 +108,7 @@ class EdgeState:
         self.media_deadline_s = media_deadline_s
         self.uplink = uplink
         self.channels: dict[ChannelKey, set[EdgeConnection]] = {}
+        self.streams: set[str] = set()  # of the sessions joined here
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.port: int | None = None
         self.limits = limits or EdgeLimits()
@@ -109,13 +117,24 @@ class EdgeState:
     def configure(self, app_keys: Mapping[str, tuple[bytes, ...]], zones: set[str],
                   drained: bool = False) -> None:
         """New app public keys and zones (from the controller); joined sessions keep their
-        grant until they renew or it expires. A drained edge refuses new sessions only."""
+        grant until they renew or it expires. A drained edge refuses new sessions and tells
+        the joined ones to move ("moving"): they carry on here until they do."""
         self.app_keys = {app: tuple(keys) for app, keys in app_keys.items()}
         self.zones = frozenset(zones)
+        if drained and not self.drained:
+            line = edgeproto.encode_line(edgeproto.moving(edgeproto.MOVING_DRAINED))
+            for sessions in self.channels.values():
+                for session in sessions:
+                    self.counters["moving"] += 1
+                    session.send_line(line)
         self.drained = drained
 
     def members(self, key: ChannelKey) -> set[EdgeConnection]:
         return self.channels.get(key, set())
+
+    def has_stream(self, stream: str) -> bool:
+        """Whether the session publishing as `stream` (its fabric stream id) is joined."""
+        return stream in self.streams
 
     def joined(self) -> int:
         """How many sessions are joined to a channel here."""
@@ -129,6 +148,7 @@ class EdgeState:
     def add(self, session: EdgeConnection) -> None:
         assert session.key is not None
         self.channels.setdefault(session.key, set()).add(session)
+        self.streams.add(session.stream)
         self.interest_changed()
 
     def remove(self, session: EdgeConnection) -> None:
@@ -136,6 +156,7 @@ class EdgeState:
         if members is None or session not in members:
             return
         members.discard(session)
+        self.streams.discard(session.stream)
         if not members:
             del self.channels[session.key]
         self.interest_changed()
@@ -151,10 +172,23 @@ class EdgeState:
                 session.send_media(data)
 
     def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str,
-                        exclude: EdgeConnection | None = None) -> None:
-        line = edgeproto.encode_line(edgeproto.deliver(uid, mid, body))
+                        exclude: EdgeConnection | None = None, stream: str | None = None,
+                        seq: int | None = None) -> None:
+        line = edgeproto.encode_line(edgeproto.deliver(uid, mid, body, stream, seq))
         for session in self.members(key):
             if session is not exclude:
+                session.send_line(line)
+
+    def deliver_replayed(self, key: ChannelKey, uid: str, mid: int, body: str, stream: str,
+                         seq: int) -> None:
+        """A message its stream's relay sent again: to the sessions here that asked for the
+        stream after a point before it (the others have it, or joined after it)."""
+        line = None
+        for session in self.members(key):
+            if seq > session.resume.get(stream, seq):
+                line = line or edgeproto.encode_line(
+                    edgeproto.deliver(uid, mid, body, stream, seq))
+                self.counters["replayed"] += 1
                 session.send_line(line)
 
 
@@ -176,6 +210,7 @@ class EdgeConnection(quic.Protocol):
                                          time.monotonic())
         self.key: ChannelKey | None = None  # the channel joined (kept here for the media path)
         self.stream = _secrets.token_hex(6)  # this session's stream id in the fabric
+        self.resume: dict[str, int] = {}  # stream_id -> last delivered, as the client asked
         self.stream_id: int | None = None
         self._media_times: deque[float] = deque()  # enqueue times of queued datagrams
         self._expiry: asyncio.TimerHandle | None = None  # (aioquic's own timer is `_timer`)
@@ -247,9 +282,21 @@ class EdgeConnection(quic.Protocol):
                 case Send(line):
                     self.send_line(line)
                 case PublishMessage(key, uid, mid, body):
-                    edge.deliver_message(key, uid, mid, body, exclude=self)
+                    numbered = None
                     if edge.uplink is not None:
-                        edge.uplink.message_published(key, self.stream, uid, mid, body)
+                        numbered = edge.uplink.message_published(key, self.stream, uid, mid,
+                                                                 body)
+                    stream, seq = numbered or (None, None)
+                    edge.deliver_message(key, uid, mid, body, exclude=self, stream=stream,
+                                         seq=seq)
+                case Resume(key, after):
+                    self.resume.update(after)
+                    if len(self.resume) > edgeproto.MAX_RESUME_STREAMS:  # the oldest go
+                        for name in list(self.resume)[:-edgeproto.MAX_RESUME_STREAMS]:
+                            del self.resume[name]
+                    if edge.uplink is not None:
+                        for stream, seq in after.items():
+                            edge.uplink.replay_requested(key, stream, seq)
                 case SetTimer(at):
                     if self._expiry is not None:
                         self._expiry.cancel()

@@ -73,8 +73,16 @@ class PublishMessage:
     body: str
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Ask the relays of the streams in `after` for their messages after the sequence numbers
+    it gives (the client delivered those before it moved here), for this session."""
+    key: tuple[str, str]
+    after: dict[str, int]
+
+
 Action = Send | Close | SetTimer | EnterChannel | LeaveChannel | PublishingChanged \
-    | PublishMessage
+    | PublishMessage | Resume
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,8 @@ class EdgeSession:
             return self._message(msg, now)
         if kind == edgeproto.RENEW:
             return self._renew(msg, now)
+        if kind == edgeproto.RESUME:
+            return self._resume(msg, now)
         return self._refuse(ProtocolError(edgeproto.unexpected_kind(kind)))
 
     def datagram_received(self) -> list[Action]:
@@ -273,6 +283,10 @@ class EdgeSession:
         channel = msg.get("channel")
         if not isinstance(channel, str) or not channel:
             return self._refuse(ProtocolError(edgeproto.JOIN_NEEDS_CHANNEL))
+        try:
+            after = edgeproto.resume_points(msg.get("resume"))
+        except ProtocolError as e:
+            return self._refuse(e)
         if not edge.sources.join_allowed(self.source, now):
             # before the token's signature is checked: that is what a join flood costs
             lim = edge.limits
@@ -287,9 +301,28 @@ class EdgeSession:
         self.key = (grant.zone, name)
         self._messages = TokenBucket(edge.limits.messages_per_s, edge.limits.messages_burst, now)
         edge.counters["joined"] += 1
-        return [self._arm(), EnterChannel(self.key), Send(edgeproto.encode_line(edgeproto.joined(
-            grant.uid, grant.channel, edge.region, grant.zone,
-            privilege_list(grant.privileges), grant.expires_at)))]
+        actions: list[Action] = [
+            self._arm(), EnterChannel(self.key), Send(edgeproto.encode_line(edgeproto.joined(
+                grant.uid, grant.channel, edge.region, grant.zone,
+                privilege_list(grant.privileges), grant.expires_at)))]
+        if after:
+            edge.counters["resumed"] += 1
+            actions.append(Resume(self.key, after))
+        return actions
+
+    def _resume(self, msg: dict, now: float) -> list[Action]:
+        assert self.key is not None
+        # each costs the relays a request per stream: paced as the session's messages are
+        if self._messages is not None and not self._messages.take(now):
+            lim = self.edge.limits
+            self.edge.counters["refused_rate"] += 1
+            return self._close(edgeproto.RATE_LIMITED, edgeproto.messages_too_fast(
+                lim.messages_per_s, lim.messages_burst))
+        try:
+            after = edgeproto.resume_points(msg.get("after"))
+        except ProtocolError as e:
+            return self._refuse(e)
+        return [Resume(self.key, after)] if after else []
 
     def _renew(self, msg: dict, now: float) -> list[Action]:
         assert self.grant is not None

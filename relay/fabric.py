@@ -23,13 +23,22 @@ origin is the publishing relay's node-qualified name when it has a node id, so t
 acknowledgements reach that node of its region and not only the region.
 Acknowledgement: kind ACK to the origin, seq = cumulative, payload = the name the acking relay
 was addressed as (its region or its node-qualified name, as the origin's members name it).
+
+A stream's messages are numbered by its origin (the seq above) and the edge hands them to
+clients with that number and the stream's name (`edgeproto.stream_id`: origin and stream), so
+that a client moving to another edge can say where it left off. The origin keeps each stream's
+recent messages (`HISTORY` of them, none older than the reliable give-up time) and the
+session's stream for as long as the session is joined, numbering on where it left off. Asked
+(kind REPLAY: seq = the last delivered, payload = who asks), it sends those after that point
+again (kind REPLAYED, seq as first sent, payload as a message's) to the relay that asked,
+which hands them to the sessions that asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -47,6 +56,8 @@ from relay.datagram import (
     MESSAGE,
     MIN_DATAGRAM,
     NONCE_AT,
+    REPLAY,
+    REPLAYED,
     SEALED_SIZE_AT,
     TAG_SIZE,
     VERSION,
@@ -58,9 +69,11 @@ from relay.datagram import (
 from relay.reliable import Copy, InStream, OutStream, ReliableSettings
 from relay.replay import ACCEPTED, ReplayGuard
 from relay.tables import RouteTables
-from skymesh import nodes
+from skymesh import edgeproto, nodes
 
 HOP_LIMIT = 16
+HISTORY = 1024  # messages a stream's origin keeps to send again
+MAX_REPLAY = 512  # messages one replay request is answered with
 _BASE = _MID = struct.Struct("!Q")
 
 ChannelKey = tuple[str, str]  # (zone, "app/channel")
@@ -74,13 +87,21 @@ class LocalEdge(Protocol):
 
     def deliver_media(self, key: ChannelKey, data: bytes) -> None: ...
 
-    def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str) -> None: ...
+    def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str, *,
+                        stream: str | None = None, seq: int | None = None) -> None: ...
+
+    def deliver_replayed(self, key: ChannelKey, uid: str, mid: int, body: str, stream: str,
+                         seq: int) -> None: ...
+
+    def has_stream(self, stream: str) -> bool: ...
 
 
 @dataclass
 class _Out:
     stream: OutStream
     last_used: float
+    # (seq, when sent, message tail): what a replay request is answered from
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
 
 
 @dataclass
@@ -217,12 +238,14 @@ class Fabric:
                              self.media_seq, stream, data))
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int, body: str,
-                          now: float | None = None) -> None:
+                          now: float | None = None) -> tuple[str, int] | None:
+        """Send a message of the local edge's publisher `stream`; returns its stream's name and
+        number (None: held until the controller says who subscribes)."""
         now = self.clock() if now is None else now
         if key not in self.known:
             self.held.setdefault(key, []).append((stream, uid, mid, body, now))
             self.counters["messages.held"] += 1
-            return
+            return None
         zone, channel = key
         out = self.outgoing.get((zone, channel, stream))
         if out is None:
@@ -231,6 +254,27 @@ class Fabric:
         tail = encode_message_tail(mid, self.name, uid, body)
         self._send_copies(zone, channel, stream,
                           out.stream.send(tail, self.destinations(key), now, self.rto))
+        seq = out.stream.next_seq - 1
+        out.history.append((seq, now, tail))
+        return edgeproto.stream_id(self.name, stream), seq
+
+    def replay_requested(self, key: ChannelKey, stream: str, after: int) -> None:
+        """Ask the origin of `stream` (a stream_id) for its messages after `after`, for the
+        local edge's sessions that asked (`LocalEdge.deliver_replayed`)."""
+        try:
+            origin, publisher = edgeproto.parse_stream_id(stream)
+        except ValueError:
+            return
+        self.counters["messages.replay-requested"] += 1
+        zone, channel = key
+        if self.is_here(origin):
+            self._replay(zone, channel, publisher, after, self.name)
+            return
+        try:
+            self._route(Datagram(REPLAY, zone, channel, (origin,), HOP_LIMIT + 1, after,
+                                 publisher, self.name.encode()))
+        except BadDatagram:
+            self.counters["dropped.field"] += 1
 
     def _send_copies(self, zone: str, channel: str, stream: str, copies: list[Copy]) -> None:
         for c in copies:
@@ -478,6 +522,49 @@ class Fabric:
             origin = d.payload.decode("ascii", "replace")
             if out is not None:
                 out.stream.on_ack(origin, d.seq)
+        elif d.kind == REPLAY:
+            self._replay(d.zone, d.channel, d.publisher, d.seq,
+                         d.payload.decode("ascii", "replace"))
+        elif d.kind == REPLAYED:
+            self._on_replayed(d)
+
+    def _replay(self, zone: str, channel: str, publisher: str, after: int, to: str) -> None:
+        """Send `to` (a relay's name; this one's: straight to the edge) the stream's kept
+        messages after `after`, at most MAX_REPLAY."""
+        out = self.outgoing.get((zone, channel, publisher))
+        if out is None:
+            self.counters["messages.replay-unknown"] += 1
+            return
+        horizon = self.clock() - self.reliable.give_up_s
+        sent = 0
+        for seq, when, tail in out.history:
+            if seq <= after or when < horizon:
+                continue
+            if sent == MAX_REPLAY:
+                break
+            sent += 1
+            d = Datagram(REPLAYED, zone, channel, (to,), HOP_LIMIT + 1, seq, publisher,
+                         _BASE.pack(0) + tail)
+            if self.is_here(to):
+                self._on_replayed(d)
+                continue
+            try:
+                self._route(d)
+            except BadDatagram:
+                self.counters["dropped.field"] += 1
+                return
+        self.counters["messages.replayed"] += sent
+
+    def _on_replayed(self, d: Datagram) -> None:
+        if self.edge is None:
+            return
+        try:
+            _, mid, origin, uid, body = decode_message(d.payload)
+        except ValueError:
+            self.counters["dropped.malformed-message"] += 1
+            return
+        self.edge.deliver_replayed((d.zone, d.channel), uid, mid, body,
+                                   edgeproto.stream_id(origin, d.publisher), d.seq)
 
     def _on_message(self, d: Datagram, now: float) -> None:
         try:
@@ -495,16 +582,17 @@ class Fabric:
         if inc is None:
             inc = self.incoming[ident] = _In(InStream(self.reliable), now, origin)
         inc.last_used = now
-        for _, raw in inc.stream.receive(d.seq, base, d.payload, now):
-            self._deliver_message(key, raw)
+        for seq, raw in inc.stream.receive(d.seq, base, d.payload, now):
+            self._deliver_message(key, d.publisher, seq, raw)
         self._ack(d, origin, inc.stream.cumulative)
 
-    def _deliver_message(self, key: ChannelKey, raw: bytes) -> None:
+    def _deliver_message(self, key: ChannelKey, publisher: str, seq: int, raw: bytes) -> None:
         if self.edge is None:
             return
-        _, mid, _, uid, body = decode_message(raw)
+        _, mid, origin, uid, body = decode_message(raw)
         self.counters[f"zone.{key[0]}.delivered"] += 1
-        self.edge.deliver_message(key, uid, mid, body)
+        self.edge.deliver_message(key, uid, mid, body,
+                                  stream=edgeproto.stream_id(origin, publisher), seq=seq)
 
     def _ack(self, d: Datagram, origin: str, cumulative: int) -> None:
         if cumulative <= 0 or self.is_here(origin):
@@ -560,12 +648,15 @@ class Fabric:
             if out.stream.expired:
                 self.counters["messages.expired"] += out.stream.expired
                 out.stream.expired = 0
-            if not out.stream.pending and now - out.last_used > self.out_stream_idle_s:
+            # a joined session's stream is kept: numbered afresh, its subscribers could not
+            # say where they left off
+            if not out.stream.pending and now - out.last_used > self.out_stream_idle_s \
+                    and not (self.edge is not None and self.edge.has_stream(stream)):
                 del self.outgoing[(zone, channel, stream)]
         for ident, inc in list(self.incoming.items()):
             key = (ident[1], ident[2])
-            for _, payload in inc.stream.expire(now):
-                self._deliver_message(key, payload)
+            for seq, payload in inc.stream.expire(now):
+                self._deliver_message(key, ident[3], seq, payload)
             if not inc.stream.buffer and now - inc.last_used > self.in_stream_idle_s:
                 del self.incoming[ident]
 

@@ -1,20 +1,38 @@
-"""The skymesh client SDK: a QUIC session to an edge relay.
+"""The skymesh client SDK: a QUIC session to an edge relay, which moves to another edge by
+itself when its edge dies or is drained.
 
-    async with connect("edge.example", 4433, token, "room", ca_file="ca.pem") as s:
+    async with connect(token=token, channel="room", ca_file="ca.pem",
+                       resolvers=["resolver.example:7444"], resolver_ca=ca) as s:
         await s.join()
         s.publish_media(b"frame")
         await s.send_message("hello")
         async for frame in s.media():
             ...
+
+Without a host, `connect` asks the resolvers for the best edges (the shipped `Fallback` when
+none answers), races QUIC handshakes to the top three and joins the fastest. With a host and
+port, it connects there (and moves only to the `candidates` or resolvers it is also given).
+
+Moving: the session notices its edge is gone when the connection closes (other than by a
+refusal of its token or a rate limit), when the edge says "moving" (its region was drained),
+or when nothing has come from the edge for `liveness_s` although the session pinged it. It
+then finds the edges again without the lost one, connects to the fastest and joins with a
+fresh join that names, for each publisher's stream, the last message it delivered; the new
+edge has the missed ones sent again and the session hands every message on once and in order
+(sdk/inbox.py). Each move is recorded in `Session.migrations` with how long it took and the
+gap in media it left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aioquic.asyncio import connect as quic_connect
@@ -26,26 +44,41 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
+from sdk.edges import Candidate, EdgeFinder, Fallback
 from sdk.errors import (
     ConnectionClosed,
+    ControllerUnavailable,
+    EdgeUnavailable,
     RateLimited,
     RegionDrained,
     SkymeshError,
     TokenRefused,
 )
+from sdk.inbox import Inbox, Message
 from skymesh import edgeproto
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_PAYLOAD
 from skymesh.edgeproto import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # the SDK's API too
 from skymesh.net import quic
 
 MAX_RECEIVED_MEDIA = 256  # received datagrams kept for `media()`; the oldest are dropped
+LIVENESS_S = 1.5  # an edge silent this long (pinged meanwhile) is taken for dead
+MOVE_TIMEOUT_S = 30.0  # a session that finds no edge to move to in this long closes
+OVERLAP_S = 2.0  # a drained edge's connection is kept this long at most after moving
+WATCH_S = 0.1  # how often a session looks at its edge's liveness and its gaps
+
+log = logging.getLogger("skymesh.sdk")
 
 
-@dataclass(frozen=True)
-class Message:
-    sender: str
-    id: int
-    body: str
+@dataclass
+class Migration:
+    """One move of a session to another edge."""
+
+    from_edge: str
+    to_edge: str
+    reason: str
+    took_s: float  # from noticing the edge was lost (or asked to move) to joined elsewhere
+    media_gap_s: float | None = None  # last media from the old edge to first from the new
+    silent_s: float = 0.0  # how long the old edge had been silent when that was noticed
 
 
 def close_error(error_code: int, reason: str) -> SkymeshError:
@@ -61,27 +94,44 @@ def close_error(error_code: int, reason: str) -> SkymeshError:
 
 
 class _Protocol(quic.Protocol):
+    """One QUIC connection to an edge; what it receives goes to the session's shared queues
+    (`_Shared`), which outlive it when the session moves."""
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.media: deque[bytes] = deque(maxlen=MAX_RECEIVED_MEDIA)
-        self.media_dropped = 0  # received but not taken before MAX_RECEIVED_MEDIA newer ones
-        self.messages: deque[Message] = deque()
+        self.shared: _Shared | None = None
         self.joined: dict | None = None
         self.renewed: dict | None = None
         self.expiring_at: int | None = None  # set when the edge warns the token runs out
+        self.moving: str | None = None  # the edge asked the session to move, and why
+        self.media_at: float | None = None  # when media first came through this connection
         self.error: SkymeshError | None = None
         self.terminated = False
+        self.heard = time.monotonic()  # when the edge was last heard from
         self.changed = asyncio.Event()
         self._lines = edgeproto.LineDecoder(max_line_bytes=None)  # the edge is trusted
 
+    @property
+    def address(self) -> str:
+        host, port = self._quic._network_paths[0].addr[:2] if self._quic._network_paths \
+            else ("?", 0)
+        return f"{host}:{port}"
+
     def _notify(self) -> None:
         self.changed.set()
+        if self.shared is not None:
+            self.shared.changed.set()
+
+    def datagram_received(self, data: bytes | str, addr) -> None:
+        self.heard = time.monotonic()
+        super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, DatagramFrameReceived):
-            if len(self.media) == self.media.maxlen:
-                self.media_dropped += 1
-            self.media.append(event.data)
+            if self.media_at is None:
+                self.media_at = time.monotonic()
+            if self.shared is not None:
+                self.shared.media_received(event.data)
             self._notify()
         elif isinstance(event, StreamDataReceived):
             self._read(event.data)
@@ -113,9 +163,14 @@ class _Protocol(quic.Protocol):
             self.expiring_at = None
         elif kind == edgeproto.TOKEN_EXPIRING:
             self.expiring_at = int(msg.get("expires_at", 0))
-        elif kind == edgeproto.MESSAGE:
-            self.messages.append(Message(str(msg.get("from")), int(msg.get("id", 0)),
-                                         str(msg.get("body"))))
+        elif kind == edgeproto.MOVING:
+            self.moving = str(msg.get("reason") or "the edge asked to move")
+        elif kind == edgeproto.MESSAGE and self.shared is not None:
+            stream, seq = msg.get("stream"), msg.get("seq")
+            numbered = isinstance(stream, str) and isinstance(seq, int)
+            self.shared.inbox.add(Message(
+                str(msg.get("from")), int(msg.get("id", 0)), str(msg.get("body")),
+                stream if numbered else None, seq if numbered else None), time.monotonic())
         self._notify()
 
     async def wait_change(self) -> None:
@@ -123,51 +178,166 @@ class _Protocol(quic.Protocol):
         self.changed.clear()
 
 
-class Session:
-    """One client session on an edge. Make it with `connect`."""
+@dataclass
+class _Shared:
+    """What a session keeps across its connections."""
 
-    def __init__(self, protocol: _Protocol, token: str, channel: str) -> None:
-        self._p = protocol
+    inbox: Inbox = field(default_factory=Inbox)
+    media: deque = field(default_factory=lambda: deque(maxlen=MAX_RECEIVED_MEDIA))
+    media_dropped: int = 0  # received but not taken before MAX_RECEIVED_MEDIA newer ones
+    media_at: float | None = None  # when media last arrived
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    gap_open: Migration | None = None  # a move whose media gap is not measured yet
+    gap_from: float | None = None  # the last media before that move
+
+    def media_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.gap_open is not None and self.gap_from is not None:
+            self.gap_open.media_gap_s = round(now - self.gap_from, 4)
+            self.gap_open = None
+        self.media_at = now
+        if len(self.media) == self.media.maxlen:
+            self.media_dropped += 1
+        self.media.append(data)
+
+
+class Session:
+    """One client session, joined through one edge at a time. Make it with `connect`."""
+
+    def __init__(self, token: str, channel: str, *, finder: EdgeFinder | None = None,
+                 migrate: bool = False, liveness_s: float = LIVENESS_S,
+                 move_timeout_s: float = MOVE_TIMEOUT_S) -> None:
         self.token = token
         self.channel = channel
-        self.stream_id = protocol._quic.get_next_available_stream_id()
-        self._next_id = 1
+        self.finder = finder
+        self.migrate = migrate and finder is not None
+        self.liveness_s = liveness_s
+        self.move_timeout_s = move_timeout_s
+        self.shared = _Shared()
+        self.migrations: list[Migration] = []
         self.joined: dict | None = None
+        self.edge: Candidate | None = None  # where the session is now
+        self.raced: list[tuple[Candidate, float]] = []  # the last race: (edge, handshake ms)
+        self._p: _Protocol | None = None
+        self._stack: AsyncExitStack | None = None
+        self._next_id = 1
+        self._closed = False
+        self._final: SkymeshError | None = None  # why the session ended, if not by close()
+        self._watcher: asyncio.Task | None = None
+        self._retired: set[asyncio.Task] = set()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _open(self, edge: Candidate, config: QuicConfiguration,
+                    overlap_s: float = 0.0) -> None:
+        """Connect to `edge` and make it the session's connection (not joined yet). The one
+        it replaces stays open for up to `overlap_s`, until media come through the new one:
+        leaving an edge that still works (drained) leaves no gap while the relays learn where
+        the session went."""
+        stack = AsyncExitStack()
+        try:
+            protocol = await stack.enter_async_context(quic_connect(
+                edge.host, edge.port, configuration=config, create_protocol=_Protocol))
+        except BaseException:
+            await stack.aclose()
+            raise
+        assert isinstance(protocol, _Protocol)
+        protocol.shared = self.shared
+        old, old_stack = self._p, self._stack
+        self._p, self._stack, self.edge = protocol, stack, edge
+        self.stream_id = protocol._quic.get_next_available_stream_id()
+        if old_stack is not None:
+            self._retire(old, old_stack, protocol if overlap_s > 0 else None, overlap_s)
+
+    def _retire(self, protocol: _Protocol | None, stack: AsyncExitStack,
+                successor: _Protocol | None = None, overlap_s: float = 0.0) -> None:
+        """Close a connection the session has left, in the background (closing one to a dead
+        edge waits out QUIC's closing period); once `successor` has brought media, or after
+        `overlap_s`, when it is given."""
+        async def retire() -> None:
+            if successor is not None:
+                deadline = time.monotonic() + overlap_s
+                while successor.media_at is None and time.monotonic() < deadline \
+                        and not successor.terminated:
+                    await asyncio.sleep(WATCH_S / 2)
+            if protocol is not None:
+                protocol.shared = None
+            await stack.aclose()
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    @property
+    def _protocol(self) -> _Protocol:
+        if self._p is None:
+            raise ConnectionClosed(0, "not connected")
+        return self._p
 
     def _check_open(self) -> None:
-        if self._p.terminated:
-            raise self._p.error or ConnectionClosed()
+        if self._final is not None:
+            raise self._final
+        p = self._protocol
+        if p.terminated and not self.migrate:
+            raise p.error or ConnectionClosed()
 
     def _send(self, obj: dict) -> None:
         self._check_open()
-        self._p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(obj))
-        self._p.transmit()
+        p = self._protocol
+        if p.terminated:
+            return  # moving: what the edge did not take is the caller's to resend
+        p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(obj))
+        p.transmit()
+
+    # -- the API -----------------------------------------------------------------------------
 
     @property
     def token_expiring_at(self) -> int | None:
         """The token's expiry (Unix time) once the edge has warned that it runs out soon;
         renew before then or the edge closes the session (TokenRefused "expired")."""
-        return self._p.expiring_at
+        return self._protocol.expiring_at
+
+    @property
+    def media_dropped(self) -> int:
+        """Media received but dropped because `media()` did not take them in time."""
+        return self.shared.media_dropped
+
+    @property
+    def messages_lost(self) -> int:
+        """Messages of other publishers given up on: gaps no edge could fill (sdk/inbox)."""
+        return self.shared.inbox.lost
 
     async def renew(self, token: str) -> dict:
         """Hand the edge a fresh token for the same app, channel, user and zone; returns the
         edge's "renewed" reply. A refused token closes the session (TokenRefused)."""
-        self._p.renewed = None
+        p = self._protocol
+        p.renewed = None
         self._send(edgeproto.renew(token))
-        while self._p.renewed is None:
-            self._check_open()
-            await self._p.wait_change()
+        while p.renewed is None:
+            if p.terminated:
+                raise p.error or ConnectionClosed()
+            await p.wait_change()
         self.token = token
-        return self._p.renewed
+        return p.renewed
 
     async def join(self) -> dict:
-        """Join the channel: the edge's "joined" reply, or TokenRefused/ConnectionClosed."""
-        self._send(edgeproto.join(self.token, self.channel))
-        while self._p.joined is None:
-            self._check_open()
-            await self._p.wait_change()
-        self.joined = self._p.joined
+        """Join the channel: the edge's "joined" reply, or TokenRefused/ConnectionClosed. A
+        session that may move watches its edge from then on."""
+        self.joined = await self._join(self._protocol)
+        if self.migrate and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self.joined
+
+    async def _join(self, p: _Protocol) -> dict:
+        p.joined = None
+        p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(edgeproto.join(
+            self.token, self.channel, self.shared.inbox.positions())))
+        p.transmit()
+        while p.joined is None:
+            if p.terminated:
+                raise p.error or ConnectionClosed()
+            await p.wait_change()
+        return p.joined
 
     def publish_media(self, data: bytes) -> None:
         """Send one media datagram (unreliable, at most MAX_MEDIA_PAYLOAD bytes)."""
@@ -175,8 +345,11 @@ class Session:
         if len(data) > MAX_MEDIA_PAYLOAD:
             raise ValueError(f"a media datagram is at most {MAX_MEDIA_PAYLOAD} bytes, "
                              f"got {len(data)}")
-        self._p._quic.send_datagram_frame(bytes(data))
-        self._p.transmit()
+        p = self._protocol
+        if p.terminated:
+            return  # moving: media are unreliable
+        p._quic.send_datagram_frame(bytes(data))
+        p.transmit()
 
     async def send_message(self, body: str) -> int:
         """Send a reliable, ordered message to the channel; returns its id. A body longer than
@@ -188,51 +361,215 @@ class Session:
         return mid
 
     async def media(self) -> AsyncIterator[bytes]:
-        """Received media datagrams; ends when the session closes normally, raises the
-        close's error otherwise."""
+        """Received media datagrams, across moves; ends when the session closes normally,
+        raises the close's error otherwise."""
+        shared = self.shared
         while True:
-            while self._p.media:
-                yield self._p.media.popleft()
-            if self._p.terminated:
-                if self._p.error:
-                    raise self._p.error
+            while shared.media:
+                yield shared.media.popleft()
+            if self._ended():
                 return
-            await self._p.wait_change()
+            await self._wait_shared()
 
     async def messages(self) -> AsyncIterator[Message]:
-        """Received channel messages of other publishers, in order, once each."""
+        """Received channel messages of other publishers, in order, once each, across
+        moves."""
+        inbox = self.shared.inbox
         while True:
-            while self._p.messages:
-                yield self._p.messages.popleft()
-            if self._p.terminated:
-                if self._p.error:
-                    raise self._p.error
+            while inbox.ready:
+                yield inbox.ready.popleft()
+            if self._ended():
                 return
-            await self._p.wait_change()
+            await self._wait_shared()
+
+    def _ended(self) -> bool:
+        """Whether the session is over (raising its error if it ended by one)."""
+        if self._final is not None:
+            raise self._final
+        if self._closed:
+            return True
+        p = self._p
+        if p is not None and p.terminated and not self.migrate:
+            if p.error:
+                raise p.error
+            return True
+        return False
+
+    async def _wait_shared(self) -> None:
+        await self.shared.changed.wait()
+        self.shared.changed.clear()
 
     async def wait_closed(self) -> None:
-        """Wait until the connection closes; raises its error, if any."""
-        while not self._p.terminated:
-            await self._p.wait_change()
-        if self._p.error:
-            raise self._p.error
+        """Wait until the session ends; raises its error, if any."""
+        while not self._ended():
+            await self._wait_shared()
 
     def close(self) -> None:
-        self._p.close()
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._p is not None:
+            self._p.close()
+        self.shared.changed.set()
+
+    async def _aclose(self) -> None:
+        self.close()
+        if self._watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._stack is not None:
+            await self._stack.aclose()
+        for task in list(self._retired):
+            with contextlib.suppress(Exception):
+                await task
+
+    # -- moving ------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Look after the joined session: ask again for gaps, notice a lost edge, move."""
+        try:
+            while not self._closed:
+                p = self._protocol
+                now = time.monotonic()
+                inbox = self.shared.inbox
+                inbox.expire(now)
+                if inbox.ready:
+                    self.shared.changed.set()
+                due = inbox.due(now)
+                if due and not p.terminated:
+                    self._send(edgeproto.resume(due))
+                reason = self._trouble(p, now)
+                if reason is not None:
+                    if p.terminated and isinstance(p.error, (TokenRefused, RateLimited)):
+                        self._final = p.error  # another edge would say the same
+                        self.shared.changed.set()
+                        return
+                    await self._move(p, reason, now)
+                    continue
+                if now - p.heard > self.liveness_s / 3:
+                    p._quic.send_ping(0)  # ack-eliciting: the edge's ACK says it is there
+                    p.transmit()
+                await asyncio.sleep(WATCH_S)
+        except SkymeshError as e:
+            self._final = e
+            self.shared.changed.set()
+
+    def _trouble(self, p: _Protocol, now: float) -> str | None:
+        if p.terminated:
+            return f"the connection closed ({p.error})" if p.error else \
+                "the connection closed"
+        if p.moving:
+            return p.moving
+        if now - p.heard > self.liveness_s:
+            return f"nothing from the edge for {now - p.heard:.1f} s"
+        return None
+
+    async def _move(self, old: _Protocol, reason: str, noticed: float) -> None:
+        """Join through another edge than `old`'s; ConnectionClosed when none takes the
+        session within move_timeout_s."""
+        assert self.finder is not None and self.edge is not None
+        lost = self.edge
+        log.info("session of %s leaves edge %s: %s", self.channel, lost.address, reason)
+        gap_from = self.shared.media_at
+        deadline = noticed + self.move_timeout_s
+        delay = 0.1
+        errors: list[str] = []
+        while not self._closed:
+            try:
+                order, self.raced = await self.finder.find(exclude=[lost.address],
+                                                           any_region=True)
+            except (EdgeUnavailable, ControllerUnavailable) as e:
+                order = []
+                errors.append(str(e))
+            for edge in order:
+                try:
+                    async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
+                        await self._open(edge, self.finder_config(),
+                                         0.0 if old.terminated else OVERLAP_S)
+                        self.joined = await self._join(self._protocol)
+                except (TimeoutError, ConnectionError, OSError, SkymeshError) as e:
+                    if isinstance(e, (TokenRefused, RateLimited)):
+                        raise
+                    errors.append(f"{edge.address}: {e or type(e).__name__}")
+                    continue
+                m = Migration(lost.address, edge.address, reason,
+                              round(time.monotonic() - noticed, 4),
+                              silent_s=round(noticed - old.heard, 4))
+                self.migrations.append(m)
+                if gap_from is not None:
+                    self.shared.gap_open, self.shared.gap_from = m, gap_from
+                log.info("session of %s moved to %s in %.2f s", self.channel, edge.address,
+                         m.took_s)
+                return
+            if time.monotonic() + delay > deadline:
+                raise ConnectionClosed(0, f"edge {lost.address} lost ({reason}) and no other "
+                                          f"took the session in {self.move_timeout_s:g} s: "
+                                          + "; ".join(errors[-3:]))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def finder_config(self) -> QuicConfiguration:
+        assert self.finder is not None
+        return _client_config(self.finder.ca_file, self.finder.server_name)
 
 
-@asynccontextmanager
-async def connect(host: str, port: int, token: str, channel: str, ca_file: Path | str,
-                  server_name: str = "localhost") -> AsyncIterator[Session]:
-    """A session to the edge at `host`:`port`, verified against the CA in `ca_file`."""
+def _client_config(ca_file: Path | str, server_name: str) -> QuicConfiguration:
     config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN],
                                max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
                                server_name=server_name)
     config.load_verify_locations(cafile=str(ca_file))
+    return config
+
+
+@asynccontextmanager
+async def connect(host: str | None = None, port: int | None = None, token: str = "",
+                  channel: str = "", ca_file: Path | str = "",
+                  server_name: str = "localhost", *, resolvers: Sequence[str] = (),
+                  resolver_ca: bytes | None = None, address: str = "", region: str = "",
+                  fallback: Fallback | None = None, candidates: Sequence[Candidate] = (),
+                  migrate: bool | None = None, liveness_s: float = LIVENESS_S,
+                  move_timeout_s: float = MOVE_TIMEOUT_S) -> AsyncIterator[Session]:
+    """A session to an edge whose certificate the CA in `ca_file` signed.
+
+    `host` and `port`: that edge. Without them: the best edge the `resolvers` (host:port,
+    the first to answer; TLS checked against `resolver_ca`, None: plaintext) offer for the
+    client at `address` ("": where the resolver sees it; of `region` only, when given), else
+    the `fallback`'s or the `candidates`, raced by handshake. `migrate` (default: when there
+    is anywhere else to go) lets the session move to another edge by itself when its edge is
+    lost."""
+    if not token or not channel or not ca_file:
+        raise ValueError("connect needs a token, a channel and the edges' CA file")
+    finder = None
+    if resolvers or fallback is not None or candidates:
+        finder = EdgeFinder(token, str(ca_file), resolvers, resolver_ca, address, fallback,
+                            candidates, server_name, region=region)
+    if migrate is None:
+        migrate = finder is not None
+    session = Session(token, channel, finder=finder, migrate=migrate, liveness_s=liveness_s,
+                      move_timeout_s=move_timeout_s)
+    config = _client_config(ca_file, server_name)
     try:
-        async with quic_connect(host, port, configuration=config,
-                                create_protocol=_Protocol) as protocol:
-            assert isinstance(protocol, _Protocol)
-            yield Session(protocol, token, channel)
+        if host is not None:
+            if port is None:
+                raise ValueError("connect: a host needs a port")
+            await session._open(Candidate("", "", host, port), config)
+        else:
+            if finder is None:
+                raise ValueError("connect needs a host and port, resolvers, a fallback "
+                                 "or candidates")
+            order, session.raced = await finder.find()
+            errors = []
+            for edge in order:
+                try:
+                    await session._open(edge, config)
+                    break
+                except (ConnectionError, OSError) as e:
+                    errors.append(f"{edge.address}: {e}")
+            else:
+                raise ConnectionClosed(0, "no edge answered: " + "; ".join(errors))
     except ConnectionError as e:
         raise ConnectionClosed(0, f"cannot connect to {host}:{port}: {e}") from e
+    try:
+        yield session
+    finally:
+        await session._aclose()

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from aioquic.asyncio import connect as quic_connect
 from aioquic.quic.configuration import QuicConfiguration
 
 from sdk.errors import ControllerUnavailable, EdgeUnavailable
+from skymesh import edgerank
 from skymesh.edgeproto import ALPN
+from skymesh.token import TokenError
+from skymesh.token import parse as parse_token
 from skymesh.v1 import resolver_pb2, resolver_pb2_grpc
 
 SWITCH_MS = 10.0  # another edge must be this much faster ...
@@ -38,19 +43,21 @@ class Candidate:
         return f"{self.host}:{self.port}"
 
 
-def _split(address: str) -> tuple[str, int]:
+def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
 
 
 def resolve(resolvers: Sequence[str], token: str, ca: bytes | None, *, address: str = "",
-            count: int = 3, timeout: float = 3.0) -> list[Candidate]:
+            count: int = 3, region: str = "", timeout: float = 3.0) -> list[Candidate]:
     """The edges the first resolver to answer offers, best first (every node of each
-    region, least loaded first). `ca`: the mesh's CA certificates the resolvers' TLS is
-    checked against (None: plaintext, resolvers run --insecure). Raises EdgeUnavailable
-    when a resolver answers with none, ControllerUnavailable when none answers."""
+    region, least loaded first); of `region` only, when given. `ca`: the mesh's CA
+    certificates the resolvers' TLS is checked against (None: plaintext, resolvers run
+    --insecure). Raises EdgeUnavailable when a resolver answers with none,
+    ControllerUnavailable when none answers."""
     errors = []
-    request = resolver_pb2.ResolveRequest(token=token, address=address, count=count)
+    request = resolver_pb2.ResolveRequest(token=token, address=address, count=count,
+                                          region=region)
     for target in resolvers:
         channel = grpc.insecure_channel(target) if ca is None else \
             grpc.secure_channel(target, grpc.ssl_channel_credentials(ca))
@@ -63,11 +70,14 @@ def resolve(resolvers: Sequence[str], token: str, ca: bytes | None, *, address: 
                     raise EdgeUnavailable(f"resolver {target}: {e.details()}") from None
                 errors.append(f"{target}: {e.code().name}: {e.details()}")
                 continue
-        out = [Candidate(edge.region, n.node_id, *_split(n.address),
+        out = [Candidate(edge.region, n.node_id, *split_address(n.address),
                          edge.rtt_ms if edge.rtt_ms >= 0 else None, edge.reason)
                for edge in reply.edges for n in edge.nodes if n.address]
         if not out:
-            raise EdgeUnavailable(f"resolver {target}: no usable edge in zone {reply.zone}")
+            where = f"region {region!r} in " if region else ""
+            raise EdgeUnavailable(f"resolver {target}: no usable edge in {where}zone "
+                                  f"{reply.zone!r} (unknown, drained, disconnected or outside "
+                                  "the zone)")
         return out
     raise ControllerUnavailable("no resolver answered: " + "; ".join(errors))
 
@@ -117,3 +127,159 @@ def keep_or_switch(current: str | None, recent_ms: Mapping[str, Sequence[float]]
     if mine - theirs >= SWITCH_MS and theirs <= mine * (1 - SWITCH_FRACTION):
         return fastest
     return current
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What an application ships for when no resolver answers: its regions' edges (where
+    they are, their zones and node addresses, as `skymesh.edgerank.EdgeRegion`s) and, if it
+    has one, a City database to place the client's address in."""
+
+    regions: tuple[edgerank.EdgeRegion, ...]
+    geoip: str | None = None
+
+    def candidates(self, token: str, address: str = "", count: int = 3) -> list[Candidate]:
+        """The shipped edges in the token's zone, nearest the client's address first (as the
+        database places it; in the shipped order when it cannot): every node of each."""
+        try:
+            zone = parse_token(token).zone
+        except TokenError as e:
+            raise EdgeUnavailable(f"cannot read the token's zone: {e}") from None
+        where = None
+        if self.geoip and address:
+            from skymesh.geoip import CityDatabase, GeoIPError
+            try:
+                db = CityDatabase(self.geoip)
+            except GeoIPError as e:
+                raise EdgeUnavailable(str(e)) from None
+            try:
+                where = db.locate(address)
+            finally:
+                db.close()
+        ranked = edgerank.rank(self.regions, where, zone=zone, count=count)
+        out = [Candidate(r.region, n.node_id, *split_address(n.address), r.rtt_ms,
+                         f"fallback: {r.reason}") for r in ranked for n in r.nodes]
+        if not out:
+            raise EdgeUnavailable(f"no shipped edge in zone {zone!r}")
+        return out
+
+
+def load_fallback(path: str | Path, geoip: str | None = None) -> Fallback:
+    """A Fallback from a YAML file of the application's regions:
+
+        regions:
+          - {id: ams, lat: 52.37, lon: 4.90, zones: [eu, global], edges: ["ams.example:4433"]}
+
+    ValueError naming the file and the field for anything wrong."""
+    import yaml
+
+    from skymesh import yamlfile
+
+    try:
+        data = yamlfile.load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    items = data.get("regions") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{path}: regions: a list of regions is needed")
+    regions = []
+    for i, item in enumerate(items):
+        where = f"{path}: regions[{i}]"
+        try:
+            rid, lat, lon = str(item["id"]), float(item["lat"]), float(item["lon"])
+            zones = frozenset(str(z) for z in item.get("zones", ()))
+            edges = [str(a) for a in item["edges"]]
+            for a in edges:
+                split_address(a)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{where}: needs id, lat, lon, edges (host:port) and zones: "
+                             f"{e}") from None
+        nodes = tuple(edgerank.EdgeNode(f"{rid}-{k}", a) for k, a in enumerate(edges))
+        regions.append(edgerank.EdgeRegion(rid, lat, lon, nodes, zones))
+    return Fallback(tuple(regions), geoip)
+
+
+@dataclass
+class EdgeFinder:
+    """Where a session's edges come from: the resolvers (first to answer), else the shipped
+    fallback, raced by QUIC handshake; with the recent handshake times of each edge, for
+    the hysteresis of `keep_or_switch`."""
+
+    token: str
+    ca_file: str
+    resolvers: Sequence[str] = ()
+    resolver_ca: bytes | None = None
+    address: str = ""  # the client's address as the resolver should place it ("": as seen)
+    fallback: Fallback | None = None
+    candidates: Sequence[Candidate] = ()  # fixed edges, when neither of the above
+    server_name: str = "localhost"
+    count: int = 3
+    region: str = ""  # only this region's edges ("": any)
+    recent: dict[str, deque] = field(default_factory=dict)  # address -> handshake ms
+    last_source: str = ""  # "resolver", "fallback" or "given"
+
+    def ranked(self, any_region: bool = False) -> list[Candidate]:
+        """The candidates, best first, as the resolvers or the fallback rank them; of the
+        finder's region, or (`any_region`) of any when it takes no clients now. Raises
+        EdgeUnavailable (nothing usable), ControllerUnavailable (no resolver and no
+        fallback)."""
+        if self.resolvers:
+            try:
+                try:
+                    out = resolve(self.resolvers, self.token, self.resolver_ca,
+                                  address=self.address, count=self.count, region=self.region)
+                    self.last_source = "resolver"
+                except EdgeUnavailable:
+                    if not (self.region and any_region):
+                        raise
+                    # the region asked for takes no clients now: any other rather than none
+                    out = resolve(self.resolvers, self.token, self.resolver_ca,
+                                  address=self.address, count=self.count)
+                    self.last_source = f"resolver (region {self.region} unusable: any)"
+                return out
+            except ControllerUnavailable:
+                if self.fallback is None and not self.candidates:
+                    raise
+        if self.fallback is not None:
+            self.last_source = "fallback"
+            out = self.fallback.candidates(self.token, self.address, self.count)
+            if self.region:
+                out = [c for c in out if c.region == self.region]
+                if not out:
+                    raise EdgeUnavailable(f"no shipped edge in region {self.region!r}")
+            return out
+        if self.candidates:
+            self.last_source = "given"
+            return list(self.candidates)
+        raise ControllerUnavailable("no resolver, fallback or edge to connect to")
+
+    async def find(self, exclude: Sequence[str] = (), any_region: bool = False,
+                   ) -> tuple[list[Candidate], list[tuple[Candidate, float]]]:
+        """(every candidate in the order to try them, the race's results): the race's
+        finishers fastest first, then the rest as ranked; edges in `exclude` (addresses)
+        left out. `any_region`: as `ranked`."""
+        ranked = await asyncio.to_thread(self.ranked, any_region)
+        ranked = [c for c in ranked if c.address not in exclude]
+        if not ranked and any_region and self.region:  # only the lost edge is left there
+            region, self.region = self.region, ""
+            try:
+                ranked = [c for c in await asyncio.to_thread(self.ranked)
+                          if c.address not in exclude]
+            finally:
+                self.region = region
+        raced = await race(ranked, self.ca_file, server_name=self.server_name)
+        for c, ms in raced:
+            self.recent.setdefault(c.address, deque(maxlen=5)).append(ms)
+        first = [c for c, _ in raced]
+        if first and ranked[0] in first:
+            # the ranking's best stays first unless another is decisively faster: a race of
+            # a few milliseconds' difference is noise, and the ranking knows the mesh
+            times = {c.address: [ms] for c, ms in raced}
+            keep = keep_or_switch(ranked[0].address, times)
+            first.sort(key=lambda c: c.address != keep)
+        return first + [c for c in ranked if c not in first], raced
+
+    def better_than(self, current: str) -> str:
+        """The edge (address) to use now by the recent handshakes: `current` unless another
+        is at least SWITCH_MS and SWITCH_FRACTION faster (`keep_or_switch`)."""
+        return keep_or_switch(current, {a: list(v) for a, v in self.recent.items()})

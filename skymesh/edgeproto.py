@@ -8,15 +8,29 @@ The client opens a QUIC connection to the edge with ALPN ``skymesh/1`` and DATAG
 else travels on the client's first bidirectional stream, one JSON object per line
 (`encode_line`; other streams are ignored):
 
-- client -> edge: ``{"type":"join","token":T,"channel":C}`` first, then
+- client -> edge: ``{"type":"join","token":T,"channel":C}`` first (with ``"resume":{S:K}``
+  when the client moves from another edge, see below), then
   ``{"type":"message","id":N,"body":B}`` (needs ``publish-messages``; N an integer in
-  0..2**63-1, B at most `MAX_MESSAGE_BYTES` of UTF-8) and ``{"type":"renew","token":T}`` (a
-  fresh token for the same app, channel, user and zone);
+  0..2**63-1, B at most `MAX_MESSAGE_BYTES` of UTF-8), ``{"type":"renew","token":T}`` (a
+  fresh token for the same app, channel, user and zone) and ``{"type":"resume","after":{S:K}}``;
 - edge -> client: ``{"type":"joined","uid":U,"channel":C,"region":R,"zone":Z,
-  "privileges":[...],"expires_at":E}``, ``{"type":"message","from":U,"id":N,"body":B}`` for
-  each message of another publisher, ``{"type":"renewed","expires_at":E,"privileges":[...]}``,
-  and ``{"type":"token-expiring","expires_at":E}`` `EXPIRY_NOTICE_S` before the token runs out
-  (at most half its lifetime before).
+  "privileges":[...],"expires_at":E}``, ``{"type":"message","from":U,"id":N,"body":B,
+  "stream":S,"seq":K}`` for each message of another publisher,
+  ``{"type":"renewed","expires_at":E,"privileges":[...]}``,
+  ``{"type":"token-expiring","expires_at":E}`` `EXPIRY_NOTICE_S` before the token runs out
+  (at most half its lifetime before), and ``{"type":"moving","reason":R}`` when the edge's
+  region is drained: the session carries on here, but should move to another edge.
+
+Resuming. Each publisher session's messages form a stream, S naming it across the network
+(`stream_id`: the relay it publishes through and the session), numbered K = 1, 2, 3, ... in
+the order every subscriber receives them. A client moving to another edge (its edge died, or
+said "moving") joins there with the last K it delivered of each stream; the new edge asks
+each stream's relay for the messages after K, which it keeps for a while (`skymesh` relays:
+the last 1024, at most 30 s), and hands them to the session as ordinary "message" lines (so a
+client may see some twice, and some out of order with live ones: it orders by K and drops
+repeats). "resume" asks again for streams whose gap stays open. A message delivered before
+the edge could number it (the first ones of a channel, while the relays learn who
+subscribes) has no "stream" and "seq".
 
 The edge closes the QUIC connection to refuse: with the `skymesh.token.ERROR_CODES` number of
 the refusal (a token the edge does not accept, a request that breaks this protocol:
@@ -59,10 +73,39 @@ MESSAGE = "message"  # both ways: published (client -> edge), delivered (edge ->
 JOINED = "joined"  # edge -> client
 RENEWED = "renewed"  # edge -> client
 TOKEN_EXPIRING = "token-expiring"  # edge -> client
+RESUME = "resume"  # client -> edge
+MOVING = "moving"  # edge -> client
+
+MAX_RESUME_STREAMS = 256  # streams one join or resume may name
+MAX_STREAM_ID = 200  # bytes of a stream's name
 
 
-def join(token: str, channel: str) -> dict:
-    return {"type": JOIN, "token": token, "channel": channel}
+def join(token: str, channel: str, resume: dict[str, int] | None = None) -> dict:
+    msg = {"type": JOIN, "token": token, "channel": channel}
+    if resume:
+        msg["resume"] = resume
+    return msg
+
+
+def resume(after: dict[str, int]) -> dict:
+    return {"type": RESUME, "after": after}
+
+
+def moving(reason: str) -> dict:
+    return {"type": MOVING, "reason": reason}
+
+
+def stream_id(origin: str, stream: str) -> str:
+    """The network-wide name of a publisher's stream: its relay's name and the session's."""
+    return f"{origin}:{stream}"
+
+
+def parse_stream_id(name: str) -> tuple[str, str]:
+    """(relay, session stream) of a `stream_id`; ProtocolError when it is not one."""
+    origin, sep, stream = name.rpartition(":")
+    if not sep or not origin or not stream:
+        raise ProtocolError(BAD_RESUME)
+    return origin, stream
 
 
 def renew(token: str) -> dict:
@@ -88,9 +131,14 @@ def token_expiring(expires_at: int) -> dict:
     return {"type": TOKEN_EXPIRING, "expires_at": expires_at}
 
 
-def deliver(uid: str, mid: int, body: str) -> dict:
-    """Another publisher's message, as the edge hands it to a client."""
-    return {"type": MESSAGE, "from": uid, "id": mid, "body": body}
+def deliver(uid: str, mid: int, body: str, stream: str | None = None,
+            seq: int | None = None) -> dict:
+    """Another publisher's message, as the edge hands it to a client: with its stream and
+    place in it when the edge knows them."""
+    msg = {"type": MESSAGE, "from": uid, "id": mid, "body": body}
+    if stream is not None and seq is not None:
+        msg["stream"], msg["seq"] = stream, seq
+    return msg
 
 
 # -- close codes -------------------------------------------------------------------------------
@@ -130,6 +178,9 @@ def too_many_sessions(limit: int) -> str:
 CHANNEL_ID_TOO_LONG = f"app and channel together must be at most {MAX_CHANNEL_ID - 1} bytes"
 RENEWAL_MISMATCH = "a renewal must be for the same app, user and zone as the session"
 EXPIRED = "the token expired and was not renewed"
+BAD_RESUME = (f"resume needs an object of at most {MAX_RESUME_STREAMS} streams, each "
+              "\"relay:stream\" to the last sequence number delivered")
+MOVING_DRAINED = "the edge's region is drained: move to another edge"
 
 
 def unexpected_kind(kind: object) -> str:
@@ -225,6 +276,22 @@ def published(msg: dict) -> tuple[int, str]:
         raise ProtocolError(BAD_MESSAGE)
     check_body(body)
     return mid, body
+
+
+def resume_points(value: object) -> dict[str, int]:
+    """The streams and last delivered sequence numbers of a join's "resume" or a resume's
+    "after" (None: none); ProtocolError when malformed."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_RESUME_STREAMS:
+        raise ProtocolError(BAD_RESUME)
+    for name, seq in value.items():
+        if not isinstance(name, str) or len(name.encode()) > MAX_STREAM_ID \
+                or not isinstance(seq, int) or isinstance(seq, bool) \
+                or not 0 <= seq < MAX_MESSAGE_ID:
+            raise ProtocolError(BAD_RESUME)
+        parse_stream_id(name)
+    return dict(value)
 
 
 def channel_id(app: str, channel: str) -> str:

@@ -142,9 +142,17 @@ class RecordingEdge:
         self.check(self.region, key, "media", "", 0)
         self.media.setdefault(key, []).append((self.clock.now, bytes(data)))
 
-    def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str) -> None:
+    def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str,
+                        stream: str | None = None, seq: int | None = None) -> None:
         self.check(self.region, key, "message", uid, mid)
         self.messages.setdefault(key, []).append((self.clock.now, uid, mid, body))
+
+    def deliver_replayed(self, key: ChannelKey, uid: str, mid: int, body: str, stream: str,
+                         seq: int) -> None:
+        self.check(self.region, key, "message", uid, mid)
+
+    def has_stream(self, stream: str) -> bool:
+        return False
 
     def joined(self) -> int:
         return len(self.subscribed | self.publishing)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skymesh/v1/resolver.proto\x12\nskymesh.v1\"?\n\x0eResolveRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\">\n\x0cResolvedNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04load\x18\x03 \x01(\r\"\x8a\x01\n\x0cResolvedEdge\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.skymesh.v1.ResolvedNode\x12\x13\n\x0b\x64istance_km\x18\x03 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xb5\x01\n\x0cResolveReply\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07located\x18\x02 \x01(\x08\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lon\x18\x04 \x01(\x01\x12\x13\n\x0b\x61\x63\x63uracy_km\x18\x05 \x01(\x01\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\t\x12\x0c\n\x04\x63ity\x18\x07 \x01(\t\x12\x0c\n\x04zone\x18\x08 \x01(\t\x12\'\n\x05\x65\x64ges\x18\t \x03(\x0b\x32\x18.skymesh.v1.ResolvedEdge2O\n\x0c\x45\x64geResolver\x12?\n\x07Resolve\x12\x1a.skymesh.v1.ResolveRequest\x1a\x18.skymesh.v1.ResolveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skymesh/v1/resolver.proto\x12\nskymesh.v1\"O\n\x0eResolveRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0e\n\x06region\x18\x04 \x01(\t\">\n\x0cResolvedNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04load\x18\x03 \x01(\r\"\x8a\x01\n\x0cResolvedEdge\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.skymesh.v1.ResolvedNode\x12\x13\n\x0b\x64istance_km\x18\x03 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xb5\x01\n\x0cResolveReply\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07located\x18\x02 \x01(\x08\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lon\x18\x04 \x01(\x01\x12\x13\n\x0b\x61\x63\x63uracy_km\x18\x05 \x01(\x01\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\t\x12\x0c\n\x04\x63ity\x18\x07 \x01(\t\x12\x0c\n\x04zone\x18\x08 \x01(\t\x12\'\n\x05\x65\x64ges\x18\t \x03(\x0b\x32\x18.skymesh.v1.ResolvedEdge2O\n\x0c\x45\x64geResolver\x12?\n\x07Resolve\x12\x1a.skymesh.v1.ResolveRequest\x1a\x18.skymesh.v1.ResolveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skymesh.v1.resolver_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESOLVEREQUEST']._serialized_start=41
-  _globals['_RESOLVEREQUEST']._serialized_end=104
-  _globals['_RESOLVEDNODE']._serialized_start=106
-  _globals['_RESOLVEDNODE']._serialized_end=168
-  _globals['_RESOLVEDEDGE']._serialized_start=171
-  _globals['_RESOLVEDEDGE']._serialized_end=309
-  _globals['_RESOLVEREPLY']._serialized_start=312
-  _globals['_RESOLVEREPLY']._serialized_end=493
-  _globals['_EDGERESOLVER']._serialized_start=495
-  _globals['_EDGERESOLVER']._serialized_end=574
+  _globals['_RESOLVEREQUEST']._serialized_end=120
+  _globals['_RESOLVEDNODE']._serialized_start=122
+  _globals['_RESOLVEDNODE']._serialized_end=184
+  _globals['_RESOLVEDEDGE']._serialized_start=187
+  _globals['_RESOLVEDEDGE']._serialized_end=325
+  _globals['_RESOLVEREPLY']._serialized_start=328
+  _globals['_RESOLVEREPLY']._serialized_end=509
+  _globals['_EDGERESOLVER']._serialized_start=511
+  _globals['_EDGERESOLVER']._serialized_end=590
 # @@protoc_insertion_point(module_scope)

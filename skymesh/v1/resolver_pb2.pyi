@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ResolveRequest(_message.Message):
-    __slots__ = ("token", "address", "count")
+    __slots__ = ("token", "address", "count", "region")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
     token: str
     address: str
     count: int
-    def __init__(self, token: _Optional[str] = ..., address: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+    region: str
+    def __init__(self, token: _Optional[str] = ..., address: _Optional[str] = ..., count: _Optional[int] = ..., region: _Optional[str] = ...) -> None: ...
 
 class ResolvedNode(_message.Message):
     __slots__ = ("node_id", "address", "load")

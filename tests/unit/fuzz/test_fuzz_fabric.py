@@ -14,7 +14,17 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from relay import datagram
-from relay.datagram import _HEAD, ACK, KINDS, MEDIA, MESSAGE, BadDatagram, Datagram
+from relay.datagram import (
+    _HEAD,
+    ACK,
+    KINDS,
+    MEDIA,
+    MESSAGE,
+    REPLAY,
+    REPLAYED,
+    BadDatagram,
+    Datagram,
+)
 from relay.fabric import Fabric, decode_message, encode_message_tail
 from relay.tables import Entry, RouteTables
 
@@ -159,9 +169,16 @@ class Edge:
         assert isinstance(data, bytes)
         self.delivered.append(("media", key, data))
 
-    def deliver_message(self, key, uid, mid, body):
+    def deliver_message(self, key, uid, mid, body, stream=None, seq=None):
         assert isinstance(uid, str) and isinstance(body, str) and 0 <= mid < 2**64
         self.delivered.append(("message", key, uid, mid, body))
+
+    def deliver_replayed(self, key, uid, mid, body, stream, seq):
+        assert isinstance(uid, str) and isinstance(body, str) and 0 <= mid < 2**64
+        self.delivered.append(("replayed", key, uid, mid, body))
+
+    def has_stream(self, stream):
+        return False
 
 
 def relay() -> tuple[Fabric, list[tuple[str, bytes]]]:
@@ -270,5 +287,5 @@ def test_fast_path_and_full_path_agree_on_genuine_datagrams(d):
 
 def test_kinds_are_covered():
     # the strategies reach every kind (a guard against a strategy that silently shrank)
-    assert {MEDIA, MESSAGE, ACK} == set(KINDS)
+    assert {MEDIA, MESSAGE, ACK, REPLAY, REPLAYED} == set(KINDS)
     assert dataclasses.is_dataclass(Datagram)

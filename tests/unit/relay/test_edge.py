@@ -80,7 +80,7 @@ def test_fan_out_media_and_messages(certs):
                 assert edge.counters["media_forwarded"] == 2 * len(frames)
                 assert edge.counters["messages"] == 21
                 assert edge.counters["media_dropped"] == 0
-                assert not other._p.media and not other._p.messages
+                assert not other.shared.media and not other.shared.inbox.ready
                 assert edge.counters["refused"] == 0
         finally:
             server.close()

@@ -17,6 +17,7 @@ from relay.edgesession import (
     LeaveChannel,
     PublishingChanged,
     PublishMessage,
+    Resume,
     Send,
     SetTimer,
     SourceLimits,
@@ -249,6 +250,44 @@ def test_messages_are_published():
     s = joined(edge=edge)
     assert s.line_received(edgeproto.publish(5, "hi"), T0) == [PublishMessage(KEY, "u", 5, "hi")]
     assert edge.counters["messages"] == 1
+
+
+def test_a_join_that_resumes_asks_for_what_it_missed():
+    edge = Edge()
+    s = EdgeSession(edge)
+    after = {"fra:abc": 41, "ams/n2:def": 0}
+    actions = s.data_received(line(edgeproto.join(token(), "c1", after)), T0)
+    assert [type(a) for a in actions] == [SetTimer, EnterChannel, Send, Resume]
+    assert actions[-1] == Resume(KEY, after)
+    assert edge.counters["resumed"] == 1
+    # asked again later, for a gap still open; an empty ask is nothing
+    assert s.line_received(edgeproto.resume({"fra:abc": 50}), T0) == [
+        Resume(KEY, {"fra:abc": 50})]
+    assert s.line_received(edgeproto.resume({}), T0) == []
+
+
+@pytest.mark.parametrize("points", [[1], {"fra:abc": -1}, {"fra:abc": "1"},
+                                    {"no-colon": 1}, {"fra:abc": True},
+                                    {f"s:{i}": 1 for i in range(257)},
+                                    {"x" * 300 + ":a": 1}])
+def test_a_bad_resume_is_refused(points):
+    s = EdgeSession(Edge())
+    msg = edgeproto.join(token(), "c1")
+    msg["resume"] = points
+    assert s.data_received(line(msg), T0)[-1] == Close(
+        edgeproto.MALFORMED, edgeproto.BAD_RESUME)
+    s = joined()
+    assert s.line_received({"type": "resume", "after": points}, T0)[-1] == Close(
+        edgeproto.MALFORMED, edgeproto.BAD_RESUME)
+
+
+def test_resumes_are_paced_as_messages_are():
+    edge = Edge(limits=EdgeLimits(messages_per_s=1, messages_burst=2))
+    s = joined(edge=edge)
+    for _ in range(2):
+        assert s.line_received(edgeproto.resume({"fra:a": 1}), T0)
+    assert s.line_received(edgeproto.resume({"fra:a": 1}), T0)[-1].code == \
+        edgeproto.RATE_LIMITED
 
 
 def test_messages_need_publish_messages():

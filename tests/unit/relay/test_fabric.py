@@ -45,6 +45,9 @@ class FakeEdge:
         self.subscribed: set[tuple[str, str]] = set()
         self.media: list[tuple[tuple[str, str], bytes]] = []
         self.messages: list[tuple[tuple[str, str], str, int, str]] = []
+        self.numbered: list[tuple[str | None, int | None]] = []  # (stream, seq) of each
+        self.replayed: list[tuple[tuple[str, str], str, int, str, str, int]] = []
+        self.streams: set[str] = set()
 
     def members(self, key):
         return {"a-session"} if key in self.subscribed else set()
@@ -52,8 +55,15 @@ class FakeEdge:
     def deliver_media(self, key, data):
         self.media.append((key, data))
 
-    def deliver_message(self, key, uid, mid, body):
+    def deliver_message(self, key, uid, mid, body, stream=None, seq=None):
         self.messages.append((key, uid, mid, body))
+        self.numbered.append((stream, seq))
+
+    def deliver_replayed(self, key, uid, mid, body, stream, seq):
+        self.replayed.append((key, uid, mid, body, stream, seq))
+
+    def has_stream(self, stream):
+        return stream in self.streams
 
 
 def tree_paths(edges: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -464,6 +474,85 @@ def test_message_after_the_origin_forgot_an_idle_stream_is_still_delivered():
     fra.message_published(CH, "pub", "u", 2, "second", now)
     mesh.run(now)
     assert [m[2] for m in mesh.edge("waw").messages] == [1, 2]
+
+
+def test_messages_are_numbered_in_their_stream_and_delivered_with_its_name():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra = mesh.fabrics["fra"]
+    assert fra.message_published(CH, "pub", "u", 7, "a", 0.0) == ("fra:pub", 1)
+    assert fra.message_published(CH, "pub", "u", 8, "b", 0.0) == ("fra:pub", 2)
+    mesh.run()
+    assert mesh.edge("waw").numbered == [("fra:pub", 1), ("fra:pub", 2)]
+    # held until the controller names the members: not numbered yet
+    assert fra.message_published(("eu", "app/new"), "pub", "u", 1, "c", 0.0) is None
+
+
+def test_a_relay_that_moved_in_late_gets_what_it_missed_replayed_from_the_origin():
+    """A subscriber's edge died; it joins at sfo, which asks fra (the stream's origin) for
+    everything after the last message it delivered."""
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra, sfo = mesh.fabrics["fra"], mesh.fabrics["sfo"]
+    for i in range(1, 6):
+        fra.message_published(CH, "pub", "u", 100 + i, f"m{i}", 0.0)
+    mesh.run(0.0)
+    mesh.subscribe(CH, {"fra", "sfo"})  # waw gone, sfo in
+    fra.message_published(CH, "pub", "u", 106, "m6", 1.0)
+    mesh.run(1.0)
+    assert [m[3] for m in mesh.edge("sfo").messages] == ["m6"]  # live from its base on
+    sfo.replay_requested(CH, "fra:pub", 2)
+    mesh.run(1.0)
+    got = mesh.edge("sfo").replayed
+    assert [(r[2], r[3], r[4], r[5]) for r in got] == [
+        (100 + i, f"m{i}", "fra:pub", i) for i in range(3, 7)]
+    assert fra.counters["messages.replayed"] == 4
+    no_drops(mesh)
+
+
+def test_a_replay_asked_at_the_origin_itself_is_served_there():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra = mesh.fabrics["fra"]
+    for i in range(1, 4):
+        fra.message_published(CH, "pub", "u", i, f"m{i}", 0.0)
+    mesh.run(0.0)
+    sent = len(mesh.queue)
+    fra.replay_requested(CH, "fra:pub", 1)
+    assert len(mesh.queue) == sent  # nothing crossed the network
+    assert [(r[3], r[5]) for r in mesh.edge("fra").replayed] == [("m2", 2), ("m3", 3)]
+
+
+def test_history_is_bounded_by_age_and_unknown_streams_answer_nothing():
+    mesh = Mesh(TREE, reliable=ReliableSettings(give_up_s=10.0, gap_timeout_s=12.0))
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra, waw = mesh.fabrics["fra"], mesh.fabrics["waw"]
+    fra.message_published(CH, "pub", "u", 1, "old", 0.0)
+    mesh.now = 5.0
+    fra.message_published(CH, "pub", "u", 2, "new", 5.0)
+    mesh.run(5.0)
+    mesh.now = 12.0  # the first is past the give-up time: the origin no longer offers it
+    waw.replay_requested(CH, "fra:pub", 0)
+    waw.replay_requested(CH, "fra:nobody", 0)
+    waw.replay_requested(CH, "not-a-stream-name", 0)
+    mesh.run(12.0)
+    assert [r[3] for r in mesh.edge("waw").replayed] == ["new"]
+    assert fra.counters["messages.replay-unknown"] == 1
+
+
+def test_a_joined_publishers_stream_is_kept_while_idle_so_its_numbers_go_on():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw"})
+    fra = mesh.fabrics["fra"]
+    mesh.edge("fra").streams.add("pub")
+    fra.message_published(CH, "pub", "u", 1, "a", 0.0)
+    mesh.run(0.0)
+    later = fra.out_stream_idle_s + 10
+    fra.tick(later)
+    assert fra.message_published(CH, "pub", "u", 2, "b", later) == ("fra:pub", 2)
+    mesh.edge("fra").streams.clear()  # the session left: forgotten once idle
+    fra.tick(2 * later + 10)
+    assert fra.outgoing == {}
 
 
 def test_tick_survives_a_restarted_incoming_stream():
