@@ -48,6 +48,7 @@ proto: $(PY)
 bench: install-test
 	$(PY) bench/routing.py
 	$(PY) bench/mesh_accuracy.py --count 30
+	$(PY) bench/resolve_accuracy.py
 	$(PY) bench/relay.py
 	$(PY) bench/failover.py
 	$(PY) bench/token_verify.py
