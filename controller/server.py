@@ -47,6 +47,14 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),  # route tables of 1000 regions
     ("grpc.max_concurrent_streams", 64),  # per connection: a client is one relay or admin
 ]
+# The resolver's listener: its calls are small (a token and an address in, a few edges out),
+# and a client may be a service resolving for many users over one connection
+RESOLVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024),
+    ("grpc.max_send_message_length", 1024 * 1024),
+    ("grpc.max_concurrent_streams", 256),
+]
+_indexers: set[asyncio.Task] = set()  # the resolvers' re-indexing timers
 
 
 class RecomputeLoop:
@@ -232,7 +240,7 @@ async def serve_resolver(listen: str, tls: TlsFiles | None,
     """The EdgeResolver for clients on a listener of its own: TLS with the controller's
     certificate but no client certificate (each call carries the client's token), or
     plaintext with --insecure. OSError when it cannot listen."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
+    server = grpc.aio.server(options=RESOLVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
     resolver_service.add_to_server(EdgeResolverService(resolver, relay), server)
     if tls is None:
         port = server.add_insecure_port(listen)
@@ -242,6 +250,12 @@ async def serve_resolver(listen: str, tls: TlsFiles | None,
     if not port:
         raise OSError(f"cannot listen on {listen} (--resolve-listen)")
     await server.start()
+    # the index kept fresh between requests, until the server stops (held here: the event
+    # loop keeps only a weak reference to a task)
+    task = asyncio.create_task(resolver_service.keep_indexed(
+        resolver, server.wait_for_termination()))
+    _indexers.add(task)
+    task.add_done_callback(_indexers.discard)
     log.info("edge resolver for clients on %s:%d", listen.rpartition(":")[0], port)
     return server, port
 

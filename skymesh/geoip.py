@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -48,17 +49,23 @@ _V4_STARTS = [start for start, _ in _V4_SPECIAL]
 def placeable(address: str) -> str | None:
     """`address` as a database looks it up (an IPv4-mapped IPv6 address as IPv4), if it is
     one a database could place: a valid, globally routed address; else None."""
+    address = address.strip("[]")
     try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is None:
-            return str(ip) if ip.is_global and not ip.is_multicast else None
-        ip = ip.ipv4_mapped
-    n = int(ip)
+        # most clients: a dotted quad, which inet_pton takes only in its canonical form (four
+        # parts, no leading zeros, as ipaddress): a fifth of ipaddress's cost
+        n = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+    except (OSError, ValueError):  # not a dotted quad (ValueError: a NUL in it)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is None:
+                return str(ip) if ip.is_global and not ip.is_multicast else None
+            ip = ip.ipv4_mapped
+        n, address = int(ip), str(ip)
     i = bisect.bisect_right(_V4_STARTS, n) - 1
-    return None if i >= 0 and n <= _V4_SPECIAL[i][1] else str(ip)
+    return None if i >= 0 and n <= _V4_SPECIAL[i][1] else address
 
 
 def _open(path: Path) -> tuple[maxminddb.Reader, str, int]:

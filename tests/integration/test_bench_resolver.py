@@ -18,6 +18,7 @@ def test_the_resolver_bench_reports_lookups_and_grpc_latency():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["lookups_per_s"] > 0 and out["baseline_lookups_per_s"] > 0
+    assert out["unkept_lookups_per_s"] > 0 and out["cold_lookups_per_s"] > 0
     assert out["requests"] == 100 and out["answered"] == 100 and out["failed"] == 0
     assert 0 < out["grpc_p50_ms"] <= out["grpc_p99_ms"] <= out["grpc_max_ms"]
     assert set(out["aims"]) == {"lookups_per_s", "grpc_p99_ms"}

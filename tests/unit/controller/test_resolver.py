@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 from geoipdb import build_city_db
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller.core import Controller, Hello
 from controller.resolver import Resolver
@@ -140,3 +142,171 @@ def test_a_token_is_verified_once_kept_until_it_expires_and_forgotten_with_its_k
     core.apps = {"demo": (tokens.public_key_of(tokens.generate_key()),)}  # the key replaced
     with pytest.raises(tokens.TokenError):
         resolver.resolve(t, LONDON_IP, 1, 0.0, UNIX + 10)
+
+
+def test_the_index_is_replaced_only_when_something_in_it_moved(geoip):
+    core, resolver = mesh(geoip)
+    first = resolver.index(0.0)
+    ranked = resolver.resolve(token("eu"), LONDON_IP, 2, 0.0, UNIX).edges
+    assert resolver.resolve(token("eu"), LONDON_IP, 2, 0.5, UNIX).edges is ranked  # kept
+    assert resolver.index(1.0) is first  # nothing moved: the index and its rankings stand
+    assert resolver.resolve(token("eu"), LONDON_IP, 2, 1.0, UNIX).edges is ranked
+    core.on_report(core.sessions["fra"], [], {"edge.sessions": 7}, 1.5, full=False)
+    moved = resolver.index(2.0)
+    assert moved is not first and moved.ids == first.ids and moved.xyz is first.xyz
+    # loads alone moved: the clients' shortlists stand, their rankings are made again
+    assert moved.placements is first.placements
+    again = resolver.resolve(token("eu"), LONDON_IP, 2, 2.0, UNIX).edges
+    assert again is not ranked and [e.load for e in again] == [0, 7]
+    core.drain("fra", True, 2.5, UNIX)  # the regions usable moved: shortlists made again
+    drained = resolver.index(3.0)
+    assert drained.placements is not moved.placements
+    assert [e.region for e in resolver.resolve(token("eu"), LONDON_IP, 2, 3.0, UNIX).edges] \
+        == ["lon"]
+
+
+def test_a_reindexed_view_ranks_as_one_built_afresh(geoip):
+    from controller.resolver import edge_regions, measured_rtts
+    from skymesh.edgerank import EdgeIndex
+
+    core, resolver = mesh(geoip)
+    resolver.index(0.0)
+    sample = {"rtt_ms": 11.0, "min_rtt_ms": 11.0, "jitter_ms": 0.0, "loss": 0.0,
+              "window": 10, "samples": 10, "lost": 0, "state": "up"}
+    core.on_report(core.sessions["lon"], [{**sample, "dst": "fra"}], {"edge.sessions": 3}, 0.1)
+    core.connect(Hello("fra", "n2", "127.0.0.1:9100", edge_addr="fra2.example:4433"),
+                 lambda m: None, 0.2, UNIX)
+    core.on_report(core.sessions["fra"], [], {"edge.sessions": 9}, 0.3, full=False)
+    core.drain("syd", True, 0.4, UNIX)
+    core.disconnect(core.sessions["sin"], 0.5, UNIX)
+    listed = edge_regions(core)
+    fresh = EdgeIndex(listed, measured_rtts(core, listed))
+    reindexed = resolver.index(1.0)
+    assert reindexed.regions == fresh.regions
+    for address in (LONDON_IP, JAKARTA_IP, PRIVATE_IP):
+        where = geoip.locate(address)
+        for zone in ("global", "eu", "apac"):
+            assert reindexed.rank(where, zone, 4) == fresh.rank(where, zone, 4)
+
+
+def test_a_refresh_in_steps_serves_between_them_and_one_left_unfinished_changes_nothing(
+        geoip):
+    core, resolver = mesh(geoip)
+    first = resolver.index(0.0)
+    core.drain("lon", True, 0.5, UNIX)
+    steps = resolver.refresh_steps(1.0, regions_per_step=1)
+    next(steps)
+    next(steps)  # two regions read, then left
+    steps.close()
+    assert resolver.edges is first
+    assert resolver.index(1.5) is first  # not again before reindex_s: the time was taken
+    assert [e.region for e in resolver.resolve(token("eu"), LONDON_IP, 2, 2.0, UNIX).edges] \
+        == ["fra"]  # the next refresh reads every region again
+    core.drain("fra", True, 2.5, UNIX)
+    looked = 0
+    for _ in resolver.refresh_steps(3.0, regions_per_step=1):
+        looked += 1
+        assert resolver.resolve(token("eu"), LONDON_IP, 2, 3.0, UNIX).edges  # the old index
+    assert looked >= len(PLACES) and resolver.resolve(token("eu"), LONDON_IP, 2, 3.0,
+                                                      UNIX).edges == []
+
+
+def test_rankings_are_kept_per_location_zone_and_count_or_not_at_all(geoip):
+    core, resolver = mesh(geoip)
+    a = resolver.resolve(token("eu"), LONDON_IP, 2, 0.0, UNIX).edges
+    assert resolver.resolve(token("eu"), LONDON_IP, 2, 0.0, UNIX).edges is a
+    assert resolver.resolve(token("eu"), LONDON_IP, 3, 0.0, UNIX).edges is not a
+    assert resolver.resolve(token("global"), LONDON_IP, 2, 0.0, UNIX).edges is not a
+    _, fresh = mesh(geoip)
+    fresh.rankings_kept = 0
+    b = fresh.resolve(token("eu"), LONDON_IP, 2, 0.0, UNIX).edges
+    assert b == a and fresh.resolve(token("eu"), LONDON_IP, 2, 0.0, UNIX).edges is not b
+    assert fresh.rankings == {}
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("81.2.69.142", "81.2.69.142"), ("[2400:CB00::1]", "2400:cb00::1"),
+    ("::ffff:81.2.69.1", "::ffff:5102:4501"), ("081.2.69.142", None), ("1.2.3", None),
+    ("1.2.3.4 ", None), ("", None), ("host.example", None), ("1.2.3.4\x00", None),
+])
+def test_addresses_are_read_in_their_canonical_form(text, address):
+    from controller.resolver_service import canonical_address
+
+    assert canonical_address(text) == address
+
+
+@given(st.one_of(st.ip_addresses().map(str), st.text(max_size=24),
+                st.lists(st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join)))
+def test_addresses_are_canonical_as_ipaddress_makes_them(text):
+    import ipaddress
+
+    from controller.resolver_service import canonical_address
+
+    try:
+        expected = str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        expected = None
+    assert canonical_address(text) == expected
+
+
+def test_the_wire_reply_is_kept_encoded_and_is_the_messages_own_encoding(geoip):
+    from controller.resolver_service import EdgeResolverService, reply
+
+    core, resolver = mesh(geoip)
+    service = EdgeResolverService(lambda: resolver)
+    for address, count in ((LONDON_IP, 2), ("81.2.69.143", 2), (PRIVATE_IP, 5), ("", 0)):
+        r = resolver.resolve(token("eu"), address, count, 0.0, UNIX)
+        assert service.encode(resolver, r, count) == reply(r).SerializeToString()
+    kept = dict(service.encoded)
+    assert len(kept) == 3  # London's two addresses share a location
+    core.on_report(core.sessions["lon"], [], {"edge.sessions": 5}, 0.5, full=False)
+    r = resolver.resolve(token("eu"), LONDON_IP, 2, 1.0, UNIX)  # reindexed: a new load
+    assert service.encode(resolver, r, 2) == reply(r).SerializeToString()
+    assert len(service.encoded) == 1 and r.edges[0].load == 5
+
+
+def test_the_shell_keeps_the_index_fresh_until_its_server_stops(geoip, monkeypatch):
+    import asyncio
+
+    from controller import resolver_service
+
+    core, resolver = mesh(geoip)
+    resolver.reindex_s = 0.05
+    held: list = [None]
+
+    async def run() -> tuple[int, int]:
+        stopped = asyncio.get_running_loop().create_future()
+        timer = asyncio.create_task(resolver_service.keep_indexed(lambda: held[0], stopped))
+        await asyncio.sleep(0.02)  # no resolver yet: nothing to do
+        held[0] = resolver
+        await asyncio.sleep(0.02)
+        first = resolver.edges
+        core.drain("lon", True, 0.0, UNIX)
+        await asyncio.sleep(0.2)
+        assert "drained" in resolver.edges.unusable and resolver.edges is not first
+        stopped.set_result(None)
+        await asyncio.wait_for(timer, 1.0)
+        return resolver.reindexed, len(resolver.edges.ids)
+
+    monkeypatch.setattr(resolver_service, "IDLE_CHECK_S", 0.01)
+    reindexed, regions = asyncio.run(run())
+    assert reindexed >= 2 and regions == len(PLACES)
+
+
+def test_a_client_told_its_region_gets_that_regions_edges_or_none(geoip):
+    from controller.resolver_service import EdgeResolverService, reply
+
+    core, resolver = mesh(geoip)
+    service = EdgeResolverService(lambda: resolver)
+    r = resolver.resolve(token("global"), LONDON_IP, 3, 0.0, UNIX, region="sin")
+    assert [e.region for e in r.edges] == ["sin"] and r.edges[0].distance_km > 10_000
+    assert service.encode(resolver, r, 3, "sin") == reply(r).SerializeToString()
+    assert [e.region for e in resolver.resolve(token("global"), PRIVATE_IP, 3, 0.0, UNIX,
+                                               region="fra").edges] == ["fra"]
+    assert resolver.resolve(token("eu"), LONDON_IP, 3, 0.0, UNIX, region="sin").edges == []
+    assert resolver.resolve(token("global"), LONDON_IP, 3, 0.0, UNIX, region="xx").edges == []
+    core.drain("sin", True, 0.5, UNIX)
+    assert resolver.resolve(token("global"), LONDON_IP, 3, 1.0, UNIX, region="sin").edges \
+        == []
+    assert [e.region for e in resolver.resolve(token("global"), LONDON_IP, 3, 1.0,
+                                               UNIX).edges] == ["lon", "fra", "syd"]

@@ -137,3 +137,66 @@ def test_distances_from_unit_vectors_are_the_great_circle_ones(lat, lon):
     got = index.distances_km(Location(lat, lon))
     for r, d in zip(REGIONS, got, strict=True):
         assert d == pytest.approx(haversine_km(lat, lon, r.lat, r.lon), abs=0.01)
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 50), max_size=3),
+                          st.sampled_from(["", "", "drained"])),
+                min_size=len(REGIONS), max_size=len(REGIONS)),
+       st.floats(-60, 60), st.floats(-179, 179), st.floats(0, 2000))
+def test_an_index_of_the_same_regions_in_another_state_ranks_as_one_built_afresh(
+        states, lat, lon, accuracy):
+    from dataclasses import replace
+
+    from skymesh.edgerank import EdgeIndex
+
+    rtts = {("lon", "fra"): 30.0, ("lon", "ams"): 9.0, ("jkt", "syd"): 40.0}
+    measured = lambda a, b: rtts.get((a, b))  # noqa: E731
+    before = EdgeIndex(REGIONS, measured)
+    after = [replace(r, nodes=tuple(EdgeNode(f"n{i}", f"{r.id}:{i}", load)
+                                    for i, load in enumerate(loads)), unusable=unusable)
+             for r, (loads, unusable) in zip(REGIONS, states, strict=True)]
+    where = Location(lat, lon, accuracy, "XX", "")
+    for zone in ("", "eu", "apac"):
+        before.rank(where, zone, 3)  # shortlists made, to be kept or not
+    derived = before.with_state([r.nodes for r in after], [r.unusable for r in after],
+                                before.measured)
+    fresh = EdgeIndex(after, measured)
+    assert derived.regions == after
+    for zone in ("", "eu", "apac"):
+        for count in (1, 3, 8):
+            assert derived.rank(where, zone, count) == fresh.rank(where, zone, count)
+            assert derived.rank(None, zone, count) == fresh.rank(None, zone, count)
+
+
+def test_shortlists_are_shared_only_while_the_same_regions_are_usable():
+    import numpy as np
+
+    from skymesh.edgerank import EdgeIndex
+
+    index = EdgeIndex(REGIONS, np.full((len(REGIONS), len(REGIONS)), np.nan))
+    index.rank(LONDON, "eu", 3)
+    nodes, unusable = [r.nodes for r in REGIONS], [r.unusable for r in REGIONS]
+    loads_moved = [tuple(EdgeNode(n.node_id, n.address, 9) for n in ns) for ns in nodes]
+    same = index.with_state(loads_moved, unusable, index.measured)
+    assert same.placements is index.placements and same.measured_rows is index.measured_rows
+    rtts = index.measured.copy()
+    rtts[0, 2] = 3.0  # lon -> ams measured
+    moved = index.with_state(nodes, unusable, rtts)
+    assert moved.placements is index.placements  # shortlists are by geography alone
+    assert moved.measured_rows is not index.measured_rows
+    assert "as measured from lon (3 ms)" in moved.rank(LONDON, "eu", 3)[1].reason
+    drained = ["drained" if r.id == "lon" else "" for r in REGIONS]
+    after = index.with_state(nodes, drained, index.measured)
+    assert after.placements is not index.placements
+    assert [e.region for e in after.rank(LONDON, "eu", 3)] == ["ams", "fra"]
+    with pytest.raises(ValueError, match="7 regions"):
+        index.with_state(nodes[:2], unusable, None)
+
+
+def test_a_region_named_keeps_the_ranking_to_it():
+    for where in (LONDON, JAKARTA, None):
+        assert [e.region for e in rank(REGIONS, where, region="sin", count=3)] == ["sin"]
+        assert rank(REGIONS, where, zone="eu", region="sin") == []
+        assert rank(REGIONS, where, region="nowhere") == []
+    far, near = rank(REGIONS, LONDON, region="syd")[0], rank(REGIONS, LONDON)[0]
+    assert far.distance_km > 15_000 and near.region == "lon"

@@ -104,3 +104,21 @@ def test_ipv4_placeable_is_global_by_ipaddress_less_multicast_and_two_iana_block
     extra = any(ip in ipaddress.ip_network(net)
                 for net in ("192.0.0.0/24", "192.88.99.0/24", "224.0.0.0/4"))
     assert (placeable(str(ip)) is not None) == (ip.is_global and not extra)
+
+
+@given(st.one_of(
+    st.lists(st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", ""])),
+             min_size=3, max_size=5).map(".".join),
+    st.ip_addresses().map(str), st.text(max_size=20)))
+def test_placeable_reads_addresses_as_ipaddress_does(text):
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        assert placeable(text) is None
+        return
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    assert placeable(text) in (None, str(ip))
+    assert (placeable(text) is None) == (placeable(str(ip)) is None)
