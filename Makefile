@@ -55,6 +55,7 @@ bench: install-test
 	$(PY) bench/control_plane.py
 	$(PY) bench/replicas.py
 	$(PY) bench/resolver.py
+	$(PY) bench/join_time.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

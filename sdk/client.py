@@ -235,12 +235,18 @@ class Session:
         leaving an edge that still works (drained) leaves no gap while the relays learn where
         the session went."""
         stack = AsyncExitStack()
-        try:
-            protocol = await stack.enter_async_context(quic_connect(
-                edge.host, edge.port, configuration=config, create_protocol=_Protocol))
-        except BaseException:
-            await stack.aclose()
-            raise
+        hold = self.finder.hold if self.finder is not None else None
+        held = hold.take(edge.address) if hold is not None else None
+        if held is not None:  # the race's connection: no second handshake
+            protocol = held.protocol
+            stack.push_async_callback(held.release)
+        else:
+            try:
+                protocol = await stack.enter_async_context(quic_connect(
+                    edge.host, edge.port, configuration=config, create_protocol=_Protocol))
+            except BaseException:
+                await stack.aclose()
+                raise
         assert isinstance(protocol, _Protocol)
         protocol.shared = self.shared
         old, old_stack = self._p, self._stack
@@ -414,6 +420,8 @@ class Session:
 
     async def _aclose(self) -> None:
         self.close()
+        if self.finder is not None and self.finder.hold is not None:
+            self.finder.hold.take("")  # a race's connections nobody took
         if self._watcher is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
@@ -542,7 +550,9 @@ async def connect(host: str | None = None, port: int | None = None, token: str =
     finder = None
     if resolvers or fallback is not None or candidates:
         finder = EdgeFinder(token, str(ca_file), resolvers, resolver_ca, address, fallback,
-                            candidates, server_name, region=region)
+                            candidates, server_name, region=region,
+                            connection=(lambda: _client_config(ca_file, server_name),
+                                        _Protocol))
     if migrate is None:
         migrate = finder is not None
     session = Session(token, channel, finder=finder, migrate=migrate, liveness_s=liveness_s,
@@ -568,7 +578,11 @@ async def connect(host: str | None = None, port: int | None = None, token: str =
             else:
                 raise ConnectionClosed(0, "no edge answered: " + "; ".join(errors))
     except ConnectionError as e:
+        await session._aclose()
         raise ConnectionClosed(0, f"cannot connect to {host}:{port}: {e}") from e
+    except BaseException:
+        await session._aclose()
+        raise
     try:
         yield session
     finally:

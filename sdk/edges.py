@@ -7,9 +7,11 @@ rule for its home region)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,32 +84,132 @@ def resolve(resolvers: Sequence[str], token: str, ca: bytes | None, *, address: 
     raise ControllerUnavailable("no resolver answered: " + "; ".join(errors))
 
 
+_closing: set[asyncio.Task] = set()  # races' connections, closing after their handshakes
+
+
+@dataclass
+class Held:
+    """A race's connection kept open, for the session to take instead of connecting again:
+    `release()` closes it (and waits until it has)."""
+
+    protocol: object
+    release_signal: asyncio.Future
+    task: asyncio.Task
+
+    async def release(self) -> None:
+        if not self.release_signal.done():
+            self.release_signal.set_result(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@dataclass
+class Hold:
+    """How a race connects when its winner is to be kept (the session's QUIC configuration
+    and protocol class), and the connections it keeps, by address."""
+
+    configuration: Callable[[], QuicConfiguration]
+    create_protocol: Callable
+    open: dict[str, Held] = field(default_factory=dict)
+    taken: bool = False  # a connection that completes after `take` is closed, not kept
+
+    def take(self, address: str) -> Held | None:
+        """The connection kept to `address`, if it is still open; the others are released."""
+        self.taken = True
+        held = self.open.pop(address, None)
+        for other in self.open.values():
+            task = asyncio.get_running_loop().create_task(other.release())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+        self.open.clear()
+        if held is not None and getattr(held.protocol, "terminated", False):
+            return None
+        return held
+
+
 async def handshake_ms(candidate: Candidate, ca_file: str, server_name: str = "localhost",
-                       timeout: float = RACE_TIMEOUT_S) -> float | None:
-    """How long a QUIC handshake with the edge takes (None: it did not complete)."""
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], server_name=server_name)
-    config.load_verify_locations(cafile=ca_file)
+                       timeout: float = RACE_TIMEOUT_S, hold: Hold | None = None,
+                       ) -> float | None:
+    """The round-trip time to the edge a QUIC handshake measured, in ms (None: it did not
+    complete): QUIC's smallest RTT sample, which leaves out the time either side spent on
+    the handshake's cryptography (a client racing three edges on one core would otherwise
+    measure its own CPU); the handshake's duration when there was no sample. The connection
+    is closed in the background (its closing period is no part of the race), or kept open in
+    `hold`, made as it says."""
+    if hold is not None:
+        config = hold.configuration()
+    else:
+        config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN],
+                                   server_name=server_name)
+        try:
+            config.load_verify_locations(cafile=ca_file)
+        except (OSError, ValueError):
+            return None
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float | None] = loop.create_future()
+    release = loop.create_future()
     start = time.perf_counter()
-    try:
-        async with asyncio.timeout(timeout):
+    extra = {} if hold is None else {"create_protocol": hold.create_protocol}
+
+    async def attempt() -> None:
+        try:
             async with quic_connect(candidate.host, candidate.port, configuration=config,
-                                    wait_connected=True) as protocol:
-                took = (time.perf_counter() - start) * 1000
+                                    wait_connected=True, **extra) as protocol:
+                if not done.done():
+                    took = (time.perf_counter() - start) * 1000
+                    rtt = getattr(getattr(protocol._quic, "_loss", None), "_rtt_min", None)
+                    done.set_result(rtt * 1000 if isinstance(rtt, float)
+                                    and math.isfinite(rtt) else took)
+                if hold is not None and not hold.taken:
+                    hold.open[candidate.address] = Held(protocol, release, task)
+                    await release
                 protocol.close()
-                return took
-    except (TimeoutError, ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    task = loop.create_task(attempt())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        task.cancel()
         return None
 
 
 async def race(candidates: Sequence[Candidate], ca_file: str, *, first: int = 3,
                server_name: str = "localhost", timeout: float = RACE_TIMEOUT_S,
+               decided: bool = False, hold: Hold | None = None,
                ) -> list[tuple[Candidate, float]]:
     """Handshakes with the first `first` candidates at once: those that completed, fastest
-    first, with their handshake times (ms)."""
+    first, with their round-trip times (ms, `handshake_ms`). `decided`: stop once the first
+    candidate (the one `keep_or_switch` keeps) has completed, or once another completed and
+    the first is evidently much slower (its handshake, a round trip at least, still not done
+    after twice the other's time plus SWITCH_MS and 50 ms); the others are not waited
+    for."""
     tried = list(candidates[:first])
-    times = await asyncio.gather(*(handshake_ms(c, ca_file, server_name, timeout)
-                                   for c in tried))
-    done = [(c, t) for c, t in zip(tried, times, strict=True) if t is not None]
+    if not tried:
+        return []
+    start = time.perf_counter()
+    tasks = {asyncio.ensure_future(handshake_ms(c, ca_file, server_name, timeout, hold)): c
+             for c in tried}
+    done: list[tuple[Candidate, float]] = []
+    pending = set(tasks)
+    while pending:
+        wait = None
+        if decided and done:  # the first is waited for this long more, at most
+            best = min(ms for _, ms in done)
+            wait = max(0.0, start + (2 * (best + SWITCH_MS) + 50) / 1000 - time.perf_counter())
+        finished, pending = await asyncio.wait(pending, timeout=wait,
+                                               return_when=asyncio.FIRST_COMPLETED)
+        done += [(tasks[t], t.result()) for t in finished if t.result() is not None]
+        if decided and (not finished or any(c == tried[0] for c, _ in done)):
+            break
+    for t in pending:
+        t.cancel()
     return sorted(done, key=lambda ct: ct[1])
 
 
@@ -215,6 +317,10 @@ class EdgeFinder:
     server_name: str = "localhost"
     count: int = 3
     region: str = ""  # only this region's edges ("": any)
+    # (QUIC configuration, protocol class) of the session's connections: a race's are made so
+    # and kept open (`hold`, a fresh one each race), for the session to take the winner's
+    connection: tuple[Callable[[], QuicConfiguration], Callable] | None = None
+    hold: Hold | None = None
     recent: dict[str, deque] = field(default_factory=dict)  # address -> handshake ms
     last_source: str = ""  # "resolver", "fallback" or "given"
 
@@ -267,7 +373,11 @@ class EdgeFinder:
                           if c.address not in exclude]
             finally:
                 self.region = region
-        raced = await race(ranked, self.ca_file, server_name=self.server_name)
+        if self.hold is not None:
+            self.hold.take("")  # what an earlier race kept and nobody took
+        self.hold = Hold(*self.connection) if self.connection else None
+        raced = await race(ranked, self.ca_file, server_name=self.server_name, decided=True,
+                           hold=self.hold)
         for c, ms in raced:
             self.recent.setdefault(c.address, deque(maxlen=5)).append(ms)
         first = [c for c, _ in raced]

@@ -18,7 +18,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk.client import connect
 from skymesh.cli import admin, mesh, traffic
 from skymesh.cli.admin import AdminError
 from skymesh.cli.common import fail, parse_ttl, run_loop
@@ -54,6 +53,7 @@ class DrillOptions:
     force: bool = False
     dry_run: bool = False
     controller: str | None = None
+    resolver: str | None = None  # the edge resolvers the clients ask (None: the local mesh's)
 
 
 # -- planning -------------------------------------------------------------------------------
@@ -144,11 +144,11 @@ def fault_actions(address: str, o: DrillOptions, hold_until: float
 
 # -- traffic --------------------------------------------------------------------------------
 
-async def _session(stack: AsyncExitStack, address: str, region: str, zone: str, channel: str,
-                   uid: str):
-    e = traffic.resolve_edge(address, region)
+async def _session(stack: AsyncExitStack, how: traffic.Resolving, region: str, zone: str,
+                   channel: str, uid: str):
+    """A drill client of `region`, at the edge the resolvers offer there."""
     tok = traffic.local_token("demo", channel, uid, zone)
-    s = await stack.enter_async_context(connect(e.host, e.port, tok, channel, e.ca))
+    s = await traffic.resolved_session(stack, how, tok, channel, region=region)
     await asyncio.wait_for(s.join(), 15)
     return s
 
@@ -279,12 +279,13 @@ async def run(o: DrillOptions, say: Callable[[str], None] = print) -> dict:
     records = [FlowRecord(f) for f in flows]
     say(f"drill {o.kind} {' '.join(o.targets)}: {len(flows)} flows of "
         f"{p['routes_carried']} routes carried, {o.rate:g} frames/s each")
+    how = traffic.resolving(o.resolver)
     async with AsyncExitStack() as stack:
         pairs = []
         for i, r in enumerate(records):
             channel = f"drill-{tag}-{i}"
-            pub = await _session(stack, address, r.flow.src, r.flow.zone, channel, f"pub{i}")
-            sub = await _session(stack, address, r.flow.dst, r.flow.zone, channel, f"sub{i}")
+            pub = await _session(stack, how, r.flow.src, r.flow.zone, channel, f"pub{i}")
+            sub = await _session(stack, how, r.flow.dst, r.flow.zone, channel, f"sub{i}")
             pairs.append((pub, sub))
         await _subscribed(address, {(r.flow.zone, f"demo/drill-{tag}-{i}", r.flow.dst)
                                     for i, r in enumerate(records)}, 30)
@@ -601,6 +602,9 @@ def add_parsers(sub) -> None:
                        help="seconds watched after the recovery (default: %(default)s)")
         d.add_argument("--controller", metavar="HOST:PORT",
                        help="controller address (default: the local mesh's)")
+        d.add_argument("--resolver", metavar="HOST:PORT[,...]",
+                       help="the edge resolvers the drill's clients ask (default: the local "
+                       "mesh's)")
         admin.add_client_arguments(d)
 
 
@@ -621,7 +625,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         kind=args.kind, targets=targets, duration_s=duration,
         mode=getattr(args, "mode", "auto"), before_s=args.before, after_s=args.after,
         rate=args.rate, max_flows=args.flows, force=args.force, dry_run=args.dry_run,
-        controller=args.controller)
+        controller=args.controller, resolver=args.resolver)
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
         result = run_loop(run(options, say))

@@ -1,7 +1,8 @@
 """`skymesh resolve [IP]`: which edges the resolver offers a client at IP (default: this
-machine as the resolver sees it), best first, and why. The first of the resolvers to answer
-wins. In the local mesh the token is minted with its app key for --zone; elsewhere pass
---token and --resolver."""
+machine as the resolver sees it), best first, and why; then the race of QUIC handshakes to
+the first three that the SDK runs, and the edge it would pick. The first of the resolvers to
+answer wins. In the local mesh the token is minted with its app key for --zone; elsewhere
+pass --token, --resolver and --edge-ca."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def add_parsers(sub) -> None:
     r.add_argument("--zone", default="global",
                    help="the zone of the token minted in the local mesh (default: global)")
     r.add_argument("--count", type=int, default=3, help="edges wanted (default: 3, at most 16)")
+    r.add_argument("--region", default="", help="only this region's edges (default: any)")
+    r.add_argument("--no-race", dest="race", action="store_false",
+                   help="rank only: no handshakes with the edges")
+    r.add_argument("--edge-ca", dest="edge_ca", type=Path, metavar="PEM",
+                   help="CA certificate of the edges, for the race (default: the local "
+                   "mesh's)")
     r.add_argument("--resolver", metavar="HOST:PORT[,HOST:PORT...]",
                    help="the resolvers to ask (default: the local mesh's)")
     r.add_argument("--token", help="the client's access token (default: one minted in the "
@@ -60,7 +67,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     ca = args.ca or (Path(state["mesh_ca"]) if state.get("mesh_ca") else None)
     if not insecure and ca is None:
         return fail("no CA to check the resolver's certificate with: pass --ca FILE")
-    request = resolver_pb2.ResolveRequest(token=token, address=args.address, count=args.count)
+    request = resolver_pb2.ResolveRequest(token=token, address=args.address, count=args.count,
+                                          region=args.region)
     errors = []
     for address in resolvers:
         if insecure:
@@ -84,6 +92,12 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     else:
         return fail("no resolver answered: " + "; ".join(errors))
     out = as_json(reply, address)
+    edge_ca = args.edge_ca or (Path(state["ca"]) if state.get("ca") else None)
+    if args.race and out["edges"]:
+        if edge_ca is None:
+            return fail("no CA of the edges to race handshakes with: pass --edge-ca FILE "
+                        "(or --no-race)")
+        out.update(race(out["edges"], str(edge_ca)))
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -110,6 +124,31 @@ def as_json(reply, resolver: str) -> dict:
     }
 
 
+def race(edges: list[dict], edge_ca: str) -> dict:
+    """The SDK's race (sdk/edges.py) to the first three edges offered: "race" (each edge's
+    handshake time, fastest first; an edge that did not answer has none) and "chosen" (the
+    address the SDK would connect to: the first offered unless another was decisively
+    faster)."""
+    import asyncio
+
+    from sdk import edges as sdk_edges
+
+    offered = [sdk_edges.Candidate(e["region"], e["nodes"][0]["node_id"] if e["nodes"] else "",
+                                   *sdk_edges.split_address(e["address"]))
+               for e in edges if e["address"]][:3]
+    raced = asyncio.run(sdk_edges.race(offered, edge_ca))
+    times = {c.address: ms for c, ms in raced}
+    chosen = None
+    if raced:
+        chosen = sdk_edges.keep_or_switch(offered[0].address if offered[0].address in times
+                                          else None, {a: [ms] for a, ms in times.items()})
+    return {"race": [{"region": c.region, "address": c.address,
+                      "handshake_ms": None if c.address not in times
+                      else round(times[c.address], 2)}
+                     for c in sorted(offered, key=lambda c: times.get(c.address, 1e9))],
+            "chosen": chosen}
+
+
 def render(out: dict) -> str:
     where = out["location"]
     placed = (f"{where['city'] or where['country']} ({where['lat']:.2f}, {where['lon']:.2f}, "
@@ -124,4 +163,9 @@ def render(out: dict) -> str:
         lines.append(f"  {i}. {e['region']:<10} {e['address']:<22} {dist:>9} {rtt:>8} "
                      f"load {e['load']}")
         lines.append(f"     {e['reason']}")
+    if "race" in out:
+        times = ", ".join(f"{r['region']} {r['handshake_ms']:.1f} ms" if r["handshake_ms"]
+                          is not None else f"{r['region']} no answer" for r in out["race"])
+        lines.append(f"handshakes: {times}")
+        lines.append(f"chosen: {out['chosen'] or 'none answered'}")
     return "\n".join(lines) + "\n"

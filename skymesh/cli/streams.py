@@ -1,5 +1,8 @@
 """`skymesh pub`, `skymesh sub` and `skymesh demo`: channel traffic from the command line,
-through the SDK, against a running mesh (the local one by default)."""
+through the SDK, against a running mesh (the local one by default). Their clients find their
+edges as any client does: through the edge resolvers (`--client-ip` places them anywhere the
+resolver's GeoIP database knows, `--region` keeps them to one region), never the admin API;
+and they move to another edge by themselves when theirs is lost."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import sys
 import time
 from contextlib import AsyncExitStack
 
-from sdk.client import MAX_MEDIA_PAYLOAD, connect
+from sdk.client import MAX_MEDIA_PAYLOAD
 from sdk.errors import SkymeshError
 from skymesh.cli import admin, render, traffic
 from skymesh.cli.common import run_loop
@@ -21,8 +24,9 @@ DEMO_TO = ("tokyo", "new-york", "sao-paulo", "sydney", "johannesburg", "singapor
 
 def add_parsers(sub) -> None:
     pub = sub.add_parser("pub", help="publish test media and messages to a channel",
-                         description="Connect to a region's client edge and publish test "
-                         "frames (carrying their send time) and numbered messages.")
+                         description="Join a channel at the edge the resolvers offer and "
+                         "publish test frames (carrying their send time) and numbered "
+                         "messages.")
     pub.add_argument("--rate", type=float, default=50.0, help="frames per second "
                      "(default: %(default)s)")
     pub.add_argument("--size", type=int, default=1000, help="frame bytes (default: "
@@ -31,14 +35,15 @@ def add_parsers(sub) -> None:
                      help="messages per second (default: %(default)s; 0: none)")
     pub.set_defaults(run=cmd_pub)
     sb = sub.add_parser("sub", help="subscribe to a channel: end-to-end latency, loss, order",
-                        description="Connect to a region's client edge, join a channel and "
+                        description="Join a channel at the edge the resolvers offer and "
                         "report, each second, the media received with its end-to-end latency "
                         "(from the frames' send times) and the messages, checked for order "
-                        "and duplicates.")
+                        "and duplicates; and any move to another edge, with its gap.")
     sb.set_defaults(run=cmd_sub)
     for p in (pub, sb):
         p.add_argument("channel")
-        p.add_argument("--region", required=True, help="the region whose edge to use")
+        p.add_argument("--region", default="", help="only this region's edges (default: "
+                       "the best the resolvers offer)")
         p.add_argument("--duration", type=float, default=10.0, metavar="S",
                        help="seconds (default: %(default)s)")
         _session_options(p)
@@ -73,10 +78,10 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uid", help="user id (default: a random one)")
     p.add_argument("--token", help="access token (default: one signed with the local mesh's "
                    "private key for --app)")
-    p.add_argument("--edge-ca", dest="edge_ca", metavar="PEM",
-                   help="CA certificate of the edges (default: the local mesh's)")
+    traffic.add_resolving_arguments(p)
     p.add_argument("--controller", metavar="HOST:PORT",
-                   help="controller address (default: the local mesh's)")
+                   help="controller address, for what the demo shows of routes (default: "
+                   "the local mesh's)")
     admin.add_client_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -94,13 +99,24 @@ def _token(args: argparse.Namespace, channel: str, uid: str) -> str:
     return args.token or traffic.local_token(args.app, channel, uid, args.zone)
 
 
-def _endpoint(args: argparse.Namespace, role: str) -> tuple[list[traffic.Edge], str, str]:
-    """The edges of --region's nodes (least loaded first), the user id and the token of a
-    pub or sub command."""
-    controller = admin.controller_address(args.controller)
-    edges = traffic.resolve_edges(controller, args.region, args.edge_ca)
+def _endpoint(args: argparse.Namespace, role: str) -> tuple[traffic.Resolving, str, str]:
+    """How the edges are found, the user id and the token of a pub or sub command."""
+    how = traffic.resolving(args.resolver, args.resolver_ca, args.edge_ca)
     uid = args.uid or traffic.new_uid(role)
-    return edges, uid, _token(args, args.channel, uid)
+    return how, uid, _token(args, args.channel, uid)
+
+
+def _where(s) -> str:
+    edge = s.edge
+    raced = ", ".join(f"{c.region} {ms:.1f} ms" for c, ms in s.raced)
+    return f"{edge.region} ({edge.address})" + (f"; handshakes {raced}" if raced else "")
+
+
+def _moves(s, say, seen: int) -> int:
+    for m in s.migrations[seen:]:
+        gap = "" if m.media_gap_s is None else f", media gap {m.media_gap_s:.2f} s"
+        say(f"moved from {m.from_edge} to {m.to_edge} in {m.took_s:.2f} s ({m.reason}){gap}")
+    return len(s.migrations)
 
 
 def cmd_pub(args: argparse.Namespace) -> int:
@@ -110,21 +126,29 @@ def cmd_pub(args: argparse.Namespace) -> int:
         return _fail("--rate must be positive")
     say = _say(args)
     try:
-        edges, uid, tok = _endpoint(args, "pub")
+        how, uid, tok = _endpoint(args, "pub")
     except admin.AdminError as e:
         return _fail(str(e))
 
     async def run() -> dict:
         async with AsyncExitStack() as stack:
-            s, edge = await traffic.connect_edges(stack, edges, tok, args.channel, say=say)
+            s = await traffic.resolved_session(stack, how, tok, args.channel,
+                                               region=args.region, address=args.client_ip)
             joined = await asyncio.wait_for(s.join(), 10)
-            say(f"publishing to {args.channel} as {uid} at {args.region} "
-                f"({edge.host}:{edge.port}), zone {joined['zone']}")
+            say(f"publishing to {args.channel} as {uid} at {_where(s)}, zone "
+                f"{joined['zone']}")
+            moves = [0]
+
+            def progress(p: dict) -> None:
+                say(f"t={p['t_s']}s sent {p['media_sent']} frames, {p['messages_sent']} "
+                    "messages")
+                moves[0] = _moves(s, say, moves[0])
+
             result = await traffic.publish(
                 s, time.monotonic() + args.duration, args.rate, args.size, args.messages_per_s,
-                progress=lambda p: say(f"t={p['t_s']}s sent {p['media_sent']} frames, "
-                                       f"{p['messages_sent']} messages"))
-            return {"region": args.region, "channel": args.channel, "uid": uid, **result}
+                progress=progress)
+            return {"region": s.edge.region, "edge": s.edge.address, "channel": args.channel,
+                    "uid": uid, **result, "moves": traffic.describe_moves(s)}
 
     return _finish(args, run)
 
@@ -132,17 +156,19 @@ def cmd_pub(args: argparse.Namespace) -> int:
 def cmd_sub(args: argparse.Namespace) -> int:
     say = _say(args)
     try:
-        edges, uid, tok = _endpoint(args, "sub")
+        how, uid, tok = _endpoint(args, "sub")
     except admin.AdminError as e:
         return _fail(str(e))
 
     async def run() -> dict:
         got = traffic.Received()
         async with AsyncExitStack() as stack:
-            s, _ = await traffic.connect_edges(stack, edges, tok, args.channel, say=say)
+            s = await traffic.resolved_session(stack, how, tok, args.channel,
+                                               region=args.region, address=args.client_ip)
             await asyncio.wait_for(s.join(), 10)
-            say(f"subscribed to {args.channel} as {uid} at {args.region}")
+            say(f"subscribed to {args.channel} as {uid} at {_where(s)}")
             end = time.monotonic() + args.duration
+            moves = 0
             while (now := time.monotonic()) < end:
                 before = len(got.latencies_ms)
                 await traffic.receive(s, got, min(end, now + 1.0))
@@ -151,7 +177,10 @@ def cmd_sub(args: argparse.Namespace) -> int:
                 say(f"media {len(window)}/s" + (f", latency p50 {p50:.1f} ms p99 {p99:.1f} ms"
                                                  if window else "")
                     + f", messages {got.messages}")
-        return {"region": args.region, "channel": args.channel, "uid": uid, **got.summary()}
+                moves = _moves(s, say, moves)
+            return {"region": s.edge.region, "edge": s.edge.address, "channel": args.channel,
+                    "uid": uid, **got.summary(), "messages_lost": s.messages_lost,
+                    "moves": traffic.describe_moves(s)}
 
     return _finish(args, run)
 
@@ -204,18 +233,18 @@ def pick_regions(controller: str, src: str | None, to: str | None) -> tuple[str,
 def run_demo(controller: str, args: argparse.Namespace, say=print) -> dict:
     src, dests = pick_regions(controller, args.src, args.to)
     channel = args.channel or f"demo-{traffic.new_uid('ch')}"
-    edges = {r: traffic.resolve_edge(controller, r, args.edge_ca) for r in [src, *dests]}
+    how = traffic.resolving(args.resolver, args.resolver_ca, args.edge_ca)
     tokens = {r: args.token or traffic.local_token(args.app, channel, f"{r}-user", args.zone)
-              for r in edges}
+              for r in [src, *dests]}
     paths = {r: admin.path(controller, src, r, args.zone) for r in dests}
     results: dict = {}
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
             sessions = {}
-            for r, e in edges.items():
-                sessions[r] = await stack.enter_async_context(
-                    connect(e.host, e.port, tokens[r], channel, e.ca))
+            for r in [src, *dests]:  # each a client in its region, as the resolver places it
+                sessions[r] = await traffic.resolved_session(stack, how, tokens[r], channel,
+                                                             region=r)
                 await asyncio.wait_for(sessions[r].join(), 10)
             await _members_known(controller, args.zone, f"{args.app}/{channel}", dests)
             say(f"streaming {args.duration:.0f} s from {src} to {', '.join(dests)} on channel "

@@ -100,6 +100,76 @@ def _edge_name(e: Edge) -> str:
     return f"{e.region}/{e.node} ({where})" if e.node else f"{e.region} ({where})"
 
 
+@dataclass(frozen=True)
+class Resolving:
+    """How the command-line clients find their edges: the resolvers (the first to answer),
+    the CA their TLS is checked against (None: plaintext, resolvers run --insecure), and the
+    CA of the edges' certificates."""
+
+    resolvers: tuple[str, ...]
+    resolver_ca: bytes | None
+    edge_ca: str
+
+
+def add_resolving_arguments(p) -> None:
+    """--resolver, --resolver-ca, --client-ip and --edge-ca, for the commands whose clients
+    find their edge through the resolvers."""
+    p.add_argument("--resolver", metavar="HOST:PORT[,...]",
+                   help="the edge resolvers to ask, the first to answer wins (default: the "
+                   "local mesh's)")
+    p.add_argument("--resolver-ca", dest="resolver_ca", type=Path, metavar="PEM",
+                   help="CA bundle the resolvers' certificates are checked with (default: "
+                   "the local mesh's)")
+    p.add_argument("--client-ip", dest="client_ip", default="", metavar="IP",
+                   help="place the client at this public address (the resolver's GeoIP "
+                   "database decides where that is; default: where the resolver sees it)")
+    p.add_argument("--edge-ca", dest="edge_ca", metavar="PEM",
+                   help="CA certificate of the edges (default: the local mesh's)")
+
+
+def resolving(resolver: str | None = None, resolver_ca: Path | None = None,
+              edge_ca: str | None = None) -> Resolving:
+    """The resolvers and CAs given, else the local mesh's; AdminError naming what is
+    missing."""
+    state = mesh.running_state() or {}
+    resolvers = tuple(x.strip() for x in (resolver or state.get("resolvers", "")).split(",")
+                      if x.strip())
+    if not resolvers:
+        raise admin.AdminError("no edge resolver to ask: pass --resolver HOST:PORT (or start "
+                               "the local mesh, whose controllers serve one)")
+    ca_bytes = None
+    if not state.get("insecure") or resolver_ca is not None:
+        ca_path = resolver_ca or (Path(state["mesh_ca"]) if state.get("mesh_ca") else None)
+        if ca_path is None:
+            raise admin.AdminError("no CA to check the resolvers' certificates with: pass "
+                                   "--resolver-ca FILE")
+        try:
+            ca_bytes = Path(ca_path).read_bytes()
+        except OSError as e:
+            raise admin.AdminError(f"--resolver-ca {ca_path}: {e.strerror or e}") from None
+    edges = edge_ca or state.get("ca")
+    if not edges:
+        raise admin.AdminError("no CA certificate of the edges: pass --edge-ca FILE (the "
+                               "local mesh's is used when one is running)")
+    return Resolving(resolvers, ca_bytes, str(edges))
+
+
+async def resolved_session(stack: AsyncExitStack, how: Resolving, token: str, channel: str, *,
+                           region: str = "", address: str = "") -> Session:
+    """A session (closed with `stack`) at the edge the resolvers offer a client at `address`
+    (of `region` only, when given) and the handshake race picks; it moves to another edge by
+    itself when that one is lost. Joining is the caller's."""
+    return await stack.enter_async_context(connect(
+        token=token, channel=channel, ca_file=how.edge_ca, resolvers=how.resolvers,
+        resolver_ca=how.resolver_ca, address=address, region=region))
+
+
+def describe_moves(session: Session) -> list[dict]:
+    """The session's moves to other edges, for --json and progress lines."""
+    return [{"from": m.from_edge, "to": m.to_edge, "reason": m.reason, "took_s": m.took_s,
+             "media_gap_s": m.media_gap_s} for m in session.migrations]
+
+
 def local_token(app: str, channel: str, uid: str, zone: str, ttl_s: int = 3600,
                 privileges: tuple[str, ...] = ALL_PRIVILEGES) -> str:
     """A token signed with the local mesh's private key for `app` (made by `skymesh up`

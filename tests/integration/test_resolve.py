@@ -6,6 +6,8 @@ do not verify is refused."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from geoipdb import build_city_db
 from support import cli_json, run_cli, wait_for, write_regions
@@ -93,7 +95,6 @@ def test_drained_and_dead_regions_are_not_offered(resolving_mesh):
 
 def test_the_sdk_asks_the_first_resolver_that_answers_and_races_handshakes(resolving_mesh):
     import asyncio
-    from pathlib import Path
 
     from sdk import edges
     from skymesh.cli import mesh, traffic
@@ -111,3 +112,58 @@ def test_the_sdk_asks_the_first_resolver_that_answers_and_races_handshakes(resol
     ghost = edges.Candidate("xx", "n1", "127.0.0.1", mesh.free_port())
     raced = asyncio.run(edges.race([ghost, found[0]], state["ca"], timeout=1.0))
     assert [c for c, _ in raced] == [found[0]]
+
+
+def test_the_race_stops_once_its_choice_is_settled(resolving_mesh):
+    import asyncio
+    import time
+
+    from sdk import edges
+    from skymesh.cli import mesh, traffic
+
+    state = mesh.running_state()
+    token = traffic.local_token("demo", "live", "viewer", "global", privileges=("join",))
+    found = edges.resolve(state["resolvers"].split(","), token,
+                          Path(state["mesh_ca"]).read_bytes(), address=LONDON, count=1)
+    ghost = edges.Candidate("xx", "n1", "127.0.0.1", mesh.free_port())
+    t0 = time.monotonic()
+    raced = asyncio.run(edges.race([ghost, found[0]], state["ca"], timeout=5.0, decided=True))
+    # the first offered never answers: not waited for to its timeout once another has
+    assert [c for c, _ in raced] == [found[0]] and time.monotonic() - t0 < 2.5
+
+
+def test_resolve_shows_the_race_and_pub_sub_find_their_edges_through_the_resolver(
+        resolving_mesh):
+    import json
+    import subprocess
+    import sys
+
+    out = cli_json("resolve", LONDON, "--count", "3")
+    assert [r["region"] for r in out["race"]] and out["chosen"] == out["edges"][0]["address"]
+    assert all(r["handshake_ms"] is not None and r["handshake_ms"] >= 0 for r in out["race"])
+    assert "race" not in cli_json("resolve", LONDON, "--no-race")
+
+    # a viewer in Jakarta and a host in London, placed by --client-ip
+    sub = subprocess.Popen([sys.executable, "-m", "skymesh", "sub", "shop", "--client-ip",
+                            JAKARTA, "--duration", "6", "--json"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        pub = cli_json("pub", "shop", "--client-ip", LONDON, "--duration", "4",
+                       "--messages-per-s", "5", timeout=60)
+        got = json.loads(sub.communicate(timeout=60)[0])
+    finally:
+        sub.kill()
+    assert pub["region"] == "lon" and got["region"] == "jkt"
+    assert got["media_received"] > 0 and got["messages_received"] > 0
+    assert got["messages_duplicated"] == 0 and got["messages_out_of_order"] == 0
+    assert got["moves"] == [] and got["messages_lost"] == 0
+    # --region keeps a client to one region
+    pub = cli_json("pub", "shop", "--region", "sin", "--duration", "0.5", timeout=60)
+    assert pub["region"] == "sin"
+
+
+def test_the_demo_streams_between_regions_through_the_resolver(resolving_mesh):
+    out = cli_json("demo", "--from", "lon", "--to", "jkt,fra", "--duration", "2", timeout=90)
+    assert out["from"] == "lon"
+    assert {r["region"] for r in out["receivers"]} == {"jkt", "fra"}
+    assert all(r["media_received"] > 0 for r in out["receivers"])
