@@ -516,6 +516,34 @@ class Session:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    async def reresolve(self) -> bool:
+        """Find the edges again and race them, and move to another edge only if it is at
+        least SWITCH_MS and SWITCH_FRACTION faster than the one in use over the recent
+        measurements (`sdk.edges.keep_or_switch`: hysteresis, so that a session does not
+        flap between near-equal edges). True when it moved."""
+        if self.finder is None or self.edge is None or self._p is None:
+            raise ValueError("reresolve needs a session joined through resolvers, a "
+                             "fallback or candidates")
+        current = self.edge.address
+        rtt = getattr(self._p._quic._loss, "_rtt_min", None)
+        if isinstance(rtt, float) and rtt != float("inf"):
+            self.finder.recent.setdefault(current, deque(maxlen=5)).append(rtt * 1000)
+        order, self.raced = await self.finder.find(any_region=True)
+        best = self.finder.better_than(current)
+        target = next((c for c in order if c.address == best), None)
+        if best == current or target is None:
+            if self.finder.hold is not None:
+                self.finder.hold.take("")  # the race's connections: none is needed
+            return False
+        started = time.monotonic()
+        old = self.edge
+        await self._open(target, self.finder_config(), OVERLAP_S)
+        self.joined = await self._join(self._protocol)
+        self.migrations.append(Migration(old.address, target.address,
+                                         f"{target.region} is faster",
+                                         round(time.monotonic() - started, 4)))
+        return True
+
     def finder_config(self) -> QuicConfiguration:
         assert self.finder is not None
         return _client_config(self.finder.ca_file, self.finder.server_name)

@@ -1,6 +1,6 @@
 """`skymesh resolve [IP]`: which edges the resolver offers a client at IP (default: this
 machine as the resolver sees it), best first, and why; then the race of QUIC handshakes to
-the first three that the SDK runs, and the edge it would pick. The first of the resolvers to
+the first four that the SDK runs, and the edge it would pick. The first of the resolvers to
 answer wins. In the local mesh the token is minted with its app key for --zone; elsewhere
 pass --token, --resolver and --edge-ca."""
 
@@ -24,7 +24,8 @@ def add_parsers(sub) -> None:
                    "resolver sees it)")
     r.add_argument("--zone", default="global",
                    help="the zone of the token minted in the local mesh (default: global)")
-    r.add_argument("--count", type=int, default=3, help="edges wanted (default: 3, at most 16)")
+    r.add_argument("--count", type=int, default=4, help="edges wanted (default: 4, as many as "
+                   "the SDK races; at most 16)")
     r.add_argument("--region", default="", help="only this region's edges (default: any)")
     r.add_argument("--no-race", dest="race", action="store_false",
                    help="rank only: no handshakes with the edges")
@@ -125,23 +126,19 @@ def as_json(reply, resolver: str) -> dict:
 
 
 def race(edges: list[dict], edge_ca: str) -> dict:
-    """The SDK's race (sdk/edges.py) to the first three edges offered: "race" (each edge's
-    handshake time, fastest first; an edge that did not answer has none) and "chosen" (the
-    address the SDK would connect to: the first offered unless another was decisively
-    faster)."""
+    """The SDK's race (sdk/edges.py) to the first RACE_SIZE edges offered: "race" (each edge's
+    round-trip time, fastest first; an edge that did not answer has none) and "chosen" (the
+    address the SDK would connect to, `sdk.edges.pick`)."""
     import asyncio
 
     from sdk import edges as sdk_edges
 
     offered = [sdk_edges.Candidate(e["region"], e["nodes"][0]["node_id"] if e["nodes"] else "",
                                    *sdk_edges.split_address(e["address"]))
-               for e in edges if e["address"]][:3]
+               for e in edges if e["address"]][:sdk_edges.RACE_SIZE]
     raced = asyncio.run(sdk_edges.race(offered, edge_ca))
     times = {c.address: ms for c, ms in raced}
-    chosen = None
-    if raced:
-        chosen = sdk_edges.keep_or_switch(offered[0].address if offered[0].address in times
-                                          else None, {a: [ms] for a, ms in times.items()})
+    chosen = sdk_edges.pick([c.address for c in offered], times)
     return {"race": [{"region": c.region, "address": c.address,
                       "handshake_ms": None if c.address not in times
                       else round(times[c.address], 2)}

@@ -139,7 +139,9 @@ def test_resolve_shows_the_race_and_pub_sub_find_their_edges_through_the_resolve
     import sys
 
     out = cli_json("resolve", LONDON, "--count", "3")
-    assert [r["region"] for r in out["race"]] and out["chosen"] == out["edges"][0]["address"]
+    # (which wins on loopback is a matter of CPU time: all are a fraction of a ms away)
+    assert out["chosen"] in {r["address"] for r in out["race"]}
+    assert len(out["race"]) == 3
     assert all(r["handshake_ms"] is not None and r["handshake_ms"] >= 0 for r in out["race"])
     assert "race" not in cli_json("resolve", LONDON, "--no-race")
 

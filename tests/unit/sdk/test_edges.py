@@ -118,3 +118,15 @@ def test_with_no_resolver_answering_the_finder_falls_back(tmp_path):
     (tmp_path / "ca.pem").write_text("")
     order, raced = asyncio.run(finder.find())
     assert raced == [] and [c.port for c in order] in ([4002, 4012], [4012, 4002])
+
+
+def test_pick_takes_the_fastest_but_lets_the_ranking_break_near_ties():
+    from sdk.edges import pick
+
+    ranked = ["a:1", "b:1", "c:1"]
+    assert pick(ranked, {"a:1": 40.0, "b:1": 20.0, "c:1": 30.0}) == "b:1"
+    assert pick(ranked, {"a:1": 24.5, "b:1": 20.0}) == "a:1"  # within 5 ms: ranked first
+    assert pick(ranked, {"a:1": 26.0, "b:1": 20.0}) == "b:1"
+    assert pick(ranked, {"a:1": 204.0, "b:1": 200.0}) == "a:1"  # within 5%
+    assert pick(ranked, {"b:1": 9.0, "x:1": 1.0}) == "x:1"  # not ranked, but fastest
+    assert pick(ranked, {}) is None
