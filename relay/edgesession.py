@@ -313,11 +313,9 @@ class EdgeSession:
     def _resume(self, msg: dict, now: float) -> list[Action]:
         assert self.key is not None
         # each costs the relays a request per stream: paced as the session's messages are
-        if self._messages is not None and not self._messages.take(now):
-            lim = self.edge.limits
-            self.edge.counters["refused_rate"] += 1
-            return self._close(edgeproto.RATE_LIMITED, edgeproto.messages_too_fast(
-                lim.messages_per_s, lim.messages_burst))
+        too_fast = self._paced(now)
+        if too_fast:
+            return too_fast
         try:
             after = edgeproto.resume_points(msg.get("after"))
         except ProtocolError as e:
@@ -364,17 +362,24 @@ class EdgeSession:
         refused = self._require("publish-messages")
         if refused:
             return refused
-        if self._messages is not None and not self._messages.take(now):
-            lim = self.edge.limits
-            self.edge.counters["refused_rate"] += 1
-            return self._close(edgeproto.RATE_LIMITED, edgeproto.messages_too_fast(
-                lim.messages_per_s, lim.messages_burst))
+        too_fast = self._paced(now)
+        if too_fast:
+            return too_fast
         try:
             mid, body = edgeproto.published(msg)
         except ProtocolError as e:
             return self._refuse(e)
         self.edge.counters["messages"] += 1
         return [PublishMessage(self.key, self.grant.uid, mid, body)]
+
+    def _paced(self, now: float) -> list[Action]:
+        """No action while the session keeps to its message rate, else the close."""
+        if self._messages is None or self._messages.take(now):
+            return []
+        lim = self.edge.limits
+        self.edge.counters["refused_rate"] += 1
+        return self._close(edgeproto.RATE_LIMITED, edgeproto.messages_too_fast(
+            lim.messages_per_s, lim.messages_burst))
 
     # -- refusals ----------------------------------------------------------------------------
 
