@@ -108,7 +108,7 @@ class EdgeState:
         self.media_deadline_s = media_deadline_s
         self.uplink = uplink
         self.channels: dict[ChannelKey, set[EdgeConnection]] = {}
-        self.streams: set[str] = set()  # of the sessions joined here
+        self.streams: dict[str, EdgeConnection] = {}  # the joined sessions by fabric stream
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.port: int | None = None
         self.limits = limits or EdgeLimits()
@@ -136,6 +136,13 @@ class EdgeState:
         """Whether the session publishing as `stream` (its fabric stream id) is joined."""
         return stream in self.streams
 
+    def stream_settled(self, stream: str, mid: int) -> None:
+        """Every message of the session publishing as `stream` up to its id `mid` reached
+        every relay subscribed when it was sent (or was given up on): tell the session."""
+        session = self.streams.get(stream)
+        if session is not None:
+            session.send_line(edgeproto.encode_line(edgeproto.settled(mid)))
+
     def joined(self) -> int:
         """How many sessions are joined to a channel here."""
         return sum(len(sessions) for sessions in self.channels.values())
@@ -148,7 +155,7 @@ class EdgeState:
     def add(self, session: EdgeConnection) -> None:
         assert session.key is not None
         self.channels.setdefault(session.key, set()).add(session)
-        self.streams.add(session.stream)
+        self.streams[session.stream] = session
         self.interest_changed()
 
     def remove(self, session: EdgeConnection) -> None:
@@ -156,7 +163,8 @@ class EdgeState:
         if members is None or session not in members:
             return
         members.discard(session)
-        self.streams.discard(session.stream)
+        if self.streams.get(session.stream) is session:
+            del self.streams[session.stream]
         if not members:
             del self.channels[session.key]
         self.interest_changed()
@@ -304,7 +312,9 @@ class EdgeConnection(quic.Protocol):
                     if at is not None:
                         self._expiry = asyncio.get_running_loop().call_later(
                             at - time.time(), self._on_expiry_timer)
-                case EnterChannel(key):
+                case EnterChannel(key, publisher):
+                    if publisher and not edge.has_stream(publisher):
+                        self.stream = publisher  # the same publisher moved here: ids go on
                     self.key = key
                     edge.add(self)
                 case LeaveChannel():

@@ -47,8 +47,10 @@ class SetTimer:
 
 @dataclass(frozen=True, slots=True)
 class EnterChannel:
-    """The session is now a member of channel `key` (zone, "app/channel")."""
+    """The session is now a member of channel `key` (zone, "app/channel"), publishing (if it
+    does) as `publisher` when the client named one (`edgeproto.publisher_of`)."""
     key: tuple[str, str]
+    publisher: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +287,7 @@ class EdgeSession:
             return self._refuse(ProtocolError(edgeproto.JOIN_NEEDS_CHANNEL))
         try:
             after = edgeproto.resume_points(msg.get("resume"))
+            publisher = edgeproto.publisher_of(msg.get("publisher"))
         except ProtocolError as e:
             return self._refuse(e)
         if not edge.sources.join_allowed(self.source, now):
@@ -301,10 +304,10 @@ class EdgeSession:
         self.key = (grant.zone, name)
         self._messages = TokenBucket(edge.limits.messages_per_s, edge.limits.messages_burst, now)
         edge.counters["joined"] += 1
-        actions: list[Action] = [
-            self._arm(), EnterChannel(self.key), Send(edgeproto.encode_line(edgeproto.joined(
-                grant.uid, grant.channel, edge.region, grant.zone,
-                privilege_list(grant.privileges), grant.expires_at)))]
+        reply = edgeproto.joined(grant.uid, grant.channel, edge.region, grant.zone,
+                                 privilege_list(grant.privileges), grant.expires_at)
+        actions: list[Action] = [self._arm(), EnterChannel(self.key, publisher),
+                                 Send(edgeproto.encode_line(reply))]
         if after:
             edge.counters["resumed"] += 1
             actions.append(Resume(self.key, after))

@@ -95,6 +95,8 @@ class LocalEdge(Protocol):
 
     def has_stream(self, stream: str) -> bool: ...
 
+    def stream_settled(self, stream: str, mid: int) -> None: ...
+
 
 @dataclass
 class _Out:
@@ -102,6 +104,7 @@ class _Out:
     last_used: float
     # (seq, when sent, message tail): what a replay request is answered from
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    settled: int = 0  # every message up to this seq is acknowledged or given up on
 
 
 @dataclass
@@ -256,6 +259,7 @@ class Fabric:
                           out.stream.send(tail, self.destinations(key), now, self.rto))
         seq = out.stream.next_seq - 1
         out.history.append((seq, now, tail))
+        self._settle(stream, out)
         return edgeproto.stream_id(self.name, stream), seq
 
     def replay_requested(self, key: ChannelKey, stream: str, after: int) -> None:
@@ -522,11 +526,28 @@ class Fabric:
             origin = d.payload.decode("ascii", "replace")
             if out is not None:
                 out.stream.on_ack(origin, d.seq)
+                self._settle(d.publisher, out)
         elif d.kind == REPLAY:
             self._replay(d.zone, d.channel, d.publisher, d.seq,
                          d.payload.decode("ascii", "replace"))
         elif d.kind == REPLAYED:
             self._on_replayed(d)
+
+    def _settle(self, stream: str, out: _Out) -> None:
+        """Tell the local edge how far the publisher `stream`'s messages are settled (by the
+        client's id of the last), when that moved on; the publisher keeps the rest, to send
+        again should it move to another edge."""
+        pending = out.stream.pending
+        upto = min(pending) - 1 if pending else out.stream.next_seq - 1
+        if upto <= out.settled or self.edge is None:
+            return
+        out.settled = upto
+        for seq, _, tail in reversed(out.history):
+            if seq == upto:
+                self.edge.stream_settled(stream, _MID.unpack_from(tail)[0])
+                return
+            if seq < upto:
+                return
 
     def _replay(self, zone: str, channel: str, publisher: str, after: int, to: str) -> None:
         """Send `to` (a relay's name; this one's: straight to the edge) the stream's kept
@@ -648,6 +669,7 @@ class Fabric:
             if out.stream.expired:
                 self.counters["messages.expired"] += out.stream.expired
                 out.stream.expired = 0
+                self._settle(stream, out)
             # a joined session's stream is kept: numbered afresh, its subscribers could not
             # say where they left off
             if not out.stream.pending and now - out.last_used > self.out_stream_idle_s \

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -63,6 +64,7 @@ from skymesh.net import quic
 MAX_RECEIVED_MEDIA = 256  # received datagrams kept for `media()`; the oldest are dropped
 LIVENESS_S = 1.5  # an edge silent this long (pinged meanwhile) is taken for dead
 MOVE_TIMEOUT_S = 30.0  # a session that finds no edge to move to in this long closes
+MAX_UNSETTLED = 4096  # messages kept to send again after a move
 OVERLAP_S = 2.0  # a drained edge's connection is kept this long at most after moving
 WATCH_S = 0.1  # how often a session looks at its edge's liveness and its gaps
 
@@ -165,6 +167,10 @@ class _Protocol(quic.Protocol):
             self.expiring_at = int(msg.get("expires_at", 0))
         elif kind == edgeproto.MOVING:
             self.moving = str(msg.get("reason") or "the edge asked to move")
+        elif kind == edgeproto.SETTLED and self.shared is not None:
+            upto = msg.get("upto")
+            if isinstance(upto, int):
+                self.shared.settled(upto)
         elif kind == edgeproto.MESSAGE and self.shared is not None:
             stream, seq = msg.get("stream"), msg.get("seq")
             numbered = isinstance(stream, str) and isinstance(seq, int)
@@ -189,6 +195,13 @@ class _Shared:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     gap_open: Migration | None = None  # a move whose media gap is not measured yet
     gap_from: float | None = None  # the last media before that move
+    # messages published and not yet settled (`edgeproto.SETTLED`), by id: sent again at the
+    # edge the session moves to
+    unsettled: dict[int, str] = field(default_factory=dict)
+
+    def settled(self, upto: int) -> None:
+        for mid in [m for m in self.unsettled if m <= upto]:
+            del self.unsettled[mid]
 
     def media_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -214,6 +227,7 @@ class Session:
         self.liveness_s = liveness_s
         self.move_timeout_s = move_timeout_s
         self.shared = _Shared()
+        self.publisher = secrets.token_hex(8)  # names its messages' stream at every edge
         self.migrations: list[Migration] = []
         self.joined: dict | None = None
         self.edge: Candidate | None = None  # where the session is now
@@ -337,12 +351,18 @@ class Session:
     async def _join(self, p: _Protocol) -> dict:
         p.joined = None
         p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(edgeproto.join(
-            self.token, self.channel, self.shared.inbox.positions())))
+            self.token, self.channel, self.shared.inbox.positions(), self.publisher)))
         p.transmit()
         while p.joined is None:
             if p.terminated:
                 raise p.error or ConnectionClosed()
             await p.wait_change()
+        # what the last edge may not have passed on, again, with the same ids: subscribers
+        # take only what they have not delivered (sdk/inbox.py)
+        for mid, body in list(self.shared.unsettled.items()):
+            p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(
+                edgeproto.publish(mid, body)))
+        p.transmit()
         return p.joined
 
     def publish_media(self, data: bytes) -> None:
@@ -364,6 +384,11 @@ class Session:
         mid = self._next_id
         self._send(edgeproto.publish(mid, body))
         self._next_id += 1
+        if self.migrate:
+            kept = self.shared.unsettled
+            kept[mid] = body
+            if len(kept) > MAX_UNSETTLED:  # an edge that never says: the oldest go
+                del kept[next(iter(kept))]
         return mid
 
     async def media(self) -> AsyncIterator[bytes]:

@@ -8,6 +8,10 @@ a move to another edge, the new edge sends what was missed again (asked for with
 number delivered of each stream) while live messages already flow. A gap that stays open is
 asked for again (`due`), then skipped and counted lost (`expire`). A message without a number
 (one the edge could not number yet) is handed on as it comes.
+
+A publisher that moves goes on under the same name at another relay ("relay:P", P its
+session's) and sends again, with the same ids, what its old edge may not have passed on: of P
+through another relay than before, only ids past the last handed on of P are taken.
 """
 
 from __future__ import annotations
@@ -40,11 +44,17 @@ class Inbox:
         self.asked: dict[str, float] = {}  # stream -> when its gap was last asked for
         self.duplicates = 0
         self.lost = 0  # numbers skipped over: gaps nobody filled
+        self.publishers: dict[str, tuple[str, int]] = {}  # P -> (its relay, last id)
 
     def add(self, m: Message, now: float) -> None:
         s, seq = m.stream, m.seq
         if s is None or seq is None:
             self.ready.append(m)
+            return
+        origin, _, publisher = s.rpartition(":")
+        known = self.publishers.get(publisher)
+        if known is not None and known[0] != origin and m.id <= known[1]:
+            self.duplicates += 1  # sent again by a publisher that moved: delivered before
             return
         last = self.last.get(s)
         if last is None:  # first heard of: it starts where this session came in
@@ -91,6 +101,11 @@ class Inbox:
 
     def _hand_on(self, s: str, m: Message) -> None:
         self.ready.append(m)
+        origin, _, publisher = s.rpartition(":")
+        known = self.publishers.pop(publisher, None)  # to the end: the most recently heard
+        self.publishers[publisher] = (origin, max(m.id, known[1]) if known else m.id)
+        if len(self.publishers) > MAX_STREAMS:
+            del self.publishers[next(iter(self.publishers))]
         self.last.pop(s, None)  # to the end: the most recently heard
         self.last[s] = m.seq  # type: ignore[assignment]
         if len(self.last) > MAX_STREAMS:

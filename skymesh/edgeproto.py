@@ -9,7 +9,7 @@ else travels on the client's first bidirectional stream, one JSON object per lin
 (`encode_line`; other streams are ignored):
 
 - client -> edge: ``{"type":"join","token":T,"channel":C}`` first (with ``"resume":{S:K}``
-  when the client moves from another edge, see below), then
+  when the client moves from another edge, and ``"publisher":P``, see below), then
   ``{"type":"message","id":N,"body":B}`` (needs ``publish-messages``; N an integer in
   0..2**63-1, B at most `MAX_MESSAGE_BYTES` of UTF-8), ``{"type":"renew","token":T}`` (a
   fresh token for the same app, channel, user and zone) and ``{"type":"resume","after":{S:K}}``;
@@ -18,8 +18,10 @@ else travels on the client's first bidirectional stream, one JSON object per lin
   "stream":S,"seq":K}`` for each message of another publisher,
   ``{"type":"renewed","expires_at":E,"privileges":[...]}``,
   ``{"type":"token-expiring","expires_at":E}`` `EXPIRY_NOTICE_S` before the token runs out
-  (at most half its lifetime before), and ``{"type":"moving","reason":R}`` when the edge's
-  region is drained: the session carries on here, but should move to another edge.
+  (at most half its lifetime before), ``{"type":"moving","reason":R}`` when the edge's
+  region is drained (the session carries on here, but should move to another edge), and
+  ``{"type":"settled","upto":N}`` once every message the session published up to id N has
+  reached every relay that subscribed when it was sent (or was given up on).
 
 Resuming. Each publisher session's messages form a stream, S naming it across the network
 (`stream_id`: the relay it publishes through and the session), numbered K = 1, 2, 3, ... in
@@ -31,6 +33,13 @@ client may see some twice, and some out of order with live ones: it orders by K 
 repeats). "resume" asks again for streams whose gap stays open. A message delivered before
 the edge could number it (the first ones of a channel, while the relays learn who
 subscribes) has no "stream" and "seq".
+
+Publishing across a move. P (16 to 32 lowercase hex digits, chosen by the client for its
+session, `PUBLISHER`) names the session's stream after the relay's name: the same P at
+another edge is the same publisher moved, its ids going on. A publisher keeps what is not
+"settled" and sends it again, with the same ids, at the edge it moves to; a subscriber takes
+a message of P that comes through another relay than before only if its id is past the last
+it delivered of P. An edge where P is in use already gives the session a name of its own.
 
 The edge closes the QUIC connection to refuse: with the `skymesh.token.ERROR_CODES` number of
 the refusal (a token the edge does not accept, a request that breaks this protocol:
@@ -48,6 +57,7 @@ A channel is known to the relays as (zone, "app/channel"), at most `MAX_CHANNEL_
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 
 from skymesh.token import ERROR_CODES
@@ -75,16 +85,24 @@ RENEWED = "renewed"  # edge -> client
 TOKEN_EXPIRING = "token-expiring"  # edge -> client
 RESUME = "resume"  # client -> edge
 MOVING = "moving"  # edge -> client
+SETTLED = "settled"  # edge -> client
 
 MAX_RESUME_STREAMS = 256  # streams one join or resume may name
 MAX_STREAM_ID = 200  # bytes of a stream's name
 
 
-def join(token: str, channel: str, resume: dict[str, int] | None = None) -> dict:
-    msg = {"type": JOIN, "token": token, "channel": channel}
+def join(token: str, channel: str, resume: dict[str, int] | None = None,
+         publisher: str | None = None) -> dict:
+    msg: dict = {"type": JOIN, "token": token, "channel": channel}
     if resume:
         msg["resume"] = resume
+    if publisher:
+        msg["publisher"] = publisher
     return msg
+
+
+def settled(upto: int) -> dict:
+    return {"type": SETTLED, "upto": upto}
 
 
 def resume(after: dict[str, int]) -> dict:
@@ -178,6 +196,7 @@ def too_many_sessions(limit: int) -> str:
 CHANNEL_ID_TOO_LONG = f"app and channel together must be at most {MAX_CHANNEL_ID - 1} bytes"
 RENEWAL_MISMATCH = "a renewal must be for the same app, user and zone as the session"
 EXPIRED = "the token expired and was not renewed"
+BAD_PUBLISHER = "publisher must be 16 to 32 lowercase hex digits"
 BAD_RESUME = (f"resume needs an object of at most {MAX_RESUME_STREAMS} streams, each "
               "\"relay:stream\" to the last sequence number delivered")
 MOVING_DRAINED = "the edge's region is drained: move to another edge"
@@ -292,6 +311,18 @@ def resume_points(value: object) -> dict[str, int]:
             raise ProtocolError(BAD_RESUME)
         parse_stream_id(name)
     return dict(value)
+
+
+PUBLISHER = re.compile(r"[0-9a-f]{16,32}\Z")
+
+
+def publisher_of(value: object) -> str:
+    """A join's "publisher" ("" when absent); ProtocolError when malformed."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not PUBLISHER.match(value):
+        raise ProtocolError(BAD_PUBLISHER)
+    return value
 
 
 def channel_id(app: str, channel: str) -> str:

@@ -154,6 +154,9 @@ class RecordingEdge:
     def has_stream(self, stream: str) -> bool:
         return False
 
+    def stream_settled(self, stream: str, mid: int) -> None:
+        pass
+
     def joined(self) -> int:
         return len(self.subscribed | self.publishing)
 

@@ -180,6 +180,9 @@ class Edge:
     def has_stream(self, stream):
         return False
 
+    def stream_settled(self, stream, mid):
+        assert isinstance(stream, str) and 0 <= mid < 2**64
+
 
 def relay() -> tuple[Fabric, list[tuple[str, bytes]]]:
     tables = RouteTables(HERE)

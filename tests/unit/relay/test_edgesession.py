@@ -281,6 +281,17 @@ def test_a_bad_resume_is_refused(points):
         edgeproto.MALFORMED, edgeproto.BAD_RESUME)
 
 
+def test_a_join_may_name_its_publisher_stream():
+    s = EdgeSession(Edge())
+    actions = s.data_received(line(edgeproto.join(token(), "c1", publisher="ab" * 8)), T0)
+    assert actions[1] == EnterChannel(KEY, "ab" * 8)
+    for bad in ("AB" * 8, "ab", "g" * 16, 7):
+        msg = edgeproto.join(token(), "c1")
+        msg["publisher"] = bad
+        assert EdgeSession(Edge()).data_received(line(msg), T0)[-1] == Close(
+            edgeproto.MALFORMED, edgeproto.BAD_PUBLISHER)
+
+
 def test_resumes_are_paced_as_messages_are():
     edge = Edge(limits=EdgeLimits(messages_per_s=1, messages_burst=2))
     s = joined(edge=edge)

@@ -48,6 +48,7 @@ class FakeEdge:
         self.numbered: list[tuple[str | None, int | None]] = []  # (stream, seq) of each
         self.replayed: list[tuple[tuple[str, str], str, int, str, str, int]] = []
         self.streams: set[str] = set()
+        self.settled: list[tuple[str, int]] = []  # (stream, client's message id)
 
     def members(self, key):
         return {"a-session"} if key in self.subscribed else set()
@@ -64,6 +65,9 @@ class FakeEdge:
 
     def has_stream(self, stream):
         return stream in self.streams
+
+    def stream_settled(self, stream, mid):
+        self.settled.append((stream, mid))
 
 
 def tree_paths(edges: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -553,6 +557,21 @@ def test_a_joined_publishers_stream_is_kept_while_idle_so_its_numbers_go_on():
     mesh.edge("fra").streams.clear()  # the session left: forgotten once idle
     fra.tick(2 * later + 10)
     assert fra.outgoing == {}
+
+
+def test_the_publisher_hears_how_far_its_messages_are_settled():
+    mesh = Mesh(TREE)
+    mesh.subscribe(CH, {"fra", "waw", "sfo"})
+    fra = mesh.fabrics["fra"]
+    for mid in (11, 12, 13):
+        fra.message_published(CH, "pub", "u", mid, f"m{mid}", 0.0)
+    assert mesh.edge("fra").settled == []  # sent, nobody has acknowledged yet
+    mesh.run(0.0)
+    assert mesh.edge("fra").settled[-1] == ("pub", 13)  # every subscriber acknowledged
+    # with nobody subscribed elsewhere a message is settled at once
+    mesh.subscribe(CH, {"fra"})
+    fra.message_published(CH, "pub", "u", 14, "alone", 1.0)
+    assert mesh.edge("fra").settled[-1] == ("pub", 14)
 
 
 def test_tick_survives_a_restarted_incoming_stream():

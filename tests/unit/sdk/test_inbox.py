@@ -61,15 +61,31 @@ def test_a_gap_nobody_fills_is_skipped_and_counted():
     assert bodies(inbox) == ["m7"] and inbox.lost == 4 and inbox.gaps == 0
 
 
+def test_a_publisher_that_moved_is_taken_past_what_was_delivered_of_it():
+    inbox = Inbox()
+    for i in range(1, 6):  # ids 1..5 through fra
+        inbox.add(Message("host", i, f"m{i}", "fra:p1", i), 0.0)
+    # its edge died; at ams it sends again what fra may not have passed on, then goes on
+    for seq, i in enumerate((4, 5, 6, 7), 1):
+        inbox.add(Message("host", i, f"m{i}", "ams:p1", seq), 1.0)
+    assert bodies(inbox) == [f"m{i}" for i in range(1, 8)] and inbox.duplicates == 2
+    # what fra still had on its way is taken no more either
+    inbox.add(Message("host", 6, "m6", "fra:p1", 6), 1.1)
+    assert bodies(inbox) == [] and inbox.duplicates == 3
+    # another publisher with the same ids is another stream
+    inbox.add(Message("guest", 1, "g1", "ams:p2", 1), 1.2)
+    assert bodies(inbox) == ["g1"]
+
+
 def test_streams_are_independent_and_bounded():
     inbox = Inbox()
-    inbox.add(m(1, "a:1"), 0.0)
-    inbox.add(m(3, "a:1"), 0.0)
-    inbox.add(m(1, "b:1"), 0.0)
-    assert bodies(inbox) == ["m1", "m1"] and inbox.positions() == {"a:1": 1, "b:1": 1}
+    inbox.add(m(1, "a:p1"), 0.0)
+    inbox.add(m(3, "a:p1"), 0.0)
+    inbox.add(m(1, "b:p2"), 0.0)
+    assert bodies(inbox) == ["m1", "m1"] and inbox.positions() == {"a:p1": 1, "b:p2": 1}
     for k in range(300):
         inbox.add(m(1, f"s:{k}"), 0.0)
-    assert len(inbox.positions()) == 256 and "a:1" not in inbox.positions()
+    assert len(inbox.positions()) == 256 and "a:p1" not in inbox.positions()
     assert inbox.gaps == 0  # the forgotten stream's gap went with it
 
 
