@@ -61,6 +61,7 @@ from controller.topology import STATE_CODES, SampleBatch  # noqa: E402
 from skymesh import certs, identity  # noqa: E402
 from skymesh import token as tokens  # noqa: E402
 from skymesh.catalogue import Region  # noqa: E402
+from skymesh.cli.common import run_loop  # noqa: E402
 from skymesh.cli.serve import settle_controller_heap  # noqa: E402
 from skymesh.edgerank import rank  # noqa: E402
 from skymesh.linkstate import TO_WIRE, UP  # noqa: E402
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         gc.freeze()
         gc.disable()
-        print(json.dumps(asyncio.run(load(**spec))))
+        print(json.dumps(run_loop(load(**spec))))
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="skymesh-bench-resolver-"))
     try:
@@ -268,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                                          identity.controller(mesh, "bench"), ["127.0.0.1"])
         tls = TlsFiles(tmp / "ca" / certs.BUNDLE, cert, key)
         settle_controller_heap()  # as the controller process does once serving
-        out.update(asyncio.run(over_grpc(resolver, token, clients, args.rate, args.seconds,
-                                         tls, tmp, args.link_reports)))
+        # on uvloop, as `skymesh controller` runs
+        out.update(run_loop(over_grpc(resolver, token, clients, args.rate, args.seconds,
+                                      tls, tmp, args.link_reports)))
         out["aims"] = {"lookups_per_s": out["lookups_per_s"] >= AIMS["lookups_per_s"],
                        "grpc_p99_ms": out["grpc_p99_ms"] is not None
                        and out["grpc_p99_ms"] < AIMS["grpc_p99_ms"]}
