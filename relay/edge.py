@@ -78,9 +78,9 @@ class Uplink(Protocol):
     def media_published(self, key: ChannelKey, stream: str, data: bytes) -> None: ...
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int,
-                          body: str) -> tuple[str, int] | None:
-        """Returns the message's stream name and number in it (`edgeproto.stream_id`), None
-        while it is held unnumbered."""
+                          body: str) -> tuple[str, int | None]:
+        """Returns the message's stream name (`edgeproto.stream_id`) and number in it (None
+        while it is held unnumbered)."""
 
     def replay_requested(self, key: ChannelKey, stream: str, after: int) -> None:
         """Ask for stream `stream`'s (a stream_id) messages after `after`: they come back

@@ -241,14 +241,14 @@ class Fabric:
                              self.media_seq, stream, data))
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int, body: str,
-                          now: float | None = None) -> tuple[str, int] | None:
+                          now: float | None = None) -> tuple[str, int | None]:
         """Send a message of the local edge's publisher `stream`; returns its stream's name and
-        number (None: held until the controller says who subscribes)."""
+        number (None while it is held until the controller says who subscribes)."""
         now = self.clock() if now is None else now
         if key not in self.known:
             self.held.setdefault(key, []).append((stream, uid, mid, body, now))
             self.counters["messages.held"] += 1
-            return None
+            return edgeproto.stream_id(self.name, stream), None
         zone, channel = key
         out = self.outgoing.get((zone, channel, stream))
         if out is None:

@@ -173,10 +173,11 @@ class _Protocol(quic.Protocol):
                 self.shared.settled(upto)
         elif kind == edgeproto.MESSAGE and self.shared is not None:
             stream, seq = msg.get("stream"), msg.get("seq")
-            numbered = isinstance(stream, str) and isinstance(seq, int)
+            stream = stream if isinstance(stream, str) else None
+            seq = seq if stream is not None and isinstance(seq, int) else None
             self.shared.inbox.add(Message(
                 str(msg.get("from")), int(msg.get("id", 0)), str(msg.get("body")),
-                stream if numbered else None, seq if numbered else None), time.monotonic())
+                stream, seq), time.monotonic())
         self._notify()
 
     async def wait_change(self) -> None:

@@ -7,7 +7,8 @@ number order, drops repeats, and holds those that arrive past a gap until the ga
 a move to another edge, the new edge sends what was missed again (asked for with the last
 number delivered of each stream) while live messages already flow. A gap that stays open is
 asked for again (`due`), then skipped and counted lost (`expire`). A message without a number
-(one the edge could not number yet) is handed on as it comes.
+(one the edge could not number yet) is handed on as it comes, unless it is one a moved
+publisher sent again (below).
 
 A publisher that moves goes on under the same name at another relay ("relay:P", P its
 session's) and sends again, with the same ids, what its old edge may not have passed on: of P
@@ -48,13 +49,17 @@ class Inbox:
 
     def add(self, m: Message, now: float) -> None:
         s, seq = m.stream, m.seq
-        if s is None or seq is None:
+        if s is None:
             self.ready.append(m)
             return
         origin, _, publisher = s.rpartition(":")
         known = self.publishers.get(publisher)
         if known is not None and known[0] != origin and m.id <= known[1]:
             self.duplicates += 1  # sent again by a publisher that moved: delivered before
+            return
+        if seq is None:  # not numbered yet (the relays learning who subscribes): as it comes
+            self._heard(publisher, origin, m.id)
+            self.ready.append(m)
             return
         last = self.last.get(s)
         if last is None:  # first heard of: it starts where this session came in
@@ -99,13 +104,16 @@ class Inbox:
         """Streams waiting for a gap to fill."""
         return len(self.gap_since)
 
+    def _heard(self, publisher: str, origin: str, mid: int) -> None:
+        known = self.publishers.pop(publisher, None)  # to the end: the most recently heard
+        self.publishers[publisher] = (origin, max(mid, known[1]) if known else mid)
+        if len(self.publishers) > MAX_STREAMS:
+            del self.publishers[next(iter(self.publishers))]
+
     def _hand_on(self, s: str, m: Message) -> None:
         self.ready.append(m)
         origin, _, publisher = s.rpartition(":")
-        known = self.publishers.pop(publisher, None)  # to the end: the most recently heard
-        self.publishers[publisher] = (origin, max(m.id, known[1]) if known else m.id)
-        if len(self.publishers) > MAX_STREAMS:
-            del self.publishers[next(iter(self.publishers))]
+        self._heard(publisher, origin, m.id)
         self.last.pop(s, None)  # to the end: the most recently heard
         self.last[s] = m.seq  # type: ignore[assignment]
         if len(self.last) > MAX_STREAMS:

@@ -32,7 +32,7 @@ the last 1024, at most 30 s), and hands them to the session as ordinary "message
 client may see some twice, and some out of order with live ones: it orders by K and drops
 repeats). "resume" asks again for streams whose gap stays open. A message delivered before
 the edge could number it (the first ones of a channel, while the relays learn who
-subscribes) has no "stream" and "seq".
+subscribes) has a "stream" but no "seq".
 
 Publishing across a move. P (16 to 32 lowercase hex digits, chosen by the client for its
 session, `PUBLISHER`) names the session's stream after the relay's name: the same P at
@@ -154,8 +154,10 @@ def deliver(uid: str, mid: int, body: str, stream: str | None = None,
     """Another publisher's message, as the edge hands it to a client: with its stream and
     place in it when the edge knows them."""
     msg = {"type": MESSAGE, "from": uid, "id": mid, "body": body}
-    if stream is not None and seq is not None:
-        msg["stream"], msg["seq"] = stream, seq
+    if stream is not None:
+        msg["stream"] = stream
+        if seq is not None:
+            msg["seq"] = seq
     return msg
 
 

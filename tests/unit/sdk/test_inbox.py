@@ -72,6 +72,10 @@ def test_a_publisher_that_moved_is_taken_past_what_was_delivered_of_it():
     # what fra still had on its way is taken no more either
     inbox.add(Message("host", 6, "m6", "fra:p1", 6), 1.1)
     assert bodies(inbox) == [] and inbox.duplicates == 3
+    # at an edge that has not numbered it yet (no seq), a message sent again is known too
+    inbox.add(Message("host", 7, "m7", "lon:p1", None), 1.15)
+    inbox.add(Message("host", 8, "m8", "lon:p1", None), 1.15)
+    assert bodies(inbox) == ["m8"] and inbox.duplicates == 4
     # another publisher with the same ids is another stream
     inbox.add(Message("guest", 1, "g1", "ams:p2", 1), 1.2)
     assert bodies(inbox) == ["g1"]
