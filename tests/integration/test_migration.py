@@ -20,6 +20,17 @@ LONDON, FRANKFURT = "81.2.69.142", "2a02:c200::5"
 DEADLINE = 60.0
 
 
+async def wait_until(predicate, what: str, progress) -> None:
+    """Wait (the loop running on) until `predicate()` holds; AssertionError naming `what`
+    and `progress()` after DEADLINE."""
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"no {what} in {DEADLINE:g} s: {progress()}") from None
+
+
 @pytest.fixture(scope="module")
 def mesh_home(tmp_path_factory):
     base = tmp_path_factory.mktemp("migration")
@@ -76,18 +87,15 @@ def test_a_subscriber_moves_when_its_edge_dies_and_when_it_is_drained(mesh_home)
                 async for m in sub.messages():
                     got.append(m.body)
 
-            async def until(predicate, what):
-                try:
-                    async with asyncio.timeout(DEADLINE):
-                        while not predicate():
-                            await asyncio.sleep(0.05)
-                except TimeoutError:
-                    inbox = sub.shared.inbox
-                    raise AssertionError(
-                        f"no {what} in {DEADLINE:g} s: received {len(got)} of {len(sent)} "
-                        f"(last {got[-1:]}), positions {inbox.positions()}, held "
+            def progress() -> str:
+                inbox = sub.shared.inbox
+                return (f"received {len(got)} of {len(sent)} (last {got[-1:]}), positions "
+                        f"{inbox.positions()}, held "
                         f"{ {s: sorted(h)[:3] for s, h in inbox.held.items()} }, lost "
-                        f"{inbox.lost}, moves {sub.migrations}") from None
+                        f"{inbox.lost}, moves {sub.migrations}")
+
+            async def until(predicate, what):
+                await wait_until(predicate, what, progress)
 
             async def drain_media():
                 async for _ in sub.media():
@@ -174,9 +182,8 @@ def test_a_publisher_moves_when_its_edge_dies_and_nothing_it_sent_is_lost(mesh_h
                     got.append((m.body, m.id))
 
             async def until(predicate, what):
-                async with asyncio.timeout(DEADLINE):
-                    while not predicate():
-                        await asyncio.sleep(0.05)
+                await wait_until(predicate, what, lambda: f"received {len(got)} of {len(sent)}, "
+                                 f"host moves {pub.migrations}")
 
             # lon drained: the host can only move to fra, the viewer's own edge, which has
             # not been publishing on the channel (it numbers the host's first messages late)
