@@ -56,15 +56,19 @@ class RelayNode:
         *,
         tls: TlsFiles | None,
         node_id: str = "",
+        advertise: str | None = None,
     ) -> None:
         """`tls`: the relay's mesh certificate, which names its region and node (None:
         plaintext, --insecure, and a random node id unless `node_id` is given). The node id
         names the relay in datagrams' destinations: one that cannot is refused here
-        (ValueError) rather than by every relay that would route to it."""
+        (ValueError) rather than by every relay that would route to it. `advertise`: the
+        host the others reach this relay at, when not the one it binds (its public address
+        behind NAT, or any address bound to 0.0.0.0)."""
         self.node_id = nodes.check_node_id(node_id or f"{region}-{uuid.uuid4().hex[:6]}")
         self.region = region
         self.controller = controller  # its address
         self.bind = bind
+        self.advertise = advertise
         self.wan = wan  # None: a real network, send at once
         self.settings = settings
         self.rng = random.Random()
@@ -144,6 +148,9 @@ class RelayNode:
     async def run(self) -> None:
         host, port = await self.start_udp()
         log.info("relay %s listening on udp %s:%d", self.node_id, host, port)
+        shown = self.advertise or host  # "host:port", split at its last colon by the peers
+        if self.advertise:
+            log.info("advertised to the controller and the clients as %s", shown)
         if self.edge_settings is not None:
             e = self.edge_settings
             server, self.edge = await start_edge(host, e.port, e.cert, e.key, {}, self.region,
@@ -151,11 +158,11 @@ class RelayNode:
             self.edge_watch = asyncio.create_task(watch_certificate(server, e.cert, e.key))
             self.fabric.edge = self.edge
             self.control.edge = self.edge
-            self.control.edge_addr = f"{host}:{self.edge.port}"
+            self.control.edge_addr = f"{shown}:{self.edge.port}"
             log.info("client edge (QUIC) on %s", self.control.edge_addr)
         settle_heap()
         await asyncio.gather(self.probe_loop(), self.control.report_loop(),
-                             self.control.control_loop(f"{host}:{port}"))
+                             self.control.control_loop(f"{shown}:{port}"))
 
 
 def _call_later(delay_s: float, function, *args) -> asyncio.TimerHandle:

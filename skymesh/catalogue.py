@@ -123,6 +123,9 @@ def parse_region(data: object, source: str) -> tuple[Region | None, list[str]]:
     elif len(set(tags)) != len(tags):
         problems.append(f"{source}: tags: duplicate tags in {tags!r}")
 
+    problems += _provider_problems(data.get("provider"), source) if "provider" in data else []
+    problems += _capacity_problems(data.get("capacity"), source) if "capacity" in data else []
+
     if problems:
         return None, problems
     known = {*REQUIRED, "tags"}
@@ -136,6 +139,62 @@ def parse_region(data: object, source: str) -> tuple[Region | None, list[str]]:
         extra={key: value for key, value in data.items() if key not in known},
     )
     return region, []
+
+
+# Where a region may be provisioned: `provider: {aws: eu-west-2}` or, with an instance type,
+# `provider: {aws: {region: eu-west-2, instance_type: c6in.large}}`; other clouds' hints
+# (`gcp: ...`, `azure: ...`) are kept for operators and not checked beyond being names.
+AWS_REGION = re.compile(r"^(?:af|ap|ca|cn|eu|il|me|mx|sa|us)-[a-z]+-\d$")
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+CLOUD_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+MAX_RELAYS_PER_REGION = 64
+
+
+def _provider_problems(value: object, source: str) -> list[str]:
+    if not isinstance(value, dict) or not value:
+        return [f"{source}: provider: must be a mapping of cloud to its region, e.g. "
+                f"{{aws: eu-west-2}}, got {value!r}"]
+    problems = []
+    for cloud, hint in value.items():
+        if not isinstance(cloud, str) or not CLOUD_NAME.fullmatch(cloud):
+            problems.append(f"{source}: provider: {cloud!r} is not a cloud name")
+        elif cloud == "aws":
+            problems += _aws_problems(hint, source)
+        elif not (isinstance(hint, str) and hint.strip()) and not isinstance(hint, dict):
+            problems.append(f"{source}: provider.{cloud}: must name a region, got {hint!r}")
+    return problems
+
+
+def _aws_problems(hint: object, source: str) -> list[str]:
+    where = f"{source}: provider.aws"
+    if isinstance(hint, dict):
+        unknown = sorted(str(k) for k in hint if k not in ("region", "instance_type"))
+        if unknown:
+            return [f"{where}: unknown fields {unknown} (known: region, instance_type)"]
+        itype = hint.get("instance_type")
+        if itype is not None and not (isinstance(itype, str) and INSTANCE_TYPE.fullmatch(itype)):
+            return [f"{where}.instance_type: {itype!r} is not an EC2 instance type "
+                    "(e.g. c6in.large)"]
+        hint = hint.get("region")
+        where += ".region"
+    if not (isinstance(hint, str) and AWS_REGION.fullmatch(hint)):
+        return [f"{where}: {hint!r} is not an AWS region (e.g. eu-west-2)"]
+    return []
+
+
+def _capacity_problems(value: object, source: str) -> list[str]:
+    if not isinstance(value, dict):
+        return [f"{source}: capacity: must be a mapping such as {{relays: 3, gbps: 100}}, "
+                f"got {value!r}"]
+    relays = value.get("relays", 1)
+    if isinstance(relays, bool) or not isinstance(relays, int) \
+            or not 1 <= relays <= MAX_RELAYS_PER_REGION:
+        return [f"{source}: capacity.relays: must be a whole number from 1 to "
+                f"{MAX_RELAYS_PER_REGION}, got {relays!r}"]
+    gbps = value.get("gbps")
+    if gbps is not None and _number(gbps, 0, 1e6) is None:
+        return [f"{source}: capacity.gbps: must be a number, got {gbps!r}"]
+    return []
 
 
 def _read(file: Path, source: str) -> tuple[object, list[str]]:

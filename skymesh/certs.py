@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -324,6 +326,21 @@ def verify_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
     except (InvalidSignature, TypeError, ValueError):
         return False
     return True
+
+
+def is_current(cert_path: Path, key_path: Path, ca_cert: x509.Certificate,
+               hosts: Iterable[str] = (), fresh_s: float = 86400) -> bool:
+    """Whether the certificate at `cert_path` (its key beside it) can stay: signed by
+    `ca_cert` (the current CA), naming every one of `hosts`, valid for `fresh_s` more."""
+    try:
+        cert = load_cert(cert_path)
+        info = describe(cert_path)
+    except (CertError, OSError, ValueError):
+        return False
+    names = {n.split(":", 1)[1] for n in info["sans"]}
+    fresh = cert.not_valid_after_utc.timestamp() - time.time() > fresh_s
+    return (Path(key_path).exists() and fresh and set(hosts) <= names
+            and verify_signed_by(cert, ca_cert))
 
 
 def describe(cert_path: Path) -> dict:

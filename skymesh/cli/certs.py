@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from skymesh import certs as certs_mod
-from skymesh import identity
+from skymesh import identity, provisioning
 from skymesh.cli.common import (
     fail,
 )
@@ -70,14 +70,44 @@ def add_parsers(sub) -> None:
                          description="Drop every CA but the current one from the trust "
                          "bundle: certificates of the old CAs are refused from then on.")
     pb.set_defaults(run=cmd_certs_prune)
-    cs = csub.add_parser("issue", help="issue a TLS certificate signed by the development CA",
+    cs = csub.add_parser("issue", help="issue a TLS certificate signed by the CA, or every "
+                         "certificate a deployment of the catalogue needs",
                          description="Write NAME.pem and NAME.key, a server and client "
                          "certificate for the given DNS names and IP addresses, signed by the "
-                         "CA in the same directory (created when absent).")
-    cs.add_argument("name", metavar="NAME", help="file name stem and common name")
-    cs.add_argument("--host", action="append", required=True, metavar="H",
+                         "CA in the same directory (created when absent). With "
+                         "--for-catalogue: write into --out every certificate terraform hands "
+                         "out for the regions (terraform/README.md): per region its client "
+                         "edge's (edge-REGION) and one per relay node (relay-REGION-nK, K up "
+                         "to the region's capacity.relays), per controller replica its own "
+                         "(controller-cK) and its etcd member's (etcd-cK), the trust bundle "
+                         "and manifest.json. Run again, it keeps what is current and "
+                         "reissues what is missing, expiring within --renew-within, or signed "
+                         "by a CA no longer current (after `certs rotate-ca`).")
+    cs.add_argument("name", metavar="NAME", nargs="?",
+                    help="file name stem and common name (not with --for-catalogue)")
+    cs.add_argument("--host", action="append", metavar="H",
                     help="DNS name or IP address it is for (repeatable)")
-    cs.add_argument("--days", type=int, default=825, help="validity (default: %(default)s)")
+    cs.add_argument("--days", type=int, help="validity (default: 825; with --for-catalogue "
+                    f"{certs_mod.LEAF_DAYS})")
+    fc = cs.add_argument_group("a deployment's certificates")
+    fc.add_argument("--for-catalogue", type=Path, metavar="DIR",
+                    help="the region catalogue (regions/) to issue a deployment's "
+                    "certificates for, signed by the mesh's CA in --dir")
+    fc.add_argument("--out", type=Path, metavar="DIR",
+                    help="where they are written (terraform's certs_dir)")
+    fc.add_argument("--only", metavar="REGION,...", help="these regions only (default: all)")
+    fc.add_argument("--domain", default=provisioning.DEFAULT_DOMAIN,
+                    help="the DNS domain the deployment's names are under: c1.DOMAIN, "
+                    "etcd-c1.DOMAIN, edge.DOMAIN, REGION.edge.DOMAIN (default: %(default)s; "
+                    "terraform's var.domain)")
+    fc.add_argument("--controllers", type=int, default=provisioning.DEFAULT_CONTROLLERS,
+                    metavar="N", help="controller replicas (default: %(default)s)")
+    fc.add_argument("--nodes", type=int, metavar="N",
+                    help="relay nodes per region (default: each region's capacity.relays)")
+    fc.add_argument("--renew-within", type=int, default=30, metavar="DAYS",
+                    help="reissue certificates that end within this many days (default: "
+                    "%(default)s)")
+    fc.add_argument("--force", action="store_true", help="reissue every certificate")
     cs.set_defaults(run=cmd_certs_issue)
     for c in (ci, cs, rc, pb, *ids):
         c.add_argument("--dir", type=Path, metavar="DIR",
@@ -129,6 +159,14 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
     from skymesh import certs
 
     directory = certs_dir(args)
+    if args.for_catalogue:
+        return issue_for_catalogue(args, directory)
+    for flag in ("out", "only", "nodes"):
+        if getattr(args, flag) is not None:
+            return fail(f"--{flag} goes with --for-catalogue")
+    if not args.name or not args.host:
+        return fail("certs issue: give NAME and --host (or --for-catalogue DIR --out DIR)")
+    args.days = 825 if args.days is None else args.days
     if args.days < 1:
         return fail("--days must be at least 1")
     try:
@@ -223,4 +261,80 @@ def cmd_certs_prune(args: argparse.Namespace) -> int:
     else:
         print(f"dropped {len(dropped)} CAs from {directory / certs.BUNDLE}" if dropped
               else "the bundle trusts only the current CA already")
+    return 0
+
+
+def issue_for_catalogue(args: argparse.Namespace, ca_dir: Path) -> int:
+    """`certs issue --for-catalogue DIR --out DIR`: a deployment's certificates."""
+    import shutil
+    import sys
+
+    from skymesh import certs
+    from skymesh.catalogue import CatalogueError, load_catalogue, select
+    from skymesh.cli.common import split_list
+
+    if args.name or args.host:
+        return fail("--for-catalogue issues every certificate of the deployment: it takes no "
+                    "NAME or --host")
+    if args.out is None:
+        return fail("--for-catalogue needs --out DIR, where the certificates go")
+    days = certs.LEAF_DAYS if args.days is None else args.days
+    if days < 1 or args.renew_within < 0 or args.renew_within >= days:
+        return fail("--days must be at least 1, and --renew-within from 0 to less than --days")
+    try:
+        regions = load_catalogue(args.for_catalogue)
+        if args.only:
+            regions = select(regions, split_list(args.only))
+        plan = provisioning.certificate_plan(regions, args.domain, args.controllers,
+                                             args.nodes)
+    except (CatalogueError, provisioning.ProvisioningError) as e:
+        return fail(f"cannot plan the certificates:\n{e}")
+    try:
+        ca_cert = certs.load_ca(ca_dir)[0]
+        mesh = certs.mesh_of(ca_cert)
+    except (certs.CertError, OSError) as e:
+        return fail(f"no usable CA in {ca_dir}: {e} (create one with `skymesh certs init "
+                    f"--dir {ca_dir}`)")
+    out = args.out
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    rows = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca_dir / certs.BUNDLE, out / certs.BUNDLE)
+        for n, spec in enumerate(plan, 1):
+            cert, key = out / f"{spec.stem}.pem", out / f"{spec.stem}.key"
+            keep = not args.force and certs.is_current(
+                cert, key, ca_cert, spec.hosts, args.renew_within * 86400)
+            if not keep:
+                if spec.kind == "relay":
+                    certs.issue_identity(out, ca_dir, identity.relay(mesh, spec.region,
+                                                                     spec.node), (), days)
+                elif spec.kind == "controller":
+                    certs.issue_identity(out, ca_dir, identity.controller(mesh, spec.node),
+                                         spec.hosts, days)
+                else:  # the client edge's and etcd's: TLS servers, no mesh identity
+                    certs.issue_cert(out, ca_dir, spec.stem, list(spec.hosts), days)
+            info = certs.describe(cert)
+            rows.append({"file": cert.name, "key": key.name, "kind": spec.kind,
+                         "region": spec.region, "node": spec.node, "hosts": list(spec.hosts),
+                         "issued": not keep, "not_after": info["not_after"],
+                         "sha256": info["sha256"]})
+            if not keep and (n % 25 == 0 or n == len(plan)):
+                say(f"  {n}/{len(plan)} certificates")
+    except (certs.CertError, identity.IdentityError, OSError) as e:
+        return fail(f"cannot issue the certificates in {out}: {e}")
+    manifest = {"mesh": mesh, "domain": args.domain, "catalogue": str(args.for_catalogue),
+                "bundle": certs.BUNDLE, "controllers": args.controllers,
+                "regions": {rid: provisioning.node_ids(r, args.nodes)
+                            for rid, r in regions.items()},
+                "certificates": rows}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    issued = sum(r["issued"] for r in rows)
+    if args.json:
+        print(json.dumps({"out": str(out), "issued": issued, "kept": len(rows) - issued,
+                          "manifest": str(out / "manifest.json"), **manifest}))
+    else:
+        print(f"{out}: {issued} certificates issued, {len(rows) - issued} kept (current), for "
+              f"{len(regions)} regions and {args.controllers} controllers of mesh {mesh!r}; "
+              f"manifest {out / 'manifest.json'}")
     return 0

@@ -86,17 +86,15 @@ def _exit_late() -> None:
     os._exit(0)
 
 
-TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_ttl(text: str) -> int:
     """Seconds from `90s`, `15m`, `1h`, `7d` or plain seconds; ValueError otherwise."""
-    import re
+    from skymesh.config import seconds
 
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
-    if not m:
-        raise ValueError(f"--ttl: expected e.g. 90s, 15m, 1h, 7d or seconds, got {text!r}")
-    return int(m.group(1)) * TTL_UNITS[m.group(2)]
+    try:
+        return seconds(text)
+    except ValueError:
+        raise ValueError(f"--ttl: expected e.g. 90s, 15m, 1h, 7d or seconds, got {text!r}") \
+            from None
 
 
 def split_list(text: str | None) -> list[str]:

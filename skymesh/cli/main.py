@@ -8,10 +8,22 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
     if not hasattr(args, "run"):
-        parser().print_help()
+        top.print_help()
         return 2
+    if getattr(args, "config", None) is not None:
+        from skymesh.cli import configs
+        from skymesh.config import ConfigError
+
+        try:
+            args = configs.apply(args.config_parser, top, argv, args.config_schema,
+                                 args.config)
+        except ConfigError as e:
+            print(f"skymesh: not starting, --config {args.config} is refused:\n{e}",
+                  file=sys.stderr)
+            return 2
     if getattr(args, "controller_client", False):
         from skymesh.cli import admin
 

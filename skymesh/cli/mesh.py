@@ -157,18 +157,44 @@ def relay_specs(regions: list[str], per_region: int = 1) -> list[RelaySpec]:
     return out
 
 
-def relay_argv(py: list[str], spec: RelaySpec, controller: str, wan_file: Path,
-               edge_cert: Path, edge_key: Path, log_level: str, tls: list[str],
-               relay_options: list[str] = (), name_node: bool = False) -> list[str]:
-    """The command line of one relay. `name_node` adds --node: with one node per region the
-    relay's certificate (or, --insecure, chance) names it, as it always did."""
-    argv = py + ["relay", "--region", spec.region, "--controller", controller,
-                 "--bind", f"{spec.address}:0", "--wan", str(wan_file),
-                 "--tls-cert", str(edge_cert), "--tls-key", str(edge_key),
-                 "--log-level", log_level, *tls, *relay_options]
-    if name_node:
-        argv += ["--node", spec.node]
-    return argv
+def relay_settings(spec: RelaySpec, controller: str, wan_file: Path, edge_cert: Path,
+                   edge_key: Path, log_level: str, tls: TlsFiles | None,
+                   edge_limits: dict[str, float] | None = None,
+                   name_node: bool = False) -> dict:
+    """One relay's configuration file, as nested settings. `name_node` adds its node id:
+    with one node per region the relay's certificate (or, --insecure, chance) names it, as
+    it always did."""
+    settings: dict = {"region": spec.region, "node": spec.node if name_node else None,
+                      "controllers": controller.split(","), "listen": f"{spec.address}:0",
+                      "wan": wan_file,
+                      "edge": {"cert": edge_cert, "key": edge_key, "limits": edge_limits},
+                      "tls": tls_settings(tls), "log": {"level": log_level}}
+    return settings
+
+
+def tls_settings(tls: TlsFiles | None) -> dict:
+    """The `tls:` section of a process's file: its mesh certificate, or plaintext."""
+    if tls is None:
+        return {"insecure": True}
+    return {"ca": tls.ca, "cert": tls.cert, "key": tls.key}
+
+
+def config_argv(py: list[str], command: str, path: Path) -> list[str]:
+    return [*py, command, "--config", str(path)]
+
+
+CONFIG_HEADER = ("{what} of the local mesh, written by `skymesh up` at every start\n"
+                 "(format: README, Configuration files)")
+
+
+def limits_mapping(text: str) -> dict[str, float]:
+    """--edge-limits' "name=value,..." as the `edge.limits:` mapping of a relay's file."""
+    out: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, value = item.partition("=")
+        number = float(value)
+        out[name.strip()] = int(number) if number.is_integer() else number
+    return out
 
 
 def log_file(logs: Path, key: str) -> Path:
@@ -178,14 +204,18 @@ def log_file(logs: Path, key: str) -> Path:
 
 def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | None,
           wan_file: Path, log_level: str = "info",
-          controller_options: list[str] = (), insecure: bool = False,
-          relay_options: list[str] = (), nodes_per_region: int = 1, controllers: int = 1,
-          store: str | None = None) -> Mesh:
+          controller_settings: Mapping[str, object] | None = None, insecure: bool = False,
+          edge_limits: dict[str, float] | None = None, nodes_per_region: int = 1,
+          controllers: int = 1, store: str | None = None) -> Mesh:
     """Start the controller, wait until it listens, then `nodes_per_region` relays per region:
     over mutual TLS with the mesh's certificates (made in its home when missing), or,
     `insecure`, in plaintext. With `controllers` above 1 or a `store` (etcd://...), the
     controller is that many replicas on etcd: the one at `store`, or a local etcd started
-    in the mesh's home; each relay is given every replica, starting with a different one."""
+    in the mesh's home; each relay is given every replica, starting with a different one.
+    Every process runs on a configuration file written in the mesh's home (config/), as a
+    deployed one does; `controller_settings` go into the controllers' files."""
+    from skymesh.cli import configs
+
     specs = relay_specs(list(regions), nodes_per_region)
     base = home()
     logs = base / "logs"
@@ -203,11 +233,12 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         list(regions), nodes_per_region, names if replicated else ())
     py = [sys.executable, "-m", "skymesh"]
 
-    def tls_options(who: str) -> list[str]:
-        if insecure:
-            return ["--insecure"]
-        files = identities[who]
-        return ["--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key)]
+    def tls_of(who: str) -> TlsFiles | None:
+        return None if insecure else identities[who]
+
+    config_dir = base / "config"
+    for old in config_dir.glob("*.yaml"):
+        old.unlink()
 
     etcd_pids: list[int] = []
     etcd_argvs: list[list[str]] = []
@@ -218,16 +249,21 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         store, etcd_pids, etcd_argvs = local_etcd(base, identities[names[0]])
     ctl_argvs = {}
     for name, port in ports.items():
-        argv = py + ["controller", "--listen", f"127.0.0.1:{port}", "--regions",
-                     str(regions_dir), "--apps", str(secrets["apps"]), "--fabric-keys",
-                     str(secrets["fabric"]), "--log-level", log_level,
-                     *(["--store", store, "--replica", name] if replicated else
-                       ["--state", str(base / "controller-state.json")]),
-                     "--resolve-listen", f"127.0.0.1:{resolve_ports[name]}",
-                     *tls_options(name), *controller_options]
-        if only:
-            argv += ["--only", ",".join(only)]
-        ctl_argvs[name] = argv
+        settings = {"listen": f"127.0.0.1:{port}",
+                    **({"replica": name, "store": {"etcd": store}} if replicated else
+                       {"state": base / "controller-state.json"}),
+                    "regions": Path(regions_dir).resolve(), "only": only,
+                    "apps": secrets["apps"], "fabric": {"keys": secrets["fabric"]},
+                    "resolver": {"listen": f"127.0.0.1:{resolve_ports[name]}"},
+                    "tls": tls_settings(tls_of(name)), "log": {"level": log_level}}
+        for key, value in (controller_settings or {}).items():
+            settings[key] = ({**settings[key], **value}
+                             if isinstance(value, dict) and key in settings else value)
+        path = configs.write(config_dir / f"{name}.yaml", configs.CONTROLLER_CONFIG,
+                             settings, CONFIG_HEADER.format(
+                                 what="The controller" if name == "controller"
+                                 else f"Controller replica {name}"))
+        ctl_argvs[name] = config_argv(py, "controller", path)
     processes = {}
     for name, argv in ctl_argvs.items():
         processes[name] = spawn(argv, logs / f"{name}.log")
@@ -238,9 +274,13 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     for i, spec in enumerate(specs):
         # the relays spread over the replicas: each starts with another
         order = addresses[i % len(addresses):] + addresses[:i % len(addresses)]
-        argv = relay_argv(py, spec, ",".join(order), wan_file, secrets["cert"],
-                          secrets["key"], log_level, tls_options(spec.key), relay_options,
-                          name_node=nodes_per_region > 1)
+        settings = relay_settings(spec, ",".join(order), wan_file, secrets["cert"],
+                                  secrets["key"], log_level, tls_of(spec.key), edge_limits,
+                                  name_node=nodes_per_region > 1)
+        path = configs.write(config_dir / (spec.key.replace(nodes.SEPARATOR, ".") + ".yaml"),
+                             configs.RELAY_CONFIG, settings,
+                             CONFIG_HEADER.format(what=f"Relay {spec.key}"))
+        argv = config_argv(py, "relay", path)
         processes[spec.key] = spawn(argv, log_file(logs, spec.key))
         relays[spec.key] = processes[spec.key].pid
         argvs[spec.key] = argv
@@ -440,24 +480,10 @@ def mesh_identities(regions: list[str], nodes_per_region: int = 1,
     out = {}
     for who, (ident, hosts) in wanted.items():
         files = TlsFiles.in_dir(ca_dir, certs.file_stem(ident))
-        if not _current(files, ca_cert, hosts):
+        if not certs.is_current(files.cert, files.key, ca_cert, hosts, 86400):
             certs.issue_identity(ca_dir, ca_dir, ident, hosts)
         out[who] = files
     return out
-
-
-def _current(files: TlsFiles, ca_cert, hosts: list[str]) -> bool:
-    from skymesh import certs
-
-    try:
-        cert = certs.load_cert(files.cert)
-        info = certs.describe(files.cert)
-    except (certs.CertError, OSError, ValueError):
-        return False
-    names = {n.split(":", 1)[1] for n in info["sans"]}
-    fresh = cert.not_valid_after_utc.timestamp() - time.time() > 86400
-    return (files.key.exists() and fresh and set(hosts) <= names
-            and certs.verify_signed_by(cert, ca_cert))
 
 
 def _covers(cert_path: Path, hosts: list[str]) -> bool:

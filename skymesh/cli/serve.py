@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-from skymesh.cli import credentials
+from skymesh.cli import configs, credentials
 from skymesh.cli.common import (
     fail,
     load_inputs,
@@ -107,17 +107,25 @@ def add_parsers(sub) -> None:
     ctl.add_argument("--election-ttl", type=float, default=DEFAULT_TTL_S, metavar="S",
                      help="lease of the leader's election key: a dead leader is replaced "
                      f"within it (default: %(default)s; at most {MAX_TTL_S})")
-    ctl.add_argument("--log-level", default="info")
+    ctl.add_argument("--log-level", default="info", type=str.lower,
+                       choices=configs.LOG_LEVELS)
     credentials.add_arguments(ctl, "the controller")
-    ctl.set_defaults(run=cmd_controller)
+    configs.add_argument(ctl, "controller")
+    ctl.set_defaults(run=cmd_controller, config_parser=ctl,
+                     config_schema=configs.CONTROLLER_CONFIG)
 
     relay = sub.add_parser("relay", help="run a relay node for one region")
-    relay.add_argument("--region", required=True, help="region id, as in the catalogue")
-    relay.add_argument("--controller", required=True, metavar="HOST:PORT[,HOST:PORT...]",
+    relay.add_argument("--region", help="region id, as in the catalogue (required, here or "
+                       "in --config)")
+    relay.add_argument("--controller", metavar="HOST:PORT[,HOST:PORT...]",
                        help="the controller, or its replicas: when a session ends or cannot "
-                       "begin, the next is tried")
+                       "begin, the next is tried (required, here or in --config)")
     relay.add_argument("--bind", default="127.0.0.1:0", metavar="HOST:PORT",
                        help="UDP address for relay traffic (default: %(default)s)")
+    relay.add_argument("--advertise", metavar="HOST",
+                       help="the address other relays and clients reach this one at, for "
+                       "probes, fabric and client edge alike: its public address behind NAT "
+                       "(default: the --bind host, which 0.0.0.0 is not)")
     relay.add_argument("--wan", type=Path, metavar="FILE",
                        help="emulated WAN model (written by `skymesh up`); default: none")
     relay.add_argument("--edge-cert", "--tls-cert", dest="tls_cert", type=Path, metavar="PEM",
@@ -133,9 +141,21 @@ def add_parsers(sub) -> None:
                        "--insecure, a random one)")
     relay.add_argument("--edge-port", type=int, default=0, metavar="PORT",
                        help="UDP port of the client edge on the --bind host (default: any)")
-    relay.add_argument("--log-level", default="info")
+    relay.add_argument("--log-level", default="info", type=str.lower,
+                       choices=configs.LOG_LEVELS)
     credentials.add_arguments(relay, "the relay")
-    relay.set_defaults(run=cmd_relay)
+    configs.add_argument(relay, "relay")
+    relay.set_defaults(run=cmd_relay, config_parser=relay, config_schema=configs.RELAY_CONFIG)
+
+
+UNSPECIFIED_HOSTS = ("0.0.0.0", "::", "")
+
+
+def say_checked(args: argparse.Namespace, summary: str) -> int:
+    """--check-config's answer: what would run, and from which file."""
+    source = f"{args.config}: valid" if args.config else "the flags are valid"
+    print(f"{source}: {summary}")
+    return 0
 
 
 def _duration(text: str) -> int:
@@ -180,7 +200,10 @@ def cmd_controller(args: argparse.Namespace) -> int:
         ("full-report-interval", args.full_report_interval)) if not value > 0]
     if not 0 < args.degraded_loss <= 1:
         problems.append("--degraded-loss must be in (0, 1]")
-    if args.store and args.listen.rpartition(":")[0] in ("0.0.0.0", "[::]", "") \
+    if args.store and args.state:
+        problems.append("--state and --store exclude each other (one may come from "
+                        "--config)")
+    if args.store and args.listen.rpartition(":")[0].strip("[]") in UNSPECIFIED_HOSTS \
             and not args.advertise:
         problems.append(f"--listen {args.listen}: other replicas cannot reach that address; "
                         "say where they can with --advertise HOST:PORT")
@@ -215,6 +238,14 @@ def cmd_controller(args: argparse.Namespace) -> int:
                         hysteresis=Hysteresis(args.hysteresis, args.hysteresis_ms),
                         fabric_key_rotation_s=float(args.fabric_key_rotation),
                         fabric_key_overlap_s=args.fabric_key_overlap)
+
+    if args.check_config:
+        return say_checked(args, f"controller on {args.listen}, {len(regions)} regions in "
+                           f"{len(policy.zones)} zones, "
+                           + (f"replica {args.replica} on {args.store}" if args.store else
+                              f"state in {args.state}" if args.state else "state not kept")
+                           + (f", resolver on {args.resolve_listen}" if args.resolve_listen
+                              else ""))
 
     async def run() -> None:
         server, controller, port = await serve(
@@ -262,6 +293,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from relay.node import EdgeSettings, RelayNode
     from skymesh.wan import load_model_row
 
+    missing = [f"--{flag} (or `{field}:` in --config)" for flag, field, value in (
+        ("region", "region", args.region), ("controller", "controllers", args.controller))
+        if not value]
+    if missing:
+        return fail(f"relay: {' and '.join(missing)} required")
     setup_logging(args.log_level, f"relay[{args.region}]")
     try:
         tls = credentials.resolve(args, f"relay-{args.region}-*.pem",
@@ -272,6 +308,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
     host, _, port = args.bind.rpartition(":")
     if not host or not port.isdigit():
         return fail(f"--bind: expected HOST:PORT, got {args.bind!r}")
+    host = host.strip("[]")
+    if args.advertise is None and host in UNSPECIFIED_HOSTS:
+        return fail(f"--bind {args.bind}: other relays and clients cannot reach that "
+                    "address; say where they can with --advertise HOST (`advertise:` in "
+                    "--config)")
     wan = None
     if args.wan:
         try:
@@ -290,8 +331,13 @@ def cmd_relay(args: argparse.Namespace) -> int:
         except ValueError as e:
             return fail(f"--edge-limits: {e}")
         edge = EdgeSettings(str(args.tls_cert), str(args.tls_key), args.edge_port, limits)
+    if args.check_config:
+        return say_checked(args, f"relay {args.region}/{node_id or '(random node id)'}, "
+                           f"controllers {args.controller}, udp {args.bind}"
+                           + (f" advertised as {args.advertise}" if args.advertise else "")
+                           + (f", client edge on port {args.edge_port}" if edge else ""))
     node = RelayNode(args.region, args.controller, (host, int(port)), wan, edge=edge, tls=tls,
-                     node_id=node_id)
+                     node_id=node_id, advertise=args.advertise)
 
     try:
         run_loop(until_signalled(node.run()))

@@ -62,7 +62,8 @@ def add_parsers(sub) -> None:
     up.add_argument("--demo", action="store_true",
                     help="once converged, stream from one region to several others and show "
                     "the end-to-end latency (as `skymesh demo`)")
-    up.add_argument("--log-level", default="info")
+    up.add_argument("--log-level", default="info", type=str.lower,
+                    choices=("debug", "info", "warning", "error", "critical"))
     up.add_argument("--edge-limits", metavar="NAME=VALUE,...",
                     help="the relays' client edge flood limits (as for `skymesh relay`)")
     up.add_argument("--insecure", action="store_true",
@@ -98,6 +99,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from skymesh import certs, wan
     from skymesh.catalogue import CatalogueError
     from skymesh.cli import admin, mesh
+    from skymesh.config import ConfigError
     from skymesh.net.tls import INSECURE_WARNING
     from skymesh.policy import PolicyError
 
@@ -153,20 +155,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         # every node is a process of this one machine: the load is theirs, not the regions'
         measure = args.probe_interval or mesh.probe_interval(relays)
         m = mesh.start(regions, args.regions or mesh.default_regions_dir(), only, wan_file,
-                       args.log_level, ["--probe-interval", str(measure),
-                                        "--neighbour-probe-interval",
-                                        str(args.neighbour_probe_interval),
-                                        "--down-after", str(args.down_after)]
-                       + (["--policy", str(args.policy.resolve())] if args.policy else [])
-                       + (["--geoip-db", str(args.geoip_db.resolve())]
-                          if args.geoip_db else []),
+                       args.log_level,
+                       {"probe": {"interval": measure,
+                                  "neighbour_interval": args.neighbour_probe_interval,
+                                  "down_after": args.down_after},
+                        "policy": args.policy.resolve() if args.policy else None,
+                        "resolver": {"geoip_db": args.geoip_db.resolve()
+                                     if args.geoip_db else None}},
                        insecure=args.insecure,
-                       relay_options=["--edge-limits", args.edge_limits]
-                       if args.edge_limits else [], nodes_per_region=per_region,
+                       edge_limits=mesh.limits_mapping(args.edge_limits)
+                       if args.edge_limits else None, nodes_per_region=per_region,
                        controllers=args.controllers, store=args.store)
     except (RuntimeError, OSError) as e:
         return fail(str(e))
-    except certs.CertError as e:
+    except (certs.CertError, ConfigError) as e:
         return fail(f"not starting the mesh: {e}")
     if args.insecure:
         say("WARNING: " + INSECURE_WARNING.format(what=m.controller))
@@ -370,9 +372,7 @@ def mesh_processes(state: dict) -> list[dict]:
     for key, pid in state["pids"]["relays"].items():
         region, node = nodes.parse(key)
         info = known.get(key, {})
-        argv = state.get("relay_argv", {}).get(key, [])
-        bind = argv[argv.index("--bind") + 1] if "--bind" in argv[:-1] else ""
         rows.append({"name": key, "region": region, "node": node or info.get("node", ""),
-                     "address": info.get("address") or bind.rpartition(":")[0], "pid": pid,
+                     "address": info.get("address", ""), "pid": pid,
                      "running": mesh.alive(pid)})
     return rows

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from skymesh import certs, nodes
-from skymesh.cli import mesh, up
+from skymesh.cli import configs, mesh, up
 from skymesh.cli.render import table
 
 REGIONS = ["fra", "lon", "nyc"]
@@ -43,20 +43,23 @@ def test_node_ids_are_checked_and_counted():
         mesh.node_ids(0)
 
 
-def test_relay_argv_names_the_node_only_with_several_per_region():
+def test_relay_settings_name_the_node_only_with_several_per_region(tmp_path: Path):
     spec = mesh.relay_specs(REGIONS, 2)[4]  # lon/n2
-    py = ["python", "-m", "skymesh"]
-    argv = mesh.relay_argv(py, spec, "127.0.0.1:7400", Path("wan.json"), Path("e.pem"),
-                           Path("e.key"), "info", ["--insecure"], ["--edge-limits", "x=1"],
-                           name_node=True)
-    assert argv[:3] == py and argv[3] == "relay"
-    assert argv[argv.index("--region") + 1] == "lon"
-    assert argv[argv.index("--bind") + 1] == f"{spec.address}:0"
-    assert argv[argv.index("--node") + 1] == "n2"
-    assert "--edge-limits" in argv and "--insecure" in argv
-    one = mesh.relay_argv(py, mesh.relay_specs(REGIONS)[1], "127.0.0.1:7400",
-                          Path("wan.json"), Path("e.pem"), Path("e.key"), "info", [])
-    assert "--node" not in one
+    settings = mesh.relay_settings(spec, "127.0.0.1:7400,127.0.0.1:7401", Path("wan.json"),
+                                   Path("e.pem"), Path("e.key"), "info", None,
+                                   mesh.limits_mapping("messages-per-s=5,media-burst-bytes=1e6"),
+                                   name_node=True)
+    path = configs.write(tmp_path / "lon.n2.yaml", configs.RELAY_CONFIG, settings)
+    values = configs.RELAY_CONFIG.load(path)
+    assert values["region"] == "lon" and values["node"] == "n2"
+    assert values["bind"] == f"{spec.address}:0"
+    assert values["controller"] == "127.0.0.1:7400,127.0.0.1:7401"
+    assert values["insecure"] is True
+    assert values["edge_limits"] == "messages-per-s=5,media-burst-bytes=1000000"
+    one = mesh.relay_settings(mesh.relay_specs(REGIONS)[1], "127.0.0.1:7400",
+                              Path("wan.json"), Path("e.pem"), Path("e.key"), "info", None)
+    assert "node" not in configs.RELAY_CONFIG.loads(configs.dump(one), "x", tmp_path)
+    assert mesh.config_argv(["py"], "relay", path) == ["py", "relay", "--config", str(path)]
 
 
 def test_log_files_do_not_collide():
@@ -110,27 +113,31 @@ def test_start_with_two_nodes_per_region_records_every_node(fake_spawn, home: Pa
     binds = set()
     for key in keys:
         argv = state["relay_argv"][key]
+        assert argv[-3:-1] == ["relay", "--config"]
+        values = configs.RELAY_CONFIG.load(argv[-1])
         region, node = nodes.parse(key)
-        assert argv[argv.index("--region") + 1] == region
-        assert argv[argv.index("--node") + 1] == (node or "n1")
-        binds.add(argv[argv.index("--bind") + 1])
+        assert values["region"] == region
+        assert values["node"] == (node or "n1")
+        binds.add(values["bind"])
         # each node presents its own mesh certificate, naming its region and node
-        cert = Path(argv[argv.index("--cert") + 1])
         assert any(s.startswith("URI:spiffe://") and s.endswith(f"/relay/{region}/{node or 'n1'}")
-                   for s in certs.describe(cert)["sans"])
+                   for s in certs.describe(values["cert"])["sans"])
     assert len(binds) == 6
     # the client edges' certificate covers every node's address
-    edge_cert = Path(state["relay_argv"]["nyc/n2"][
-        state["relay_argv"]["nyc/n2"].index("--tls-cert") + 1])
+    edge_cert = configs.RELAY_CONFIG.load(state["relay_argv"]["nyc/n2"][-1])["tls_cert"]
     sans = certs.describe(edge_cert)["sans"]
     assert f"IP:{state['relay_nodes']['nyc/n2']['address']}" in sans
+    controller = configs.CONTROLLER_CONFIG.load(state["controller_argv"][-1])
+    assert controller["listen"] == state["controller"]
+    assert controller["state"] == home / "controller-state.json"
 
 
 def test_start_with_one_node_per_region_keeps_argv_and_keys(fake_spawn, home: Path):
     mesh.start(regions_of(REGIONS), Path("regions"), None, home / "wan.json", insecure=True)
     state = json.loads(mesh.state_file().read_text())
     assert list(state["pids"]["relays"]) == REGIONS
-    assert all("--node" not in argv for argv in state["relay_argv"].values())
+    assert all("node" not in configs.RELAY_CONFIG.load(argv[-1])
+               for argv in state["relay_argv"].values())
     assert state["nodes_per_region"] == 1
 
 
