@@ -32,6 +32,9 @@ def add_parsers(sub) -> None:
     r.add_argument("--edge-ca", dest="edge_ca", type=Path, metavar="PEM",
                    help="CA certificate of the edges, for the race (default: the local "
                    "mesh's)")
+    r.add_argument("--edge-name", dest="edge_name", default="localhost", metavar="NAME",
+                   help="the name the edges' certificates are checked for in the race: "
+                   "edge.DOMAIN in a deployment (default: %(default)s, the local mesh's)")
     r.add_argument("--resolver", metavar="HOST:PORT[,HOST:PORT...]",
                    help="the resolvers to ask (default: the local mesh's)")
     r.add_argument("--token", help="the client's access token (default: one minted in the "
@@ -98,7 +101,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         if edge_ca is None:
             return fail("no CA of the edges to race handshakes with: pass --edge-ca FILE "
                         "(or --no-race)")
-        out.update(race(out["edges"], str(edge_ca)))
+        out.update(race(out["edges"], str(edge_ca), args.edge_name))
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -125,7 +128,7 @@ def as_json(reply, resolver: str) -> dict:
     }
 
 
-def race(edges: list[dict], edge_ca: str) -> dict:
+def race(edges: list[dict], edge_ca: str, edge_name: str = "localhost") -> dict:
     """The SDK's race (sdk/edges.py) to the first RACE_SIZE edges offered: "race" (each edge's
     round-trip time, fastest first; an edge that did not answer has none) and "chosen" (the
     address the SDK would connect to, `sdk.edges.pick`)."""
@@ -136,7 +139,7 @@ def race(edges: list[dict], edge_ca: str) -> dict:
     offered = [sdk_edges.Candidate(e["region"], e["nodes"][0]["node_id"] if e["nodes"] else "",
                                    *sdk_edges.split_address(e["address"]))
                for e in edges if e["address"]][:sdk_edges.RACE_SIZE]
-    raced = asyncio.run(sdk_edges.race(offered, edge_ca))
+    raced = asyncio.run(sdk_edges.race(offered, edge_ca, server_name=edge_name))
     times = {c.address: ms for c, ms in raced}
     chosen = sdk_edges.pick([c.address for c in offered], times)
     return {"race": [{"region": c.region, "address": c.address,

@@ -101,7 +101,7 @@ def _token(args: argparse.Namespace, channel: str, uid: str) -> str:
 
 def _endpoint(args: argparse.Namespace, role: str) -> tuple[traffic.Resolving, str, str]:
     """How the edges are found, the user id and the token of a pub or sub command."""
-    how = traffic.resolving(args.resolver, args.resolver_ca, args.edge_ca)
+    how = traffic.resolving(args.resolver, args.resolver_ca, args.edge_ca, args.edge_name)
     uid = args.uid or traffic.new_uid(role)
     return how, uid, _token(args, args.channel, uid)
 
@@ -233,7 +233,7 @@ def pick_regions(controller: str, src: str | None, to: str | None) -> tuple[str,
 def run_demo(controller: str, args: argparse.Namespace, say=print) -> dict:
     src, dests = pick_regions(controller, args.src, args.to)
     channel = args.channel or f"demo-{traffic.new_uid('ch')}"
-    how = traffic.resolving(args.resolver, args.resolver_ca, args.edge_ca)
+    how = traffic.resolving(args.resolver, args.resolver_ca, args.edge_ca, args.edge_name)
     tokens = {r: args.token or traffic.local_token(args.app, channel, f"{r}-user", args.zone)
               for r in [src, *dests]}
     paths = {r: admin.path(controller, src, r, args.zone) for r in dests}

@@ -100,6 +100,9 @@ def _edge_name(e: Edge) -> str:
     return f"{e.region}/{e.node} ({where})" if e.node else f"{e.region} ({where})"
 
 
+LOCAL_EDGE_NAME = "localhost"  # the local mesh's edges' certificate names it
+
+
 @dataclass(frozen=True)
 class Resolving:
     """How the command-line clients find their edges: the resolvers (the first to answer),
@@ -109,6 +112,7 @@ class Resolving:
     resolvers: tuple[str, ...]
     resolver_ca: bytes | None
     edge_ca: str
+    edge_name: str = LOCAL_EDGE_NAME  # the name the edges' certificates are checked for
 
 
 def add_resolving_arguments(p) -> None:
@@ -125,10 +129,14 @@ def add_resolving_arguments(p) -> None:
                    "database decides where that is; default: where the resolver sees it)")
     p.add_argument("--edge-ca", dest="edge_ca", metavar="PEM",
                    help="CA certificate of the edges (default: the local mesh's)")
+    p.add_argument("--edge-name", dest="edge_name", default=LOCAL_EDGE_NAME, metavar="NAME",
+                   help="the name the edges' certificates are checked for: edge.DOMAIN in a "
+                   "deployment (`skymesh certs issue --for-catalogue`; default: "
+                   "%(default)s, the local mesh's)")
 
 
 def resolving(resolver: str | None = None, resolver_ca: Path | None = None,
-              edge_ca: str | None = None) -> Resolving:
+              edge_ca: str | None = None, edge_name: str = LOCAL_EDGE_NAME) -> Resolving:
     """The resolvers and CAs given, else the local mesh's; AdminError naming what is
     missing."""
     state = mesh.running_state() or {}
@@ -151,7 +159,7 @@ def resolving(resolver: str | None = None, resolver_ca: Path | None = None,
     if not edges:
         raise admin.AdminError("no CA certificate of the edges: pass --edge-ca FILE (the "
                                "local mesh's is used when one is running)")
-    return Resolving(resolvers, ca_bytes, str(edges))
+    return Resolving(resolvers, ca_bytes, str(edges), edge_name)
 
 
 async def resolved_session(stack: AsyncExitStack, how: Resolving, token: str, channel: str, *,
@@ -160,7 +168,8 @@ async def resolved_session(stack: AsyncExitStack, how: Resolving, token: str, ch
     (of `region` only, when given) and the handshake race picks; it moves to another edge by
     itself when that one is lost. Joining is the caller's."""
     return await stack.enter_async_context(connect(
-        token=token, channel=channel, ca_file=how.edge_ca, resolvers=how.resolvers,
+        token=token, channel=channel, ca_file=how.edge_ca, server_name=how.edge_name,
+        resolvers=how.resolvers,
         resolver_ca=how.resolver_ca, address=address, region=region))
 
 
