@@ -167,34 +167,40 @@ def _provider_problems(value: object, source: str) -> list[str]:
 
 def _aws_problems(hint: object, source: str) -> list[str]:
     where = f"{source}: provider.aws"
+    problems = []
     if isinstance(hint, dict):
         unknown = sorted(str(k) for k in hint if k not in ("region", "instance_type"))
         if unknown:
-            return [f"{where}: unknown fields {unknown} (known: region, instance_type)"]
+            problems.append(f"{where}: unknown fields {unknown} (known: region, "
+                            "instance_type)")
         itype = hint.get("instance_type")
         if itype is not None and not (isinstance(itype, str) and INSTANCE_TYPE.fullmatch(itype)):
-            return [f"{where}.instance_type: {itype!r} is not an EC2 instance type "
-                    "(e.g. c6in.large)"]
+            problems.append(f"{where}.instance_type: {itype!r} is not an EC2 instance type "
+                            "(e.g. c6in.large)")
         hint = hint.get("region")
         where += ".region"
     if not (isinstance(hint, str) and AWS_REGION.fullmatch(hint)):
-        return [f"{where}: {hint!r} is not an AWS region (e.g. eu-west-2)"]
-    return []
+        problems.append(f"{where}: {hint!r} is not an AWS region (e.g. eu-west-2)")
+    return problems
 
 
 def _capacity_problems(value: object, source: str) -> list[str]:
     if not isinstance(value, dict):
         return [f"{source}: capacity: must be a mapping such as {{relays: 3, gbps: 100}}, "
                 f"got {value!r}"]
+    problems = []
+    unknown = sorted(str(k) for k in value if k not in ("relays", "gbps"))
+    if unknown:
+        problems.append(f"{source}: capacity: unknown fields {unknown} (known: relays, gbps)")
     relays = value.get("relays", 1)
     if isinstance(relays, bool) or not isinstance(relays, int) \
             or not 1 <= relays <= MAX_RELAYS_PER_REGION:
-        return [f"{source}: capacity.relays: must be a whole number from 1 to "
-                f"{MAX_RELAYS_PER_REGION}, got {relays!r}"]
+        problems.append(f"{source}: capacity.relays: must be a whole number from 1 to "
+                        f"{MAX_RELAYS_PER_REGION}, got {relays!r}")
     gbps = value.get("gbps")
     if gbps is not None and _number(gbps, 0, 1e6) is None:
-        return [f"{source}: capacity.gbps: must be a number, got {gbps!r}"]
-    return []
+        problems.append(f"{source}: capacity.gbps: must be a number, got {gbps!r}")
+    return problems
 
 
 def _read(file: Path, source: str) -> tuple[object, list[str]]:

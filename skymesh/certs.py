@@ -330,17 +330,19 @@ def verify_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
 
 def is_current(cert_path: Path, key_path: Path, ca_cert: x509.Certificate,
                hosts: Iterable[str] = (), fresh_s: float = 86400) -> bool:
-    """Whether the certificate at `cert_path` (its key beside it) can stay: signed by
-    `ca_cert` (the current CA), naming every one of `hosts`, valid for `fresh_s` more."""
+    """Whether the certificate at `cert_path` and its key at `key_path` can stay: the key is
+    the certificate's, signed by `ca_cert` (the current CA), naming every one of `hosts`,
+    valid for `fresh_s` more."""
     try:
         cert = load_cert(cert_path)
         info = describe(cert_path)
-    except (CertError, OSError, ValueError):
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except (CertError, OSError, ValueError, TypeError):
         return False
     names = {n.split(":", 1)[1] for n in info["sans"]}
     fresh = cert.not_valid_after_utc.timestamp() - time.time() > fresh_s
-    return (Path(key_path).exists() and fresh and set(hosts) <= names
-            and verify_signed_by(cert, ca_cert))
+    own_key = key.public_key() == cert.public_key()
+    return own_key and fresh and set(hosts) <= names and verify_signed_by(cert, ca_cert)
 
 
 def describe(cert_path: Path) -> dict:

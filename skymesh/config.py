@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from skymesh import yamlfile
 HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.\-]+):(\d{1,5})")
 DNS_NAME = re.compile(r"(?=.{1,253}$)[0-9A-Za-z]([0-9A-Za-z\-]{0,61}[0-9A-Za-z])?"
                       r"(\.[0-9A-Za-z]([0-9A-Za-z\-]{0,61}[0-9A-Za-z])?)*")
+
+
+MAX_NUMBER = 1e15  # beyond any setting's sense, and within a float's exact integers
 
 
 class ConfigError(ValueError):
@@ -57,7 +61,7 @@ class Schema:
     def __init__(self, what: str, fields: Iterable[Field]) -> None:
         self.what = what  # "relay", "controller": named in the errors of an empty file
         self.fields = {f.path: f for f in fields}
-        sections = {p.rpartition(".")[0] for p in self.fields if "." in p}
+        sections = {p.rsplit(".", k)[0] for p in self.fields for k in range(1, p.count(".") + 1)}
         clash = sections & set(self.fields)
         if clash:
             raise ValueError(f"{sorted(clash)} are both fields and sections")
@@ -105,6 +109,10 @@ class Schema:
                 problems.append(f"{origin}: {where}: field names are strings, got {key!r}")
                 continue
             path = prefix + key
+            if "." in key:
+                problems.append(f"{origin}: {path}: field names have no dots: write "
+                                f"{key.partition('.')[0]}: {{{key.partition('.')[2]}: ...}}")
+                continue
             if path in self.fields:
                 field = self.fields[path]
                 if value is None:  # `key:` with nothing: the default, as if absent
@@ -120,12 +128,17 @@ class Schema:
                 problems.append(f"{origin}: {path}: unknown field{self._suggest(path)}")
 
     def _suggest(self, path: str) -> str:
+        """A near name in the same section; else the same name in another section (a field
+        put in the wrong place); else what this section holds."""
+        prefix, _, name = path.rpartition(".")
         known = [*self.fields, *self.sections]
-        close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
-        if close:
-            return f" (did you mean {close[0]}?)"
-        prefix = path.rpartition(".")[0]
         here = sorted(p.rpartition(".")[2] for p in known if p.rpartition(".")[0] == prefix)
+        close = difflib.get_close_matches(name, here, n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)"
+        elsewhere = sorted(p for p in known if p.rpartition(".")[2] == name)
+        if elsewhere:
+            return f" (did you mean {elsewhere[0]}?)"
         return f" (known here: {', '.join(here)})" if here else ""
 
 
@@ -140,6 +153,8 @@ def _kind(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
+    if value is None:
+        return "nothing (null)"
     return type(value).__name__
 
 
@@ -168,6 +183,11 @@ def host_port(value: Any, base: Path) -> str:
     """HOST:PORT (an IPv6 host in brackets), port 0-65535."""
     if not isinstance(value, str) or not (m := HOST_PORT.fullmatch(value.strip())):
         raise Invalid(f"expected HOST:PORT, got {_kind(value)}")
+    try:
+        host(value.strip().rpartition(":")[0], base)
+    except Invalid:
+        raise Invalid(f"expected HOST:PORT, HOST a DNS name or an IP address, got "
+                      f"{value!r}") from None
     if int(m.group(1)) > 65535:
         raise Invalid(f"port {m.group(1)} is not in 0-65535")
     return value.strip()
@@ -221,7 +241,10 @@ def path(value: Any, base: Path) -> Path:
     """A file or directory path; a relative one is relative to the file's directory."""
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"expected a path, got {_kind(value)}")
-    p = Path(value).expanduser()
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError:  # ~someone who is no user here
+        raise Invalid(f"{value!r}: no such user's home directory") from None
     return p if p.is_absolute() else base / p
 
 
@@ -230,9 +253,14 @@ def number(low: float | None = None, high: float | None = None, *, integer: bool
     """A number in [low, high] (`low_open`: above low); `integer`: a whole number."""
     def convert(value: Any, base: Path) -> float | int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                (integer and not isinstance(value, int)) or value != value:
+                (integer and not isinstance(value, int)):
             raise Invalid(f"expected {'a whole number' if integer else 'a number'}, got "
                           f"{_kind(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Invalid(f"expected a finite number, got {value}")
+        if abs(value) > MAX_NUMBER:
+            raise Invalid(f"expected a number of sensible size, got one of {len(str(value))} "
+                          "digits" if isinstance(value, int) else f"{value} is too large")
         if low is not None and (value <= low if low_open else value < low):
             raise Invalid(f"must be {'above' if low_open else 'at least'} {low}, got {value}")
         if high is not None and value > high:
@@ -257,20 +285,26 @@ def boolean(value: Any, base: Path) -> bool:
 
 DURATION = re.compile(r"\s*(\d+)\s*([smhd]?)\s*")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 10 * 366 * 86400
 
 
 def seconds(text: str) -> int:
     """Seconds from `90s`, `15m`, `24h`, `7d` or plain seconds; ValueError otherwise."""
     m = DURATION.fullmatch(text)
-    if not m:
+    if not m or len(m.group(1)) > 12:
         raise ValueError(f"expected a duration such as 24h, 30m, 90s, 7d or seconds, got "
                          f"{text!r}")
-    return int(m.group(1)) * DURATION_UNITS[m.group(2)]
+    out = int(m.group(1)) * DURATION_UNITS[m.group(2)]
+    if out > MAX_DURATION_S:
+        raise ValueError(f"{text!r} is longer than ten years")
+    return out
 
 
 def duration(value: Any, base: Path) -> int:
     """A duration in the file: 24h, 30m, 90s, 7d, or a whole number of seconds."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if value > MAX_DURATION_S:
+            raise Invalid(f"{value} s is longer than ten years")
         return value
     if isinstance(value, str):
         try:

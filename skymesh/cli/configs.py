@@ -30,6 +30,11 @@ def _edge_limits(value: Any, base: Path) -> str:
     if not isinstance(value, dict) or not value:
         raise config.Invalid("expected a mapping of limit names to numbers, e.g. "
                              "{joins-per-source-per-s: 20}")
+    for k, v in value.items():
+        if not isinstance(k, str) or "=" in k or "," in k:
+            raise config.Invalid(f"{k!r} is not a limit's name")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise config.Invalid(f"{k}: expected a number, got {v!r}")
     text = ",".join(f"{k}={v}" for k, v in value.items())
     try:
         parse_limits(text)

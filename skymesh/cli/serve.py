@@ -309,6 +309,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         return fail(f"--bind: expected HOST:PORT, got {args.bind!r}")
     host = host.strip("[]")
+    if args.advertise is not None and args.advertise.strip("[]") in UNSPECIFIED_HOSTS:
+        return fail(f"--advertise {args.advertise}: no one can reach that address; give the "
+                    "relay's public address")
     if args.advertise is None and host in UNSPECIFIED_HOSTS:
         return fail(f"--bind {args.bind}: other relays and clients cannot reach that "
                     "address; say where they can with --advertise HOST (`advertise:` in "
