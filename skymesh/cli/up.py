@@ -148,7 +148,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                         f"{args.store or 'a local etcd'}" if args.controllers > 1 or args.store
                         else "a controller")
     say(f"starting {controllers_said} and {relays} relays{nodes_said} (latency from "
-        f"{source}; logs in {mesh.home() / 'logs'})")
+        f"{source}; configuration files in {mesh.home() / 'config'}, logs in "
+        f"{mesh.home() / 'logs'})")
     t0 = time.monotonic()
     only = list(regions) if args.only else None
     try:
