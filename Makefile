@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test fuzz install install-test etcd proto bench down clean
+.PHONY: demo test fuzz install install-test etcd deploy-tools proto bench down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,26 @@ etcd:
 	  echo "installing etcd-server from Debian's packages"; \
 	  apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; }
 
-test: install-test etcd
+# What the deployment's tests (tests/unit/deploy) check with: systemd-analyze and shellcheck
+# from Debian's packages, and cloud-init's schema taken out of its package (installing
+# cloud-init would add its boot services to this machine).
+CLOUD_INIT_SCHEMA := .cache/cloud-init-schema.json
+deploy-tools: $(CLOUD_INIT_SCHEMA)
+	@command -v systemd-analyze >/dev/null 2>&1 && command -v shellcheck >/dev/null 2>&1 || { \
+	  echo "installing systemd and shellcheck from Debian's packages"; \
+	  apt-get update -qq && apt-get install -y -qq systemd shellcheck >/dev/null; }
+
+$(CLOUD_INIT_SCHEMA):
+	@echo "taking cloud-init's schema out of Debian's cloud-init package"
+	@rm -rf .cache/deb && mkdir -p .cache/deb && cd .cache/deb && \
+	  { apt-get download -qq cloud-init 2>/dev/null || \
+	    { apt-get update -qq && apt-get download -qq cloud-init; }; } && \
+	  dpkg-deb --fsys-tarfile cloud-init_*.deb | tar -xO \
+	    ./usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json \
+	    > ../cloud-init-schema.json.part
+	@mv .cache/cloud-init-schema.json.part $(CLOUD_INIT_SCHEMA) && rm -rf .cache/deb
+
+test: install-test etcd deploy-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -75,6 +75,12 @@ def controller_host(replica: str, domain: str) -> str:
     return f"{replica}.{domain}"
 
 
+def resolver_host(domain: str) -> str:
+    """The name clients reach the EdgeResolver by (every replica serves it): a public DNS
+    name with an address record per controller, where `domain` is one the operator owns."""
+    return f"resolve.{domain}"
+
+
 def etcd_host(replica: str, domain: str) -> str:
     return f"etcd-{replica}.{domain}"
 
@@ -89,15 +95,17 @@ def certificate_plan(regions: Mapping[str, Region], domain: str = DEFAULT_DOMAIN
                      controllers: int = DEFAULT_CONTROLLERS,
                      nodes: int | None = None) -> list[CertSpec]:
     """Every certificate a deployment of `regions` needs: per controller replica its mesh
-    identity and its etcd member's server certificate; per region a client-edge certificate
-    and one mesh identity per relay node."""
+    identity (for its own name and the resolvers') and its etcd member's server
+    certificate; per region a client-edge certificate and one mesh identity per relay
+    node."""
     if not DOMAIN.fullmatch(domain):
         raise ProvisioningError(f"--domain {domain!r}: expected a DNS domain such as "
                                 f"{DEFAULT_DOMAIN}")
     plan: list[CertSpec] = []
     for replica in controller_ids(controllers):
         plan.append(CertSpec(f"controller-{replica}", "controller",
-                             (controller_host(replica, domain),), node=replica))
+                             (controller_host(replica, domain), resolver_host(domain)),
+                             node=replica))
         plan.append(CertSpec(f"etcd-{replica}", "etcd",
                              (etcd_host(replica, domain), "localhost", "127.0.0.1"),
                              node=replica))

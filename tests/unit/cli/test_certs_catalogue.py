@@ -103,7 +103,8 @@ def test_a_deployments_certificates_and_manifest(deployment, capsys):
             assert row["hosts"] == []
         elif row["kind"] == "controller":
             assert certs.identity_of(cert) == identity.controller(MESH, row["node"])
-            assert row["hosts"] == [f"{row['node']}.skymesh.internal"]
+            assert row["hosts"] == [f"{row['node']}.skymesh.internal",
+                                    "resolve.skymesh.internal"]
         else:  # edge and etcd: TLS servers, no mesh identity
             assert info["identity"] == "", stem
     assert rows["edge-aa"]["hosts"] == ["edge.skymesh.internal", "aa.edge.skymesh.internal"]

@@ -94,9 +94,11 @@ def test_names_and_hosts_of_each_certificate():
     regions = {"fra": region("fra", capacity={"relays": 2}), "lon": region("lon")}
     plan = certificate_plan(regions, domain="mesh.example.net", controllers=2)
     assert [(s.stem, s.kind, s.hosts, s.region, s.node) for s in plan] == [
-        ("controller-c1", "controller", ("c1.mesh.example.net",), "", "c1"),
+        ("controller-c1", "controller", ("c1.mesh.example.net", "resolve.mesh.example.net"),
+         "", "c1"),
         ("etcd-c1", "etcd", ("etcd-c1.mesh.example.net", "localhost", "127.0.0.1"), "", "c1"),
-        ("controller-c2", "controller", ("c2.mesh.example.net",), "", "c2"),
+        ("controller-c2", "controller", ("c2.mesh.example.net", "resolve.mesh.example.net"),
+         "", "c2"),
         ("etcd-c2", "etcd", ("etcd-c2.mesh.example.net", "localhost", "127.0.0.1"), "", "c2"),
         ("edge-fra", "edge", ("edge.mesh.example.net", "fra.edge.mesh.example.net"), "fra",
          ""),
@@ -121,7 +123,7 @@ def test_a_bad_domain_is_refused(domain):
 def test_good_domains():
     for domain in ("skymesh.internal", "mesh.example.co.uk", "a-b.c9.example"):
         assert certificate_plan({"fra": region("fra")}, domain=domain)[0].hosts == \
-            (f"c1.{domain}",)
+            (f"c1.{domain}", f"resolve.{domain}")
 
 
 @pytest.mark.parametrize("controllers", [0, -1])

@@ -1,0 +1,153 @@
+"""What the deployment tests share: where things are, stand-ins for what only AWS knows
+(addresses, secret ARNs), and the root configuration's module calls evaluated into the
+modules' inputs as terraform would wire them, so that the region and controllers modules are
+checked with what the root gives them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hcl
+
+from skymesh.catalogue import load_catalogue
+
+REPO = Path(__file__).resolve().parents[3]
+TERRAFORM = REPO / "terraform"
+REGIONS = REPO / "regions"
+DEPLOY = REPO / "deploy"
+MODULES = {"root": TERRAFORM, "region": TERRAFORM / "modules" / "region",
+           "controllers": TERRAFORM / "modules" / "controllers"}
+
+# Stand-ins for what only AWS knows: the controllers' Elastic IPs, an account.
+CONTROLLER_IPS = {"c1": "198.51.100.11", "c2": "198.51.100.12", "c3": "198.51.100.13"}
+ACCOUNT = "123456789012"
+DATA_BUCKET = "skymesh-controllers-20261207000000000000000001"
+
+
+@functools.cache
+def _region_number() -> dict[str, int]:
+    return {rid: i for i, rid in enumerate(sorted(load_catalogue(REGIONS)))}
+
+
+def relay_ip(region: str, index: int) -> str:
+    """A distinct stand-in address per relay node (`index` from 0)."""
+    return f"203.0.{_region_number()[region]}.{index + 10}"
+
+
+def secret_arn(aws_region: str, name: str) -> str:
+    partition = "aws-cn" if aws_region.startswith("cn-") else "aws"
+    return f"arn:{partition}:secretsmanager:{aws_region}:{ACCOUNT}:secret:skymesh/{name}-AbCdEf"
+
+
+def pem(kind: str, name: str) -> str:
+    return f"-----BEGIN {kind}-----\nc3R1Yg== {name}\n-----END {kind}-----\n"
+
+
+def relay_block(root: hcl.Module, aws_region: str) -> hcl.Block:
+    """The root's module block for the relays in `aws_region`."""
+    return root.module_calls()["relays_" + aws_region.replace("-", "_")]
+
+
+def module_inputs(ev: hcl.Evaluator, block: hcl.Block) -> dict[str, Any]:
+    """A module block's arguments, evaluated where the block is (ev: its instance)."""
+    meta = {"source", "for_each", "count", "providers", "depends_on", "version"}
+    return {name: ev.attribute(block, name) for name in block.attributes if name not in meta}
+
+
+def root_evaluator(modules: dict[str, hcl.Module], root_vars: dict[str, Any],
+                   **variables: Any) -> hcl.Evaluator:
+    """The root configuration with stand-ins for what its modules put out: the controllers'
+    addresses, and each provisioned region's relay addresses."""
+    root = modules["root"]
+    ev = hcl.Evaluator(root, {**root_vars, **variables})
+    resources: dict[str, Any] = {
+        "module.controllers": {"public_ips": dict(list(CONTROLLER_IPS.items())
+                                                  [:ev.variables["controller_count"]])}}
+    relays = ev.local("relays")
+    for name, block in root.module_calls().items():
+        if name == "controllers":
+            continue
+        selected = ev.attribute(block, "for_each")
+        resources[f"module.{name}"] = {
+            rid: {"public_ips": {f"n{i + 1}": relay_ip(rid, i)
+                                 for i in range(relays[rid]["nodes"])}}
+            for rid in selected}
+    ev.resources.update(resources)
+    return ev
+
+
+def region_evaluator(modules: dict[str, hcl.Module], root_ev: hcl.Evaluator,
+                     region: str) -> hcl.Evaluator:
+    """The region module as the root instantiates it for catalogue region `region`, with
+    stand-ins for its resources (Elastic IPs, secrets) and data sources."""
+    relays = root_ev.local("relays")
+    aws_region = relays[region]["aws_region"]
+    block = relay_block(modules["root"], aws_region)
+    inputs = module_inputs(root_ev.with_instance(each=(region, relays[region])), block)
+    ev = hcl.Evaluator(modules["region"], inputs, cwd=TERRAFORM)
+    partition = "aws-cn" if aws_region.startswith("cn-") else "aws"
+    ev.resources.update({
+        "data.aws_partition.current": {
+            "partition": partition,
+            "dns_suffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"},
+        "data.aws_region.current": {"name": aws_region},
+        "aws_eip.node": [{"public_ip": relay_ip(region, i)}
+                         for i in range(inputs["node_count"])],
+        "aws_secretsmanager_secret.tls": {
+            name: {"arn": secret_arn(aws_region, f"{region}/{name}"),
+                   "id": secret_arn(aws_region, f"{region}/{name}")}
+            for name in ev.local("new_secrets")},
+    })
+    return ev
+
+
+def controllers_evaluator(modules: dict[str, hcl.Module],
+                          root_ev: hcl.Evaluator) -> hcl.Evaluator:
+    block = modules["root"].module_calls()["controllers"]
+    ev = hcl.Evaluator(modules["controllers"], module_inputs(root_ev, block), cwd=TERRAFORM)
+    region = root_ev.variables["controller_aws_region"]
+    ev.resources.update({
+        "data.aws_partition.current": {"partition": "aws", "dns_suffix": "amazonaws.com"},
+        "data.aws_region.current": {"name": region},
+        # two availability zones offer the instance type: replicas go round them
+        "data.aws_ec2_instance_type_offerings.node": {
+            "locations": [f"{region}a", f"{region}b", f"{region}-lax-1a"]},
+        "data.aws_availability_zones.standard": {"names": [f"{region}a", f"{region}b"]},
+        "aws_eip.node": {c: {"public_ip": ip} for c, ip in CONTROLLER_IPS.items()},
+        "aws_s3_bucket.data": {"id": DATA_BUCKET, "arn": f"arn:aws:s3:::{DATA_BUCKET}"},
+        "aws_secretsmanager_secret.this": {
+            name: {"arn": secret_arn(region, f"controllers/{name}"),
+                   "id": secret_arn(region, f"controllers/{name}")}
+            for name in ev.local("new_secrets")},
+    })
+    return ev
+
+
+# -- the terraform binary, where there is one (it cannot be installed here) -------------------
+
+
+def terraform_binary() -> str | None:
+    return shutil.which("terraform")
+
+
+def terraform_console(directory: Path, expression: str, *args: str) -> Any:
+    """The value of `expression` in the configuration in `directory`, as `terraform
+    console` computes it (JSON-encoded there, decoded here)."""
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "TF_IN_AUTOMATION": "1",
+           "CHECKPOINT_DISABLE": "1"}
+    proc = subprocess.run([terraform_binary(), "console", *args],
+                          input=f"jsonencode({expression})\n", capture_output=True, text=True,
+                          cwd=directory, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # the console prints the JSON text as an HCL string: quoted, escaped, with ${ as $${
+    line = proc.stdout.strip().splitlines()[-1]
+    text = json.loads(line).replace("$${", "${").replace("%%{", "%{")
+    return json.loads(text)
+
