@@ -388,6 +388,9 @@ def restart(state: dict, which: str) -> int:
     if which == "etcd":
         return restart_etcd(state)
     if which == "controller":
+        old = state["pids"].get("controller")
+        if old and alive(old):
+            _end(old)  # its port is the one to listen on again
         proc = spawn(state["controller_argv"], logs / "controller.log")
         host, _, port = state["controller"].rpartition(":")
         _wait_listening(proc, host, int(port), logs / "controller.log")
@@ -400,7 +403,9 @@ def restart(state: dict, which: str) -> int:
     pids = state["pids"]["relays"]
     down = [k for k in keys if pids.get(k) is None or not alive(pids[k])]
     if len(keys) == 1:
-        down = keys  # a lone relay is started even if it runs, as it was before nodes
+        down = keys  # a lone relay is restarted even if it runs, as it was before nodes
+        if pids.get(keys[0]) is not None and alive(pids[keys[0]]):
+            _end(pids[keys[0]])  # not two processes of one node
     for key in down:
         pids[key] = spawn(state["relay_argv"][key], log_file(logs, key)).pid
     state_file().write_text(json.dumps(state, indent=1))
@@ -425,6 +430,9 @@ def restart_replicas(state: dict, names: list[str]) -> int:
     logs = Path(state["logs"])
     for name in names:
         info = state["replicas"][name]
+        old = state["pids"]["replicas"].get(name)
+        if old and alive(old):
+            _end(old)
         proc = spawn(info["argv"], logs / f"{name}.log")
         host, _, port = info["address"].rpartition(":")
         _wait_listening(proc, host, int(port), logs / f"{name}.log")
@@ -550,6 +558,18 @@ def stop(state: dict, timeout: float = 5.0, progress: Callable[[str], None] = pr
     except FileNotFoundError:
         pass
     return len(running)
+
+
+def _end(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM `pid`, and SIGKILL it if it has not gone within `timeout`."""
+    if pid <= 0:  # never a process group
+        raise ValueError(f"not a process id: {pid}")
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.05)
+    if alive(pid):
+        _signal(pid, signal.SIGKILL)
 
 
 def _signal(pid: int, sig: int) -> None:

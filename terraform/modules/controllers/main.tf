@@ -19,9 +19,10 @@ locals {
   secretsmanager = var.mesh.tls_mode == "secretsmanager"
   domain         = var.mesh.domain
 
-  # Fixed private addresses, known at plan: etcd's peers find each other by them.
+  # Fixed private addresses in their zones' subnets, known at plan: etcd's peers find each
+  # other by them.
   private_ip = {
-    for i, c in local.replicas : c => cidrhost(cidrsubnet(var.vpc_cidr, 8, i % local.zone_count), 10 + floor(i / local.zone_count))
+    for i, c in local.replicas : c => cidrhost(module.network.subnet_cidrs[i % local.zone_count], 10 + floor(i / local.zone_count))
   }
 
   # Every replica's gRPC endpoint, by the name its certificate carries.
@@ -108,93 +109,55 @@ locals {
     [var.mesh.skymesh_package],
   )
 
-  arch   = contains(data.aws_ec2_instance_type.node.supported_architectures, "x86_64") ? "amd64" : "arm64"
-  ami_id = var.ami_id != null ? var.ami_id : one(data.aws_ami.debian[*].id)
-
-  # Up to three availability zones offering the instance type; replicas go round them.
-  zones      = slice(local.offered_zones, 0, min(3, length(local.offered_zones)))
-  zone_count = max(1, length(local.zones)) # 0 fails the plan (aws_vpc's precondition)
-  offered_zones = sort(setintersection(
-    data.aws_ec2_instance_type_offerings.node.locations,
-    data.aws_availability_zones.standard.names,
-  ))
+  # Replicas go round the network's zones (up to three offering the instance type; none fails
+  # the plan, at modules/network's precondition).
+  zone_count = max(1, length(module.network.zones))
 }
 
 # --- the network --------------------------------------------------------------------------------
 
-data "aws_availability_zones" "standard" {
-  state = "available"
+# A VPC of the controllers' own, a public subnet in each of up to three availability zones that
+# offer the instance type.
+module "network" {
+  source = "../network"
 
-  # Not Local Zones or Wavelength: the region's own zones.
-  filter {
-    name   = "opt-in-status"
-    values = ["opt-in-not-required"]
-  }
+  name          = "skymesh-controllers"
+  instance_type = var.instance_type
+  vpc_cidr      = var.vpc_cidr
 }
 
-data "aws_ec2_instance_type_offerings" "node" {
-  location_type = "availability-zone"
-
-  filter {
-    name   = "instance-type"
-    values = [var.instance_type]
-  }
+# These were this module's own before modules/network: moved, not destroyed and made again
+# (each subnet and association keeps its index).
+moved {
+  from = aws_vpc.controllers
+  to   = module.network.aws_vpc.this
 }
 
-resource "aws_vpc" "controllers" {
-  cidr_block           = var.vpc_cidr
-  enable_dns_support   = true
-  enable_dns_hostnames = true
-
-  tags = { Name = "skymesh-controllers" }
-
-  lifecycle {
-    precondition {
-      condition     = length(local.zones) > 0
-      error_message = "No availability zone of ${data.aws_region.current.name} offers ${var.instance_type}; choose another controller_instance_type."
-    }
-  }
+moved {
+  from = aws_internet_gateway.controllers
+  to   = module.network.aws_internet_gateway.this
 }
 
-resource "aws_internet_gateway" "controllers" {
-  vpc_id = aws_vpc.controllers.id
-
-  tags = { Name = "skymesh-controllers" }
+moved {
+  from = aws_subnet.controllers
+  to   = module.network.aws_subnet.this
 }
 
-resource "aws_subnet" "controllers" {
-  count = length(local.zones)
-
-  vpc_id            = aws_vpc.controllers.id
-  availability_zone = local.zones[count.index]
-  cidr_block        = cidrsubnet(var.vpc_cidr, 8, count.index)
-
-  tags = { Name = "skymesh-controllers-${local.zones[count.index]}" }
+moved {
+  from = aws_route_table.controllers
+  to   = module.network.aws_route_table.this
 }
 
-resource "aws_route_table" "controllers" {
-  vpc_id = aws_vpc.controllers.id
-
-  route {
-    cidr_block = "0.0.0.0/0"
-    gateway_id = aws_internet_gateway.controllers.id
-  }
-
-  tags = { Name = "skymesh-controllers" }
-}
-
-resource "aws_route_table_association" "controllers" {
-  count = length(aws_subnet.controllers)
-
-  subnet_id      = aws_subnet.controllers[count.index].id
-  route_table_id = aws_route_table.controllers.id
+moved {
+  from = aws_route_table_association.controllers
+  to   = module.network.aws_route_table_association.this
 }
 
 # The replicas' own group: the resolver for everyone; gRPC and etcd between replicas.
 resource "aws_security_group" "controller" {
   name_prefix = "skymesh-controller-"
   description = "skymesh controllers: the resolver, and gRPC and etcd between replicas"
-  vpc_id      = aws_vpc.controllers.id
+  vpc_id      = module.network.vpc_id
 
   tags = { Name = "skymesh-controller" }
 
@@ -244,7 +207,7 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 resource "aws_security_group" "grpc_clients" {
   name_prefix = "skymesh-controller-grpc-"
   description = "skymesh controllers: gRPC from the relays and the operators"
-  vpc_id      = aws_vpc.controllers.id
+  vpc_id      = module.network.vpc_id
 
   tags = { Name = "skymesh-controller-grpc" }
 
@@ -408,21 +371,12 @@ resource "aws_iam_instance_profile" "node" {
   role = aws_iam_role.node[each.key].name
 }
 
-data "aws_ec2_instance_type" "node" {
+# The replicas' image: Debian's newest Debian 12 for the instance type, unless ami_id.
+module "ami" {
+  source = "../ami"
+
   instance_type = var.instance_type
-}
-
-data "aws_ami" "debian" {
-  count = var.ami_id == null && data.aws_partition.current.partition == "aws" ? 1 : 0
-
-  most_recent = true
-  # Debian's own account (wiki.debian.org/Cloud/AmazonEC2Image).
-  owners = ["136693071363"]
-
-  filter {
-    name   = "name"
-    values = ["debian-12-${local.arch}-*"]
-  }
+  ami_id        = var.ami_id
 }
 
 # The replica's addresses exist before its instance: the private one that its etcd peers and
@@ -430,7 +384,7 @@ data "aws_ami" "debian" {
 resource "aws_network_interface" "node" {
   for_each = toset(local.replicas)
 
-  subnet_id       = aws_subnet.controllers[index(local.replicas, each.key) % local.zone_count].id
+  subnet_id       = module.network.subnet_ids[index(local.replicas, each.key) % local.zone_count]
   private_ips     = [local.private_ip[each.key]]
   security_groups = [aws_security_group.controller.id, aws_security_group.grpc_clients.id]
 
@@ -444,7 +398,7 @@ resource "aws_eip" "node" {
 
   tags = { Name = "skymesh-controller-${each.key}" }
 
-  depends_on = [aws_internet_gateway.controllers]
+  depends_on = [module.network.internet_gateway_id]
 }
 
 resource "aws_eip_association" "node" {
@@ -457,7 +411,7 @@ resource "aws_eip_association" "node" {
 resource "aws_instance" "node" {
   for_each = toset(local.replicas)
 
-  ami                  = local.ami_id
+  ami                  = module.ami.id
   instance_type        = var.instance_type
   iam_instance_profile = aws_iam_instance_profile.node[each.key].name
 
@@ -493,7 +447,7 @@ resource "aws_instance" "node" {
     ignore_changes = [ami, user_data_base64]
 
     precondition {
-      condition     = local.ami_id != null
+      condition     = module.ami.id != null
       error_message = "No AMI for the controllers in ${data.aws_region.current.name}: Debian publishes none there (AWS China); set ami_ids[\"${data.aws_region.current.name}\"]."
     }
   }

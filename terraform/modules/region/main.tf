@@ -66,93 +66,51 @@ locals {
     var.mesh.pip_index_url == null ? [] : ["--index-url", var.mesh.pip_index_url],
     [var.mesh.skymesh_package],
   )
-
-  # Debian's images, by the architecture the instance type runs.
-  arch   = contains(data.aws_ec2_instance_type.node.supported_architectures, "x86_64") ? "amd64" : "arm64"
-  ami_id = var.ami_id != null ? var.ami_id : one(data.aws_ami.debian[*].id)
-
-  # Up to three availability zones offering the instance type; nodes are spread over them.
-  zones = slice(local.offered_zones, 0, min(3, length(local.offered_zones)))
-  offered_zones = sort(setintersection(
-    data.aws_ec2_instance_type_offerings.node.locations,
-    data.aws_availability_zones.standard.names,
-  ))
 }
 
 # --- the network --------------------------------------------------------------------------------
 
-data "aws_availability_zones" "standard" {
-  state = "available"
+# A VPC of the region's own, a public subnet in each of up to three availability zones that
+# offer the instance type; the nodes are spread over them.
+module "network" {
+  source = "../network"
 
-  # Not Local Zones or Wavelength: the region's own zones.
-  filter {
-    name   = "opt-in-status"
-    values = ["opt-in-not-required"]
-  }
+  name          = "skymesh-${var.region_id}"
+  instance_type = var.instance_type
+  vpc_cidr      = var.vpc_cidr
 }
 
-data "aws_ec2_instance_type_offerings" "node" {
-  location_type = "availability-zone"
-
-  filter {
-    name   = "instance-type"
-    values = [var.instance_type]
-  }
+# These were this module's own before modules/network: moved, not destroyed and made again
+# (each subnet and association keeps its index).
+moved {
+  from = aws_vpc.relays
+  to   = module.network.aws_vpc.this
 }
 
-resource "aws_vpc" "relays" {
-  cidr_block           = var.vpc_cidr
-  enable_dns_support   = true
-  enable_dns_hostnames = true
-
-  tags = { Name = "skymesh-${var.region_id}" }
-
-  lifecycle {
-    precondition {
-      condition     = length(local.zones) > 0
-      error_message = "No availability zone of ${data.aws_region.current.name} offers ${var.instance_type} (relays of ${var.region_id}); choose another instance type."
-    }
-  }
+moved {
+  from = aws_internet_gateway.relays
+  to   = module.network.aws_internet_gateway.this
 }
 
-resource "aws_internet_gateway" "relays" {
-  vpc_id = aws_vpc.relays.id
-
-  tags = { Name = "skymesh-${var.region_id}" }
+moved {
+  from = aws_subnet.relays
+  to   = module.network.aws_subnet.this
 }
 
-resource "aws_subnet" "relays" {
-  count = length(local.zones)
-
-  vpc_id            = aws_vpc.relays.id
-  availability_zone = local.zones[count.index]
-  cidr_block        = cidrsubnet(var.vpc_cidr, 8, count.index)
-
-  tags = { Name = "skymesh-${var.region_id}-${local.zones[count.index]}" }
+moved {
+  from = aws_route_table.relays
+  to   = module.network.aws_route_table.this
 }
 
-resource "aws_route_table" "relays" {
-  vpc_id = aws_vpc.relays.id
-
-  route {
-    cidr_block = "0.0.0.0/0"
-    gateway_id = aws_internet_gateway.relays.id
-  }
-
-  tags = { Name = "skymesh-${var.region_id}" }
-}
-
-resource "aws_route_table_association" "relays" {
-  count = length(aws_subnet.relays)
-
-  subnet_id      = aws_subnet.relays[count.index].id
-  route_table_id = aws_route_table.relays.id
+moved {
+  from = aws_route_table_association.relays
+  to   = module.network.aws_route_table_association.this
 }
 
 resource "aws_security_group" "relay" {
   name_prefix = "skymesh-relay-${var.region_id}-"
   description = "skymesh relays of ${var.region_id}: probes, traffic between regions, the QUIC client edge"
-  vpc_id      = aws_vpc.relays.id
+  vpc_id      = module.network.vpc_id
 
   tags = { Name = "skymesh-relay-${var.region_id}" }
 
@@ -258,21 +216,12 @@ resource "aws_iam_instance_profile" "node" {
   role = aws_iam_role.node[count.index].name
 }
 
-data "aws_ec2_instance_type" "node" {
+# The nodes' image: Debian's newest Debian 12 for the instance type, unless ami_id.
+module "ami" {
+  source = "../ami"
+
   instance_type = var.instance_type
-}
-
-data "aws_ami" "debian" {
-  count = var.ami_id == null && data.aws_partition.current.partition == "aws" ? 1 : 0
-
-  most_recent = true
-  # Debian's own account (wiki.debian.org/Cloud/AmazonEC2Image).
-  owners = ["136693071363"]
-
-  filter {
-    name   = "name"
-    values = ["debian-12-${local.arch}-*"]
-  }
+  ami_id        = var.ami_id
 }
 
 # The node's address: its network interface and Elastic IP exist before the instance, so the
@@ -281,7 +230,7 @@ data "aws_ami" "debian" {
 resource "aws_network_interface" "node" {
   count = var.node_count
 
-  subnet_id       = aws_subnet.relays[count.index % max(1, length(aws_subnet.relays))].id
+  subnet_id       = module.network.subnet_ids[count.index % max(1, length(module.network.subnet_ids))]
   security_groups = [aws_security_group.relay.id]
 
   tags = { Name = "skymesh-relay-${var.region_id}-${local.nodes[count.index]}" }
@@ -294,7 +243,7 @@ resource "aws_eip" "node" {
 
   tags = { Name = "skymesh-relay-${var.region_id}-${local.nodes[count.index]}" }
 
-  depends_on = [aws_internet_gateway.relays]
+  depends_on = [module.network.internet_gateway_id]
 }
 
 resource "aws_eip_association" "node" {
@@ -307,7 +256,7 @@ resource "aws_eip_association" "node" {
 resource "aws_instance" "node" {
   count = var.node_count
 
-  ami                  = local.ami_id
+  ami                  = module.ami.id
   instance_type        = var.instance_type
   iam_instance_profile = aws_iam_instance_profile.node[count.index].name
 
@@ -345,7 +294,7 @@ resource "aws_instance" "node" {
     ignore_changes = [ami, user_data_base64]
 
     precondition {
-      condition     = local.ami_id != null
+      condition     = module.ami.id != null
       error_message = "No AMI for relays of ${var.region_id} in ${data.aws_region.current.name}: Debian publishes none there (AWS China); set ami_ids[\"${data.aws_region.current.name}\"]."
     }
   }

@@ -204,6 +204,16 @@ def test_restart_a_region_starts_only_its_nodes_that_are_down(fake_processes, ho
         mesh.restart(state, "fra/n9")
 
 
+def test_restarting_a_running_node_ends_it_first(fake_processes, home: Path):
+    living, signalled = fake_processes
+    state = state_of({"fra": 11, "fra/n2": 21}, home)
+    living.update({11, 21})
+    new = mesh.restart(state, "fra/n2")
+    assert signalled == [21] and 21 not in living  # not two processes of one node
+    assert state["pids"]["relays"]["fra/n2"] == new != 21
+    assert 11 in living
+
+
 def test_nodes_connected_counts_listed_nodes_or_connected_regions():
     listed = [{"connected": True, "nodes": [{"node_id": "n1"}, {"node_id": "n2"}]},
               {"connected": True, "nodes": [{"node_id": "n1"}]},

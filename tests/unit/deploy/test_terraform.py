@@ -2,11 +2,14 @@
 with python-hcl2; variables declared, used, typed, described and validated; module calls
 against the modules' variables; providers pinned; one provider alias and module block per AWS
 region; and the set of regions the root derives from regions/*.yaml, evaluated in Python
-(hcl.py), against the catalogue's own reading of its AWS hints (skymesh.provisioning).
+(hcl.py), against the catalogue's own reading of its AWS hints (skymesh.provisioning); the
+network and ami modules the region and controllers modules share, and the moved blocks that
+keep the network those modules had before.
 Where a terraform binary happens to be installed, it checks the evaluator and the format."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -16,10 +19,15 @@ from pathlib import Path
 import hcl
 import pytest
 from deploykit import (
+    DEBIAN_AMI,
+    MODULES,
     REGIONS,
     TERRAFORM,
+    ami_evaluator,
     controllers_evaluator,
     module_inputs,
+    network_evaluator,
+    outputs,
     region_evaluator,
     relay_block,
     relay_ip,
@@ -81,7 +89,7 @@ def module_call_problems(module: hcl.Module) -> list[str]:
 # -- the modules' shape -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["root", "region", "controllers"])
+@pytest.mark.parametrize("name", list(MODULES))
 def test_module_layout(modules: dict[str, hcl.Module], name: str) -> None:
     path = modules[name].path
     for file in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"):
@@ -96,25 +104,39 @@ def test_module_layout(modules: dict[str, hcl.Module], name: str) -> None:
                                                             f"{block.file.name}"
 
 
-@pytest.mark.parametrize("name", ["root", "region", "controllers"])
+@pytest.mark.parametrize("name", list(MODULES))
 def test_variables_declared_used_typed_described(modules: dict[str, hcl.Module],
                                                  name: str) -> None:
     assert variable_problems(modules[name]) == []
 
 
-@pytest.mark.parametrize("name", ["root", "region", "controllers"])
+@pytest.mark.parametrize("name", list(MODULES))
 def test_outputs_described(modules: dict[str, hcl.Module], name: str) -> None:
     for block in modules[name].of("output"):
         assert {"description", "value"} <= set(block.attributes), block.name
 
 
-def test_module_calls_pass_required_and_known_variables(modules: dict[str, hcl.Module]) -> None:
-    root = modules["root"]
-    assert len(root.module_calls()) > 30  # the controllers and one per AWS region
-    assert module_call_problems(root) == []
+@pytest.mark.parametrize("name", list(MODULES))
+def test_module_calls_pass_required_and_known_variables(modules: dict[str, hcl.Module],
+                                                        name: str) -> None:
+    assert module_call_problems(modules[name]) == []
 
 
-@pytest.mark.parametrize("name", ["root", "region", "controllers"])
+def test_who_calls_which_module(modules: dict[str, hcl.Module]) -> None:
+    assert len(modules["root"].module_calls()) > 30  # the controllers and one per AWS region
+    for name in ("region", "controllers"):
+        calls = modules[name].module_calls()
+        sources = {call: hcl.Evaluator(modules[name], strict_variables=False).attribute(
+            block, "source") for call, block in calls.items()}
+        assert sources == {"network": "../network", "ami": "../ami"}, name
+    # the shared modules are leaves: no module of their own, no provider block (they get
+    # their callers' aws provider, and with it its region and default tags)
+    for name in ("network", "ami"):
+        assert modules[name].module_calls() == {}
+        assert modules[name].of("provider") == []
+
+
+@pytest.mark.parametrize("name", list(MODULES))
 def test_versions_pinned(modules: dict[str, hcl.Module], name: str) -> None:
     module = modules[name]
     ev = hcl.Evaluator(module, strict_variables=False)
@@ -402,6 +424,154 @@ def test_security_group_descriptions_are_what_aws_takes(modules: dict[str, hcl.M
                 assert allowed.fullmatch(description), (address, description)
 
 
+# -- the network and ami modules, shared by the region and controllers modules -----------------
+
+
+# What each caller's network was called before modules/network: its resources' names then, and
+# the Name tag they carried (kept, so that the moved resources do not change).
+NETWORK_BEFORE = {"region": ("relays", "skymesh-london"),
+                  "controllers": ("controllers", "skymesh-controllers")}
+
+
+def callers(modules: dict[str, hcl.Module], root_vars: dict, **variables) -> dict:
+    root = root_evaluator(modules, root_vars, **variables)
+    return {"region": region_evaluator(modules, root, "london"),
+            "controllers": controllers_evaluator(modules, root)}
+
+
+def vpc_precondition_failures(ev: hcl.Evaluator) -> list[str]:
+    (lifecycle,) = ev.module.resources()["aws_vpc.this"].children("lifecycle")
+    return [ev.attribute(p, "error_message") for p in lifecycle.children("precondition")
+            if not ev.attribute(p, "condition")]
+
+
+def test_network_subnets_in_up_to_three_zones_offering_the_type(
+        modules: dict[str, hcl.Module], root_vars: dict) -> None:
+    region = callers(modules, root_vars)["region"]
+    ev = network_evaluator(modules, region)
+    # of the stand-ins: the region's own zones that offer the type, not the Local Zone
+    assert outputs(ev)["zones"] == ["eu-west-2a", "eu-west-2b"]
+    assert outputs(ev)["subnet_cidrs"] == ["10.80.0.0/24", "10.80.1.0/24"]
+    assert outputs(ev)["subnet_ids"] == ["subnet-0", "subnet-1"]
+    assert vpc_precondition_failures(ev) == []
+    association = ev.module.resources()["aws_route_table_association.this"]
+    assert ev.attribute(association, "count") == 2
+
+    five = [f"eu-west-2{z}" for z in "edcba"]
+    ev = network_evaluator(modules, region, zones={
+        "data.aws_ec2_instance_type_offerings.this": {"locations": five},
+        "data.aws_availability_zones.standard": {"names": five}})
+    assert outputs(ev)["zones"] == ["eu-west-2a", "eu-west-2b", "eu-west-2c"]
+    assert outputs(ev)["subnet_cidrs"][2] == "10.80.2.0/24"
+
+    # no zone offers the type: the plan fails, saying where and what
+    ev = network_evaluator(modules, region, zones={
+        "data.aws_ec2_instance_type_offerings.this": {"locations": ["eu-west-2-lax-1a"]},
+        "data.aws_availability_zones.standard": {"names": ["eu-west-2a"]}})
+    assert outputs(ev)["zones"] == [] and outputs(ev)["subnet_ids"] == []
+    (failure,) = vpc_precondition_failures(ev)
+    assert "eu-west-2" in failure and "c6in.large" in failure and "skymesh-london" in failure
+
+
+@pytest.mark.parametrize("caller", sorted(NETWORK_BEFORE))
+def test_network_keeps_the_names_it_had(modules: dict[str, hcl.Module], root_vars: dict,
+                                        caller: str) -> None:
+    ev = network_evaluator(modules, callers(modules, root_vars)[caller])
+    _, name = NETWORK_BEFORE[caller]
+    resources = ev.module.resources()
+    for address in ("aws_vpc.this", "aws_internet_gateway.this", "aws_route_table.this"):
+        assert ev.attribute(resources[address], "tags") == {"Name": name}, address
+    zone = outputs(ev)["zones"][0]
+    assert ev.with_instance(count_index=0).attribute(resources["aws_subnet.this"], "tags") == \
+        {"Name": f"{name}-{zone}"}
+    vpc_cidr = {"region": "10.80.0.0/16", "controllers": "10.90.0.0/16"}[caller]
+    assert ev.attribute(resources["aws_vpc.this"], "cidr_block") == vpc_cidr
+
+
+@pytest.mark.parametrize("caller", sorted(NETWORK_BEFORE))
+def test_moved_blocks_keep_an_existing_network(modules: dict[str, hcl.Module],
+                                               caller: str) -> None:
+    """Every resource of the network module is where one of the caller's resources was
+    before: a moved block each, whole resources (a counted one keeps its instances'
+    indexes), so that terraform moves them in the state instead of destroying and making
+    them again."""
+    module = modules[caller]
+    moves = {}
+    for block in module.of("moved"):
+        source, target = (hcl._tokens_text(block.attributes[n]).strip() for n in ("from", "to"))
+        assert source not in moves, f"{source} moved twice"
+        moves[source] = target
+    old, _ = NETWORK_BEFORE[caller]
+    network = modules["network"].resources()
+    assert moves == {f"{address.split('.')[0]}.{old}": f"module.network.{address}"
+                     for address in network}
+    for source, target in moves.items():
+        # the old address is free, and the new one a resource of the same type there
+        assert source not in module.resources(), source
+        assert re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_]+", source), f"{source}: not a whole resource"
+        assert target.split(".")[2:] == source.split(".")[:1] + ["this"]
+    # the counted ones are counted there as they were here (their indexes mean the same)
+    for address in ("aws_subnet.this", "aws_route_table_association.this"):
+        assert "count" in network[address].attributes, address
+
+
+def test_controllers_fixed_addresses_are_in_their_subnets(modules: dict[str, hcl.Module],
+                                                          root_vars: dict) -> None:
+    ev = callers(modules, root_vars)["controllers"]
+    network = ev.resources["module.network"]
+    cidr_of = dict(zip(network["subnet_ids"], network["subnet_cidrs"], strict=True))
+    interface = ev.module.resources()["aws_network_interface.node"]
+    subnets = []
+    for replica, address in ev.local("private_ip").items():
+        inst = ev.with_instance(each=(replica, replica))
+        subnet = inst.attribute(interface, "subnet_id")
+        assert inst.attribute(interface, "private_ips") == [address]
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(cidr_of[subnet])
+        subnets.append(subnet)
+    # the replicas go round the zones, at distinct addresses
+    assert subnets == ["subnet-0", "subnet-1", "subnet-0"]
+    assert len(set(ev.local("private_ip").values())) == 3
+
+
+def test_relays_spread_over_the_subnets(modules: dict[str, hcl.Module],
+                                        root_vars: dict) -> None:
+    ev = callers(modules, root_vars, relays_per_region={"london": 3})["region"]
+    interface = ev.module.resources()["aws_network_interface.node"]
+    assert [ev.with_instance(count_index=i).attribute(interface, "subnet_id")
+            for i in range(3)] == ["subnet-0", "subnet-1", "subnet-0"]
+
+
+def test_ami_is_debians_for_the_architecture_unless_given(modules: dict[str, hcl.Module],
+                                                          root_vars: dict) -> None:
+    root = root_evaluator(modules, root_vars)
+    london = region_evaluator(modules, root, "london")
+    debian = next(b for b in modules["ami"].of("data") if b.labels == ["aws_ami", "debian"])
+    for architectures, image in [(("x86_64", "i386"), "debian-12-amd64-*"),
+                                 (("arm64",), "debian-12-arm64-*")]:
+        ev = ami_evaluator(modules, london, architectures)
+        (name,) = debian.children("filter")
+        assert ev.attribute(name, "values") == [image]
+        assert ev.attribute(debian, "owners") == ["136693071363"]  # Debian's own account
+        assert outputs(ev) == {"id": DEBIAN_AMI}
+    assert london.resources["module.ami"] == {"id": DEBIAN_AMI}
+
+    # AWS China: no Debian image, and the instances' precondition asks for one
+    beijing = region_evaluator(modules, root, "beijing")
+    assert ami_evaluator(modules, beijing).attribute(debian, "count") == 0
+    assert beijing.resources["module.ami"] == {"id": None}
+    (lifecycle,) = beijing.module.resources()["aws_instance.node"].children("lifecycle")
+    (precondition,) = lifecycle.children("precondition")
+    assert beijing.attribute(precondition, "condition") is False
+    assert 'ami_ids["cn-north-1"]' in beijing.attribute(precondition, "error_message")
+
+    mine = "ami-0fedcba9876543210"
+    root = root_evaluator(modules, root_vars, ami_ids={"cn-north-1": mine})
+    beijing = region_evaluator(modules, root, "beijing")
+    assert ami_evaluator(modules, beijing).attribute(debian, "count") == 0
+    assert beijing.resources["module.ami"] == {"id": mine}
+    assert beijing.attribute(precondition, "condition") is True
+
+
 # -- the evaluator -------------------------------------------------------------------------------
 
 
@@ -458,6 +628,13 @@ def test_a_broken_copy_is_caught(modules: dict[str, hcl.Module], tmp_path: Path)
         "variable resolver_port has no type"]
     assert module_call_problems(hcl.load_module(broken)) == [
         "module.relays_us_east_1: edge_ports is not a variable of ./modules/region"]
+    # and in a module's own calls: the network's range misspelt in the controllers' call
+    controllers = broken / "modules" / "controllers" / "main.tf"
+    controllers.write_text(controllers.read_text().replace(
+        "  vpc_cidr      = var.vpc_cidr\n", "  vpc_cdir      = var.vpc_cidr\n", 1))
+    assert module_call_problems(hcl.load_module(broken / "modules" / "controllers")) == [
+        "module.network: required variable vpc_cidr not given",
+        "module.network: vpc_cdir is not a variable of ../network"]
 
     main.write_text(text.replace("cidr_ipv4         = \"0.0.0.0/0\"",
                                  "cidr_ipv4         = var.world", 1))
