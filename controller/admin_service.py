@@ -45,6 +45,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.controller = controller
         self.mesh = mesh
         self.cluster = cluster or (lambda: lone("controller", "", controller.store))
+        self.metrics_addr = ""  # this process's Prometheus endpoint, host:port ("": none)
 
     async def allow(self, context: grpc.aio.ServicerContext, rpc: str) -> str:
         """Who is calling `rpc`, if their certificate allows it; else the call is aborted
@@ -98,6 +99,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             store=admin_pb2.StoreInfo(kind=c.store_kind, where=c.store_where,
                                       healthy=c.store_healthy, error=c.store_error),
             replica=c.replica,
+            metrics_addr=self.metrics_addr,
         )
 
     async def Regions(self, request, context) -> admin_pb2.RegionsReply:
@@ -120,13 +122,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     hello_version=session.relay.hello_version if session else 0,
                     counters=session.counters if session else {},
                     edge_addr=session.edge_addr if session else "",
+                    metrics_addr=session.metrics_addr if session else "",
                     drained=rid in ctl.drained,
                     nodes=[admin_pb2.NodeInfo(
                         node_id=n.relay.node_id, probe_addr=n.relay.probe_addr,
                         edge_addr=n.edge_addr, route_version=n.routes.acked_version,
                         lead=n is session, sessions=n.counters.get("edge.sessions", 0),
                         counters=n.counters, transit_weight=ctl.transit_weight(n),
-                        replica=n.replica)
+                        replica=n.replica, metrics_addr=n.metrics_addr)
                         for n in ctl.region_sessions(rid)],
                 )
             )

@@ -33,11 +33,15 @@ from skymesh.catalogue import Region
 from skymesh.edgeproto import MAX_CHANNEL_ID
 from skymesh.geo import nearest_regions
 from skymesh.linkstate import LINK, PROTOCOL_BY_CHANGE, PROTOCOL_TABLE_CHANGES
+from skymesh.metrics import Histogram
 from skymesh.nodes import address, parse, region_of, transit_weights
 from skymesh.policy import Policy
 from skymesh.ratelimit import TokenBucket
 
 log = logging.getLogger("skymesh.controller")
+
+MAX_EVENT_KINDS = 48  # distinct event kinds counted by name (relay/ and controller/ have ~20)
+MAX_PUSHES_TIMED = 16  # versions a session keeps push times of (as the distribution's cap)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Hello:
     route_version: int = 0  # version of the tables the relay holds (0: none)
     edge_addr: str = ""
     protocol: int = 0  # PROTOCOL_BY_CHANGE: peer lists and reports by change
+    metrics_addr: str = ""  # its Prometheus metrics ("": not served)
 
 
 @dataclass(frozen=True)
@@ -293,6 +298,9 @@ class Session:
     send: Send
     routes: RelayRoutes
     edge_addr: str = ""
+    metrics_addr: str = ""  # where its Prometheus metrics are scraped ("": not served)
+    # when each version not acknowledged yet was pushed (lead sessions), for push-to-ACK
+    pushed_at: dict[int, float] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
     bucket: TokenBucket | None = None  # its messages' flood limit
     protocol: int = 0
@@ -450,6 +458,9 @@ class Controller:
         self.computing = False  # a route computation is under way (off the shell's loop)
         self.recomputes = 0
         self.recompute_ms = 0.0
+        self.recompute_seconds = Histogram()  # every round's duration, for the metrics
+        self.push_ack_seconds = Histogram()  # from a table's push to its relay's ACK
+        self.event_counts: Counter[str] = Counter()  # events by kind since start
         self.round_moved = -1  # links the round under way took in (-1: computed whole)
         self.reports = 0
         self.samples_taken = 0
@@ -499,7 +510,7 @@ class Controller:
             routes = self.distribution.attach(
                 region, hello.route_version, changes=hello.protocol >= PROTOCOL_TABLE_CHANGES)
         session = Session(relay, send, routes, edge_addr=hello.edge_addr, bucket=bucket,
-                          protocol=hello.protocol)
+                          protocol=hello.protocol, metrics_addr=hello.metrics_addr)
         here[relay.node_id] = session
         self.membership.connect(session.node)
         if follows:
@@ -824,7 +835,15 @@ class Controller:
         cost = latency / 2 + bound * model.loss_penalty_ms + model.hop_cost_ms
         return np.where(usable, cost, np.inf)
 
-    def on_ack(self, session: Session, version: int, accepted: bool, reason: str = "") -> None:
+    def on_ack(self, session: Session, version: int, accepted: bool, reason: str = "",
+               now: float | None = None) -> None:
+        """A relay's ACK or NACK of the routes of `version` (`now`: when it came, for the
+        push-to-ACK latency)."""
+        pushed = session.pushed_at.pop(version, None)
+        for older in [v for v in session.pushed_at if v < version]:
+            del session.pushed_at[older]  # superseded unsent, or never to be acknowledged
+        if pushed is not None and now is not None and accepted:
+            self.push_ack_seconds.observe(max(0.0, now - pushed))
         if self.sessions.get(session.relay.region) is not session:  # a follower
             if accepted:
                 session.routes.acknowledge(version)
@@ -846,6 +865,7 @@ class Controller:
         for e in events:
             e = kept_event(e, unix)
             self.events.append(Event(session.relay.region, e, unix))
+            self.count_event(e.kind)
             if e.kind in ("link-down", "link-up", "reroute"):
                 log.info("%s: %s %s %s", session.relay.region, e.kind, e.peer, e.detail)
                 self.dirty = True
@@ -855,6 +875,14 @@ class Controller:
         """An event of the controller's own, beside the relays'."""
         self.events.append(Event("controller", RelayEvent(at_unix_s=unix, kind=kind, peer=peer,
                                                           detail=detail), unix))
+        self.count_event(kind)
+
+    def count_event(self, kind: str) -> None:
+        """Count an event by kind, for the metrics: the kinds relays send are theirs to name,
+        so past MAX_EVENT_KINDS new ones count as "other" (a label's values stay bounded)."""
+        if kind not in self.event_counts and len(self.event_counts) >= MAX_EVENT_KINDS:
+            kind = "other"
+        self.event_counts[kind] += 1
 
     # -- channels --------------------------------------------------------------------------
 
@@ -1048,6 +1076,7 @@ class Controller:
         self.routes = done.routes
         self.recomputes += 1
         self.recompute_ms = took_s * 1000
+        self.recompute_seconds.observe(took_s)
         if took_s > SLOW_ROUND_S:  # what a push waits for shows in the log
             log.info("routes computed in %.2f s (%s): %d relays' rows changed", took_s,
                      "all links" if self.round_moved < 0 else
@@ -1098,6 +1127,9 @@ class Controller:
             for session in self.region_sessions(push.region):
                 if session is self.sessions[push.region]:
                     session.send(push)
+                    session.pushed_at[push.version] = now
+                    if len(session.pushed_at) > MAX_PUSHES_TIMED:  # a relay that is silent
+                        del session.pushed_at[min(session.pushed_at)]
                 else:
                     self.mirror(session, push)
         return bool(pushes)

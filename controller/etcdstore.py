@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from controller import etcdstate
 from controller.etcd import Etcd, EtcdError, created_at, delete_op, put_op
 from controller.etcdstate import Keys
-from controller.store import AuditEntry, ControllerState, only_known, recent
+from controller.store import AuditEntry, ControllerState, counted, only_known, recent
 
 log = logging.getLogger("skymesh.controller")
 
@@ -76,6 +77,7 @@ class EtcdStore:
         self.route_sets: dict[str, tuple[int, bytes, list[bytes]]] = {}
         self.route_writer: asyncio.Task | None = None
         self.route_sets_kept = 0  # written, since this replica started
+        self.ops: Counter[tuple[str, str]] = Counter()  # (op, ok or error), for the metrics
 
     @property
     def where(self) -> str:
@@ -121,7 +123,9 @@ class EtcdStore:
             raise StoreUnavailable(f"not kept ({what}): this replica does not "
                                    "lead")
         try:
-            result = await self.etcd.txn([created_at(fence.key, fence.create_revision)], ops)
+            with counted(self.ops, "write"):
+                result = await self.etcd.txn([created_at(fence.key, fence.create_revision)],
+                                             ops)
         except EtcdError as e:
             raise StoreUnavailable(f"not kept ({what}): {e}") from None
         if not result.succeeded:

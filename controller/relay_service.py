@@ -263,7 +263,7 @@ def dispatch(ctl: Controller, session: Session, msg: relay_pb2.RelayMessage, now
         ctl.on_report(session, translate.samples(msg.report), msg.report.counters, now,
                       full=msg.report.full, sent_unix_s=msg.report.sent_unix_s, unix=unix)
     elif kind == "ack":
-        ctl.on_ack(session, msg.ack.version, msg.ack.accepted, msg.ack.reason)
+        ctl.on_ack(session, msg.ack.version, msg.ack.accepted, msg.ack.reason, now)
     elif kind == "channels":
         ctl.on_channels(session, translate.interest(msg.channels), now)
     elif kind == "events":
@@ -310,6 +310,9 @@ def check_hello(
     if hello.edge_addr and not _host_port(hello.edge_addr):
         return (grpc.StatusCode.INVALID_ARGUMENT,
                 f"edge_addr {hello.edge_addr[:64]!r} is not host:port (port 1-65535)")
+    if hello.metrics_addr and not _host_port(hello.metrics_addr):
+        return (grpc.StatusCode.INVALID_ARGUMENT,
+                f"metrics_addr {hello.metrics_addr[:64]!r} is not host:port (port 1-65535)")
     if hello.route_version > MAX_HELD_VERSION:  # versions go on above it: a uint64 would overflow
         return (grpc.StatusCode.INVALID_ARGUMENT,
                 f"route_version {hello.route_version} is beyond any version pushed "

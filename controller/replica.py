@@ -40,6 +40,7 @@ class Replica:
         self.make_loop = make_loop
         self.mesh = mesh
         self.loop = None  # RecomputeLoop, once this replica has led
+        self.metrics_addr = ""  # its Prometheus endpoint, host:port ("": none)
         self.resolver_server = None  # --resolve-listen
         self.relays: RelayControlService | None = None
         self.admin: AdminService | None = None
@@ -103,7 +104,7 @@ class Replica:
             return admin_pb2.StatusReply(
                 relays=len({region for region, _ in m.relays}), regions=len(self.catalogue),
                 route_version=max(sets, default=0), converged=False, replica=c.replica,
-                leader=c.leader,
+                leader=c.leader, metrics_addr=self.metrics_addr,
                 replicas=[admin_pb2.ReplicaInfo(id=r.id, address=r.address, leader=r.leader,
                                                 healthy=r.healthy) for r in c.replicas],
                 store=admin_pb2.StoreInfo(kind=c.store_kind, where=c.store_where,
@@ -177,6 +178,7 @@ class Replica:
                 store.relay_down(s.relay.region, s.relay.node_id)
             self.loop.computed = self.relays.take_reports
             self.admin = AdminService(core, self.mesh, self.leadership.view)
+            self.admin.metrics_addr = self.metrics_addr
             follow(self.loop, self.leadership)
             self.rounds = asyncio.get_running_loop().create_task(self.loop.run())
         else:

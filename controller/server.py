@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -137,7 +138,7 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                 tls: TlsFiles | None, store_url: str | None = None, replica: str = "c1",
                 election_ttl_s: float = DEFAULT_TTL_S, lead_timeout_s: float = 30.0,
                 advertise: str | None = None, resolve_listen: str | None = None,
-                geoip: CityDatabase | None = None,
+                geoip: CityDatabase | None = None, metrics_listen: str | None = None,
                 ) -> tuple[grpc.aio.Server, RecomputeLoop | Replica, int]:
     """Start serving on `listen`, with mutual TLS on `tls` (the controller's certificate;
     clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
@@ -178,6 +179,10 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         runner = replica_on(store_url, tls, mesh, replica, address, election_ttl_s,
                             catalogue, make_loop)
         gateway.add_to_server(runner.relay_gateway, runner.admin_gateway, server)
+        if metrics_listen is not None:
+            runner.metrics_addr = await serve_metrics(
+                metrics_listen, lambda: runner.loop.core if runner.loop else None,
+                lambda: runner.leadership.leading, runner.leadership.store, address)
         if resolve_listen is not None:
             # the replicas ask each other over the mesh's port, with their certificates
             here = held_resolver(runner, geoip)
@@ -201,11 +206,34 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     relays = RelayControlService(runner.core, mesh)
     runner.computed = relays.take_reports
     relay_service.add_to_server(relays, server)
-    admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminService(runner.core, mesh, functools.partial(lone, replica, address, store)),
-        server)
+    admin = AdminService(runner.core, mesh, functools.partial(lone, replica, address, store))
+    admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
+    if metrics_listen is not None:
+        admin.metrics_addr = await serve_metrics(metrics_listen, lambda: runner.core,
+                                                 lambda: True, store, address)
     await server.start()
     return server, runner, port
+
+
+async def serve_metrics(listen: str, core: Callable[[], object],
+                        leading: Callable[[], bool], store: object, address: str) -> str:
+    """The Prometheus endpoint on `listen`; where it is, as the admin status says it (the
+    host the controller is reached at when it listens on every address)."""
+    from controller.metrics import ControllerCollector
+    from skymesh.net import metricsserver
+
+    ops = getattr(store, "ops", None)
+    server = await metricsserver.serve(listen, metricsserver.registry_with(
+        ControllerCollector(core, leading, ops if ops is not None else Counter())))
+    _metrics_servers.add(server)
+    port = metricsserver.bound_address(server).rpartition(":")[2]
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        host = address.rpartition(":")[0]
+    return f"{host}:{port}"
+
+
+_metrics_servers: set = set()  # held: the loop keeps only weak references
 
 
 def held_resolver(runner: Replica, geoip: CityDatabase | None

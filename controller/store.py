@@ -12,10 +12,12 @@ of the same interface.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -141,6 +143,17 @@ def only_known(drained: Iterable[str], known: Collection[str], where: str,
                            fabric_keys=fabric_keys)
 
 
+@contextlib.contextmanager
+def counted(ops: Counter[tuple[str, str]], op: str) -> Iterator[None]:
+    """Count `op` in `ops` as ("op", "ok") or, when it raised, ("op", "error")."""
+    try:
+        yield
+    except BaseException:
+        ops[(op, "error")] += 1
+        raise
+    ops[(op, "ok")] += 1
+
+
 class FileStore:
     """The state as a small JSON file, `{"drained": [...], "fabric_keys": [...]}`, mode 0600
     (it holds the fabric keys), replaced atomically (written to a .tmp beside it, then
@@ -152,6 +165,7 @@ class FileStore:
         self.path = Path(path)
         self.audit_path = self.path.with_name(self.path.name + ".audit.jsonl")
         self.kept: dict = {}  # the document as last read or written
+        self.ops: Counter[tuple[str, str]] = Counter()  # (op, ok or error), for the metrics
 
     @property
     def where(self) -> str:
@@ -183,6 +197,10 @@ class FileStore:
                                                   for e, k in keys]})
 
     def _write(self, data: dict) -> None:
+        with counted(self.ops, "write"):
+            self._replace(data)
+
+    def _replace(self, data: dict) -> None:
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -193,7 +211,7 @@ class FileStore:
 
     def append_audit(self, entry: AuditEntry) -> None:
         line = json.dumps(entry.to_json(), separators=(",", ":")) + "\n"
-        with open(self.audit_path, "a", encoding="utf-8") as f:
+        with counted(self.ops, "audit"), open(self.audit_path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

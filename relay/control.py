@@ -35,6 +35,7 @@ from relay.scheduler import Addr, ProbeScheduler, RelayEvent, RelaySettings
 from relay.tables import Entry
 from relay.transport import Chaos, ChaosPlan
 from skymesh.linkstate import PROTOCOL_RESYNC, TO_WIRE
+from skymesh.metrics import Histogram
 from skymesh.net.tls import TlsError, TlsFiles
 from skymesh.net.tls import channel as tls_channel
 from skymesh.v1 import relay_pb2, relay_pb2_grpc
@@ -98,8 +99,10 @@ class ControlSession:
         self.wall = wall
         self.edge: ClientEdge | None = None
         self.edge_addr = ""
+        self.metrics_addr = ""  # host:port of the relay's Prometheus metrics ("": none)
         self.report_interval_s = 1.0
         self.outbox: Outbox | None = None  # messages to the controller while connected
+        self.apply_seconds = Histogram()  # route tables' decoding, checking and applying
         self.events: list[relay_pb2.RelayEvent] = []  # not yet sent to the controller
         # the controller's peer list by node (valid addresses, not this relay), which
         # increments change: the transit node of each region, the siblings
@@ -205,6 +208,7 @@ class ControlSession:
         self.chaos.apply(self.scheduler.peers, self.nodes.addresses())
 
     def apply_routes(self, table: relay_pb2.RouteTable) -> relay_pb2.RelayMessage:
+        started = time.perf_counter()
         entries = [Entry(r.dst, r.next_hop, tuple(r.path), r.cost_ms, r.zone or "global",
                          r.backup_next_hop or None) for r in table.routes]
         if table.base_version:  # changes to a table acknowledged earlier (protocol 3)
@@ -215,6 +219,7 @@ class ControlSession:
             reason = self.tables.apply(table.version, entries)
         self.scheduler.tables_replaced(self.clock())
         self.fabric.tables_changed()
+        self.apply_seconds.observe(time.perf_counter() - started)
         if reason:
             self.counters["tables_rejected"] += 1
             log.warning("rejected routes v%d: %s", table.version, reason)
@@ -366,6 +371,7 @@ class ControlSession:
         return relay_pb2.RelayMessage(hello=relay_pb2.Hello(
             region=self.region, node_id=self.node_id, probe_addr=probe_addr,
             route_version=self.tables.version, edge_addr=self.edge_addr,
+            metrics_addr=self.metrics_addr,
             protocol=PROTOCOL_RESYNC))
 
     def started(self, outbox: Outbox) -> None:

@@ -401,6 +401,8 @@ class EdgeSession:
         self.closed = True
         self.media_allowed = False
         self.edge.counters["refused"] += 1
+        by_reason = f"refused.{edgeproto.CLOSE_NAMES.get(code, 'other')}"
+        self.edge.counters[by_reason] = self.edge.counters.get(by_reason, 0) + 1
         return [*self._leave(), Close(code, reason)]
 
     def _leave(self) -> list[Action]:

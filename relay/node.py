@@ -57,6 +57,7 @@ class RelayNode:
         tls: TlsFiles | None,
         node_id: str = "",
         advertise: str | None = None,
+        metrics_listen: str | None = None,
     ) -> None:
         """`tls`: the relay's mesh certificate, which names its region and node (None:
         plaintext, --insecure, and a random node id unless `node_id` is given). The node id
@@ -69,6 +70,7 @@ class RelayNode:
         self.controller = controller  # its address
         self.bind = bind
         self.advertise = advertise
+        self.metrics_listen = metrics_listen  # HOST:PORT of the Prometheus endpoint, or None
         self.wan = wan  # None: a real network, send at once
         self.settings = settings
         self.rng = random.Random()
@@ -160,6 +162,15 @@ class RelayNode:
             self.control.edge = self.edge
             self.control.edge_addr = f"{shown}:{self.edge.port}"
             log.info("client edge (QUIC) on %s", self.control.edge_addr)
+        if self.metrics_listen:
+            from relay.metrics import RelayCollector
+            from skymesh.net import metricsserver
+
+            self.metrics_server = await metricsserver.serve(
+                self.metrics_listen, metricsserver.registry_with(RelayCollector(self)))
+            scraped = metricsserver.bound_address(self.metrics_server).rpartition(":")[2]
+            bound = self.metrics_listen.rpartition(":")[0].strip("[]")
+            self.control.metrics_addr = f"{self.advertise or bound}:{scraped}"
         settle_heap()
         await asyncio.gather(self.probe_loop(), self.control.report_loop(),
                              self.control.control_loop(f"{shown}:{port}"))

@@ -54,6 +54,7 @@ class LinkStats:
         self.last_rtt: float | None = None
         self.jitter = 0.0
         self.samples = 0
+        self.probes_sent = 0  # every probe, for the metrics beside `lost`
         self.lost = 0
         self.consecutive_lost = 0
         self.consecutive_ok = 0
@@ -73,6 +74,7 @@ class LinkStats:
         use) count for detection and loss but not for the RTT statistics, so that a link
         probed more often does not look faster for having more chances at a clean sample."""
         self.outstanding[seq] = now
+        self.probes_sent += 1
         if not sample:
             self.liveness.add(seq)
 

@@ -168,6 +168,9 @@ RATE_LIMITED = 0x202  # the client sent faster than the edge allows (messages, j
 TOO_MANY_SESSIONS = 0x203  # too many sessions open at once from the client's address
 MALFORMED = ERROR_CODES["malformed"]  # a request that breaks this protocol
 REFUSAL_CODES = {number: code for code, number in ERROR_CODES.items()}  # number -> token code
+# every close code the edge ends a session with, by a name for counters and metrics
+CLOSE_NAMES = {**REFUSAL_CODES, DRAINED_ERROR: "drained", RATE_LIMITED: "rate-limited",
+               TOO_MANY_SESSIONS: "too-many-sessions"}
 
 
 # -- refusal reasons ---------------------------------------------------------------------------

@@ -145,7 +145,8 @@ def status(address: str, timeout: float = 5.0) -> dict:
             "replicas": [{"id": x.id, "address": x.address, "leader": x.leader,
                           "healthy": x.healthy} for x in r.replicas],
             "store": {"kind": r.store.kind, "where": r.store.where,
-                      "healthy": r.store.healthy, "error": r.store.error}}
+                      "healthy": r.store.healthy, "error": r.store.error},
+            "metrics_addr": r.metrics_addr}
 
 
 def regions(address: str) -> list[dict]:
@@ -161,11 +162,12 @@ def regions(address: str) -> list[dict]:
 def regions_of(reply: admin_pb2.RegionsReply) -> list[dict]:
     return [{"id": x.id, "name": x.name, "country": x.country, "lat": x.lat, "lon": x.lon,
              "tags": list(x.tags), "connected": x.connected, "probe_addr": x.probe_addr,
-             "edge_addr": x.edge_addr, "drained": x.drained,
+             "edge_addr": x.edge_addr, "metrics_addr": x.metrics_addr, "drained": x.drained,
              "route_version": x.route_version, "hello_version": x.hello_version,
              "counters": dict(sorted(x.counters.items())),
              "nodes": [{"node_id": n.node_id, "probe_addr": n.probe_addr,
-                        "edge_addr": n.edge_addr, "route_version": n.route_version,
+                        "edge_addr": n.edge_addr, "metrics_addr": n.metrics_addr,
+                        "route_version": n.route_version,
                         "lead": n.lead, "sessions": n.sessions,
                         "transit_weight": n.transit_weight or 1.0,
                         "replica": n.replica,

@@ -59,6 +59,8 @@ def _tls_fields(whose: str) -> list[Field]:
         Field("tls.insecure", "insecure", config.boolean,
               "INSECURE: plaintext gRPC without certificates"),
         Field("log.level", "log_level", config.choice(*LOG_LEVELS), "log level"),
+        Field("metrics.listen", "metrics_listen", config.host_port,
+              "where Prometheus metrics are served (HTTP, /metrics)"),
     ]
 
 

@@ -168,7 +168,10 @@ def relay_settings(spec: RelaySpec, controller: str, wan_file: Path, edge_cert: 
                       "controllers": controller.split(","), "listen": f"{spec.address}:0",
                       "wan": wan_file,
                       "edge": {"cert": edge_cert, "key": edge_key, "limits": edge_limits},
-                      "tls": tls_settings(tls), "log": {"level": log_level}}
+                      "tls": tls_settings(tls), "log": {"level": log_level},
+                      # on in the local mesh (off by default elsewhere): any free port, which
+                      # the relay tells the controller (`admin regions`)
+                      "metrics": {"listen": f"{spec.address}:0"}}
     return settings
 
 
@@ -255,7 +258,8 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
                     "regions": Path(regions_dir).resolve(), "only": only,
                     "apps": secrets["apps"], "fabric": {"keys": secrets["fabric"]},
                     "resolver": {"listen": f"127.0.0.1:{resolve_ports[name]}"},
-                    "tls": tls_settings(tls_of(name)), "log": {"level": log_level}}
+                    "tls": tls_settings(tls_of(name)), "log": {"level": log_level},
+                    "metrics": {"listen": "127.0.0.1:0"}}
         for key, value in (controller_settings or {}).items():
             settings[key] = ({**settings[key], **value}
                              if isinstance(value, dict) and key in settings else value)

@@ -102,6 +102,9 @@ def add_parsers(sub) -> None:
                      help="a MaxMind-format City database (GeoLite2-City or GeoIP2-City) "
                      "placing clients' addresses for the resolver; reloaded when the file "
                      "changes (default: none, edges by load)")
+    ctl.add_argument("--metrics-listen", metavar="HOST:PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics (default: "
+                     "not served; `skymesh admin status` says where they are)")
     ctl.add_argument("--replica", default="c1", metavar="ID",
                      help="this replica's id in the election on etcd (default: %(default)s)")
     ctl.add_argument("--election-ttl", type=float, default=DEFAULT_TTL_S, metavar="S",
@@ -139,6 +142,10 @@ def add_parsers(sub) -> None:
     relay.add_argument("--node", metavar="ID",
                        help="node id (default: the one its certificate names; with "
                        "--insecure, a random one)")
+    relay.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: "
+                       "not served; the relay tells the controller where, `skymesh admin "
+                       "regions`)")
     relay.add_argument("--edge-port", type=int, default=0, metavar="PORT",
                        help="UDP port of the client edge on the --bind host (default: any)")
     relay.add_argument("--log-level", default="info", type=str.lower,
@@ -251,7 +258,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
         server, controller, port = await serve(
             regions, policy, args.listen, settings, apps, keys, args.state, tls=tls,
             store_url=args.store, replica=args.replica, election_ttl_s=args.election_ttl,
-            advertise=args.advertise, resolve_listen=args.resolve_listen, geoip=geoip)
+            advertise=args.advertise, resolve_listen=args.resolve_listen, geoip=geoip,
+            metrics_listen=args.metrics_listen)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)
@@ -340,7 +348,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
                            + (f" advertised as {args.advertise}" if args.advertise else "")
                            + (f", client edge on port {args.edge_port}" if edge else ""))
     node = RelayNode(args.region, args.controller, (host, int(port)), wan, edge=edge, tls=tls,
-                     node_id=node_id, advertise=args.advertise)
+                     node_id=node_id, advertise=args.advertise,
+                     metrics_listen=args.metrics_listen)
 
     try:
         run_loop(until_signalled(node.run()))

@@ -12,7 +12,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused", "reports", "samples", "reports_coalesced", "report_delay_p50_ms", "report_delay_p99_ms", "report_delay_max_ms", "recomputes", "recompute_ms", "partial_mesh", "replicas", "leader", "store", "replica")
+    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused", "reports", "samples", "reports_coalesced", "report_delay_p50_ms", "report_delay_p99_ms", "report_delay_max_ms", "recomputes", "recompute_ms", "partial_mesh", "replicas", "leader", "store", "replica", "metrics_addr")
     class RefusedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class StatusReply(_message.Message):
     LEADER_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
     relays: int
     regions: int
     route_version: int
@@ -72,7 +73,8 @@ class StatusReply(_message.Message):
     leader: str
     store: StoreInfo
     replica: str
-    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ..., reports: _Optional[int] = ..., samples: _Optional[int] = ..., reports_coalesced: _Optional[int] = ..., report_delay_p50_ms: _Optional[float] = ..., report_delay_p99_ms: _Optional[float] = ..., report_delay_max_ms: _Optional[float] = ..., recomputes: _Optional[int] = ..., recompute_ms: _Optional[float] = ..., partial_mesh: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ..., leader: _Optional[str] = ..., store: _Optional[_Union[StoreInfo, _Mapping]] = ..., replica: _Optional[str] = ...) -> None: ...
+    metrics_addr: str
+    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ..., reports: _Optional[int] = ..., samples: _Optional[int] = ..., reports_coalesced: _Optional[int] = ..., report_delay_p50_ms: _Optional[float] = ..., report_delay_p99_ms: _Optional[float] = ..., report_delay_max_ms: _Optional[float] = ..., recomputes: _Optional[int] = ..., recompute_ms: _Optional[float] = ..., partial_mesh: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ..., leader: _Optional[str] = ..., store: _Optional[_Union[StoreInfo, _Mapping]] = ..., replica: _Optional[str] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
 
 class ReplicaInfo(_message.Message):
     __slots__ = ("id", "address", "leader", "healthy")
@@ -103,7 +105,7 @@ class RegionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegionInfo(_message.Message):
-    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr", "drained", "nodes")
+    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr", "drained", "nodes", "metrics_addr")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +127,7 @@ class RegionInfo(_message.Message):
     EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
     DRAINED_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     country: str
@@ -139,10 +142,11 @@ class RegionInfo(_message.Message):
     edge_addr: str
     drained: bool
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+    metrics_addr: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "probe_addr", "edge_addr", "route_version", "lead", "sessions", "counters", "transit_weight", "replica")
+    __slots__ = ("node_id", "probe_addr", "edge_addr", "route_version", "lead", "sessions", "counters", "transit_weight", "replica", "metrics_addr")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +163,7 @@ class NodeInfo(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     TRANSIT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     probe_addr: str
     edge_addr: str
@@ -168,7 +173,8 @@ class NodeInfo(_message.Message):
     counters: _containers.ScalarMap[str, int]
     transit_weight: float
     replica: str
-    def __init__(self, node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., edge_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., lead: _Optional[bool] = ..., sessions: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., transit_weight: _Optional[float] = ..., replica: _Optional[str] = ...) -> None: ...
+    metrics_addr: str
+    def __init__(self, node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., edge_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., lead: _Optional[bool] = ..., sessions: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., transit_weight: _Optional[float] = ..., replica: _Optional[str] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
 
 class RegionsReply(_message.Message):
     __slots__ = ("regions",)

@@ -53,20 +53,22 @@ class RelayEvent(_message.Message):
     def __init__(self, at_unix_s: _Optional[float] = ..., kind: _Optional[str] = ..., peer: _Optional[str] = ..., routes: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr", "protocol")
+    __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr", "protocol", "metrics_addr")
     REGION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
     region: str
     node_id: str
     probe_addr: str
     route_version: int
     edge_addr: str
     protocol: int
-    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., edge_addr: _Optional[str] = ..., protocol: _Optional[int] = ...) -> None: ...
+    metrics_addr: str
+    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., edge_addr: _Optional[str] = ..., protocol: _Optional[int] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
 
 class Channels(_message.Message):
     __slots__ = ("channels",)

@@ -98,6 +98,8 @@ tls:
   insecure: true
 log:
   level: DEBUG
+metrics:
+  listen: 127.0.0.1:9400
 """
 
 CONTROLLER_FILE = """\
@@ -135,6 +137,7 @@ routing:
   resync_hold: 30
 tls: {dir: certs, ca: ca.pem, cert: c.pem, key: c.key, insecure: true}
 log: {level: warning}
+metrics: {listen: "[::1]:9401"}
 """
 
 
@@ -150,7 +153,7 @@ def test_a_complete_relay_file(tmp_path):
         "certs": tmp_path / "certs", "ca": tmp_path / "certs/bundle.pem",
         "cert": tmp_path / "certs/relay-london-n2.pem",
         "key": tmp_path / "certs/relay-london-n2.key", "insecure": True,
-        "log_level": "debug"}
+        "log_level": "debug", "metrics_listen": "127.0.0.1:9400"}
 
 
 def test_a_complete_controller_file(tmp_path):

@@ -162,9 +162,9 @@ def test_admin_regions_lists_nodes_lead_first():
     fra = data[0]
     assert [n["node_id"] for n in fra["nodes"]] == ["n1", "n3", "n2"]
     assert fra["nodes"][0] == {"node_id": "n1", "probe_addr": "127.1.0.1:5001",
-                               "edge_addr": "127.1.0.1:4001", "route_version": 3,
-                               "lead": True, "sessions": 7, "transit_weight": 0.25,
-                               "replica": "", "counters": {}}
+                               "edge_addr": "127.1.0.1:4001", "metrics_addr": "",
+                               "route_version": 3, "lead": True, "sessions": 7,
+                               "transit_weight": 0.25, "replica": "", "counters": {}}
     # from an older controller (0 on the wire): the whole share
     assert fra["nodes"][1]["transit_weight"] == 1.0
     assert data[1]["nodes"] == []

@@ -93,7 +93,7 @@ def test_anything_before_the_join_is_refused(first):
     edge = Edge()
     s = EdgeSession(edge)
     assert s.line_received(first, T0) == [refusal("malformed", edgeproto.JOIN_FIRST)]
-    assert s.closed and edge.counters == {"refused": 1}
+    assert s.closed and edge.counters == {"refused": 1, "refused.malformed": 1}
 
 
 @pytest.mark.parametrize("tok, channel, code, needle", [
@@ -116,7 +116,8 @@ def test_join_refused(tok, channel, code, needle):
     assert isinstance(close, Close) and close.code == ERROR_CODES[code]
     assert needle in close.reason
     assert s.closed and s.grant is None and not s.media_allowed
-    assert edge.counters == {"refused": 1}
+    # counted, and by reason: the edge's metrics label refusals with it
+    assert edge.counters == {"refused": 1, f"refused.{code}": 1}
 
 
 def test_wrong_zone_names_what_the_edge_serves():
@@ -136,7 +137,7 @@ def test_a_drained_edge_refuses_joins_first_of_all():
     s = EdgeSession(edge)
     assert s.line_received({"type": "join"}, T0) == [
         Close(edgeproto.DRAINED_ERROR, "region 'amsterdam' is drained: connect to another region")]
-    assert edge.counters == {"refused": 1}
+    assert edge.counters == {"refused": 1, "refused.drained": 1}
 
 
 def test_a_drain_keeps_joined_sessions():
