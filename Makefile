@@ -27,14 +27,15 @@ etcd:
 	  echo "installing etcd-server from Debian's packages"; \
 	  apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; }
 
-# What the deployment's tests (tests/unit/deploy) check with: systemd-analyze and shellcheck
-# from Debian's packages, and cloud-init's schema taken out of its package (installing
-# cloud-init would add its boot services to this machine).
+# What the deployment's tests (tests/unit/deploy) check with: systemd-analyze, shellcheck and
+# promtool (Debian's prometheus package) from Debian's packages, and cloud-init's schema taken
+# out of its package (installing cloud-init would add its boot services to this machine).
 CLOUD_INIT_SCHEMA := .cache/cloud-init-schema.json
 deploy-tools: $(CLOUD_INIT_SCHEMA)
-	@command -v systemd-analyze >/dev/null 2>&1 && command -v shellcheck >/dev/null 2>&1 || { \
-	  echo "installing systemd and shellcheck from Debian's packages"; \
-	  apt-get update -qq && apt-get install -y -qq systemd shellcheck >/dev/null; }
+	@command -v systemd-analyze >/dev/null 2>&1 && command -v shellcheck >/dev/null 2>&1 && \
+	  command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing systemd, shellcheck and prometheus (promtool) from Debian's packages"; \
+	  apt-get update -qq && apt-get install -y -qq systemd shellcheck prometheus >/dev/null; }
 
 $(CLOUD_INIT_SCHEMA):
 	@echo "taking cloud-init's schema out of Debian's cloud-init package"
