@@ -11,6 +11,9 @@ Relays (one sender, one relay, one receiver; 1200-byte UDP packets into the rela
   fastpath  (a) the relay-to-relay fast path: skymesh datagrams (relay/datagram.py: small binary
             header, AES-GCM encrypted payload and tag) through bench/relay_target.py fastpath,
             which checks each tag (decrypting) and forwards the datagram as it came.
+  fastmetrics  (a) again with the relay's Prometheus endpoint on (relay/metrics.py) and
+            scraped every second during every trial, as a Prometheus server would: the cost
+            of metrics, measured beside (a) in the same run.
   edge      (b) the QUIC client edge (relay/edge.py) through bench/relay_target.py edge.
   coturn    (c) Debian's coturn: the sender allocates on it (long-term credentials) and sends
             ChannelData to the receiver as its peer (bench/turn.py). Installed with apt-get when
@@ -62,6 +65,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -89,15 +93,19 @@ from bench.turn import binding  # noqa: E402
 
 RELAY_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-RELAYS = ("direct", "fastpath", "edge", "coturn", "naive")
-LABELS = {"direct": "direct", "fastpath": "(a) fastpath", "edge": "(b) edge",
-          "coturn": "(c) coturn", "naive": "(d) naive"}
+RELAYS = ("direct", "fastpath", "fastmetrics", "edge", "coturn", "naive")
+LABELS = {"direct": "direct", "fastpath": "(a) fastpath", "fastmetrics": "(a) + metrics",
+          "edge": "(b) edge", "coturn": "(c) coturn", "naive": "(d) naive"}
+SCRAPE_EVERY_S = 1.0
+# how far apart two runs of the same relay's max rate may be and still count as the same (the
+# search stops within 5% of the rate, and runs of the fast path differ about as much)
+METRICS_NOISE = 0.9
 MAX_LOSS = 0.001
 KEEP_UP = 0.97  # a trial whose sender offered less than this share of the rate does not count
 LATENCY_PPS = 5000
 OVERLOAD_FACTOR = 1.5
-START_PPS = {"direct": 50_000, "fastpath": 20_000, "coturn": 20_000, "edge": 4_000,
-             "naive": 2_000}
+START_PPS = {"direct": 50_000, "fastpath": 20_000, "fastmetrics": 20_000, "coturn": 20_000,
+             "edge": 4_000, "naive": 2_000}
 TURN_USER = "bench"
 TURN_REALM = "skymesh"
 
@@ -256,7 +264,9 @@ def relay_process(cmd: list[str], name: str, logdir: Path,
         logfile.close()
 
 
-def ready_line(timeout: float = 30) -> Callable[[subprocess.Popen], tuple[str, int]]:
+def ready_line(timeout: float = 30, extra: list[str] | None = None,
+               ) -> Callable[[subprocess.Popen], tuple[str, int]]:
+    """The relay's `ready HOST PORT [METRICS]` line; METRICS, if any, goes into `extra`."""
     def wait(proc: subprocess.Popen) -> tuple[str, int]:
         assert proc.stdout is not None
         with selectors.DefaultSelector() as sel:
@@ -264,9 +274,11 @@ def ready_line(timeout: float = 30) -> Callable[[subprocess.Popen], tuple[str, i
             if not sel.select(timeout):
                 raise GeneratorError(f"the relay printed no ready line within {timeout:.0f} s")
         line = proc.stdout.readline().split()
-        if len(line) != 3 or line[0] != "ready":
+        if len(line) not in (3, 4) or line[0] != "ready":
             raise GeneratorError(f"the relay did not start (exit status {proc.wait(5)}, "
                                  f"output {' '.join(line)!r})")
+        if extra is not None:
+            extra.extend(line[3:])
         return line[1], int(line[2])
     return wait
 
@@ -452,16 +464,20 @@ class Bench:
             gen = UdpGenerator("raw")
             stack.callback(gen.close)
             gen.connect(gen.receiver_addr)
-        elif name == "fastpath":
+        elif name in ("fastpath", "fastmetrics"):
             key = os.urandom(32).hex()
             gen = UdpGenerator("fastpath", key_hex=key)
             stack.callback(gen.close)
             host, port = gen.receiver_addr
+            metrics: list[str] = []
             proc, addr = stack.enter_context(relay_process(
                 [py, str(HERE / "relay_target.py"), "fastpath", "--host", "127.0.0.1",
-                 "--port", "0", "--to", f"{host}:{port}", "--key-hex", key],
-                name, self.workdir, ready_line()))
+                 "--port", "0", "--to", f"{host}:{port}", "--key-hex", key,
+                 *(["--metrics-listen", "127.0.0.1:0"] if name == "fastmetrics" else [])],
+                name, self.workdir, ready_line(extra=metrics)))
             gen.connect(addr)
+            if name == "fastmetrics":
+                self.scraper = stack.enter_context(Scraper(metrics[0]))
         elif name == "coturn":
             turnserver, why = ensure_turnserver()
             if turnserver is None:
@@ -527,11 +543,48 @@ class Bench:
                 out["overload"] = _trial_json(over, latency=True)
             if name == "coturn":
                 out["coturn_version"] = _coturn_version(self.workdir / "turnserver.log")
+            if name == "fastmetrics":
+                out["scrapes"], out["scrape_errors"] = self.scraper.done, self.scraper.failed
+                out["scrape_bytes"] = self.scraper.size
+                log(f"{LABELS[name]}: {self.scraper.done} scrapes of {self.scraper.size:,} "
+                    f"bytes, {self.scraper.failed} failed")
         return out
 
 
 class Skip(Exception):
     pass
+
+
+class Scraper:
+    """Scrapes http://ADDRESS/metrics every SCRAPE_EVERY_S from a thread on the generators'
+    core (not the relay's), as a Prometheus server would, until closed."""
+
+    def __init__(self, address: str) -> None:
+        self.url = f"http://{address}/metrics"
+        self.done = self.failed = self.size = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="scraper", daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+    def run(self) -> None:
+        import urllib.request
+
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {0})  # this thread only
+        while not self.stop.wait(SCRAPE_EVERY_S):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    self.size = len(r.read())
+                self.done += 1
+            except OSError:
+                self.failed += 1
 
 
 def _share(cpu: float | None, elapsed: float) -> float | None:
@@ -591,6 +644,14 @@ def aims(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     p99 = get("fastpath", "added_p99_ms")
     aim("(a) fastpath added p99 < 1 ms", None if p99 is None else f"{p99:.3f} ms",
         None if p99 is None else p99 < 1)
+    # metrics cost nothing on the fast path: the scrape reads counters kept anyway. Within
+    # noise: the search ends within its tolerance (5%) of the true rate, and runs differ
+    fm = get("fastmetrics", "max_pps")
+    ratio_m = fm / tc if fm is not None and tc else None
+    if fm is not None and fp:
+        aim("(a) + metrics scraped every second: rate within noise of (a)",
+            f"{fm / fp:.2f}x (a)" + ("" if ratio_m is None else f", {ratio_m:.2f}x coturn"),
+            fm / fp >= METRICS_NOISE)
     ed, nv = get("edge", "max_pps"), get("naive", "max_pps")
     ratio = ed / nv if ed is not None and nv else None
     aim("(b) edge rate >= 3x naive (d)", None if ratio is None else f"{ratio:.2f}x naive",

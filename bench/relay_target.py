@@ -3,7 +3,8 @@ core). Prints `ready HOST PORT` on stdout once listening, then serves until SIGT
 
     python bench/relay_target.py edge --host 127.0.0.1 --port 0 --cert C --key K \
         --app bench --public-key KEY --region rly
-    python bench/relay_target.py fastpath --host 127.0.0.1 --port 0 --to HOST:PORT --key-hex K
+    python bench/relay_target.py fastpath --host 127.0.0.1 --port 0 --to HOST:PORT --key-hex K \
+        [--metrics-listen 127.0.0.1:0]
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ async def run_fastpath(args: argparse.Namespace) -> None:
 
     node = RelayNode("rly", "unused:0", (args.host, args.port), tls=None)  # no controller
     host, port = await node.start_udp()
+    metrics = ""
+    if args.metrics_listen:  # the relay's Prometheus endpoint, as relay/node.py starts it
+        from relay.metrics import RelayCollector
+        from skymesh.net import metricsserver
+
+        server = await metricsserver.serve(
+            args.metrics_listen, metricsserver.registry_with(RelayCollector(node)))
+        metrics = f" {metricsserver.bound_address(server)}"
     for msg in (
         relay_pb2.ControllerMessage(peers=relay_pb2.PeerList(
             peers=[relay_pb2.Peer(region="rcv", probe_addr=args.to)])),
@@ -85,7 +94,7 @@ async def run_fastpath(args: argparse.Namespace) -> None:
     ):
         node.on_control(msg)
     settle_heap()
-    _ready(host, port)
+    print(f"ready {host} {port}{metrics}", flush=True)
     try:
         await _until_signalled()
     finally:
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     fast.add_argument("--port", type=int, default=0)
     fast.add_argument("--to", required=True, help="HOST:PORT the forwarded copies go to")
     fast.add_argument("--key-hex", required=True)
+    fast.add_argument("--metrics-listen", metavar="HOST:PORT",
+                      help="serve the relay's Prometheus metrics here (its `ready` line "
+                      "then ends with their address)")
     args = parser.parse_args(argv)
     run = run_edge if args.relay == "edge" else run_fastpath
     loop = _loop()

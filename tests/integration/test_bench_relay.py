@@ -46,11 +46,15 @@ def test_xor_address_round_trip() -> None:
 def test_quick_bench_direct_and_fastpath_deliver_packets() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "relay.py"), "--quick", "--json",
-         "--only", "fastpath", "--duration", "0.25", "--latency-duration", "0.5"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
+         "--only", "fastpath,fastmetrics", "--duration", "0.25", "--latency-duration", "0.5"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
-    assert set(report["relays"]) == {"direct", "fastpath"}
+    assert set(report["relays"]) == {"direct", "fastpath", "fastmetrics"}
+    # the metrics variant was scraped while it forwarded, and served skymesh's families
+    scraped = report["relays"]["fastmetrics"]
+    assert scraped["scrapes"] > 0 and scraped["scrape_errors"] == 0
+    assert scraped["scrape_bytes"] > 1000
     for name, result in report["relays"].items():
         assert "error" not in result, (name, result)
         latency = result["latency"]
