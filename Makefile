@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test fuzz install install-test etcd deploy-tools proto bench down clean
+.PHONY: demo test fuzz install install-test etcd deploy-tools browser proto bench down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,14 @@ $(CLOUD_INIT_SCHEMA):
 	    > ../cloud-init-schema.json.part
 	@mv .cache/cloud-init-schema.json.part $(CLOUD_INIT_SCHEMA) && rm -rf .cache/deb
 
-test: install-test etcd deploy-tools
+# Debian's chromium, which the dashboard's browser test drives through playwright (browsers
+# cannot be downloaded here, and playwright never installs one)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium from Debian's packages (the dashboard's browser test)"; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: install-test etcd deploy-tools browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

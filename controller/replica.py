@@ -42,6 +42,7 @@ class Replica:
         self.loop = None  # RecomputeLoop, once this replica has led
         self.metrics_addr = ""  # its Prometheus endpoint, host:port ("": none)
         self.resolver_server = None  # --resolve-listen
+        self.health: list = []  # its servers' health services (skymesh/net/health.py)
         self.relays: RelayControlService | None = None
         self.admin: AdminService | None = None
         self.rounds: asyncio.Task | None = None
@@ -70,6 +71,19 @@ class Replica:
         if self.loop is not None:
             return Target(self.name, lead.address, True)
         return None
+
+    def carries_sessions(self) -> bool:
+        """A relay's session would be served now: by this replica's core, or relayed to the
+        replica that leads (the gateway's condition; otherwise the session waits)."""
+        t = self.target()
+        return t is not None and (not t.local or self.relays is not None)
+
+    def answers_admin(self) -> bool:
+        """Admin calls are answered now: by this replica's core or the leader's, or (reads)
+        from what etcd holds."""
+        t = self.target()
+        return t is not None and (not t.local or self.admin is not None) \
+            or self.mirror.ready.is_set()
 
     def unavailable(self) -> str:
         lead = self.leadership

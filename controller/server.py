@@ -1,5 +1,6 @@
-"""The controller process's wiring: the core, its store, the two gRPC services on one server,
-and the loop that recomputes routes every interval or as soon as the core asks."""
+"""The controller process's wiring: the core, its store, the two gRPC services on one server
+(with the standard health service per service, and reflection), and the loop that recomputes
+routes every interval or as soon as the core asks."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ from controller.resolver_service import EdgeResolverService
 from controller.store import FileStore, MemoryStore, Store
 from skymesh.catalogue import Region
 from skymesh.geoip import CityDatabase
+from skymesh.net.health import Health
 from skymesh.net.tls import INSECURE_WARNING, TlsError, TlsFiles, server_credentials
 from skymesh.policy import Policy
-from skymesh.v1 import admin_pb2_grpc, resolver_pb2_grpc
+from skymesh.v1 import admin_pb2, admin_pb2_grpc, relay_pb2, resolver_pb2_grpc
 
 log = logging.getLogger("skymesh.controller")
 INSECURE_MESH = "insecure"  # the etcd prefix of a controller run with --insecure
@@ -56,6 +58,8 @@ RESOLVER_OPTIONS = [
     ("grpc.max_concurrent_streams", 256),
 ]
 _indexers: set[asyncio.Task] = set()  # the resolvers' re-indexing timers
+RELAY_CONTROL = relay_pb2.DESCRIPTOR.services_by_name["RelayControl"].full_name
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
 class RecomputeLoop:
@@ -70,6 +74,7 @@ class RecomputeLoop:
                                now=time.monotonic(), wake=self.wake.set)
         self.computed: Callable[[], None] = lambda: None  # called once a computation ended
         self.resolver_server: grpc.aio.Server | None = None  # --resolve-listen
+        self.health: list[Health] = []  # of its servers: NOT_SERVING first when stopping
 
     async def close(self) -> None:
         """The resolver's listener, if any (a replica on etcd has its own to let go of)."""
@@ -144,8 +149,9 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
     None (--insecure). State is kept in `state_file`, or on etcd (`store_url`,
     etcd://HOST:PORT[,...], with the same certificate) as `replica` (reached at `advertise`,
-    default the address listened on), once it leads. The
-    caller runs the loop (`.run()`), stops the server and closes the loop. Raises ValueError
+    default the address listened on), once it leads. Both servers (and the resolver's, on
+    `resolve_listen`) serve the gRPC health service, per service, and reflection. The
+    caller runs the loop (`.run()`) and ends with `shut_down`. Raises ValueError
     for an unreadable state file, store URL or unusable TLS files, OSError when it cannot
     listen or reach etcd."""
     mesh = None
@@ -179,6 +185,10 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         runner = replica_on(store_url, tls, mesh, replica, address, election_ttl_s,
                             catalogue, make_loop)
         gateway.add_to_server(runner.relay_gateway, runner.admin_gateway, server)
+        # serving as a whole while it leads; each service while it can answer (relayed to
+        # the leader, or from etcd)
+        checks = {"": lambda: runner.leadership.leading,
+                  RELAY_CONTROL: runner.carries_sessions, ADMIN: runner.answers_admin}
         if metrics_listen is not None:
             runner.metrics_addr = await serve_metrics(
                 metrics_listen, lambda: runner.loop.core if runner.loop else None,
@@ -187,14 +197,19 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
             # the replicas ask each other over the mesh's port, with their certificates
             here = held_resolver(runner, geoip)
             resolver_service.add_to_server(EdgeResolverService(here), server)
+            ready = functools.partial(replica_resolves, runner, here)
+            checks[resolver_service.SERVICE] = ready
             runner.resolver_server, _ = await serve_resolver(
-                resolve_listen, tls, here, relay=leader_resolver(runner))
-        await server.start()
+                resolve_listen, tls, here, relay=leader_resolver(runner), ready=ready,
+                healths=runner.health)
+        health = Health(checks, "controller")
+        health.add_to_server(server, [name for name in checks if name])
+        runner.health.insert(0, health)
+        await health.start(server)
         try:
             await runner.wait_ready(lead_timeout_s)
         except OSError:
-            await server.stop(None)
-            await runner.close()
+            await shut_down(server, runner, None)
             raise
         return server, runner, port
     store = FileStore(state_file) if state_file is not None else MemoryStore()
@@ -202,7 +217,7 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     if resolve_listen is not None:
         resolver = Resolver(runner.core, geoip)
         runner.resolver_server, _ = await serve_resolver(resolve_listen, tls,
-                                                         lambda: resolver)
+                                                         lambda: resolver, healths=runner.health)
     relays = RelayControlService(runner.core, mesh)
     runner.computed = relays.take_reports
     relay_service.add_to_server(relays, server)
@@ -211,8 +226,33 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     if metrics_listen is not None:
         admin.metrics_addr = await serve_metrics(metrics_listen, lambda: runner.core,
                                                  lambda: True, store, address)
-    await server.start()
+    # one controller: every part serves once the server has started
+    health = Health(dict.fromkeys(("", RELAY_CONTROL, ADMIN), lambda: True), "controller")
+    health.add_to_server(server, [RELAY_CONTROL, ADMIN])
+    runner.health.insert(0, health)
+    await health.start(server)
     return server, runner, port
+
+
+async def shut_down(server: grpc.aio.Server, runner: RecomputeLoop | Replica,
+                    grace_s: float | None = 0.5) -> None:
+    """Stop serving: every health service NOT_SERVING first (load balancers and watchers
+    see it while the calls in flight end), then the server stops and the runner closes
+    (a replica resigns, the resolver's listener stops)."""
+    for health in runner.health:
+        await health.shutdown()
+    await server.stop(grace_s)
+    await runner.close()
+
+
+def replica_resolves(runner: Replica, held: Callable[[], Resolver | None]) -> bool:
+    """A replica's EdgeResolver serves once the resolver it holds has indexed the mesh, or
+    while a replica that leads can be asked."""
+    resolver = held()
+    if resolver is not None and resolver.reindexed > 0:
+        return True
+    target = runner.target()
+    return target is not None and not target.local
 
 
 async def serve_metrics(listen: str, core: Callable[[], object],
@@ -263,13 +303,23 @@ def leader_resolver(runner: Replica) -> resolver_service.Relay:
 
 async def serve_resolver(listen: str, tls: TlsFiles | None,
                          resolver: Callable[[], Resolver | None],
-                         relay: resolver_service.Relay | None = None,
+                         relay: resolver_service.Relay | None = None, *,
+                         ready: Callable[[], bool] | None = None,
+                         healths: list[Health] | None = None,
                          ) -> tuple[grpc.aio.Server, int]:
     """The EdgeResolver for clients on a listener of its own: TLS with the controller's
     certificate but no client certificate (each call carries the client's token), or
-    plaintext with --insecure. OSError when it cannot listen."""
+    plaintext with --insecure; with the health service (its status and the server's:
+    `ready()`, by default once the resolver has indexed the mesh; added to `healths`) and
+    reflection. OSError when it cannot listen."""
     server = grpc.aio.server(options=RESOLVER_OPTIONS, maximum_concurrent_rpcs=MAX_RPCS)
     resolver_service.add_to_server(EdgeResolverService(resolver, relay), server)
+    if ready is None:
+        ready = functools.partial(indexed, resolver)
+    health = Health({"": ready, resolver_service.SERVICE: ready}, "edge resolver")
+    health.add_to_server(server, [resolver_service.SERVICE])
+    if healths is not None:
+        healths.append(health)
     if tls is None:
         port = server.add_insecure_port(listen)
     else:
@@ -277,7 +327,7 @@ async def serve_resolver(listen: str, tls: TlsFiles | None,
             tls, clients_need_certificates=False))
     if not port:
         raise OSError(f"cannot listen on {listen} (--resolve-listen)")
-    await server.start()
+    await health.start(server)
     # the index kept fresh between requests, until the server stops (held here: the event
     # loop keeps only a weak reference to a task)
     task = asyncio.create_task(resolver_service.keep_indexed(
@@ -286,6 +336,12 @@ async def serve_resolver(listen: str, tls: TlsFiles | None,
     task.add_done_callback(_indexers.discard)
     log.info("edge resolver for clients on %s:%d", listen.rpartition(":")[0], port)
     return server, port
+
+
+def indexed(resolver: Callable[[], Resolver | None]) -> bool:
+    """The resolver of the moment has indexed the mesh at least once."""
+    r = resolver()
+    return r is not None and r.reindexed > 0
 
 
 def replica_on(store_url: str, tls: TlsFiles | None, mesh: str | None, replica: str,

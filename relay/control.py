@@ -390,6 +390,12 @@ class ControlSession:
             self.report_round()
 
     @property
+    def serving(self) -> bool:
+        """A controller answered this session and the relay holds a route table: what its
+        health service says (relay/health.py)."""
+        return self.outbox is not None and self.tables.version > 0
+
+    @property
     def controller(self) -> str:
         """The replica this relay is connected to, or tries next."""
         return self.controllers[self.at]

@@ -58,6 +58,7 @@ class RelayNode:
         node_id: str = "",
         advertise: str | None = None,
         metrics_listen: str | None = None,
+        health_listen: str | None = None,
     ) -> None:
         """`tls`: the relay's mesh certificate, which names its region and node (None:
         plaintext, --insecure, and a random node id unless `node_id` is given). The node id
@@ -71,6 +72,8 @@ class RelayNode:
         self.bind = bind
         self.advertise = advertise
         self.metrics_listen = metrics_listen  # HOST:PORT of the Prometheus endpoint, or None
+        self.health_listen = health_listen  # HOST:PORT of the gRPC health service, or None
+        self.health = None  # relay.health.RelayHealth, once it listens
         self.wan = wan  # None: a real network, send at once
         self.settings = settings
         self.rng = random.Random()
@@ -171,9 +174,16 @@ class RelayNode:
             scraped = metricsserver.bound_address(self.metrics_server).rpartition(":")[2]
             bound = self.metrics_listen.rpartition(":")[0].strip("[]")
             self.control.metrics_addr = f"{self.advertise or bound}:{scraped}"
+        if self.health_listen:
+            from relay import health
+            self.health = await health.serve(self.health_listen, lambda: self.control.serving)
         settle_heap()
-        await asyncio.gather(self.probe_loop(), self.control.report_loop(),
-                             self.control.control_loop(f"{shown}:{port}"))
+        try:
+            await asyncio.gather(self.probe_loop(), self.control.report_loop(),
+                                 self.control.control_loop(f"{shown}:{port}"))
+        finally:
+            if self.health is not None:  # NOT_SERVING before it stops
+                await self.health.close()
 
 
 def _call_later(delay_s: float, function, *args) -> asyncio.TimerHandle:

@@ -366,6 +366,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
         address = controller_address(args.controller)
         if args.what == "status":
             data = status(address)
+            if not args.controller:  # the local mesh's: the live map `up` started
+                from skymesh.cli import mesh
+
+                data["dashboard_url"] = mesh.dashboard_url()
         elif args.what == "regions":
             data = regions(address)
         elif args.what == "links":

@@ -3,6 +3,7 @@ catalogue and policy inputs, durations."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -13,13 +14,52 @@ from pathlib import Path
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"skymesh: {message}", file=sys.stderr)
+    """`message` on stderr (with JSON logs, as an error event of them); returns `code`."""
+    say_on_stderr(message, logging.ERROR)
     return code
 
 
-def setup_logging(level: str, name: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {name} %(levelname)s %(message)s")
+def say_on_stderr(message: str, level: int = logging.WARNING) -> None:
+    """A line for the operator on stderr, `skymesh: MESSAGE`; with --log-format json, an
+    event of the log (one JSON object a line, nothing else on stderr)."""
+    if json_logs():
+        logging.getLogger("skymesh").log(level, message)
+    else:
+        print(f"skymesh: {message}", file=sys.stderr)
+
+
+def json_logs() -> bool:
+    """The process logs JSON (`setup_logging` with --log-format json)."""
+    from skymesh.cli.logformat import JsonFormatter
+
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def setup_logging(level: str, name: str, log_format: str = "text", **fields: str) -> dict:
+    """The process's logging, to stderr: lines `TIME NAME LEVEL MESSAGE`, or with
+    `log_format` "json" one JSON object a line (skymesh/cli/logformat.py) with `fields`: the
+    process (default: `name` up to a `[`), a relay's region and node, a controller's
+    replica. Returns those fields, the mapping the formatter reads: a field known only later
+    is added to it."""
+    from skymesh.cli.logformat import JsonFormatter
+
+    fields = {"process": name.partition("[")[0], **fields}
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(fields))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    return fields
+
+
+def add_log_format(parser: argparse.ArgumentParser) -> None:
+    """--log-format, for every command that logs."""
+    from skymesh.cli.logformat import FORMATS
+
+    parser.add_argument("--log-format", default="text", type=str.lower, choices=FORMATS,
+                        help="text lines, or one JSON object a line with the process's "
+                        "region, node or replica (default: %(default)s)")
 
 
 def load_inputs(directory: Path | None, only: str | None, policy_file: Path | None):

@@ -15,6 +15,7 @@ import yaml
 
 from controller.election import MAX_TTL_S
 from skymesh import config
+from skymesh.cli.logformat import FORMATS as LOG_FORMATS
 from skymesh.config import Field
 
 REGION_ID = r"[a-z0-9-]{2,32}"
@@ -59,6 +60,8 @@ def _tls_fields(whose: str) -> list[Field]:
         Field("tls.insecure", "insecure", config.boolean,
               "INSECURE: plaintext gRPC without certificates"),
         Field("log.level", "log_level", config.choice(*LOG_LEVELS), "log level"),
+        Field("log.format", "log_format", config.choice(*LOG_FORMATS),
+              "log lines as text, or one JSON object a line"),
         Field("metrics.listen", "metrics_listen", config.host_port,
               "where Prometheus metrics are served (HTTP, /metrics)"),
     ]
@@ -79,6 +82,8 @@ RELAY_CONFIG = config.Schema("relay", [
     Field("edge.cert", "tls_cert", config.path, "the client edge's certificate"),
     Field("edge.key", "tls_key", config.path, "its private key"),
     Field("edge.limits", "edge_limits", _edge_limits, "the client edge's flood limits"),
+    Field("health.listen", "health_listen", config.host_port,
+          "where the gRPC health service is served (plaintext)"),
     *_tls_fields("the relay's"),
 ])
 

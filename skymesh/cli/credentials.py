@@ -4,9 +4,9 @@ every process and client of the control plane, and which files they come to."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from skymesh.cli.common import say_on_stderr
 from skymesh.net.tls import INSECURE_WARNING, TlsFiles
 
 _warned: list[bool] = []  # a client that resolves at every call warns once
@@ -51,8 +51,7 @@ def resolve(args: argparse.Namespace, pattern: str, issue_hint: str,
         if given:
             raise CredentialsError(f"--insecure is plaintext: it takes no {', '.join(given)}")
         if not quiet or not _warned:
-            print("skymesh: WARNING: " + INSECURE_WARNING.format(
-                what=what or "the controller"), file=sys.stderr)
+            say_on_stderr("WARNING: " + INSECURE_WARNING.format(what=what or "the controller"))
             _warned.append(True)
         return None
     directory = certs_dir(args)

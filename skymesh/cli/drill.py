@@ -20,7 +20,7 @@ from pathlib import Path
 
 from skymesh.cli import admin, mesh, traffic
 from skymesh.cli.admin import AdminError
-from skymesh.cli.common import fail, parse_ttl, run_loop
+from skymesh.cli.common import add_log_format, fail, parse_ttl, run_loop, setup_logging
 from skymesh.cli.drillstats import (
     Flow,
     FlowRecord,
@@ -606,9 +606,11 @@ def add_parsers(sub) -> None:
                        help="the edge resolvers the drill's clients ask (default: the local "
                        "mesh's)")
         admin.add_client_arguments(d)
+        add_log_format(d)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    setup_logging("warning", "drill", args.log_format, drill=args.kind)
     try:
         duration = parse_ttl(args.duration)
     except ValueError:

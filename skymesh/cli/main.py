@@ -42,8 +42,19 @@ def parser() -> argparse.ArgumentParser:
                                 "network and its routing control plane")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
-    from skymesh.cli import admin, certs, drill, resolve, routes, serve, streams, tokens, up
+    from skymesh.cli import (
+        admin,
+        certs,
+        dashboard,
+        drill,
+        resolve,
+        routes,
+        serve,
+        streams,
+        tokens,
+        up,
+    )
 
-    for group in (up, serve, routes, admin, resolve, drill, tokens, streams, certs):
+    for group in (up, serve, routes, admin, dashboard, resolve, drill, tokens, streams, certs):
         group.add_parsers(sub)
     return p

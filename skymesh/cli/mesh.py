@@ -160,7 +160,7 @@ def relay_specs(regions: list[str], per_region: int = 1) -> list[RelaySpec]:
 def relay_settings(spec: RelaySpec, controller: str, wan_file: Path, edge_cert: Path,
                    edge_key: Path, log_level: str, tls: TlsFiles | None,
                    edge_limits: dict[str, float] | None = None,
-                   name_node: bool = False) -> dict:
+                   name_node: bool = False, log_format: str = "text") -> dict:
     """One relay's configuration file, as nested settings. `name_node` adds its node id:
     with one node per region the relay's certificate (or, --insecure, chance) names it, as
     it always did."""
@@ -168,10 +168,13 @@ def relay_settings(spec: RelaySpec, controller: str, wan_file: Path, edge_cert: 
                       "controllers": controller.split(","), "listen": f"{spec.address}:0",
                       "wan": wan_file,
                       "edge": {"cert": edge_cert, "key": edge_key, "limits": edge_limits},
-                      "tls": tls_settings(tls), "log": {"level": log_level},
+                      "tls": tls_settings(tls),
+                      "log": {"level": log_level, "format": log_format},
                       # on in the local mesh (off by default elsewhere): any free port, which
                       # the relay tells the controller (`admin regions`)
-                      "metrics": {"listen": f"{spec.address}:0"}}
+                      "metrics": {"listen": f"{spec.address}:0"},
+                      # the same: any free port, which the relay logs
+                      "health": {"listen": f"{spec.address}:0"}}
     return settings
 
 
@@ -209,7 +212,7 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
           wan_file: Path, log_level: str = "info",
           controller_settings: Mapping[str, object] | None = None, insecure: bool = False,
           edge_limits: dict[str, float] | None = None, nodes_per_region: int = 1,
-          controllers: int = 1, store: str | None = None) -> Mesh:
+          controllers: int = 1, store: str | None = None, log_format: str = "text") -> Mesh:
     """Start the controller, wait until it listens, then `nodes_per_region` relays per region:
     over mutual TLS with the mesh's certificates (made in its home when missing), or,
     `insecure`, in plaintext. With `controllers` above 1 or a `store` (etcd://...), the
@@ -258,7 +261,8 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
                     "regions": Path(regions_dir).resolve(), "only": only,
                     "apps": secrets["apps"], "fabric": {"keys": secrets["fabric"]},
                     "resolver": {"listen": f"127.0.0.1:{resolve_ports[name]}"},
-                    "tls": tls_settings(tls_of(name)), "log": {"level": log_level},
+                    "tls": tls_settings(tls_of(name)),
+                    "log": {"level": log_level, "format": log_format},
                     "metrics": {"listen": "127.0.0.1:0"}}
         for key, value in (controller_settings or {}).items():
             settings[key] = ({**settings[key], **value}
@@ -280,7 +284,7 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         order = addresses[i % len(addresses):] + addresses[:i % len(addresses)]
         settings = relay_settings(spec, ",".join(order), wan_file, secrets["cert"],
                                   secrets["key"], log_level, tls_of(spec.key), edge_limits,
-                                  name_node=nodes_per_region > 1)
+                                  name_node=nodes_per_region > 1, log_format=log_format)
         path = configs.write(config_dir / (spec.key.replace(nodes.SEPARATOR, ".") + ".yaml"),
                              configs.RELAY_CONFIG, settings,
                              CONFIG_HEADER.format(what=f"Relay {spec.key}"))
@@ -317,6 +321,43 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         state["etcd_argv"] = etcd_argvs
     state_file().write_text(json.dumps(state, indent=1))
     return Mesh(controller, processes, state)
+
+
+DASHBOARD_START_S = 15.0
+
+
+def dashboard_file() -> Path:
+    """Where the local mesh's dashboard (skymesh/cli/dashboard.py) writes its URL and pid."""
+    return home() / "dashboard.json"
+
+
+def dashboard_url() -> str | None:
+    """The URL of the dashboard serving the local mesh, when one runs (None otherwise): for
+    `skymesh up` and `skymesh admin status` to show."""
+    try:
+        found = json.loads(dashboard_file().read_text())
+        if not alive(int(found["pid"])):
+            return None
+        return found["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def start_dashboard(state: dict) -> str | None:
+    """`skymesh dashboard` for the local mesh, a process of it (`skymesh down` stops it); its
+    URL once it serves, None if it did not come up (its log says why)."""
+    logs = Path(state["logs"])
+    proc = spawn([sys.executable, "-m", "skymesh", "dashboard", "--listen", "127.0.0.1:0"],
+                 logs / "dashboard.log")
+    state["pids"]["dashboard"] = proc.pid
+    state_file().write_text(json.dumps(state, indent=1))
+    deadline = time.monotonic() + DASHBOARD_START_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        url = dashboard_url()
+        if url is not None:
+            return url
+        time.sleep(0.1)
+    return None
 
 
 def local_etcd(base: Path, client: TlsFiles) -> tuple[str, list[int], list[list[str]]]:
@@ -535,7 +576,9 @@ def stop(state: dict, timeout: float = 5.0, progress: Callable[[str], None] = pr
     were running."""
     names = {**{pid: ("controller" if name == "controller" else f"controller {name}")
                 for name, pid in controller_pids(state).items()},
-             **{pid: f"relay {key}" for key, pid in state["pids"]["relays"].items()}}
+             **{pid: f"relay {key}" for key, pid in state["pids"]["relays"].items()},
+             **({state["pids"]["dashboard"]: "dashboard"} if state["pids"].get("dashboard")
+                else {})}
     etcd = {pid: "etcd" for pid in state["pids"].get("etcd", [])}
     running = [p for p in names if alive(p)]
     for pid in running:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from skymesh.cli import configs, credentials
 from skymesh.cli.common import (
+    add_log_format,
     fail,
     load_inputs,
     parse_ttl,
@@ -112,6 +113,7 @@ def add_parsers(sub) -> None:
                      f"within it (default: %(default)s; at most {MAX_TTL_S})")
     ctl.add_argument("--log-level", default="info", type=str.lower,
                        choices=configs.LOG_LEVELS)
+    add_log_format(ctl)
     credentials.add_arguments(ctl, "the controller")
     configs.add_argument(ctl, "controller")
     ctl.set_defaults(run=cmd_controller, config_parser=ctl,
@@ -146,10 +148,15 @@ def add_parsers(sub) -> None:
                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: "
                        "not served; the relay tells the controller where, `skymesh admin "
                        "regions`)")
+    relay.add_argument("--health-listen", metavar="HOST:PORT",
+                       help="serve the gRPC health service (grpc.health.v1, SERVING once "
+                       "connected to a controller and holding routes) and reflection here, "
+                       "in plaintext (default: not served)")
     relay.add_argument("--edge-port", type=int, default=0, metavar="PORT",
                        help="UDP port of the client edge on the --bind host (default: any)")
     relay.add_argument("--log-level", default="info", type=str.lower,
                        choices=configs.LOG_LEVELS)
+    add_log_format(relay)
     credentials.add_arguments(relay, "the relay")
     configs.add_argument(relay, "relay")
     relay.set_defaults(run=cmd_relay, config_parser=relay, config_schema=configs.RELAY_CONFIG)
@@ -178,11 +185,11 @@ def cmd_controller(args: argparse.Namespace) -> int:
     from controller.core import Settings
     from controller.election import MAX_TTL_S
     from controller.routing import Hysteresis
-    from controller.server import serve
+    from controller.server import serve, shut_down
     from skymesh.catalogue import CatalogueError
     from skymesh.policy import PolicyError
 
-    setup_logging(args.log_level, "controller")
+    setup_logging(args.log_level, "controller", args.log_format, replica=args.replica)
     try:
         tls = credentials.resolve(args, "controller-*.pem",
                                   "skymesh certs controller ID --host HOST", args.listen)
@@ -267,8 +274,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
         try:
             await until_signalled(controller.run())
         finally:
-            await server.stop(grace=0.5)
-            await controller.close()
+            await shut_down(server, controller)  # NOT_SERVING, then stopped
 
     try:
         run_loop(run())
@@ -306,13 +312,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
         if not value]
     if missing:
         return fail(f"relay: {' and '.join(missing)} required")
-    setup_logging(args.log_level, f"relay[{args.region}]")
+    fields = setup_logging(args.log_level, f"relay[{args.region}]", args.log_format,
+                           region=args.region, node=args.node or "")
     try:
         tls = credentials.resolve(args, f"relay-{args.region}-*.pem",
                                   f"skymesh certs relay {args.region} NODE", args.controller)
         node_id = relay_node_id(tls, args.region, args.node)
     except credentials.CredentialsError as e:
         return fail(f"relay {args.region}: {e}")
+    fields["node"] = node_id
     host, _, port = args.bind.rpartition(":")
     if not host or not port.isdigit():
         return fail(f"--bind: expected HOST:PORT, got {args.bind!r}")
@@ -346,10 +354,13 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return say_checked(args, f"relay {args.region}/{node_id or '(random node id)'}, "
                            f"controllers {args.controller}, udp {args.bind}"
                            + (f" advertised as {args.advertise}" if args.advertise else "")
-                           + (f", client edge on port {args.edge_port}" if edge else ""))
+                           + (f", client edge on port {args.edge_port}" if edge else "")
+                           + (f", health on {args.health_listen}" if args.health_listen
+                              else ""))
     node = RelayNode(args.region, args.controller, (host, int(port)), wan, edge=edge, tls=tls,
                      node_id=node_id, advertise=args.advertise,
-                     metrics_listen=args.metrics_listen)
+                     metrics_listen=args.metrics_listen, health_listen=args.health_listen)
+    fields["node"] = node.node_id  # drawn at random when no certificate names it
 
     try:
         run_loop(until_signalled(node.run()))

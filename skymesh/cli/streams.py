@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 from sdk.client import MAX_MEDIA_PAYLOAD
 from sdk.errors import SkymeshError
 from skymesh.cli import admin, render, traffic
-from skymesh.cli.common import run_loop
+from skymesh.cli.common import add_log_format, run_loop, setup_logging
 
 DEMO_FROM = ("london", "frankfurt", "amsterdam")
 DEMO_TO = ("tokyo", "new-york", "sao-paulo", "sydney", "johannesburg", "singapore")
@@ -84,6 +84,7 @@ def _session_options(p: argparse.ArgumentParser) -> None:
                    "the local mesh's)")
     admin.add_client_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_log_format(p)
 
 
 def _fail(message: str) -> int:
@@ -120,6 +121,7 @@ def _moves(s, say, seen: int) -> int:
 
 
 def cmd_pub(args: argparse.Namespace) -> int:
+    setup_logging("warning", "pub", args.log_format)
     if not 0 < args.size <= MAX_MEDIA_PAYLOAD:
         return _fail(f"--size must be 1..{MAX_MEDIA_PAYLOAD}")
     if args.rate <= 0:
@@ -154,6 +156,7 @@ def cmd_pub(args: argparse.Namespace) -> int:
 
 
 def cmd_sub(args: argparse.Namespace) -> int:
+    setup_logging("warning", "sub", args.log_format)
     say = _say(args)
     try:
         how, uid, tok = _endpoint(args, "sub")
@@ -202,6 +205,7 @@ def _finish(args: argparse.Namespace, run) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    setup_logging("warning", "demo", args.log_format)
     say = _say(args)
     try:
         controller = admin.controller_address(args.controller)

@@ -54,6 +54,9 @@ def add_parsers(sub) -> None:
                     "(default: %(default)s)")
     up.add_argument("--down-after", type=int, default=LINK.down_after, metavar="N",
                     help="missed probes in a row that make a link down (default: %(default)s)")
+    up.add_argument("--no-dashboard", action="store_true",
+                    help="do not start the live map (`skymesh dashboard`, on a free loopback "
+                    "port; its URL is printed and in `admin status --json`)")
     up.add_argument("--detach", action="store_true",
                     help="return once converged and leave the mesh running (`skymesh down`)")
     up.add_argument("--timeout", type=float, default=120.0,
@@ -64,6 +67,9 @@ def add_parsers(sub) -> None:
                     "the end-to-end latency (as `skymesh demo`)")
     up.add_argument("--log-level", default="info", type=str.lower,
                     choices=("debug", "info", "warning", "error", "critical"))
+    up.add_argument("--log-format", default="text", type=str.lower, choices=("text", "json"),
+                    help="the processes' logs (in $SKYMESH_HOME/logs): text lines, or one "
+                    "JSON object a line (default: %(default)s)")
     up.add_argument("--edge-limits", metavar="NAME=VALUE,...",
                     help="the relays' client edge flood limits (as for `skymesh relay`)")
     up.add_argument("--insecure", action="store_true",
@@ -166,7 +172,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                        insecure=args.insecure,
                        edge_limits=mesh.limits_mapping(args.edge_limits)
                        if args.edge_limits else None, nodes_per_region=per_region,
-                       controllers=args.controllers, store=args.store)
+                       controllers=args.controllers, store=args.store,
+                       log_format=args.log_format)
     except (RuntimeError, OSError) as e:
         return fail(str(e))
     except (certs.CertError, ConfigError) as e:
@@ -187,8 +194,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         mesh.stop(m.state, progress=say)
         return fail(f"routes did not converge in {args.timeout:.0f} s; see the logs in "
                     f"{mesh.home() / 'logs'}")
+    url = None if args.no_dashboard else mesh.start_dashboard(m.state)
+    if url is None and not args.no_dashboard:
+        say(f"the dashboard did not start; see {mesh.home() / 'logs' / 'dashboard.log'}")
     result = {**status, "nodes_per_region": per_region, "converge_s": round(elapsed, 1),
-              "state": str(mesh.state_file())}
+              "state": str(mesh.state_file()), "dashboard_url": url}
     if args.json:
         print(json.dumps(result))
     else:
@@ -199,6 +209,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         what = "controller replicas" if "," in m.controller else "controller"
         print(f"{what} at {m.controller}; try `skymesh admin status`, "
               "`skymesh admin path SRC DST`")
+        if url:
+            print(f"live map: {url}")
         if per_region > 1:
             print(f"nodes n1..n{per_region} of each region: `skymesh admin regions`; kill one "
                   "with `skymesh mesh kill REGION/NODE`")

@@ -107,9 +107,10 @@ def test_relays_keep_tables_across_a_controller_restart(triangle):
 
 def test_down_stops_every_process(triangle):
     state = mesh.read_state()
-    pids = [state["pids"]["controller"], *state["pids"]["relays"].values()]
+    pids = [state["pids"]["controller"], *state["pids"]["relays"].values(),
+            state["pids"]["dashboard"]]  # the live map `up` started
     out = cli_json("down")
-    assert out["stopped"] == 5
+    assert out["stopped"] == 6
     assert not any(mesh.alive(p) for p in pids)
     assert mesh.read_state() is None
 

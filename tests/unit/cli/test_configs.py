@@ -98,8 +98,11 @@ tls:
   insecure: true
 log:
   level: DEBUG
+  format: JSON
 metrics:
   listen: 127.0.0.1:9400
+health:
+  listen: 127.0.0.1:9500
 """
 
 CONTROLLER_FILE = """\
@@ -136,7 +139,7 @@ routing:
   hysteresis_ms: 8
   resync_hold: 30
 tls: {dir: certs, ca: ca.pem, cert: c.pem, key: c.key, insecure: true}
-log: {level: warning}
+log: {level: warning, format: json}
 metrics: {listen: "[::1]:9401"}
 """
 
@@ -153,7 +156,8 @@ def test_a_complete_relay_file(tmp_path):
         "certs": tmp_path / "certs", "ca": tmp_path / "certs/bundle.pem",
         "cert": tmp_path / "certs/relay-london-n2.pem",
         "key": tmp_path / "certs/relay-london-n2.key", "insecure": True,
-        "log_level": "debug", "metrics_listen": "127.0.0.1:9400"}
+        "log_level": "debug", "log_format": "json", "metrics_listen": "127.0.0.1:9400",
+        "health_listen": "127.0.0.1:9500"}
 
 
 def test_a_complete_controller_file(tmp_path):
@@ -167,6 +171,7 @@ def test_a_complete_controller_file(tmp_path):
     assert values["down_after"] == 4 and isinstance(values["down_after"], int)
     assert values["probe_interval"] == 2.5 and values["degraded_jitter_ms"] == 45.0
     assert values["log_level"] == "warning" and values["insecure"] is True
+    assert values["log_format"] == "json"
 
 
 @pytest.mark.parametrize("command, text", [("relay", RELAY_FILE),

@@ -48,7 +48,7 @@ def test_relay_settings_name_the_node_only_with_several_per_region(tmp_path: Pat
     settings = mesh.relay_settings(spec, "127.0.0.1:7400,127.0.0.1:7401", Path("wan.json"),
                                    Path("e.pem"), Path("e.key"), "info", None,
                                    mesh.limits_mapping("messages-per-s=5,media-burst-bytes=1e6"),
-                                   name_node=True)
+                                   name_node=True, log_format="json")
     path = configs.write(tmp_path / "lon.n2.yaml", configs.RELAY_CONFIG, settings)
     values = configs.RELAY_CONFIG.load(path)
     assert values["region"] == "lon" and values["node"] == "n2"
@@ -56,6 +56,9 @@ def test_relay_settings_name_the_node_only_with_several_per_region(tmp_path: Pat
     assert values["controller"] == "127.0.0.1:7400,127.0.0.1:7401"
     assert values["insecure"] is True
     assert values["edge_limits"] == "messages-per-s=5,media-burst-bytes=1000000"
+    # metrics and health on any free port of its address; logs as `up` was told
+    assert values["metrics_listen"] == values["health_listen"] == f"{spec.address}:0"
+    assert values["log_format"] == "json"
     one = mesh.relay_settings(mesh.relay_specs(REGIONS)[1], "127.0.0.1:7400",
                               Path("wan.json"), Path("e.pem"), Path("e.key"), "info", None)
     assert "node" not in configs.RELAY_CONFIG.loads(configs.dump(one), "x", tmp_path)

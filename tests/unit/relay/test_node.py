@@ -306,3 +306,17 @@ def test_a_table_of_changes_applies_to_the_version_it_names():
     stale = control(routes=relay_pb2.RouteTable(version=3, nonce="n3", base_version=9))
     ack = n.on_control(stale).ack
     assert not ack.accepted and "not held" in ack.reason and n.tables.version == 2
+
+
+def test_the_relay_serves_once_connected_and_holding_tables():
+    """What its health service says (relay/health.py): a session and a route table."""
+    n, _ = node()
+    n.control.outbox = None
+    assert not n.control.serving  # neither
+    n.control.outbox = asyncio.Queue()
+    assert not n.control.serving  # connected, no table yet
+    n.on_control(control(config=relay_pb2.RelayConfig(fabric_key=KEY, zones=["global"])))
+    n.on_control(routes_message(1))
+    assert n.control.serving
+    n.control.outbox = None  # the session is lost: it forwards on its tables, not serving
+    assert not n.control.serving and n.tables.version == 1
