@@ -32,10 +32,12 @@ def start_mesh(home: Path):
     """Start a local mesh with `skymesh up --detach`; always stopped at teardown."""
     started = []
 
-    def start(*args: str, timeout: float = 90) -> dict:
+    def start(*args: str, timeout: float = 90, dashboard: bool = False) -> dict:
+        """`dashboard`: with the live map `up` starts (a process more), which most tests
+        have no use for."""
         started.append(True)
         proc = run_cli("up", "--detach", "--json", "--probe-interval", "0.3", *args,
-                       timeout=timeout + 30)
+                       *([] if dashboard else ["--no-dashboard"]), timeout=timeout + 30)
         assert proc.returncode == 0, f"skymesh up failed:\n{proc.stderr}\n{_logs(home)}"
         return json.loads(proc.stdout)
 

@@ -172,9 +172,9 @@ def relay_settings(spec: RelaySpec, controller: str, wan_file: Path, edge_cert: 
                       "log": {"level": log_level, "format": log_format},
                       # on in the local mesh (off by default elsewhere): any free port, which
                       # the relay tells the controller (`admin regions`)
-                      "metrics": {"listen": f"{spec.address}:0"},
-                      # the same: any free port, which the relay logs
-                      "health": {"listen": f"{spec.address}:0"}}
+                      "metrics": {"listen": f"{spec.address}:0"}}
+    # no health listener: a gRPC server more in each of up to 45 processes on two cores, for
+    # load balancers the local mesh has none of (tests/integration/test_health.py has its own)
     return settings
 
 

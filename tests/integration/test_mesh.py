@@ -24,7 +24,9 @@ RTTS = {("aa", "bb"): 200, ("aa", "cc"): 10, ("cc", "bb"): 10, ("aa", "dd"): 50,
 def triangle(tmp_path, start_mesh):
     regions = write_regions(tmp_path / "regions", REGIONS)
     matrix = write_matrix(tmp_path / "matrix.csv", RTTS)
-    result = start_mesh("--regions", str(regions), "--latency-matrix", str(matrix))
+    # with the live map: `up` prints its URL, `down` stops it
+    result = start_mesh("--regions", str(regions), "--latency-matrix", str(matrix),
+                        dashboard=True)
     return result
 
 
@@ -106,6 +108,10 @@ def test_relays_keep_tables_across_a_controller_restart(triangle):
 
 
 def test_down_stops_every_process(triangle):
+    # the live map `up` started, as `up` and `admin status` say it
+    url = triangle["dashboard_url"]
+    assert url.startswith("http://127.0.0.1:")
+    assert cli_json("admin", "status")["dashboard_url"] == url
     state = mesh.read_state()
     pids = [state["pids"]["controller"], *state["pids"]["relays"].values(),
             state["pids"]["dashboard"]]  # the live map `up` started

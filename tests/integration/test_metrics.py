@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import cli_json, run_cli, wait_for
 
@@ -41,14 +40,10 @@ def addresses() -> tuple[str, dict[str, str]]:
     return status["metrics_addr"], regions
 
 
-@pytest.fixture
-def mesh(start_mesh):
+def test_metrics_of_a_mesh_under_traffic_and_a_killed_peer(start_mesh):
     start_mesh("--only", REGIONS)
-    return addresses()
-
-
-def test_every_family_is_served_with_its_type(mesh):
-    controller, relays = mesh
+    controller, relays = addresses()
+    # every family served with its type (one mesh for both parts: each costs a start)
     assert controller and set(relays) == set(REGIONS.split(","))
     for address, families in [(controller, m.CONTROLLER), *((a, m.RELAY)
                                                               for a in relays.values())]:
@@ -60,9 +55,7 @@ def test_every_family_is_served_with_its_type(mesh):
         # the process's own, beside skymesh's
         assert "process_cpu_seconds" in served
 
-
-def test_values_move_with_traffic_and_a_killed_peer(mesh):
-    controller, relays = mesh
+    # values that move with traffic and a killed peer
     before = scrape(relays["london"])
     sent_before = value(before, m.FABRIC_DELIVERED, zone="global") or 0
     # a stream from frankfurt to the others: london delivers what it receives
