@@ -46,6 +46,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.mesh = mesh
         self.cluster = cluster or (lambda: lone("controller", "", controller.store))
         self.metrics_addr = ""  # this process's Prometheus endpoint, host:port ("": none)
+        self.dashboard_url = ""  # the live map this process serves ("": none)
 
     async def allow(self, context: grpc.aio.ServicerContext, rpc: str) -> str:
         """Who is calling `rpc`, if their certificate allows it; else the call is aborted
@@ -100,6 +101,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                                       healthy=c.store_healthy, error=c.store_error),
             replica=c.replica,
             metrics_addr=self.metrics_addr,
+            dashboard_url=self.dashboard_url,
         )
 
     async def Regions(self, request, context) -> admin_pb2.RegionsReply:
@@ -123,13 +125,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     counters=session.counters if session else {},
                     edge_addr=session.edge_addr if session else "",
                     metrics_addr=session.metrics_addr if session else "",
+                    health_addr=session.health_addr if session else "",
                     drained=rid in ctl.drained,
                     nodes=[admin_pb2.NodeInfo(
                         node_id=n.relay.node_id, probe_addr=n.relay.probe_addr,
                         edge_addr=n.edge_addr, route_version=n.routes.acked_version,
                         lead=n is session, sessions=n.counters.get("edge.sessions", 0),
                         counters=n.counters, transit_weight=ctl.transit_weight(n),
-                        replica=n.replica, metrics_addr=n.metrics_addr)
+                        replica=n.replica, metrics_addr=n.metrics_addr,
+                        health_addr=n.health_addr)
                         for n in ctl.region_sessions(rid)],
                 )
             )

@@ -126,6 +126,7 @@ class Hello:
     edge_addr: str = ""
     protocol: int = 0  # PROTOCOL_BY_CHANGE: peer lists and reports by change
     metrics_addr: str = ""  # its Prometheus metrics ("": not served)
+    health_addr: str = ""  # its gRPC health service ("": not served)
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ class Session:
     routes: RelayRoutes
     edge_addr: str = ""
     metrics_addr: str = ""  # where its Prometheus metrics are scraped ("": not served)
+    health_addr: str = ""  # where its gRPC health service answers ("": not served)
     # when each version not acknowledged yet was pushed (lead sessions), for push-to-ACK
     pushed_at: dict[int, float] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)  # the relay's, as last reported
@@ -510,7 +512,8 @@ class Controller:
             routes = self.distribution.attach(
                 region, hello.route_version, changes=hello.protocol >= PROTOCOL_TABLE_CHANGES)
         session = Session(relay, send, routes, edge_addr=hello.edge_addr, bucket=bucket,
-                          protocol=hello.protocol, metrics_addr=hello.metrics_addr)
+                          protocol=hello.protocol, metrics_addr=hello.metrics_addr,
+                          health_addr=hello.health_addr)
         here[relay.node_id] = session
         self.membership.connect(session.node)
         if follows:

@@ -310,9 +310,10 @@ def check_hello(
     if hello.edge_addr and not _host_port(hello.edge_addr):
         return (grpc.StatusCode.INVALID_ARGUMENT,
                 f"edge_addr {hello.edge_addr[:64]!r} is not host:port (port 1-65535)")
-    if hello.metrics_addr and not _host_port(hello.metrics_addr):
-        return (grpc.StatusCode.INVALID_ARGUMENT,
-                f"metrics_addr {hello.metrics_addr[:64]!r} is not host:port (port 1-65535)")
+    for name in ("metrics_addr", "health_addr"):
+        if (value := getattr(hello, name)) and not _host_port(value):
+            return (grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{name} {value[:64]!r} is not host:port (port 1-65535)")
     if hello.route_version > MAX_HELD_VERSION:  # versions go on above it: a uint64 would overflow
         return (grpc.StatusCode.INVALID_ARGUMENT,
                 f"route_version {hello.route_version} is beyond any version pushed "

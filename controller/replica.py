@@ -41,6 +41,7 @@ class Replica:
         self.mesh = mesh
         self.loop = None  # RecomputeLoop, once this replica has led
         self.metrics_addr = ""  # its Prometheus endpoint, host:port ("": none)
+        self.dashboard_url = ""  # the live map it serves ("": none)
         self.resolver_server = None  # --resolve-listen
         self.health: list = []  # its servers' health services (skymesh/net/health.py)
         self.relays: RelayControlService | None = None
@@ -119,6 +120,7 @@ class Replica:
                 relays=len({region for region, _ in m.relays}), regions=len(self.catalogue),
                 route_version=max(sets, default=0), converged=False, replica=c.replica,
                 leader=c.leader, metrics_addr=self.metrics_addr,
+                dashboard_url=self.dashboard_url,
                 replicas=[admin_pb2.ReplicaInfo(id=r.id, address=r.address, leader=r.leader,
                                                 healthy=r.healthy) for r in c.replicas],
                 store=admin_pb2.StoreInfo(kind=c.store_kind, where=c.store_where,
@@ -193,6 +195,7 @@ class Replica:
             self.loop.computed = self.relays.take_reports
             self.admin = AdminService(core, self.mesh, self.leadership.view)
             self.admin.metrics_addr = self.metrics_addr
+            self.admin.dashboard_url = self.dashboard_url
             follow(self.loop, self.leadership)
             self.rounds = asyncio.get_running_loop().create_task(self.loop.run())
         else:

@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import grpc
@@ -144,16 +144,18 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
                 election_ttl_s: float = DEFAULT_TTL_S, lead_timeout_s: float = 30.0,
                 advertise: str | None = None, resolve_listen: str | None = None,
                 geoip: CityDatabase | None = None, metrics_listen: str | None = None,
+                dashboard: Callable[[int], Awaitable[str]] | None = None,
                 ) -> tuple[grpc.aio.Server, RecomputeLoop | Replica, int]:
     """Start serving on `listen`, with mutual TLS on `tls` (the controller's certificate;
     clients must present one of its mesh), or in plaintext, unauthenticated, when `tls` is
     None (--insecure). State is kept in `state_file`, or on etcd (`store_url`,
     etcd://HOST:PORT[,...], with the same certificate) as `replica` (reached at `advertise`,
     default the address listened on), once it leads. Both servers (and the resolver's, on
-    `resolve_listen`) serve the gRPC health service, per service, and reflection. The
-    caller runs the loop (`.run()`) and ends with `shut_down`. Raises ValueError
-    for an unreadable state file, store URL or unusable TLS files, OSError when it cannot
-    listen or reach etcd."""
+    `resolve_listen`) serve the gRPC health service, per service, and reflection.
+    `dashboard(port)`, once serving on `port`, starts the live map and returns its URL, which
+    the admin status gives. The caller runs the loop (`.run()`) and ends with `shut_down`.
+    Raises ValueError for an unreadable state file, store URL or unusable TLS files, OSError
+    when it cannot listen or reach etcd."""
     mesh = None
     if tls is not None:
         try:
@@ -207,8 +209,10 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
         runner.health.insert(0, health)
         await health.start(server)
         try:
+            if dashboard is not None:
+                runner.dashboard_url = await dashboard(port)
             await runner.wait_ready(lead_timeout_s)
-        except OSError:
+        except (OSError, ValueError):
             await shut_down(server, runner, None)
             raise
         return server, runner, port
@@ -231,6 +235,12 @@ async def serve(catalogue: Mapping[str, Region], policy: Policy, listen: str,
     health.add_to_server(server, [RELAY_CONTROL, ADMIN])
     runner.health.insert(0, health)
     await health.start(server)
+    if dashboard is not None:
+        try:
+            admin.dashboard_url = await dashboard(port)
+        except (OSError, ValueError):
+            await shut_down(server, runner, None)
+            raise
     return server, runner, port
 
 

@@ -29,7 +29,8 @@ from skymesh.v1 import admin_pb2, relay_pb2
 def hello(msg: relay_pb2.Hello) -> Hello:
     return Hello(region=msg.region, node_id=msg.node_id, probe_addr=msg.probe_addr,
                  route_version=msg.route_version, edge_addr=msg.edge_addr,
-                 protocol=msg.protocol, metrics_addr=msg.metrics_addr)
+                 protocol=msg.protocol, metrics_addr=msg.metrics_addr,
+                 health_addr=msg.health_addr)
 
 
 def samples(report: relay_pb2.LinkReport) -> list[dict]:

@@ -100,6 +100,7 @@ class ControlSession:
         self.edge: ClientEdge | None = None
         self.edge_addr = ""
         self.metrics_addr = ""  # host:port of the relay's Prometheus metrics ("": none)
+        self.health_addr = ""  # host:port of its gRPC health service ("": none)
         self.report_interval_s = 1.0
         self.outbox: Outbox | None = None  # messages to the controller while connected
         self.apply_seconds = Histogram()  # route tables' decoding, checking and applying
@@ -371,7 +372,7 @@ class ControlSession:
         return relay_pb2.RelayMessage(hello=relay_pb2.Hello(
             region=self.region, node_id=self.node_id, probe_addr=probe_addr,
             route_version=self.tables.version, edge_addr=self.edge_addr,
-            metrics_addr=self.metrics_addr,
+            metrics_addr=self.metrics_addr, health_addr=self.health_addr,
             protocol=PROTOCOL_RESYNC))
 
     def started(self, outbox: Outbox) -> None:

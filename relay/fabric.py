@@ -74,6 +74,7 @@ from skymesh import edgeproto, nodes
 HOP_LIMIT = 16
 HISTORY = 1024  # messages a stream's origin keeps to send again
 MAX_REPLAY = 512  # messages one replay request is answered with
+MAX_DROP_ZONES = 32  # foreign zones named in drop counts; beyond, "other"
 _BASE = _MID = struct.Struct("!Q")
 
 ChannelKey = tuple[str, str]  # (zone, "app/channel")
@@ -165,6 +166,7 @@ class Fabric:
     siblings: frozenset[str] = frozenset()  # their node ids, as the controller lists them
     # the other regions' node ids, whose node-qualified names take the fast path too
     peer_nodes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    drop_zones: set[str] = field(default_factory=set)  # foreign zones named in drop counts
 
     # -- configuration from the controller -------------------------------------------------
 
@@ -190,6 +192,19 @@ class Fabric:
     def is_here(self, destination: str) -> bool:
         """Whether `destination` is for this relay: its region, or its own node's name."""
         return destination == self.region or (bool(self.node) and destination == self.name)
+
+    def drop(self, reason: str, zone: str, n: int = 1) -> None:
+        """Count `n` datagrams of `zone` dropped for `reason`: `dropped.REASON` as ever, and
+        `zonedrop.ZONE.REASON` for the zone's share (what a drop with no zone known yet,
+        undecodable say, is not). A foreign zone is named as it came, up to MAX_DROP_ZONES
+        names; beyond, "other", so a metric's labels stay bounded."""
+        self.counters[f"dropped.{reason}"] += n
+        if zone not in self.zones and zone not in self.drop_zones:
+            if len(self.drop_zones) >= MAX_DROP_ZONES:
+                zone = "other"
+            else:
+                self.drop_zones.add(zone)
+        self.counters[f"zonedrop.{zone}.{reason}"] += n
 
     def tables_changed(self) -> None:
         """Rebuild the transit index: (zone, destination) as wire bytes -> (next hop, the
@@ -278,7 +293,7 @@ class Fabric:
             self._route(Datagram(REPLAY, zone, channel, (origin,), HOP_LIMIT + 1, after,
                                  publisher, self.name.encode()))
         except BadDatagram:
-            self.counters["dropped.field"] += 1
+            self.drop("field", zone)
 
     def _send_copies(self, zone: str, channel: str, stream: str, copies: list[Copy]) -> None:
         for c in copies:
@@ -301,12 +316,12 @@ class Fabric:
             return
         if d.zone not in self.zones:
             # never carry a zone's traffic through a region outside it
-            self.counters["dropped.foreign-zone"] += 1
+            self.drop("foreign-zone", d.zone)
             return
         if any(map(self.is_here, d.destinations)):  # its sender's window says if it is new
             sender, seq = datagram.replay_id(d.sealed)
             if self.replay.accept(d.epoch, sender, seq) != ACCEPTED:
-                self.counters["dropped.replay"] += 1
+                self.drop("replay", d.zone)
                 return
         self.counters[f"zone.{d.zone}.received"] += 1
         self._route(d, now)
@@ -443,8 +458,7 @@ class Fabric:
         hops = {region: self.tables.next_hop(region, d.zone) for region in regions}
         local, copies, dropped = datagram.forward(d, hops, self.region)
         if dropped:
-            reason = "hop-limit" if d.hop_limit <= 0 else "unroutable"
-            self.counters[f"dropped.{reason}"] += len(dropped)
+            self.drop("hop-limit" if d.hop_limit <= 0 else "unroutable", d.zone, len(dropped))
         for hop, copy in copies.items():
             self.sent_to[hop] += 1
             for raw in self._encode(copy):
@@ -463,10 +477,10 @@ class Fabric:
             if region != self.region or dst in here:
                 continue
             if node not in self.siblings:
-                self.counters["dropped.no-node"] += 1
+                self.drop("no-node", d.zone)
                 continue
             if d.hop_limit <= 0:
-                self.counters["dropped.hop-limit"] += 1
+                self.drop("hop-limit", d.zone)
                 continue
             copy = dataclasses.replace(d, destinations=(dst,), hop_limit=d.hop_limit - 1)
             for raw in self._encode(copy):
@@ -487,11 +501,11 @@ class Fabric:
                 return [datagram.encode(d, self.keys.current)]
             except BadDatagram as e:
                 if e.reason_code != "too-large" or len(d.destinations) < 2:
-                    self.counters[f"dropped.{e.reason_code}"] += 1
+                    self.drop(e.reason_code, d.zone)
                     return []
         sealed = d.sealed
         if len(sealed) + 3 + max(len(x) for x in d.destinations) > MAX_DATAGRAM:
-            self.counters["dropped.too-large"] += 1  # not even one destination fits
+            self.drop("too-large", d.zone)  # not even one destination fits
             return []
         self.counters["split"] += 1
         d = dataclasses.replace(d, sealed=sealed)
@@ -503,14 +517,14 @@ class Fabric:
         """`d` with its sealed part, under the current key and epoch and this relay's next
         nonce; None (counted) when it cannot be sealed."""
         if not self.keys.current:
-            self.counters["dropped.no-key"] += 1
+            self.drop("no-key", d.zone)
             return None
         d = dataclasses.replace(d, epoch=self.keys.epoch)
         try:
             return dataclasses.replace(d, sealed=datagram.seal(d, self.keys.current,
                                                                self.nonces()))
         except BadDatagram as e:
-            self.counters[f"dropped.{e.reason_code}"] += 1
+            self.drop(e.reason_code, d.zone)
             return None
 
     def _deliver(self, d: Datagram, now: float) -> None:
@@ -572,7 +586,7 @@ class Fabric:
             try:
                 self._route(d)
             except BadDatagram:
-                self.counters["dropped.field"] += 1
+                self.drop("field", zone)
                 return
         self.counters["messages.replayed"] += sent
 
@@ -582,7 +596,7 @@ class Fabric:
         try:
             _, mid, origin, uid, body = decode_message(d.payload)
         except ValueError:
-            self.counters["dropped.malformed-message"] += 1
+            self.drop("malformed-message", d.zone)
             return
         self.edge.deliver_replayed((d.zone, d.channel), uid, mid, body,
                                    edgeproto.stream_id(origin, d.publisher), d.seq)
@@ -591,7 +605,7 @@ class Fabric:
         try:
             base, mid, origin, uid, body = decode_message(d.payload)
         except ValueError:
-            self.counters["dropped.malformed-message"] += 1
+            self.drop("malformed-message", d.zone)
             return
         key = (d.zone, d.channel)
         if self.edge is None or not self.edge.members(key):

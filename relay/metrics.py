@@ -28,24 +28,7 @@ class RelayCollector:
         region = node.region
         yield from self._links(region)
         counters = node.control.all_counters()
-        zones: dict[str, dict[str, int]] = {}
-        dropped: dict[str, int] = {}
-        for name, value in counters.items():
-            if name.startswith("zone."):
-                zone, _, what = name[5:].rpartition(".")
-                zones.setdefault(what, {})[zone] = value
-            elif name.startswith("dropped."):
-                dropped[name[8:]] = value
-        for what, f in (("received", m.FABRIC_RECEIVED), ("forwarded", m.FABRIC_FORWARDED),
-                        ("delivered", m.FABRIC_DELIVERED)):
-            out = family(f)
-            for zone, value in sorted(zones.get(what, {}).items()):
-                out.add_metric([region, zone], value)
-            yield out
-        out = family(m.FABRIC_DROPPED)
-        for reason, value in sorted(dropped.items()):
-            out.add_metric([region, reason], value)
-        yield out
+        yield from fabric_families(region, counters)
         for f, key in ((m.FAST_REROUTES, "rerouted"), (m.TABLES_REJECTED, "tables_rejected"),
                        (m.EDGE_JOINS, "edge.joined"),
                        (m.EDGE_MEDIA_EXPIRED, "edge.media_expired"),
@@ -85,3 +68,36 @@ class RelayCollector:
             sent.add_metric(labels, stats.probes_sent)
             lost.add_metric(labels, stats.lost)
         yield from (rtt, min_rtt, jitter, loss, state, sent, lost)
+
+
+def fabric_families(region: str, counters: dict[str, int]) -> Iterator[Metric]:
+    """The fabric's datagrams received, forwarded and delivered per zone, and dropped per
+    zone and reason, from the relay's counters (`zone.Z.WHAT`, `dropped.REASON`,
+    `zonedrop.Z.REASON`: relay/fabric.py)."""
+    zones: dict[str, dict[str, int]] = {}
+    dropped: dict[str, int] = {}
+    by_zone: dict[tuple[str, str], int] = {}  # (zone, reason)
+    for name, value in counters.items():
+        if name.startswith("zone."):
+            zone, _, what = name[5:].rpartition(".")
+            zones.setdefault(what, {})[zone] = value
+        elif name.startswith("dropped."):
+            dropped[name[8:]] = value
+        elif name.startswith("zonedrop."):
+            zone, _, reason = name[9:].rpartition(".")
+            by_zone[zone, reason] = value
+    # what no zone could be named for (undecodable, for no peer): zone ""
+    for reason, value in dropped.items():
+        rest = value - sum(v for (_, r), v in by_zone.items() if r == reason)
+        if rest > 0 or not any(r == reason for _, r in by_zone):
+            by_zone["", reason] = rest
+    for what, f in (("received", m.FABRIC_RECEIVED), ("forwarded", m.FABRIC_FORWARDED),
+                    ("delivered", m.FABRIC_DELIVERED)):
+        out = family(f)
+        for zone, value in sorted(zones.get(what, {}).items()):
+            out.add_metric([region, zone], value)
+        yield out
+    out = family(m.FABRIC_DROPPED)
+    for (zone, reason), value in sorted(by_zone.items()):
+        out.add_metric([region, zone, reason], value)
+    yield out

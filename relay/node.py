@@ -177,6 +177,8 @@ class RelayNode:
         if self.health_listen:
             from relay import health
             self.health = await health.serve(self.health_listen, lambda: self.control.serving)
+            bound = self.health_listen.rpartition(":")[0].strip("[]")
+            self.control.health_addr = f"{self.advertise or bound}:{self.health.port}"
         settle_heap()
         try:
             await asyncio.gather(self.probe_loop(), self.control.report_loop(),

@@ -304,6 +304,16 @@ def _uris(cert: x509.Certificate) -> list[str]:
     return ext.get_values_for_type(x509.UniformResourceIdentifier)
 
 
+def hosts_of(cert: x509.Certificate) -> list[str]:
+    """The host names and addresses a certificate is valid for, names first."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return (ext.get_values_for_type(x509.DNSName)
+            + [str(a) for a in ext.get_values_for_type(x509.IPAddress)])
+
+
 def identity_of(cert: x509.Certificate) -> Identity:
     """The mesh identity a leaf certificate names; CertError when it names none or several."""
     uris = [u for u in _uris(cert) if u.startswith(identity.SCHEME)]

@@ -59,7 +59,8 @@ FABRIC_FORWARDED = _f("fabric_datagrams_forwarded_total", COUNTER, "Channel data
 FABRIC_DELIVERED = _f("fabric_datagrams_delivered_total", COUNTER, "Channel datagrams "
                       "delivered to this relay's client edge", "region", "zone")
 FABRIC_DROPPED = _f("fabric_datagrams_dropped_total", COUNTER, "Channel datagrams dropped, by "
-                    "reason (foreign-zone is a residency drop)", "region", "reason")
+                    "zone and reason (foreign-zone is a residency drop; zone \"\": not known, "
+                    "the datagram undecodable)", "region", "zone", "reason")
 FAST_REROUTES = _f("fast_reroutes_total", COUNTER, "Routes moved to their backup next hop "
                    "because a next hop went down, before the controller said anything",
                    "region")

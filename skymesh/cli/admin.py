@@ -128,7 +128,10 @@ def refused_by_peer(e: grpc.RpcError) -> bool:
 
 
 def status(address: str, timeout: float = 5.0) -> dict:
-    r = call(address, "Status", admin_pb2.StatusRequest(), timeout)
+    return status_of(call(address, "Status", admin_pb2.StatusRequest(), timeout), address)
+
+
+def status_of(r: admin_pb2.StatusReply, address: str) -> dict:
     return {"controller": address, "relays": r.relays, "regions": r.regions,
             "route_version": r.route_version, "converged": r.converged,
             "converged_for_s": round(r.converged_for_s, 1), "relays_acked": r.relays_acked,
@@ -146,7 +149,7 @@ def status(address: str, timeout: float = 5.0) -> dict:
                           "healthy": x.healthy} for x in r.replicas],
             "store": {"kind": r.store.kind, "where": r.store.where,
                       "healthy": r.store.healthy, "error": r.store.error},
-            "metrics_addr": r.metrics_addr}
+            "metrics_addr": r.metrics_addr, "dashboard_url": r.dashboard_url or None}
 
 
 def regions(address: str) -> list[dict]:
@@ -162,11 +165,13 @@ def regions(address: str) -> list[dict]:
 def regions_of(reply: admin_pb2.RegionsReply) -> list[dict]:
     return [{"id": x.id, "name": x.name, "country": x.country, "lat": x.lat, "lon": x.lon,
              "tags": list(x.tags), "connected": x.connected, "probe_addr": x.probe_addr,
-             "edge_addr": x.edge_addr, "metrics_addr": x.metrics_addr, "drained": x.drained,
+             "edge_addr": x.edge_addr, "metrics_addr": x.metrics_addr,
+             "health_addr": x.health_addr, "drained": x.drained,
              "route_version": x.route_version, "hello_version": x.hello_version,
              "counters": dict(sorted(x.counters.items())),
              "nodes": [{"node_id": n.node_id, "probe_addr": n.probe_addr,
                         "edge_addr": n.edge_addr, "metrics_addr": n.metrics_addr,
+                        "health_addr": n.health_addr,
                         "route_version": n.route_version,
                         "lead": n.lead, "sessions": n.sessions,
                         "transit_weight": n.transit_weight or 1.0,
@@ -176,7 +181,10 @@ def regions_of(reply: admin_pb2.RegionsReply) -> list[dict]:
 
 
 def links(address: str) -> list[dict]:
-    r = call(address, "Links", admin_pb2.LinksRequest())
+    return links_of(call(address, "Links", admin_pb2.LinksRequest()))
+
+
+def links_of(r: admin_pb2.LinksReply) -> list[dict]:
     return [{"src": x.src, "dst": x.sample.dst, "rtt_ms": round(x.sample.rtt_ms, 3),
              "min_rtt_ms": round(x.sample.min_rtt_ms, 3),
              "jitter_ms": round(x.sample.jitter_ms, 3), "loss": round(x.sample.loss, 4),
@@ -193,7 +201,10 @@ def routes(address: str, region: str, zone: str | None = None) -> dict:
 
 
 def path(address: str, src: str, dst: str, zone: str = "global") -> dict:
-    r = call(address, "Path", admin_pb2.PathRequest(src=src, dst=dst, zone=zone))
+    return path_of(call(address, "Path", admin_pb2.PathRequest(src=src, dst=dst, zone=zone)))
+
+
+def path_of(r: admin_pb2.PathReply) -> dict:
     out = {"src": r.src, "dst": r.dst, "zone": r.zone, "path": list(r.path),
            "cost_ms": round(r.cost_ms, 3), "reachable": r.reachable,
            "backup_next_hop": r.backup_next_hop or None, "backup_kind": r.backup_kind,
@@ -204,7 +215,10 @@ def path(address: str, src: str, dst: str, zone: str = "global") -> dict:
 
 
 def zones(address: str) -> dict:
-    r = call(address, "Zones", admin_pb2.ZonesRequest())
+    return zones_of(call(address, "Zones", admin_pb2.ZonesRequest()))
+
+
+def zones_of(r: admin_pb2.ZonesReply) -> dict:
     return {"policy": r.policy, "zones": [
         {"name": z.name, "description": z.description, "regions": list(z.regions),
          "connected": z.connected} for z in r.zones]}
@@ -236,7 +250,10 @@ def channels(address: str) -> list[dict]:
 def events(address: str, since: float = 0.0) -> list[dict]:
     """What relays noticed and did on their own (links down or up, fast reroutes, chaos) and
     the controller's own events, oldest first; `since` in seconds since the epoch."""
-    r = call(address, "Events", admin_pb2.EventsRequest(since_unix_s=since))
+    return events_of(call(address, "Events", admin_pb2.EventsRequest(since_unix_s=since)))
+
+
+def events_of(r: admin_pb2.EventsReply) -> list[dict]:
     return [{"at": round(e.event.at_unix_s, 3), "region": e.region, "kind": e.event.kind,
              "peer": e.event.peer, "routes": e.event.routes, "detail": e.event.detail,
              "received": round(e.received_unix_s, 3)} for e in r.events]
@@ -366,9 +383,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
         address = controller_address(args.controller)
         if args.what == "status":
             data = status(address)
-            if not args.controller:  # the local mesh's: the live map `up` started
-                from skymesh.cli import mesh
-
+            if not args.controller and not data["dashboard_url"]:
+                # the local mesh's: the live map `up` started
                 data["dashboard_url"] = mesh.dashboard_url()
         elif args.what == "regions":
             data = regions(address)

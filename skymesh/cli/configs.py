@@ -105,6 +105,8 @@ def _controller_fields() -> list[Field]:
         Field("resolver.listen", "resolve_listen", config.host_port,
               "where the EdgeResolver is served to clients"),
         Field("resolver.geoip_db", "geoip_db", config.path, "MaxMind-format City database"),
+        Field("dashboard.listen", "dashboard_listen", config.host_port,
+              "where the live map is served (HTTPS, for admin certificates)"),
         Field("fabric.keys", "fabric_keys", config.path, "fabric keys file"),
         Field("fabric.rotation", "fabric_key_rotation", config.duration,
               "rotation period of the fabric key (0: never)"),

@@ -10,7 +10,10 @@ core `skymesh/cli/dashview.py`.
 
 Inside another process (the controller's, say), `Dashboard(Source(...)).start(host, port)` on
 that process's event loop serves the same page from whatever functions answer the admin
-queries (plain functions run on a worker thread, coroutine functions on the loop)."""
+queries (plain functions run on a worker thread, coroutine functions on the loop);
+`ControllerClient` asks a controller for them on that loop. Given the process's TLS files,
+the page is served over HTTPS to browsers presenting an admin certificate of the mesh (a
+viewer's or an operator's): the roles the admin API obeys."""
 
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ import functools
 import inspect
 import ipaddress
 import json
+import logging
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -29,9 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import grpc
+from cryptography import x509
+
+from skymesh import certs
 from skymesh.cli import admin, mesh
 from skymesh.cli.common import fail
 from skymesh.cli.dashview import DrillTimeline, EventFeed, MeshView, path_view, same_state
+from skymesh.identity import Identity, stranger
+from skymesh.net.tls import TlsError, TlsFiles, channel_credentials
+from skymesh.v1 import admin_pb2, admin_pb2_grpc
+
+log = logging.getLogger("skymesh.dashboard")
 
 STATIC = Path(__file__).resolve().parent / "static" / "dashboard"
 FILES = {  # what is served, by name: nothing else is read from the disk
@@ -51,6 +65,8 @@ SECURITY_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-store"),
 )
+TLS_HANDSHAKE_S = 10.0
+TLS_RELOAD_S = 5.0
 REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -88,6 +104,141 @@ def admin_source(address: str) -> Source:
                   zones=functools.partial(admin.zones, address))
 
 
+# what a controller's refusal means to the page: its question was wrong (an unknown region or
+# zone); any other failure is the controller's, shown as unavailable
+QUESTION_REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.FAILED_PRECONDITION)
+
+
+class ControllerClient:
+    """The admin queries the dashboard asks, on the running event loop (grpc.aio), of the
+    controller at `address`: with `tls` (re-read when its files change, so rotation needs no
+    restart) and `metadata` on every call; `name` the host name its certificate is checked
+    for, when `address` does not say it."""
+
+    def __init__(self, address: str, tls: TlsFiles | None, metadata: tuple = (),
+                 name: str | None = None, timeout_s: float = 5.0) -> None:
+        self.address, self.tls, self.metadata, self.name = address, tls, metadata, name
+        self.timeout_s = timeout_s
+        self.channel: grpc.aio.Channel | None = None
+        self.stamp: tuple | None = None
+
+    def source(self) -> Source:
+        return Source(status=self.status, regions=self.regions, links=self.links,
+                      events=self.events, path=self.path, zones=self.zones)
+
+    async def stub(self) -> admin_pb2_grpc.AdminStub:
+        stamp = self.tls.stamp() if self.tls is not None else None
+        if self.channel is None or stamp != self.stamp:
+            if self.channel is not None:
+                await self.channel.close()
+            options = [("grpc.ssl_target_name_override", self.name)] if self.name else []
+            try:
+                self.channel = grpc.aio.insecure_channel(self.address) if self.tls is None \
+                    else grpc.aio.secure_channel(self.address, channel_credentials(self.tls),
+                                                 options)
+            except TlsError as e:
+                raise Unavailable(f"the dashboard's certificate: {e}") from None
+            self.stamp = stamp
+        return admin_pb2_grpc.AdminStub(self.channel)
+
+    async def call(self, method: str, request):
+        stub = await self.stub()
+        try:
+            return await getattr(stub, method)(request, timeout=self.timeout_s,
+                                               metadata=self.metadata)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in QUESTION_REFUSED:
+                raise Refused(e.details()) from None
+            raise Unavailable(f"controller {self.address}: {e.details()} "
+                              f"({e.code().name})") from None
+
+    async def status(self) -> dict:
+        return admin.status_of(await self.call("Status", admin_pb2.StatusRequest()),
+                               self.address)
+
+    async def regions(self) -> list[dict]:
+        return admin.regions_of(await self.call("Regions", admin_pb2.RegionsRequest()))
+
+    async def links(self) -> list[dict]:
+        return admin.links_of(await self.call("Links", admin_pb2.LinksRequest()))
+
+    async def events(self, since: float) -> list[dict]:
+        return admin.events_of(await self.call(
+            "Events", admin_pb2.EventsRequest(since_unix_s=since)))
+
+    async def path(self, src: str, dst: str, zone: str) -> dict:
+        return admin.path_of(await self.call(
+            "Path", admin_pb2.PathRequest(src=src, dst=dst, zone=zone)))
+
+    async def zones(self) -> dict:
+        return admin.zones_of(await self.call("Zones", admin_pb2.ZonesRequest()))
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+
+
+def may_look(who: Identity | None, mesh_name: str) -> str:
+    """Why a browser's verified certificate may not see the page ("" when it may): it takes
+    an admin certificate of the mesh, a viewer's or an operator's."""
+    if why := stranger(who, mesh_name):
+        return why
+    if who.kind != "admin":
+        return f"{who} is a {who.kind}: the dashboard is for admin certificates"
+    if not who.may("read"):
+        return f"{who} may not read the mesh"
+    return ""
+
+
+class ServerTls:
+    """The dashboard's HTTPS: the process's certificate, clients verified against the mesh's
+    CAs and required. Rotation without restart: `refresh()` (every TLS_RELOAD_S) loads
+    changed files into the same context, which the next handshake uses (a CA rotation adds
+    the new CAs beside the old until the process restarts)."""
+
+    def __init__(self, files: TlsFiles, mesh_name: str) -> None:
+        self.files, self.mesh = files, mesh_name
+        try:
+            files.read()  # names the file that cannot be used
+            self.stamp = files.stamp()
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+            self.context.load_cert_chain(files.cert, files.key)
+            self.context.load_verify_locations(files.ca)
+            self.context.verify_mode = ssl.CERT_REQUIRED
+        except (ssl.SSLError, OSError) as e:
+            raise TlsError(f"{files.cert}: {e}") from None
+
+    def refresh(self) -> bool:
+        """Load the files into the context if they changed; whether it did."""
+        stamp = self.files.stamp()
+        if stamp == self.stamp:
+            return False
+        try:
+            self.files.read()
+            self.context.load_cert_chain(self.files.cert, self.files.key)
+            self.context.load_verify_locations(self.files.ca)
+        except (TlsError, ssl.SSLError, OSError) as e:  # a half-written rotation, say
+            log.error("dashboard: keeping the previous TLS files: %s", e)
+            return False
+        self.stamp = stamp
+        log.info("dashboard: TLS files reloaded from %s", self.files.cert)
+        return True
+
+    def refusal(self, writer: asyncio.StreamWriter) -> str:
+        """Why the browser on this connection may not look ("": it may)."""
+        obj = writer.get_extra_info("ssl_object")
+        der = obj.getpeercert(binary_form=True) if obj is not None else None
+        if not der:
+            return "no client certificate"
+        try:
+            who = certs.identity_of(x509.load_der_x509_certificate(der))
+        except (ValueError, certs.CertError):
+            who = None
+        return may_look(who, self.mesh)
+
+
 async def ask(fn: Callable, *args):
     try:
         if inspect.iscoroutinefunction(fn):
@@ -116,6 +267,9 @@ class Dashboard:
         self.poller: asyncio.Task | None = None
         self.loopback_only = False
         self.url = ""
+        self.tls: ServerTls | None = None
+        self.closing: list[Callable] = []  # coroutine functions, awaited by close()
+        self.reloader: asyncio.Task | None = None
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -175,22 +329,37 @@ class Dashboard:
 
     # -- serving ----------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
-        """Listen on host:port (0: a free port); returns the page's URL."""
-        self.server = await asyncio.start_server(self.handle, host, port,
-                                                 limit=16 * 1024)
+    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                    tls: ServerTls | None = None, shown_host: str | None = None) -> str:
+        """Listen on host:port (0: a free port), over HTTPS for admin certificates when
+        `tls` is given; returns the page's URL (with `shown_host`, the name browsers reach
+        this host by, when given)."""
+        self.tls = tls
+        self.server = await asyncio.start_server(
+            self.handle, host, port, limit=16 * 1024,
+            ssl=tls.context if tls is not None else None,
+            ssl_handshake_timeout=TLS_HANDSHAKE_S if tls is not None else None)
+        if tls is not None:
+            self.reloader = asyncio.create_task(self.reload_tls())
         sock = self.server.sockets[0].getsockname()
-        self.loopback_only = is_loopback(host)
-        shown = f"[{sock[0]}]" if ":" in sock[0] else sock[0]
-        self.url = f"http://{shown}:{sock[1]}/"
+        self.loopback_only = is_loopback(host) and tls is None
+        shown = shown_host or sock[0]
+        shown = f"[{shown}]" if ":" in shown else shown
+        self.url = f"{'https' if tls else 'http'}://{shown}:{sock[1]}/"
         self.poller = asyncio.create_task(self.run_poller())
         return self.url
 
+    async def reload_tls(self) -> None:
+        while True:
+            await asyncio.sleep(TLS_RELOAD_S)
+            self.tls.refresh()
+
     async def close(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.poller
+        for task in (self.poller, self.reloader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for q in list(self.listeners):
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait(None)
@@ -198,16 +367,22 @@ class Dashboard:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
+        for done in self.closing:
+            with contextlib.suppress(Exception):
+                await done()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            refusal = self.tls.refusal(writer) if self.tls is not None else ""
             request = await asyncio.wait_for(read_request(reader), 10)
             if request is None:
                 return
             method, target, headers = request
+            if refusal:
+                return await respond(writer, 403, {"error": refusal}, head=method == "HEAD")
             await self.route(method, target, headers, writer)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError, ValueError):
+                asyncio.LimitOverrunError, ValueError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -355,6 +530,53 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not port.isdigit() or int(port) > 65535:
         raise ValueError(f"--listen {text}: HOST:PORT with a port from 0 to 65535")
     return host, int(port)
+
+
+# -- in the controller's process --------------------------------------------------------------
+
+UNSPECIFIED = ("0.0.0.0", "::", "")
+
+
+async def serve_in_controller(listen: str, controller_listen: str, port: int,
+                              tls: TlsFiles | None, metadata: tuple = (),
+                              advertise: str | None = None) -> Dashboard:
+    """`skymesh controller --dashboard-listen`: the page on `listen`, over HTTPS for admin
+    certificates of the mesh (plain HTTP when `tls` is None, --insecure). Its data comes from
+    the controller's own admin API on its port `port` (a replica that does not lead relays
+    it, as it does any admin call), asked with the controller's certificate on behalf of the
+    identity in `metadata` (controller/callers.py). Raises ValueError (the address, the
+    TLS files) and OSError (cannot listen)."""
+    try:
+        host, dash_port = parse_listen(listen)
+    except ValueError as e:
+        raise ValueError(str(e).replace("--listen", "--dashboard-listen")) from None
+    own = controller_listen.rpartition(":")[0].strip("[]")
+    ask_at = "127.0.0.1" if own in UNSPECIFIED else own
+    try:
+        names = certs.hosts_of(certs.load_cert(tls.cert)) if tls is not None else []
+        server_tls = ServerTls(tls, tls.identity().mesh) if tls is not None else None
+    except (certs.CertError, TlsError) as e:
+        raise ValueError(f"the live map's TLS: {e}") from None
+    client = ControllerClient(f"[{ask_at}]:{port}" if ":" in ask_at else f"{ask_at}:{port}",
+                              tls, metadata, name=names[0] if names else None)
+    shown = None
+    if host in UNSPECIFIED:
+        shown = (advertise.rpartition(":")[0].strip("[]") if advertise else
+                 names[0] if names else None)
+    dash = Dashboard(client.source())
+    dash.closing.append(client.close)
+    try:
+        url = await dash.start(host, dash_port, server_tls, shown)
+    except OSError as e:
+        await client.close()
+        raise OSError(f"cannot serve the live map on {listen} (--dashboard-listen): "
+                      f"{e.strerror or e}") from None
+    if tls is None and not is_loopback(host):
+        log.warning("INSECURE: the live map is served in plain HTTP without authentication "
+                    "(--insecure) on %s: whoever reaches it sees the mesh", url)
+    else:
+        log.info("live map on %s", url)
+    return dash
 
 
 # -- the local mesh's dashboard ---------------------------------------------------------------

@@ -106,6 +106,11 @@ def add_parsers(sub) -> None:
     ctl.add_argument("--metrics-listen", metavar="HOST:PORT",
                      help="serve Prometheus metrics at http://HOST:PORT/metrics (default: "
                      "not served; `skymesh admin status` says where they are)")
+    ctl.add_argument("--dashboard-listen", metavar="HOST:PORT",
+                     help="serve the live map (as `skymesh dashboard` does) at "
+                     "https://HOST:PORT/ to browsers presenting an admin certificate of the "
+                     "mesh, a viewer's or an operator's (plain HTTP only with --insecure; "
+                     "default: not served; `skymesh admin status` gives its URL)")
     ctl.add_argument("--replica", default="c1", metavar="ID",
                      help="this replica's id in the election on etcd (default: %(default)s)")
     ctl.add_argument("--election-ttl", type=float, default=DEFAULT_TTL_S, metavar="S",
@@ -261,12 +266,28 @@ def cmd_controller(args: argparse.Namespace) -> int:
                            + (f", resolver on {args.resolve_listen}" if args.resolve_listen
                               else ""))
 
+    dashboards: list = []
+
+    async def dashboard(port: int) -> str:
+        from controller.callers import on_behalf_of
+        from skymesh import identity
+        from skymesh.cli.dashboard import serve_in_controller
+
+        # the page's questions are asked as a viewer: it can show the mesh, change nothing
+        acting = () if tls is None else on_behalf_of(identity.admin(
+            tls.identity().mesh, f"dashboard-{args.replica}", "viewer"))
+        dash = await serve_in_controller(args.dashboard_listen, args.listen, port, tls,
+                                         acting, args.advertise)
+        dashboards.append(dash)
+        return dash.url
+
     async def run() -> None:
         server, controller, port = await serve(
             regions, policy, args.listen, settings, apps, keys, args.state, tls=tls,
             store_url=args.store, replica=args.replica, election_ttl_s=args.election_ttl,
             advertise=args.advertise, resolve_listen=args.resolve_listen, geoip=geoip,
-            metrics_listen=args.metrics_listen)
+            metrics_listen=args.metrics_listen,
+            dashboard=dashboard if args.dashboard_listen else None)
         logging.getLogger("skymesh.controller").info(
             "serving %d regions in %d zones on %s", len(regions), len(policy.zones),
             args.listen)
@@ -274,6 +295,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
         try:
             await until_signalled(controller.run())
         finally:
+            for dash in dashboards:
+                await dash.close()
             await shut_down(server, controller)  # NOT_SERVING, then stopped
 
     try:

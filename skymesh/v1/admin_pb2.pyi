@@ -12,7 +12,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused", "reports", "samples", "reports_coalesced", "report_delay_p50_ms", "report_delay_p99_ms", "report_delay_max_ms", "recomputes", "recompute_ms", "partial_mesh", "replicas", "leader", "store", "replica", "metrics_addr")
+    __slots__ = ("relays", "regions", "route_version", "converged", "links_up", "links_measured", "links_expected", "relays_acked", "uptime_s", "converged_for_s", "rejected_samples", "rejected_tables", "refused", "reports", "samples", "reports_coalesced", "report_delay_p50_ms", "report_delay_p99_ms", "report_delay_max_ms", "recomputes", "recompute_ms", "partial_mesh", "replicas", "leader", "store", "replica", "metrics_addr", "dashboard_url")
     class RefusedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class StatusReply(_message.Message):
     STORE_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
+    DASHBOARD_URL_FIELD_NUMBER: _ClassVar[int]
     relays: int
     regions: int
     route_version: int
@@ -74,7 +75,8 @@ class StatusReply(_message.Message):
     store: StoreInfo
     replica: str
     metrics_addr: str
-    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ..., reports: _Optional[int] = ..., samples: _Optional[int] = ..., reports_coalesced: _Optional[int] = ..., report_delay_p50_ms: _Optional[float] = ..., report_delay_p99_ms: _Optional[float] = ..., report_delay_max_ms: _Optional[float] = ..., recomputes: _Optional[int] = ..., recompute_ms: _Optional[float] = ..., partial_mesh: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ..., leader: _Optional[str] = ..., store: _Optional[_Union[StoreInfo, _Mapping]] = ..., replica: _Optional[str] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
+    dashboard_url: str
+    def __init__(self, relays: _Optional[int] = ..., regions: _Optional[int] = ..., route_version: _Optional[int] = ..., converged: _Optional[bool] = ..., links_up: _Optional[int] = ..., links_measured: _Optional[int] = ..., links_expected: _Optional[int] = ..., relays_acked: _Optional[int] = ..., uptime_s: _Optional[float] = ..., converged_for_s: _Optional[float] = ..., rejected_samples: _Optional[int] = ..., rejected_tables: _Optional[int] = ..., refused: _Optional[_Mapping[str, int]] = ..., reports: _Optional[int] = ..., samples: _Optional[int] = ..., reports_coalesced: _Optional[int] = ..., report_delay_p50_ms: _Optional[float] = ..., report_delay_p99_ms: _Optional[float] = ..., report_delay_max_ms: _Optional[float] = ..., recomputes: _Optional[int] = ..., recompute_ms: _Optional[float] = ..., partial_mesh: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ..., leader: _Optional[str] = ..., store: _Optional[_Union[StoreInfo, _Mapping]] = ..., replica: _Optional[str] = ..., metrics_addr: _Optional[str] = ..., dashboard_url: _Optional[str] = ...) -> None: ...
 
 class ReplicaInfo(_message.Message):
     __slots__ = ("id", "address", "leader", "healthy")
@@ -105,7 +107,7 @@ class RegionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegionInfo(_message.Message):
-    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr", "drained", "nodes", "metrics_addr")
+    __slots__ = ("id", "name", "country", "lat", "lon", "tags", "connected", "probe_addr", "route_version", "hello_version", "counters", "edge_addr", "drained", "nodes", "metrics_addr", "health_addr")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +130,7 @@ class RegionInfo(_message.Message):
     DRAINED_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_ADDR_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     country: str
@@ -143,10 +146,11 @@ class RegionInfo(_message.Message):
     drained: bool
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     metrics_addr: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
+    health_addr: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., hello_version: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., edge_addr: _Optional[str] = ..., drained: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., metrics_addr: _Optional[str] = ..., health_addr: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "probe_addr", "edge_addr", "route_version", "lead", "sessions", "counters", "transit_weight", "replica", "metrics_addr")
+    __slots__ = ("node_id", "probe_addr", "edge_addr", "route_version", "lead", "sessions", "counters", "transit_weight", "replica", "metrics_addr", "health_addr")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +168,7 @@ class NodeInfo(_message.Message):
     TRANSIT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_ADDR_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     probe_addr: str
     edge_addr: str
@@ -174,7 +179,8 @@ class NodeInfo(_message.Message):
     transit_weight: float
     replica: str
     metrics_addr: str
-    def __init__(self, node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., edge_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., lead: _Optional[bool] = ..., sessions: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., transit_weight: _Optional[float] = ..., replica: _Optional[str] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
+    health_addr: str
+    def __init__(self, node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., edge_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., lead: _Optional[bool] = ..., sessions: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., transit_weight: _Optional[float] = ..., replica: _Optional[str] = ..., metrics_addr: _Optional[str] = ..., health_addr: _Optional[str] = ...) -> None: ...
 
 class RegionsReply(_message.Message):
     __slots__ = ("regions",)

@@ -53,7 +53,7 @@ class RelayEvent(_message.Message):
     def __init__(self, at_unix_s: _Optional[float] = ..., kind: _Optional[str] = ..., peer: _Optional[str] = ..., routes: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr", "protocol", "metrics_addr")
+    __slots__ = ("region", "node_id", "probe_addr", "route_version", "edge_addr", "protocol", "metrics_addr", "health_addr")
     REGION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PROBE_ADDR_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class Hello(_message.Message):
     EDGE_ADDR_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDR_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_ADDR_FIELD_NUMBER: _ClassVar[int]
     region: str
     node_id: str
     probe_addr: str
@@ -68,7 +69,8 @@ class Hello(_message.Message):
     edge_addr: str
     protocol: int
     metrics_addr: str
-    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., edge_addr: _Optional[str] = ..., protocol: _Optional[int] = ..., metrics_addr: _Optional[str] = ...) -> None: ...
+    health_addr: str
+    def __init__(self, region: _Optional[str] = ..., node_id: _Optional[str] = ..., probe_addr: _Optional[str] = ..., route_version: _Optional[int] = ..., edge_addr: _Optional[str] = ..., protocol: _Optional[int] = ..., metrics_addr: _Optional[str] = ..., health_addr: _Optional[str] = ...) -> None: ...
 
 class Channels(_message.Message):
     __slots__ = ("channels",)

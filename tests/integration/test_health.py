@@ -7,8 +7,11 @@ SERVING once it is connected and holds route tables, and back when its controlle
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -136,20 +139,34 @@ def test_a_controller_and_a_relay_serve_when_they_should(tmp_path, processes):
     wait_for(lambda: check(relay_health) == "NOT_SERVING", 20, "the relay not serving")
 
 
+def https_get(address: str, path: str, files: TlsFiles) -> tuple[int, dict]:
+    ctx = ssl.create_default_context(cafile=str(files.ca))
+    ctx.load_cert_chain(files.cert, files.key)
+    host, _, port = address.rpartition(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
+    try:
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read())
+    finally:
+        conn.close()
+
+
 def issue(ca: Path, out: Path, who: identity.Identity, hosts=()) -> TlsFiles:
     out.mkdir(parents=True, exist_ok=True)
     cert, key = certs.issue_identity(out, ca, who, list(hosts))
     return TlsFiles(ca / certs.BUNDLE, cert, key)
 
 
-def replica(tmp_path: Path, name: str, store: str, port: int, resolve_port: int) -> list[str]:
+def replica(tmp_path: Path, name: str, store: str, port: int, resolve_port: int,
+            *extra: str) -> list[str]:
     files = issue(tmp_path / "ca", tmp_path / name, identity.controller(ETCD_MESH, name),
                   ["127.0.0.1"])
     regions = write_regions(tmp_path / "regions", REGIONS)
     return ["controller", "--listen", f"127.0.0.1:{port}", "--regions", str(regions),
             "--store", store, "--replica", name, "--election-ttl", "2",
             "--resolve-listen", f"127.0.0.1:{resolve_port}", "--ca", str(files.ca),
-            "--cert", str(files.cert), "--key", str(files.key)]
+            "--cert", str(files.cert), "--key", str(files.key), *extra]
 
 
 def test_replicas_serve_as_a_whole_only_while_leading(cluster, tmp_path, processes):
@@ -161,7 +178,9 @@ def test_replicas_serve_as_a_whole_only_while_leading(cluster, tmp_path, process
     c1 = spawn(replica(tmp_path, "c1", c.url, *ports["c1"]), tmp_path / "c1.log")
     processes.append(c1)
     wait_for(lambda: check(addr["c1"], tls=operator) == "SERVING", 30, "c1 leading")
-    c2 = spawn(replica(tmp_path, "c2", c.url, *ports["c2"]), tmp_path / "c2.log")
+    map_port = mesh.free_port()  # c2 serves the live map too
+    c2 = spawn(replica(tmp_path, "c2", c.url, *ports["c2"], "--dashboard-listen",
+                       f"127.0.0.1:{map_port}"), tmp_path / "c2.log")
     processes.append(c2)
     # c2 follows: not serving as a whole, but it carries relays' sessions and admin calls
     # to the leader, and the resolver's
@@ -172,6 +191,9 @@ def test_replicas_serve_as_a_whole_only_while_leading(cluster, tmp_path, process
     assert check(addr["c2"], RESOLVER, operator) == "SERVING"
     assert services(addr["c2"], operator) == {RELAY_CONTROL, ADMIN, RESOLVER, HEALTH,
                                               REFLECTION}
+    # c2's live map reads the mesh through its admin service, relayed to the leader
+    code, state = https_get(f"127.0.0.1:{map_port}", "/api/state", operator)
+    assert code == 200 and {r["id"] for r in state["regions"]} == set(REGIONS), state
     # c1 resigns as it shuts down: NOT_SERVING first, then c2 leads
     c1.send_signal(signal.SIGTERM)
     c1.wait(10)

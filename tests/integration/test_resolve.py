@@ -155,7 +155,12 @@ def test_resolve_shows_the_race_and_pub_sub_find_their_edges_through_the_resolve
         got = json.loads(sub.communicate(timeout=60)[0])
     finally:
         sub.kill()
-    assert pub["region"] == "lon" and got["region"] == "jkt"
+    # the race decides between the edges offered, all as near on loopback: under load a
+    # handshake to the one ranked first can lose to the second's by more than a tie; the
+    # placement is what is checked (London's edges are in Europe, Jakarta's in Asia)
+    assert regions_for(LONDON, "--count", "3") == ["lon", "ams", "fra"]
+    assert pub["region"] in {"lon", "ams", "fra"}
+    assert got["region"] in {"jkt", "sin"}
     assert got["media_received"] > 0 and got["messages_received"] > 0
     assert got["messages_duplicated"] == 0 and got["messages_out_of_order"] == 0
     assert got["moves"] == [] and got["messages_lost"] == 0

@@ -141,6 +141,7 @@ routing:
 tls: {dir: certs, ca: ca.pem, cert: c.pem, key: c.key, insecure: true}
 log: {level: warning, format: json}
 metrics: {listen: "[::1]:9401"}
+dashboard: {listen: 0.0.0.0:8470}
 """
 
 
@@ -172,6 +173,7 @@ def test_a_complete_controller_file(tmp_path):
     assert values["probe_interval"] == 2.5 and values["degraded_jitter_ms"] == 45.0
     assert values["log_level"] == "warning" and values["insecure"] is True
     assert values["log_format"] == "json"
+    assert values["dashboard_listen"] == "0.0.0.0:8470"
 
 
 @pytest.mark.parametrize("command, text", [("relay", RELAY_FILE),

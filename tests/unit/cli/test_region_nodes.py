@@ -163,6 +163,7 @@ def test_admin_regions_lists_nodes_lead_first():
     assert [n["node_id"] for n in fra["nodes"]] == ["n1", "n3", "n2"]
     assert fra["nodes"][0] == {"node_id": "n1", "probe_addr": "127.1.0.1:5001",
                                "edge_addr": "127.1.0.1:4001", "metrics_addr": "",
+                               "health_addr": "",
                                "route_version": 3, "lead": True, "sessions": 7,
                                "transit_weight": 0.25, "replica": "", "counters": {}}
     # from an older controller (0 on the wire): the whole share

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import datagram
+from relay import datagram, fabric
 from relay.datagram import ACK, KINDS, MEDIA, MESSAGE, Datagram
 from relay.fabric import (
     HOP_LIMIT,
@@ -18,6 +18,7 @@ from relay.fabric import (
     decode_message,
     encode_message_tail,
 )
+from relay.metrics import fabric_families
 from relay.reliable import ReliableSettings
 from relay.tables import Entry, RouteTables
 
@@ -739,6 +740,7 @@ def test_foreign_zone_is_dropped_never_forwarded_or_delivered():
             fra.on_datagram(signed(dg(kind=kind, zone="us", destinations=dests,
                                       payload=payload)), 0.0)
     assert fra.counters["dropped.foreign-zone"] == len(KINDS) * len(dest_sets)
+    assert fra.counters["zonedrop.us.foreign-zone"] == len(KINDS) * len(dest_sets)
     assert not mesh.queue and not mesh.links
     assert fra.edge.media == [] and fra.edge.messages == []
     assert fra.incoming == {}
@@ -988,7 +990,8 @@ def test_authenticated_but_nonsensical_datagrams_never_raise(kind, seq, hop, des
     mesh.run(0.2)
     for f in mesh.fabrics.values():
         f.tick(100.0)
-    assert all(k.startswith(("zone.", "dropped.", "messages.")) for f in mesh.fabrics.values()
+    assert all(k.startswith(("zone.", "dropped.", "zonedrop.", "messages."))
+               for f in mesh.fabrics.values()
                for k in f.counters)
 
 
@@ -1171,4 +1174,31 @@ def test_decode_message_rejects_an_empty_origin_and_a_short_uid():
     with pytest.raises(ValueError):
         decode_message(head + b"\x03fra" + b"\x05ab")
     assert decode_message(head + b"\x03fra" + b"\x00") == (0, 1, "fra", "", "")
+
+
+def test_drops_name_their_zone_and_foreign_zones_are_bounded():
+    mesh = Mesh(TREE, zones=(ZONE,))
+    fra = mesh.fabrics["fra"]
+    fra.configure(KEY, {}, [ZONE])
+    payload = (0).to_bytes(8, "big") + encode_message_tail(1, "ams", "u", "x")
+    names = [f"z{i}" for i in range(fabric.MAX_DROP_ZONES + 5)]
+    for zone in names:
+        fra.on_datagram(signed(dg(kind=MESSAGE, zone=zone, destinations=("fra",),
+                                  payload=payload)), 0.0)
+    fra.on_datagram(b"\x00not a datagram", 0.0)  # undecodable: no zone to name
+    by_zone = {k: v for k, v in fra.counters.items() if k.startswith("zonedrop.")}
+    assert sum(by_zone.values()) == len(names)
+    assert by_zone["zonedrop.other.foreign-zone"] == 5  # the names beyond the bound
+    assert len(by_zone) == fabric.MAX_DROP_ZONES + 1
+    assert fra.counters["dropped.foreign-zone"] == len(names)
+    # the families a scrape shows: the zones' shares, and the rest under zone ""
+    dropped = {tuple(s.labels.values()): s.value
+               for f in fabric_families("fra", dict(fra.counters))
+               if f.name == "skymesh_fabric_datagrams_dropped"
+               for s in f.samples}
+    assert dropped[("fra", "z0", "foreign-zone")] == 1
+    assert dropped[("fra", "other", "foreign-zone")] == 5
+    assert not any(z == "" and r == "foreign-zone" for _, z, r in dropped)
+    undecodable = [v for (_, z, r), v in dropped.items() if z == "" and r != "foreign-zone"]
+    assert undecodable == [1]
 
