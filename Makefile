@@ -54,9 +54,11 @@ browser:
 	  echo "installing chromium from Debian's packages (the dashboard's browser test)"; \
 	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# two workers: the tests that start processes on one, in order, the rest beside them on the
+# other (tests/conftest.py)
 test: install-test etcd deploy-tools browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # hostile input for every decoder and loader (tests/unit/fuzz/) and the token verifier:
 # 20000 random inputs a test (the normal suite tries 200-300, always the same);

@@ -1,6 +1,11 @@
 """Fixtures the tests share, and the `processes` marker: every test under integration/ starts
 processes (a mesh, the command, a benchmark) and is marked so; `pytest -m "not processes"`
-runs the rest in seconds."""
+runs the rest in seconds.
+
+Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) the tests that start processes
+are one group, run one after another on one worker, as they run without xdist: two meshes of
+a dozen processes each on this machine's two cores would time each other out. The others
+share the second worker, beside them."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION in Path(item.fspath).resolve().parents:
             item.add_marker(pytest.mark.processes)
+            item.add_marker(pytest.mark.xdist_group("processes"))
 
 
 @pytest.fixture
