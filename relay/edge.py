@@ -18,7 +18,7 @@ import secrets as _secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -44,10 +44,12 @@ from relay.edgesession import (
     PublishMessage,
     Resume,
     Send,
+    SendHistory,
     SetTimer,
     SourceLimits,
 )
 from relay.fabric import ChannelKey
+from relay.history import History, Kept
 from skymesh import edgeproto
 from skymesh.certs import files_stamp
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_BYTES
@@ -65,7 +67,8 @@ log = logging.getLogger("skymesh.relay")
 
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
             "media_expired", "messages", "refused_rate", "refused_sessions",
-            "media_rate_dropped", "resumed", "replayed", "moving")
+            "media_rate_dropped", "resumed", "replayed", "moving", "history_pages",
+            "history_messages")
 # flow control: what a client may have in flight to the edge (bytes of its streams, all told)
 MAX_SESSION_DATA = 256 * 1024
 CERT_CHECK_S = 5.0  # how often the edge looks for a reissued certificate
@@ -98,7 +101,8 @@ class EdgeState:
                  max_media_bytes: int = MAX_MEDIA_BYTES,
                  max_queued_datagrams: int = MAX_QUEUED_DATAGRAMS,
                  media_deadline_s: float = MEDIA_DEADLINE_S,
-                 uplink: Uplink | None = None, limits: EdgeLimits | None = None) -> None:
+                 uplink: Uplink | None = None, limits: EdgeLimits | None = None,
+                 history: History | None = None) -> None:
         self.app_keys = {app: tuple(keys) for app, keys in app_keys.items()}
         self.region = region
         self.zones = frozenset(zones)
@@ -113,6 +117,9 @@ class EdgeState:
         self.port: int | None = None
         self.limits = limits or EdgeLimits()
         self.sources = SourceLimits(self.limits)
+        self.history = history if history is not None else History()
+        # each message kept (a store that keeps them across restarts): (channel, message)
+        self.on_kept: Callable[[ChannelKey, Kept], None] | None = None
 
     def configure(self, app_keys: Mapping[str, tuple[bytes, ...]], zones: set[str],
                   drained: bool = False) -> None:
@@ -186,6 +193,19 @@ class EdgeState:
         for session in self.members(key):
             if session is not exclude:
                 session.send_line(line)
+        kept = self.history.add(key, uid, mid, body, stream, seq, time.time())
+        if kept is not None and self.on_kept is not None:
+            self.on_kept(key, kept)
+
+    def history_lines(self, key: ChannelKey, request: int, limit: int,
+                      before: int | None) -> list[bytes]:
+        """A page of the channel's history kept here, as the lines that send it."""
+        page, more = self.history.page(key, limit, before, time.time())
+        self.counters["history_pages"] += 1
+        self.counters["history_messages"] += len(page)
+        return edgeproto.history_lines(request, [
+            edgeproto.kept(k.uid, k.mid, k.body, k.stream, k.seq, k.at, k.n) for k in page],
+            more)
 
     def deliver_replayed(self, key: ChannelKey, uid: str, mid: int, body: str, stream: str,
                          seq: int) -> None:
@@ -297,6 +317,9 @@ class EdgeConnection(quic.Protocol):
                     stream, seq = numbered or (None, None)
                     edge.deliver_message(key, uid, mid, body, exclude=self, stream=stream,
                                          seq=seq)
+                case SendHistory(key, request, limit, before):
+                    for line in edge.history_lines(key, request, limit, before):
+                        self.send_line(line)
                 case Resume(key, after):
                     self.resume.update(after)
                     if len(self.resume) > edgeproto.MAX_RESUME_STREAMS:  # the oldest go

@@ -83,8 +83,18 @@ class Resume:
     after: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class SendHistory:
+    """Send the session a page of its channel's history kept here: request `request`, up to
+    `limit` messages numbered below `before` (None: the newest)."""
+    key: tuple[str, str]
+    request: int
+    limit: int
+    before: int | None = None
+
+
 Action = Send | Close | SetTimer | EnterChannel | LeaveChannel | PublishingChanged \
-    | PublishMessage | Resume
+    | PublishMessage | Resume | SendHistory
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,8 @@ class EdgeSession:
             return self._renew(msg, now)
         if kind == edgeproto.RESUME:
             return self._resume(msg, now)
+        if kind == edgeproto.HISTORY:
+            return self._history(msg, now)
         return self._refuse(ProtocolError(edgeproto.unexpected_kind(kind)))
 
     def datagram_received(self) -> list[Action]:
@@ -288,6 +300,7 @@ class EdgeSession:
         try:
             after = edgeproto.resume_points(msg.get("resume"))
             publisher = edgeproto.publisher_of(msg.get("publisher"))
+            history = edgeproto.join_history(msg.get("history"))
         except ProtocolError as e:
             return self._refuse(e)
         if not edge.sources.join_allowed(self.source, now):
@@ -311,6 +324,8 @@ class EdgeSession:
         if after:
             edge.counters["resumed"] += 1
             actions.append(Resume(self.key, after))
+        if history:
+            actions.append(SendHistory(self.key, 0, history))
         return actions
 
     def _resume(self, msg: dict, now: float) -> list[Action]:
@@ -324,6 +339,17 @@ class EdgeSession:
         except ProtocolError as e:
             return self._refuse(e)
         return [Resume(self.key, after)] if after else []
+
+    def _history(self, msg: dict, now: float) -> list[Action]:
+        assert self.key is not None
+        too_fast = self._paced(now)  # a page is up to a hundred messages' worth of work
+        if too_fast:
+            return too_fast
+        try:
+            request, limit, before = edgeproto.history_asked(msg)
+        except ProtocolError as e:
+            return self._refuse(e)
+        return [SendHistory(self.key, request, limit, before)]
 
     def _renew(self, msg: dict, now: float) -> list[Action]:
         assert self.grant is not None

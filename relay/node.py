@@ -15,11 +15,12 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from relay import packets
+from relay import history, packets
 from relay.control import ControlSession
 from relay.edge import EdgeState, start_edge, watch_certificate
 from relay.edgesession import EdgeLimits
 from relay.fabric import Fabric
+from relay.historystore import HistoryStore
 from relay.scheduler import ProbeScheduler, RelaySettings
 from relay.tables import RouteTables
 from relay.transport import Chaos, Direct, EmulatedWan, peer_sender
@@ -42,6 +43,9 @@ class EdgeSettings:
     key: str
     port: int = 0  # on the relay's bind host; 0 picks a free port
     limits: EdgeLimits | None = None  # flood limits (None: EdgeLimits' defaults)
+    history_messages: int = history.DEFAULT_MESSAGES  # kept per channel (0: none)
+    history_age_s: float = history.DEFAULT_MAX_AGE_S
+    history_db: str | None = None  # SQLite file keeping them across restarts (None: not)
 
 
 class RelayNode:
@@ -97,6 +101,7 @@ class RelayNode:
         self.fabric.on_interest = self.control.interest_changed
         self.edge_settings = edge
         self.edge: EdgeState | None = None
+        self.history_store: HistoryStore | None = None
 
     async def start_udp(self) -> tuple[str, int]:
         self.udp = await BatchedUDP.bind(self.bind, self.on_datagram, self._socket_error)
@@ -158,8 +163,17 @@ class RelayNode:
             log.info("advertised to the controller and the clients as %s", shown)
         if self.edge_settings is not None:
             e = self.edge_settings
+            kept = history.History(e.history_messages, e.history_age_s)
+            if e.history_db:  # before the edge listens: a bad file stops the start
+                self.history_store = HistoryStore(e.history_db, kept)
+                restored = self.history_store.open()
+                log.info("chat history in %s: %d messages restored", e.history_db, restored)
             server, self.edge = await start_edge(host, e.port, e.cert, e.key, {}, self.region,
-                                                 set(), fabric=self.fabric, limits=e.limits)
+                                                 set(), fabric=self.fabric, limits=e.limits,
+                                                 history=kept)
+            if self.history_store is not None:
+                self.edge.on_kept = self.history_store.add
+                self.history_store.start()
             self.edge_watch = asyncio.create_task(watch_certificate(server, e.cert, e.key))
             self.fabric.edge = self.edge
             self.control.edge = self.edge
@@ -186,6 +200,8 @@ class RelayNode:
         finally:
             if self.health is not None:  # NOT_SERVING before it stops
                 await self.health.close()
+            if self.history_store is not None:  # what is queued, written
+                await self.history_store.close()
 
 
 def _call_later(delay_s: float, function, *args) -> asyncio.TimerHandle:

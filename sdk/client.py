@@ -55,6 +55,7 @@ from sdk.errors import (
     SkymeshError,
     TokenRefused,
 )
+from sdk.history import HistoryPage, Pages
 from sdk.inbox import Inbox, Message
 from skymesh import edgeproto
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_PAYLOAD
@@ -111,6 +112,7 @@ class _Protocol(quic.Protocol):
         self.terminated = False
         self.heard = time.monotonic()  # when the edge was last heard from
         self.changed = asyncio.Event()
+        self.pages = Pages()  # history pages asked of this edge
         self._lines = edgeproto.LineDecoder(max_line_bytes=None)  # the edge is trusted
 
     @property
@@ -171,6 +173,8 @@ class _Protocol(quic.Protocol):
             upto = msg.get("upto")
             if isinstance(upto, int):
                 self.shared.settled(upto)
+        elif kind == edgeproto.HISTORY:
+            self.pages.take(msg)
         elif kind == edgeproto.MESSAGE and self.shared is not None:
             stream, seq = msg.get("stream"), msg.get("seq")
             stream = stream if isinstance(stream, str) else None
@@ -240,6 +244,10 @@ class Session:
         self._final: SkymeshError | None = None  # why the session ended, if not by close()
         self._watcher: asyncio.Task | None = None
         self._retired: set[asyncio.Task] = set()
+        self.recent = HistoryPage()  # the channel's last messages, as the join asked
+        self._oldest: int | None = None  # the oldest history number handed on (this edge's)
+        self._history_edge: _Protocol | None = None  # the edge the numbers are of
+        self._next_request = 1
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -341,18 +349,51 @@ class Session:
         self.token = token
         return p.renewed
 
-    async def join(self) -> dict:
+    async def join(self, history: int = 0) -> dict:
         """Join the channel: the edge's "joined" reply, or TokenRefused/ConnectionClosed. A
-        session that may move watches its edge from then on."""
-        self.joined = await self._join(self._protocol)
+        session that may move watches its edge from then on. `history`: the channel's last
+        messages kept at the edge (up to edgeproto.MAX_HISTORY_PAGE) are in `recent` once
+        this returns; `older()` pages further back."""
+        if not 0 <= history <= edgeproto.MAX_HISTORY_PAGE:
+            raise ValueError(f"history: 0 to {edgeproto.MAX_HISTORY_PAGE} messages")
+        p = self._protocol
+        self.joined = await self._join(p, history)
+        if history:
+            self.recent = await self._page(p, 0)
+            self._history_edge, self._oldest = p, self.recent.oldest
         if self.migrate and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self.joined
 
-    async def _join(self, p: _Protocol) -> dict:
+    async def older(self, limit: int = 50) -> HistoryPage:
+        """The page of the channel's history before the oldest handed on so far (the newest
+        page at first), from the session's edge. Numbers are the edge's own: after a move
+        the pages are the new edge's, from its newest."""
+        if not 1 <= limit <= edgeproto.MAX_HISTORY_PAGE:
+            raise ValueError(f"limit: 1 to {edgeproto.MAX_HISTORY_PAGE} messages")
+        p = self._protocol
+        if p is not self._history_edge:
+            self._history_edge, self._oldest = p, None
+        request = self._next_request
+        self._next_request += 1
+        self._send(edgeproto.history_request(request, limit, self._oldest))
+        page = await self._page(p, request)
+        if page.oldest is not None:
+            self._oldest = page.oldest
+        return page
+
+    async def _page(self, p: _Protocol, request: int) -> HistoryPage:
+        while request not in p.pages.done:
+            if p.terminated:
+                raise p.error or ConnectionClosed()
+            await p.wait_change()
+        return p.pages.done.pop(request)
+
+    async def _join(self, p: _Protocol, history: int = 0) -> dict:
         p.joined = None
         p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(edgeproto.join(
-            self.token, self.channel, self.shared.inbox.positions(), self.publisher)))
+            self.token, self.channel, self.shared.inbox.positions(), self.publisher,
+            history)))
         p.transmit()
         while p.joined is None:
             if p.terminated:

@@ -9,10 +9,12 @@ else travels on the client's first bidirectional stream, one JSON object per lin
 (`encode_line`; other streams are ignored):
 
 - client -> edge: ``{"type":"join","token":T,"channel":C}`` first (with ``"resume":{S:K}``
-  when the client moves from another edge, and ``"publisher":P``, see below), then
+  when the client moves from another edge, ``"publisher":P``, see below, and
+  ``"history":N`` for the channel's last N messages, see History), then
   ``{"type":"message","id":N,"body":B}`` (needs ``publish-messages``; N an integer in
   0..2**63-1, B at most `MAX_MESSAGE_BYTES` of UTF-8), ``{"type":"renew","token":T}`` (a
-  fresh token for the same app, channel, user and zone) and ``{"type":"resume","after":{S:K}}``;
+  fresh token for the same app, channel, user and zone), ``{"type":"resume","after":{S:K}}``
+  and ``{"type":"history","request":Q,"limit":N,"before":H}`` (an older page);
 - edge -> client: ``{"type":"joined","uid":U,"channel":C,"region":R,"zone":Z,
   "privileges":[...],"expires_at":E}``, ``{"type":"message","from":U,"id":N,"body":B,
   "stream":S,"seq":K}`` for each message of another publisher,
@@ -21,7 +23,18 @@ else travels on the client's first bidirectional stream, one JSON object per lin
   (at most half its lifetime before), ``{"type":"moving","reason":R}`` when the edge's
   region is drained (the session carries on here, but should move to another edge), and
   ``{"type":"settled","upto":N}`` once every message the session published up to id N has
-  reached every relay that subscribed when it was sent (or was given up on).
+  reached every relay that subscribed when it was sent (or was given up on), and
+  ``{"type":"history","request":Q,"messages":[...],"last":L,"more":M}`` (a page of history).
+
+History. The edge keeps the recent messages of each channel it delivers (bounded by count and
+age; relay/history.py), numbered H = 1, 2, 3, ... in the order they were delivered there. A
+join's "history": N (1 to `MAX_HISTORY_PAGE`) asks for the last N: they come after "joined"
+as request 0. A "history" request Q (a positive integer the client picks) asks for N more,
+those numbered below H ("before", absent: the newest). A page is one or more lines of the
+request's messages, oldest first, each ``{"from":U,"id":N,"body":B,"stream":S,"seq":K,
+"at":T,"n":H}`` (T when it was delivered there, Unix seconds); its last line says "last":
+true and whether older messages are kept ("more"). History requests are paced as the
+session's messages are.
 
 Resuming. Each publisher session's messages form a stream, S naming it across the network
 (`stream_id`: the relay it publishes through and the session), numbered K = 1, 2, 3, ... in
@@ -86,19 +99,86 @@ TOKEN_EXPIRING = "token-expiring"  # edge -> client
 RESUME = "resume"  # client -> edge
 MOVING = "moving"  # edge -> client
 SETTLED = "settled"  # edge -> client
+HISTORY = "history"  # both ways: a page asked (client -> edge), a page (edge -> client)
+
+MAX_HISTORY_PAGE = 100  # messages one history request may ask for
+HISTORY_LINE_BYTES = 16 * 1024  # a page's lines are cut at about this size
+MAX_HISTORY_REQUEST = 2**31  # request numbers are 1 <= Q < this (0: the join's)
 
 MAX_RESUME_STREAMS = 256  # streams one join or resume may name
 MAX_STREAM_ID = 200  # bytes of a stream's name
 
 
 def join(token: str, channel: str, resume: dict[str, int] | None = None,
-         publisher: str | None = None) -> dict:
+         publisher: str | None = None, history: int = 0) -> dict:
     msg: dict = {"type": JOIN, "token": token, "channel": channel}
     if resume:
         msg["resume"] = resume
     if publisher:
         msg["publisher"] = publisher
+    if history:
+        msg["history"] = history
     return msg
+
+
+def history_request(request: int, limit: int, before: int | None = None) -> dict:
+    msg: dict = {"type": HISTORY, "request": request, "limit": limit}
+    if before is not None:
+        msg["before"] = before
+    return msg
+
+
+def history_asked(msg: dict) -> tuple[int, int, int | None]:
+    """(request, limit, before) of a client's "history"; ProtocolError when malformed."""
+    request, limit, before = msg.get("request"), msg.get("limit"), msg.get("before")
+    if not _count(request, 1, MAX_HISTORY_REQUEST - 1) or \
+            not _count(limit, 1, MAX_HISTORY_PAGE) or \
+            (before is not None and not _count(before, 1, MAX_MESSAGE_ID - 1)):
+        raise ProtocolError(BAD_HISTORY)
+    return request, limit, before
+
+
+def join_history(value: object) -> int:
+    """A join's "history" (0 when absent); ProtocolError when malformed."""
+    if value is None:
+        return 0
+    if not _count(value, 0, MAX_HISTORY_PAGE):
+        raise ProtocolError(BAD_HISTORY)
+    return value
+
+
+def _count(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def kept(uid: str, mid: int, body: str, stream: str | None, seq: int | None, at: float,
+         n: int) -> dict:
+    """One message of a history page."""
+    msg = {"from": uid, "id": mid, "body": body, "at": round(at, 3), "n": n}
+    if stream is not None:
+        msg["stream"] = stream
+        if seq is not None:
+            msg["seq"] = seq
+    return msg
+
+
+def history_lines(request: int, messages: list[dict], more: bool) -> list[bytes]:
+    """A page as the lines the edge sends: cut at about `HISTORY_LINE_BYTES`, the last
+    saying so and whether older messages are kept."""
+    lines: list[bytes] = []
+    part: list[dict] = []
+    size = 0
+    for m in messages:
+        encoded = len(encode_line(m))
+        if part and size + encoded > HISTORY_LINE_BYTES:
+            lines.append(encode_line({"type": HISTORY, "request": request,
+                                      "messages": part, "last": False}))
+            part, size = [], 0
+        part.append(m)
+        size += encoded
+    lines.append(encode_line({"type": HISTORY, "request": request, "messages": part,
+                              "last": True, "more": more}))
+    return lines
 
 
 def settled(upto: int) -> dict:
@@ -205,6 +285,8 @@ BAD_PUBLISHER = "publisher must be 16 to 32 lowercase hex digits"
 BAD_RESUME = (f"resume needs an object of at most {MAX_RESUME_STREAMS} streams, each "
               "\"relay:stream\" to the last sequence number delivered")
 MOVING_DRAINED = "the edge's region is drained: move to another edge"
+BAD_HISTORY = (f"history needs a request number from 1 (0 in a join), a limit of 1 to "
+               f"{MAX_HISTORY_PAGE} and, if given, \"before\" a positive message number")
 
 
 def unexpected_kind(kind: object) -> str:

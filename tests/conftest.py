@@ -18,6 +18,7 @@ from support import run_cli
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION in Path(item.fspath).resolve().parents:

@@ -160,14 +160,17 @@ def relay_specs(regions: list[str], per_region: int = 1) -> list[RelaySpec]:
 def relay_settings(spec: RelaySpec, controller: str, wan_file: Path, edge_cert: Path,
                    edge_key: Path, log_level: str, tls: TlsFiles | None,
                    edge_limits: dict[str, float] | None = None,
-                   name_node: bool = False, log_format: str = "text") -> dict:
+                   name_node: bool = False, log_format: str = "text",
+                   history_dir: Path | None = None) -> dict:
     """One relay's configuration file, as nested settings. `name_node` adds its node id:
     with one node per region the relay's certificate (or, --insecure, chance) names it, as
-    it always did."""
+    it always did. `history_dir`: where its chat history is kept across restarts."""
     settings: dict = {"region": spec.region, "node": spec.node if name_node else None,
                       "controllers": controller.split(","), "listen": f"{spec.address}:0",
                       "wan": wan_file,
                       "edge": {"cert": edge_cert, "key": edge_key, "limits": edge_limits},
+                      "history": {"db": history_dir / f"{spec.key}.db"}
+                      if history_dir is not None else None,
                       "tls": tls_settings(tls),
                       "log": {"level": log_level, "format": log_format},
                       # on in the local mesh (off by default elsewhere): any free port, which
@@ -228,6 +231,8 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
     logs.mkdir(parents=True, exist_ok=True)
     for old in logs.glob("*.log"):
         old.unlink()
+    history_dir = base / "history"  # the relays' chat history, kept across restarts
+    history_dir.mkdir(exist_ok=True)
     replicated = controllers > 1 or store is not None
     names = [f"c{i + 1}" for i in range(controllers)] if replicated else ["controller"]
     ports = {name: free_port() for name in names}
@@ -284,7 +289,8 @@ def start(regions: Mapping[str, Region], regions_dir: Path, only: list[str] | No
         order = addresses[i % len(addresses):] + addresses[:i % len(addresses)]
         settings = relay_settings(spec, ",".join(order), wan_file, secrets["cert"],
                                   secrets["key"], log_level, tls_of(spec.key), edge_limits,
-                                  name_node=nodes_per_region > 1, log_format=log_format)
+                                  name_node=nodes_per_region > 1, log_format=log_format,
+                                  history_dir=history_dir)
         path = configs.write(config_dir / (spec.key.replace(nodes.SEPARATOR, ".") + ".yaml"),
                              configs.RELAY_CONFIG, settings,
                              CONFIG_HEADER.format(what=f"Relay {spec.key}"))

@@ -22,6 +22,7 @@ from skymesh.linkstate import LINK
 
 def add_parsers(sub) -> None:
     from controller.election import DEFAULT_TTL_S, MAX_TTL_S
+    from relay.history import DEFAULT_MAX_AGE_S, DEFAULT_MESSAGES
     ctl = sub.add_parser("controller", help="run a controller")
     ctl.add_argument("--listen", default="127.0.0.1:7400", help="HOST:PORT (default: %(default)s)")
     ctl.add_argument("--regions", type=Path, help="region catalogue directory (default: regions/)")
@@ -159,6 +160,16 @@ def add_parsers(sub) -> None:
                        "in plaintext (default: not served)")
     relay.add_argument("--edge-port", type=int, default=0, metavar="PORT",
                        help="UDP port of the client edge on the --bind host (default: any)")
+    relay.add_argument("--history-messages", type=int, default=DEFAULT_MESSAGES, metavar="N",
+                       help="chat history: the last N messages of each channel the edge "
+                       "delivers are kept, for clients joining here (default: %(default)s; "
+                       "0: none)")
+    relay.add_argument("--history-age", type=_duration, default=int(DEFAULT_MAX_AGE_S),
+                       metavar="AGE",
+                       help="... for at most AGE (90s, 15m, 24h, 7d; default: 1h)")
+    relay.add_argument("--history-db", type=Path, metavar="FILE",
+                       help="keep the chat history in this SQLite file too, so a restart "
+                       "keeps it (default: in memory only)")
     relay.add_argument("--log-level", default="info", type=str.lower,
                        choices=configs.LOG_LEVELS)
     add_log_format(relay)
@@ -372,7 +383,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
             limits = parse_limits(args.edge_limits)
         except ValueError as e:
             return fail(f"--edge-limits: {e}")
-        edge = EdgeSettings(str(args.tls_cert), str(args.tls_key), args.edge_port, limits)
+        if not 0 <= args.history_messages <= 100_000:
+            return fail("--history-messages: 0 to 100000")
+        if args.history_db and not args.history_messages:
+            return fail("--history-db keeps the chat history: --history-messages is 0")
+        if args.history_age <= 0:
+            return fail("--history-age must be positive")
+        edge = EdgeSettings(str(args.tls_cert), str(args.tls_key), args.edge_port, limits,
+                            args.history_messages, float(args.history_age),
+                            str(args.history_db) if args.history_db else None)
     if args.check_config:
         return say_checked(args, f"relay {args.region}/{node_id or '(random node id)'}, "
                            f"controllers {args.controller}, udp {args.bind}"

@@ -17,6 +17,7 @@ from sdk.client import MAX_MEDIA_PAYLOAD
 from sdk.errors import SkymeshError
 from skymesh.cli import admin, render, traffic
 from skymesh.cli.common import add_log_format, run_loop, setup_logging
+from skymesh.edgeproto import MAX_HISTORY_PAGE
 
 DEMO_FROM = ("london", "frankfurt", "amsterdam")
 DEMO_TO = ("tokyo", "new-york", "sao-paulo", "sydney", "johannesburg", "singapore")
@@ -39,6 +40,9 @@ def add_parsers(sub) -> None:
                         "report, each second, the media received with its end-to-end latency "
                         "(from the frames' send times) and the messages, checked for order "
                         "and duplicates; and any move to another edge, with its gap.")
+    sb.add_argument("--history", type=int, default=0, metavar="N",
+                    help="first the channel's last N messages kept at the edge (chat history, "
+                    "up to 100; default: none)")
     sb.set_defaults(run=cmd_sub)
     for p in (pub, sb):
         p.add_argument("channel")
@@ -158,6 +162,8 @@ def cmd_pub(args: argparse.Namespace) -> int:
 def cmd_sub(args: argparse.Namespace) -> int:
     setup_logging("warning", "sub", args.log_format)
     say = _say(args)
+    if not 0 <= args.history <= MAX_HISTORY_PAGE:
+        return _fail(f"--history: 0 to {MAX_HISTORY_PAGE} messages")
     try:
         how, uid, tok = _endpoint(args, "sub")
     except admin.AdminError as e:
@@ -168,8 +174,10 @@ def cmd_sub(args: argparse.Namespace) -> int:
         async with AsyncExitStack() as stack:
             s = await traffic.resolved_session(stack, how, tok, args.channel,
                                                region=args.region, address=args.client_ip)
-            await asyncio.wait_for(s.join(), 10)
+            await asyncio.wait_for(s.join(history=args.history), 10)
             say(f"subscribed to {args.channel} as {uid} at {_where(s)}")
+            for m in s.recent.messages:
+                say(f"  [history #{m.n}] {m.uid}: {m.body}")
             end = time.monotonic() + args.duration
             moves = 0
             while (now := time.monotonic()) < end:
@@ -183,7 +191,10 @@ def cmd_sub(args: argparse.Namespace) -> int:
                 moves = _moves(s, say, moves)
             return {"region": s.edge.region, "edge": s.edge.address, "channel": args.channel,
                     "uid": uid, **got.summary(), "messages_lost": s.messages_lost,
-                    "moves": traffic.describe_moves(s)}
+                    "moves": traffic.describe_moves(s),
+                    **({"history": [{"n": m.n, "from": m.uid, "id": m.mid, "body": m.body,
+                                     "at": m.at} for m in s.recent.messages],
+                        "history_more": s.recent.more} if args.history else {})}
 
     return _finish(args, run)
 

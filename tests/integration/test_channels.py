@@ -262,3 +262,57 @@ def test_first_message_of_a_new_publisher_reaches_existing_subscribers(channel_m
             assert [m.body for m in got] == ["first", "second"]
 
     asyncio.run(main())
+
+
+def test_a_late_joiner_gets_the_channel_history_from_its_own_edge(channel_mesh):
+    """Chat that remembers: bb's edge delivered the channel to an early subscriber, so it
+    keeps its messages; a late joiner there gets the last ten and pages back, with no
+    wide-area request; and after bb's relay restarts (SQLite), the history is still there."""
+    async def publish_then_join_late() -> tuple:
+        async with AsyncExitStack() as stack:
+            pub = await session(stack, "aa", "chat", "host")
+            early = await session(stack, "bb", "chat", "early")
+            await members_known("chat", {"bb"})
+            for i in range(1, 31):
+                await pub.send_message(f"m{i}")
+            got = await asyncio.wait_for(take(early.messages(), 30), DEADLINE)
+            assert [m.body for m in got] == [f"m{i}" for i in range(1, 31)]
+        before = {k: settled("bb", k) for k in ("zone.global.received",
+                                               "messages.replay-requested")}
+        async with AsyncExitStack() as stack:
+            e = edge("bb")
+            tok = traffic.local_token("demo", "chat", "late", "global",
+                                      privileges=("join",))
+            late = await stack.enter_async_context(connect(e.host, e.port, tok, "chat", e.ca))
+            await asyncio.wait_for(late.join(history=10), DEADLINE)
+            recent = late.recent
+            older = await asyncio.wait_for(late.older(10), DEADLINE)
+            oldest = await asyncio.wait_for(late.older(100), DEADLINE)
+        return recent, older, oldest, before
+
+    recent, older, oldest, before = asyncio.run(publish_then_join_late())
+    assert [m.body for m in recent.messages] == [f"m{i}" for i in range(21, 31)]
+    assert recent.more and {m.uid for m in recent.messages} == {"host"}
+    assert all(m.stream and m.seq for m in recent.messages)
+    assert [m.body for m in older.messages] == [f"m{i}" for i in range(11, 21)]
+    assert [m.body for m in oldest.messages] == [f"m{i}" for i in range(1, 11)]
+    assert older.more and not oldest.more
+    # the pages came from bb's own edge: nothing more arrived over the fabric, nothing asked
+    for key, value in before.items():
+        assert settled("bb", key) == value, key
+
+    # bb's relay restarts: its history was written to SQLite and is read back
+    assert run_cli("mesh", "kill", "bb").returncode == 0
+    assert run_cli("mesh", "restart", "bb").returncode == 0
+    wait_for(lambda: next(r for r in cli_json("admin", "regions")
+                          if r["id"] == "bb")["connected"], DEADLINE, "bb back")
+
+    async def join_after_restart():
+        async with AsyncExitStack() as stack:
+            e = edge("bb")
+            tok = traffic.local_token("demo", "chat", "later", "global", privileges=("join",))
+            s = await stack.enter_async_context(connect(e.host, e.port, tok, "chat", e.ca))
+            await asyncio.wait_for(s.join(history=5), DEADLINE)
+            return s.recent
+    again = asyncio.run(join_after_restart())
+    assert [m.body for m in again.messages] == [f"m{i}" for i in range(26, 31)]

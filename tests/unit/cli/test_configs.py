@@ -90,6 +90,7 @@ edge:
   cert: edge.pem
   key: /etc/edge/edge.key
   limits: {joins-per-source-per-s: 20, sessions-per-source: 64}
+history: {messages: 50, max_age: 2h, db: history.db}
 tls:
   dir: certs
   ca: certs/bundle.pem
@@ -158,7 +159,8 @@ def test_a_complete_relay_file(tmp_path):
         "cert": tmp_path / "certs/relay-london-n2.pem",
         "key": tmp_path / "certs/relay-london-n2.key", "insecure": True,
         "log_level": "debug", "log_format": "json", "metrics_listen": "127.0.0.1:9400",
-        "health_listen": "127.0.0.1:9500"}
+        "health_listen": "127.0.0.1:9500", "history_messages": 50, "history_age": 7200,
+        "history_db": tmp_path / "history.db"}
 
 
 def test_a_complete_controller_file(tmp_path):

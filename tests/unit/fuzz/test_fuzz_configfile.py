@@ -140,7 +140,7 @@ def check_types(command: str, settings: dict) -> None:
             assert isinstance(value, bool), (dest, value)
         elif action.type is Path:
             assert isinstance(value, Path) and value.is_absolute(), (dest, value)
-        elif action.type is int or dest == "fabric_key_rotation":
+        elif action.type is int or dest in ("fabric_key_rotation", "history_age"):
             assert isinstance(value, int) and not isinstance(value, bool), (dest, value)
             assert value >= 0, (dest, value)
         elif action.type is float:

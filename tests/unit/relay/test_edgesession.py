@@ -19,6 +19,7 @@ from relay.edgesession import (
     PublishMessage,
     Resume,
     Send,
+    SendHistory,
     SetTimer,
     SourceLimits,
 )
@@ -539,3 +540,27 @@ def test_limits_are_read_from_name_value_text_with_clear_errors():
                           ("messages-per-s", "NAME=VALUE")):
         with pytest.raises(ValueError, match=problem):
             parse_limits(text)
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+def test_a_join_asks_for_history_after_joined_and_requests_are_paced():
+    s = EdgeSession(Edge(limits=EdgeLimits(messages_per_s=1, messages_burst=2)))
+    actions = s.data_received(line(edgeproto.join(token(), "c1", history=20)), T0)
+    assert [type(a) for a in actions] == [SetTimer, EnterChannel, Send, SendHistory]
+    assert actions[-1] == SendHistory(KEY, 0, 20)
+    assert s.data_received(line(edgeproto.history_request(1, 50, 21)), T0) == \
+        [SendHistory(KEY, 1, 50, 21)]
+    s.data_received(line(edgeproto.history_request(2, 50)), T0)
+    refused = s.data_received(line(edgeproto.history_request(3, 50)), T0)  # burst of 2
+    assert s.closed and refused[-1].code == edgeproto.RATE_LIMITED
+
+
+def test_a_malformed_history_request_is_refused():
+    s = joined()
+    actions = s.data_received(line({"type": "history", "request": 1, "limit": 1000}), T0)
+    assert s.closed and actions[-1] == Close(edgeproto.MALFORMED, edgeproto.BAD_HISTORY)
+    s = EdgeSession(Edge())
+    actions = s.data_received(line(edgeproto.join(token(), "c1", history=500)), T0)
+    assert s.closed and actions == [Close(edgeproto.MALFORMED, edgeproto.BAD_HISTORY)]
+
