@@ -40,16 +40,20 @@ from relay.edgesession import (
     EdgeSession,
     EnterChannel,
     LeaveChannel,
+    MarkRead,
     PublishingChanged,
     PublishMessage,
     Resume,
     Send,
     SendHistory,
+    SendPresence,
     SetTimer,
     SourceLimits,
 )
 from relay.fabric import ChannelKey
 from relay.history import History, Kept
+from relay.presence import ANNOUNCE_S, PRESENCE_STREAM, Presence
+from relay.receipts import RECEIPTS_STREAM, Receipts, receipt_body
 from skymesh import edgeproto
 from skymesh.certs import files_stamp
 from skymesh.edgeproto import ALPN, MAX_DATAGRAM_FRAME_SIZE, MAX_MEDIA_BYTES
@@ -57,6 +61,8 @@ from skymesh.net import quic
 from skymesh.ratelimit import TokenBucket
 from skymesh.token import Grant
 
+# the edges' own streams in the fabric, "relay:presence" and "relay:receipts"
+PRESENCE_SUFFIX, RECEIPTS_SUFFIX = ":" + PRESENCE_STREAM, ":" + RECEIPTS_STREAM
 MAX_QUEUED_DATAGRAMS = 64  # per session; the oldest are dropped beyond this
 MEDIA_DEADLINE_S = 0.015  # media queued longer than this is dropped, not sent late
 # The kernel queues what the edge has not read yet; under overload a big receive buffer is a
@@ -118,6 +124,12 @@ class EdgeState:
         self.limits = limits or EdgeLimits()
         self.sources = SourceLimits(self.limits)
         self.history = history if history is not None else History()
+        # who is in each channel: here, and as the other edges announce
+        here = getattr(uplink, "name", None) or region
+        self.presence = Presence(here)
+        self.receipts = Receipts(here)
+        self.system_mid = 0  # ids of this edge's own messages (presence, receipts)
+        self.system_task: asyncio.Task | None = None
         # each message kept (a store that keeps them across restarts): (channel, message)
         self.on_kept: Callable[[ChannelKey, Kept], None] | None = None
 
@@ -160,9 +172,10 @@ class EdgeState:
                 for key, sessions in self.channels.items()}
 
     def add(self, session: EdgeConnection) -> None:
-        assert session.key is not None
+        assert session.key is not None and session.grant is not None
         self.channels.setdefault(session.key, set()).add(session)
         self.streams[session.stream] = session
+        self.presence.joined(session.key, session.grant.uid, time.monotonic())
         self.interest_changed()
 
     def remove(self, session: EdgeConnection) -> None:
@@ -170,6 +183,8 @@ class EdgeState:
         if members is None or session not in members:
             return
         members.discard(session)
+        if session.grant is not None:
+            self.presence.left(session.key, session.grant.uid, time.monotonic())
         if self.streams.get(session.stream) is session:
             del self.streams[session.stream]
         if not members:
@@ -189,6 +204,15 @@ class EdgeState:
     def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str,
                         exclude: EdgeConnection | None = None, stream: str | None = None,
                         seq: int | None = None) -> None:
+        if stream is not None and stream.endswith(PRESENCE_SUFFIX):
+            # another edge's announcement of who is there: for this edge, not its clients
+            self.presence.heard(key, stream[:-len(PRESENCE_SUFFIX)], body, time.monotonic())
+            return
+        if stream is not None and stream.endswith(RECEIPTS_SUFFIX):
+            heard = self.receipts.heard(key, stream[:-len(RECEIPTS_SUFFIX)], body)
+            if heard is not None:
+                self.deliver_receipt(key, *heard)
+            return
         line = edgeproto.encode_line(edgeproto.deliver(uid, mid, body, stream, seq))
         for session in self.members(key):
             if session is not exclude:
@@ -196,6 +220,61 @@ class EdgeState:
         kept = self.history.add(key, uid, mid, body, stream, seq, time.time())
         if kept is not None and self.on_kept is not None:
             self.on_kept(key, kept)
+
+    def members_changed(self, key: ChannelKey, names: frozenset[str]) -> None:
+        """The controller's list of the relays delivering the channel (the fabric's)."""
+        self.presence.members_are(key, names, time.monotonic())
+        self.receipts.members_are(key, names)
+
+    def publish_system(self, key: ChannelKey, stream: str, body: str) -> None:
+        """A message of this edge's own (presence, receipts) to the channel's other edges."""
+        if self.uplink is not None:
+            self.system_mid += 1
+            self.uplink.message_published(key, stream, "", self.system_mid, body)
+
+    def mark_read(self, key: ChannelKey, uid: str, of: str, upto: int,
+                  reader: EdgeConnection | None = None) -> None:
+        """A session here read publisher `of`'s messages up to `upto`: in a small channel a
+        receipt to every member, in a large one counted."""
+        small = "members" in self.presence.view(key)
+        if not self.receipts.read(key, uid, of, upto, counted=not small):
+            return
+        if small:
+            self.publish_system(key, RECEIPTS_STREAM, receipt_body(uid, of, upto))
+            self.deliver_receipt(key, uid, of, upto, exclude=reader)
+
+    def deliver_receipt(self, key: ChannelKey, uid: str, of: str, upto: int,
+                        exclude: EdgeConnection | None = None) -> None:
+        line = edgeproto.encode_line(edgeproto.receipt(uid, of, upto))
+        for session in self.members(key):
+            if session is not exclude:
+                session.send_line(line)
+
+    def system_tick(self, now: float) -> None:
+        """Announce who is here and how many read what, when it changed; forget what went
+        stale; show the sessions that asked what changed."""
+        p = self.presence
+        for key, body in p.due(now):
+            self.publish_system(key, PRESENCE_STREAM, body)
+        p.expire(now)
+        for key, view in p.changes():
+            line = None
+            for session in self.members(key):
+                if session.wants_presence:
+                    line = line or edgeproto.encode_line(edgeproto.presence(view))
+                    session.send_line(line)
+        for key, body in self.receipts.due(now):
+            self.publish_system(key, RECEIPTS_STREAM, body)
+        for key, of in self.receipts.changes():
+            session = self.streams.get(of)  # the publisher, when it publishes here
+            if session is not None and session.key == key:
+                session.send_line(edgeproto.encode_line(edgeproto.reads(
+                    self.receipts.totals(key, of))))
+
+    async def system_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ANNOUNCE_S)
+            self.system_tick(time.monotonic())
 
     def history_lines(self, key: ChannelKey, request: int, limit: int,
                       before: int | None) -> list[bytes]:
@@ -242,6 +321,7 @@ class EdgeConnection(quic.Protocol):
         self.stream_id: int | None = None
         self._media_times: deque[float] = deque()  # enqueue times of queued datagrams
         self._expiry: asyncio.TimerHandle | None = None  # (aioquic's own timer is `_timer`)
+        self.wants_presence = False  # the join asked to be shown who is in the channel
 
     @property
     def grant(self) -> Grant | None:
@@ -335,11 +415,17 @@ class EdgeConnection(quic.Protocol):
                     if at is not None:
                         self._expiry = asyncio.get_running_loop().call_later(
                             at - time.time(), self._on_expiry_timer)
-                case EnterChannel(key, publisher):
+                case EnterChannel(key, publisher, presence):
                     if publisher and not edge.has_stream(publisher):
                         self.stream = publisher  # the same publisher moved here: ids go on
                     self.key = key
                     edge.add(self)
+                    self.wants_presence = presence
+                case MarkRead(key, uid, of, upto):
+                    edge.mark_read(key, uid, of, upto, reader=self)
+                case SendPresence(key):
+                    self.send_line(edgeproto.encode_line(edgeproto.presence(
+                        edge.presence.view(key))))
                 case LeaveChannel():
                     edge.remove(self)
                 case PublishingChanged():
@@ -420,6 +506,7 @@ async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
     """Serve the edge on `host`:`port` (0 picks a free port; see `EdgeState.port`), handing what
     its publishers send to `fabric`. Close it with `server.close()`."""
     edge = EdgeState(app_keys, region, zones, uplink=fabric, **limits)
+    edge.system_task = asyncio.get_running_loop().create_task(edge.system_loop())
 
     def protocol(*args, **kwargs) -> EdgeConnection:
         return EdgeConnection(*args, edge=edge, **kwargs)

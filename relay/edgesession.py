@@ -48,9 +48,26 @@ class SetTimer:
 @dataclass(frozen=True, slots=True)
 class EnterChannel:
     """The session is now a member of channel `key` (zone, "app/channel"), publishing (if it
-    does) as `publisher` when the client named one (`edgeproto.publisher_of`)."""
+    does) as `publisher` when the client named one (`edgeproto.publisher_of`); shown who is
+    in the channel as it changes when `presence`."""
     key: tuple[str, str]
     publisher: str = ""
+    presence: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    """User `uid` read publisher `of`'s messages up to id `upto` in channel `key`."""
+    key: tuple[str, str]
+    uid: str
+    of: str
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendPresence:
+    """Send the session who is in channel `key` now."""
+    key: tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +111,7 @@ class SendHistory:
 
 
 Action = Send | Close | SetTimer | EnterChannel | LeaveChannel | PublishingChanged \
-    | PublishMessage | Resume | SendHistory
+    | PublishMessage | Resume | SendHistory | SendPresence | MarkRead
 
 
 @dataclass(frozen=True)
@@ -243,6 +260,8 @@ class EdgeSession:
             return self._resume(msg, now)
         if kind == edgeproto.HISTORY:
             return self._history(msg, now)
+        if kind == edgeproto.READ:
+            return self._read(msg, now)
         return self._refuse(ProtocolError(edgeproto.unexpected_kind(kind)))
 
     def datagram_received(self) -> list[Action]:
@@ -301,6 +320,7 @@ class EdgeSession:
             after = edgeproto.resume_points(msg.get("resume"))
             publisher = edgeproto.publisher_of(msg.get("publisher"))
             history = edgeproto.join_history(msg.get("history"))
+            presence = edgeproto.join_presence(msg.get("presence"))
         except ProtocolError as e:
             return self._refuse(e)
         if not edge.sources.join_allowed(self.source, now):
@@ -319,13 +339,15 @@ class EdgeSession:
         edge.counters["joined"] += 1
         reply = edgeproto.joined(grant.uid, grant.channel, edge.region, grant.zone,
                                  privilege_list(grant.privileges), grant.expires_at)
-        actions: list[Action] = [self._arm(), EnterChannel(self.key, publisher),
+        actions: list[Action] = [self._arm(), EnterChannel(self.key, publisher, presence),
                                  Send(edgeproto.encode_line(reply))]
         if after:
             edge.counters["resumed"] += 1
             actions.append(Resume(self.key, after))
         if history:
             actions.append(SendHistory(self.key, 0, history))
+        if presence:
+            actions.append(SendPresence(self.key))
         return actions
 
     def _resume(self, msg: dict, now: float) -> list[Action]:
@@ -350,6 +372,17 @@ class EdgeSession:
         except ProtocolError as e:
             return self._refuse(e)
         return [SendHistory(self.key, request, limit, before)]
+
+    def _read(self, msg: dict, now: float) -> list[Action]:
+        assert self.key is not None and self.grant is not None
+        too_fast = self._paced(now)
+        if too_fast:
+            return too_fast
+        try:
+            of, upto = edgeproto.read_asked(msg)
+        except ProtocolError as e:
+            return self._refuse(e)
+        return [MarkRead(self.key, self.grant.uid, of, upto)]
 
     def _renew(self, msg: dict, now: float) -> list[Action]:
         assert self.grant is not None

@@ -98,6 +98,8 @@ class LocalEdge(Protocol):
 
     def stream_settled(self, stream: str, mid: int) -> None: ...
 
+    def members_changed(self, key: ChannelKey, names: frozenset[str]) -> None: ...
+
 
 @dataclass
 class _Out:
@@ -235,6 +237,8 @@ class Fabric:
                 out.stream.set_destinations(self.destinations(key))
         for args in self.held.pop(key, []):
             self.message_published(key, *args[:4], now=now)
+        if self.edge is not None:
+            self.edge.members_changed(key, regions)
 
     def destinations(self, key: ChannelKey) -> frozenset[str]:
         """Where the channel's traffic from here goes: its members but this relay (its

@@ -35,7 +35,7 @@ CREATE INDEX IF NOT EXISTS messages_at ON messages (at);
 """
 
 
-class HistoryStoreError(Exception):
+class HistoryStoreError(OSError):
     """The file cannot be used as a history store (naming it)."""
 
 

@@ -66,6 +66,8 @@ MAX_RECEIVED_MEDIA = 256  # received datagrams kept for `media()`; the oldest ar
 LIVENESS_S = 1.5  # an edge silent this long (pinged meanwhile) is taken for dead
 MOVE_TIMEOUT_S = 30.0  # a session that finds no edge to move to in this long closes
 MAX_UNSETTLED = 4096  # messages kept to send again after a move
+MAX_PRESENCE_EVENTS = 1000  # joins and leaves kept for `presence_events`
+MAX_RECEIPTS = 1000  # receipts kept for `receipts`
 OVERLAP_S = 2.0  # a drained edge's connection is kept this long at most after moving
 WATCH_S = 0.1  # how often a session looks at its edge's liveness and its gaps
 
@@ -175,6 +177,19 @@ class _Protocol(quic.Protocol):
                 self.shared.settled(upto)
         elif kind == edgeproto.HISTORY:
             self.pages.take(msg)
+        elif kind == edgeproto.PRESENCE and self.shared is not None:
+            self.shared.presence_seen(msg)
+        elif kind == edgeproto.RECEIPT and self.shared is not None:
+            uid, of, mid = msg.get("from"), msg.get("publisher"), msg.get("id")
+            if isinstance(uid, str) and isinstance(of, str) and isinstance(mid, int):
+                self.shared.receipts.append((uid, of, mid))
+        elif kind == edgeproto.READS and self.shared is not None:
+            counts = msg.get("counts")
+            if isinstance(counts, list):
+                self.shared.read_counts = [
+                    (int(x[0]), int(x[1])) for x in counts
+                    if isinstance(x, list) and len(x) == 2
+                    and all(isinstance(v, int) for v in x)]
         elif kind == edgeproto.MESSAGE and self.shared is not None:
             stream, seq = msg.get("stream"), msg.get("seq")
             stream = stream if isinstance(stream, str) else None
@@ -203,6 +218,26 @@ class _Shared:
     # messages published and not yet settled (`edgeproto.SETTLED`), by id: sent again at the
     # edge the session moves to
     unsettled: dict[int, str] = field(default_factory=dict)
+
+    # who is in the channel, as the edge last said (a join that asked), and who joined and
+    # left which region: ("join" | "leave", uid, region), oldest first
+    presence: dict | None = None
+    presence_events: deque = field(default_factory=lambda: deque(maxlen=MAX_PRESENCE_EVENTS))
+
+    # read receipts of the channel's members: (uid, publisher, id), oldest first
+    receipts: deque = field(default_factory=lambda: deque(maxlen=MAX_RECEIPTS))
+    # how many read this session's messages (large channels): (id, readers), highest first
+    read_counts: list = field(default_factory=list)
+
+    def presence_seen(self, msg: dict) -> None:
+        view = {k: v for k, v in msg.items() if k not in ("type", "joined", "left")}
+        if not isinstance(view.get("count"), int) or not isinstance(view.get("regions"), dict):
+            return
+        self.presence = view
+        for kind, key in (("join", "joined"), ("leave", "left")):
+            for pair in msg.get(key) or ():
+                if isinstance(pair, list) and len(pair) == 2:
+                    self.presence_events.append((kind, str(pair[0]), str(pair[1])))
 
     def settled(self, upto: int) -> None:
         for mid in [m for m in self.unsettled if m <= upto]:
@@ -244,6 +279,7 @@ class Session:
         self._final: SkymeshError | None = None  # why the session ended, if not by close()
         self._watcher: asyncio.Task | None = None
         self._retired: set[asyncio.Task] = set()
+        self._presence = False  # joins ask to be shown who is in the channel
         self.recent = HistoryPage()  # the channel's last messages, as the join asked
         self._oldest: int | None = None  # the oldest history number handed on (this edge's)
         self._history_edge: _Protocol | None = None  # the edge the numbers are of
@@ -349,13 +385,15 @@ class Session:
         self.token = token
         return p.renewed
 
-    async def join(self, history: int = 0) -> dict:
+    async def join(self, history: int = 0, presence: bool = False) -> dict:
         """Join the channel: the edge's "joined" reply, or TokenRefused/ConnectionClosed. A
         session that may move watches its edge from then on. `history`: the channel's last
         messages kept at the edge (up to edgeproto.MAX_HISTORY_PAGE) are in `recent` once
-        this returns; `older()` pages further back."""
+        this returns; `older()` pages further back. `presence`: `presence` says who is in
+        the channel, kept up to date, and `presence_events` who joined and left."""
         if not 0 <= history <= edgeproto.MAX_HISTORY_PAGE:
             raise ValueError(f"history: 0 to {edgeproto.MAX_HISTORY_PAGE} messages")
+        self._presence = presence
         p = self._protocol
         self.joined = await self._join(p, history)
         if history:
@@ -364,6 +402,68 @@ class Session:
         if self.migrate and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self.joined
+
+    @property
+    def presence(self) -> dict | None:
+        """Who is in the channel (a join with presence=True): `count` (distinct users at each
+        edge, summed), `regions` (count per region) and, while the channel is small,
+        `members`; None until the edge has said."""
+        return self.shared.presence
+
+    @property
+    def presence_events(self) -> deque:
+        """("join" | "leave", uid, region) as the edge reported them, oldest first (small
+        channels only)."""
+        return self.shared.presence_events
+
+    async def mark_read(self, message: Message) -> None:
+        """Tell the channel this user read `message` and every earlier one of its publisher:
+        a receipt to every member of a small channel, a count for a large one."""
+        if message.stream is None:
+            raise ValueError("a message the edge did not number (no stream) cannot be marked")
+        self._send(edgeproto.read(message.stream, message.id))
+
+    @property
+    def receipts(self) -> deque:
+        """(uid, publisher, id): a member read that publisher's messages up to that id, as
+        the edges reported them (small channels), oldest first. The publisher is the part of
+        a message's `stream` after the relay's name (`Message.stream.rpartition(":")[2]`);
+        this session's own is `publisher`."""
+        return self.shared.receipts
+
+    def read_by(self, mid: int) -> int:
+        """How many users have read this session's message `mid` (at least), as its edge
+        last counted them (large channels)."""
+        best = 0
+        for upto, readers in self.shared.read_counts:  # highest id first, readers growing
+            if upto >= mid:
+                best = readers
+        return best
+
+    async def wait_for(self, condition, timeout: float = 10.0):
+        """Wait until `condition()` holds (it looks at the session's state: `receipts`,
+        `read_by`, `presence`); its value; TimeoutError after `timeout`."""
+        async def until():
+            while True:
+                value = condition()
+                if value:
+                    return value
+                if self._ended():
+                    raise ConnectionClosed(0, "the session ended")
+                await self._wait_shared()
+        return await asyncio.wait_for(until(), timeout)
+
+    async def wait_presence(self, condition, timeout: float = 10.0) -> dict:
+        """The presence once `condition(presence)` holds; TimeoutError after `timeout`."""
+        async def until() -> dict:
+            while True:
+                view = self.shared.presence
+                if view is not None and condition(view):
+                    return view
+                if self._ended():
+                    raise ConnectionClosed(0, "the session ended")
+                await self._wait_shared()
+        return await asyncio.wait_for(until(), timeout)
 
     async def older(self, limit: int = 50) -> HistoryPage:
         """The page of the channel's history before the oldest handed on so far (the newest
@@ -393,7 +493,7 @@ class Session:
         p.joined = None
         p._quic.send_stream_data(self.stream_id, edgeproto.encode_line(edgeproto.join(
             self.token, self.channel, self.shared.inbox.positions(), self.publisher,
-            history)))
+            history, self._presence)))
         p.transmit()
         while p.joined is None:
             if p.terminated:

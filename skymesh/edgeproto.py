@@ -9,8 +9,9 @@ else travels on the client's first bidirectional stream, one JSON object per lin
 (`encode_line`; other streams are ignored):
 
 - client -> edge: ``{"type":"join","token":T,"channel":C}`` first (with ``"resume":{S:K}``
-  when the client moves from another edge, ``"publisher":P``, see below, and
-  ``"history":N`` for the channel's last N messages, see History), then
+  when the client moves from another edge, ``"publisher":P``, see below,
+  ``"history":N`` for the channel's last N messages, see History, and ``"presence":true``
+  to be shown who is in the channel, see Presence), then
   ``{"type":"message","id":N,"body":B}`` (needs ``publish-messages``; N an integer in
   0..2**63-1, B at most `MAX_MESSAGE_BYTES` of UTF-8), ``{"type":"renew","token":T}`` (a
   fresh token for the same app, channel, user and zone), ``{"type":"resume","after":{S:K}}``
@@ -25,6 +26,19 @@ else travels on the client's first bidirectional stream, one JSON object per lin
   ``{"type":"settled","upto":N}`` once every message the session published up to id N has
   reached every relay that subscribed when it was sent (or was given up on), and
   ``{"type":"history","request":Q,"messages":[...],"last":L,"more":M}`` (a page of history).
+
+Presence. A session that joined with "presence" gets, after "joined" and whenever it changes
+(at most every 0.2 s), ``{"type":"presence","count":N,"regions":{R:n},"members":[U...],
+"joined":[[U,R]...],"left":[[U,R]...]}``: the distinct users at each edge delivering the
+channel, summed (`count`), per region, and while every edge has at most 50, who they are
+and who joined and left which region since the last (relay/presence.py).
+
+Receipts. ``{"type":"read","stream":S,"id":N}`` says the client read the messages of S (as
+they came, "relay:P") up to P's id N; paced as messages are. In a small channel (50 users at
+most at every edge) every member gets ``{"type":"receipt","from":U,"publisher":P,"id":N}``;
+in a large one the reads are counted, and the session publishing as P gets, at most every
+second, ``{"type":"reads","counts":[[N,n],...]}``: n users read at least up to its id N,
+highest N first (relay/receipts.py).
 
 History. The edge keeps the recent messages of each channel it delivers (bounded by count and
 age; relay/history.py), numbered H = 1, 2, 3, ... in the order they were delivered there. A
@@ -100,6 +114,10 @@ RESUME = "resume"  # client -> edge
 MOVING = "moving"  # edge -> client
 SETTLED = "settled"  # edge -> client
 HISTORY = "history"  # both ways: a page asked (client -> edge), a page (edge -> client)
+PRESENCE = "presence"  # edge -> client: who is in the channel
+READ = "read"  # client -> edge: a publisher's messages read, up to an id
+RECEIPT = "receipt"  # edge -> client: a user read a publisher's messages (small channels)
+READS = "reads"  # edge -> client: how many read each of its messages (large channels)
 
 MAX_HISTORY_PAGE = 100  # messages one history request may ask for
 HISTORY_LINE_BYTES = 16 * 1024  # a page's lines are cut at about this size
@@ -110,7 +128,7 @@ MAX_STREAM_ID = 200  # bytes of a stream's name
 
 
 def join(token: str, channel: str, resume: dict[str, int] | None = None,
-         publisher: str | None = None, history: int = 0) -> dict:
+         publisher: str | None = None, history: int = 0, presence: bool = False) -> dict:
     msg: dict = {"type": JOIN, "token": token, "channel": channel}
     if resume:
         msg["resume"] = resume
@@ -118,6 +136,8 @@ def join(token: str, channel: str, resume: dict[str, int] | None = None,
         msg["publisher"] = publisher
     if history:
         msg["history"] = history
+    if presence:
+        msg["presence"] = True
     return msg
 
 
@@ -145,6 +165,46 @@ def join_history(value: object) -> int:
     if not _count(value, 0, MAX_HISTORY_PAGE):
         raise ProtocolError(BAD_HISTORY)
     return value
+
+
+def join_presence(value: object) -> bool:
+    """A join's "presence" (False when absent); ProtocolError when not a boolean."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ProtocolError(BAD_PRESENCE)
+    return value
+
+
+def read(stream: str, mid: int) -> dict:
+    """The client read the messages of `stream` (as delivered: "relay:P") up to id `mid`."""
+    return {"type": READ, "stream": stream, "id": mid}
+
+
+def read_asked(msg: dict) -> tuple[str, int]:
+    """(publisher P, id) of a client's "read"; ProtocolError when malformed."""
+    stream, mid = msg.get("stream"), msg.get("id")
+    if not isinstance(stream, str) or len(stream.encode()) > MAX_STREAM_ID \
+            or not _count(mid, 0, MAX_MESSAGE_ID - 1):
+        raise ProtocolError(BAD_READ)
+    try:
+        _, of = parse_stream_id(stream)
+    except ProtocolError:
+        raise ProtocolError(BAD_READ) from None
+    return of, mid
+
+
+def receipt(uid: str, of: str, mid: int) -> dict:
+    return {"type": RECEIPT, "from": uid, "publisher": of, "id": mid}
+
+
+def reads(counts: list[tuple[int, int]]) -> dict:
+    return {"type": READS, "counts": [list(x) for x in counts]}
+
+
+def presence(view: dict) -> dict:
+    """Who is in the channel, as the edge tells a session that asked (relay/presence.py)."""
+    return {"type": PRESENCE, **view}
 
 
 def _count(value: object, low: int, high: int) -> bool:
@@ -285,6 +345,8 @@ BAD_PUBLISHER = "publisher must be 16 to 32 lowercase hex digits"
 BAD_RESUME = (f"resume needs an object of at most {MAX_RESUME_STREAMS} streams, each "
               "\"relay:stream\" to the last sequence number delivered")
 MOVING_DRAINED = "the edge's region is drained: move to another edge"
+BAD_PRESENCE = "a join's presence is true or false"
+BAD_READ = "read needs the messages' \"stream\" (relay:publisher) and an integer \"id\""
 BAD_HISTORY = (f"history needs a request number from 1 (0 in a join), a limit of 1 to "
                f"{MAX_HISTORY_PAGE} and, if given, \"before\" a positive message number")
 

@@ -2,10 +2,8 @@
 processes (a mesh, the command, a benchmark) and is marked so; `pytest -m "not processes"`
 runs the rest in seconds.
 
-Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) the tests that start processes
-are one group, run one after another on one worker, as they run without xdist: two meshes of
-a dozen processes each on this machine's two cores would time each other out. The others
-share the second worker, beside them."""
+`make test` runs the two sets at once, in two pytest processes: the tests that start processes
+one after another, the others beside them."""
 
 from __future__ import annotations
 
@@ -18,12 +16,10 @@ from support import run_cli
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION in Path(item.fspath).resolve().parents:
             item.add_marker(pytest.mark.processes)
-            item.add_marker(pytest.mark.xdist_group("processes"))
 
 
 @pytest.fixture

@@ -157,6 +157,9 @@ class RecordingEdge:
     def stream_settled(self, stream: str, mid: int) -> None:
         pass
 
+    def members_changed(self, key, names) -> None:
+        pass
+
     def joined(self) -> int:
         return len(self.subscribed | self.publishing)
 

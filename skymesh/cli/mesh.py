@@ -169,7 +169,8 @@ def relay_settings(spec: RelaySpec, controller: str, wan_file: Path, edge_cert: 
                       "controllers": controller.split(","), "listen": f"{spec.address}:0",
                       "wan": wan_file,
                       "edge": {"cert": edge_cert, "key": edge_key, "limits": edge_limits},
-                      "history": {"db": history_dir / f"{spec.key}.db"}
+                      "history": {"db": history_dir / (spec.key.replace(nodes.SEPARATOR, ".")
+                                                       + ".db")}
                       if history_dir is not None else None,
                       "tls": tls_settings(tls),
                       "log": {"level": log_level, "format": log_format},

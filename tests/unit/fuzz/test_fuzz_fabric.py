@@ -183,6 +183,9 @@ class Edge:
     def stream_settled(self, stream, mid):
         assert isinstance(stream, str) and 0 <= mid < 2**64
 
+    def members_changed(self, key, names):
+        pass
+
 
 def relay() -> tuple[Fabric, list[tuple[str, bytes]]]:
     tables = RouteTables(HERE)

@@ -20,6 +20,7 @@ from relay.edgesession import (
     Resume,
     Send,
     SendHistory,
+    SendPresence,
     SetTimer,
     SourceLimits,
 )
@@ -563,4 +564,15 @@ def test_a_malformed_history_request_is_refused():
     s = EdgeSession(Edge())
     actions = s.data_received(line(edgeproto.join(token(), "c1", history=500)), T0)
     assert s.closed and actions == [Close(edgeproto.MALFORMED, edgeproto.BAD_HISTORY)]
+
+
+def test_a_join_may_ask_to_be_shown_who_is_in_the_channel():
+    s = EdgeSession(Edge())
+    actions = s.data_received(line(edgeproto.join(token(), "c1", presence=True)), T0)
+    assert [type(a) for a in actions] == [SetTimer, EnterChannel, Send, SendPresence]
+    assert actions[1].presence and actions[-1] == SendPresence(KEY)
+    assert not joined().closed  # without it: no presence
+    s = EdgeSession(Edge())
+    bad = s.data_received(line({**edgeproto.join(token(), "c1"), "presence": "yes"}), T0)
+    assert s.closed and bad == [Close(edgeproto.MALFORMED, edgeproto.BAD_PRESENCE)]
 

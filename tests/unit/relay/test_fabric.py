@@ -70,6 +70,9 @@ class FakeEdge:
     def stream_settled(self, stream, mid):
         self.settled.append((stream, mid))
 
+    def members_changed(self, key, names):
+        pass
+
 
 def tree_paths(edges: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
     """The unique path between every ordered pair of regions of an undirected tree."""
