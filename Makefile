@@ -54,18 +54,18 @@ browser:
 	  echo "installing chromium from Debian's packages (the dashboard's browser test)"; \
 	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-# Two pytest runs at once: the tests that start processes (marked `processes`, everything
-# under tests/integration/) one after another as ever, and beside them the rest, whose report
-# is printed after. Two meshes of a dozen processes at once on two cores would time each
-# other out; a mesh beside CPU-bound unit tests does not.
+# Two pytest runs at once: the tests that start a mesh or a benchmark (marked `mesh`) one
+# after another as ever, and beside them the rest (unit tests, and integration tests of a
+# controller, a relay or etcd), whose report is printed after. Two meshes of a dozen
+# processes at once on two cores would time each other out; a mesh beside them does not.
 test: install-test etcd deploy-tools browser
 	$(VENV)/bin/ruff check .
-	@$(PY) -m pytest -q -p no:cacheprovider -m "not processes" > .unit-tests.log 2>&1 & \
-	  unit=$$!; \
-	  $(PY) -m pytest -q -m processes; processes=$$?; \
-	  wait $$unit; units=$$?; \
-	  echo "--- the tests that start no process:"; cat .unit-tests.log; rm -f .unit-tests.log; \
-	  test $$processes -eq 0 -a $$units -eq 0
+	@$(PY) -m pytest -q -p no:cacheprovider -m "not mesh" > .beside-tests.log 2>&1 & \
+	  beside=$$!; \
+	  $(PY) -m pytest -q -m mesh; meshes=$$?; \
+	  wait $$beside; others=$$?; \
+	  echo "--- the tests that start no mesh:"; cat .beside-tests.log; rm -f .beside-tests.log; \
+	  test $$meshes -eq 0 -a $$others -eq 0
 
 # hostile input for every decoder and loader (tests/unit/fuzz/) and the token verifier:
 # 20000 random inputs a test (the normal suite tries 200-300, always the same);

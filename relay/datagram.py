@@ -54,7 +54,10 @@ MEDIA, MESSAGE, ACK = 1, 2, 3
 # REPLAY asks a stream's origin again for its messages after seq (the payload names who
 # asks); REPLAYED is one of them, numbered as first sent, payload as a MESSAGE's
 REPLAY, REPLAYED = 4, 5
-KINDS = (MEDIA, MESSAGE, ACK, REPLAY, REPLAYED)
+# COMMENTS: viewers' comments of a channel, best-effort, a batch thinned at the edge it left
+# (relay/danmaku.py)
+COMMENTS = 6
+KINDS = (MEDIA, MESSAGE, ACK, REPLAY, REPLAYED, COMMENTS)
 MAX_DATAGRAM = 1400
 TAG_SIZE = 16
 MAX_ZONE, MAX_CHANNEL, MAX_PUBLISHER = 32, 64, 64

@@ -33,6 +33,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
+from relay.danmaku import TICK_S, Danmaku, DanmakuLimits, decode_batch, encode_batches
 from relay.edgesession import (
     Action,
     Close,
@@ -41,6 +42,7 @@ from relay.edgesession import (
     EnterChannel,
     LeaveChannel,
     MarkRead,
+    PostComment,
     PublishingChanged,
     PublishMessage,
     Resume,
@@ -52,7 +54,7 @@ from relay.edgesession import (
 )
 from relay.fabric import ChannelKey
 from relay.history import History, Kept
-from relay.presence import ANNOUNCE_S, PRESENCE_STREAM, Presence
+from relay.presence import PRESENCE_STREAM, Presence
 from relay.receipts import RECEIPTS_STREAM, Receipts, receipt_body
 from skymesh import edgeproto
 from skymesh.certs import files_stamp
@@ -85,6 +87,8 @@ class Uplink(Protocol):
     """Where the edge hands what its publishers send for other regions (the relay's fabric)."""
 
     def media_published(self, key: ChannelKey, stream: str, data: bytes) -> None: ...
+
+    def comments_published(self, key: ChannelKey, payload: bytes) -> None: ...
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int,
                           body: str) -> tuple[str, int | None]:
@@ -128,6 +132,10 @@ class EdgeState:
         here = getattr(uplink, "name", None) or region
         self.presence = Presence(here)
         self.receipts = Receipts(here)
+        lim = self.limits
+        self.danmaku = Danmaku(DanmakuLimits(
+            lim.comments_per_user_per_s, lim.comments_per_user_burst,
+            lim.comments_shown_per_s, lim.comments_forwarded_per_s))
         self.system_mid = 0  # ids of this edge's own messages (presence, receipts)
         self.system_task: asyncio.Task | None = None
         # each message kept (a store that keeps them across restarts): (channel, message)
@@ -167,9 +175,10 @@ class EdgeState:
         return sum(len(sessions) for sessions in self.channels.values())
 
     def interest(self) -> dict[ChannelKey, tuple[bool, bool]]:
-        """(has subscribers, has publishers) for each channel with sessions here."""
-        return {key: (True, any(s.publishes for s in sessions))
-                for key, sessions in self.channels.items()}
+        """(has subscribers, has publishers) for each channel with sessions here: every such
+        edge publishes, if only its presence announcements, its users' read receipts and
+        their comments, so the controller tells it where the channel's other edges are."""
+        return dict.fromkeys(self.channels, (True, True))
 
     def add(self, session: EdgeConnection) -> None:
         assert session.key is not None and session.grant is not None
@@ -243,6 +252,21 @@ class EdgeState:
             self.publish_system(key, RECEIPTS_STREAM, receipt_body(uid, of, upto))
             self.deliver_receipt(key, uid, of, upto, exclude=reader)
 
+    def post_comment(self, key: ChannelKey, uid: str, body: str,
+                     session: EdgeConnection) -> None:
+        """A viewer's comment: taken for this tick, or refused (the user comments too fast:
+        told, not closed)."""
+        if self.danmaku.comment(key, uid, body, time.monotonic()):
+            return
+        lim = self.danmaku.limits
+        session.send_line(edgeproto.encode_line(edgeproto.refused(
+            edgeproto.COMMENT, edgeproto.comments_too_fast(lim.per_user_per_s,
+                                                           lim.per_user_burst))))
+
+    def deliver_comments(self, key: ChannelKey, payload: bytes) -> None:
+        """A batch of comments another edge sent on."""
+        self.danmaku.heard(key, decode_batch(payload))
+
     def deliver_receipt(self, key: ChannelKey, uid: str, of: str, upto: int,
                         exclude: EdgeConnection | None = None) -> None:
         line = edgeproto.encode_line(edgeproto.receipt(uid, of, upto))
@@ -270,10 +294,21 @@ class EdgeState:
             if session is not None and session.key == key:
                 session.send_line(edgeproto.encode_line(edgeproto.reads(
                     self.receipts.totals(key, of))))
+        forward, show = self.danmaku.tick({key: True for key in self.channels})
+        for name, value in self.danmaku.counters.items():
+            self.counters[f"comments_{name}"] = value
+        if self.uplink is not None:
+            for key, sent in forward:
+                for payload in encode_batches(sent):
+                    self.uplink.comments_published(key, payload)
+        for key, shown in show:
+            line = edgeproto.encode_line(edgeproto.comments(shown))  # once for all
+            for session in self.members(key):
+                session.send_line(line)
 
     async def system_loop(self) -> None:
         while True:
-            await asyncio.sleep(ANNOUNCE_S)
+            await asyncio.sleep(TICK_S)
             self.system_tick(time.monotonic())
 
     def history_lines(self, key: ChannelKey, request: int, limit: int,
@@ -421,6 +456,8 @@ class EdgeConnection(quic.Protocol):
                     self.key = key
                     edge.add(self)
                     self.wants_presence = presence
+                case PostComment(key, uid, body):
+                    edge.post_comment(key, uid, body, self)
                 case MarkRead(key, uid, of, upto):
                     edge.mark_read(key, uid, of, upto, reader=self)
                 case SendPresence(key):

@@ -56,6 +56,14 @@ class EnterChannel:
 
 
 @dataclass(frozen=True, slots=True)
+class PostComment:
+    """User `uid`'s comment `body` for channel `key` (best-effort, thinned)."""
+    key: tuple[str, str]
+    uid: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
 class MarkRead:
     """User `uid` read publisher `of`'s messages up to id `upto` in channel `key`."""
     key: tuple[str, str]
@@ -111,7 +119,7 @@ class SendHistory:
 
 
 Action = Send | Close | SetTimer | EnterChannel | LeaveChannel | PublishingChanged \
-    | PublishMessage | Resume | SendHistory | SendPresence | MarkRead
+    | PublishMessage | Resume | SendHistory | SendPresence | MarkRead | PostComment
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,10 @@ class EdgeLimits:
     joins_per_source_burst: float = 500.0  # RATE_LIMITED before the token is checked
     streams_per_session: int = 4  # bidirectional streams a client may open (one is used)
     sources_tracked: int = 100_000  # join buckets kept; the least recently used go
+    comments_per_user_per_s: float = 1.0  # danmaku: beyond, refused (the session stays)
+    comments_per_user_burst: float = 3.0
+    comments_shown_per_s: float = 20.0  # a session is shown at most this many a second
+    comments_forwarded_per_s: float = 200.0  # per channel, sent on to the other edges
 
 
 def parse_limits(text: str, base: EdgeLimits | None = None) -> EdgeLimits:
@@ -262,6 +274,8 @@ class EdgeSession:
             return self._history(msg, now)
         if kind == edgeproto.READ:
             return self._read(msg, now)
+        if kind == edgeproto.COMMENT:
+            return self._comment(msg)
         return self._refuse(ProtocolError(edgeproto.unexpected_kind(kind)))
 
     def datagram_received(self) -> list[Action]:
@@ -372,6 +386,16 @@ class EdgeSession:
         except ProtocolError as e:
             return self._refuse(e)
         return [SendHistory(self.key, request, limit, before)]
+
+    def _comment(self, msg: dict) -> list[Action]:
+        """Any joined user may comment; the edge's per-user limit (relay/danmaku.py)
+        refuses a flood without ending the session."""
+        assert self.key is not None and self.grant is not None
+        try:
+            body = edgeproto.commented(msg)
+        except ProtocolError as e:
+            return self._refuse(e)
+        return [PostComment(self.key, self.grant.uid, body)]
 
     def _read(self, msg: dict, now: float) -> list[Action]:
         assert self.key is not None and self.grant is not None

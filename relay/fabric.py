@@ -49,6 +49,7 @@ from relay import datagram
 from relay.datagram import (
     _HEAD,
     ACK,
+    COMMENTS,
     EPOCH_AT,
     MAX_DATAGRAM,
     MAX_REGIONS,
@@ -72,6 +73,7 @@ from relay.tables import RouteTables
 from skymesh import edgeproto, nodes
 
 HOP_LIMIT = 16
+COMMENTS_STREAM = "comments"  # the publisher named in an edge's comment batches
 HISTORY = 1024  # messages a stream's origin keeps to send again
 MAX_REPLAY = 512  # messages one replay request is answered with
 MAX_DROP_ZONES = 32  # foreign zones named in drop counts; beyond, "other"
@@ -99,6 +101,8 @@ class LocalEdge(Protocol):
     def stream_settled(self, stream: str, mid: int) -> None: ...
 
     def members_changed(self, key: ChannelKey, names: frozenset[str]) -> None: ...
+
+    def deliver_comments(self, key: ChannelKey, payload: bytes) -> None: ...
 
 
 @dataclass
@@ -258,6 +262,17 @@ class Fabric:
         zone, channel = key
         self._route(Datagram(MEDIA, zone, channel, tuple(sorted(dests)), HOP_LIMIT + 1,
                              self.media_seq, stream, data))
+
+    def comments_published(self, key: ChannelKey, payload: bytes) -> None:
+        """A batch of the local edge's viewers' comments, best-effort, to the channel's other
+        edges (as media go: no retransmission, no order)."""
+        dests = self.destinations(key)
+        if not dests or not self.keys.current:
+            return
+        self.media_seq += 1
+        zone, channel = key
+        self._route(Datagram(COMMENTS, zone, channel, tuple(sorted(dests)), HOP_LIMIT + 1,
+                             self.media_seq, COMMENTS_STREAM, payload))
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int, body: str,
                           now: float | None = None) -> tuple[str, int | None]:
@@ -539,6 +554,10 @@ class Fabric:
                 self.edge.deliver_media(key, d.payload)
         elif d.kind == MESSAGE:
             self._on_message(d, now)
+        elif d.kind == COMMENTS:
+            if self.edge is not None and self.edge.members(key):
+                self.counters[f"zone.{d.zone}.delivered"] += 1
+                self.edge.deliver_comments(key, d.payload)
         elif d.kind == ACK:
             out = self.outgoing.get((d.zone, d.channel, d.publisher))
             origin = d.payload.decode("ascii", "replace")

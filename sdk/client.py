@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -45,6 +46,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
+from sdk.e2ee import OVERHEAD, E2EEError, SFrame
 from sdk.edges import Candidate, EdgeFinder, Fallback
 from sdk.errors import (
     ConnectionClosed,
@@ -68,6 +70,7 @@ MOVE_TIMEOUT_S = 30.0  # a session that finds no edge to move to in this long cl
 MAX_UNSETTLED = 4096  # messages kept to send again after a move
 MAX_PRESENCE_EVENTS = 1000  # joins and leaves kept for `presence_events`
 MAX_RECEIPTS = 1000  # receipts kept for `receipts`
+MAX_RECEIVED_COMMENTS = 1000  # comments kept for `comments()`; the oldest are dropped
 OVERLAP_S = 2.0  # a drained edge's connection is kept this long at most after moving
 WATCH_S = 0.1  # how often a session looks at its edge's liveness and its gaps
 
@@ -179,6 +182,14 @@ class _Protocol(quic.Protocol):
             self.pages.take(msg)
         elif kind == edgeproto.PRESENCE and self.shared is not None:
             self.shared.presence_seen(msg)
+        elif kind == edgeproto.COMMENTS and self.shared is not None:
+            for x in msg.get("items") or ():
+                if isinstance(x, list) and len(x) == 2 and all(isinstance(v, str) for v in x):
+                    self.shared.comments.append((x[0], x[1]))
+        elif kind == edgeproto.REFUSED and self.shared is not None:
+            if msg.get("what") == edgeproto.COMMENT:
+                self.shared.comments_refused += 1
+                self.shared.comment_refusal = str(msg.get("reason") or "")
         elif kind == edgeproto.RECEIPT and self.shared is not None:
             uid, of, mid = msg.get("from"), msg.get("publisher"), msg.get("id")
             if isinstance(uid, str) and isinstance(of, str) and isinstance(mid, int):
@@ -224,6 +235,10 @@ class _Shared:
     presence: dict | None = None
     presence_events: deque = field(default_factory=lambda: deque(maxlen=MAX_PRESENCE_EVENTS))
 
+    # comments shown (uid, body), as the edge thinned them; the oldest dropped beyond the cap
+    comments: deque = field(default_factory=lambda: deque(maxlen=MAX_RECEIVED_COMMENTS))
+    comments_refused: int = 0  # this session's comments the edge refused (too fast)
+    comment_refusal: str = ""  # the edge's reason, the last time
     # read receipts of the channel's members: (uid, publisher, id), oldest first
     receipts: deque = field(default_factory=lambda: deque(maxlen=MAX_RECEIPTS))
     # how many read this session's messages (large channels): (id, readers), highest first
@@ -259,7 +274,7 @@ class Session:
 
     def __init__(self, token: str, channel: str, *, finder: EdgeFinder | None = None,
                  migrate: bool = False, liveness_s: float = LIVENESS_S,
-                 move_timeout_s: float = MOVE_TIMEOUT_S) -> None:
+                 move_timeout_s: float = MOVE_TIMEOUT_S, e2ee: SFrame | None = None) -> None:
         self.token = token
         self.channel = channel
         self.finder = finder
@@ -267,6 +282,7 @@ class Session:
         self.liveness_s = liveness_s
         self.move_timeout_s = move_timeout_s
         self.shared = _Shared()
+        self.e2ee = e2ee  # end-to-end sealing of media and messages (None: not)
         self.publisher = secrets.token_hex(8)  # names its messages' stream at every edge
         self.migrations: list[Migration] = []
         self.joined: dict | None = None
@@ -416,6 +432,34 @@ class Session:
         channels only)."""
         return self.shared.presence_events
 
+    def send_comment(self, body: str) -> None:
+        """A comment (danmaku) for the channel: best-effort, thinned by the edges; beyond
+        the edge's per-user rate it is refused (`comments_refused`, `comment_refusal`) and
+        the session stays. A body of more than edgeproto.MAX_COMMENT_BYTES raises
+        ValueError (edgeproto.ProtocolError) unsent."""
+        edgeproto.commented({"body": body})
+        self._send(edgeproto.comment(body))
+
+    @property
+    def comments_refused(self) -> int:
+        """Comments of this session the edge refused because its user commented too fast."""
+        return self.shared.comments_refused
+
+    @property
+    def comment_refusal(self) -> str:
+        return self.shared.comment_refusal
+
+    async def comments(self) -> AsyncIterator[tuple[str, str]]:
+        """The channel's comments (uid, body) as the edge shows them: thinned to its rate,
+        fairly; ends when the session closes."""
+        shared = self.shared
+        while True:
+            while shared.comments:
+                yield shared.comments.popleft()
+            if self._ended():
+                return
+            await self._wait_shared()
+
     async def mark_read(self, message: Message) -> None:
         """Tell the channel this user read `message` and every earlier one of its publisher:
         a receipt to every member of a small channel, a count for a large one."""
@@ -487,7 +531,16 @@ class Session:
             if p.terminated:
                 raise p.error or ConnectionClosed()
             await p.wait_change()
-        return p.pages.done.pop(request)
+        page = p.pages.done.pop(request)
+        if self.e2ee is not None:
+            opened = []
+            for m in page.messages:
+                try:
+                    opened.append(dataclasses.replace(m, body=self.e2ee.open_text(m.body)))
+                except E2EEError:
+                    continue  # not the call's: counted in e2ee.refused
+            page.messages = opened
+        return page
 
     async def _join(self, p: _Protocol, history: int = 0) -> dict:
         p.joined = None
@@ -510,9 +563,13 @@ class Session:
     def publish_media(self, data: bytes) -> None:
         """Send one media datagram (unreliable, at most MAX_MEDIA_PAYLOAD bytes)."""
         self._check_open()
-        if len(data) > MAX_MEDIA_PAYLOAD:
-            raise ValueError(f"a media datagram is at most {MAX_MEDIA_PAYLOAD} bytes, "
-                             f"got {len(data)}")
+        limit = MAX_MEDIA_PAYLOAD - (OVERHEAD if self.e2ee is not None else 0)
+        if len(data) > limit:
+            raise ValueError(f"a media datagram is at most {limit} bytes"
+                             + (" sealed end to end" if self.e2ee is not None else "")
+                             + f", got {len(data)}")
+        if self.e2ee is not None:
+            data = self.e2ee.seal(bytes(data))
         p = self._protocol
         if p.terminated:
             return  # moving: media are unreliable
@@ -522,6 +579,8 @@ class Session:
     async def send_message(self, body: str) -> int:
         """Send a reliable, ordered message to the channel; returns its id. A body longer than
         MAX_MESSAGE_BYTES of UTF-8 raises ValueError (edgeproto.ProtocolError) unsent."""
+        if self.e2ee is not None:
+            body = self.e2ee.seal_text(body)
         edgeproto.check_body(body)
         mid = self._next_id
         self._send(edgeproto.publish(mid, body))
@@ -539,7 +598,13 @@ class Session:
         shared = self.shared
         while True:
             while shared.media:
-                yield shared.media.popleft()
+                frame = shared.media.popleft()
+                if self.e2ee is not None:
+                    try:
+                        frame = self.e2ee.open(frame)
+                    except E2EEError:
+                        continue  # not the call's: counted in e2ee.refused
+                yield frame
             if self._ended():
                 return
             await self._wait_shared()
@@ -550,7 +615,14 @@ class Session:
         inbox = self.shared.inbox
         while True:
             while inbox.ready:
-                yield inbox.ready.popleft()
+                message = inbox.ready.popleft()
+                if self.e2ee is not None:
+                    try:
+                        message = dataclasses.replace(
+                            message, body=self.e2ee.open_text(message.body))
+                    except E2EEError:
+                        continue  # not the call's: counted in e2ee.refused
+                yield message
             if self._ended():
                 return
             await self._wait_shared()
@@ -731,7 +803,8 @@ async def connect(host: str | None = None, port: int | None = None, token: str =
                   resolver_ca: bytes | None = None, address: str = "", region: str = "",
                   fallback: Fallback | None = None, candidates: Sequence[Candidate] = (),
                   migrate: bool | None = None, liveness_s: float = LIVENESS_S,
-                  move_timeout_s: float = MOVE_TIMEOUT_S) -> AsyncIterator[Session]:
+                  move_timeout_s: float = MOVE_TIMEOUT_S,
+                  e2ee_key: bytes | None = None) -> AsyncIterator[Session]:
     """A session to an edge whose certificate the CA in `ca_file` signed.
 
     `host` and `port`: that edge. Without them: the best edge the `resolvers` (host:port,
@@ -739,7 +812,9 @@ async def connect(host: str | None = None, port: int | None = None, token: str =
     client at `address` ("": where the resolver sees it; of `region` only, when given), else
     the `fallback`'s or the `candidates`, raced by handshake. `migrate` (default: when there
     is anywhere else to go) lets the session move to another edge by itself when its edge is
-    lost."""
+    lost. `e2ee_key`: the call's base key (at least 16 bytes, from the app, held by the
+    clients only): media and messages are sealed end to end (sdk/e2ee.py), so the relays
+    forward what they cannot read."""
     if not token or not channel or not ca_file:
         raise ValueError("connect needs a token, a channel and the edges' CA file")
     finder = None
@@ -751,7 +826,8 @@ async def connect(host: str | None = None, port: int | None = None, token: str =
     if migrate is None:
         migrate = finder is not None
     session = Session(token, channel, finder=finder, migrate=migrate, liveness_s=liveness_s,
-                      move_timeout_s=move_timeout_s)
+                      move_timeout_s=move_timeout_s,
+                      e2ee=SFrame(e2ee_key) if e2ee_key is not None else None)
     config = _client_config(ca_file, server_name)
     try:
         if host is not None:

@@ -40,6 +40,13 @@ in a large one the reads are counted, and the session publishing as P gets, at m
 second, ``{"type":"reads","counts":[[N,n],...]}``: n users read at least up to its id N,
 highest N first (relay/receipts.py).
 
+Comments (danmaku). ``{"type":"comment","body":B}`` (B at most `MAX_COMMENT_BYTES`) is a
+viewer's comment: best-effort, thinned. A user commenting faster than the edge allows gets
+``{"type":"refused","what":"comment","reason":R}`` and stays joined. Every 0.1 s a session
+gets ``{"type":"comments","items":[[U,B],...]}``: a fair sample of the channel's comments
+(every user's first before anyone's second) up to the edge's rate, 20 a second by default
+(relay/danmaku.py). Reliable messages never wait behind comments.
+
 History. The edge keeps the recent messages of each channel it delivers (bounded by count and
 age; relay/history.py), numbered H = 1, 2, 3, ... in the order they were delivered there. A
 join's "history": N (1 to `MAX_HISTORY_PAGE`) asks for the last N: they come after "joined"
@@ -118,6 +125,10 @@ PRESENCE = "presence"  # edge -> client: who is in the channel
 READ = "read"  # client -> edge: a publisher's messages read, up to an id
 RECEIPT = "receipt"  # edge -> client: a user read a publisher's messages (small channels)
 READS = "reads"  # edge -> client: how many read each of its messages (large channels)
+COMMENT = "comment"  # client -> edge: a viewer's comment (danmaku), best-effort
+COMMENTS = "comments"  # edge -> client: a tick's comments, thinned
+REFUSED = "refused"  # edge -> client: a request refused without ending the session
+MAX_COMMENT_BYTES = 200  # UTF-8 bytes of a comment
 
 MAX_HISTORY_PAGE = 100  # messages one history request may ask for
 HISTORY_LINE_BYTES = 16 * 1024  # a page's lines are cut at about this size
@@ -192,6 +203,37 @@ def read_asked(msg: dict) -> tuple[str, int]:
     except ProtocolError:
         raise ProtocolError(BAD_READ) from None
     return of, mid
+
+
+def comment(body: str) -> dict:
+    return {"type": COMMENT, "body": body}
+
+
+def commented(msg: dict) -> str:
+    """The body of a client's "comment"; ProtocolError when it is not text of at most
+    MAX_COMMENT_BYTES."""
+    body = msg.get("body")
+    if not isinstance(body, str):
+        raise ProtocolError(BAD_COMMENT)
+    try:
+        size = len(body.encode())
+    except UnicodeEncodeError:
+        raise ProtocolError(MESSAGE_NOT_TEXT) from None
+    if size > MAX_COMMENT_BYTES:
+        raise ProtocolError(BAD_COMMENT)
+    return body
+
+
+def comments(items: list[tuple[str, str]]) -> dict:
+    return {"type": COMMENTS, "items": [list(x) for x in items]}
+
+
+def refused(what: str, reason: str) -> dict:
+    return {"type": REFUSED, "what": what, "reason": reason}
+
+
+def comments_too_fast(per_s: float, burst: float) -> str:
+    return f"more than {per_s:g} comments a second (bursts of {burst:g}) from one user"
 
 
 def receipt(uid: str, of: str, mid: int) -> dict:
@@ -346,6 +388,7 @@ BAD_RESUME = (f"resume needs an object of at most {MAX_RESUME_STREAMS} streams, 
               "\"relay:stream\" to the last sequence number delivered")
 MOVING_DRAINED = "the edge's region is drained: move to another edge"
 BAD_PRESENCE = "a join's presence is true or false"
+BAD_COMMENT = f"a comment needs a string body of at most {MAX_COMMENT_BYTES} bytes of UTF-8"
 BAD_READ = "read needs the messages' \"stream\" (relay:publisher) and an integer \"id\""
 BAD_HISTORY = (f"history needs a request number from 1 (0 in a join), a limit of 1 to "
                f"{MAX_HISTORY_PAGE} and, if given, \"before\" a positive message number")

@@ -2,8 +2,11 @@
 processes (a mesh, the command, a benchmark) and is marked so; `pytest -m "not processes"`
 runs the rest in seconds.
 
-`make test` runs the two sets at once, in two pytest processes: the tests that start processes
-one after another, the others beside them."""
+Most of them start a mesh: a controller and a dozen relays or more, or a benchmark; they are
+also marked `mesh` and run one after another, never two at once (on two cores they would time
+each other out). `make test` runs them in one pytest process and everything else (the unit
+tests, and the integration tests that start a controller, a relay or etcd: BESIDE) in another,
+at the same time."""
 
 from __future__ import annotations
 
@@ -11,15 +14,22 @@ import json
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import run_cli, stop
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
+# integration modules that start a few processes, not a mesh: they run beside the unit tests
+BESIDE = {"test_controller_dashboard.py", "test_controller_etcd.py",
+          "test_controller_replicas.py", "test_etcd_client.py", "test_etcd_store.py",
+          "test_health.py", "test_mtls.py"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if INTEGRATION in Path(item.fspath).resolve().parents:
+        path = Path(item.fspath).resolve()
+        if INTEGRATION in path.parents:
             item.add_marker(pytest.mark.processes)
+            if path.name not in BESIDE:
+                item.add_marker(pytest.mark.mesh)
 
 
 @pytest.fixture
@@ -70,3 +80,13 @@ def cluster(tmp_path: Path):
                                                                    ca / certs.BUNDLE))
     yield c, controller_tls(ca)
     c.stop_all()
+
+
+@pytest.fixture
+def processes():
+    """A list to put the processes a test starts in (support.spawn); stopped at teardown."""
+    started: list = []
+    yield started
+    for p in started:
+        stop(p)
+

@@ -160,6 +160,9 @@ class RecordingEdge:
     def members_changed(self, key, names) -> None:
         pass
 
+    def deliver_comments(self, key, payload):
+        pass
+
     def joined(self) -> int:
         return len(self.subscribed | self.publishing)
 

@@ -108,3 +108,22 @@ def controller_tls(ca_dir: Path, name: str = "c1", mesh: str = ETCD_MESH):
 
     cert, key = certs.issue_identity(ca_dir, ca_dir, identity.controller(mesh, name))
     return TlsFiles(ca_dir / certs.BUNDLE, cert, key)
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen:
+    """`skymesh ARGS...` as a process of its own, its output appended to `log`."""
+    with open(log, "a") as out:
+        return subprocess.Popen([sys.executable, "-m", "skymesh", *args], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+

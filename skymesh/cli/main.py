@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
 
     from skymesh.cli import (
         admin,
+        call,
         certs,
         dashboard,
         drill,
@@ -55,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
         up,
     )
 
-    for group in (up, serve, routes, admin, dashboard, resolve, drill, tokens, streams, certs):
+    for group in (up, serve, routes, admin, dashboard, resolve, drill, tokens, streams, call,
+                  certs):
         group.add_parsers(sub)
     return p

@@ -71,7 +71,8 @@ def resolve_edge(controller: str, region: str, ca: str | None = None) -> Edge:
 
 async def connect_edges(stack: AsyncExitStack, edges: Sequence[Edge], token: str,
                         channel: str, handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
-                        say: Callable[[str], None] | None = None) -> tuple[Session, Edge]:
+                        say: Callable[[str], None] | None = None,
+                        e2ee_key: bytes | None = None) -> tuple[Session, Edge]:
     """A session (closed with `stack`) to the first of `edges` whose handshake completes
     within `handshake_timeout`: a node that died since the controller listed it, or that
     refuses the connection, is passed over for the next, its sibling. Joining is the
@@ -81,7 +82,8 @@ async def connect_edges(stack: AsyncExitStack, edges: Sequence[Edge], token: str
     for e in edges:
         try:
             session = await asyncio.wait_for(
-                stack.enter_async_context(connect(e.host, e.port, token, channel, e.ca)),
+                stack.enter_async_context(connect(e.host, e.port, token, channel, e.ca,
+                                                  e2ee_key=e2ee_key)),
                 handshake_timeout)
         except (TimeoutError, ConnectionClosed, OSError) as err:
             why = f"no handshake in {handshake_timeout:g} s" if isinstance(err, TimeoutError) \

@@ -377,3 +377,92 @@ def test_read_receipts_reach_every_member_of_a_small_channel(channel_mesh):
             await third.wait_for(lambda: mine in third.receipts, DEADLINE)
             assert mine not in reader.receipts  # a reader is not told of its own read
     asyncio.run(main())
+
+
+def test_a_comment_storm_is_thinned_and_the_hosts_messages_all_arrive(channel_mesh):
+    """Danmaku: 30 viewers at bb and cc comment at once; a viewer at dd is shown a fair
+    sample at its edge's rate (20 a second), the host's reliable messages all arrive in
+    order meanwhile, and a spammer is refused without losing its session."""
+    async def main():
+        async with AsyncExitStack() as stack:
+            host = await session(stack, "aa", "live", "host")
+            watcher = await session(stack, "dd", "live", "watcher", privileges=("join",))
+            crowd = [await session(stack, r, "live", f"v{r}{i}", privileges=("join",))
+                     for i in range(15) for r in ("bb", "cc")]
+            spammer = await session(stack, "bb", "live", "spammer", privileges=("join",))
+            await members_known("live", {"aa", "bb", "cc", "dd"})
+            start = time.monotonic()
+            for round_ in range(2):
+                for v in crowd:
+                    v.send_comment(f"{round_}: 好看")
+                await host.send_message(f"host {round_}")
+            for i in range(10):
+                spammer.send_comment(f"spam {i}")
+            for i in range(2, 10):
+                await host.send_message(f"host {i}")
+            got = await asyncio.wait_for(take(watcher.messages(), 10), DEADLINE)
+            assert [m.body for m in got] == [f"host {i}" for i in range(10)]
+            await spammer.wait_for(lambda: spammer.comments_refused >= 5, DEADLINE)
+            assert "comments a second" in spammer.comment_refusal
+            await watcher.wait_for(lambda: len(watcher.shared.comments) >= 4, DEADLINE)
+            shown = len(watcher.shared.comments)
+            elapsed = time.monotonic() - start
+            assert shown <= 20 * elapsed + 4, (shown, elapsed)  # at most the show rate
+            assert not spammer._ended()  # refused comments, not a closed session
+    asyncio.run(main())
+    # dd's edge got more of the crowd's comments than it showed: thinned, and counted
+    assert settled("dd", "edge.comments_thinned") > 0
+    assert settled("bb", "edge.comments_refused") >= 5
+
+
+def test_a_call_sealed_end_to_end_reaches_the_callee_and_no_relay_can_read_it(channel_mesh):
+    """A 1:1 call between aa and bb with a key only the two clients hold: the callee gets
+    the plaintext; what the relays forward (to a third session in the channel without the
+    key) and what bb's edge keeps in its history hold none of it."""
+    secret_text, secret_media = "the price is 42 yuan", b"SECRET-FRAME-" * 20
+    key = os.urandom(32)
+
+    async def main():
+        async with AsyncExitStack() as stack:
+            async def party(region: str, uid: str, with_key: bool, privileges=None):
+                e = edge(region)
+                tok = traffic.local_token("demo", "call-x1", uid, "global",
+                                          privileges=privileges or traffic.ALL_PRIVILEGES)
+                s = await stack.enter_async_context(connect(
+                    e.host, e.port, tok, "call-x1", e.ca,
+                    e2ee_key=key if with_key else None))
+                await asyncio.wait_for(s.join(), DEADLINE)
+                return s
+            caller = await party("aa", "caller", True)
+            callee = await party("bb", "callee", True)
+            tap = await party("cc", "tap", False, privileges=("join",))
+            await members_known("call-x1", {"aa", "bb", "cc"})
+            await caller.send_message(secret_text)
+            got = await asyncio.wait_for(take(callee.messages(), 1), DEADLINE)
+            assert got[0].body == secret_text
+            tapped = await asyncio.wait_for(take(tap.messages(), 1), DEADLINE)
+            assert secret_text not in tapped[0].body and "42" not in tapped[0].body
+            for _ in range(20):
+                caller.publish_media(secret_media)
+            frames = await take_within(callee.media(), 1, DEADLINE)
+            assert frames == [secret_media]
+            raw = await take_within(tap.media(), 5, DEADLINE)
+            assert raw and all(b"SECRET" not in f for f in raw)
+            # what bb's edge keeps of the call holds no plaintext either
+            e = edge("bb")
+            tok = traffic.local_token("demo", "call-x1", "late", "global", privileges=("join",))
+            late = await stack.enter_async_context(connect(e.host, e.port, tok, "call-x1",
+                                                           e.ca))
+            await asyncio.wait_for(late.join(history=10), DEADLINE)
+            assert late.recent.messages and all(
+                secret_text not in m.body for m in late.recent.messages)
+    asyncio.run(main())
+
+
+def test_the_call_command_measures_both_directions(channel_mesh):
+    out = cli_json("call", "--from", "aa", "--to", "bb", "--duration", "2", timeout=90)
+    assert out["e2ee"] and out["frames_refused"] == 0
+    for way in ("aa->bb", "bb->aa"):
+        assert out[way]["frames"] > 0 and out[way]["first_frame_s"] is not None
+        assert out[way]["latency_ms"]["p50"] > 0
+    assert out["sealing"]["seal_us"] > 0 and out["sealing"]["overhead_bytes"] > 16

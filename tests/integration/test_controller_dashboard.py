@@ -9,12 +9,10 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT, cli_json, try_json, wait_for, write_regions
+from support import cli_json, spawn, try_json, wait_for, write_regions
 
 from skymesh import certs, identity
 from skymesh.cli import mesh
@@ -44,23 +42,8 @@ def get(url: str, path: str, files: TlsFiles | None, ca: Path) -> tuple[int, dic
         conn.close()
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "a") as out:
-        return subprocess.Popen([sys.executable, "-m", "skymesh", *args], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)
 
 
-@pytest.fixture
-def processes():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 def test_the_controller_serves_the_map_to_admin_certificates_only(tmp_path, processes):

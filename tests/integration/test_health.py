@@ -13,7 +13,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -22,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from support import ETCD_MESH, ROOT, mesh_ca, wait_for, write_regions
+from support import ETCD_MESH, mesh_ca, spawn, wait_for, write_regions
 
 from skymesh import certs, identity
 from skymesh.cli import mesh
@@ -59,28 +58,10 @@ def services(address: str, tls: TlsFiles | None = None) -> set[str]:
         return set(ProtoReflectionDescriptorDatabase(ch).get_services())
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "a") as out:
-        return subprocess.Popen([sys.executable, "-m", "skymesh", *args], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
-@pytest.fixture
-def processes():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        stop(p)
 
 
 def insecure_controller(tmp_path: Path, port: int, resolve_port: int) -> list[str]:

@@ -86,7 +86,7 @@ def edges_behaving(monkeypatch: pytest.MonkeyPatch):
     open_: set[int] = set()
 
     @asynccontextmanager
-    async def connect(host, port, token, channel, ca):
+    async def connect(host, port, token, channel, ca, e2ee_key=None):
         tried.append(port)
         what = behaviour[port]
         if what == "refuse":

@@ -17,6 +17,7 @@ from relay import datagram
 from relay.datagram import (
     _HEAD,
     ACK,
+    COMMENTS,
     KINDS,
     MEDIA,
     MESSAGE,
@@ -186,6 +187,9 @@ class Edge:
     def members_changed(self, key, names):
         pass
 
+    def deliver_comments(self, key, payload):
+        pass
+
 
 def relay() -> tuple[Fabric, list[tuple[str, bytes]]]:
     tables = RouteTables(HERE)
@@ -293,5 +297,5 @@ def test_fast_path_and_full_path_agree_on_genuine_datagrams(d):
 
 def test_kinds_are_covered():
     # the strategies reach every kind (a guard against a strategy that silently shrank)
-    assert {MEDIA, MESSAGE, ACK, REPLAY, REPLAYED} == set(KINDS)
+    assert {MEDIA, MESSAGE, ACK, REPLAY, REPLAYED, COMMENTS} == set(KINDS)
     assert dataclasses.is_dataclass(Datagram)

@@ -221,7 +221,7 @@ def test_forwarded_copies_keep_the_sealed_part():
         (raw(version=1), "version"),
         (raw(version=2), "version"),  # the payload in clear under a GMAC: no longer taken
         (raw(kind=0), "kind"),
-        (raw(kind=6), "kind"),
+        (raw(kind=7), "kind"),
         (raw(zone=b""), "field"),
         (raw(zone=b"EU"), "field"),
         (raw(zone=b"e_u"), "field"),

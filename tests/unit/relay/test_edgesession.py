@@ -15,6 +15,7 @@ from relay.edgesession import (
     EdgeSession,
     EnterChannel,
     LeaveChannel,
+    PostComment,
     PublishingChanged,
     PublishMessage,
     Resume,
@@ -575,4 +576,12 @@ def test_a_join_may_ask_to_be_shown_who_is_in_the_channel():
     s = EdgeSession(Edge())
     bad = s.data_received(line({**edgeproto.join(token(), "c1"), "presence": "yes"}), T0)
     assert s.closed and bad == [Close(edgeproto.MALFORMED, edgeproto.BAD_PRESENCE)]
+
+
+def test_any_joined_user_may_comment_and_a_bad_comment_is_refused():
+    s = joined(token(privileges=("join",)))
+    assert s.data_received(line(edgeproto.comment("好看!")), T0) == \
+        [PostComment(KEY, "u", "好看!")]
+    bad = s.data_received(line(edgeproto.comment("x" * 201)), T0)
+    assert s.closed and bad[-1] == Close(edgeproto.MALFORMED, edgeproto.BAD_COMMENT)
 

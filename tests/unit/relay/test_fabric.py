@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay import datagram, fabric
+from relay.danmaku import decode_batch, encode_batches
 from relay.datagram import ACK, KINDS, MEDIA, MESSAGE, Datagram
 from relay.fabric import (
     HOP_LIMIT,
@@ -50,6 +51,7 @@ class FakeEdge:
         self.replayed: list[tuple[tuple[str, str], str, int, str, str, int]] = []
         self.streams: set[str] = set()
         self.settled: list[tuple[str, int]] = []  # (stream, client's message id)
+        self.comments: list[tuple[tuple[str, str], bytes]] = []
 
     def members(self, key):
         return {"a-session"} if key in self.subscribed else set()
@@ -72,6 +74,9 @@ class FakeEdge:
 
     def members_changed(self, key, names):
         pass
+
+    def deliver_comments(self, key, payload):
+        self.comments.append((key, payload))
 
 
 def tree_paths(edges: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -1204,4 +1209,17 @@ def test_drops_name_their_zone_and_foreign_zones_are_bounded():
     assert not any(z == "" and r == "foreign-zone" for _, z, r in dropped)
     undecodable = [v for (_, z, r), v in dropped.items() if z == "" and r != "foreign-zone"]
     assert undecodable == [1]
+
+
+def test_comment_batches_reach_every_member_edge_once_best_effort():
+    mesh = Mesh(TREE)
+    members = {"fra", "waw", "sfo", "lon"}
+    mesh.subscribe(CH, members)
+    batch = encode_batches([("v1", "好看"), ("v2", "nice")])[0]
+    mesh.fabrics["fra"].comments_published(CH, batch)
+    mesh.run()
+    for r in mesh.regions:
+        assert mesh.edge(r).comments == ([(CH, batch)] if r in members - {"fra"} else []), r
+    assert decode_batch(mesh.edge("sfo").comments[0][1]) == [("v1", "好看"), ("v2", "nice")]
+    no_drops(mesh)
 
