@@ -92,6 +92,7 @@ bench: install-test
 	$(PY) bench/replicas.py
 	$(PY) bench/resolver.py
 	$(PY) bench/join_time.py
+	$(PY) bench/interaction.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

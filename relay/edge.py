@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets as _secrets
 import socket
@@ -41,6 +42,7 @@ from relay.edgesession import (
     EdgeSession,
     EnterChannel,
     LeaveChannel,
+    Link,
     MarkRead,
     PostComment,
     PublishingChanged,
@@ -63,6 +65,20 @@ from skymesh.net import quic
 from skymesh.ratelimit import TokenBucket
 from skymesh.token import Grant
 
+LINK_PREFIX = "link-"  # this edge's stream of what it relays from a linked channel
+
+
+def link_stream(key: ChannelKey) -> str:
+    """The stream (publisher name) under which an edge relays channel `key`'s traffic into
+    a linked one: no client can name its own so (publishers are hex digits)."""
+    return LINK_PREFIX + hashlib.blake2b(f"{key[0]}/{key[1]}".encode(),
+                                         digest_size=8).hexdigest()
+
+
+def is_link_stream(stream: str | None) -> bool:
+    return stream is not None and stream.rpartition(":")[2].startswith(LINK_PREFIX)
+
+
 # the edges' own streams in the fabric, "relay:presence" and "relay:receipts"
 PRESENCE_SUFFIX, RECEIPTS_SUFFIX = ":" + PRESENCE_STREAM, ":" + RECEIPTS_STREAM
 MAX_QUEUED_DATAGRAMS = 64  # per session; the oldest are dropped beyond this
@@ -76,7 +92,7 @@ log = logging.getLogger("skymesh.relay")
 COUNTERS = ("joined", "refused", "renewed", "media_forwarded", "media_dropped",
             "media_expired", "messages", "refused_rate", "refused_sessions",
             "media_rate_dropped", "resumed", "replayed", "moving", "history_pages",
-            "history_messages")
+            "history_messages", "links")
 # flow control: what a client may have in flight to the edge (bytes of its streams, all told)
 MAX_SESSION_DATA = 256 * 1024
 CERT_CHECK_S = 5.0  # how often the edge looks for a reissued certificate
@@ -138,6 +154,14 @@ class EdgeState:
             lim.comments_shown_per_s, lim.comments_forwarded_per_s))
         self.system_mid = 0  # ids of this edge's own messages (presence, receipts)
         self.system_task: asyncio.Task | None = None
+        # co-hosting: each linked channel -> the channels it is linked with (both ways), who
+        # asked for each link (its session -> the other channel's client name), the sessions
+        # waiting for "linked", and the channels whose member relays the controller has said
+        self.links: dict[ChannelKey, set[ChannelKey]] = {}
+        self.link_owners: dict[frozenset, dict[EdgeConnection, str]] = {}
+        self.pending_links: dict[ChannelKey, set[EdgeConnection]] = {}
+        self.known_members: set[ChannelKey] = set()
+        self.link_mids: dict[tuple[ChannelKey, ChannelKey], int] = {}
         # each message kept (a store that keeps them across restarts): (channel, message)
         self.on_kept: Callable[[ChannelKey, Kept], None] | None = None
 
@@ -178,7 +202,7 @@ class EdgeState:
         """(has subscribers, has publishers) for each channel with sessions here: every such
         edge publishes, if only its presence announcements, its users' read receipts and
         their comments, so the controller tells it where the channel's other edges are."""
-        return dict.fromkeys(self.channels, (True, True))
+        return dict.fromkeys([*self.channels, *self.links], (True, True))
 
     def add(self, session: EdgeConnection) -> None:
         assert session.key is not None and session.grant is not None
@@ -205,10 +229,63 @@ class EdgeState:
             self.uplink.interest_changed()
 
     def deliver_media(self, key: ChannelKey, data: bytes,
-                      exclude: EdgeConnection | None = None) -> None:
+                      exclude: EdgeConnection | None = None, stream: str | None = None) -> None:
         for session in self.members(key):
             if session is not exclude:
                 session.send_media(data)
+        if key in self.links and not is_link_stream(stream):
+            for other in self.links[key]:
+                for session in self.members(other):
+                    session.send_media(data)
+                if self.uplink is not None:
+                    self.uplink.media_published(other, link_stream(key), data)
+
+    # -- co-hosting ------------------------------------------------------------------------
+
+    def delivers(self, key: ChannelKey) -> bool:
+        """Whether the fabric should hand this edge the channel's traffic: it has sessions
+        in it, or relays it into a channel it links."""
+        return key in self.channels or key in self.links
+
+    def link(self, key: ChannelKey, other: ChannelKey, name: str,
+             session: EdgeConnection) -> None:
+        """`session` (in channel `key`) links it with `other` (client name `name`): each
+        one's traffic is relayed into the other here until it unlinks or leaves."""
+        pair = frozenset((key, other))
+        owners = self.link_owners.setdefault(pair, {})
+        owners[session] = name
+        self.links.setdefault(key, set()).add(other)
+        self.links.setdefault(other, set()).add(key)
+        self.counters["links"] += 1
+        session.send_line(edgeproto.encode_line(edgeproto.link_state(name, "linking")))
+        if other in self.known_members:  # the controller has said where its edges are
+            session.send_line(edgeproto.encode_line(edgeproto.link_state(name, "linked")))
+        else:
+            self.pending_links.setdefault(other, set()).add(session)
+        self.interest_changed()
+
+    def unlink(self, key: ChannelKey, other: ChannelKey, session: EdgeConnection,
+               say: bool = True) -> None:
+        pair = frozenset((key, other))
+        owners = self.link_owners.get(pair, {})
+        name = owners.pop(session, None)
+        self.pending_links.get(other, set()).discard(session)
+        if not owners:
+            self.link_owners.pop(pair, None)
+            for a, b in ((key, other), (other, key)):
+                linked = self.links.get(a)
+                if linked is not None:
+                    linked.discard(b)
+                    if not linked:
+                        del self.links[a]
+            self.interest_changed()
+        if say and name is not None:
+            session.send_line(edgeproto.encode_line(edgeproto.link_state(name, "unlinked")))
+
+    def unlink_all(self, session: EdgeConnection) -> None:
+        for pair in [p for p, owners in self.link_owners.items() if session in owners]:
+            key, other = (session.key, next(iter(pair - {session.key}), session.key))
+            self.unlink(key, other, session, say=False)
 
     def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str,
                         exclude: EdgeConnection | None = None, stream: str | None = None,
@@ -226,12 +303,35 @@ class EdgeState:
         for session in self.members(key):
             if session is not exclude:
                 session.send_line(line)
+        if key in self.links and not is_link_stream(stream):
+            self._relay_message(key, uid, body)
         kept = self.history.add(key, uid, mid, body, stream, seq, time.time())
         if kept is not None and self.on_kept is not None:
             self.on_kept(key, kept)
 
+    def _relay_message(self, key: ChannelKey, uid: str, body: str) -> None:
+        """A message of `key` into each channel linked with it: under this edge's link
+        stream, numbered afresh, reliable as any message."""
+        for other in self.links[key]:
+            mid = self.link_mids.get((key, other), 0) + 1
+            self.link_mids[key, other] = mid
+            numbered = None
+            if self.uplink is not None:
+                numbered = self.uplink.message_published(other, link_stream(key), uid, mid,
+                                                         body)
+            stream, seq = numbered or (None, None)
+            line = edgeproto.encode_line(edgeproto.deliver(uid, mid, body, stream, seq))
+            for session in self.members(other):
+                session.send_line(line)
+
     def members_changed(self, key: ChannelKey, names: frozenset[str]) -> None:
         """The controller's list of the relays delivering the channel (the fabric's)."""
+        self.known_members.add(key)
+        for session in self.pending_links.pop(key, set()):
+            for pair, owners in self.link_owners.items():
+                if key in pair and session in owners:
+                    session.send_line(edgeproto.encode_line(edgeproto.link_state(
+                        owners[session], "linked")))
         self.presence.members_are(key, names, time.monotonic())
         self.receipts.members_are(key, names)
 
@@ -464,7 +564,13 @@ class EdgeConnection(quic.Protocol):
                     self.send_line(edgeproto.encode_line(edgeproto.presence(
                         edge.presence.view(key))))
                 case LeaveChannel():
+                    edge.unlink_all(self)
                     edge.remove(self)
+                case Link(key, other, name, unlink):
+                    if unlink:
+                        edge.unlink(key, other, self)
+                    else:
+                        edge.link(key, other, name, self)
                 case PublishingChanged():
                     edge.interest_changed()
                 case Close(code, reason):

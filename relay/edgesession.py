@@ -56,6 +56,16 @@ class EnterChannel:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """Link channel `key` to channel `other` (its name among the relays), as client channel
+    `name`, for this session; `unlink`: end the link."""
+    key: tuple[str, str]
+    other: tuple[str, str]
+    name: str
+    unlink: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class PostComment:
     """User `uid`'s comment `body` for channel `key` (best-effort, thinned)."""
     key: tuple[str, str]
@@ -119,7 +129,7 @@ class SendHistory:
 
 
 Action = Send | Close | SetTimer | EnterChannel | LeaveChannel | PublishingChanged \
-    | PublishMessage | Resume | SendHistory | SendPresence | MarkRead | PostComment
+    | PublishMessage | Resume | SendHistory | SendPresence | MarkRead | PostComment | Link
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class EdgeLimits:
     comments_per_user_burst: float = 3.0
     comments_shown_per_s: float = 20.0  # a session is shown at most this many a second
     comments_forwarded_per_s: float = 200.0  # per channel, sent on to the other edges
+    links_per_session: int = 16  # co-hosting: channels one session may link its own to
 
 
 def parse_limits(text: str, base: EdgeLimits | None = None) -> EdgeLimits:
@@ -233,6 +244,7 @@ class EdgeSession:
         self._lines = edgeproto.LineDecoder()
         self._timer_at: float | None = None
         self._noticed = False  # "token-expiring" went out for the current grant
+        self.links: set[tuple[str, str]] = set()  # channels this session linked its own to
 
     @property
     def publishes(self) -> bool:
@@ -276,6 +288,8 @@ class EdgeSession:
             return self._read(msg, now)
         if kind == edgeproto.COMMENT:
             return self._comment(msg)
+        if kind in (edgeproto.LINK, edgeproto.UNLINK):
+            return self._link(msg, now, kind == edgeproto.UNLINK)
         return self._refuse(ProtocolError(edgeproto.unexpected_kind(kind)))
 
     def datagram_received(self) -> list[Action]:
@@ -386,6 +400,47 @@ class EdgeSession:
         except ProtocolError as e:
             return self._refuse(e)
         return [SendHistory(self.key, request, limit, before)]
+
+    def _link(self, msg: dict, now: float, unlink: bool) -> list[Action]:
+        """Co-hosting: a link needs "relay" in this session's token and a token for the
+        other channel, of the same app and zone, granting it too. A link refused is said
+        ("failed", with the reason); the session goes on."""
+        assert self.key is not None and self.grant is not None
+        too_fast = self._paced(now)
+        if too_fast:
+            return too_fast
+        try:
+            channel, token = edgeproto.link_asked(msg)
+        except ProtocolError as e:
+            return self._refuse(e)
+        grant = self.grant
+        if unlink:
+            other = (grant.zone, edgeproto.channel_id(grant.app, channel))
+            if other not in self.links:
+                return []
+            self.links.discard(other)
+            return [Link(self.key, other, channel, unlink=True)]
+        try:
+            if "relay" not in grant.privileges:
+                raise TokenError("missing-privilege", edgeproto.missing_privilege("relay"))
+            theirs, name = self._check(token, channel, now)
+            if "relay" not in theirs.privileges:
+                raise TokenError("missing-privilege",
+                                 f"the token for {channel!r} does not grant relay")
+            if (theirs.app, theirs.zone) != (grant.app, grant.zone):
+                raise TokenError("wrong-zone", "a link is between channels of one app and "
+                                 "one zone")
+            other = (theirs.zone, name)
+            if other == self.key:
+                raise ProtocolError("a channel cannot be linked to itself")
+            if other not in self.links and len(self.links) >= self.edge.limits.links_per_session:
+                raise ProtocolError(f"at most {self.edge.limits.links_per_session} links a "
+                                    "session (edge limit links-per-session)")
+        except (TokenError, ProtocolError) as e:
+            return [Send(edgeproto.encode_line(edgeproto.link_state(
+                channel, "failed", e.reason)))]
+        self.links.add(other)
+        return [Link(self.key, other, channel)]
 
     def _comment(self, msg: dict) -> list[Action]:
         """Any joined user may comment; the edge's per-user limit (relay/danmaku.py)

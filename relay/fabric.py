@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -86,9 +86,12 @@ class LocalEdge(Protocol):
     """The relay's client edge as the fabric delivers to it (relay/edge.py's EdgeState); a
     protocol, so that the data plane does not load the edge's QUIC stack."""
 
-    def members(self, key: ChannelKey) -> Collection[object]: ...
+    def delivers(self, key: ChannelKey) -> bool:
+        """Whether the channel's traffic is wanted here (sessions, or a link)."""
+        ...
 
-    def deliver_media(self, key: ChannelKey, data: bytes) -> None: ...
+    def deliver_media(self, key: ChannelKey, data: bytes, *, stream: str | None = None
+                      ) -> None: ...
 
     def deliver_message(self, key: ChannelKey, uid: str, mid: int, body: str, *,
                         stream: str | None = None, seq: int | None = None) -> None: ...
@@ -549,13 +552,13 @@ class Fabric:
     def _deliver(self, d: Datagram, now: float) -> None:
         key = (d.zone, d.channel)
         if d.kind == MEDIA:
-            if self.edge is not None and self.edge.members(key):
+            if self.edge is not None and self.edge.delivers(key):
                 self.counters[f"zone.{d.zone}.delivered"] += 1
-                self.edge.deliver_media(key, d.payload)
+                self.edge.deliver_media(key, d.payload, stream=d.publisher)
         elif d.kind == MESSAGE:
             self._on_message(d, now)
         elif d.kind == COMMENTS:
-            if self.edge is not None and self.edge.members(key):
+            if self.edge is not None and self.edge.delivers(key):
                 self.counters[f"zone.{d.zone}.delivered"] += 1
                 self.edge.deliver_comments(key, d.payload)
         elif d.kind == ACK:
@@ -631,7 +634,7 @@ class Fabric:
             self.drop("malformed-message", d.zone)
             return
         key = (d.zone, d.channel)
-        if self.edge is None or not self.edge.members(key):
+        if self.edge is None or not self.edge.delivers(key):
             # nobody here any more: acknowledge so the origin stops retransmitting
             self._ack(d, origin, d.seq)
             return

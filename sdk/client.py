@@ -182,6 +182,11 @@ class _Protocol(quic.Protocol):
             self.pages.take(msg)
         elif kind == edgeproto.PRESENCE and self.shared is not None:
             self.shared.presence_seen(msg)
+        elif kind == edgeproto.LINK and self.shared is not None:
+            channel, state = msg.get("channel"), msg.get("state")
+            if isinstance(channel, str) and state in edgeproto.LINK_STATES:
+                self.shared.links[channel] = {"state": state,
+                                              "reason": str(msg.get("reason") or "")}
         elif kind == edgeproto.COMMENTS and self.shared is not None:
             for x in msg.get("items") or ():
                 if isinstance(x, list) and len(x) == 2 and all(isinstance(v, str) for v in x):
@@ -235,6 +240,8 @@ class _Shared:
     presence: dict | None = None
     presence_events: deque = field(default_factory=lambda: deque(maxlen=MAX_PRESENCE_EVENTS))
 
+    # co-hosting: each channel this session linked its own to -> {"state", "reason"}
+    links: dict = field(default_factory=dict)
     # comments shown (uid, body), as the edge thinned them; the oldest dropped beyond the cap
     comments: deque = field(default_factory=lambda: deque(maxlen=MAX_RECEIVED_COMMENTS))
     comments_refused: int = 0  # this session's comments the edge refused (too fast)
@@ -431,6 +438,30 @@ class Session:
         """("join" | "leave", uid, region) as the edge reported them, oldest first (small
         channels only)."""
         return self.shared.presence_events
+
+    async def link(self, channel: str, token: str, timeout: float = 10.0) -> dict:
+        """Co-host with `channel`: its media and messages are relayed into this session's
+        channel and this channel's into it, by the edge, until `unlink` or the session
+        ends. `token`: one for `channel`, of the same app and zone, granting "relay" (as
+        this session's must). Returns the link's state once "linked" or "failed" (with the
+        reason); `links` holds every link's latest state."""
+        self.shared.links.pop(channel, None)
+        self._send(edgeproto.link(channel, token))
+        return await self.wait_for(
+            lambda: (s := self.shared.links.get(channel)) and s["state"] in ("linked", "failed")
+            and s, timeout)
+
+    async def unlink(self, channel: str, timeout: float = 10.0) -> dict:
+        """End a link (`link`); its state once "unlinked"."""
+        self._send(edgeproto.unlink(channel))
+        return await self.wait_for(
+            lambda: (s := self.shared.links.get(channel)) and s["state"] == "unlinked" and s,
+            timeout)
+
+    @property
+    def links(self) -> dict:
+        """Each channel this session linked its own to: {"state", "reason"} as last told."""
+        return self.shared.links
 
     def send_comment(self, body: str) -> None:
         """A comment (danmaku) for the channel: best-effort, thinned by the edges; beyond

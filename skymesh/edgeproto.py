@@ -47,6 +47,14 @@ gets ``{"type":"comments","items":[[U,B],...]}``: a fair sample of the channel's
 (every user's first before anyone's second) up to the edge's rate, 20 a second by default
 (relay/danmaku.py). Reliable messages never wait behind comments.
 
+Co-hosting. A session whose token grants "relay" sends ``{"type":"link","channel":B,
+"token":T}`` with a token for channel B (same app and zone) that grants "relay" too; the edge
+answers ``{"type":"link","channel":B,"state":S}`` as the link goes, S one of "linking",
+"linked" (the controller has told the edge where B's edges are), "failed" (with "reason") and
+"unlinked" (``{"type":"unlink","channel":B}``, or the session left). While linked, the edge
+relays each channel's media and messages into the other, inside the network: what it relays
+goes under a stream of its own ("relay:link-..."), which is never relayed again.
+
 History. The edge keeps the recent messages of each channel it delivers (bounded by count and
 age; relay/history.py), numbered H = 1, 2, 3, ... in the order they were delivered there. A
 join's "history": N (1 to `MAX_HISTORY_PAGE`) asks for the last N: they come after "joined"
@@ -128,6 +136,9 @@ READS = "reads"  # edge -> client: how many read each of its messages (large cha
 COMMENT = "comment"  # client -> edge: a viewer's comment (danmaku), best-effort
 COMMENTS = "comments"  # edge -> client: a tick's comments, thinned
 REFUSED = "refused"  # edge -> client: a request refused without ending the session
+LINK = "link"  # client -> edge: link to another channel; edge -> client: the link's state
+UNLINK = "unlink"  # client -> edge
+LINK_STATES = ("linking", "linked", "failed", "unlinked")
 MAX_COMMENT_BYTES = 200  # UTF-8 bytes of a comment
 
 MAX_HISTORY_PAGE = 100  # messages one history request may ask for
@@ -203,6 +214,30 @@ def read_asked(msg: dict) -> tuple[str, int]:
     except ProtocolError:
         raise ProtocolError(BAD_READ) from None
     return of, mid
+
+
+def link(channel: str, token: str) -> dict:
+    return {"type": LINK, "channel": channel, "token": token}
+
+
+def unlink(channel: str) -> dict:
+    return {"type": UNLINK, "channel": channel}
+
+
+def link_asked(msg: dict) -> tuple[str, object]:
+    """(channel, token) of a client's "link", or the channel (token None) of an "unlink";
+    ProtocolError when malformed."""
+    channel = msg.get("channel")
+    if not isinstance(channel, str) or not channel or len(channel.encode()) > MAX_CHANNEL_ID:
+        raise ProtocolError(BAD_LINK)
+    return channel, msg.get("token")
+
+
+def link_state(channel: str, state: str, reason: str = "") -> dict:
+    msg = {"type": LINK, "channel": channel, "state": state}
+    if reason:
+        msg["reason"] = reason
+    return msg
 
 
 def comment(body: str) -> dict:
@@ -388,6 +423,7 @@ BAD_RESUME = (f"resume needs an object of at most {MAX_RESUME_STREAMS} streams, 
               "\"relay:stream\" to the last sequence number delivered")
 MOVING_DRAINED = "the edge's region is drained: move to another edge"
 BAD_PRESENCE = "a join's presence is true or false"
+BAD_LINK = "link and unlink need the other channel's name (and link its token)"
 BAD_COMMENT = f"a comment needs a string body of at most {MAX_COMMENT_BYTES} bytes of UTF-8"
 BAD_READ = "read needs the messages' \"stream\" (relay:publisher) and an integer \"id\""
 BAD_HISTORY = (f"history needs a request number from 1 (0 in a join), a limit of 1 to "

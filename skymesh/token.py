@@ -49,7 +49,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 ALG = "EdDSA"
-PRIVILEGES = ("join", "publish-media", "publish-messages")
+# "relay": link the channel to another (co-hosting: each one's media and messages relayed into
+# the other, by the edge); a link takes a token with it for each of the two channels
+PRIVILEGES = ("join", "publish-media", "publish-messages", "relay")
 MAX_TTL_S = 30 * 24 * 3600
 CLOCK_SKEW_S = 60
 MAX_FIELD_BYTES = 255

@@ -138,7 +138,10 @@ class RecordingEdge:
     def members(self, key: ChannelKey) -> set[str]:
         return {"subscriber"} if key in self.subscribed else set()
 
-    def deliver_media(self, key: ChannelKey, data: bytes) -> None:
+    def delivers(self, key: ChannelKey) -> bool:
+        return bool(self.members(key))
+
+    def deliver_media(self, key: ChannelKey, data: bytes, stream=None) -> None:
         self.check(self.region, key, "media", "", 0)
         self.media.setdefault(key, []).append((self.clock.now, bytes(data)))
 

@@ -38,9 +38,11 @@ WINDOW_S = 6.0
 RATE = 40  # measured messages a second
 REPORTS_PER_S = 2000  # 40x a relay's limit (50 a second)
 SPAM_PER_S = 2000  # 40x a publisher's limit (50 a second)
-# one Python client completes a handful of QUIC handshakes a second: the joins a client
-# address may make are lowered so that its loop goes past them
-EDGE_LIMITS = "joins-per-source-per-s=2,joins-per-source-burst=10"
+# one Python client completes a handful of QUIC handshakes a second, and under load (make
+# test runs other tests beside this one) two or three: the joins a client address may make
+# are lowered well below that so that its loop goes past them (the two measured sessions
+# join before the floods, within the burst)
+EDGE_LIMITS = "joins-per-source-per-s=0.5,joins-per-source-burst=4"
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,10 @@ class Edge:
     def members(self, key):
         return {"session"} if key == ("eu", CHANNEL) else set()
 
-    def deliver_media(self, key, data):
+    def delivers(self, key):
+        return bool(self.members(key))
+
+    def deliver_media(self, key, data, stream=None):
         assert isinstance(data, bytes)
         self.delivered.append(("media", key, data))
 

@@ -15,6 +15,7 @@ from relay.edgesession import (
     EdgeSession,
     EnterChannel,
     LeaveChannel,
+    Link,
     PostComment,
     PublishingChanged,
     PublishMessage,
@@ -584,4 +585,39 @@ def test_any_joined_user_may_comment_and_a_bad_comment_is_refused():
         [PostComment(KEY, "u", "好看!")]
     bad = s.data_received(line(edgeproto.comment("x" * 201)), T0)
     assert s.closed and bad[-1] == Close(edgeproto.MALFORMED, edgeproto.BAD_COMMENT)
+
+
+# -- co-hosting ------------------------------------------------------------------------------------
+
+RELAY = (*ALL, "relay")
+
+
+def test_a_link_needs_relay_on_both_tokens_one_app_and_zone_and_is_ended_by_unlink():
+    s = joined(token(privileges=RELAY))
+    assert s.data_received(line(edgeproto.link("c2", token("c2", privileges=RELAY))), T0) \
+        == [Link(KEY, ("eu", "app1/c2"), "c2")]
+    # linked again: the same link, not a second one
+    assert s.data_received(line(edgeproto.link("c2", token("c2", privileges=RELAY))), T0) \
+        == [Link(KEY, ("eu", "app1/c2"), "c2")]
+    assert s.data_received(line(edgeproto.unlink("c2")), T0) == \
+        [Link(KEY, ("eu", "app1/c2"), "c2", unlink=True)]
+    assert s.data_received(line(edgeproto.unlink("c2")), T0) == []  # not linked: nothing
+
+    def failed(session, channel, tok) -> str:
+        out = sent(session.data_received(line(edgeproto.link(channel, tok)), T0))
+        assert [m["state"] for m in out] == ["failed"] and not session.closed
+        return out[0]["reason"]
+    assert "relay" in failed(s, "c2", token("c2"))  # the other channel's token
+    assert "relay" in failed(joined(), "c2", token("c2", privileges=RELAY))  # its own
+    assert "zone" in failed(s, "c2", token("c2", zone="global", privileges=RELAY))
+    assert failed(s, "c1", token("c1", privileges=RELAY))  # itself
+    assert failed(s, "c3", "not a token")
+
+
+def test_links_are_limited_per_session():
+    s = joined(token(privileges=RELAY), edge=Edge(limits=EdgeLimits(links_per_session=2)))
+    for ch in ("c2", "c3"):
+        assert s.data_received(line(edgeproto.link(ch, token(ch, privileges=RELAY))), T0)
+    out = sent(s.data_received(line(edgeproto.link("c4", token("c4", privileges=RELAY))), T0))
+    assert out[0]["state"] == "failed" and "links-per-session" in out[0]["reason"]
 

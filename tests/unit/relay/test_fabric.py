@@ -56,7 +56,10 @@ class FakeEdge:
     def members(self, key):
         return {"a-session"} if key in self.subscribed else set()
 
-    def deliver_media(self, key, data):
+    def delivers(self, key):
+        return bool(self.members(key))
+
+    def deliver_media(self, key, data, stream=None):
         self.media.append((key, data))
 
     def deliver_message(self, key, uid, mid, body, stream=None, seq=None):
