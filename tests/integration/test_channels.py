@@ -153,7 +153,10 @@ def test_one_copy_per_link(channel_mesh):
             for i in range(50):
                 pub.publish_media(b"x%d" % i)
             for s in subs:
-                await asyncio.wait_for(take(s.media(), 50), DEADLINE)
+                # media are unreliable: a subscriber's edge on a busy machine may let a few
+                # wait past their deadline (dropped there, after aa forwarded them)
+                got = await take_within(s.media(), 50, MEDIA_WAIT_S)
+                assert len(got) >= 40, len(got)
             return before
 
     before = asyncio.run(main())
