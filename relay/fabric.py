@@ -258,24 +258,21 @@ class Fabric:
         self.on_interest()
 
     def media_published(self, key: ChannelKey, stream: str, data: bytes) -> None:
-        dests = self.destinations(key)
-        if not dests or not self.keys.current:
-            return
-        self.media_seq += 1
-        zone, channel = key
-        self._route(Datagram(MEDIA, zone, channel, tuple(sorted(dests)), HOP_LIMIT + 1,
-                             self.media_seq, stream, data))
+        self._send_best_effort(MEDIA, key, stream, data)
 
     def comments_published(self, key: ChannelKey, payload: bytes) -> None:
         """A batch of the local edge's viewers' comments, best-effort, to the channel's other
         edges (as media go: no retransmission, no order)."""
+        self._send_best_effort(COMMENTS, key, COMMENTS_STREAM, payload)
+
+    def _send_best_effort(self, kind: int, key: ChannelKey, stream: str, payload: bytes) -> None:
         dests = self.destinations(key)
         if not dests or not self.keys.current:
             return
         self.media_seq += 1
         zone, channel = key
-        self._route(Datagram(COMMENTS, zone, channel, tuple(sorted(dests)), HOP_LIMIT + 1,
-                             self.media_seq, COMMENTS_STREAM, payload))
+        self._route(Datagram(kind, zone, channel, tuple(sorted(dests)), HOP_LIMIT + 1,
+                             self.media_seq, stream, payload))
 
     def message_published(self, key: ChannelKey, stream: str, uid: str, mid: int, body: str,
                           now: float | None = None) -> tuple[str, int | None]:
