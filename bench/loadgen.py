@@ -489,6 +489,7 @@ class BenchClient(QuicConnectionProtocol):
         self._flush_scheduled = False
         self.catcher: DatagramCatcher | None = None  # set once joined, by the receiver
         self.slow_packets = 0  # packets aioquic handled (all of them without the catcher)
+        self.media_offset = 0  # 1 behind the skymesh edge: its datagrams start with a kind byte
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         now = self._loop.time()
@@ -511,7 +512,7 @@ class BenchClient(QuicConnectionProtocol):
         self.transmit()
 
     def on_datagram(self, data: bytes) -> None:
-        seq, ts = _SEQ_TS.unpack_from(data)
+        seq, ts = _SEQ_TS.unpack_from(data, self.media_offset)
         if seq >> 32 == self.trial:
             self.got += 1
             if self.want_ts:
@@ -589,7 +590,7 @@ def _quic_main(conn: Connection, role: str, host: str, port: int, cafile: str, t
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(_quic_client(conn, role, host, port, cafile, token,
-                                             options.get("fast_path", True)))
+                                             options))
     except Exception as e:  # reported to the harness, which prints it
         with contextlib.suppress(OSError):
             conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -598,7 +599,8 @@ def _quic_main(conn: Connection, role: str, host: str, port: int, cafile: str, t
 
 
 async def _quic_client(conn: Connection, role: str, host: str, port: int, cafile: str,
-                       token: str, fast_path: bool) -> None:
+                       token: str, options: dict[str, Any]) -> None:
+    fast_path = options.get("fast_path", True)
     loop = asyncio.get_running_loop()
     config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN],
                                max_datagram_frame_size=65536, server_name="localhost")
@@ -611,6 +613,7 @@ async def _quic_client(conn: Connection, role: str, host: str, port: int, cafile
             with socket.socket(pseudo.family, socket.SOCK_DGRAM,
                                fileno=os.dup(pseudo.fileno())) as sock:
                 big_buffers(sock)
+        client.media_offset = options.get("media_offset", 0)
         joined = await client.join(token)
         if fast_path and role == "receiver":
             try:
@@ -776,10 +779,11 @@ class QuicGenerator(_Generator):
 
     def __init__(self, addr: tuple[str, int], cafile: Path | str, sender_token: str,
                  receiver_token: str, fine_clock: bool = True, use_uvloop: bool = True,
-                 fast_path: bool = True) -> None:
+                 fast_path: bool = True, media_offset: int = 0) -> None:
         super().__init__()
         host, port = addr
-        options = {"fine_clock": fine_clock, "uvloop": use_uvloop, "fast_path": fast_path}
+        options = {"fine_clock": fine_clock, "uvloop": use_uvloop, "fast_path": fast_path,
+                   "media_offset": media_offset}
         self._rx = self._spawn(_quic_main, "receiver", host, port, str(cafile),
                                receiver_token, options)
         self.receiver_joined = _expect_ready(self._rx, "the QUIC receiver", 20)

@@ -90,6 +90,7 @@ from bench.loadgen import (  # noqa: E402
     pin,
 )
 from bench.turn import binding  # noqa: E402
+from skymesh.edgeproto import MEDIA_DATAGRAM  # noqa: E402
 
 RELAY_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -495,7 +496,8 @@ class Bench:
             if name == "edge":
                 cmd = [py, str(HERE / "relay_target.py"), "edge", "--host", "127.0.0.1",
                        "--port", "0", "--cert", str(cert), "--key", str(key), "--app", "bench",
-                       "--public-key", self.public_key(), "--region", "rly"]
+                       f"--public-key={self.public_key()}",  # base64url may start with "-"
+                       "--region", "rly"]
             else:
                 cmd = [py, str(HERE / "naive_quic_relay.py"), "--host", "127.0.0.1",
                        "--port", "0", "--cert", str(cert), "--key", str(key)]
@@ -503,7 +505,8 @@ class Bench:
                                                            ready_line()))
             snd, rcv = self.tokens()
             gen = QuicGenerator(addr, ca, snd, rcv, fine_clock=self.s.fine_clock,
-                                fast_path=self.s.fast_quic)
+                                fast_path=self.s.fast_quic,
+                                media_offset=len(MEDIA_DATAGRAM) if name == "edge" else 0)
             stack.callback(gen.close)
             if "fast_path_unavailable" in gen.receiver_joined:
                 log(f"note: the QUIC receiver's fast path is off: "

@@ -45,7 +45,7 @@ def _ready(host: str, port: int) -> None:
 
 async def run_edge(args: argparse.Namespace) -> None:
     from relay.edge import start_edge
-    from relay.edgesession import EdgeLimits
+    from relay.edgesession import EdgeLimits, parse_limits
     from relay.node import settle_heap
     from skymesh.token import decode_public_key
 
@@ -54,7 +54,8 @@ async def run_edge(args: argparse.Namespace) -> None:
     # one publisher carries the whole offered load here: the per-session media limit (a flood
     # limit, 4 MB/s by default) would cap it at ~3,300 pps of 1200 bytes. Set out of the way,
     # its bucket is still checked per datagram, so its cost stays in the figures.
-    limits["limits"] = EdgeLimits(media_bytes_per_s=1e12, media_burst_bytes=1e12)
+    limits["limits"] = parse_limits(args.limits or "", EdgeLimits(
+        media_bytes_per_s=1e12, media_burst_bytes=1e12))
     server, edge = await start_edge(args.host, args.port, args.cert, args.key, app_keys,
                                     args.region, {"global"}, **limits)
     settle_heap()
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     edge.add_argument("--region", default="rly")
     edge.add_argument("--max-media-bytes", type=int,
                       help="override the edge's media datagram cap (the bench sends 1100 bytes)")
+    edge.add_argument("--limits", metavar="NAME=VALUE,...",
+                      help="edge limits over the bench's (as the relay's --edge-limits), e.g. "
+                      "sessions-per-source=100000 for thousands of sessions from one address")
     fast = sub.add_parser("fastpath", help="the relay-to-relay UDP fast path (relay.node)")
     fast.add_argument("--host", default="127.0.0.1")
     fast.add_argument("--port", type=int, default=0)
@@ -130,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     run = run_edge if args.relay == "edge" else run_fastpath
     loop = _loop()
     profile = None
+    if os.environ.get("SKYMESH_BENCH_NOGC"):  # an experiment: what the cyclic GC costs
+        import gc
+        gc.disable()
     if os.environ.get("SKYMESH_BENCH_PROFILE"):  # a cProfile of the relay under test
         import cProfile
 

@@ -34,7 +34,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
-from relay.danmaku import TICK_S, Danmaku, DanmakuLimits, decode_batch, encode_batches
+from relay.danmaku import TICK_S, Danmaku, DanmakuLimits
 from relay.edgesession import (
     Action,
     Close,
@@ -83,6 +83,9 @@ def is_link_stream(stream: str | None) -> bool:
 PRESENCE_SUFFIX, RECEIPTS_SUFFIX = ":" + PRESENCE_STREAM, ":" + RECEIPTS_STREAM
 MAX_QUEUED_DATAGRAMS = 64  # per session; the oldest are dropped beyond this
 MEDIA_DEADLINE_S = 0.015  # media queued longer than this is dropped, not sent late
+# a tick's comments: the edge writes them to every session of a channel at once, and with
+# thousands of sessions the last are written tens of milliseconds after the first
+COMMENTS_DEADLINE_S = 0.25
 # The kernel queues what the edge has not read yet; under overload a big receive buffer is a
 # queue of stale media. 96 KiB (the kernel doubles it) holds about 12 ms at the edge's top rate.
 RECEIVE_BUFFER = 96 * 1024
@@ -149,6 +152,7 @@ class EdgeState:
         self.presence = Presence(here)
         self.receipts = Receipts(here)
         lim = self.limits
+        self.last_tick: float | None = None  # when system_tick last ran (monotonic)
         self.danmaku = Danmaku(DanmakuLimits(
             lim.comments_per_user_per_s, lim.comments_per_user_burst,
             lim.comments_shown_per_s, lim.comments_forwarded_per_s))
@@ -230,13 +234,14 @@ class EdgeState:
 
     def deliver_media(self, key: ChannelKey, data: bytes,
                       exclude: EdgeConnection | None = None, stream: str | None = None) -> None:
+        framed = edgeproto.MEDIA_DATAGRAM + data
         for session in self.members(key):
             if session is not exclude:
-                session.send_media(data)
+                session.send_media(framed)
         if key in self.links and not is_link_stream(stream):
             for other in self.links[key]:
                 for session in self.members(other):
-                    session.send_media(data)
+                    session.send_media(framed)
                 if self.uplink is not None:
                     self.uplink.media_published(other, link_stream(key), data)
 
@@ -365,7 +370,7 @@ class EdgeState:
 
     def deliver_comments(self, key: ChannelKey, payload: bytes) -> None:
         """A batch of comments another edge sent on."""
-        self.danmaku.heard(key, decode_batch(payload))
+        self.danmaku.heard(key, edgeproto.decode_batch(payload))
 
     def deliver_receipt(self, key: ChannelKey, uid: str, of: str, upto: int,
                         exclude: EdgeConnection | None = None) -> None:
@@ -394,21 +399,30 @@ class EdgeState:
             if session is not None and session.key == key:
                 session.send_line(edgeproto.encode_line(edgeproto.reads(
                     self.receipts.totals(key, of))))
-        forward, show = self.danmaku.tick({key: True for key in self.channels})
+        elapsed = TICK_S if self.last_tick is None else min(1.0, now - self.last_tick)
+        self.last_tick = now
+        forward, show = self.danmaku.tick({key: True for key in self.channels}, elapsed)
         for name, value in self.danmaku.counters.items():
             self.counters[f"comments_{name}"] = value
         if self.uplink is not None:
             for key, sent in forward:
-                for payload in encode_batches(sent):
+                for payload in edgeproto.encode_batches(sent):
                     self.uplink.comments_published(key, payload)
         for key, shown in show:
-            line = edgeproto.encode_line(edgeproto.comments(shown))  # once for all
+            datagrams = edgeproto.comments_datagrams(shown)  # once for all
             for session in self.members(key):
-                session.send_line(line)
+                session.send_comments(datagrams)
 
     async def system_loop(self) -> None:
+        """system_tick every TICK_S, on a fixed schedule (a late tick does not push the
+        next ones back)."""
+        due = time.monotonic()
         while True:
-            await asyncio.sleep(TICK_S)
+            due += TICK_S
+            now = time.monotonic()
+            if due < now - TICK_S:
+                due = now + TICK_S  # far behind: start the schedule again
+            await asyncio.sleep(max(0.0, due - now))
             self.system_tick(time.monotonic())
 
     def history_lines(self, key: ChannelKey, request: int, limit: int,
@@ -454,7 +468,7 @@ class EdgeConnection(quic.Protocol):
         self.stream = _secrets.token_hex(6)  # this session's stream id in the fabric
         self.resume: dict[str, int] = {}  # stream_id -> last delivered, as the client asked
         self.stream_id: int | None = None
-        self._media_times: deque[float] = deque()  # enqueue times of queued datagrams
+        self._deadlines: deque[float] = deque()  # when each queued datagram goes stale
         self._expiry: asyncio.TimerHandle | None = None  # (aioquic's own timer is `_timer`)
         self.wants_presence = False  # the join asked to be shown who is in the channel
 
@@ -594,32 +608,44 @@ class EdgeConnection(quic.Protocol):
             self.edge.uplink.media_published(self.key, self.stream, data)
 
     def send_media(self, data: bytes) -> None:
-        """Queue one datagram to this session, dropping its oldest queued ones beyond the cap
-        (aioquic queues datagrams without bound and never expires them)."""
+        """Queue one datagram (MEDIA_DATAGRAM and the media) to this session, dropping its
+        oldest queued ones beyond the cap (aioquic queues datagrams without bound and never
+        expires them)."""
+        self._queue_datagram(data)
+        self.edge.counters["media_forwarded"] += 1
+        self.transmit_soon()
+
+    def send_comments(self, datagrams: list[bytes]) -> None:
+        """Queue a tick's comments (`edgeproto.comments_datagrams`), as media are queued:
+        best-effort, dropped when they wait too long."""
+        for data in datagrams:
+            self._queue_datagram(data, COMMENTS_DEADLINE_S)
+        self.transmit_soon()
+
+    def _queue_datagram(self, data: bytes, deadline_s: float | None = None) -> None:
         pending = self._quic._datagrams_pending
         while len(pending) >= self.edge.max_queued_datagrams:
             pending.popleft()
             self.edge.counters["media_dropped"] += 1
-        self._sync_media_times()
+        self._sync_deadlines()
         self._quic.send_datagram_frame(data)
-        self._media_times.append(time.monotonic())
-        self.edge.counters["media_forwarded"] += 1
-        self.transmit_soon()
+        self._deadlines.append(time.monotonic() + (
+            self.edge.media_deadline_s if deadline_s is None else deadline_s))
 
-    def _sync_media_times(self) -> None:
-        """Forget the enqueue times of datagrams that left aioquic's queue (sent or dropped):
-        the times kept are those of its newest entries."""
-        times, pending = self._media_times, self._quic._datagrams_pending
+    def _sync_deadlines(self) -> None:
+        """Forget the deadlines of datagrams that left aioquic's queue (sent or dropped): the
+        deadlines kept are those of its newest entries."""
+        times, pending = self._deadlines, self._quic._datagrams_pending
         while len(times) > len(pending):
             times.popleft()
 
     def transmit(self) -> None:
-        """Drop media that waited past its deadline, then send."""
-        times = self._media_times
+        """Drop datagrams that waited past their deadline, then send."""
+        times = self._deadlines
         if times:
             pending = self._quic._datagrams_pending
-            self._sync_media_times()
-            stale = time.monotonic() - self.edge.media_deadline_s
+            self._sync_deadlines()
+            stale = time.monotonic()
             while times and len(times) == len(pending) and times[0] < stale:
                 times.popleft()
                 pending.popleft()

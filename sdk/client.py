@@ -137,10 +137,16 @@ class _Protocol(quic.Protocol):
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, DatagramFrameReceived):
-            if self.media_at is None:
-                self.media_at = time.monotonic()
-            if self.shared is not None:
-                self.shared.media_received(event.data)
+            kind, data = event.data[:1], event.data[1:]
+            if kind == edgeproto.MEDIA_DATAGRAM:
+                if self.media_at is None:
+                    self.media_at = time.monotonic()
+                if self.shared is not None:
+                    self.shared.media_received(data)
+            elif kind == edgeproto.COMMENTS_DATAGRAM and self.shared is not None:
+                self.shared.comments.extend(edgeproto.decode_batch(data))
+            else:
+                return  # a kind this SDK does not know (a newer edge's)
             self._notify()
         elif isinstance(event, StreamDataReceived):
             self._read(event.data)
@@ -187,10 +193,6 @@ class _Protocol(quic.Protocol):
             if isinstance(channel, str) and state in edgeproto.LINK_STATES:
                 self.shared.links[channel] = {"state": state,
                                               "reason": str(msg.get("reason") or "")}
-        elif kind == edgeproto.COMMENTS and self.shared is not None:
-            for x in msg.get("items") or ():
-                if isinstance(x, list) and len(x) == 2 and all(isinstance(v, str) for v in x):
-                    self.shared.comments.append((x[0], x[1]))
         elif kind == edgeproto.REFUSED and self.shared is not None:
             if msg.get("what") == edgeproto.COMMENT:
                 self.shared.comments_refused += 1

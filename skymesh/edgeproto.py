@@ -2,7 +2,8 @@
 one definition both sides import, so that neither can drift from the other.
 
 The client opens a QUIC connection to the edge with ALPN ``skymesh/1`` and DATAGRAM frames
-(RFC 9221) enabled. Media are QUIC datagrams, unreliable and unordered: the edge accepts up to
+(RFC 9221) enabled. Media are QUIC datagrams, unreliable and unordered (the
+edge's to the client carry a kind byte first, see Comments): the edge accepts up to
 `MAX_MEDIA_BYTES` each (larger ones are dropped and counted), the SDK sends up to
 `MAX_MEDIA_PAYLOAD` (what fits one QUIC packet of aioquic's default 1200-byte size). Everything
 else travels on the client's first bidirectional stream, one JSON object per line
@@ -42,10 +43,13 @@ highest N first (relay/receipts.py).
 
 Comments (danmaku). ``{"type":"comment","body":B}`` (B at most `MAX_COMMENT_BYTES`) is a
 viewer's comment: best-effort, thinned. A user commenting faster than the edge allows gets
-``{"type":"refused","what":"comment","reason":R}`` and stays joined. Every 0.1 s a session
-gets ``{"type":"comments","items":[[U,B],...]}``: a fair sample of the channel's comments
-(every user's first before anyone's second) up to the edge's rate, 20 a second by default
-(relay/danmaku.py). Reliable messages never wait behind comments.
+``{"type":"refused","what":"comment","reason":R}`` and stays joined. Every 0.2 s a session
+is shown a fair sample of the channel's comments (every user's first before anyone's second)
+up to the edge's rate, 20 a second by default (relay/danmaku.py), in QUIC datagrams, not on
+the stream: a comment lost on the way is not sent again, and reliable messages never wait
+behind comments. Each datagram from the edge starts with one byte saying what it holds:
+`MEDIA_DATAGRAM` (a publisher's media datagram follows, as it sent it) or `COMMENTS_DATAGRAM`
+(a JSON batch ``[[U,B],...]``, `encode_batches`). A client skips a kind it does not know.
 
 Co-hosting. A session whose token grants "relay" sends ``{"type":"link","channel":B,
 "token":T}`` with a token for channel B (same app and zone) that grants "relay" too; the edge
@@ -100,7 +104,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from skymesh.token import ERROR_CODES
 
@@ -134,12 +138,14 @@ READ = "read"  # client -> edge: a publisher's messages read, up to an id
 RECEIPT = "receipt"  # edge -> client: a user read a publisher's messages (small channels)
 READS = "reads"  # edge -> client: how many read each of its messages (large channels)
 COMMENT = "comment"  # client -> edge: a viewer's comment (danmaku), best-effort
-COMMENTS = "comments"  # edge -> client: a tick's comments, thinned
 REFUSED = "refused"  # edge -> client: a request refused without ending the session
 LINK = "link"  # client -> edge: link to another channel; edge -> client: the link's state
 UNLINK = "unlink"  # client -> edge
 LINK_STATES = ("linking", "linked", "failed", "unlinked")
 MAX_COMMENT_BYTES = 200  # UTF-8 bytes of a comment
+MAX_BATCH_BYTES = 1000  # a batch of comments: one datagram's payload, between edges or to a client
+MEDIA_DATAGRAM = b"\x00"  # edge -> client datagrams start with one of these: media follow
+COMMENTS_DATAGRAM = b"\x01"  # or a batch of comments (`encode_batches`)
 
 MAX_HISTORY_PAGE = 100  # messages one history request may ask for
 HISTORY_LINE_BYTES = 16 * 1024  # a page's lines are cut at about this size
@@ -257,10 +263,6 @@ def commented(msg: dict) -> str:
     if size > MAX_COMMENT_BYTES:
         raise ProtocolError(BAD_COMMENT)
     return body
-
-
-def comments(items: list[tuple[str, str]]) -> dict:
-    return {"type": COMMENTS, "items": [list(x) for x in items]}
 
 
 def refused(what: str, reason: str) -> dict:
@@ -457,6 +459,47 @@ class ProtocolError(ValueError):
         super().__init__(reason)
         self.reason = reason
 
+
+
+# -- comment batches ---------------------------------------------------------------------------
+
+def encode_batches(comments: Sequence[tuple[str, str]]) -> list[bytes]:
+    """Comments (uid, body) as JSON batches ``[[U,B],...]`` of at most MAX_BATCH_BYTES each:
+    what one edge sends another (a fabric datagram) and what it shows a session (after the
+    COMMENTS_DATAGRAM byte)."""
+    out: list[bytes] = []
+    part: list[list[str]] = []
+    size = 2
+    for uid, body in comments:
+        item = [uid, body]
+        n = len(json.dumps(item, separators=(",", ":")).encode()) + 1
+        if part and size + n > MAX_BATCH_BYTES:
+            out.append(json.dumps(part, separators=(",", ":")).encode())
+            part, size = [], 2
+        part.append(item)
+        size += n
+    if part:
+        out.append(json.dumps(part, separators=(",", ":")).encode())
+    return out
+
+
+def decode_batch(payload: bytes) -> list[tuple[str, str]]:
+    """A batch's comments; what is not one is skipped."""
+    try:
+        items = json.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(items, list):
+        return []
+    return [(x[0], x[1]) for x in items
+            if isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+            and isinstance(x[1], str) and len(x[1].encode("utf-8", "replace"))
+            <= MAX_COMMENT_BYTES]
+
+
+def comments_datagrams(comments: Sequence[tuple[str, str]]) -> list[bytes]:
+    """The datagrams that show a session these comments."""
+    return [COMMENTS_DATAGRAM + b for b in encode_batches(comments)]
 
 # -- lines -------------------------------------------------------------------------------------
 

@@ -21,9 +21,10 @@ import weakref
 from typing import Any
 
 from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import DatagramFrameReceived
-from aioquic.quic.packet import QuicPacketType
+from aioquic.quic.packet import QuicPacketType, pull_ack_frame, push_ack_frame
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import Epoch
@@ -41,6 +42,12 @@ class FineClock:
     def time(self) -> float:
         return time.monotonic()
 
+    def call_at(self, when: float, callback, *args) -> asyncio.TimerHandle:
+        return self._loop.call_at(when, callback, *args)  # every transmit: not __getattr__
+
+    def call_soon(self, callback, *args) -> asyncio.Handle:
+        return self._loop.call_soon(callback, *args)
+
     def __getattr__(self, name: str):
         return getattr(self._loop, name)
 
@@ -54,6 +61,7 @@ class Protocol(QuicConnectionProtocol):
         self._loop = FineClock(self._loop)
         self._catcher: DatagramCatcher | None = None
         self._sender: DatagramSender | None = None
+        self._acker: AckSender | None = None
 
     def datagram_received(self, data: bytes | str, addr) -> None:
         now = time.monotonic()
@@ -67,10 +75,27 @@ class Protocol(QuicConnectionProtocol):
         if taken is None:
             quic.receive_datagram(data, addr, now=now)
             self._process_events()
+        elif not taken and self._transmit_task is None and not _has_pending(quic):
+            # an ACK (or a duplicate): nothing to answer and nothing it let out; only the
+            # timers move (loss detection, idle)
+            self._rearm()
+            return
         else:
             for datagram in taken:
                 self.quic_event_received(DatagramFrameReceived(data=datagram))
         self.transmit_soon()
+
+    def _rearm(self) -> None:
+        """The timer as QuicConnectionProtocol.transmit re-arms it, without building packets."""
+        if self._catcher is not None:
+            self._catcher.touch()
+        timer_at = self._quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
 
     def transmit(self) -> None:
         now = time.monotonic()
@@ -88,6 +113,18 @@ class Protocol(QuicConnectionProtocol):
             else:
                 for packet in packets:
                     self._transport.sendto(packet, addr)
+        due = _due(quic, now)
+        if due == ACK_ONLY and len(quic._spaces[Epoch.ONE_RTT].ack_queue) == 1:
+            if self._acker is None:
+                self._acker = AckSender(quic)
+            self._transport.sendto(self._acker.send(now), quic._network_paths[0].addr)
+            due = NOTHING
+        if due == NOTHING:
+            # nothing is left for aioquic to write: its packet builder would start a packet
+            # and throw it away (a third of an edge's time in a danmaku storm)
+            self._transmit_task = None
+            self._rearm()
+            return
         super().transmit()  # what is left, ACKs and streams; re-arms the timers
 
     def transmit_soon(self) -> None:
@@ -120,12 +157,68 @@ def segmented_sender(transport: asyncio.DatagramTransport) -> BatchedUDP | None:
     return sender
 
 
+NOTHING, ACK_ONLY, MORE = "nothing", "ack", "more"
+
+
+def _due(quic: Any, now: float) -> str:
+    """What aioquic would write now: NOTHING, an ACK alone (ACK_ONLY), or MORE (leave it to
+    aioquic). NOTHING and ACK_ONLY need a confirmed connection on a validated path with no
+    data to send and none of the control frames aioquic writes on its own (those come due
+    on packets it handles itself, or on its timers, and the full transmit those lead to
+    writes them)."""
+    if (quic._state != QuicConnectionState.CONNECTED or not quic._handshake_confirmed
+            or quic._close_pending or quic._probe_pending or quic._ping_pending
+            or quic._handshake_done_pending or quic._retire_connection_ids
+            or quic._streams_blocked_pending):
+        return MORE
+    path = quic._network_paths[0]
+    if not path.is_validated or path.remote_challenges:
+        return MORE
+    for c in quic._host_cids:
+        if not c.was_sent:
+            return MORE
+    if _has_pending(quic) or _limits_due(quic):
+        return MORE
+    ack_at = quic._spaces[Epoch.ONE_RTT].ack_at
+    return ACK_ONLY if ack_at is not None and ack_at <= now else NOTHING
+
+
+def _limits_due(quic: Any) -> bool:
+    """Whether aioquic would raise or resend a flow-control limit (MAX_DATA, MAX_STREAMS,
+    MAX_STREAM_DATA) in its next packet: the conditions of its _write_connection_limits and
+    _write_stream_limits."""
+    max_data = quic._local_max_data
+    if max_data.used * 2 > max_data.value or max_data.value != max_data.sent:
+        return True
+    for limit in (quic._local_max_streams_bidi, quic._local_max_streams_uni):
+        if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+            return True
+    for stream in quic._streams.values():
+        local = stream.max_stream_data_local
+        if local and (stream.receiver.highest_offset * 2 > local
+                      or stream.max_stream_data_local_sent != local):
+            return True
+    return False
+
+
+def _has_pending(quic: Any) -> bool:
+    """Whether the connection holds data to send (datagrams, or stream data new or lost)."""
+    if quic._datagrams_pending:
+        return True
+    for stream in quic._streams.values():
+        if not stream.sender.buffer_is_empty:
+            return True
+    return False
+
+
 class DatagramCatcher:
     """The QUIC receiver's fast path: a 1-RTT packet addressed to our current CID that holds
-    only DATAGRAM (and PADDING) frames is decrypted with the connection's keys and recorded
+    only DATAGRAM, ACK and PADDING frames is decrypted with the connection's keys and recorded
     in its ACK state the way aioquic's receive_datagram does it (duplicates, expected and
-    largest packet number, spin bit, idle timer, ACK ranges and ACK timer); anything else is
-    left to aioquic. Returns the datagrams, or None to fall back."""
+    largest packet number, spin bit, idle timer, ACK ranges and ACK timer), its ACKs handed to
+    loss recovery as aioquic's own handler does; anything else is left to aioquic. Returns the
+    datagrams (none for a packet of ACKs), or None to fall back. (A client shown comments ten
+    times a second ACKs each datagram: at the edge, most packets that arrive are ACKs.)"""
 
     def __init__(self, quic: Any) -> None:
         self.quic = quic
@@ -134,15 +227,27 @@ class DatagramCatcher:
         for name in ("received_packets", "ack_queue", "expected_packet_number",
                      "largest_received_packet", "discarded"):
             getattr(self.space, name)  # fail now (AttributeError) if aioquic changed
-        for name in ("_spin_highest_pn", "_ack_delay", "_close_at", "_idle_timeout", "host_cid"):
+        for name in ("_spin_highest_pn", "_ack_delay", "_close_at", "_idle_timeout", "host_cid",
+                     "_loss", "_remote_ack_delay_exponent", "_streams", "_datagrams_pending",
+                     # what _due reads, on every transmit once this exists
+                     "_local_max_data", "_local_max_streams_bidi", "_local_max_streams_uni",
+                     "_handshake_confirmed", "_probe_pending", "_ping_pending",
+                     "_handshake_done_pending", "_retire_connection_ids",
+                     "_streams_blocked_pending", "_host_cids", "_close_pending"):
             getattr(quic, name)
         self.received_at: float | None = None
+        self.acks = 0  # ACK frames taken
+        self.zero_rtt = None if quic._is_client else quic._cryptos[Epoch.ZERO_RTT].recv
 
     def receive(self, data: bytes, now: float) -> list[bytes] | None:
         quic, space = self.quic, self.space
         cid = quic.host_cid
         if not data or data[0] & 0x80 or data[1:1 + len(cid)] != cid:
             return None  # long header or another CID: aioquic's business
+        if self.zero_rtt is not None:
+            if self.zero_rtt.is_valid():
+                return None  # a server's first 1-RTT packet: aioquic drops the 0-RTT keys
+            self.zero_rtt = None
         try:
             header, payload, number = self.crypto.decrypt_packet(
                 data, 1 + len(cid), space.expected_packet_number)
@@ -153,6 +258,7 @@ class DatagramCatcher:
         if header[0] & 0x18:
             return None  # reserved bits set: aioquic closes the connection
         datagrams = []
+        acks = []
         pos, end = 0, len(payload)
         while pos < end:
             kind = payload[pos]
@@ -165,6 +271,18 @@ class DatagramCatcher:
                 size, pos = _varint(payload, pos + 1)
                 datagrams.append(payload[pos:pos + size])
                 pos += size
+            elif kind in (0x02, 0x03):  # ACK, ACK with ECN counts
+                buf = Buffer(data=payload)
+                buf.seek(pos + 1)
+                try:
+                    ranges, delay = pull_ack_frame(buf)
+                    if kind == 0x03:
+                        for _ in range(3):
+                            buf.pull_uint_var()
+                except (ValueError, BufferReadError):
+                    return None  # aioquic closes the connection over it
+                acks.append((ranges, delay))
+                pos = buf.tell()
             else:
                 return None
         if pos > end:
@@ -187,6 +305,12 @@ class DatagramCatcher:
                 space.ack_queue.shift()
             if datagrams and space.ack_at is None:
                 space.ack_at = now + quic._ack_delay
+        self.acks += len(acks)
+        for ranges, delay in acks:
+            quic._loss.peer_completed_address_validation = True
+            quic._loss.on_ack_received(
+                ack_rangeset=ranges, ack_delay=(delay << quic._remote_ack_delay_exponent) / 1e6,
+                now=now, space=space)
         return datagrams
 
     def touch(self) -> None:
@@ -258,6 +382,44 @@ class DatagramSender:
                 quic._close_at = now + quic._idle_timeout()
                 quic._ack_eliciting_sent_since_receipt = True
         return packets
+
+
+class AckSender:
+    """The fast path for a packet holding one ACK frame and nothing else (what a client
+    shown comments sends after each of them), built with the connection's keys, CID, spin
+    bit and packet numbers and recorded as aioquic's builder records it. Only for an ACK of
+    one range: with more (a loss), aioquic also asks the peer to ACK the ACK, so aioquic
+    writes it."""
+
+    def __init__(self, quic: Any) -> None:
+        self.quic = quic
+        self.space = quic._spaces[Epoch.ONE_RTT]
+        self.crypto = quic._cryptos[Epoch.ONE_RTT]
+        for name in ("_local_ack_delay_exponent", "_packet_number", "_spin_bit", "_peer_cid",
+                     "_loss"):
+            getattr(quic, name)  # fail now (AttributeError) if aioquic changed
+        self.sent = 0
+
+    def send(self, now: float) -> bytes:
+        quic, space, crypto = self.quic, self.space, self.crypto
+        delay = int((now - space.largest_received_time) * 1000000) \
+            >> quic._local_ack_delay_exponent
+        buf = Buffer(capacity=64)
+        buf.push_uint_var(0x02)
+        push_ack_frame(buf, space.ack_queue, delay, 48)
+        space.ack_at = None
+        number = quic._packet_number
+        quic._packet_number = number + 1
+        header = bytes([0x40 | (quic._spin_bit << 5) | (crypto.key_phase << 2) | 0x01]) \
+            + quic._peer_cid.cid + (number & 0xFFFF).to_bytes(2, "big")
+        packet = crypto.encrypt_packet(header, buf.data, number)
+        quic._loss.on_packet_sent(packet=QuicSentPacket(
+            epoch=Epoch.ONE_RTT, in_flight=False, is_ack_eliciting=False,
+            is_crypto_packet=False, packet_number=number, packet_type=QuicPacketType.ONE_RTT,
+            sent_time=now, sent_bytes=len(packet)), space=space)
+        quic._network_paths[0].bytes_sent += len(packet)
+        self.sent += 1
+        return packet
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

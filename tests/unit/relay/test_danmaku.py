@@ -9,14 +9,13 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.danmaku import (
+from relay.danmaku import TICK_S, Danmaku, DanmakuLimits, fair_sample
+from skymesh.edgeproto import (
+    COMMENTS_DATAGRAM,
     MAX_BATCH_BYTES,
-    TICK_S,
-    Danmaku,
-    DanmakuLimits,
+    comments_datagrams,
     decode_batch,
     encode_batches,
-    fair_sample,
 )
 
 KEY = ("global", "demo/live")
@@ -83,3 +82,20 @@ def test_batches_fit_a_datagram_and_decode_back():
     assert all(len(b) <= MAX_BATCH_BYTES for b in batches) and len(batches) > 1
     assert [c for b in batches for c in decode_batch(b)] == comments
     assert decode_batch(b"not json") == [] and decode_batch(b'[[1, "x"], ["u"]]') == []
+    shown = comments_datagrams(comments)  # what a session is shown: the same, kind byte first
+    assert [d[:1] for d in shown] == [COMMENTS_DATAGRAM] * len(batches)
+    assert [d[1:] for d in shown] == batches
+
+
+def test_a_late_tick_shows_what_the_time_it_covers_allows():
+    """A busy edge ticks late; its viewers are still shown `show_per_s` a second, not
+    `show_per_s` per TICK_S ticks."""
+    d = Danmaku(DanmakuLimits(show_per_s=20.0, per_user_burst=1000), rng=random.Random(3))
+    for i in range(100):
+        d.comment(KEY, f"v{i}", "x", 0.0)
+    _, show = d.tick({KEY: True}, elapsed=3 * TICK_S)
+    assert len(show[0][1]) == round(20 * 3 * TICK_S)  # 20/s over the time of three ticks
+    for i in range(100):
+        d.comment(KEY, f"w{i}", "x", 0.0)
+    _, show = d.tick({KEY: True}, elapsed=TICK_S)
+    assert len(show[0][1]) == round(20 * TICK_S)

@@ -12,6 +12,7 @@ from support import take
 from relay.edge import start_edge
 from sdk.client import MAX_MEDIA_PAYLOAD, connect
 from sdk.errors import TokenRefused
+from skymesh import edgeproto
 from skymesh.certs import ensure_dev_ca, issue_cert
 from skymesh.token import ERROR_CODES, generate_key, issue, public_key_of
 
@@ -175,8 +176,8 @@ def test_per_session_datagram_queue_is_capped(certs):
                 await asyncio.wait_for(sub.join(), DEADLINE)
                 [session] = [s for s in edge.members(("eu", "app1/c1")) if s.grant.uid == "s"]
                 for _ in range(10):  # queued directly, without transmitting in between
-                    session._quic.send_datagram_frame(b"stale")
-                session.send_media(b"fresh-0")
+                    session._quic.send_datagram_frame(edgeproto.MEDIA_DATAGRAM + b"stale")
+                session.send_media(edgeproto.MEDIA_DATAGRAM + b"fresh-0")
                 assert len(session._quic._datagrams_pending) <= 4
                 assert edge.counters["media_dropped"] >= 7
                 got = await asyncio.wait_for(take(sub.media(), 4), DEADLINE)

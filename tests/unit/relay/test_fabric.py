@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay import datagram, fabric
-from relay.danmaku import decode_batch, encode_batches
 from relay.datagram import ACK, KINDS, MEDIA, MESSAGE, Datagram
 from relay.fabric import (
     HOP_LIMIT,
@@ -22,6 +21,7 @@ from relay.fabric import (
 from relay.metrics import fabric_families
 from relay.reliable import ReliableSettings
 from relay.tables import Entry, RouteTables
+from skymesh.edgeproto import decode_batch, encode_batches
 
 KEY = b"k" * 32
 OLD_KEY = b"o" * 32

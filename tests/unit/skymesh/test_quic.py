@@ -1,6 +1,8 @@
 """skymesh.net.quic's fast paths against plain aioquic peers, over real connections on loopback:
-what DatagramSender writes must read as ordinary QUIC to aioquic, and leave the sender's loss
-recovery and congestion state as aioquic's own packet builder would."""
+what DatagramSender and AckSender write must read as ordinary QUIC to aioquic, and leave the
+sender's loss recovery and congestion state as aioquic's own packet builder would; ACKs the
+DatagramCatcher takes must clear what aioquic's own handling would; a transmit with nothing
+to write must write nothing, and one with something must not be skipped."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import ssl
 import pytest
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import DatagramFrameReceived, HandshakeCompleted
+from aioquic.quic.events import DatagramFrameReceived, HandshakeCompleted, StreamDataReceived
 from aioquic.tls import Epoch
 
 from skymesh.certs import ensure_dev_ca, issue_cert
@@ -51,6 +53,7 @@ class FastServer(quic.Protocol):
         super().__init__(*args, **kwargs)
         self.ready = asyncio.Event()
         self.got: list[bytes] = []
+        self.stream = b""
         FastServer.instances.append(self)
 
     def quic_event_received(self, event) -> None:
@@ -58,12 +61,39 @@ class FastServer(quic.Protocol):
             self.ready.set()
         elif isinstance(event, DatagramFrameReceived):
             self.got.append(event.data)
+        elif isinstance(event, StreamDataReceived):
+            self.stream += event.data
 
 
-def _configs(certs) -> tuple[QuicConfiguration, QuicConfiguration]:
+class PlainServer(PlainPeer):
+    instances: list[PlainServer] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ready = asyncio.Event()
+        PlainServer.instances.append(self)
+
+    def quic_event_received(self, event) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self.ready.set()
+        super().quic_event_received(event)
+
+
+class FastClient(quic.Protocol):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.got: list[bytes] = []
+
+    def quic_event_received(self, event) -> None:
+        if isinstance(event, DatagramFrameReceived):
+            self.got.append(event.data)
+
+
+def _configs(certs, **server_settings) -> tuple[QuicConfiguration, QuicConfiguration]:
     ca, cert, key = certs
     server = QuicConfiguration(is_client=False, alpn_protocols=ALPN,
-                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
+                               max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
+                               **server_settings)
     server.load_cert_chain(cert, key)
     client = QuicConfiguration(is_client=True, alpn_protocols=ALPN, server_name="127.0.0.1",
                                max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
@@ -82,10 +112,10 @@ async def _until(predicate, what: str) -> None:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-def _pair(certs):
+def _pair(certs, **server_settings):
     """A FastServer and a PlainPeer client, connected: an async context manager."""
     FastServer.instances.clear()
-    server_cfg, client_cfg = _configs(certs)
+    server_cfg, client_cfg = _configs(certs, **server_settings)
 
     class Pair:
         async def __aenter__(self):
@@ -193,5 +223,93 @@ def test_segmented_sender_sends_runs_on_the_transports_socket_and_closes_with_it
         gc.collect()
         assert dup.fileno() == -1  # the duplicate descriptor closed with the transport
         rcv.close()
+
+    asyncio.run(main())
+
+
+def test_acks_of_the_fast_paths_datagrams_are_taken_on_the_fast_path_too(certs):
+    async def main():
+        async with _pair(certs) as p:
+            sent = [bytes([i]) * 200 for i in range(30)]
+            p.client.want = len(sent)
+            for i, data in enumerate(sent):  # one at a time, so that the plain peer ACKs each
+                p.fast._quic.send_datagram_frame(data)
+                p.fast.transmit()
+                await _until(lambda i=i: len(p.client.got) > i, "a datagram")
+            loss = p.fast._quic._loss
+            await _until(lambda: loss.bytes_in_flight == 0, "acknowledgements")
+            assert not p.fast._quic._spaces[Epoch.ONE_RTT].sent_packets
+            assert p.fast._catcher.acks >= len(sent) // 2  # the plain peer's ACKs, taken
+
+    asyncio.run(main())
+
+
+def test_a_transmit_with_nothing_to_write_writes_nothing_and_stream_data_still_goes(certs):
+    async def main():
+        async with _pair(certs) as p:
+            q = p.fast._quic
+            await _until(lambda: q._loss.bytes_in_flight == 0
+                         and q._spaces[Epoch.ONE_RTT].ack_at is None, "a quiet connection")
+            number = q._packet_number
+            for _ in range(5):
+                p.fast.transmit()
+            assert q._packet_number == number  # not even an empty packet
+            assert p.fast._timer is not None  # the timers still run (idle, at least)
+            # the plain peer's stream data reaches the fast side, whose ACK is not skipped
+            stream = p.client._quic.get_next_available_stream_id()
+            p.client._quic.send_stream_data(stream, b"hello")
+            p.client.transmit()
+            await _until(lambda: p.fast.stream == b"hello", "the stream's data")
+            loss = p.client._quic._loss
+            await _until(lambda: loss.bytes_in_flight == 0, "the fast side's ACK")
+
+    asyncio.run(main())
+
+
+def test_acks_from_the_fast_path_read_as_plain_quic(certs):
+    """A fast client ACKs a plain server's datagrams with AckSender's packets: the server's
+    loss recovery must see every one acknowledged."""
+    async def main():
+        PlainServer.instances.clear()
+        server_cfg, client_cfg = _configs(certs)
+        server = await serve("127.0.0.1", 0, configuration=server_cfg,
+                             create_protocol=PlainServer)
+        port = server._transport.get_extra_info("sockname")[1]
+        try:
+            async with connect("127.0.0.1", port, configuration=client_cfg,
+                               create_protocol=FastClient) as client:
+                await _until(lambda: PlainServer.instances, "the server's session")
+                plain = PlainServer.instances[0]
+                await asyncio.wait_for(plain.ready.wait(), DEADLINE)
+                await _until(lambda: plain._quic._handshake_confirmed
+                             and client._quic._handshake_confirmed, "a confirmed handshake")
+                sent = [bytes([i]) * 100 for i in range(20)]
+                for i, data in enumerate(sent):
+                    plain._quic.send_datagram_frame(data)
+                    plain.transmit()
+                    await _until(lambda i=i: len(client.got) > i, "a datagram")
+                assert client.got == sent
+                loss = plain._quic._loss
+                await _until(lambda: loss.bytes_in_flight == 0, "the fast client's ACKs")
+                assert not plain._quic._spaces[Epoch.ONE_RTT].sent_packets
+                assert client._acker is not None and client._acker.sent >= len(sent) // 2
+                assert plain._quic._state.name == "CONNECTED"  # nothing it refused
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_flow_control_is_raised_though_transmits_with_only_acks_skip_aioquic(certs):
+    """The fast side's window for the peer's data is small: aioquic raises it (MAX_DATA,
+    MAX_STREAM_DATA) as the data comes, and a transmit that takes the fast path for the ACK
+    must not leave that unsaid, or the peer stalls."""
+    async def main():
+        async with _pair(certs, max_data=8192, max_stream_data=4096) as p:
+            data = bytes(range(256)) * 256  # 64 KiB: 16 times the stream's first window
+            stream = p.client._quic.get_next_available_stream_id()
+            p.client._quic.send_stream_data(stream, data)
+            p.client.transmit()
+            await _until(lambda: p.fast.stream == data, "64 KiB through a 4 KiB window")
 
     asyncio.run(main())
