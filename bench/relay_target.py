@@ -137,6 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("SKYMESH_BENCH_NOGC"):  # an experiment: what the cyclic GC costs
         import gc
         gc.disable()
+    if os.environ.get("SKYMESH_BENCH_GCLOG"):  # the collector's passes, printed at the end
+        import atexit
+        import gc
+        import time
+        passes: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        began = [0.0]
+
+        def watch(phase: str, info: dict) -> None:
+            if phase == "start":
+                began[0] = time.perf_counter()
+            else:
+                passes[info["generation"]].append(time.perf_counter() - began[0])
+        gc.callbacks.append(watch)
+        atexit.register(lambda: print("gc " + " ".join(
+            f"gen{g}: {len(v)} passes, max {max(v, default=0) * 1e3:.1f} ms, total "
+            f"{sum(v) * 1e3:.0f} ms" for g, v in passes.items()), file=sys.stderr))
     if os.environ.get("SKYMESH_BENCH_PROFILE"):  # a cProfile of the relay under test
         import cProfile
 

@@ -86,6 +86,10 @@ MEDIA_DEADLINE_S = 0.015  # media queued longer than this is dropped, not sent l
 # a tick's comments: the edge writes them to every session of a channel at once, and with
 # thousands of sessions the last are written tens of milliseconds after the first
 COMMENTS_DEADLINE_S = 0.25
+# a session's lines that come within this of its last write wait for the next, together: at
+# most 20 writes a second to a session however fast messages come (gifts and orders in a
+# big stream), each a packet and an ACK; a line after a quiet spell leaves at once
+WRITE_GAP_S = 0.05
 # The kernel queues what the edge has not read yet; under overload a big receive buffer is a
 # queue of stale media. 96 KiB (the kernel doubles it) holds about 12 ms at the edge's top rate.
 RECEIVE_BUFFER = 96 * 1024
@@ -158,6 +162,8 @@ class EdgeState:
             lim.comments_shown_per_s, lim.comments_forwarded_per_s))
         self.system_mid = 0  # ids of this edge's own messages (presence, receipts)
         self.system_task: asyncio.Task | None = None
+        self.held: list[EdgeConnection] = []  # sessions whose lines wait (WRITE_GAP_S)
+        self._flush: asyncio.TimerHandle | None = None
         # co-hosting: each linked channel -> the channels it is linked with (both ways), who
         # asked for each link (its session -> the other channel's client name), the sessions
         # waiting for "linked", and the channels whose member relays the controller has said
@@ -379,6 +385,21 @@ class EdgeState:
             if session is not exclude:
                 session.send_line(line)
 
+    def hold(self, session: EdgeConnection) -> None:
+        """Write `session`'s lines with the next flush, at most WRITE_GAP_S from now."""
+        self.held.append(session)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(WRITE_GAP_S, self.flush_held)
+
+    def flush_held(self) -> None:
+        self._flush = None
+        held, self.held = self.held, []
+        now = time.monotonic()
+        for session in held:
+            session.holding = False
+            session.written_at = now
+            session.transmit_soon()
+
     def system_tick(self, now: float) -> None:
         """Announce who is here and how many read what, when it changed; forget what went
         stale; show the sessions that asked what changed."""
@@ -471,6 +492,8 @@ class EdgeConnection(quic.Protocol):
         self._deadlines: deque[float] = deque()  # when each queued datagram goes stale
         self._expiry: asyncio.TimerHandle | None = None  # (aioquic's own timer is `_timer`)
         self.wants_presence = False  # the join asked to be shown who is in the channel
+        self.written_at = -WRITE_GAP_S  # when its lines were last written (monotonic)
+        self.holding = False  # its lines wait for the edge's next flush
 
     @property
     def grant(self) -> Grant | None:
@@ -658,7 +681,15 @@ class EdgeConnection(quic.Protocol):
         if self.stream_id is None:
             return
         self._quic.send_stream_data(self.stream_id, line)
-        self.transmit_soon()
+        if self.holding:
+            return
+        now = time.monotonic()
+        if now - self.written_at >= WRITE_GAP_S:
+            self.written_at = now
+            self.transmit_soon()
+        else:
+            self.holding = True
+            self.edge.hold(self)
 
 
 def server_configuration(cert: Path | str, key: Path | str) -> QuicConfiguration:

@@ -393,3 +393,42 @@ def test_a_publisher_flooding_messages_is_closed_and_the_others_keep_theirs(cert
             server.close()
 
     asyncio.run(main())
+
+
+def test_lines_that_come_close_together_leave_in_one_write(certs):
+    """Messages to a session 5 ms apart (a fast stream of gifts) are held and written
+    together, at most one write per WRITE_GAP_S; the first after a quiet spell at once. All
+    arrive, in order."""
+    from relay.edge import WRITE_GAP_S
+
+    async def main():
+        server, edge = await _edge(certs)
+        ca = certs[0]
+        try:
+            async with connect("127.0.0.1", edge.port, token(uid="s"), "c1", ca) as sub:
+                await asyncio.wait_for(sub.join(), DEADLINE)
+                [session] = edge.members(("eu", "app1/c1"))
+                await asyncio.sleep(WRITE_GAP_S)  # a quiet spell (a bound, not a condition)
+                loop = asyncio.get_running_loop()
+                first = session._quic._packet_number
+                started = loop.time()
+                for i in range(20):
+                    session.send_line(edgeproto.encode_line(edgeproto.deliver(
+                        "host", i + 1, f"gift {i}", stream="r:host", seq=i + 1)))
+                    if i == 0:
+                        assert session._quic._packet_number == first  # not yet: next turn
+                        await asyncio.sleep(0)
+                        assert session._quic._packet_number == first + 1  # the first, at once
+                    await asyncio.sleep(0.005)
+                spent = loop.time() - started
+                got = await asyncio.wait_for(take(sub.messages(), 20), DEADLINE)
+                assert [m.body for m in got] == [f"gift {i}" for i in range(20)]
+                # one write for the first, then one per WRITE_GAP_S of the burst (and a spare
+                # for a flush at its end), not twenty
+                writes = session._quic._packet_number - first
+                assert writes <= 2 + spent / WRITE_GAP_S + 1, (writes, spent)
+                assert writes < 20
+        finally:
+            server.close()
+
+    asyncio.run(main())
