@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from aioquic.asyncio import serve
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
@@ -90,6 +89,7 @@ COMMENTS_DEADLINE_S = 0.25
 # most 20 writes a second to a session however fast messages come (gifts and orders in a
 # big stream), each a packet and an ACK; a line after a quiet spell leaves at once
 WRITE_GAP_S = 0.05
+FANOUT_SLICE = 100  # sessions shown a tick's comments at once; more are spread over the tick
 # The kernel queues what the edge has not read yet; under overload a big receive buffer is a
 # queue of stale media. 96 KiB (the kernel doubles it) holds about 12 ms at the edge's top rate.
 RECEIVE_BUFFER = 96 * 1024
@@ -431,8 +431,24 @@ class EdgeState:
                     self.uplink.comments_published(key, payload)
         for key, shown in show:
             datagrams = edgeproto.comments_datagrams(shown)  # once for all
-            for session in self.members(key):
+            self.show_comments(list(self.members(key)), datagrams)
+
+    def show_comments(self, sessions: list[EdgeConnection], datagrams: list[bytes]) -> None:
+        """Write a tick's comments to the channel's sessions, spread over the tick in slices
+        of FANOUT_SLICE: thousands written at once would leave at once, and their ACKs come
+        back at once, a burst that both ends queue behind."""
+        if len(sessions) <= FANOUT_SLICE:
+            for session in sessions:
                 session.send_comments(datagrams)
+            return
+        slices = [sessions[i:i + FANOUT_SLICE] for i in range(0, len(sessions), FANOUT_SLICE)]
+        loop = asyncio.get_running_loop()
+        step = TICK_S / len(slices)
+        for n, part in enumerate(slices):
+            if n == 0:
+                self.show_comments(part, datagrams)
+            else:
+                loop.call_later(n * step, self.show_comments, part, datagrams)
 
     async def system_loop(self) -> None:
         """system_tick every TICK_S, on a fixed schedule (a late tick does not push the
@@ -711,7 +727,7 @@ async def start_edge(host: str, port: int, cert: Path | str, key: Path | str,
     def protocol(*args, **kwargs) -> EdgeConnection:
         return EdgeConnection(*args, edge=edge, **kwargs)
 
-    server = await serve(host, port, configuration=server_configuration(cert, key),
+    server = await quic.serve(host, port, configuration=server_configuration(cert, key),
                          create_protocol=protocol)
     sock = server._transport.get_extra_info("socket")
     with contextlib.suppress(OSError, AttributeError):

@@ -432,3 +432,38 @@ def test_lines_that_come_close_together_leave_in_one_write(certs):
             server.close()
 
     asyncio.run(main())
+
+
+def test_a_big_channels_comments_are_spread_over_the_tick(certs):
+    """A tick's comments go to FANOUT_SLICE sessions at once; the rest of a big channel's
+    sessions get them later in the same tick, slice by slice, every one exactly once."""
+    from relay.danmaku import TICK_S
+    from relay.edge import FANOUT_SLICE
+
+    class Viewer:
+        def __init__(self):
+            self.got: list[tuple[float, list[bytes]]] = []
+
+        def send_comments(self, datagrams):
+            self.got.append((asyncio.get_running_loop().time(), datagrams))
+
+    async def main():
+        server, edge = await _edge(certs)
+        try:
+            viewers = [Viewer() for _ in range(2 * FANOUT_SLICE + 50)]
+            batch = edgeproto.comments_datagrams([("v1", "好看")])
+            start = asyncio.get_running_loop().time()
+            edge.show_comments(viewers, batch)
+            assert sum(bool(v.got) for v in viewers) == FANOUT_SLICE  # the first slice now
+            deadline = start + 10 * TICK_S
+            while not all(v.got for v in viewers):
+                assert asyncio.get_running_loop().time() < deadline, "slices never came"
+                await asyncio.sleep(0.01)
+            assert all(len(v.got) == 1 and v.got[0][1] == batch for v in viewers)
+            last = max(v.got[0][0] for v in viewers)
+            assert last - start < TICK_S + 0.5  # within the tick (and a loaded machine's slack)
+            assert last - start >= TICK_S / 3 - 0.02  # the third slice, spread: not at once
+        finally:
+            server.close()
+
+    asyncio.run(main())
