@@ -31,6 +31,18 @@ async def wait_until(predicate, what: str, progress) -> None:
         raise AssertionError(f"no {what} in {DEADLINE:g} s: {progress()}") from None
 
 
+def offered(resolvers: list[str], token: str, ca: bytes, region: str) -> bool:
+    """Whether the resolvers offer an edge in `region` (a region just undrained is offered
+    once the resolvers have heard of it)."""
+    from sdk.edges import resolve
+    from sdk.errors import EdgeUnavailable
+
+    try:
+        return bool(resolve(resolvers, token, ca, region=region))
+    except EdgeUnavailable:
+        return False
+
+
 @pytest.fixture(scope="module")
 def mesh_home(tmp_path_factory):
     base = tmp_path_factory.mktemp("migration")
@@ -162,6 +174,9 @@ def test_a_publisher_moves_when_its_edge_dies_and_nothing_it_sent_is_lost(mesh_h
         got: list[tuple[str, int]] = []
         common = dict(channel="show", ca_file=state["ca"], resolvers=resolvers,
                       resolver_ca=resolver_ca)
+        for region in ("ams", "fra"):  # the test before drained and undrained them
+            await wait_until(lambda r=region: offered(resolvers, sub_token, resolver_ca, r),
+                             f"edge offered in {region}", lambda: "the resolvers offer none")
         async with connect(token=pub_token, region="ams", **common) as pub, \
                 connect(token=sub_token, region="fra", **common) as sub:
             assert (pub.edge.region, sub.edge.region) == ("ams", "fra")
