@@ -36,11 +36,14 @@ class PlainPeer(QuicConnectionProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.got: list[bytes] = []
+        self.stream = b""
         self.arrived = asyncio.Event()
         self.want = 0
 
     def quic_event_received(self, event) -> None:
-        if isinstance(event, DatagramFrameReceived):
+        if isinstance(event, StreamDataReceived):
+            self.stream += event.data
+        elif isinstance(event, DatagramFrameReceived):
             self.got.append(event.data)
             if len(self.got) >= self.want:
                 self.arrived.set()
@@ -311,5 +314,43 @@ def test_flow_control_is_raised_though_transmits_with_only_acks_skip_aioquic(cer
             p.client._quic.send_stream_data(stream, data)
             p.client.transmit()
             await _until(lambda: p.fast.stream == data, "64 KiB through a 4 KiB window")
+
+    asyncio.run(main())
+
+
+def test_stream_data_from_the_fast_path_reads_as_plain_quic_and_what_is_lost_goes_again(certs):
+    """Lines written by StreamSender arrive at a plain aioquic peer whole and in order, a
+    write larger than a packet included; the first packet is dropped on the way, and loss
+    recovery sends its data again; in the end nothing is left in flight."""
+    async def main():
+        async with _pair(certs) as p:
+            stream = p.client._quic.get_next_available_stream_id()
+            p.client._quic.send_stream_data(stream, b"hi")
+            p.client.transmit()
+            await _until(lambda: p.fast.stream == b"hi", "the client's stream")
+            q = p.fast._quic
+            await _until(lambda: q._spaces[Epoch.ONE_RTT].ack_at is None
+                         and q._loss.bytes_in_flight == 0, "a quiet connection")
+            transport = p.fast._transport
+            real, dropped = transport.sendto, []
+
+            def lossy(data, addr=None):
+                if not dropped:
+                    dropped.append(data)
+                    return
+                real(data, addr)
+            transport.sendto = lossy
+            lines = [f"line {i}\n".encode() for i in range(50)]
+            for line in lines:
+                q.send_stream_data(stream, line)
+                p.fast.transmit()
+            big = bytes(range(256)) * 20  # several packets' worth in one write
+            q.send_stream_data(stream, big)
+            p.fast.transmit()
+            want = b"".join(lines) + big
+            await _until(lambda: p.client.stream == want, "every line, the lost one again")
+            assert dropped and p.fast._streamer is not None and p.fast._streamer.sent >= 50
+            await _until(lambda: q._loss.bytes_in_flight == 0, "acknowledgements")
+            assert not q._spaces[Epoch.ONE_RTT].sent_packets
 
     asyncio.run(main())
