@@ -134,9 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     run = run_edge if args.relay == "edge" else run_fastpath
     loop = _loop()
     profile = None
-    if os.environ.get("SKYMESH_BENCH_NOGC"):  # an experiment: what the cyclic GC costs
-        import gc
-        gc.disable()
     if os.environ.get("SKYMESH_BENCH_GCLOG"):  # the collector's passes, printed at the end
         import atexit
         import gc

@@ -256,11 +256,7 @@ def commented(msg: dict) -> str:
     body = msg.get("body")
     if not isinstance(body, str):
         raise ProtocolError(BAD_COMMENT)
-    try:
-        size = len(body.encode())
-    except UnicodeEncodeError:
-        raise ProtocolError(MESSAGE_NOT_TEXT) from None
-    if size > MAX_COMMENT_BYTES:
+    if _utf8_size(body) > MAX_COMMENT_BYTES:
         raise ProtocolError(BAD_COMMENT)
     return body
 
@@ -550,12 +546,16 @@ class LineDecoder:
 def check_body(body: str) -> None:
     """ProtocolError when a message body is longer than `MAX_MESSAGE_BYTES` of UTF-8, or has
     no UTF-8 at all (JSON's escapes can spell a lone surrogate)."""
+    if _utf8_size(body) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(MESSAGE_TOO_LONG)
+
+
+def _utf8_size(body: str) -> int:
+    """Bytes of `body` in UTF-8; ProtocolError when it has none (a lone surrogate)."""
     try:
-        size = len(body.encode())
+        return len(body.encode())
     except UnicodeEncodeError:
         raise ProtocolError(MESSAGE_NOT_TEXT) from None
-    if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(MESSAGE_TOO_LONG)
 
 
 def published(msg: dict) -> tuple[int, str]:
